@@ -1,0 +1,142 @@
+//! Reading a file (and `TRUNKD__…` environment overrides) with the `config`
+//! crate into the raw [`schema::File`], reporting every unknown key and the
+//! first type error with its path.
+
+use std::path::Path;
+
+use config::{Environment, File, FileFormat};
+
+use crate::schema;
+use crate::validate::{resource_label, Report};
+
+/// Top-level sections that are arrays of resources: a path into one of them
+/// is shown with the resource's id instead of its index.
+const RESOURCE_SECTIONS: [&str; 6] =
+    ["carriers", "voice_connectors", "voice_connector_groups", "numbers", "sip_media_applications", "sip_rules"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn ignored_segments(path: &serde_ignored::Path<'_>, out: &mut Vec<Seg>) {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => {}
+        P::Seq { parent, index } => {
+            ignored_segments(parent, out);
+            out.push(Seg::Index(*index));
+        }
+        P::Map { parent, key } => {
+            ignored_segments(parent, out);
+            out.push(Seg::Key(key.clone()));
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => ignored_segments(parent, out),
+    }
+}
+
+/// Splits a path into (resource label, field) the way errors show them.
+fn place(segs: &[Seg], label_of: impl Fn(&str, usize) -> String) -> (Option<String>, String) {
+    let (resource, rest) = match segs {
+        [Seg::Key(section), Seg::Index(i), rest @ ..] if RESOURCE_SECTIONS.contains(&section.as_str()) => {
+            (Some(label_of(section, *i)), rest)
+        }
+        _ => (None, segs),
+    };
+    let mut field = String::new();
+    for s in rest {
+        match s {
+            Seg::Key(k) => {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(k);
+            }
+            Seg::Index(i) => field.push_str(&format!("[{i}]")),
+        }
+    }
+    (resource, field)
+}
+
+fn builder(path: &Path) -> config::ConfigBuilder<config::builder::DefaultState> {
+    config::Config::builder().add_source(File::from(path).format(FileFormat::Toml).required(true)).add_source(
+        Environment::with_prefix("TRUNKD")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("sip.udp")
+            .with_list_parse_key("sip.tcp")
+            .with_list_parse_key("sip.tls"),
+    )
+}
+
+/// Reads `path` plus environment overrides. `None` when nothing usable could
+/// be read; every problem is in `report`.
+pub(crate) fn read(path: &Path, report: &mut Report<'_>) -> Option<schema::File> {
+    let cfg = match builder(path).build() {
+        Ok(c) => c,
+        Err(e) => {
+            report.push(None, "", e);
+            return None;
+        }
+    };
+    let mut unknown: Vec<Vec<Seg>> = Vec::new();
+    let mut on_ignored = |p: serde_ignored::Path<'_>| {
+        let mut segs = Vec::new();
+        ignored_segments(&p, &mut segs);
+        unknown.push(segs);
+    };
+    let de = serde_ignored::Deserializer::new(cfg.clone(), &mut on_ignored);
+    let result: Result<schema::File, _> = serde_path_to_error::deserialize(de);
+    match result {
+        Ok(file) => {
+            // Unknown keys are errors, but the rest of the file is still
+            // validated so that one run reports everything.
+            let mut places: Vec<_> = unknown.iter().map(|segs| place(segs, |s, i| resource_label(s, &file, i))).collect();
+            places.sort();
+            for (resource, field) in places {
+                report.push(resource.as_deref(), field, "unknown key");
+            }
+            Some(file)
+        }
+        Err(e) => {
+            let segs: Vec<Seg> = e
+                .path()
+                .iter()
+                .filter_map(|s| match s {
+                    serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                    serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                    _ => None,
+                })
+                .collect();
+            let label = |section: &str, i: usize| id_from_value(&cfg, section, i).unwrap_or_else(|| format!("{section}[{i}]"));
+            let mut places: Vec<_> = unknown.iter().map(|u| place(u, label)).collect();
+            places.sort();
+            for (resource, field) in places {
+                report.push(resource.as_deref(), field, "unknown key");
+            }
+            let (resource, field) = place(&segs, label);
+            report.push(resource.as_deref(), field, clean_type_error(&e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+/// The resource label from the untyped tree, used when typed
+/// deserialization failed and there is no typed file to ask.
+fn id_from_value(cfg: &config::Config, section: &str, i: usize) -> Option<String> {
+    let list = cfg.get_array(section).ok()?;
+    let table = list.get(i)?.clone().into_table().ok()?;
+    let key = if section == "numbers" { "e164_phone_number" } else { "id" };
+    let id = table.get(key)?.clone().into_string().ok()?;
+    Some(format!("{section}[{key}={id}]"))
+}
+
+/// The config crate appends "for key `…`" / "in …" to type errors; the path
+/// is already shown in front, so keep only the reason.
+fn clean_type_error(msg: &str) -> String {
+    let msg = msg.split(" for key `").next().unwrap_or(msg);
+    msg.split(" in ").next().unwrap_or(msg).trim().to_owned()
+}

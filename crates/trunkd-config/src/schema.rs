@@ -1,0 +1,278 @@
+//! The file's shape (SPEC §3.1), exactly as operators write it.
+//!
+//! These structs only give the TOML its structure. Leaves are kept as plain
+//! strings and `i64`s on purpose: a bad value (`weight = 0`, `protocol =
+//! "SCTP"`, `e164_phone_number = "555"`) must reach [`crate::validate`], which
+//! reports every such error with its resource and field, instead of stopping
+//! serde at the first one. Unknown keys are collected by `serde_ignored`
+//! (all of them, with their paths) rather than `deny_unknown_fields`, which
+//! would also stop at the first.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct File {
+    pub daemon: Daemon,
+    pub sip: Sip,
+    pub tls: Option<Tls>,
+    pub media: Media,
+    pub admin: Admin,
+    pub records: Records,
+    pub logging: Logging,
+    pub limits: Limits,
+    pub carriers: Vec<Carrier>,
+    pub voice_connectors: Vec<VoiceConnector>,
+    pub voice_connector_groups: Vec<VoiceConnectorGroup>,
+    pub numbers: Vec<Number>,
+    pub sip_media_applications: Vec<SipMediaApplication>,
+    pub sip_rules: Vec<SipRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Daemon {
+    pub region: Option<String>,
+    pub account_id: Option<String>,
+    pub outbound_host_domain: Option<String>,
+    pub state_dir: Option<String>,
+    pub pid_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Sip {
+    pub udp: Option<Vec<String>>,
+    pub tcp: Option<Vec<String>>,
+    pub tls: Option<Vec<String>>,
+    pub advertised_address: Option<String>,
+    pub max_message_bytes: Option<i64>,
+    pub max_tcp_connections: Option<i64>,
+    pub tcp_idle_timeout_seconds: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Tls {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Media {
+    pub address: Option<String>,
+    pub advertised_address: Option<String>,
+    pub port_min: Option<i64>,
+    pub port_max: Option<i64>,
+    pub inactivity_timeout_seconds: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Admin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Records {
+    pub enabled: Option<bool>,
+    pub directory: Option<String>,
+    pub key_prefix: Option<String>,
+    pub service_code: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Logging {
+    pub directory: Option<String>,
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    pub max_routes_per_voice_connector: Option<i64>,
+    pub max_voice_connectors_per_group: Option<i64>,
+    pub max_voice_connector_groups: Option<i64>,
+    pub max_voice_connectors: Option<i64>,
+    pub max_numbers: Option<i64>,
+}
+
+/// A carrier host or an origination route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Route {
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub protocol: Option<String>,
+    pub priority: Option<i64>,
+    pub weight: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CarrierCredentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Carrier {
+    pub id: Option<String>,
+    pub source_cidrs: Vec<String>,
+    pub hosts: Vec<Route>,
+    pub credentials: Option<CarrierCredentials>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct VoiceConnector {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub aws_region: Option<String>,
+    pub require_encryption: bool,
+    pub network_type: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub termination: Option<Termination>,
+    pub origination: Option<Origination>,
+    pub logging: VcLogging,
+    pub streaming: Option<Streaming>,
+    pub emergency: Option<Emergency>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Credential {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ha1_md5: Option<String>,
+    pub ha1_sha256: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Termination {
+    pub disabled: bool,
+    pub cidr_allowed_list: Vec<String>,
+    pub credentials: Vec<Credential>,
+    pub cps_limit: Option<i64>,
+    pub calling_regions: Vec<String>,
+    pub default_phone_number: Option<String>,
+    pub carriers: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Origination {
+    pub disabled: bool,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct VcLogging {
+    pub enable_sip_logs: bool,
+    pub enable_media_metric_logs: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StreamingSink {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub directory: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct Streaming {
+    pub disabled: bool,
+    pub data_retention_in_hours: Option<i64>,
+    pub sinks: Vec<StreamingSink>,
+}
+
+impl Default for Streaming {
+    fn default() -> Self {
+        Streaming { disabled: true, data_retention_in_hours: None, sinks: Vec::new() }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Emergency {
+    pub calling_country: Option<String>,
+    pub emergency_phone_number: Option<String>,
+    pub test_phone_number: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct GroupItem {
+    pub voice_connector_id: Option<String>,
+    pub priority: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct VoiceConnectorGroup {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub voice_connector_items: Vec<GroupItem>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Number {
+    pub e164_phone_number: Option<String>,
+    pub product_type: Option<String>,
+    pub voice_connector_id: Option<String>,
+    pub voice_connector_group_id: Option<String>,
+    pub calling_name: Option<String>,
+    pub name: Option<String>,
+    pub deleted_at: Option<String>,
+    pub port_in_status: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SmaEndpoint {
+    pub url: Option<String>,
+    pub priority: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SipMediaApplication {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub aws_region: Option<String>,
+    pub endpoints: Vec<SmaEndpoint>,
+    pub webhook_secret: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RuleTarget {
+    pub sip_media_application_id: Option<String>,
+    pub priority: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SipRule {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub trigger_type: Option<String>,
+    pub trigger_value: Option<String>,
+    pub disabled: bool,
+    pub target_applications: Vec<RuleTarget>,
+}

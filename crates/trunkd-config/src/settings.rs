@@ -1,0 +1,81 @@
+//! Daemon settings: everything in the file that is not a resource.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Validated daemon settings. Paths are absolute or relative to the working
+/// directory (the file's relative paths are resolved against its directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub daemon: DaemonSettings,
+    pub sip: SipSettings,
+    pub tls: Option<TlsSettings>,
+    pub media: MediaSettings,
+    pub admin: AdminSettings,
+    pub records: RecordsSettings,
+    pub logging: LoggingSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    pub region: String,
+    pub account_id: String,
+    pub outbound_host_domain: String,
+    pub state_dir: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSettings {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    /// What Via/Contact/SDP show; `None`: the listener's own address.
+    pub advertised_address: Option<String>,
+    pub max_message_bytes: usize,
+    pub max_tcp_connections: usize,
+    pub tcp_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSettings {
+    pub address: IpAddr,
+    pub advertised_address: Option<IpAddr>,
+    pub port_min: u16,
+    pub port_max: u16,
+    /// `None`: media inactivity never ends a call.
+    pub inactivity_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsSettings {
+    pub enabled: bool,
+    pub directory: PathBuf,
+    pub key_prefix: String,
+    pub service_code: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingSettings {
+    pub directory: PathBuf,
+    pub format: LogFormat,
+    pub level: String,
+}

@@ -1,0 +1,338 @@
+//! Every validation rule of docs/configuration.md, each asserting the exact
+//! error text: file, resource and field, and the reason.
+
+mod common;
+use common::{errors, write, VALID};
+
+/// `VALID` with `from` replaced by `to` (which must occur).
+fn with(from: &str, to: &str) -> String {
+    assert!(VALID.contains(from), "fixture lacks {from:?}");
+    VALID.replacen(from, to, 1)
+}
+
+fn assert_errors(text: &str, expected: &[&str]) {
+    assert_eq!(errors(text), expected, "\n--- file ---\n{text}");
+}
+
+#[test]
+fn the_fixture_is_valid_and_counted() {
+    assert_errors(VALID, &[]);
+    let c = trunkd_config::load(&write(VALID)).unwrap();
+    let counts = c.resources.counts();
+    assert_eq!((counts.voice_connectors, counts.voice_connector_groups, counts.carriers), (2, 1, 1));
+    assert_eq!((counts.numbers, counts.sip_media_applications, counts.sip_rules), (3, 1, 1));
+    let vc = c.resources.voice_connector("vc-west").unwrap();
+    assert!(vc.termination.disabled, "no [termination] section means disabled");
+    assert!(!vc.origination.disabled);
+    assert_eq!(vc.origination.routes[0].port.get(), 5093);
+    let n = c.resources.number("+12065550150".parse().unwrap()).unwrap();
+    assert_eq!(n.assignment, trunkd_core::Assignment::SipRule("rule-1".parse().unwrap()));
+}
+
+#[test]
+fn route_weight_out_of_range_names_the_route() {
+    assert_errors(
+        &with("port = 5092, protocol = \"UDP\", priority = 2, weight = 20", "port = 5092, protocol = \"UDP\", priority = 2, weight = 0"),
+        &["F: voice_connectors[id=vc-east].origination.routes[2].weight: 0 is out of range 1..=100"],
+    );
+}
+
+#[test]
+fn route_priority_port_and_protocol() {
+    assert_errors(
+        &with(
+            "{ host = \"127.0.0.1\", port = 5091, protocol = \"TCP\", priority = 2, weight = 10 }",
+            "{ host = \"127.0.0.1\", port = 70000, protocol = \"SCTP\", priority = 101, weight = 10 }",
+        ),
+        &[
+            "F: voice_connectors[id=vc-east].origination.routes[1].protocol: \"SCTP\" is not one of UDP, TCP, TLS",
+            "F: voice_connectors[id=vc-east].origination.routes[1].port: 70000 is out of range 1..=65535",
+            "F: voice_connectors[id=vc-east].origination.routes[1].priority: 101 is out of range 1..=100",
+        ],
+    );
+}
+
+#[test]
+fn unknown_keys_are_all_reported_with_their_place() {
+    let text = with("name = \"East PBX\"", "name = \"East PBX\"\ncolour = \"blue\"")
+        .replacen("cps_limit = 10", "cps_limit = 10\ncps = 3", 1)
+        .replacen("[sip]", "[sip]\nport = 5060", 1)
+        .replacen("[daemon]", "[deamon]\nregion = \"x\"\n[daemon]", 1);
+    // Sorted by place; the rest of the file is still validated.
+    assert_errors(
+        &text,
+        &[
+            "F: deamon: unknown key",
+            "F: sip.port: unknown key",
+            "F: voice_connectors[id=vc-east].colour: unknown key",
+            "F: voice_connectors[id=vc-east].termination.cps: unknown key",
+        ],
+    );
+}
+
+#[test]
+fn a_wrong_type_names_its_place() {
+    assert_errors(
+        &with("cps_limit = 10", "cps_limit = \"ten\""),
+        &["F: voice_connectors[id=vc-east].termination.cps_limit: invalid type: string \"ten\", expected an integer"],
+    );
+}
+
+#[test]
+fn duplicate_ids() {
+    assert_errors(
+        &with("id = \"vc-west\"", "id = \"vc-east\""),
+        &[
+            "F: voice_connectors[id=vc-east].id: is a duplicate: another resource of this kind has the same id",
+            // The group's reference to the renamed VC now dangles too.
+            "F: voice_connector_groups[id=grp-main].voice_connector_items[1].voice_connector_id: voice connector \"vc-west\" does not exist",
+        ],
+    );
+}
+
+#[test]
+fn invalid_ids() {
+    assert_errors(&with("id = \"vc-west\"", "id = \"VC West\""), &[
+        "F: voice_connectors[id=VC West].id: contains 'V'; allowed are a-z, 0-9 and '-'",
+        "F: voice_connector_groups[id=grp-main].voice_connector_items[1].voice_connector_id: voice connector \"vc-west\" does not exist",
+    ]);
+    assert_errors(&with("id = \"carrier-a\"", "name = \"no id\""), &[
+        "F: carriers[0].name: unknown key",
+        "F: carriers[0].id: is required",
+    ]);
+}
+
+#[test]
+fn dangling_references() {
+    assert_errors(&with("voice_connector_id = \"vc-east\"\n", "voice_connector_id = \"vc-north\"\n"), &[
+        "F: numbers[e164_phone_number=+12065550100].voice_connector_id: voice connector \"vc-north\" does not exist",
+    ]);
+    assert_errors(&with("voice_connector_group_id = \"grp-main\"", "voice_connector_group_id = \"grp-gone\""), &[
+        "F: numbers[e164_phone_number=+12065550101].voice_connector_group_id: voice connector group \"grp-gone\" does not exist",
+    ]);
+    assert_errors(&with("{ sip_media_application_id = \"sma-ivr\"", "{ sip_media_application_id = \"sma-gone\""), &[
+        "F: sip_rules[id=rule-1].target_applications[0].sip_media_application_id: SIP media application \"sma-gone\" does not exist",
+    ]);
+    assert_errors(&with("credentials = [ { username", "carriers = [\"carrier-b\"]\ncredentials = [ { username"), &[
+        "F: voice_connectors[id=vc-east].termination.carriers[0]: carrier \"carrier-b\" does not exist",
+    ]);
+}
+
+#[test]
+fn a_deleted_vc_with_numbers_still_assigned_is_a_dangling_reference() {
+    let text = with("[[voice_connectors]]\nid = \"vc-west\"\n\n[voice_connectors.origination]\nroutes = [ { host = \"127.0.0.1\", port = 5093 } ]\n", "")
+        .replacen("{ voice_connector_id = \"vc-west\", priority = 2 }", "{ voice_connector_id = \"vc-east\", priority = 2 }", 1);
+    assert_errors(&text, &[
+        "F: voice_connector_groups[id=grp-main].voice_connector_items[1].voice_connector_id: voice connector \"vc-east\" is listed twice",
+    ]);
+    let text = with("[[voice_connectors]]\nid = \"vc-west\"\n\n[voice_connectors.origination]\nroutes = [ { host = \"127.0.0.1\", port = 5093 } ]\n", "");
+    assert_errors(&text, &[
+        "F: voice_connector_groups[id=grp-main].voice_connector_items[1].voice_connector_id: voice connector \"vc-west\" does not exist",
+    ]);
+}
+
+#[test]
+fn a_number_assigned_twice() {
+    assert_errors(&with("voice_connector_id = \"vc-east\"\n", "voice_connector_id = \"vc-east\"\nvoice_connector_group_id = \"grp-main\"\n"), &[
+        "F: numbers[e164_phone_number=+12065550100].voice_connector_group_id: the number is assigned twice: set voice_connector_id or voice_connector_group_id, not both",
+    ]);
+    let dup = format!("{VALID}\n[[numbers]]\ne164_phone_number = \"+12065550100\"\nvoice_connector_id = \"vc-west\"\n");
+    assert_errors(&dup, &["F: numbers[e164_phone_number=+12065550100].e164_phone_number: is a duplicate: the number is listed twice"]);
+}
+
+#[test]
+fn numbers_must_be_e164() {
+    assert_errors(&with("\"+12065550100\"\nvoice_connector_id", "\"2065550100\"\nvoice_connector_id"), &[
+        "F: numbers[e164_phone_number=2065550100].e164_phone_number: must start with '+'",
+    ]);
+    assert_errors(&with("\"+12065550101\"", "\"+1206555010199999\""), &[
+        "F: numbers[e164_phone_number=+1206555010199999].e164_phone_number: must have 1 to 15 digits after '+', has 16",
+    ]);
+    assert_errors(&with("cps_limit = 10", "cps_limit = 10\ndefault_phone_number = \"+1 206\""), &[
+        "F: voice_connectors[id=vc-east].termination.default_phone_number: must have only digits after '+'",
+    ]);
+}
+
+#[test]
+fn calling_name_and_product_type() {
+    assert_errors(&with("voice_connector_id = \"vc-east\"\n", "voice_connector_id = \"vc-east\"\ncalling_name = \"North-Campus!\"\n"), &[
+        "F: numbers[e164_phone_number=+12065550100].calling_name: \"North-Campus!\" must be 2 to 15 characters of A-Z, a-z, 0-9 and space",
+    ]);
+    assert_errors(&with("product_type = \"SipMediaApplicationDialIn\"", "product_type = \"SipMediaApplicationDialIn\"\nvoice_connector_id = \"vc-east\""), &[
+        "F: numbers[e164_phone_number=+12065550150].product_type: a SipMediaApplicationDialIn number is used by SIP rules and cannot be assigned to a voice connector or group",
+    ]);
+}
+
+#[test]
+fn deletion_queue() {
+    assert_errors(&with("voice_connector_id = \"vc-east\"\n", "voice_connector_id = \"vc-east\"\ndeleted_at = \"2026-01-01T00:00:00Z\"\n"), &[
+        "F: numbers[e164_phone_number=+12065550100].deleted_at: a number in the deletion queue cannot be assigned",
+    ]);
+    assert_errors(&with("e164_phone_number = \"+12065550101\"\nvoice_connector_group_id = \"grp-main\"", "e164_phone_number = \"+12065550101\"\ndeleted_at = \"soon\""), &[
+        "F: numbers[e164_phone_number=+12065550101].deleted_at: \"soon\" is not an RFC 3339 time such as 2026-11-20T10:00:00Z",
+    ]);
+}
+
+#[test]
+fn group_priorities_must_be_unique_and_in_range() {
+    assert_errors(&with("voice_connector_id = \"vc-west\", priority = 2", "voice_connector_id = \"vc-west\", priority = 1"), &[
+        "F: voice_connector_groups[id=grp-main].voice_connector_items[1].priority: 1 is already used by voice_connector_items[0]; priorities must be unique",
+    ]);
+    assert_errors(&with("voice_connector_id = \"vc-west\", priority = 2", "voice_connector_id = \"vc-west\", priority = 100"), &[
+        "F: voice_connector_groups[id=grp-main].voice_connector_items[1].priority: 100 is out of range 1..=99",
+    ]);
+}
+
+#[test]
+fn group_and_route_limits() {
+    let text = format!("[limits]\nmax_voice_connectors_per_group = 1\nmax_routes_per_voice_connector = 2\n{VALID}");
+    assert_errors(&text, &[
+        "F: voice_connectors[id=vc-east].origination.routes: has 3 routes, limits.max_routes_per_voice_connector is 2",
+        "F: voice_connector_groups[id=grp-main].voice_connector_items: has 2 voice connectors, limits.max_voice_connectors_per_group is 1",
+    ]);
+    let text = format!("[limits]\nmax_voice_connector_groups = 0\n{VALID}");
+    assert_errors(&text, &["F: limits.max_voice_connector_groups: 0 is out of range 1..=10000000"]);
+}
+
+#[test]
+fn cidrs_and_hosts() {
+    assert_errors(&with("cidr_allowed_list = [\"127.0.0.0/8\"]", "cidr_allowed_list = [\"127.0.0.0/8\", \"10.0.0.0/33\", \"10.1.2.3\"]"), &[
+        "F: voice_connectors[id=vc-east].termination.cidr_allowed_list[1]: \"10.0.0.0/33\" is not a CIDR (e.g. 192.0.2.0/24) or an IP address",
+    ]);
+    assert_errors(&with("source_cidrs = [\"127.0.0.1/32\"]", "source_cidrs = [\"localhost\"]"), &[
+        "F: carriers[id=carrier-a].source_cidrs[0]: \"localhost\" is not a CIDR (e.g. 192.0.2.0/24) or an IP address",
+    ]);
+    assert_errors(&with("{ host = \"127.0.0.1\", port = 5080", "{ host = \"bad_host!\", port = 5080"), &[
+        "F: carriers[id=carrier-a].hosts[0].host: \"bad_host!\" is neither an IP address nor a valid host name",
+    ]);
+}
+
+#[test]
+fn cps_and_calling_regions() {
+    assert_errors(&with("cps_limit = 10", "cps_limit = 0"), &["F: voice_connectors[id=vc-east].termination.cps_limit: 0 is out of range 1..=100000"]);
+    assert_errors(&with("calling_regions = [\"US\", \"CA\"]", "calling_regions = [\"US\", \"usa\", \"US\"]"), &[
+        "F: voice_connectors[id=vc-east].termination.calling_regions[1]: \"usa\" is not an ISO 3166-1 alpha-2 country code with a telephone numbering plan",
+        "F: voice_connectors[id=vc-east].termination.calling_regions[2]: US is listed twice",
+    ]);
+}
+
+#[test]
+fn credentials() {
+    assert_errors(&with("{ username = \"pbx1\", password = \"secret1\" }", "{ username = \"pbx1\", password = \"x\", ha1_md5 = \"00\" }"), &[
+        "F: voice_connectors[id=vc-east].termination.credentials[0]: needs exactly one of password, ha1_md5, ha1_sha256",
+    ]);
+    assert_errors(&with("{ username = \"pbx1\", password = \"secret1\" }", "{ username = \"pbx1\", ha1_md5 = \"xyz\" }"), &[
+        "F: voice_connectors[id=vc-east].termination.credentials[0].ha1_md5: must be 32 hexadecimal digits",
+    ]);
+    let text = with("[voice_connectors.origination]\nroutes = [ { host = \"127.0.0.1\", port = 5093 } ]", "[voice_connectors.termination]\ncredentials = [ { username = \"pbx1\", ha1_sha256 = \"00\" } ]\n[voice_connectors.origination]\nroutes = [ { host = \"127.0.0.1\", port = 5093 } ]");
+    assert_errors(&text, &[
+        "F: voice_connectors[id=vc-west].termination.credentials[0].username: \"pbx1\" is already used by voice_connectors[id=vc-east]; a digest username identifies one voice connector",
+        "F: voice_connectors[id=vc-west].termination.credentials[0].ha1_sha256: must be 64 hexadecimal digits",
+    ]);
+}
+
+#[test]
+fn an_enabled_rule_needs_targets_and_a_dial_in_number() {
+    assert_errors(&with("target_applications = [ { sip_media_application_id = \"sma-ivr\", priority = 1 } ]", ""), &[
+        "F: sip_rules[id=rule-1].target_applications: an enabled SIP rule needs at least one target application",
+    ]);
+    assert_errors(&with("trigger_value = \"+12065550150\"", "trigger_value = \"+12065550100\""), &[
+        "F: sip_rules[id=rule-1].trigger_value: +12065550100 has product_type VoiceConnector; a SIP rule needs a SipMediaApplicationDialIn number",
+    ]);
+    assert_errors(&with("trigger_type = \"ToPhoneNumber\"", "trigger_type = \"ToNumber\""), &[
+        "F: sip_rules[id=rule-1].trigger_type: \"ToNumber\" is not one of ToPhoneNumber, RequestUriHostname",
+    ]);
+    let disabled = with("target_applications = [ { sip_media_application_id = \"sma-ivr\", priority = 1 } ]", "disabled = true");
+    assert_errors(&disabled, &[]);
+}
+
+#[test]
+fn require_encryption_needs_tls_routes() {
+    assert_errors(&with("name = \"East PBX\"", "name = \"East PBX\"\nrequire_encryption = true"), &[
+        "F: voice_connectors[id=vc-east].origination.routes[0].protocol: is UDP but the voice connector has require_encryption = true; use TLS",
+        "F: voice_connectors[id=vc-east].origination.routes[1].protocol: is TCP but the voice connector has require_encryption = true; use TLS",
+        "F: voice_connectors[id=vc-east].origination.routes[2].protocol: is UDP but the voice connector has require_encryption = true; use TLS",
+    ]);
+}
+
+#[test]
+fn ipv4_only_forbids_ipv6_routes() {
+    assert_errors(&with("{ host = \"127.0.0.1\", port = 5093 }", "{ host = \"::1\", port = 5093 }"), &[
+        "F: voice_connectors[id=vc-west].origination.routes[0].host: is an IPv6 address but network_type is IPV4_ONLY",
+    ]);
+    let dual = with("[[voice_connectors]]\nid = \"vc-west\"", "[[voice_connectors]]\nid = \"vc-west\"\nnetwork_type = \"DUAL_STACK\"")
+        .replacen("{ host = \"127.0.0.1\", port = 5093 }", "{ host = \"::1\", port = 5093 }", 1);
+    assert_errors(&dual, &[]);
+}
+
+#[test]
+fn daemon_settings() {
+    assert_errors(&with("[sip]\nudp = [\"127.0.0.1:5060\"]", "[sip]\nmax_message_bytes = 100\nudp = [\"127.0.0.1\"]"), &[
+        "F: sip.udp[0]: \"127.0.0.1\" is not a socket address (e.g. 127.0.0.1:5060 or [::1]:5060)",
+        "F: sip.max_message_bytes: 100 is out of range 1024..=1048576",
+    ]);
+    assert_errors(&with("[sip]\nudp = [\"127.0.0.1:5060\"]\ntcp = [\"127.0.0.1:5060\"]", "[sip]\nudp = []\ntcp = []"), &["F: sip: has no listener: set at least one of udp, tcp, tls"]);
+    assert_errors(&with("[sip]", "[sip]\ntls = [\"127.0.0.1:5061\"]"), &["F: sip.tls: TLS listeners need a [tls] section with cert_file and key_file"]);
+    let e = errors(&format!("[tls]\ncert_file = \"missing.pem\"\n{VALID}"));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with("F: tls.cert_file: /") && e[0].ends_with("/missing.pem does not exist or is not a file"), "{e:?}");
+    assert_eq!(e[1], "F: tls.key_file: is required");
+    assert_errors(&format!("[media]\nport_min = 6000\nport_max = 6000\n{VALID}"), &["F: media.port_max: 6000 must be greater than port_min (6000)"]);
+    assert_errors(&format!("[logging]\nformat = \"xml\"\n{VALID}"), &["F: logging.format: \"xml\" is not one of text, json"]);
+    assert_errors(&with("region = \"local\"", "region = \"Local Site\""), &["F: daemon.region: \"Local Site\" must be 1 to 32 characters of a-z, 0-9 and '-'"]);
+}
+
+#[test]
+fn termination_needs_a_carrier() {
+    let text = with("[[carriers]]\nid = \"carrier-a\"\nsource_cidrs = [\"127.0.0.1/32\"]\nhosts = [ { host = \"127.0.0.1\", port = 5080, protocol = \"UDP\", priority = 1, weight = 100 } ]\n", "");
+    assert_errors(&text, &["F: voice_connectors[id=vc-east].termination: is enabled but the file has no [[carriers]] to send calls to"]);
+}
+
+#[test]
+fn many_errors_are_all_reported() {
+    let text = with("cps_limit = 10", "cps_limit = 0")
+        .replacen("weight = 20", "weight = 0", 1)
+        .replacen("\"+12065550101\"", "\"12065550101\"", 1);
+    assert_eq!(errors(&text).len(), 3, "{:#?}", errors(&text));
+}
+
+#[test]
+fn a_missing_file_is_one_clear_error() {
+    let e = trunkd_config::load(std::path::Path::new("/nonexistent/trunkd.toml")).unwrap_err();
+    assert_eq!(e.len(), 1);
+    assert!(e.to_string().starts_with("/nonexistent/trunkd.toml: "), "{e}");
+    assert!(e.to_string().contains("not found"), "{e}");
+}
+
+#[test]
+fn a_toml_syntax_error_is_reported() {
+    let e = errors("[daemon\nregion = 1");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("F: "), "{e:?}");
+}
+
+#[test]
+fn secrets_do_not_appear_in_debug_output() {
+    let c = trunkd_config::load(&write(VALID)).unwrap();
+    let dump = format!("{c:?}");
+    assert!(!dump.contains("secret1"), "password leaked in Debug");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_files_directory() {
+    let path = write(VALID);
+    let c = trunkd_config::load(&path).unwrap();
+    let dir = path.parent().unwrap();
+    assert_eq!(c.settings.daemon.state_dir, dir.join("var"));
+    assert_eq!(c.settings.records.directory, dir.join("var").join("records"));
+    assert_eq!(c.settings.daemon.pid_file, dir.join("var").join("trunkd.pid"));
+}
+
+#[test]
+fn the_bundled_example_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/trunkd.toml");
+    let c = trunkd_config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let n = c.resources.counts();
+    assert_eq!((n.voice_connectors, n.voice_connector_groups, n.sip_media_applications, n.sip_rules), (2, 1, 1, 1));
+    assert!(n.carriers >= 2 && n.numbers >= 5);
+}
