@@ -88,7 +88,9 @@ pub(crate) fn read(path: &Path, report: &mut Report<'_>) -> Option<schema::File>
         ignored_segments(&p, &mut segs);
         unknown.push(segs);
     };
-    let de = serde_ignored::Deserializer::new(cfg.clone(), &mut on_ignored);
+    // Deserialization consumes the tree; on the (rare) error path it is read
+    // again for resource labels rather than cloned up front for every load.
+    let de = serde_ignored::Deserializer::new(cfg, &mut on_ignored);
     let result: Result<schema::File, _> = serde_path_to_error::deserialize(de);
     match result {
         Ok(file) => {
@@ -111,7 +113,10 @@ pub(crate) fn read(path: &Path, report: &mut Report<'_>) -> Option<schema::File>
                     _ => None,
                 })
                 .collect();
-            let label = |section: &str, i: usize| id_from_value(&cfg, section, i).unwrap_or_else(|| format!("{section}[{i}]"));
+            let tree = builder(path).build().ok();
+            let label = |section: &str, i: usize| {
+                tree.as_ref().and_then(|t| id_from_value(t, section, i)).unwrap_or_else(|| format!("{section}[{i}]"))
+            };
             let mut places: Vec<_> = unknown.iter().map(|u| place(u, label)).collect();
             places.sort();
             for (resource, field) in places {
