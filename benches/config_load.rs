@@ -149,7 +149,12 @@ voice_connector_items = [ {{ voice_connector_id = "{a}", priority = 1 }},
             }
         }
         if i % 50 == 2 {
-            writeln!(w, "calling_name = \"Line {}\"\nname = \"Reception {i}\"", i % 100_000).unwrap();
+            writeln!(
+                w,
+                "calling_name = \"Line {}\"\nname = \"Reception {i}\"",
+                i % 100_000
+            )
+            .unwrap();
         }
         w.push('\n');
     }
@@ -185,7 +190,10 @@ fn load(path: &std::path::Path) -> trunkd_config::Config {
         Ok(c) => c,
         Err(errors) => {
             let first: Vec<String> = errors.iter().take(10).map(ToString::to_string).collect();
-            panic!("the generated file does not validate:\n{}", first.join("\n"));
+            panic!(
+                "the generated file does not validate:\n{}",
+                first.join("\n")
+            );
         }
     }
 }
@@ -195,7 +203,9 @@ fn load(path: &std::path::Path) -> trunkd_config::Config {
 fn spread(n: usize) -> impl Iterator<Item = usize> {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     (0..KEYS).map(move |_| {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         ((x >> 33) as usize) % n
     })
 }
@@ -226,8 +236,12 @@ fn benches(c: &mut Criterion) {
     assert_eq!((counts.numbers, counts.voice_connectors), (NUMBERS, VCS));
     let res = &config.resources;
 
-    let hits: Vec<E164> = spread(NUMBERS).map(|i| number(i).parse().unwrap()).collect();
-    let misses: Vec<E164> = spread(NUMBERS).map(|i| missing_number(i).parse().unwrap()).collect();
+    let hits: Vec<E164> = spread(NUMBERS)
+        .map(|i| number(i).parse().unwrap())
+        .collect();
+    let misses: Vec<E164> = spread(NUMBERS)
+        .map(|i| missing_number(i).parse().unwrap())
+        .collect();
     let vc_ids: Vec<String> = spread(VCS).map(vc_id).collect();
     assert!(hits.iter().all(|n| res.number(*n).is_some()));
     assert!(misses.iter().all(|n| res.number(*n).is_none()));
@@ -242,7 +256,10 @@ fn benches(c: &mut Criterion) {
     let vc_ns = ns_per_op(2_000, |i| {
         black_box(res.voice_connector(black_box(&vc_ids[i])));
     });
-    println!("config_load {NUMBERS} numbers {VCS} vcs: {load_ms:.0} ms (file {:.1} MiB)", bytes as f64 / (1024.0 * 1024.0));
+    println!(
+        "config_load {NUMBERS} numbers {VCS} vcs: {load_ms:.0} ms (file {:.1} MiB)",
+        bytes as f64 / (1024.0 * 1024.0)
+    );
     println!("number lookup hit ({NUMBERS} numbers): {hit_ns:.1} ns");
     println!("number lookup miss ({NUMBERS} numbers): {miss_ns:.1} ns");
     println!("voice_connector lookup by id ({VCS} vcs): {vc_ns:.1} ns");
@@ -252,11 +269,14 @@ fn benches(c: &mut Criterion) {
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(15));
-    g.bench_function(format!("load {NUMBERS} numbers {VCS} vcs"), |b| b.iter(|| black_box(load(&path))));
+    g.bench_function(format!("load {NUMBERS} numbers {VCS} vcs"), |b| {
+        b.iter(|| black_box(load(&path)))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("lookup");
-    g.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     g.bench_function("number hit", |b| {
         let mut i = 0;
         b.iter(|| {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use load::daemon_endpoints;
 pub use settings::*;
 pub use time::parse_rfc3339;
 pub use trunkd_core::Resources;
@@ -47,12 +48,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn load_at(path: &Path, now: SystemTime) -> Result<Config, ConfigErrors> {
     let mut report = validate::Report::new(path);
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-    let validated = load::read(path, &mut report).and_then(|raw| validate::validate(&raw, &mut report, &base, now));
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
+    let validated = load::read(path, &mut report)
+        .and_then(|raw| validate::validate(&raw, &mut report, &base, now));
     match validated {
-        Some(v) if report.errors.is_empty() => {
-            Ok(Config { path: path.to_path_buf(), settings: v.settings, resources: v.resources })
-        }
+        Some(v) if report.errors.is_empty() => Ok(Config {
+            path: path.to_path_buf(),
+            settings: v.settings,
+            resources: v.resources,
+        }),
         _ => Err(ConfigErrors(report.errors)),
     }
 }

@@ -11,8 +11,14 @@ use crate::validate::{resource_label, Report};
 
 /// Top-level sections that are arrays of resources: a path into one of them
 /// is shown with the resource's id instead of its index.
-const RESOURCE_SECTIONS: [&str; 6] =
-    ["carriers", "voice_connectors", "voice_connector_groups", "numbers", "sip_media_applications", "sip_rules"];
+const RESOURCE_SECTIONS: [&str; 6] = [
+    "carriers",
+    "voice_connectors",
+    "voice_connector_groups",
+    "numbers",
+    "sip_media_applications",
+    "sip_rules",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
@@ -32,14 +38,18 @@ fn ignored_segments(path: &serde_ignored::Path<'_>, out: &mut Vec<Seg>) {
             ignored_segments(parent, out);
             out.push(Seg::Key(key.clone()));
         }
-        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => ignored_segments(parent, out),
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            ignored_segments(parent, out)
+        }
     }
 }
 
 /// Splits a path into (resource label, field) the way errors show them.
 fn place(segs: &[Seg], label_of: impl Fn(&str, usize) -> String) -> (Option<String>, String) {
     let (resource, rest) = match segs {
-        [Seg::Key(section), Seg::Index(i), rest @ ..] if RESOURCE_SECTIONS.contains(&section.as_str()) => {
+        [Seg::Key(section), Seg::Index(i), rest @ ..]
+            if RESOURCE_SECTIONS.contains(&section.as_str()) =>
+        {
             (Some(label_of(section, *i)), rest)
         }
         _ => (None, segs),
@@ -60,16 +70,18 @@ fn place(segs: &[Seg], label_of: impl Fn(&str, usize) -> String) -> (Option<Stri
 }
 
 fn builder(path: &Path) -> config::ConfigBuilder<config::builder::DefaultState> {
-    config::Config::builder().add_source(File::from(path).format(FileFormat::Toml).required(true)).add_source(
-        Environment::with_prefix("TRUNKD")
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("sip.udp")
-            .with_list_parse_key("sip.tcp")
-            .with_list_parse_key("sip.tls"),
-    )
+    config::Config::builder()
+        .add_source(File::from(path).format(FileFormat::Toml).required(true))
+        .add_source(
+            Environment::with_prefix("TRUNKD")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("sip.udp")
+                .with_list_parse_key("sip.tcp")
+                .with_list_parse_key("sip.tls"),
+        )
 }
 
 /// Reads `path` plus environment overrides. `None` when nothing usable could
@@ -96,7 +108,10 @@ pub(crate) fn read(path: &Path, report: &mut Report<'_>) -> Option<schema::File>
         Ok(file) => {
             // Unknown keys are errors, but the rest of the file is still
             // validated so that one run reports everything.
-            let mut places: Vec<_> = unknown.iter().map(|segs| place(segs, |s, i| resource_label(s, &file, i))).collect();
+            let mut places: Vec<_> = unknown
+                .iter()
+                .map(|segs| place(segs, |s, i| resource_label(s, &file, i)))
+                .collect();
             places.sort();
             for (resource, field) in places {
                 report.push(resource.as_deref(), field, "unknown key");
@@ -115,7 +130,9 @@ pub(crate) fn read(path: &Path, report: &mut Report<'_>) -> Option<schema::File>
                 .collect();
             let tree = builder(path).build().ok();
             let label = |section: &str, i: usize| {
-                tree.as_ref().and_then(|t| id_from_value(t, section, i)).unwrap_or_else(|| format!("{section}[{i}]"))
+                tree.as_ref()
+                    .and_then(|t| id_from_value(t, section, i))
+                    .unwrap_or_else(|| format!("{section}[{i}]"))
             };
             let mut places: Vec<_> = unknown.iter().map(|u| place(u, label)).collect();
             places.sort();
@@ -123,7 +140,11 @@ pub(crate) fn read(path: &Path, report: &mut Report<'_>) -> Option<schema::File>
                 report.push(resource.as_deref(), field, "unknown key");
             }
             let (resource, field) = place(&segs, label);
-            report.push(resource.as_deref(), field, clean_type_error(&e.into_inner().to_string()));
+            report.push(
+                resource.as_deref(),
+                field,
+                clean_type_error(&e.into_inner().to_string()),
+            );
             None
         }
     }
@@ -134,7 +155,11 @@ pub(crate) fn read(path: &Path, report: &mut Report<'_>) -> Option<schema::File>
 fn id_from_value(cfg: &config::Config, section: &str, i: usize) -> Option<String> {
     let list = cfg.get_array(section).ok()?;
     let table = list.get(i)?.clone().into_table().ok()?;
-    let key = if section == "numbers" { "e164_phone_number" } else { "id" };
+    let key = if section == "numbers" {
+        "e164_phone_number"
+    } else {
+        "id"
+    };
     let id = table.get(key)?.clone().into_string().ok()?;
     Some(format!("{section}[{key}={id}]"))
 }
@@ -144,4 +169,26 @@ fn id_from_value(cfg: &config::Config, section: &str, i: usize) -> Option<String
 fn clean_type_error(msg: &str) -> String {
     let msg = msg.split(" for key `").next().unwrap_or(msg);
     msg.split(" in ").next().unwrap_or(msg).trim().to_owned()
+}
+
+/// Where a daemon started from `path` listens for admin requests and keeps
+/// its pid file, read leniently: `trunkd reload` needs these even when the
+/// rest of the (new) file is invalid, so that the daemon itself can reject
+/// it, log it and count it. Missing or unreadable values fall back to the
+/// defaults.
+pub fn daemon_endpoints(path: &Path) -> (std::net::SocketAddr, std::path::PathBuf) {
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let cfg = builder(path).build().ok();
+    let get = |key: &str| cfg.as_ref().and_then(|c| c.get_string(key).ok());
+    let admin = get("admin.listen")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(([127, 0, 0, 1], 9060).into());
+    let state_dir = base.join(get("daemon.state_dir").unwrap_or_else(|| "var".into()));
+    let pid_file = get("daemon.pid_file")
+        .map(|p| base.join(p))
+        .unwrap_or_else(|| state_dir.join("trunkd.pid"));
+    (admin, pid_file)
 }

@@ -200,7 +200,11 @@ pub struct Streaming {
 
 impl Default for Streaming {
     fn default() -> Self {
-        Streaming { disabled: true, data_retention_in_hours: None, sinks: Vec::new() }
+        Streaming {
+            disabled: true,
+            data_retention_in_hours: None,
+            sinks: Vec::new(),
+        }
     }
 }
 

@@ -36,17 +36,29 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         let (t, off) = rest.split_at(pos);
         let sign = if off.starts_with('-') { -1 } else { 1 };
         let (oh, om) = off[1..].split_once(':')?;
-        (t, sign * (i64::from(num(oh)?) * 3600 + i64::from(num(om)?) * 60))
+        (
+            t,
+            sign * (i64::from(num(oh)?) * 3600 + i64::from(num(om)?) * 60),
+        )
     };
     let time = time.split('.').next()?;
     let mut tp = time.split(':');
     let (h, mi, sec) = (num(tp.next()?)?, num(tp.next()?)?, num(tp.next()?)?);
-    if tp.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    if tp.next().is_some()
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || sec > 60
+    {
         return None;
     }
     let days = days_from_civil(i64::from(y), mo, d);
-    let secs = days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(sec) - offset_secs;
-    u64::try_from(secs).ok().map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    let secs =
+        days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(sec) - offset_secs;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
 }
 
 #[cfg(test)]
@@ -68,7 +80,14 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "2026-11-20", "2026-13-01T00:00:00Z", "2026-11-20T25:00:00Z", "yesterday", "2026-11-20T10:00:00"] {
+        for s in [
+            "",
+            "2026-11-20",
+            "2026-13-01T00:00:00Z",
+            "2026-11-20T25:00:00Z",
+            "yesterday",
+            "2026-11-20T10:00:00",
+        ] {
             assert_eq!(parse_rfc3339(s), None, "{s}");
         }
     }

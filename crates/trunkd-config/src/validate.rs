@@ -30,10 +30,18 @@ pub(crate) struct Report<'a> {
 
 impl<'a> Report<'a> {
     pub(crate) fn new(file: &'a Path) -> Self {
-        Report { file, errors: Vec::new() }
+        Report {
+            file,
+            errors: Vec::new(),
+        }
     }
 
-    pub(crate) fn push(&mut self, resource: Option<&str>, field: impl Into<String>, reason: impl Display) {
+    pub(crate) fn push(
+        &mut self,
+        resource: Option<&str>,
+        field: impl Into<String>,
+        reason: impl Display,
+    ) {
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),
             resource: resource.map(str::to_owned),
@@ -52,11 +60,17 @@ struct At<'r> {
 
 impl<'r> At<'r> {
     fn section(name: &str) -> Self {
-        At { resource: None, prefix: name.to_owned() }
+        At {
+            resource: None,
+            prefix: name.to_owned(),
+        }
     }
 
     fn resource(label: &'r str) -> Self {
-        At { resource: Some(label), prefix: String::new() }
+        At {
+            resource: Some(label),
+            prefix: String::new(),
+        }
     }
 
     fn field(&self, name: impl Display) -> String {
@@ -68,7 +82,10 @@ impl<'r> At<'r> {
     }
 
     fn sub(&self, name: impl Display) -> At<'r> {
-        At { resource: self.resource, prefix: self.field(name) }
+        At {
+            resource: self.resource,
+            prefix: self.field(name),
+        }
     }
 }
 
@@ -133,7 +150,10 @@ impl Check<'_, '_, '_> {
     fn max_len(&mut self, field: &str, value: &str, max: usize) {
         let n = value.chars().count();
         if n > max {
-            self.err(field, format!("is {n} characters long, at most {max} are allowed"));
+            self.err(
+                field,
+                format!("is {n} characters long, at most {max} are allowed"),
+            );
         }
     }
 
@@ -142,7 +162,10 @@ impl Check<'_, '_, '_> {
         for (i, s) in list.iter().enumerate() {
             match parse_cidr(s) {
                 Some(n) => out.push(n),
-                None => self.err(format!("{field}[{i}]"), format!("{s:?} is not a CIDR (e.g. 192.0.2.0/24) or an IP address")),
+                None => self.err(
+                    format!("{field}[{i}]"),
+                    format!("{s:?} is not a CIDR (e.g. 192.0.2.0/24) or an IP address"),
+                ),
             }
         }
         out
@@ -150,30 +173,57 @@ impl Check<'_, '_, '_> {
 
     fn tags(&mut self, tags: &BTreeMap<String, String>) -> Tags {
         if tags.len() > 50 {
-            self.err("tags", format!("has {} tags, at most 50 are allowed", tags.len()));
+            self.err(
+                "tags",
+                format!("has {} tags, at most 50 are allowed", tags.len()),
+            );
         }
         for (k, v) in tags {
             if k.is_empty() || k.chars().count() > 128 {
-                self.err(format!("tags.{k}"), "a tag key must be 1 to 128 characters long");
+                self.err(
+                    format!("tags.{k}"),
+                    "a tag key must be 1 to 128 characters long",
+                );
             }
             if v.chars().count() > 256 {
-                self.err(format!("tags.{k}"), "a tag value must be at most 256 characters long");
+                self.err(
+                    format!("tags.{k}"),
+                    "a tag value must be at most 256 characters long",
+                );
             }
         }
         tags.clone()
     }
 
     fn route(&mut self, r: &schema::Route, max_priority: u8) -> Option<Route> {
-        let host = self.required("host", &r.host).and_then(|h| self.parse::<Host>("host", h));
+        let host = self
+            .required("host", &r.host)
+            .and_then(|h| self.parse::<Host>("host", h));
         let protocol = match &r.protocol {
             Some(p) => self.parse::<Transport>("protocol", p),
             None => Some(Transport::Udp),
         };
-        let default_port = if protocol == Some(Transport::Tls) { 5061 } else { 5060 };
-        let port = Port::new(r.port.unwrap_or(default_port)).map_err(|e| self.err("port", e)).ok();
-        let priority = Priority::new(r.priority.unwrap_or(1), max_priority).map_err(|e| self.err("priority", e)).ok();
-        let weight = Weight::new(r.weight.unwrap_or(1)).map_err(|e| self.err("weight", e)).ok();
-        Some(Route { host: host?, port: port?, protocol: protocol?, priority: priority?, weight: weight? })
+        let default_port = if protocol == Some(Transport::Tls) {
+            5061
+        } else {
+            5060
+        };
+        let port = Port::new(r.port.unwrap_or(default_port))
+            .map_err(|e| self.err("port", e))
+            .ok();
+        let priority = Priority::new(r.priority.unwrap_or(1), max_priority)
+            .map_err(|e| self.err("priority", e))
+            .ok();
+        let weight = Weight::new(r.weight.unwrap_or(1))
+            .map_err(|e| self.err("weight", e))
+            .ok();
+        Some(Route {
+            host: host?,
+            port: port?,
+            protocol: protocol?,
+            priority: priority?,
+            weight: weight?,
+        })
     }
 }
 
@@ -207,12 +257,21 @@ pub(crate) fn resource_label(section: &str, file: &schema::File, i: usize) -> St
     let id = match section {
         "carriers" => file.carriers.get(i).and_then(|r| r.id.as_deref()),
         "voice_connectors" => file.voice_connectors.get(i).and_then(|r| r.id.as_deref()),
-        "voice_connector_groups" => file.voice_connector_groups.get(i).and_then(|r| r.id.as_deref()),
+        "voice_connector_groups" => file
+            .voice_connector_groups
+            .get(i)
+            .and_then(|r| r.id.as_deref()),
         "numbers" => {
-            let n = file.numbers.get(i).and_then(|r| r.e164_phone_number.as_deref());
+            let n = file
+                .numbers
+                .get(i)
+                .and_then(|r| r.e164_phone_number.as_deref());
             return label(section, "e164_phone_number", n, i);
         }
-        "sip_media_applications" => file.sip_media_applications.get(i).and_then(|r| r.id.as_deref()),
+        "sip_media_applications" => file
+            .sip_media_applications
+            .get(i)
+            .and_then(|r| r.id.as_deref()),
         "sip_rules" => file.sip_rules.get(i).and_then(|r| r.id.as_deref()),
         _ => None,
     };
@@ -249,7 +308,11 @@ where
         };
         if let Some(id) = &id {
             if !seen.insert(id.clone()) {
-                report.push(Some(&lbl), "id", "is a duplicate: another resource of this kind has the same id");
+                report.push(
+                    Some(&lbl),
+                    "id",
+                    "is a duplicate: another resource of this kind has the same id",
+                );
             }
         }
         out.push(id);
@@ -257,12 +320,19 @@ where
     out
 }
 
-fn unique_priorities(c: &mut Check<'_, '_, '_>, field: &str, prios: impl Iterator<Item = Option<i64>>) {
+fn unique_priorities(
+    c: &mut Check<'_, '_, '_>,
+    field: &str,
+    prios: impl Iterator<Item = Option<i64>>,
+) {
     let mut seen = HashMap::new();
     for (i, p) in prios.enumerate() {
         if let Some(p) = p {
             if let Some(first) = seen.insert(p, i) {
-                c.err(format!("{field}[{i}].priority"), format!("{p} is already used by {field}[{first}]; priorities must be unique"));
+                c.err(
+                    format!("{field}[{i}].priority"),
+                    format!("{p} is already used by {field}[{first}]; priorities must be unique"),
+                );
             }
         }
     }
@@ -275,31 +345,92 @@ pub(crate) struct Validated {
 
 /// Validates a deserialized file. `file` names it in errors; relative paths
 /// resolve against `base`.
-pub(crate) fn validate(raw: &schema::File, report: &mut Report<'_>, base: &Path, now: SystemTime) -> Option<Validated> {
+pub(crate) fn validate(
+    raw: &schema::File,
+    report: &mut Report<'_>,
+    base: &Path,
+    now: SystemTime,
+) -> Option<Validated> {
     let settings = settings(raw, report, base);
-    let region = settings.as_ref().map(|s| s.daemon.region.clone()).unwrap_or_else(|| "local".into());
+    let region = settings
+        .as_ref()
+        .map(|s| s.daemon.region.clone())
+        .unwrap_or_else(|| "local".into());
     let limits = limits(raw, report);
 
-    let carrier_ids: Vec<Option<CarrierId>> = ids(report, "carriers", &raw.carriers, |c| c.id.as_deref());
-    let vc_ids: Vec<Option<VcId>> = ids(report, "voice_connectors", &raw.voice_connectors, |v| v.id.as_deref());
-    let group_ids: Vec<Option<GroupId>> =
-        ids(report, "voice_connector_groups", &raw.voice_connector_groups, |g| g.id.as_deref());
-    let sma_ids: Vec<Option<SmaId>> = ids(report, "sip_media_applications", &raw.sip_media_applications, |s| s.id.as_deref());
-    let rule_ids: Vec<Option<RuleId>> = ids(report, "sip_rules", &raw.sip_rules, |r| r.id.as_deref());
+    let carrier_ids: Vec<Option<CarrierId>> =
+        ids(report, "carriers", &raw.carriers, |c| c.id.as_deref());
+    let vc_ids: Vec<Option<VcId>> = ids(report, "voice_connectors", &raw.voice_connectors, |v| {
+        v.id.as_deref()
+    });
+    let group_ids: Vec<Option<GroupId>> = ids(
+        report,
+        "voice_connector_groups",
+        &raw.voice_connector_groups,
+        |g| g.id.as_deref(),
+    );
+    let sma_ids: Vec<Option<SmaId>> = ids(
+        report,
+        "sip_media_applications",
+        &raw.sip_media_applications,
+        |s| s.id.as_deref(),
+    );
+    let rule_ids: Vec<Option<RuleId>> =
+        ids(report, "sip_rules", &raw.sip_rules, |r| r.id.as_deref());
 
-    let known_carriers: HashSet<&str> = raw.carriers.iter().filter_map(|c| c.id.as_deref()).collect();
-    let known_vcs: HashSet<&str> = raw.voice_connectors.iter().filter_map(|v| v.id.as_deref()).collect();
-    let known_groups: HashSet<&str> = raw.voice_connector_groups.iter().filter_map(|g| g.id.as_deref()).collect();
-    let known_smas: HashSet<&str> = raw.sip_media_applications.iter().filter_map(|s| s.id.as_deref()).collect();
+    let known_carriers: HashSet<&str> = raw
+        .carriers
+        .iter()
+        .filter_map(|c| c.id.as_deref())
+        .collect();
+    let known_vcs: HashSet<&str> = raw
+        .voice_connectors
+        .iter()
+        .filter_map(|v| v.id.as_deref())
+        .collect();
+    let known_groups: HashSet<&str> = raw
+        .voice_connector_groups
+        .iter()
+        .filter_map(|g| g.id.as_deref())
+        .collect();
+    let known_smas: HashSet<&str> = raw
+        .sip_media_applications
+        .iter()
+        .filter_map(|s| s.id.as_deref())
+        .collect();
 
     if raw.voice_connectors.len() > limits.max_voice_connectors {
-        report.push(None, "voice_connectors", format!("has {} voice connectors, limits.max_voice_connectors is {}", raw.voice_connectors.len(), limits.max_voice_connectors));
+        report.push(
+            None,
+            "voice_connectors",
+            format!(
+                "has {} voice connectors, limits.max_voice_connectors is {}",
+                raw.voice_connectors.len(),
+                limits.max_voice_connectors
+            ),
+        );
     }
     if raw.voice_connector_groups.len() > limits.max_voice_connector_groups {
-        report.push(None, "voice_connector_groups", format!("has {} groups, limits.max_voice_connector_groups is {}", raw.voice_connector_groups.len(), limits.max_voice_connector_groups));
+        report.push(
+            None,
+            "voice_connector_groups",
+            format!(
+                "has {} groups, limits.max_voice_connector_groups is {}",
+                raw.voice_connector_groups.len(),
+                limits.max_voice_connector_groups
+            ),
+        );
     }
     if raw.numbers.len() > limits.max_numbers {
-        report.push(None, "numbers", format!("has {} numbers, limits.max_numbers is {}", raw.numbers.len(), limits.max_numbers));
+        report.push(
+            None,
+            "numbers",
+            format!(
+                "has {} numbers, limits.max_numbers is {}",
+                raw.numbers.len(),
+                limits.max_numbers
+            ),
+        );
     }
 
     let carriers: Vec<Option<Carrier>> = raw
@@ -318,7 +449,17 @@ pub(crate) fn validate(raw: &schema::File, report: &mut Report<'_>, base: &Path,
         .enumerate()
         .map(|(i, (v, id))| {
             let lbl = resource_label("voice_connectors", raw, i);
-            voice_connector(report, &lbl, v, id, &region, &limits, (&known_carriers, !raw.carriers.is_empty()), &mut usernames, base)
+            voice_connector(
+                report,
+                &lbl,
+                v,
+                id,
+                &region,
+                &limits,
+                (&known_carriers, !raw.carriers.is_empty()),
+                &mut usernames,
+                base,
+            )
         })
         .collect();
 
@@ -327,7 +468,16 @@ pub(crate) fn validate(raw: &schema::File, report: &mut Report<'_>, base: &Path,
         .iter()
         .zip(group_ids)
         .enumerate()
-        .map(|(i, (g, id))| group(report, &resource_label("voice_connector_groups", raw, i), g, id, &limits, &known_vcs))
+        .map(|(i, (g, id))| {
+            group(
+                report,
+                &resource_label("voice_connector_groups", raw, i),
+                g,
+                id,
+                &limits,
+                &known_vcs,
+            )
+        })
         .collect();
 
     let smas: Vec<Option<SipMediaApplication>> = raw
@@ -335,7 +485,15 @@ pub(crate) fn validate(raw: &schema::File, report: &mut Report<'_>, base: &Path,
         .iter()
         .zip(sma_ids)
         .enumerate()
-        .map(|(i, (s, id))| sma(report, &resource_label("sip_media_applications", raw, i), s, id, &region))
+        .map(|(i, (s, id))| {
+            sma(
+                report,
+                &resource_label("sip_media_applications", raw, i),
+                s,
+                id,
+                &region,
+            )
+        })
         .collect();
 
     // Numbers before rules: a ToPhoneNumber rule must find its number.
@@ -346,10 +504,17 @@ pub(crate) fn validate(raw: &schema::File, report: &mut Report<'_>, base: &Path,
         let parsed = number(report, &lbl, n, &known_vcs, &known_groups, now);
         // Index invalid entries too (by their number, when it parses), so a
         // rule that names one does not add a second, misleading error.
-        let key = parsed.as_ref().map(|p| p.e164_phone_number).or_else(|| n.e164_phone_number.as_deref()?.parse().ok());
+        let key = parsed
+            .as_ref()
+            .map(|p| p.e164_phone_number)
+            .or_else(|| n.e164_phone_number.as_deref()?.parse().ok());
         if let Some(key) = key {
             if number_index.insert(key, i).is_some() {
-                report.push(Some(&lbl), "e164_phone_number", "is a duplicate: the number is listed twice");
+                report.push(
+                    Some(&lbl),
+                    "e164_phone_number",
+                    "is a duplicate: the number is listed twice",
+                );
             }
         }
         numbers.push(parsed);
@@ -362,7 +527,11 @@ pub(crate) fn validate(raw: &schema::File, report: &mut Report<'_>, base: &Path,
         let rule = sip_rule(report, &lbl, r, id, &known_smas);
         if let Some(rule) = &rule {
             if !triggers.insert(rule.trigger.clone()) {
-                report.push(Some(&lbl), "trigger_value", "is a duplicate: another SIP rule has the same trigger");
+                report.push(
+                    Some(&lbl),
+                    "trigger_value",
+                    "is a duplicate: another SIP rule has the same trigger",
+                );
             }
             if let SipRuleTrigger::ToPhoneNumber(e) = &rule.trigger {
                 let entry = number_index.get(e).map(|&j| numbers[j].as_mut());
@@ -397,19 +566,43 @@ pub(crate) fn validate(raw: &schema::File, report: &mut Report<'_>, base: &Path,
         rules.into_iter().flatten().collect(),
         limits,
     );
-    Some(Validated { settings: settings?, resources })
+    Some(Validated {
+        settings: settings?,
+        resources,
+    })
 }
 
 fn limits(raw: &schema::File, report: &mut Report<'_>) -> Limits {
     let d = Limits::default();
     let l = &raw.limits;
-    let mut c = Check { report, at: At::section("limits") };
-    let mut get = |name: &str, v: Option<i64>, default: usize| c.range(name, v, default as i64, 1, 10_000_000) as usize;
+    let mut c = Check {
+        report,
+        at: At::section("limits"),
+    };
+    let mut get = |name: &str, v: Option<i64>, default: usize| {
+        c.range(name, v, default as i64, 1, 10_000_000) as usize
+    };
     Limits {
-        max_routes_per_voice_connector: get("max_routes_per_voice_connector", l.max_routes_per_voice_connector, d.max_routes_per_voice_connector),
-        max_voice_connectors_per_group: get("max_voice_connectors_per_group", l.max_voice_connectors_per_group, d.max_voice_connectors_per_group),
-        max_voice_connector_groups: get("max_voice_connector_groups", l.max_voice_connector_groups, d.max_voice_connector_groups),
-        max_voice_connectors: get("max_voice_connectors", l.max_voice_connectors, d.max_voice_connectors),
+        max_routes_per_voice_connector: get(
+            "max_routes_per_voice_connector",
+            l.max_routes_per_voice_connector,
+            d.max_routes_per_voice_connector,
+        ),
+        max_voice_connectors_per_group: get(
+            "max_voice_connectors_per_group",
+            l.max_voice_connectors_per_group,
+            d.max_voice_connectors_per_group,
+        ),
+        max_voice_connector_groups: get(
+            "max_voice_connector_groups",
+            l.max_voice_connector_groups,
+            d.max_voice_connector_groups,
+        ),
+        max_voice_connectors: get(
+            "max_voice_connectors",
+            l.max_voice_connectors,
+            d.max_voice_connectors,
+        ),
         max_numbers: get("max_numbers", l.max_numbers, d.max_numbers),
     }
 }
@@ -418,25 +611,53 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
     let before = report.errors.len();
 
     let d = &raw.daemon;
-    let mut c = Check { report, at: At::section("daemon") };
+    let mut c = Check {
+        report,
+        at: At::section("daemon"),
+    };
     let region = d.region.clone().unwrap_or_else(|| "local".into());
-    if region.is_empty() || region.len() > 32 || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        c.err("region", format!("{region:?} must be 1 to 32 characters of a-z, 0-9 and '-'"));
+    if region.is_empty()
+        || region.len() > 32
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        c.err(
+            "region",
+            format!("{region:?} must be 1 to 32 characters of a-z, 0-9 and '-'"),
+        );
     }
-    let account_id = d.account_id.clone().unwrap_or_else(|| "000000000000".into());
+    let account_id = d
+        .account_id
+        .clone()
+        .unwrap_or_else(|| "000000000000".into());
     if account_id.is_empty() {
         c.err("account_id", "must not be empty");
     }
     c.max_len("account_id", &account_id, 64);
-    let outbound_host_domain = d.outbound_host_domain.clone().unwrap_or_else(|| "trunkd.local".into()).to_ascii_lowercase();
+    let outbound_host_domain = d
+        .outbound_host_domain
+        .clone()
+        .unwrap_or_else(|| "trunkd.local".into())
+        .to_ascii_lowercase();
     if !is_hostname(&outbound_host_domain) {
-        c.err("outbound_host_domain", format!("{outbound_host_domain:?} is not a valid host name"));
+        c.err(
+            "outbound_host_domain",
+            format!("{outbound_host_domain:?} is not a valid host name"),
+        );
     }
     let state_dir = resolve(base, d.state_dir.as_deref().unwrap_or("var"));
-    let pid_file = d.pid_file.as_deref().map(|p| resolve(base, p)).unwrap_or_else(|| state_dir.join("trunkd.pid"));
+    let pid_file = d
+        .pid_file
+        .as_deref()
+        .map(|p| resolve(base, p))
+        .unwrap_or_else(|| state_dir.join("trunkd.pid"));
 
     let s = &raw.sip;
-    let mut c = Check { report, at: At::section("sip") };
+    let mut c = Check {
+        report,
+        at: At::section("sip"),
+    };
     let default_listener = || Some(vec!["127.0.0.1:5060".to_string()]);
     let mut listeners = |name: &str, list: Option<Vec<String>>| -> Vec<SocketAddr> {
         let list = list.unwrap_or_default();
@@ -444,7 +665,10 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         for (i, a) in list.iter().enumerate() {
             match a.parse::<SocketAddr>() {
                 Ok(sa) => out.push(sa),
-                Err(_) => c.err(format!("{name}[{i}]"), format!("{a:?} is not a socket address (e.g. 127.0.0.1:5060 or [::1]:5060)")),
+                Err(_) => c.err(
+                    format!("{name}[{i}]"),
+                    format!("{a:?} is not a socket address (e.g. 127.0.0.1:5060 or [::1]:5060)"),
+                ),
             }
         }
         out
@@ -456,16 +680,40 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         c.err_here("has no listener: set at least one of udp, tcp, tls");
     }
     if !tls_listeners.is_empty() && raw.tls.is_none() {
-        c.err("tls", "TLS listeners need a [tls] section with cert_file and key_file");
+        c.err(
+            "tls",
+            "TLS listeners need a [tls] section with cert_file and key_file",
+        );
     }
     if let Some(a) = &s.advertised_address {
         if a.parse::<IpAddr>().is_err() && !is_hostname(a) {
-            c.err("advertised_address", format!("{a:?} is neither an IP address nor a host name"));
+            c.err(
+                "advertised_address",
+                format!("{a:?} is neither an IP address nor a host name"),
+            );
         }
     }
-    let max_message_bytes = c.range("max_message_bytes", s.max_message_bytes, 65535, 1024, 1_048_576) as usize;
-    let max_tcp_connections = c.range("max_tcp_connections", s.max_tcp_connections, 1024, 1, 1_000_000) as usize;
-    let tcp_idle = c.range("tcp_idle_timeout_seconds", s.tcp_idle_timeout_seconds, 300, 1, 86_400) as u64;
+    let max_message_bytes = c.range(
+        "max_message_bytes",
+        s.max_message_bytes,
+        65535,
+        1024,
+        1_048_576,
+    ) as usize;
+    let max_tcp_connections = c.range(
+        "max_tcp_connections",
+        s.max_tcp_connections,
+        1024,
+        1,
+        1_000_000,
+    ) as usize;
+    let tcp_idle = c.range(
+        "tcp_idle_timeout_seconds",
+        s.tcp_idle_timeout_seconds,
+        300,
+        1,
+        86_400,
+    ) as u64;
     let sip = SipSettings {
         udp,
         tcp,
@@ -477,32 +725,55 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
     };
 
     let tls = raw.tls.as_ref().and_then(|t| {
-        let mut c = Check { report, at: At::section("tls") };
+        let mut c = Check {
+            report,
+            at: At::section("tls"),
+        };
         let mut file = |name: &str, v: &Option<String>| {
             let p = resolve(base, c.required(name, v)?);
             if !p.is_file() {
-                c.err(name, format!("{} does not exist or is not a file", p.display()));
+                c.err(
+                    name,
+                    format!("{} does not exist or is not a file", p.display()),
+                );
             }
             Some(p)
         };
         let cert_file = file("cert_file", &t.cert_file);
         let key_file = file("key_file", &t.key_file);
-        Some(TlsSettings { cert_file: cert_file?, key_file: key_file? })
+        Some(TlsSettings {
+            cert_file: cert_file?,
+            key_file: key_file?,
+        })
     });
 
     let m = &raw.media;
-    let mut c = Check { report, at: At::section("media") };
+    let mut c = Check {
+        report,
+        at: At::section("media"),
+    };
     let address = match &m.address {
-        Some(a) => c.parse::<IpAddr>("address", a).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        Some(a) => c
+            .parse::<IpAddr>("address", a)
+            .unwrap_or(IpAddr::from([127, 0, 0, 1])),
         None => IpAddr::from([127, 0, 0, 1]),
     };
     let advertised_address = c.opt_parse::<IpAddr>("advertised_address", &m.advertised_address);
     let port_min = c.range("port_min", m.port_min, 5000, 1024, 65535) as u16;
     let port_max = c.range("port_max", m.port_max, 65000, 1024, 65535) as u16;
     if port_min >= port_max {
-        c.err("port_max", format!("{port_max} must be greater than port_min ({port_min})"));
+        c.err(
+            "port_max",
+            format!("{port_max} must be greater than port_min ({port_min})"),
+        );
     }
-    let inactivity = c.range("inactivity_timeout_seconds", m.inactivity_timeout_seconds, 60, 0, 86_400) as u64;
+    let inactivity = c.range(
+        "inactivity_timeout_seconds",
+        m.inactivity_timeout_seconds,
+        60,
+        0,
+        86_400,
+    ) as u64;
     let media = MediaSettings {
         address,
         advertised_address,
@@ -511,22 +782,37 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         inactivity_timeout: (inactivity > 0).then(|| Duration::from_secs(inactivity)),
     };
 
-    let mut c = Check { report, at: At::section("admin") };
+    let mut c = Check {
+        report,
+        at: At::section("admin"),
+    };
     let listen = match &raw.admin.listen {
-        Some(a) => c.parse::<SocketAddr>("listen", a).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9060))),
+        Some(a) => c
+            .parse::<SocketAddr>("listen", a)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9060))),
         None => SocketAddr::from(([127, 0, 0, 1], 9060)),
     };
 
     let r = &raw.records;
     let records = RecordsSettings {
         enabled: r.enabled.unwrap_or(true),
-        directory: r.directory.as_deref().map(|p| resolve(base, p)).unwrap_or_else(|| state_dir.join("records")),
+        directory: r
+            .directory
+            .as_deref()
+            .map(|p| resolve(base, p))
+            .unwrap_or_else(|| state_dir.join("records")),
         key_prefix: r.key_prefix.clone().unwrap_or_default(),
-        service_code: r.service_code.clone().unwrap_or_else(|| "AmazonChimeVoiceConnector".into()),
+        service_code: r
+            .service_code
+            .clone()
+            .unwrap_or_else(|| "AmazonChimeVoiceConnector".into()),
     };
 
     let l = &raw.logging;
-    let mut c = Check { report, at: At::section("logging") };
+    let mut c = Check {
+        report,
+        at: At::section("logging"),
+    };
     let format = match l.format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
@@ -536,17 +822,33 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         }
     };
     let level = l.level.clone().unwrap_or_else(|| "info".into());
-    if !matches!(level.as_str(), "trace" | "debug" | "info" | "warn" | "error") {
-        c.err("level", format!("{level:?} is not one of trace, debug, info, warn, error"));
+    if !matches!(
+        level.as_str(),
+        "trace" | "debug" | "info" | "warn" | "error"
+    ) {
+        c.err(
+            "level",
+            format!("{level:?} is not one of trace, debug, info, warn, error"),
+        );
     }
     let logging = LoggingSettings {
-        directory: l.directory.as_deref().map(|p| resolve(base, p)).unwrap_or_else(|| state_dir.join("logs")),
+        directory: l
+            .directory
+            .as_deref()
+            .map(|p| resolve(base, p))
+            .unwrap_or_else(|| state_dir.join("logs")),
         format,
         level,
     };
 
-    (report.errors.len() == before).then(|| Settings {
-        daemon: DaemonSettings { region, account_id, outbound_host_domain, state_dir, pid_file },
+    (report.errors.len() == before).then_some(Settings {
+        daemon: DaemonSettings {
+            region,
+            account_id,
+            outbound_host_domain,
+            state_dir,
+            pid_file,
+        },
         sip,
         tls,
         media,
@@ -556,25 +858,44 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
     })
 }
 
-fn carrier(report: &mut Report<'_>, lbl: &str, c: &schema::Carrier, id: Option<CarrierId>) -> Option<Carrier> {
-    let mut ck = Check { report, at: At::resource(lbl) };
+fn carrier(
+    report: &mut Report<'_>,
+    lbl: &str,
+    c: &schema::Carrier,
+    id: Option<CarrierId>,
+) -> Option<Carrier> {
+    let mut ck = Check {
+        report,
+        at: At::resource(lbl),
+    };
     if c.hosts.is_empty() {
         ck.err("hosts", "must list at least one host");
     }
     let mut hosts = Vec::with_capacity(c.hosts.len());
     for (i, h) in c.hosts.iter().enumerate() {
-        let mut hc = Check { report: ck.report, at: ck.at.sub(format!("hosts[{i}]")) };
+        let mut hc = Check {
+            report: ck.report,
+            at: ck.at.sub(format!("hosts[{i}]")),
+        };
         hosts.extend(hc.route(h, Priority::MAX));
     }
     let source_cidrs = ck.cidrs("source_cidrs", &c.source_cidrs);
     let credentials = c.credentials.as_ref().and_then(|cr| {
-        let mut cc = Check { report: ck.report, at: ck.at.sub("credentials") };
+        let mut cc = Check {
+            report: ck.report,
+            at: ck.at.sub("credentials"),
+        };
         let username = cc.required("username", &cr.username).map(str::to_owned);
-        let password = cc.required("password", &cr.password).map(|p| Secret::new(p.to_owned()));
+        let password = cc
+            .required("password", &cr.password)
+            .map(|p| Secret::new(p.to_owned()));
         if username.as_deref() == Some("") {
             cc.err("username", "must not be empty");
         }
-        Some(OutboundCredentials { username: username?, password: password? })
+        Some(OutboundCredentials {
+            username: username?,
+            password: password?,
+        })
     });
     if c.credentials.is_some() && credentials.is_none() {
         return None;
@@ -582,7 +903,12 @@ fn carrier(report: &mut Report<'_>, lbl: &str, c: &schema::Carrier, id: Option<C
     hosts.sort_by_key(|h| h.priority);
     (hosts.len() == c.hosts.len() && source_cidrs.len() == c.source_cidrs.len())
         .then_some(())
-        .and(Some(Carrier { id: id?, hosts, source_cidrs, credentials }))
+        .and(Some(Carrier {
+            id: id?,
+            hosts,
+            source_cidrs,
+            credentials,
+        }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -598,11 +924,16 @@ fn voice_connector(
     base: &Path,
 ) -> Option<VoiceConnector> {
     let before = report.errors.len();
-    let mut c = Check { report, at: At::resource(lbl) };
+    let mut c = Check {
+        report,
+        at: At::resource(lbl),
+    };
     let name = v.name.clone().or_else(|| v.id.clone()).unwrap_or_default();
     c.max_len("name", &name, 256);
     let network_type = match &v.network_type {
-        Some(n) => c.parse::<NetworkType>("network_type", n).unwrap_or_default(),
+        Some(n) => c
+            .parse::<NetworkType>("network_type", n)
+            .unwrap_or_default(),
         None => NetworkType::Ipv4Only,
     };
     let tags = c.tags(&v.tags);
@@ -618,12 +949,20 @@ fn voice_connector(
             carriers: Vec::new(),
         },
         Some(t) => {
-            let mut tc = Check { report: c.report, at: c.at.sub("termination") };
+            let mut tc = Check {
+                report: c.report,
+                at: c.at.sub("termination"),
+            };
             let cidr_allowed_list = tc.cidrs("cidr_allowed_list", &t.cidr_allowed_list);
             let mut credentials = Vec::new();
             for (i, cr) in t.credentials.iter().enumerate() {
-                let mut cc = Check { report: tc.report, at: tc.at.sub(format!("credentials[{i}]")) };
-                let Some(username) = cc.required("username", &cr.username) else { continue };
+                let mut cc = Check {
+                    report: tc.report,
+                    at: tc.at.sub(format!("credentials[{i}]")),
+                };
+                let Some(username) = cc.required("username", &cr.username) else {
+                    continue;
+                };
                 if username.is_empty() {
                     cc.err("username", "must not be empty");
                 }
@@ -631,7 +970,9 @@ fn voice_connector(
                     cc.err("username", format!("{username:?} is already used by {other}; a digest username identifies one voice connector"));
                 }
                 let secret = match (&cr.password, &cr.ha1_md5, &cr.ha1_sha256) {
-                    (Some(p), None, None) if !p.is_empty() => Some(DigestSecret::Password(Secret::new(p.clone()))),
+                    (Some(p), None, None) if !p.is_empty() => {
+                        Some(DigestSecret::Password(Secret::new(p.clone())))
+                    }
                     (Some(_), None, None) => {
                         cc.err("password", "must not be empty");
                         None
@@ -656,20 +997,29 @@ fn voice_connector(
                     }
                 };
                 if let Some(secret) = secret {
-                    credentials.push(DigestCredential { username: username.to_owned(), secret });
+                    credentials.push(DigestCredential {
+                        username: username.to_owned(),
+                        secret,
+                    });
                 }
             }
-            let cps_limit = CpsLimit::new(t.cps_limit.unwrap_or(1)).map_err(|e| tc.err("cps_limit", e)).unwrap_or(CpsLimit::DEFAULT);
+            let cps_limit = CpsLimit::new(t.cps_limit.unwrap_or(1))
+                .map_err(|e| tc.err("cps_limit", e))
+                .unwrap_or(CpsLimit::DEFAULT);
             let mut calling_regions = Vec::new();
             for (i, r) in t.calling_regions.iter().enumerate() {
                 if let Some(cty) = tc.parse::<Country>(&format!("calling_regions[{i}]"), r) {
                     if calling_regions.contains(&cty) {
-                        tc.err(format!("calling_regions[{i}]"), format!("{cty} is listed twice"));
+                        tc.err(
+                            format!("calling_regions[{i}]"),
+                            format!("{cty} is listed twice"),
+                        );
                     }
                     calling_regions.push(cty);
                 }
             }
-            let default_phone_number = tc.opt_parse::<E164>("default_phone_number", &t.default_phone_number);
+            let default_phone_number =
+                tc.opt_parse::<E164>("default_phone_number", &t.default_phone_number);
             let mut carriers = Vec::new();
             for (i, cid) in t.carriers.iter().enumerate() {
                 let field = format!("carriers[{i}]");
@@ -698,29 +1048,58 @@ fn voice_connector(
     };
 
     let origination = match &v.origination {
-        None => Origination { disabled: true, routes: Vec::new() },
+        None => Origination {
+            disabled: true,
+            routes: Vec::new(),
+        },
         Some(o) => {
-            let mut oc = Check { report: c.report, at: c.at.sub("origination") };
+            let mut oc = Check {
+                report: c.report,
+                at: c.at.sub("origination"),
+            };
             if o.routes.len() > limits.max_routes_per_voice_connector {
-                oc.err("routes", format!("has {} routes, limits.max_routes_per_voice_connector is {}", o.routes.len(), limits.max_routes_per_voice_connector));
+                oc.err(
+                    "routes",
+                    format!(
+                        "has {} routes, limits.max_routes_per_voice_connector is {}",
+                        o.routes.len(),
+                        limits.max_routes_per_voice_connector
+                    ),
+                );
             }
             if !o.disabled && o.routes.is_empty() {
                 oc.err("routes", "origination is enabled but has no routes");
             }
             let mut routes = Vec::new();
             for (i, r) in o.routes.iter().enumerate() {
-                let mut rc = Check { report: oc.report, at: oc.at.sub(format!("routes[{i}]")) };
-                let Some(route) = rc.route(r, Priority::MAX) else { continue };
+                let mut rc = Check {
+                    report: oc.report,
+                    at: oc.at.sub(format!("routes[{i}]")),
+                };
+                let Some(route) = rc.route(r, Priority::MAX) else {
+                    continue;
+                };
                 if v.require_encryption && route.protocol != Transport::Tls {
-                    rc.err("protocol", format!("is {} but the voice connector has require_encryption = true; use TLS", route.protocol));
+                    rc.err(
+                        "protocol",
+                        format!(
+                            "is {} but the voice connector has require_encryption = true; use TLS",
+                            route.protocol
+                        ),
+                    );
                 }
-                if network_type == NetworkType::Ipv4Only && matches!(route.host, Host::Ip(IpAddr::V6(_))) {
+                if network_type == NetworkType::Ipv4Only
+                    && matches!(route.host, Host::Ip(IpAddr::V6(_)))
+                {
                     rc.err("host", "is an IPv6 address but network_type is IPV4_ONLY");
                 }
                 routes.push(route);
             }
             routes.sort_by_key(|r| r.priority);
-            Origination { disabled: o.disabled, routes }
+            Origination {
+                disabled: o.disabled,
+                routes,
+            }
         }
     };
 
@@ -732,11 +1111,23 @@ fn voice_connector(
     let streaming = match &v.streaming {
         None => Streaming::default(),
         Some(s) => {
-            let mut sc = Check { report: c.report, at: c.at.sub("streaming") };
-            let hours = sc.range("data_retention_in_hours", s.data_retention_in_hours, 0, 0, 87_600) as u32;
+            let mut sc = Check {
+                report: c.report,
+                at: c.at.sub("streaming"),
+            };
+            let hours = sc.range(
+                "data_retention_in_hours",
+                s.data_retention_in_hours,
+                0,
+                0,
+                87_600,
+            ) as u32;
             let mut sinks = Vec::new();
             for (i, k) in s.sinks.iter().enumerate() {
-                let mut kc = Check { report: sc.report, at: sc.at.sub(format!("sinks[{i}]")) };
+                let mut kc = Check {
+                    report: sc.report,
+                    at: sc.at.sub(format!("sinks[{i}]")),
+                };
                 match k.kind.as_deref() {
                     Some("websocket") => match kc.required("url", &k.url) {
                         Some(u) if u.starts_with("ws://") || u.starts_with("wss://") => {
@@ -747,28 +1138,45 @@ fn voice_connector(
                     },
                     Some("wav") => {
                         if let Some(d) = kc.required("directory", &k.directory) {
-                            sinks.push(StreamingSink::Wav { directory: resolve(base, d) });
+                            sinks.push(StreamingSink::Wav {
+                                directory: resolve(base, d),
+                            });
                         }
                     }
-                    Some(other) => kc.err("type", format!("{other:?} is not one of websocket, wav")),
+                    Some(other) => {
+                        kc.err("type", format!("{other:?} is not one of websocket, wav"))
+                    }
                     None => kc.err("type", "is required (websocket or wav)"),
                 }
             }
             if !s.disabled && s.sinks.is_empty() {
                 sc.err("sinks", "streaming is enabled but has no sinks");
             }
-            Streaming { disabled: s.disabled, data_retention_in_hours: hours, sinks }
+            Streaming {
+                disabled: s.disabled,
+                data_retention_in_hours: hours,
+                sinks,
+            }
         }
     };
 
     let emergency = v.emergency.as_ref().and_then(|e| {
-        let mut ec = Check { report: c.report, at: c.at.sub("emergency") };
-        let country = ec.required("calling_country", &e.calling_country).and_then(|s| ec.parse::<Country>("calling_country", s));
+        let mut ec = Check {
+            report: c.report,
+            at: c.at.sub("emergency"),
+        };
+        let country = ec
+            .required("calling_country", &e.calling_country)
+            .and_then(|s| ec.parse::<Country>("calling_country", s));
         let number = ec
             .required("emergency_phone_number", &e.emergency_phone_number)
             .and_then(|s| ec.parse::<E164>("emergency_phone_number", s));
         let test = ec.opt_parse::<E164>("test_phone_number", &e.test_phone_number);
-        Some(Emergency { calling_country: country?, emergency_phone_number: number?, test_phone_number: test })
+        Some(Emergency {
+            calling_country: country?,
+            emergency_phone_number: number?,
+            test_phone_number: test,
+        })
     });
 
     if report.errors.len() != before {
@@ -798,31 +1206,58 @@ fn group(
     known_vcs: &HashSet<&str>,
 ) -> Option<VoiceConnectorGroup> {
     let before = report.errors.len();
-    let mut c = Check { report, at: At::resource(lbl) };
+    let mut c = Check {
+        report,
+        at: At::resource(lbl),
+    };
     let name = g.name.clone().or_else(|| g.id.clone()).unwrap_or_default();
     c.max_len("name", &name, 256);
     let tags = c.tags(&g.tags);
     let n = g.voice_connector_items.len();
     if n == 0 {
-        c.err("voice_connector_items", "must list at least one voice connector");
+        c.err(
+            "voice_connector_items",
+            "must list at least one voice connector",
+        );
     } else if n > limits.max_voice_connectors_per_group {
-        c.err("voice_connector_items", format!("has {n} voice connectors, limits.max_voice_connectors_per_group is {}", limits.max_voice_connectors_per_group));
+        c.err(
+            "voice_connector_items",
+            format!(
+                "has {n} voice connectors, limits.max_voice_connectors_per_group is {}",
+                limits.max_voice_connectors_per_group
+            ),
+        );
     }
-    unique_priorities(&mut c, "voice_connector_items", g.voice_connector_items.iter().map(|i| i.priority));
+    unique_priorities(
+        &mut c,
+        "voice_connector_items",
+        g.voice_connector_items.iter().map(|i| i.priority),
+    );
     let mut items = Vec::new();
     let mut seen = HashSet::new();
     for (i, it) in g.voice_connector_items.iter().enumerate() {
-        let mut ic = Check { report: c.report, at: c.at.sub(format!("voice_connector_items[{i}]")) };
-        let vc = ic.required("voice_connector_id", &it.voice_connector_id).and_then(|v| {
-            if !known_vcs.contains(v) {
-                ic.err("voice_connector_id", format!("voice connector {v:?} does not exist"));
-                return None;
-            }
-            if !seen.insert(v) {
-                ic.err("voice_connector_id", format!("voice connector {v:?} is listed twice"));
-            }
-            ic.parse::<VcId>("voice_connector_id", v)
-        });
+        let mut ic = Check {
+            report: c.report,
+            at: c.at.sub(format!("voice_connector_items[{i}]")),
+        };
+        let vc = ic
+            .required("voice_connector_id", &it.voice_connector_id)
+            .and_then(|v| {
+                if !known_vcs.contains(v) {
+                    ic.err(
+                        "voice_connector_id",
+                        format!("voice connector {v:?} does not exist"),
+                    );
+                    return None;
+                }
+                if !seen.insert(v) {
+                    ic.err(
+                        "voice_connector_id",
+                        format!("voice connector {v:?} is listed twice"),
+                    );
+                }
+                ic.parse::<VcId>("voice_connector_id", v)
+            });
         let prio = match it.priority {
             Some(p) => Priority::new(p, 99).map_err(|e| ic.err("priority", e)).ok(),
             None => {
@@ -831,14 +1266,22 @@ fn group(
             }
         };
         if let (Some(vc), Some(priority)) = (vc, prio) {
-            items.push(GroupItem { voice_connector_id: vc, priority });
+            items.push(GroupItem {
+                voice_connector_id: vc,
+                priority,
+            });
         }
     }
     items.sort_by_key(|i| i.priority);
     if report.errors.len() != before {
         return None;
     }
-    Some(VoiceConnectorGroup { id: id?, name, voice_connector_items: items, tags })
+    Some(VoiceConnectorGroup {
+        id: id?,
+        name,
+        voice_connector_items: items,
+        tags,
+    })
 }
 
 fn number(
@@ -850,13 +1293,21 @@ fn number(
     now: SystemTime,
 ) -> Option<Number> {
     let before = report.errors.len();
-    let mut c = Check { report, at: At::resource(lbl) };
-    let e164 = c.required("e164_phone_number", &n.e164_phone_number).and_then(|s| c.parse::<E164>("e164_phone_number", s));
+    let mut c = Check {
+        report,
+        at: At::resource(lbl),
+    };
+    let e164 = c
+        .required("e164_phone_number", &n.e164_phone_number)
+        .and_then(|s| c.parse::<E164>("e164_phone_number", s));
     let product_type = match n.product_type.as_deref() {
         None | Some("VoiceConnector") => ProductType::VoiceConnector,
         Some("SipMediaApplicationDialIn") => ProductType::SipMediaApplicationDialIn,
         Some(p) => {
-            c.err("product_type", format!("{p:?} is not one of VoiceConnector, SipMediaApplicationDialIn"));
+            c.err(
+                "product_type",
+                format!("{p:?} is not one of VoiceConnector, SipMediaApplicationDialIn"),
+            );
             ProductType::VoiceConnector
         }
     };
@@ -866,38 +1317,68 @@ fn number(
             Assignment::Unassigned
         }
         (Some(v), None) if !known_vcs.contains(v.as_str()) => {
-            c.err("voice_connector_id", format!("voice connector {v:?} does not exist"));
+            c.err(
+                "voice_connector_id",
+                format!("voice connector {v:?} does not exist"),
+            );
             Assignment::Unassigned
         }
         (None, Some(g)) if !known_groups.contains(g.as_str()) => {
-            c.err("voice_connector_group_id", format!("voice connector group {g:?} does not exist"));
+            c.err(
+                "voice_connector_group_id",
+                format!("voice connector group {g:?} does not exist"),
+            );
             Assignment::Unassigned
         }
-        (Some(v), None) => c.parse::<VcId>("voice_connector_id", v).map(Assignment::VoiceConnector).unwrap_or(Assignment::Unassigned),
-        (None, Some(g)) => c.parse::<GroupId>("voice_connector_group_id", g).map(Assignment::VoiceConnectorGroup).unwrap_or(Assignment::Unassigned),
+        (Some(v), None) => c
+            .parse::<VcId>("voice_connector_id", v)
+            .map(Assignment::VoiceConnector)
+            .unwrap_or(Assignment::Unassigned),
+        (None, Some(g)) => c
+            .parse::<GroupId>("voice_connector_group_id", g)
+            .map(Assignment::VoiceConnectorGroup)
+            .unwrap_or(Assignment::Unassigned),
         (None, None) => Assignment::Unassigned,
     };
-    if product_type == ProductType::SipMediaApplicationDialIn && assignment != Assignment::Unassigned {
+    if product_type == ProductType::SipMediaApplicationDialIn
+        && assignment != Assignment::Unassigned
+    {
         c.err("product_type", "a SipMediaApplicationDialIn number is used by SIP rules and cannot be assigned to a voice connector or group");
     }
     if let Some(name) = &n.calling_name {
         let len = name.chars().count();
-        if !(2..=15).contains(&len) || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == ' ') {
-            c.err("calling_name", format!("{name:?} must be 2 to 15 characters of A-Z, a-z, 0-9 and space"));
+        if !(2..=15).contains(&len)
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == ' ')
+        {
+            c.err(
+                "calling_name",
+                format!("{name:?} must be 2 to 15 characters of A-Z, a-z, 0-9 and space"),
+            );
         }
     }
     if let Some(name) = &n.name {
         c.max_len("name", name, 256);
     }
-    let deleted_at = n.deleted_at.as_deref().and_then(|s| match parse_rfc3339(s) {
-        Some(t) => Some(t),
-        None => {
-            c.err("deleted_at", format!("{s:?} is not an RFC 3339 time such as 2026-11-20T10:00:00Z"));
-            None
-        }
-    });
+    let deleted_at = n
+        .deleted_at
+        .as_deref()
+        .and_then(|s| match parse_rfc3339(s) {
+            Some(t) => Some(t),
+            None => {
+                c.err(
+                    "deleted_at",
+                    format!("{s:?} is not an RFC 3339 time such as 2026-11-20T10:00:00Z"),
+                );
+                None
+            }
+        });
     if deleted_at.is_some() && assignment != Assignment::Unassigned {
-        c.err("deleted_at", "a number in the deletion queue cannot be assigned");
+        c.err(
+            "deleted_at",
+            "a number in the deletion queue cannot be assigned",
+        );
     }
     if deleted_at.is_some_and(|t| t > now) {
         c.err("deleted_at", "is in the future");
@@ -933,9 +1414,18 @@ fn number(
     })
 }
 
-fn sma(report: &mut Report<'_>, lbl: &str, s: &schema::SipMediaApplication, id: Option<SmaId>, region: &str) -> Option<SipMediaApplication> {
+fn sma(
+    report: &mut Report<'_>,
+    lbl: &str,
+    s: &schema::SipMediaApplication,
+    id: Option<SmaId>,
+    region: &str,
+) -> Option<SipMediaApplication> {
     let before = report.errors.len();
-    let mut c = Check { report, at: At::resource(lbl) };
+    let mut c = Check {
+        report,
+        at: At::resource(lbl),
+    };
     let name = s.name.clone().or_else(|| s.id.clone()).unwrap_or_default();
     c.max_len("name", &name, 256);
     let tags = c.tags(&s.tags);
@@ -945,19 +1435,29 @@ fn sma(report: &mut Report<'_>, lbl: &str, s: &schema::SipMediaApplication, id: 
     unique_priorities(&mut c, "endpoints", s.endpoints.iter().map(|e| e.priority));
     let mut endpoints = Vec::new();
     for (i, e) in s.endpoints.iter().enumerate() {
-        let mut ec = Check { report: c.report, at: c.at.sub(format!("endpoints[{i}]")) };
+        let mut ec = Check {
+            report: c.report,
+            at: c.at.sub(format!("endpoints[{i}]")),
+        };
         let url = ec.required("url", &e.url).and_then(|u| {
-            let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
+            let rest = u
+                .strip_prefix("http://")
+                .or_else(|| u.strip_prefix("https://"));
             let host = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
             match host {
                 Some(h) if !h.is_empty() => Some(u.to_owned()),
                 _ => {
-                    ec.err("url", format!("{u:?} is not an http:// or https:// URL with a host"));
+                    ec.err(
+                        "url",
+                        format!("{u:?} is not an http:// or https:// URL with a host"),
+                    );
                     None
                 }
             }
         });
-        let priority = Priority::new(e.priority.unwrap_or(1), Priority::MAX).map_err(|er| ec.err("priority", er)).ok();
+        let priority = Priority::new(e.priority.unwrap_or(1), Priority::MAX)
+            .map_err(|er| ec.err("priority", er))
+            .ok();
         if let (Some(url), Some(priority)) = (url, priority) {
             endpoints.push(SmaEndpoint { url, priority });
         }
@@ -976,14 +1476,25 @@ fn sma(report: &mut Report<'_>, lbl: &str, s: &schema::SipMediaApplication, id: 
     })
 }
 
-fn sip_rule(report: &mut Report<'_>, lbl: &str, r: &schema::SipRule, id: Option<RuleId>, known_smas: &HashSet<&str>) -> Option<SipRule> {
+fn sip_rule(
+    report: &mut Report<'_>,
+    lbl: &str,
+    r: &schema::SipRule,
+    id: Option<RuleId>,
+    known_smas: &HashSet<&str>,
+) -> Option<SipRule> {
     let before = report.errors.len();
-    let mut c = Check { report, at: At::resource(lbl) };
+    let mut c = Check {
+        report,
+        at: At::resource(lbl),
+    };
     let name = r.name.clone().or_else(|| r.id.clone()).unwrap_or_default();
     c.max_len("name", &name, 256);
     let value = c.required("trigger_value", &r.trigger_value);
     let trigger = match (c.required("trigger_type", &r.trigger_type), value) {
-        (Some("ToPhoneNumber"), Some(v)) => c.parse::<E164>("trigger_value", v).map(SipRuleTrigger::ToPhoneNumber),
+        (Some("ToPhoneNumber"), Some(v)) => c
+            .parse::<E164>("trigger_value", v)
+            .map(SipRuleTrigger::ToPhoneNumber),
         (Some("RequestUriHostname"), Some(v)) => {
             if is_hostname(v) {
                 Some(SipRuleTrigger::RequestUriHostname(v.to_ascii_lowercase()))
@@ -997,33 +1508,62 @@ fn sip_rule(report: &mut Report<'_>, lbl: &str, r: &schema::SipRule, id: Option<
             None
         }
         (Some(t), _) => {
-            c.err("trigger_type", format!("{t:?} is not one of ToPhoneNumber, RequestUriHostname"));
+            c.err(
+                "trigger_type",
+                format!("{t:?} is not one of ToPhoneNumber, RequestUriHostname"),
+            );
             None
         }
         (None, _) => None,
     };
     if !r.disabled && r.target_applications.is_empty() {
-        c.err("target_applications", "an enabled SIP rule needs at least one target application");
+        c.err(
+            "target_applications",
+            "an enabled SIP rule needs at least one target application",
+        );
     }
-    unique_priorities(&mut c, "target_applications", r.target_applications.iter().map(|t| t.priority));
+    unique_priorities(
+        &mut c,
+        "target_applications",
+        r.target_applications.iter().map(|t| t.priority),
+    );
     let mut targets = Vec::new();
     for (i, t) in r.target_applications.iter().enumerate() {
-        let mut tc = Check { report: c.report, at: c.at.sub(format!("target_applications[{i}]")) };
-        let sma = tc.required("sip_media_application_id", &t.sip_media_application_id).and_then(|s| {
-            if !known_smas.contains(s) {
-                tc.err("sip_media_application_id", format!("SIP media application {s:?} does not exist"));
-                return None;
-            }
-            tc.parse::<SmaId>("sip_media_application_id", s)
-        });
-        let priority = Priority::new(t.priority.unwrap_or(1), 25).map_err(|e| tc.err("priority", e)).ok();
+        let mut tc = Check {
+            report: c.report,
+            at: c.at.sub(format!("target_applications[{i}]")),
+        };
+        let sma = tc
+            .required("sip_media_application_id", &t.sip_media_application_id)
+            .and_then(|s| {
+                if !known_smas.contains(s) {
+                    tc.err(
+                        "sip_media_application_id",
+                        format!("SIP media application {s:?} does not exist"),
+                    );
+                    return None;
+                }
+                tc.parse::<SmaId>("sip_media_application_id", s)
+            });
+        let priority = Priority::new(t.priority.unwrap_or(1), 25)
+            .map_err(|e| tc.err("priority", e))
+            .ok();
         if let (Some(sma), Some(priority)) = (sma, priority) {
-            targets.push(SipRuleTarget { sip_media_application_id: sma, priority });
+            targets.push(SipRuleTarget {
+                sip_media_application_id: sma,
+                priority,
+            });
         }
     }
     targets.sort_by_key(|t| t.priority);
     if report.errors.len() != before {
         return None;
     }
-    Some(SipRule { id: id?, name, trigger: trigger?, disabled: r.disabled, target_applications: targets })
+    Some(SipRule {
+        id: id?,
+        name,
+        trigger: trigger?,
+        disabled: r.disabled,
+        target_applications: targets,
+    })
 }

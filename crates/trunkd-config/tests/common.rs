@@ -72,7 +72,11 @@ static N: AtomicUsize = AtomicUsize::new(0);
 
 /// Writes `text` to a fresh file named `trunkd.toml` in its own directory.
 pub fn write(text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("trunkd-config-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let dir = std::env::temp_dir().join(format!(
+        "trunkd-config-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("trunkd.toml");
     std::fs::write(&path, text).unwrap();
@@ -87,6 +91,9 @@ pub fn errors(text: &str) -> Vec<String> {
     let prefix = format!("{}: ", path.display());
     match trunkd_config::load(&path) {
         Ok(_) => Vec::new(),
-        Err(e) => e.iter().map(|e| e.to_string().replacen(&prefix, "F: ", 1)).collect(),
+        Err(e) => e
+            .iter()
+            .map(|e| e.to_string().replacen(&prefix, "F: ", 1))
+            .collect(),
     }
 }

@@ -17,17 +17,34 @@ fn environment_overrides_daemon_settings() {
     let c = trunkd_config::load(&path).unwrap();
     assert_eq!(c.settings.sip.max_message_bytes, 8192);
     assert_eq!(c.settings.daemon.region, "eu-1");
-    assert_eq!(c.settings.sip.udp, vec!["127.0.0.1:5070".parse().unwrap(), "127.0.0.1:5071".parse().unwrap()]);
+    assert_eq!(
+        c.settings.sip.udp,
+        vec![
+            "127.0.0.1:5070".parse().unwrap(),
+            "127.0.0.1:5071".parse().unwrap()
+        ]
+    );
     assert_eq!(c.settings.admin.listen, "127.0.0.1:19060".parse().unwrap());
     // Resources without their own region take the overridden one.
-    assert_eq!(c.resources.voice_connector("vc-east").unwrap().aws_region, "eu-1");
+    assert_eq!(
+        c.resources.voice_connector("vc-east").unwrap().aws_region,
+        "eu-1"
+    );
 
     // A bad override is reported like a bad file value.
     unsafe { std::env::set_var("TRUNKD__SIP__MAX_MESSAGE_BYTES", "12") };
     let e = trunkd_config::load(&path).unwrap_err().to_string();
-    assert!(e.ends_with("sip.max_message_bytes: 12 is out of range 1024..=1048576"), "{e}");
+    assert!(
+        e.ends_with("sip.max_message_bytes: 12 is out of range 1024..=1048576"),
+        "{e}"
+    );
     unsafe {
-        for k in ["TRUNKD__SIP__MAX_MESSAGE_BYTES", "TRUNKD__DAEMON__REGION", "TRUNKD__SIP__UDP", "TRUNKD__ADMIN__LISTEN"] {
+        for k in [
+            "TRUNKD__SIP__MAX_MESSAGE_BYTES",
+            "TRUNKD__DAEMON__REGION",
+            "TRUNKD__SIP__UDP",
+            "TRUNKD__ADMIN__LISTEN",
+        ] {
             std::env::remove_var(k);
         }
     }

@@ -19,14 +19,34 @@ fn the_fixture_is_valid_and_counted() {
     assert_errors(VALID, &[]);
     let c = trunkd_config::load(&write(VALID)).unwrap();
     let counts = c.resources.counts();
-    assert_eq!((counts.voice_connectors, counts.voice_connector_groups, counts.carriers), (2, 1, 1));
-    assert_eq!((counts.numbers, counts.sip_media_applications, counts.sip_rules), (3, 1, 1));
+    assert_eq!(
+        (
+            counts.voice_connectors,
+            counts.voice_connector_groups,
+            counts.carriers
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(
+        (
+            counts.numbers,
+            counts.sip_media_applications,
+            counts.sip_rules
+        ),
+        (3, 1, 1)
+    );
     let vc = c.resources.voice_connector("vc-west").unwrap();
-    assert!(vc.termination.disabled, "no [termination] section means disabled");
+    assert!(
+        vc.termination.disabled,
+        "no [termination] section means disabled"
+    );
     assert!(!vc.origination.disabled);
     assert_eq!(vc.origination.routes[0].port.get(), 5093);
     let n = c.resources.number("+12065550150".parse().unwrap()).unwrap();
-    assert_eq!(n.assignment, trunkd_core::Assignment::SipRule("rule-1".parse().unwrap()));
+    assert_eq!(
+        n.assignment,
+        trunkd_core::Assignment::SipRule("rule-1".parse().unwrap())
+    );
 }
 
 #[test]
@@ -54,10 +74,13 @@ fn route_priority_port_and_protocol() {
 
 #[test]
 fn unknown_keys_are_all_reported_with_their_place() {
-    let text = with("name = \"East PBX\"", "name = \"East PBX\"\ncolour = \"blue\"")
-        .replacen("cps_limit = 10", "cps_limit = 10\ncps = 3", 1)
-        .replacen("[sip]", "[sip]\nport = 5060", 1)
-        .replacen("[daemon]", "[deamon]\nregion = \"x\"\n[daemon]", 1);
+    let text = with(
+        "name = \"East PBX\"",
+        "name = \"East PBX\"\ncolour = \"blue\"",
+    )
+    .replacen("cps_limit = 10", "cps_limit = 10\ncps = 3", 1)
+    .replacen("[sip]", "[sip]\nport = 5060", 1)
+    .replacen("[daemon]", "[deamon]\nregion = \"x\"\n[daemon]", 1);
     // Sorted by place; the rest of the file is still validated.
     assert_errors(
         &text,
@@ -96,10 +119,13 @@ fn invalid_ids() {
         "F: voice_connectors[id=VC West].id: contains 'V'; allowed are a-z, 0-9 and '-'",
         "F: voice_connector_groups[id=grp-main].voice_connector_items[1].voice_connector_id: voice connector \"vc-west\" does not exist",
     ]);
-    assert_errors(&with("id = \"carrier-a\"", "name = \"no id\""), &[
-        "F: carriers[0].name: unknown key",
-        "F: carriers[0].id: is required",
-    ]);
+    assert_errors(
+        &with("id = \"carrier-a\"", "name = \"no id\""),
+        &[
+            "F: carriers[0].name: unknown key",
+            "F: carriers[0].id: is required",
+        ],
+    );
 }
 
 #[test]
@@ -142,9 +168,13 @@ fn a_number_assigned_twice() {
 
 #[test]
 fn numbers_must_be_e164() {
-    assert_errors(&with("\"+12065550100\"\nvoice_connector_id", "\"2065550100\"\nvoice_connector_id"), &[
-        "F: numbers[e164_phone_number=2065550100].e164_phone_number: must start with '+'",
-    ]);
+    assert_errors(
+        &with(
+            "\"+12065550100\"\nvoice_connector_id",
+            "\"2065550100\"\nvoice_connector_id",
+        ),
+        &["F: numbers[e164_phone_number=2065550100].e164_phone_number: must start with '+'"],
+    );
     assert_errors(&with("\"+12065550101\"", "\"+1206555010199999\""), &[
         "F: numbers[e164_phone_number=+1206555010199999].e164_phone_number: must have 1 to 15 digits after '+', has 16",
     ]);
@@ -185,13 +215,18 @@ fn group_priorities_must_be_unique_and_in_range() {
 
 #[test]
 fn group_and_route_limits() {
-    let text = format!("[limits]\nmax_voice_connectors_per_group = 1\nmax_routes_per_voice_connector = 2\n{VALID}");
+    let text = format!(
+        "[limits]\nmax_voice_connectors_per_group = 1\nmax_routes_per_voice_connector = 2\n{VALID}"
+    );
     assert_errors(&text, &[
         "F: voice_connectors[id=vc-east].origination.routes: has 3 routes, limits.max_routes_per_voice_connector is 2",
         "F: voice_connector_groups[id=grp-main].voice_connector_items: has 2 voice connectors, limits.max_voice_connectors_per_group is 1",
     ]);
     let text = format!("[limits]\nmax_voice_connector_groups = 0\n{VALID}");
-    assert_errors(&text, &["F: limits.max_voice_connector_groups: 0 is out of range 1..=10000000"]);
+    assert_errors(
+        &text,
+        &["F: limits.max_voice_connector_groups: 0 is out of range 1..=10000000"],
+    );
 }
 
 #[test]
@@ -209,7 +244,10 @@ fn cidrs_and_hosts() {
 
 #[test]
 fn cps_and_calling_regions() {
-    assert_errors(&with("cps_limit = 10", "cps_limit = 0"), &["F: voice_connectors[id=vc-east].termination.cps_limit: 0 is out of range 1..=100000"]);
+    assert_errors(
+        &with("cps_limit = 10", "cps_limit = 0"),
+        &["F: voice_connectors[id=vc-east].termination.cps_limit: 0 is out of range 1..=100000"],
+    );
     assert_errors(&with("calling_regions = [\"US\", \"CA\"]", "calling_regions = [\"US\", \"usa\", \"US\"]"), &[
         "F: voice_connectors[id=vc-east].termination.calling_regions[1]: \"usa\" is not an ISO 3166-1 alpha-2 country code with a telephone numbering plan",
         "F: voice_connectors[id=vc-east].termination.calling_regions[2]: US is listed twice",
@@ -242,7 +280,10 @@ fn an_enabled_rule_needs_targets_and_a_dial_in_number() {
     assert_errors(&with("trigger_type = \"ToPhoneNumber\"", "trigger_type = \"ToNumber\""), &[
         "F: sip_rules[id=rule-1].trigger_type: \"ToNumber\" is not one of ToPhoneNumber, RequestUriHostname",
     ]);
-    let disabled = with("target_applications = [ { sip_media_application_id = \"sma-ivr\", priority = 1 } ]", "disabled = true");
+    let disabled = with(
+        "target_applications = [ { sip_media_application_id = \"sma-ivr\", priority = 1 } ]",
+        "disabled = true",
+    );
     assert_errors(&disabled, &[]);
 }
 
@@ -260,8 +301,15 @@ fn ipv4_only_forbids_ipv6_routes() {
     assert_errors(&with("{ host = \"127.0.0.1\", port = 5093 }", "{ host = \"::1\", port = 5093 }"), &[
         "F: voice_connectors[id=vc-west].origination.routes[0].host: is an IPv6 address but network_type is IPV4_ONLY",
     ]);
-    let dual = with("[[voice_connectors]]\nid = \"vc-west\"", "[[voice_connectors]]\nid = \"vc-west\"\nnetwork_type = \"DUAL_STACK\"")
-        .replacen("{ host = \"127.0.0.1\", port = 5093 }", "{ host = \"::1\", port = 5093 }", 1);
+    let dual = with(
+        "[[voice_connectors]]\nid = \"vc-west\"",
+        "[[voice_connectors]]\nid = \"vc-west\"\nnetwork_type = \"DUAL_STACK\"",
+    )
+    .replacen(
+        "{ host = \"127.0.0.1\", port = 5093 }",
+        "{ host = \"::1\", port = 5093 }",
+        1,
+    );
     assert_errors(&dual, &[]);
 }
 
@@ -271,15 +319,37 @@ fn daemon_settings() {
         "F: sip.udp[0]: \"127.0.0.1\" is not a socket address (e.g. 127.0.0.1:5060 or [::1]:5060)",
         "F: sip.max_message_bytes: 100 is out of range 1024..=1048576",
     ]);
-    assert_errors(&with("[sip]\nudp = [\"127.0.0.1:5060\"]\ntcp = [\"127.0.0.1:5060\"]", "[sip]\nudp = []\ntcp = []"), &["F: sip: has no listener: set at least one of udp, tcp, tls"]);
-    assert_errors(&with("[sip]", "[sip]\ntls = [\"127.0.0.1:5061\"]"), &["F: sip.tls: TLS listeners need a [tls] section with cert_file and key_file"]);
+    assert_errors(
+        &with(
+            "[sip]\nudp = [\"127.0.0.1:5060\"]\ntcp = [\"127.0.0.1:5060\"]",
+            "[sip]\nudp = []\ntcp = []",
+        ),
+        &["F: sip: has no listener: set at least one of udp, tcp, tls"],
+    );
+    assert_errors(
+        &with("[sip]", "[sip]\ntls = [\"127.0.0.1:5061\"]"),
+        &["F: sip.tls: TLS listeners need a [tls] section with cert_file and key_file"],
+    );
     let e = errors(&format!("[tls]\ncert_file = \"missing.pem\"\n{VALID}"));
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(e[0].starts_with("F: tls.cert_file: /") && e[0].ends_with("/missing.pem does not exist or is not a file"), "{e:?}");
+    assert!(
+        e[0].starts_with("F: tls.cert_file: /")
+            && e[0].ends_with("/missing.pem does not exist or is not a file"),
+        "{e:?}"
+    );
     assert_eq!(e[1], "F: tls.key_file: is required");
-    assert_errors(&format!("[media]\nport_min = 6000\nport_max = 6000\n{VALID}"), &["F: media.port_max: 6000 must be greater than port_min (6000)"]);
-    assert_errors(&format!("[logging]\nformat = \"xml\"\n{VALID}"), &["F: logging.format: \"xml\" is not one of text, json"]);
-    assert_errors(&with("region = \"local\"", "region = \"Local Site\""), &["F: daemon.region: \"Local Site\" must be 1 to 32 characters of a-z, 0-9 and '-'"]);
+    assert_errors(
+        &format!("[media]\nport_min = 6000\nport_max = 6000\n{VALID}"),
+        &["F: media.port_max: 6000 must be greater than port_min (6000)"],
+    );
+    assert_errors(
+        &format!("[logging]\nformat = \"xml\"\n{VALID}"),
+        &["F: logging.format: \"xml\" is not one of text, json"],
+    );
+    assert_errors(
+        &with("region = \"local\"", "region = \"Local Site\""),
+        &["F: daemon.region: \"Local Site\" must be 1 to 32 characters of a-z, 0-9 and '-'"],
+    );
 }
 
 #[test]
@@ -300,7 +370,10 @@ fn many_errors_are_all_reported() {
 fn a_missing_file_is_one_clear_error() {
     let e = trunkd_config::load(std::path::Path::new("/nonexistent/trunkd.toml")).unwrap_err();
     assert_eq!(e.len(), 1);
-    assert!(e.to_string().starts_with("/nonexistent/trunkd.toml: "), "{e}");
+    assert!(
+        e.to_string().starts_with("/nonexistent/trunkd.toml: "),
+        "{e}"
+    );
     assert!(e.to_string().contains("not found"), "{e}");
 }
 
@@ -324,8 +397,14 @@ fn relative_paths_resolve_against_the_files_directory() {
     let c = trunkd_config::load(&path).unwrap();
     let dir = path.parent().unwrap();
     assert_eq!(c.settings.daemon.state_dir, dir.join("var"));
-    assert_eq!(c.settings.records.directory, dir.join("var").join("records"));
-    assert_eq!(c.settings.daemon.pid_file, dir.join("var").join("trunkd.pid"));
+    assert_eq!(
+        c.settings.records.directory,
+        dir.join("var").join("records")
+    );
+    assert_eq!(
+        c.settings.daemon.pid_file,
+        dir.join("var").join("trunkd.pid")
+    );
 }
 
 #[test]
@@ -333,6 +412,14 @@ fn the_bundled_example_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/trunkd.toml");
     let c = trunkd_config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let n = c.resources.counts();
-    assert_eq!((n.voice_connectors, n.voice_connector_groups, n.sip_media_applications, n.sip_rules), (2, 1, 1, 1));
+    assert_eq!(
+        (
+            n.voice_connectors,
+            n.voice_connector_groups,
+            n.sip_media_applications,
+            n.sip_rules
+        ),
+        (2, 1, 1, 1)
+    );
     assert!(n.carriers >= 2 && n.numbers >= 5);
 }

@@ -81,7 +81,13 @@ pub fn country_of(number: E164) -> Option<Country> {
     let main = regions
         .iter()
         .find(|m| m.is_main_country_for_code())
-        .or_else(|| if regions.len() == 1 { regions.first() } else { None })?;
+        .or_else(|| {
+            if regions.len() == 1 {
+                regions.first()
+            } else {
+                None
+            }
+        })?;
     main.id().parse().ok()
 }
 
@@ -141,7 +147,11 @@ mod tests {
         // (MA/EH, GP/BL/MF, IT/VA: the table cannot tell them apart).
         let (mut checked, mut exact) = (0, 0);
         for m in DATABASE.iter() {
-            let Some(example) = m.descriptors().fixed_line().and_then(|d| d.example().map(str::to_owned)) else {
+            let Some(example) = m
+                .descriptors()
+                .fixed_line()
+                .and_then(|d| d.example().map(str::to_owned))
+            else {
                 continue;
             };
             if m.id() == "001" {
@@ -155,6 +165,10 @@ mod tests {
             exact += usize::from(got.as_str() == m.id());
         }
         assert!(checked > 200, "only {checked} regions checked");
-        assert!(checked - exact <= 5, "{} of {checked} resolved to a sibling region", checked - exact);
+        assert!(
+            checked - exact <= 5,
+            "{} of {checked} resolved to a sibling region",
+            checked - exact
+        );
     }
 }

@@ -108,7 +108,10 @@ mod tests {
     fn rejects_what_is_not_e164() {
         assert_eq!("12065550100".parse::<E164>(), Err(E164Error::NoPlus));
         assert_eq!("+".parse::<E164>(), Err(E164Error::Length(0)));
-        assert_eq!("+1234567890123456".parse::<E164>(), Err(E164Error::Length(16)));
+        assert_eq!(
+            "+1234567890123456".parse::<E164>(),
+            Err(E164Error::Length(16))
+        );
         assert_eq!("+1-206-555".parse::<E164>(), Err(E164Error::NotDigits));
         assert_eq!("+0123".parse::<E164>(), Err(E164Error::LeadingZero));
         assert_eq!("+１２".parse::<E164>(), Err(E164Error::NotDigits));

@@ -73,7 +73,11 @@ pub struct Streaming {
 
 impl Default for Streaming {
     fn default() -> Self {
-        Streaming { disabled: true, data_retention_in_hours: 0, sinks: Vec::new() }
+        Streaming {
+            disabled: true,
+            data_retention_in_hours: 0,
+            sinks: Vec::new(),
+        }
     }
 }
 
@@ -193,7 +197,9 @@ impl Number {
     /// The status an operator sees at `now`.
     pub fn status(&self, now: SystemTime) -> NumberStatus {
         match self.deleted_at {
-            Some(t) if now.duration_since(t).is_ok_and(|d| d >= DELETION_HOLD) => NumberStatus::Deleted,
+            Some(t) if now.duration_since(t).is_ok_and(|d| d >= DELETION_HOLD) => {
+                NumberStatus::Deleted
+            }
             Some(_) => NumberStatus::DeleteInProgress,
             None if self.assignment == Assignment::Unassigned => NumberStatus::Unassigned,
             None => NumberStatus::Assigned,
@@ -327,7 +333,10 @@ impl Resources {
         sip_rules: Vec<SipRule>,
         limits: Limits,
     ) -> Self {
-        fn index<K: std::hash::Hash + Eq, T>(items: &[T], key: impl Fn(&T) -> K) -> HashMap<K, usize> {
+        fn index<K: std::hash::Hash + Eq, T>(
+            items: &[T],
+            key: impl Fn(&T) -> K,
+        ) -> HashMap<K, usize> {
             let mut m = HashMap::with_capacity(items.len());
             for (i, t) in items.iter().enumerate() {
                 m.entry(key(t)).or_insert(i);
@@ -387,7 +396,9 @@ impl Resources {
     }
 
     pub fn voice_connector_group(&self, id: &str) -> Option<&VoiceConnectorGroup> {
-        self.group_index.get(id).map(|&i| &self.voice_connector_groups[i])
+        self.group_index
+            .get(id)
+            .map(|&i| &self.voice_connector_groups[i])
     }
 
     pub fn carriers(&self) -> &[Carrier] {
@@ -412,7 +423,9 @@ impl Resources {
     }
 
     pub fn sip_media_application(&self, id: &str) -> Option<&SipMediaApplication> {
-        self.sma_index.get(id).map(|&i| &self.sip_media_applications[i])
+        self.sma_index
+            .get(id)
+            .map(|&i| &self.sip_media_applications[i])
     }
 
     pub fn sip_rules(&self) -> &[SipRule] {
@@ -446,12 +459,24 @@ mod tests {
     fn number_status_follows_assignment_and_the_deletion_hold() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let vc = VcId::new("vc-east").unwrap();
-        assert_eq!(number(Assignment::Unassigned, None).status(now), NumberStatus::Unassigned);
-        assert_eq!(number(Assignment::VoiceConnector(vc.clone()), None).status(now), NumberStatus::Assigned);
+        assert_eq!(
+            number(Assignment::Unassigned, None).status(now),
+            NumberStatus::Unassigned
+        );
+        assert_eq!(
+            number(Assignment::VoiceConnector(vc.clone()), None).status(now),
+            NumberStatus::Assigned
+        );
         let six_days = now - Duration::from_secs(6 * 24 * 3600);
         let seven_days = now - DELETION_HOLD;
-        assert_eq!(number(Assignment::Unassigned, Some(six_days)).status(now), NumberStatus::DeleteInProgress);
-        assert_eq!(number(Assignment::Unassigned, Some(seven_days)).status(now), NumberStatus::Deleted);
+        assert_eq!(
+            number(Assignment::Unassigned, Some(six_days)).status(now),
+            NumberStatus::DeleteInProgress
+        );
+        assert_eq!(
+            number(Assignment::Unassigned, Some(seven_days)).status(now),
+            NumberStatus::Deleted
+        );
         assert!(number(Assignment::VoiceConnector(vc), None).is_routable());
         assert!(!number(Assignment::Unassigned, None).is_routable());
     }
@@ -459,7 +484,15 @@ mod tests {
     #[test]
     fn lookups_use_the_indexes() {
         let n = number(Assignment::Unassigned, None);
-        let r = Resources::new(vec![], vec![], vec![], vec![n], vec![], vec![], Limits::default());
+        let r = Resources::new(
+            vec![],
+            vec![],
+            vec![],
+            vec![n],
+            vec![],
+            vec![],
+            Limits::default(),
+        );
         assert!(r.number("+12065550100".parse().unwrap()).is_some());
         assert!(r.number("+12065550101".parse().unwrap()).is_none());
         assert!(r.voice_connector("vc-east").is_none());

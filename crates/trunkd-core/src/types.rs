@@ -74,7 +74,9 @@ impl CpsLimit {
     /// When `v` is not in `1..=100000`.
     pub fn new(v: i64) -> Result<Self, RangeError> {
         let v = in_range(v, 1, Self::MAX)?;
-        Ok(CpsLimit(NonZeroU32::new(v as u32).unwrap_or(NonZeroU32::MIN)))
+        Ok(CpsLimit(
+            NonZeroU32::new(v as u32).unwrap_or(NonZeroU32::MIN),
+        ))
     }
 
     pub fn get(self) -> u32 {
@@ -172,7 +174,10 @@ pub struct HostError(pub String);
 impl FromStr for Host {
     type Err = HostError;
     fn from_str(s: &str) -> Result<Self, HostError> {
-        let bare = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+        let bare = s
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(s);
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(Host::Ip(ip));
         }
@@ -199,7 +204,10 @@ pub fn is_hostname(s: &str) -> bool {
             && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
-    let last_not_numeric = s.rsplit('.').next().is_some_and(|l| !l.bytes().all(|b| b.is_ascii_digit()));
+    let last_not_numeric = s
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| !l.bytes().all(|b| b.is_ascii_digit()));
     labels_ok && last_not_numeric
 }
 
@@ -220,19 +228,48 @@ mod tests {
 
     #[test]
     fn ranges_are_named_in_errors() {
-        assert_eq!(Weight::new(0).unwrap_err().to_string(), "0 is out of range 1..=100");
-        assert_eq!(Priority::new(100, 99).unwrap_err().to_string(), "100 is out of range 1..=99");
-        assert_eq!(Port::new(70000).unwrap_err().to_string(), "70000 is out of range 1..=65535");
-        assert_eq!(CpsLimit::new(0).unwrap_err().to_string(), "0 is out of range 1..=100000");
+        assert_eq!(
+            Weight::new(0).unwrap_err().to_string(),
+            "0 is out of range 1..=100"
+        );
+        assert_eq!(
+            Priority::new(100, 99).unwrap_err().to_string(),
+            "100 is out of range 1..=99"
+        );
+        assert_eq!(
+            Port::new(70000).unwrap_err().to_string(),
+            "70000 is out of range 1..=65535"
+        );
+        assert_eq!(
+            CpsLimit::new(0).unwrap_err().to_string(),
+            "0 is out of range 1..=100000"
+        );
         assert_eq!(CpsLimit::DEFAULT.get(), 1);
     }
 
     #[test]
     fn hosts() {
-        assert_eq!("127.0.0.1".parse::<Host>().unwrap(), Host::Ip([127, 0, 0, 1].into()));
-        assert!(matches!("[::1]".parse::<Host>().unwrap(), Host::Ip(IpAddr::V6(_))));
-        assert_eq!("Sip.Carrier.example".parse::<Host>().unwrap(), Host::Name("sip.carrier.example".into()));
-        for bad in ["", "-a.example", "a..b", "a_b.example", "1.2.3.999", "host:5060", "a b"] {
+        assert_eq!(
+            "127.0.0.1".parse::<Host>().unwrap(),
+            Host::Ip([127, 0, 0, 1].into())
+        );
+        assert!(matches!(
+            "[::1]".parse::<Host>().unwrap(),
+            Host::Ip(IpAddr::V6(_))
+        ));
+        assert_eq!(
+            "Sip.Carrier.example".parse::<Host>().unwrap(),
+            Host::Name("sip.carrier.example".into())
+        );
+        for bad in [
+            "",
+            "-a.example",
+            "a..b",
+            "a_b.example",
+            "1.2.3.999",
+            "host:5060",
+            "a b",
+        ] {
             assert!(bad.parse::<Host>().is_err(), "{bad}");
         }
     }

@@ -1,0 +1,430 @@
+//! Termination admission (SPEC §2.1, §2.5): may this INVITE from a
+//! customer go out to a carrier, for which VC, to which destination and
+//! with which caller ID?
+//!
+//! One pure function, [`admit_termination`], applies the rules in SPEC
+//! order and returns the first failure. The caller parses SIP and owns the
+//! clock, the RNG and the state ([`AdmissionState`]); this module only
+//! decides.
+
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+use crate::cps::CpsLimiter;
+use crate::digest::{
+    self, Algorithm, DigestError, DigestResponse, NonceCounter, NonceIssuer, NONCE_SALT_LEN,
+};
+use crate::resources::{Assignment, Resources, VoiceConnector};
+use crate::secret::{DigestCredential, DigestSecret};
+use crate::{country, VcId, E164};
+
+use super::Rejection;
+
+/// What admission needs from a termination INVITE, already parsed.
+#[derive(Clone, Copy, Debug)]
+pub struct TerminationRequest<'a> {
+    /// The SIP method (INVITE); digest responses cover it.
+    pub method: &'a str,
+    /// The dialled number or emergency code.
+    pub request_uri_user: &'a str,
+    pub request_uri_host: &'a str,
+    /// The address the request came from (after any trusted proxy).
+    pub source: IpAddr,
+    pub over_tls: bool,
+    /// Whether the SDP offer has SRTP (RTP/SAVP with `a=crypto`).
+    pub offers_srtp: bool,
+    pub from_user: Option<&'a str>,
+    /// The P-Asserted-Identity user, which wins over From (RFC 3325).
+    pub pai_user: Option<&'a str>,
+    /// The raw `Proxy-Authorization` value, if any.
+    pub proxy_authorization: Option<&'a str>,
+}
+
+/// Daemon settings admission reads.
+#[derive(Clone, Copy, Debug)]
+pub struct TerminationPolicy<'a> {
+    /// `daemon.outbound_host_domain`: VCs answer at `<vc-id>.<domain>`, and
+    /// it is the digest realm (see [`crate::digest`]).
+    pub outbound_host_domain: &'a str,
+    /// Emergency dial strings besides 911 and 933 (SPEC §2.1 item 4), e.g.
+    /// `112`; compared exactly with the request-URI user.
+    pub emergency_numbers: &'a [String],
+    pub nonce_issuer: &'a NonceIssuer,
+}
+
+/// What admission remembers between calls.
+#[derive(Clone, Debug, Default)]
+pub struct AdmissionState {
+    pub cps: CpsLimiter,
+    pub nonces: NonceCounter,
+}
+
+/// The two clocks admission reads: monotonic for CPS, wall for nonces
+/// (nonces must stay valid across processes and restarts of the clock).
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub instant: Instant,
+    pub wall: SystemTime,
+}
+
+/// How the VC was found (SPEC §2.1 item 1), for logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentifiedBy {
+    Host,
+    SourceAddress,
+    Credentials,
+}
+
+/// Where the B-leg INVITE goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Number(E164),
+    /// An emergency call (SPEC §2.5): `routing_number` replaces the
+    /// request-URI user (DNIS method). `None` when the VC has no emergency
+    /// settings, or for the test code 933 without a test number: the dialled
+    /// code goes to the carrier unchanged, because blocking an emergency call
+    /// is worse than letting the carrier route it, and a test call must
+    /// never reach the real emergency routing number.
+    Emergency {
+        dialled: String,
+        routing_number: Option<E164>,
+        test: bool,
+    },
+}
+
+impl Destination {
+    /// The user part of the B leg's request-URI.
+    pub fn request_uri_user(&self) -> String {
+        match self {
+            Destination::Number(n) => n.to_string(),
+            Destination::Emergency {
+                routing_number: Some(n),
+                ..
+            } => n.to_string(),
+            Destination::Emergency {
+                dialled,
+                routing_number: None,
+                ..
+            } => dialled.clone(),
+        }
+    }
+}
+
+/// An admitted termination call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    pub vc_id: VcId,
+    pub identified_by: IdentifiedBy,
+    pub destination: Destination,
+    /// The caller ID the B leg presents (From and P-Asserted-Identity user).
+    pub caller_id: E164,
+    /// Whether `caller_id` is the VC's `default_phone_number`.
+    pub caller_id_overridden: bool,
+    /// The digest username that authenticated the call (CDR `SipAuthUser`).
+    pub auth_user: Option<String>,
+    pub is_emergency: bool,
+}
+
+/// The dial strings SPEC §2.1 item 4 names: 911, and 933 (the US address
+/// test service, routed to the test number).
+const EMERGENCY: &str = "911";
+const EMERGENCY_TEST: &str = "933";
+
+/// Admits or refuses a termination INVITE, checking in SPEC §2.1 order:
+///
+/// 1. identify the VC: request-URI host `<vc-id>.<outbound_host_domain>`
+///    (any case), else the VC whose `cidr_allowed_list` holds the source
+///    most specifically (first in file order on a tie), else the first VC
+///    with a credential for the digest username. A host in our domain that
+///    names no VC is refused, never re-identified by address;
+/// 2. termination disabled;
+/// 3. source outside a non-empty `cidr_allowed_list`;
+/// 4. digest authentication when the VC has credentials;
+/// 5. encryption: TLS and SRTP when `require_encryption`;
+/// 6. emergency numbers skip 7 and 8;
+/// 7. calls per second (a token is spent by every request that gets here);
+/// 8. destination E.164 (with or without `+`; national formats are not
+///    guessed) and its country in `calling_regions` (empty: any);
+/// 9. caller ID: `default_phone_number`, else the PAI (else From) user
+///    must be a routable inventory number assigned to this VC or a group
+///    holding it. Emergency calls too: SPEC exempts them from 7 and 8 only.
+///
+/// `salt` feeds a new nonce when the answer is a challenge.
+///
+/// # Errors
+/// The [`Rejection`] of the first rule that fails.
+pub fn admit_termination(
+    resources: &Resources,
+    policy: &TerminationPolicy<'_>,
+    state: &mut AdmissionState,
+    req: &TerminationRequest<'_>,
+    now: Now,
+    salt: [u8; NONCE_SALT_LEN],
+) -> Result<Admitted, Rejection> {
+    let realm = policy.outbound_host_domain;
+    let challenge = |credentials: &[DigestCredential], stale: bool, cause: Option<DigestError>| {
+        Rejection::Challenge {
+            stale,
+            proxy_authenticate: policy.nonce_issuer.challenges_for(
+                realm,
+                &offered(credentials),
+                stale,
+                now.wall,
+                salt,
+            ),
+            cause,
+        }
+    };
+    let auth = req.proxy_authorization.map(DigestResponse::parse);
+
+    // 1. Which VC.
+    let (vc, identified_by) = match identify(resources, policy, req, auth.as_ref()) {
+        Identity::Found(vc, by) => (vc, by),
+        Identity::Unknown => return Err(Rejection::UnknownVoiceConnector),
+        Identity::NeedsCredentials(cause) => return Err(challenge(&[], false, cause)),
+    };
+    let t = &vc.termination;
+    // 2.
+    if t.disabled {
+        return Err(Rejection::TerminationDisabled);
+    }
+    // 3.
+    if !t.cidr_allowed_list.is_empty()
+        && !t.cidr_allowed_list.iter().any(|n| n.contains(&req.source))
+    {
+        return Err(Rejection::SourceNotAllowed);
+    }
+    // 4.
+    let auth_user = if t.credentials.is_empty() {
+        None
+    } else {
+        let auth = match auth {
+            None => return Err(challenge(&t.credentials, false, None)),
+            Some(Err(e)) => return Err(challenge(&t.credentials, false, Some(e))),
+            Some(Ok(a)) => a,
+        };
+        let verified = digest::verify(
+            policy.nonce_issuer,
+            &t.credentials,
+            &auth,
+            req.method,
+            realm,
+            now.wall,
+            &mut state.nonces,
+        );
+        match verified {
+            Ok(c) => Some(c.username.clone()),
+            Err(
+                DigestError::UnknownUser | DigestError::WrongResponse | DigestError::Unsupported(_),
+            ) => return Err(Rejection::AuthFailed),
+            Err(e @ (DigestError::Stale | DigestError::Replay)) => {
+                return Err(challenge(&t.credentials, true, Some(e)))
+            }
+            Err(e) => return Err(challenge(&t.credentials, false, Some(e))),
+        }
+    };
+    // 5.
+    if vc.require_encryption && !(req.over_tls && req.offers_srtp) {
+        return Err(Rejection::EncryptionRequired);
+    }
+    // 6.
+    let emergency = emergency_destination(vc, req.request_uri_user, policy.emergency_numbers);
+    let destination = match emergency {
+        Some(d) => d,
+        None => {
+            // 7.
+            state
+                .cps
+                .try_take(&vc.id, t.cps_limit, now.instant)
+                .map_err(Rejection::Cps)?;
+            // 8.
+            let n = E164::parse_lenient(req.request_uri_user).map_err(|_| Rejection::NotE164 {
+                destination: req.request_uri_user.to_owned(),
+            })?;
+            if !t.calling_regions.is_empty() {
+                let c = country::country_of(n);
+                if !c.is_some_and(|c| t.calling_regions.contains(&c)) {
+                    return Err(Rejection::calling_plan(c));
+                }
+            }
+            Destination::Number(n)
+        }
+    };
+    // 9.
+    let (caller_id, caller_id_overridden) = match t.default_phone_number {
+        Some(n) => (n, true),
+        None => (presented_caller_id(resources, vc, req)?, false),
+    };
+    Ok(Admitted {
+        vc_id: vc.id.clone(),
+        identified_by,
+        is_emergency: matches!(destination, Destination::Emergency { .. }),
+        destination,
+        caller_id,
+        caller_id_overridden,
+        auth_user,
+    })
+}
+
+enum Identity<'r> {
+    Found(&'r VoiceConnector, IdentifiedBy),
+    Unknown,
+    /// No VC by host or address, and no usable credentials to find one by:
+    /// challenge, so a PBX that is known only by its username can answer.
+    NeedsCredentials(Option<DigestError>),
+}
+
+fn identify<'r>(
+    resources: &'r Resources,
+    policy: &TerminationPolicy<'_>,
+    req: &TerminationRequest<'_>,
+    auth: Option<&Result<DigestResponse, DigestError>>,
+) -> Identity<'r> {
+    if let Some(label) = vc_label(req.request_uri_host, policy.outbound_host_domain) {
+        return match resources.voice_connector(&label) {
+            Some(vc) => Identity::Found(vc, IdentifiedBy::Host),
+            None => Identity::Unknown,
+        };
+    }
+    let by_cidr = resources
+        .voice_connectors()
+        .iter()
+        .filter_map(|vc| {
+            let best = vc
+                .termination
+                .cidr_allowed_list
+                .iter()
+                .filter(|n| n.contains(&req.source))
+                .map(|n| n.prefix_len())
+                .max();
+            best.map(|len| (vc, len))
+        })
+        // max_by_key keeps the last maximum; reverse so the first in file
+        // order wins a tie.
+        .rev()
+        .max_by_key(|&(_, len)| len);
+    if let Some((vc, _)) = by_cidr {
+        return Identity::Found(vc, IdentifiedBy::SourceAddress);
+    }
+    let any_credentials = resources
+        .voice_connectors()
+        .iter()
+        .any(|vc| !vc.termination.credentials.is_empty());
+    match auth {
+        Some(Ok(a)) => {
+            // A nonce we did not issue gets a challenge whatever the
+            // username, so a forged nonce cannot probe usernames.
+            if let Err(e) = policy
+                .nonce_issuer
+                .open(&a.nonce, policy.outbound_host_domain)
+            {
+                return Identity::NeedsCredentials(Some(e));
+            }
+            resources
+                .voice_connectors()
+                .iter()
+                .find(|vc| {
+                    vc.termination
+                        .credentials
+                        .iter()
+                        .any(|c| c.username == a.username)
+                })
+                .map_or(Identity::Unknown, |vc| {
+                    Identity::Found(vc, IdentifiedBy::Credentials)
+                })
+        }
+        Some(Err(e)) if any_credentials => Identity::NeedsCredentials(Some(e.clone())),
+        None if any_credentials => Identity::NeedsCredentials(None),
+        _ => Identity::Unknown,
+    }
+}
+
+/// The VC label of `host` when it is `<label>.<domain>` (any case, with or
+/// without a trailing dot).
+fn vc_label(host: &str, domain: &str) -> Option<String> {
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let domain = domain
+        .strip_suffix('.')
+        .unwrap_or(domain)
+        .to_ascii_lowercase();
+    let label = host.strip_suffix(&domain)?.strip_suffix('.')?;
+    (!label.is_empty()).then(|| label.to_owned())
+}
+
+/// The algorithms to challenge with: both, unless every credential is an
+/// HA1 of one family, which can verify only that family.
+fn offered(credentials: &[DigestCredential]) -> Vec<Algorithm> {
+    let all = |f: fn(&DigestSecret) -> bool| {
+        !credentials.is_empty() && credentials.iter().all(|c| f(&c.secret))
+    };
+    if all(|s| matches!(s, DigestSecret::Ha1Md5(_))) {
+        vec![Algorithm::Md5]
+    } else if all(|s| matches!(s, DigestSecret::Ha1Sha256(_))) {
+        vec![Algorithm::Sha256]
+    } else {
+        Algorithm::OFFERED.to_vec()
+    }
+}
+
+fn emergency_destination(
+    vc: &VoiceConnector,
+    dialled: &str,
+    extra: &[String],
+) -> Option<Destination> {
+    let test = dialled == EMERGENCY_TEST;
+    if !(test || dialled == EMERGENCY || extra.iter().any(|e| e == dialled)) {
+        return None;
+    }
+    let routing_number = vc.emergency.as_ref().and_then(|e| {
+        if test {
+            e.test_phone_number
+        } else {
+            Some(e.emergency_phone_number)
+        }
+    });
+    Some(Destination::Emergency {
+        dialled: dialled.to_owned(),
+        routing_number,
+        test,
+    })
+}
+
+/// SPEC §2.1 caller-ID rule without an override: the presented number must
+/// be ours to present (SPEC §7: a number places calls only while assigned).
+fn presented_caller_id(
+    resources: &Resources,
+    vc: &VoiceConnector,
+    req: &TerminationRequest<'_>,
+) -> Result<E164, Rejection> {
+    let presented = req.pai_user.or(req.from_user);
+    let refuse = || Rejection::CallerId {
+        presented: presented.map(str::to_owned),
+    };
+    let n = presented
+        .and_then(|p| E164::parse_lenient(p).ok())
+        .ok_or_else(refuse)?;
+    let number = resources
+        .number(n)
+        .filter(|num| num.is_routable())
+        .ok_or_else(refuse)?;
+    let ours = match &number.assignment {
+        Assignment::VoiceConnector(id) => *id == vc.id,
+        Assignment::VoiceConnectorGroup(g) => resources
+            .voice_connector_group(g.as_str())
+            .is_some_and(|g| {
+                g.voice_connector_items
+                    .iter()
+                    .any(|i| i.voice_connector_id == vc.id)
+            }),
+        Assignment::Unassigned | Assignment::SipRule(_) => false,
+    };
+    if ours {
+        Ok(n)
+    } else {
+        Err(refuse())
+    }
+}
+
+#[cfg(test)]
+#[path = "termination_tests.rs"]
+mod tests;

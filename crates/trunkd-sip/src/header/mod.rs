@@ -1,0 +1,172 @@
+//! Typed views of the headers a gateway reads, parsed on demand.
+//!
+//! Nothing here runs when a message is parsed unless validation needs it:
+//! [`Headers`] keeps raw values, and these accessors parse them each time
+//! they are called, returning [`HeaderError`] that names the header.
+
+mod contact;
+mod content_type;
+mod name_addr;
+mod scalar;
+mod via;
+
+pub use contact::Contact;
+pub use content_type::ContentType;
+pub use name_addr::{DisplayName, NameAddr};
+pub use scalar::{CSeq, CallId, ContentLength, MaxForwards};
+pub use via::{Transport, Via, MAGIC_COOKIE};
+
+use bytes::Bytes;
+
+use crate::error::{HeaderError, SyntaxError};
+use crate::headers::Headers;
+
+fn invalid(name: &'static str) -> impl Fn(SyntaxError) -> HeaderError {
+    move |e| HeaderError::Invalid { name, detail: e.0 }
+}
+
+impl Headers {
+    /// The single row of a single-valued header, if present.
+    fn single(&self, name: &'static str) -> Result<Option<&Bytes>, HeaderError> {
+        let mut rows = self.get_all(name);
+        let first = rows.next();
+        if rows.next().is_some() {
+            return Err(HeaderError::Multiple(name));
+        }
+        Ok(first)
+    }
+
+    fn required(&self, name: &'static str) -> Result<&Bytes, HeaderError> {
+        self.single(name)?.ok_or(HeaderError::Missing(name))
+    }
+
+    /// Every Via value, top first, rows split at commas (§20.42).
+    pub fn vias(&self) -> Result<Vec<Via>, HeaderError> {
+        self.get_all("Via")
+            .flat_map(crate::headers::split_list)
+            .map(|v| Via::parse(&v).map_err(invalid("Via")))
+            .collect()
+    }
+
+    /// The topmost Via (§18.2.2 sends responses there).
+    pub fn top_via(&self) -> Result<Via, HeaderError> {
+        let first = self.get("Via").ok_or(HeaderError::Missing("Via"))?;
+        let top = crate::headers::split_list(first).next().unwrap_or_default();
+        Via::parse(&top).map_err(invalid("Via"))
+    }
+
+    /// From (§20.20).
+    pub fn from(&self) -> Result<NameAddr, HeaderError> {
+        NameAddr::parse(self.required("From")?, false).map_err(invalid("From"))
+    }
+
+    /// To (§20.39).
+    pub fn to(&self) -> Result<NameAddr, HeaderError> {
+        NameAddr::parse(self.required("To")?, false).map_err(invalid("To"))
+    }
+
+    /// Call-ID (§20.8).
+    pub fn call_id(&self) -> Result<CallId, HeaderError> {
+        CallId::parse(self.required("Call-ID")?).map_err(invalid("Call-ID"))
+    }
+
+    /// CSeq (§20.16).
+    pub fn cseq(&self) -> Result<CSeq, HeaderError> {
+        CSeq::parse(self.required("CSeq")?).map_err(invalid("CSeq"))
+    }
+
+    /// Max-Forwards, if present (§20.22).
+    pub fn max_forwards(&self) -> Result<Option<MaxForwards>, HeaderError> {
+        self.single("Max-Forwards")?
+            .map(|v| MaxForwards::parse(v).map_err(invalid("Max-Forwards")))
+            .transpose()
+    }
+
+    /// Content-Length, if present (§20.14).
+    pub fn content_length(&self) -> Result<Option<ContentLength>, HeaderError> {
+        self.single("Content-Length")?
+            .map(|v| ContentLength::parse(v).map_err(invalid("Content-Length")))
+            .transpose()
+    }
+
+    /// Contact, if present (§20.10).
+    pub fn contact(&self) -> Result<Option<Contact>, HeaderError> {
+        let values = self.values("Contact");
+        if values.is_empty() {
+            return Ok(None);
+        }
+        Contact::parse(&values)
+            .map(Some)
+            .map_err(invalid("Contact"))
+    }
+
+    /// Route, top first (§20.34).
+    pub fn route(&self) -> Result<Vec<NameAddr>, HeaderError> {
+        contact::parse_route(&self.values("Route")).map_err(invalid("Route"))
+    }
+
+    /// Record-Route, top first (§20.30).
+    pub fn record_route(&self) -> Result<Vec<NameAddr>, HeaderError> {
+        contact::parse_route(&self.values("Record-Route")).map_err(invalid("Record-Route"))
+    }
+
+    /// Content-Type, if present (§20.15).
+    pub fn content_type(&self) -> Result<Option<ContentType>, HeaderError> {
+        self.single("Content-Type")?
+            .map(|v| ContentType::parse(v).map_err(invalid("Content-Type")))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accessors() {
+        let mut h = Headers::new();
+        h.append(
+            "v",
+            "SIP/2.0/UDP a.example.com;branch=z9hG4bK1, SIP/2.0/TCP b.example.com",
+        )
+        .unwrap();
+        h.append("f", "<sip:a@example.com>;tag=1").unwrap();
+        h.append("t", "sip:b@example.com").unwrap();
+        h.append("i", "abc@host").unwrap();
+        h.append("CSeq", "1 INVITE").unwrap();
+        h.append("m", "*").unwrap();
+        h.append("Record-Route", "<sip:p1;lr>, <sip:p2;lr>")
+            .unwrap();
+        h.append("c", "application/sdp").unwrap();
+        assert_eq!(h.vias().unwrap().len(), 2);
+        assert_eq!(
+            h.top_via().unwrap().branch().map(|b| &b[..]),
+            Some(&b"z9hG4bK1"[..])
+        );
+        assert_eq!(h.from().unwrap().tag().map(|t| &t[..]), Some(&b"1"[..]));
+        assert!(h.to().unwrap().tag().is_none());
+        assert_eq!(
+            h.call_id().unwrap().as_bytes(),
+            &Bytes::from_static(b"abc@host")
+        );
+        assert_eq!(h.cseq().unwrap().seq, 1);
+        assert_eq!(h.max_forwards(), Ok(None));
+        assert_eq!(h.contact(), Ok(Some(Contact::Wildcard)));
+        assert_eq!(h.record_route().unwrap().len(), 2);
+        assert!(h.route().unwrap().is_empty());
+        assert!(h.content_type().unwrap().unwrap().is("application", "sdp"));
+        h.append("CSeq", "2 INVITE").unwrap();
+        assert_eq!(h.cseq(), Err(HeaderError::Multiple("CSeq")));
+        h.append("Max-Forwards", "256").unwrap();
+        assert!(matches!(
+            h.max_forwards(),
+            Err(HeaderError::Invalid {
+                name: "Max-Forwards",
+                ..
+            })
+        ));
+        let empty = Headers::new();
+        assert_eq!(empty.call_id(), Err(HeaderError::Missing("Call-ID")));
+        assert_eq!(empty.top_via(), Err(HeaderError::Missing("Via")));
+    }
+}

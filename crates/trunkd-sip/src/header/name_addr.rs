@@ -1,0 +1,275 @@
+//! `name-addr / addr-spec` values: From, To (RFC 3261 §20.20, §20.39),
+//! Contact (§20.10), Route and Record-Route (§20.34, §20.30).
+//!
+//! Where the parameters belong matters: in `<sip:a@b;x=1>;y=2`, `x` is a URI
+//! parameter and `y` a header parameter; in the bare form `sip:a@b;y=2`
+//! every `;` parameter belongs to the header (§20, RFC 4475 §3.3.12/13),
+//! which is why a bare addr-spec containing `?` or `,` is invalid (§20.10,
+//! RFC 4475 §3.1.2.13).
+
+use bytes::Bytes;
+
+use crate::chars::{is_token, is_ws, quoted_end, skip_ws, trim_ws};
+use crate::error::SyntaxError;
+use crate::params::{unquote, Params};
+use crate::sub;
+use crate::uri::Uri;
+
+/// A display name: a quoted string or a sequence of tokens (§25.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName {
+    raw: Bytes,
+    quoted: bool,
+}
+
+impl DisplayName {
+    /// A display name that will be written as a quoted string; `"` and `\`
+    /// are escaped, CR/LF are dropped.
+    pub fn quoted(text: &str) -> DisplayName {
+        let mut raw = Vec::with_capacity(text.len());
+        for b in text.bytes() {
+            match b {
+                b'"' | b'\\' => {
+                    raw.push(b'\\');
+                    raw.push(b);
+                }
+                b'\r' | b'\n' => {}
+                _ => raw.push(b),
+            }
+        }
+        DisplayName {
+            raw: Bytes::from(raw),
+            quoted: true,
+        }
+    }
+
+    /// As received: the inside of the quotes (escapes intact) or the tokens.
+    pub fn as_received(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// True for the quoted-string form.
+    pub fn is_quoted(&self) -> bool {
+        self.quoted
+    }
+
+    /// The text with `quoted-pair` escapes resolved.
+    pub fn text(&self) -> Vec<u8> {
+        if !self.quoted {
+            return self.raw.to_vec();
+        }
+        let mut q = Vec::with_capacity(self.raw.len() + 2);
+        q.push(b'"');
+        q.extend_from_slice(&self.raw);
+        q.push(b'"');
+        unquote(&q)
+    }
+
+    fn write_to(&self, out: &mut Vec<u8>) {
+        if self.quoted {
+            out.push(b'"');
+            out.extend_from_slice(&self.raw);
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(&self.raw);
+        }
+    }
+}
+
+/// An address with optional display name and header parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAddr {
+    /// Display name, if any.
+    pub display_name: Option<DisplayName>,
+    /// The address.
+    pub uri: Uri,
+    /// Header parameters (tag, expires, q, lr is a URI parameter, ...).
+    pub params: Params,
+}
+
+impl NameAddr {
+    /// An address without display name or parameters.
+    pub fn new(uri: Uri) -> NameAddr {
+        NameAddr {
+            display_name: None,
+            uri,
+            params: Params::new(),
+        }
+    }
+
+    /// Parses `( name-addr / addr-spec ) *( SEMI param )`; with
+    /// `require_angle` only the `name-addr` form is accepted (Route,
+    /// Record-Route).
+    pub fn parse(v: &Bytes, require_angle: bool) -> Result<NameAddr, SyntaxError> {
+        let s = &v[..];
+        let mut i = skip_ws(s, 0);
+        let mut display_name = None;
+        if s.get(i) == Some(&b'"') {
+            let end = quoted_end(s, i).ok_or(SyntaxError("unterminated quoted string"))?;
+            display_name = Some(DisplayName {
+                raw: sub(v, &s[i + 1..end - 1]),
+                quoted: true,
+            });
+            i = skip_ws(s, end);
+            if s.get(i) != Some(&b'<') {
+                return Err(SyntaxError("display name without <URI>"));
+            }
+        } else if let Some(lt) = s[i..].iter().position(|&b| b == b'<').map(|p| p + i) {
+            // A token display name; anything else before '<' means this is
+            // a bare addr-spec (whose quoted parameters may contain '<'),
+            // which the addr-spec path below then judges.
+            let name = trim_ws(&s[i..lt]);
+            if name.iter().all(|&b| is_token(b) || is_ws(b)) {
+                if !name.is_empty() {
+                    display_name = Some(DisplayName {
+                        raw: sub(v, name),
+                        quoted: false,
+                    });
+                }
+                i = lt;
+            }
+        }
+        if s.get(i) == Some(&b'<') {
+            let close = s[i..]
+                .iter()
+                .position(|&b| b == b'>')
+                .map(|p| p + i)
+                .ok_or(SyntaxError("missing >"))?;
+            let uri = Uri::parse_slice(v, &s[i + 1..close])?;
+            let params = Params::parse_header(v, &s[close + 1..])?;
+            return Ok(NameAddr {
+                display_name,
+                uri,
+                params,
+            });
+        }
+        if require_angle {
+            return Err(SyntaxError("<URI> required"));
+        }
+        let end = s[i..]
+            .iter()
+            .position(|&b| is_ws(b) || b == b';')
+            .map_or(s.len(), |p| p + i);
+        let spec = &s[i..end];
+        if spec.iter().any(|&b| b == b'?' || b == b',') {
+            return Err(SyntaxError("addr-spec with ? or , must be in <>"));
+        }
+        let uri = Uri::parse_slice(v, spec)?;
+        let params = Params::parse_header(v, &s[end..])?;
+        Ok(NameAddr {
+            display_name,
+            uri,
+            params,
+        })
+    }
+
+    /// The `tag` parameter (RFC 3261 §19.3).
+    pub fn tag(&self) -> Option<&Bytes> {
+        self.params.value("tag")
+    }
+
+    /// Writes `["display" ]<uri>;params` (always the name-addr form).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        if let Some(d) = &self.display_name {
+            d.write_to(out);
+            out.push(b' ');
+        }
+        out.push(b'<');
+        self.uri.write_to(out);
+        out.push(b'>');
+        self.params.write_to(out);
+    }
+
+    /// The serialised value.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut v = Vec::new();
+        self.write_to(&mut v);
+        Bytes::from(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn na(s: &'static str) -> Result<NameAddr, SyntaxError> {
+        NameAddr::parse(&Bytes::from_static(s.as_bytes()), false)
+    }
+
+    #[test]
+    fn bare_addr_spec_params_belong_to_header() {
+        let a = na("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
+        assert_eq!(a.tag().map(|t| &t[..]), Some(&b"1918181833n"[..]));
+        assert!(a.uri.as_sip().unwrap().params.is_empty());
+        let a = na("sip:+19725552222@gw1.example.net;unknownparam").unwrap();
+        assert!(a.params.contains("unknownparam"));
+        assert!(a.uri.as_sip().unwrap().params.is_empty());
+    }
+
+    #[test]
+    fn angle_form_params_belong_to_uri() {
+        let a = na("<sip:+19725552222@gw1.example.net;unknownparam>").unwrap();
+        assert!(a.params.is_empty());
+        assert!(a.uri.as_sip().unwrap().params.contains("unknownparam"));
+    }
+
+    #[test]
+    fn display_names() {
+        let a =
+            na("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com> ; tag = 98asjd8").unwrap();
+        let d = a.display_name.as_ref().unwrap();
+        assert!(d.is_quoted());
+        assert_eq!(d.text(), b"J Rosenberg \\\"");
+        assert_eq!(a.tag().map(|t| &t[..]), Some(&b"98asjd8"[..]));
+        let a = na("caller<sip:caller@example.com>;tag=323").unwrap();
+        assert_eq!(a.display_name.unwrap().text(), b"caller");
+        let a = na("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>").unwrap();
+        assert_eq!(
+            a.display_name.unwrap().text(),
+            b"token1~` token2'+_ token3*%!.-"
+        );
+        assert_eq!(DisplayName::quoted("a\"b").text(), b"a\"b");
+    }
+
+    #[test]
+    fn invalid() {
+        assert!(
+            na("\"Mr. J. User <sip:j.user@example.com>").is_err(),
+            "unbalanced quote"
+        );
+        assert!(
+            na("\"Watson, Thomas\" < sip:t.watson@example.org >").is_err(),
+            "spaces in <>"
+        );
+        assert!(
+            na("Watson, Thomas <sip:t.watson@example.org>").is_err(),
+            "comma in display name"
+        );
+        assert!(na("sip:user@example.com?Route=%3Csip:sip.example.com%3E").is_err());
+        assert!(na("\"Joe\" <sip:joe@example.org>;;;;").is_err());
+        assert!(na("<sip:a@b").is_err());
+        assert!(na("\"x\" sip:a@b").is_err());
+        assert!(NameAddr::parse(&Bytes::from_static(b"sip:a@b"), true).is_err());
+    }
+
+    #[test]
+    fn quoted_param_with_angle() {
+        let a = na("sip:a@example.com;x=\"<y>\"").unwrap();
+        assert_eq!(a.params.value("x").map(|v| &v[..]), Some(&b"\"<y>\""[..]));
+    }
+
+    #[test]
+    fn other_schemes() {
+        assert!(!na("isbn:2983792873").unwrap().uri.is_sip());
+        let a = na("<http://www.example.com>;tag=3234233").unwrap();
+        assert_eq!(a.uri.scheme(), b"http");
+    }
+
+    #[test]
+    fn write() {
+        let a = na("\"A\" <sip:a@example.com;lr>;tag=1").unwrap();
+        assert_eq!(&a.to_bytes()[..], b"\"A\" <sip:a@example.com;lr>;tag=1");
+        let a = na("sip:a@example.com;tag=1").unwrap();
+        assert_eq!(&a.to_bytes()[..], b"<sip:a@example.com>;tag=1");
+    }
+}

@@ -1,0 +1,593 @@
+//! The header section: an ordered list of `name: value` pairs.
+//!
+//! Order and duplicates are preserved (RFC 3261 §7.3.1: the relative order
+//! of same-name rows is significant, e.g. Via, Route). Names compare
+//! case-insensitively and compact forms (§7.3.3 and the IANA registry) are
+//! the same header as their long forms, so `get("v")` and `get("VIA")` find
+//! the same rows. Values are zero-copy slices of the received message; a
+//! folded value (§7.3.1 LWS) is unfolded into one line when the message is
+//! parsed. Comma-separated lists are split only for headers defined as
+//! lists, never inside quoted strings or `<...>`.
+
+use bytes::Bytes;
+
+use crate::chars::{is_token_str, trim_ws};
+use crate::error::BuildError;
+use crate::sub;
+
+macro_rules! known_headers {
+    ($( $variant:ident => $name:literal, $compact:expr, $list:expr; )*) => {
+        /// Headers this crate knows the canonical name, compact form and
+        /// list-ness of.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[allow(missing_docs)]
+        pub enum KnownHeader { $( $variant, )* }
+
+        const KNOWN: &[(KnownHeader, &str, Option<u8>, bool)] = &[
+            $( (KnownHeader::$variant, $name, $compact, $list), )*
+        ];
+    };
+}
+
+known_headers! {
+    Accept => "Accept", None, true;
+    AcceptContact => "Accept-Contact", Some(b'a'), true;
+    AcceptEncoding => "Accept-Encoding", None, true;
+    AcceptLanguage => "Accept-Language", None, true;
+    AlertInfo => "Alert-Info", None, true;
+    Allow => "Allow", None, true;
+    AllowEvents => "Allow-Events", Some(b'u'), true;
+    AuthenticationInfo => "Authentication-Info", None, false;
+    Authorization => "Authorization", None, false;
+    CallId => "Call-ID", Some(b'i'), false;
+    CallInfo => "Call-Info", None, true;
+    Contact => "Contact", Some(b'm'), true;
+    ContentDisposition => "Content-Disposition", None, false;
+    ContentEncoding => "Content-Encoding", Some(b'e'), true;
+    ContentLanguage => "Content-Language", None, true;
+    ContentLength => "Content-Length", Some(b'l'), false;
+    ContentType => "Content-Type", Some(b'c'), false;
+    CSeq => "CSeq", None, false;
+    Date => "Date", None, false;
+    Diversion => "Diversion", None, true;
+    ErrorInfo => "Error-Info", None, true;
+    Event => "Event", Some(b'o'), false;
+    Expires => "Expires", None, false;
+    From => "From", Some(b'f'), false;
+    HistoryInfo => "History-Info", None, true;
+    Identity => "Identity", Some(b'y'), false;
+    IdentityInfo => "Identity-Info", Some(b'n'), false;
+    InReplyTo => "In-Reply-To", None, true;
+    MaxForwards => "Max-Forwards", None, false;
+    MimeVersion => "MIME-Version", None, false;
+    MinExpires => "Min-Expires", None, false;
+    MinSe => "Min-SE", None, false;
+    Organization => "Organization", None, false;
+    PAssertedIdentity => "P-Asserted-Identity", None, true;
+    PPreferredIdentity => "P-Preferred-Identity", None, true;
+    Path => "Path", None, true;
+    Priority => "Priority", None, false;
+    Privacy => "Privacy", None, false;
+    ProxyAuthenticate => "Proxy-Authenticate", None, false;
+    ProxyAuthorization => "Proxy-Authorization", None, false;
+    ProxyRequire => "Proxy-Require", None, true;
+    RAck => "RAck", None, false;
+    Reason => "Reason", None, true;
+    RecordRoute => "Record-Route", None, true;
+    ReferTo => "Refer-To", Some(b'r'), false;
+    ReferredBy => "Referred-By", Some(b'b'), false;
+    RejectContact => "Reject-Contact", Some(b'j'), true;
+    Replaces => "Replaces", None, false;
+    ReplyTo => "Reply-To", None, false;
+    RequestDisposition => "Request-Disposition", Some(b'd'), true;
+    Require => "Require", None, true;
+    RetryAfter => "Retry-After", None, false;
+    Route => "Route", None, true;
+    RSeq => "RSeq", None, false;
+    Server => "Server", None, false;
+    ServiceRoute => "Service-Route", None, true;
+    SessionExpires => "Session-Expires", Some(b'x'), false;
+    SubscriptionState => "Subscription-State", None, false;
+    Subject => "Subject", Some(b's'), false;
+    Supported => "Supported", Some(b'k'), true;
+    Timestamp => "Timestamp", None, false;
+    To => "To", Some(b't'), false;
+    Unsupported => "Unsupported", None, true;
+    UserAgent => "User-Agent", None, false;
+    Via => "Via", Some(b'v'), true;
+    Warning => "Warning", None, true;
+    WwwAuthenticate => "WWW-Authenticate", None, false;
+}
+
+/// Longest canonical name that [`KnownHeader::from_name`] looks up.
+const MAX_NAME: usize = 24;
+
+/// Candidate table indices by (name length, lower-case first letter), so a
+/// lookup compares at most a few names (computed at compile time).
+const BUCKETS: [[u8; 4]; (MAX_NAME + 1) * 26] = {
+    let mut t = [[u8::MAX; 4]; (MAX_NAME + 1) * 26];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let name = KNOWN[i].1.as_bytes();
+        let slot = name.len() * 26 + (name[0].to_ascii_lowercase() - b'a') as usize;
+        let mut j = 0;
+        while t[slot][j] != u8::MAX {
+            j += 1;
+        }
+        t[slot][j] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Table index by compact letter.
+const COMPACT: [u8; 26] = {
+    let mut t = [u8::MAX; 26];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        if let Some(c) = KNOWN[i].2 {
+            t[(c - b'a') as usize] = i as u8;
+        }
+        i += 1;
+    }
+    t
+};
+
+impl KnownHeader {
+    /// Recognises a long or compact header name, case-insensitively.
+    pub fn from_name(name: &[u8]) -> Option<KnownHeader> {
+        let first = name.first()?.to_ascii_lowercase();
+        if !first.is_ascii_lowercase() || name.len() > MAX_NAME {
+            return None;
+        }
+        let letter = usize::from(first - b'a');
+        if name.len() == 1 {
+            return KNOWN.get(usize::from(COMPACT[letter])).map(|k| k.0);
+        }
+        BUCKETS[name.len() * 26 + letter]
+            .iter()
+            .take_while(|&&i| i != u8::MAX)
+            .map(|&i| &KNOWN[usize::from(i)])
+            .find(|k| k.1.as_bytes().eq_ignore_ascii_case(name))
+            .map(|k| k.0)
+    }
+
+    fn entry(self) -> &'static (KnownHeader, &'static str, Option<u8>, bool) {
+        // The table holds every variant in declaration order.
+        &KNOWN[self as usize]
+    }
+
+    /// The canonical long name, e.g. `Call-ID`.
+    pub fn canonical(self) -> &'static str {
+        self.entry().1
+    }
+
+    /// The compact form, e.g. `i` for Call-ID.
+    pub fn compact(self) -> Option<char> {
+        self.entry().2.map(char::from)
+    }
+
+    /// True when the value is a comma-separated list (RFC 3261 §7.3.1), so
+    /// that rows may be split and combined.
+    pub fn is_list(self) -> bool {
+        self.entry().3
+    }
+}
+
+/// A header name: the spelling received plus its recognised identity.
+#[derive(Debug, Clone)]
+pub struct HeaderName {
+    raw: Bytes,
+    known: Option<KnownHeader>,
+}
+
+impl HeaderName {
+    /// Checks that `name` is a token and recognises it.
+    pub fn new(name: &str) -> Result<HeaderName, BuildError> {
+        if !is_token_str(name.as_bytes()) {
+            return Err(BuildError::InvalidName);
+        }
+        Ok(HeaderName::from_bytes(Bytes::copy_from_slice(
+            name.as_bytes(),
+        )))
+    }
+
+    pub(crate) fn from_bytes(raw: Bytes) -> HeaderName {
+        let known = KnownHeader::from_name(&raw);
+        HeaderName { raw, known }
+    }
+
+    /// The name as received (or as given to a builder).
+    pub fn as_received(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The recognised header, if any.
+    pub fn known(&self) -> Option<KnownHeader> {
+        self.known
+    }
+
+    /// The name written when serialising: canonical long form for known
+    /// headers, the received spelling otherwise.
+    pub fn as_wire(&self) -> &[u8] {
+        match self.known {
+            Some(k) => k.canonical().as_bytes(),
+            None => &self.raw,
+        }
+    }
+
+    fn matches(&self, key: &Key<'_>) -> bool {
+        match (key, self.known) {
+            (Key::Known(k), Some(mine)) => *k == mine,
+            (Key::Known(_), None) => false,
+            (Key::Other(name), None) => self.raw.eq_ignore_ascii_case(name),
+            (Key::Other(_), Some(_)) => false,
+        }
+    }
+}
+
+impl PartialEq for HeaderName {
+    fn eq(&self, other: &HeaderName) -> bool {
+        match (self.known, other.known) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.raw.eq_ignore_ascii_case(&other.raw),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for HeaderName {}
+
+enum Key<'a> {
+    Known(KnownHeader),
+    Other(&'a [u8]),
+}
+
+fn key(name: &str) -> Key<'_> {
+    match KnownHeader::from_name(name.as_bytes()) {
+        Some(k) => Key::Known(k),
+        None => Key::Other(name.as_bytes()),
+    }
+}
+
+/// One header row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    name: HeaderName,
+    value: Bytes,
+}
+
+impl Header {
+    /// The name.
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+
+    /// The value: unfolded, without leading or trailing whitespace.
+    pub fn value(&self) -> &Bytes {
+        &self.value
+    }
+}
+
+/// The ordered header list of a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    entries: Vec<Header>,
+}
+
+impl Headers {
+    /// An empty list.
+    pub fn new() -> Headers {
+        Headers::default()
+    }
+
+    pub(crate) fn with_capacity(n: usize) -> Headers {
+        Headers {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends a row received on the wire (already validated by the parser).
+    pub(crate) fn push_parsed(&mut self, name: Bytes, value: Bytes) {
+        self.entries.push(Header {
+            name: HeaderName::from_bytes(name),
+            value,
+        });
+    }
+
+    /// Appends a row known to be well formed (copied from a parsed message).
+    pub(crate) fn push_header(&mut self, h: Header) {
+        self.entries.push(h);
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// All rows in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Header> {
+        self.entries.iter()
+    }
+
+    /// Rows with this name (long or compact form, any case), in order.
+    pub fn rows<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Header> + 'a {
+        let k = key(name);
+        self.entries.iter().filter(move |h| h.name.matches(&k))
+    }
+
+    /// Value of the first row with this name.
+    pub fn get(&self, name: &str) -> Option<&Bytes> {
+        let k = key(name);
+        self.entries
+            .iter()
+            .find(|h| h.name.matches(&k))
+            .map(|h| &h.value)
+    }
+
+    /// Values of every row with this name, in order (rows are not split).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Bytes> + 'a {
+        self.rows(name).map(|h| &h.value)
+    }
+
+    /// Number of rows with this name.
+    pub fn count(&self, name: &str) -> usize {
+        let k = key(name);
+        self.entries.iter().filter(|h| h.name.matches(&k)).count()
+    }
+
+    /// True when at least one row has this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Every value of this header: rows of list headers (Via, Contact,
+    /// Route, ...) are split at top-level commas; other headers yield whole
+    /// rows, since their grammar may contain commas (Date, WWW-Authenticate,
+    /// unknown headers).
+    pub fn values(&self, name: &str) -> Vec<Bytes> {
+        let list = KnownHeader::from_name(name.as_bytes()).is_some_and(KnownHeader::is_list);
+        let mut out = Vec::new();
+        for v in self.get_all(name) {
+            if list {
+                out.extend(split_list(v));
+            } else {
+                out.push(v.clone());
+            }
+        }
+        out
+    }
+
+    fn checked(name: &str, value: Bytes) -> Result<Header, BuildError> {
+        let name = HeaderName::new(name)?;
+        if value.iter().any(|&b| b == b'\r' || b == b'\n') {
+            return Err(BuildError::InvalidValue);
+        }
+        let trimmed = trim_ws(&value);
+        let value = sub(&value, trimmed);
+        Ok(Header { name, value })
+    }
+
+    /// Appends a row at the end.
+    pub fn append(&mut self, name: &str, value: impl Into<Bytes>) -> Result<(), BuildError> {
+        let h = Headers::checked(name, value.into())?;
+        self.entries.push(h);
+        Ok(())
+    }
+
+    /// Inserts a row at `index` (clamped to the end of the list).
+    pub fn insert(
+        &mut self,
+        index: usize,
+        name: &str,
+        value: impl Into<Bytes>,
+    ) -> Result<(), BuildError> {
+        let h = Headers::checked(name, value.into())?;
+        self.entries.insert(index.min(self.entries.len()), h);
+        Ok(())
+    }
+
+    /// Inserts a row before the first row of the same name, or at the top
+    /// when there is none: how a proxy adds its Via or Record-Route
+    /// (RFC 3261 §16.6).
+    pub fn prepend(&mut self, name: &str, value: impl Into<Bytes>) -> Result<(), BuildError> {
+        let h = Headers::checked(name, value.into())?;
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.name == h.name)
+            .unwrap_or(0);
+        self.entries.insert(at, h);
+        Ok(())
+    }
+
+    /// Removes every row with this name; returns how many were removed.
+    pub fn remove(&mut self, name: &str) -> usize {
+        let k = key(name);
+        let before = self.entries.len();
+        self.entries.retain(|h| !h.name.matches(&k));
+        before - self.entries.len()
+    }
+
+    /// Replaces every row with this name by one row, kept at the position of
+    /// the first removed row (or appended).
+    pub fn replace(&mut self, name: &str, value: impl Into<Bytes>) -> Result<(), BuildError> {
+        let h = Headers::checked(name, value.into())?;
+        let k = key(name);
+        let at = self.entries.iter().position(|e| e.name.matches(&k));
+        self.entries.retain(|e| !e.name.matches(&k));
+        match at {
+            Some(i) => self.entries.insert(i.min(self.entries.len()), h),
+            None => self.entries.push(h),
+        }
+        Ok(())
+    }
+
+    /// Writes `Name: value CRLF` for every row except Content-Length (which
+    /// the message writer recomputes).
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        for h in &self.entries {
+            if h.name.known == Some(KnownHeader::ContentLength) {
+                continue;
+            }
+            out.extend_from_slice(h.name.as_wire());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(&h.value);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = &'a Header;
+    type IntoIter = std::slice::Iter<'a, Header>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter()
+    }
+}
+
+/// Splits a list value at commas that are outside quoted strings and
+/// `<...>`; elements are trimmed zero-copy slices and may be empty (the
+/// typed parsers reject empty elements: RFC 3261 has no null list elements).
+pub fn split_list(v: &Bytes) -> SplitList<'_> {
+    SplitList {
+        v,
+        pos: 0,
+        done: false,
+    }
+}
+
+/// Iterator returned by [`split_list`].
+#[derive(Debug, Clone)]
+pub struct SplitList<'a> {
+    v: &'a Bytes,
+    pos: usize,
+    done: bool,
+}
+
+impl Iterator for SplitList<'_> {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let v = self.v;
+        let start = self.pos;
+        let mut i = start;
+        let mut in_angle = false;
+        while i < v.len() {
+            match v[i] {
+                b'"' if !in_angle => {
+                    i = crate::chars::quoted_end(v, i).unwrap_or(v.len());
+                    continue;
+                }
+                b'<' => in_angle = true,
+                b'>' => in_angle = false,
+                b',' if !in_angle => {
+                    self.pos = i + 1;
+                    return Some(sub(v, trim_ws(&v[start..i])));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.done = true;
+        Some(sub(v, trim_ws(&v[start..])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Headers {
+        let mut h = Headers::new();
+        h.append("v", "SIP/2.0/UDP a;branch=z9hG4bK1").unwrap();
+        h.append("To", "<sip:b@example.com>").unwrap();
+        h.append("VIA", "SIP/2.0/UDP b;branch=z9hG4bK2, SIP/2.0/UDP c")
+            .unwrap();
+        h.append("X-Custom", "a, b").unwrap();
+        h
+    }
+
+    #[test]
+    fn compact_and_case() {
+        let h = sample();
+        assert_eq!(h.count("Via"), 2);
+        assert_eq!(h.count("v"), 2);
+        assert_eq!(
+            h.get("t").map(|v| &v[..]),
+            Some(&b"<sip:b@example.com>"[..])
+        );
+        assert_eq!(h.get("x-custom").map(|v| &v[..]), Some(&b"a, b"[..]));
+        assert_eq!(h.values("Via").len(), 3);
+        assert_eq!(
+            h.values("X-Custom").len(),
+            1,
+            "unknown headers are not split"
+        );
+        assert!(h.get("Contact").is_none());
+        assert_eq!(KnownHeader::from_name(b"I"), Some(KnownHeader::CallId));
+        assert_eq!(KnownHeader::CallId.compact(), Some('i'));
+        assert_eq!(
+            KnownHeader::from_name(b"call-id").map(KnownHeader::canonical),
+            Some("Call-ID")
+        );
+        for k in KNOWN {
+            assert_eq!(k.0.entry().0, k.0, "table order");
+            assert_eq!(KnownHeader::from_name(k.1.as_bytes()), Some(k.0));
+            assert_eq!(
+                KnownHeader::from_name(k.1.to_ascii_uppercase().as_bytes()),
+                Some(k.0)
+            );
+            if let Some(c) = k.2 {
+                assert_eq!(KnownHeader::from_name(&[c.to_ascii_uppercase()]), Some(k.0));
+            }
+        }
+        assert_eq!(KnownHeader::from_name(b"X-Via"), None);
+        assert_eq!(KnownHeader::from_name(b"q"), None);
+        assert_eq!(KnownHeader::from_name(b""), None);
+        assert_eq!(KnownHeader::from_name(b"%"), None);
+    }
+
+    #[test]
+    fn build_ops() {
+        let mut h = sample();
+        h.prepend("Via", "SIP/2.0/TCP top;branch=z9hG4bK0").unwrap();
+        assert!(h.get("Via").unwrap().starts_with(b"SIP/2.0/TCP top"));
+        assert_eq!(h.remove("via"), 3);
+        h.insert(99, "Max-Forwards", "70").unwrap();
+        h.insert(0, "Subject", "hi").unwrap();
+        assert_eq!(h.iter().next().unwrap().name().as_wire(), b"Subject");
+        assert_eq!(h.iter().last().unwrap().name().as_wire(), b"Max-Forwards");
+        h.remove("Subject");
+        h.remove("Max-Forwards");
+        h.replace("To", "<sip:c@example.com>").unwrap();
+        assert_eq!(h.count("To"), 1);
+        assert_eq!(h.iter().next().unwrap().name().as_wire(), b"To");
+        assert_eq!(h.append("Bad Name", "x"), Err(BuildError::InvalidName));
+        assert_eq!(
+            h.append("X", "a\r\nInjected: 1"),
+            Err(BuildError::InvalidValue)
+        );
+        let mut out = Vec::new();
+        h.write_to(&mut out);
+        assert_eq!(out, b"To: <sip:c@example.com>\r\nX-Custom: a, b\r\n");
+    }
+
+    #[test]
+    fn split() {
+        let v = Bytes::from_static(b"\"a,b\" <sip:x@y;a=1,2>, <sip:z@w> ,,");
+        let parts: Vec<Bytes> = split_list(&v).collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(&parts[0][..], b"\"a,b\" <sip:x@y;a=1,2>");
+        assert_eq!(&parts[1][..], b"<sip:z@w>");
+        assert!(parts[2].is_empty() && parts[3].is_empty());
+    }
+}

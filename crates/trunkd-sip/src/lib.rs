@@ -1,0 +1,64 @@
+//! The SIP message layer of trunkd: parsing, typed header views, stream
+//! framing and response building (RFC 3261).
+//!
+//! Design:
+//! * **Zero-copy.** A message is parsed from one [`Bytes`] buffer; header
+//!   names, values, URIs parts and the body are slices of it. Only folded
+//!   header values are copied (to unfold them).
+//! * **Lazy.** Parsing splits the message into rows and validates what
+//!   RFC 3261 §8.1.1 / §8.2.2 makes mandatory; any other header is parsed
+//!   only when read, through the typed accessors on [`Headers`].
+//! * **Classified errors.** [`ParseError`] says whether to drop the message,
+//!   answer 400 (with a reason phrase naming the problem) or answer 505, and
+//!   carries what is needed to build that answer ([`error_response`]).
+//! * **Never panics** on any input (property-tested), and accepts all the
+//!   valid RFC 4475 torture messages (see `RFC4475.md`).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod chars;
+mod error;
+mod framing;
+pub mod header;
+mod headers;
+mod message;
+mod method;
+mod params;
+mod parser;
+mod response;
+mod status;
+mod uri;
+mod validate;
+
+pub use bytes::Bytes;
+pub use error::{
+    BuildError, Fault, HeaderError, ParseError, PartialRequest, SyntaxError, Unparseable,
+};
+pub use framing::{frame, Frame};
+pub use header::{
+    CSeq, CallId, Contact, ContentLength, ContentType, DisplayName, MaxForwards, NameAddr,
+    Transport, Via,
+};
+pub use headers::{split_list, Header, HeaderName, Headers, KnownHeader, SplitList};
+pub use message::{Request, Response, SipMessage};
+pub use method::Method;
+pub use params::{unquote, Param, Params};
+pub use response::{error_response, response_for};
+pub use status::StatusCode;
+pub use uri::{unescape, Host, SipUri, Uri};
+pub use validate::ParseOptions;
+
+/// A zero-copy slice of `base` for `s`, which must lie inside `base`; falls
+/// back to a copy otherwise, so that a logic error can never panic.
+pub(crate) fn sub(base: &Bytes, s: &[u8]) -> Bytes {
+    let b = base.as_ptr() as usize;
+    let p = s.as_ptr() as usize;
+    if s.is_empty() {
+        Bytes::new()
+    } else if p >= b && p + s.len() <= b + base.len() {
+        base.slice(p - b..p - b + s.len())
+    } else {
+        Bytes::copy_from_slice(s)
+    }
+}

@@ -1,0 +1,220 @@
+//! Messages: requests, responses and their serialisation (RFC 3261 §7).
+//!
+//! Serialisation always writes `SIP/2.0`, canonical header names, and a
+//! Content-Length computed from the body (any Content-Length row in
+//! [`Headers`] is ignored), so a message built or modified by the
+//! application is framed correctly on every transport (§18.3, §20.14).
+
+use bytes::Bytes;
+
+use crate::error::{Fault, ParseError};
+use crate::headers::Headers;
+use crate::method::Method;
+use crate::parser;
+use crate::status::StatusCode;
+use crate::uri::Uri;
+use crate::validate::{check_request, ParseOptions};
+
+/// A SIP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Method from the Request-Line.
+    pub method: Method,
+    /// Request-URI; may be a non-SIP URI (answer 416, RFC 3261 §8.2.2.1).
+    pub uri: Uri,
+    /// Headers in received order.
+    pub headers: Headers,
+    /// Body, exactly Content-Length bytes.
+    pub body: Bytes,
+}
+
+/// A SIP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: StatusCode,
+    /// Reason phrase as received (may be empty or UTF-8, RFC 4475 §3.1.1.12).
+    pub reason: Bytes,
+    /// Headers in received order.
+    pub headers: Headers,
+    /// Body, exactly Content-Length bytes.
+    pub body: Bytes,
+}
+
+/// A request or a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SipMessage {
+    /// A request.
+    Request(Request),
+    /// A response.
+    Response(Response),
+}
+
+impl SipMessage {
+    /// Parses one whole message — a UDP datagram, or a frame cut by
+    /// [`frame`](crate::frame) from a stream — with the default
+    /// [`ParseOptions`].
+    ///
+    /// A missing Content-Length means "the rest of the input"; a larger one
+    /// is an error; a smaller one truncates the body (RFC 3261 §18.3).
+    pub fn parse(input: Bytes) -> Result<SipMessage, ParseError> {
+        parser::parse(input, &ParseOptions::default())
+    }
+
+    /// [`SipMessage::parse`] with explicit options.
+    pub fn parse_with(input: Bytes, options: &ParseOptions) -> Result<SipMessage, ParseError> {
+        parser::parse(input, options)
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        match self {
+            SipMessage::Request(r) => &r.headers,
+            SipMessage::Response(r) => &r.headers,
+        }
+    }
+
+    /// The headers, mutably.
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        match self {
+            SipMessage::Request(r) => &mut r.headers,
+            SipMessage::Response(r) => &mut r.headers,
+        }
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        match self {
+            SipMessage::Request(r) => &r.body,
+            SipMessage::Response(r) => &r.body,
+        }
+    }
+
+    /// Appends the wire form.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            SipMessage::Request(r) => r.write_to(out),
+            SipMessage::Response(r) => r.write_to(out),
+        }
+    }
+
+    /// The wire form.
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            SipMessage::Request(r) => r.to_bytes(),
+            SipMessage::Response(r) => r.to_bytes(),
+        }
+    }
+}
+
+impl Request {
+    /// A request without headers or body.
+    pub fn new(method: Method, uri: Uri) -> Request {
+        Request {
+            method,
+            uri,
+            headers: Headers::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// Checks the mandatory headers (RFC 3261 §8.1.1), as the parser does;
+    /// useful for requests assembled by the application.
+    pub fn validate(&self, options: &ParseOptions) -> Result<(), Fault> {
+        check_request(&self.method, &self.uri, &self.headers, options)
+    }
+
+    /// Appends the wire form.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.reserve(self.headers.len() * 48 + self.body.len() + 96);
+        out.extend_from_slice(self.method.as_bytes());
+        out.push(b' ');
+        self.uri.write_to(out);
+        out.extend_from_slice(b" SIP/2.0\r\n");
+        write_tail(&self.headers, &self.body, out);
+    }
+
+    /// The wire form.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut v = Vec::new();
+        self.write_to(&mut v);
+        Bytes::from(v)
+    }
+}
+
+impl Response {
+    /// A response without headers or body. CR, LF and other control
+    /// characters in `reason` are replaced by spaces.
+    pub fn new(status: StatusCode, reason: &str) -> Response {
+        Response {
+            status,
+            reason: sanitize_reason(reason),
+            headers: Headers::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// Appends the wire form.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.reserve(self.headers.len() * 48 + self.body.len() + 64);
+        out.extend_from_slice(b"SIP/2.0 ");
+        out.extend_from_slice(self.status.as_u16().to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(&self.reason);
+        out.extend_from_slice(b"\r\n");
+        write_tail(&self.headers, &self.body, out);
+    }
+
+    /// The wire form.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut v = Vec::new();
+        self.write_to(&mut v);
+        Bytes::from(v)
+    }
+}
+
+fn write_tail(headers: &Headers, body: &Bytes, out: &mut Vec<u8>) {
+    headers.write_to(out);
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+pub(crate) fn sanitize_reason(reason: &str) -> Bytes {
+    let cleaned: Vec<u8> = reason
+        .bytes()
+        .map(|b| if b < 0x20 || b == 0x7f { b' ' } else { b })
+        .collect();
+    Bytes::from(cleaned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialise_recomputes_content_length() {
+        let uri = Uri::parse(&Bytes::from_static(b"sip:bob@example.com")).unwrap();
+        let mut r = Request::new(Method::Options, uri);
+        r.headers
+            .append("Via", "SIP/2.0/UDP h;branch=z9hG4bK1")
+            .unwrap();
+        r.headers.append("l", "999").unwrap();
+        r.body = Bytes::from_static(b"hello");
+        let wire = r.to_bytes();
+        assert_eq!(
+            &wire[..],
+            &b"OPTIONS sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 5\r\n\r\nhello"[..]
+        );
+    }
+
+    #[test]
+    fn response_reason_is_sanitised() {
+        let r = Response::new(StatusCode::OK, "O\r\nK");
+        assert_eq!(
+            &r.to_bytes()[..],
+            b"SIP/2.0 200 O  K\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,517 @@
+//! URIs: SIP/SIPS URIs parsed into parts (RFC 3261 §19.1, §25.1) and any
+//! other absolute URI kept opaque (RFC 3261 §19: `absoluteURI`).
+//!
+//! An unknown scheme in a Request-URI is *not* a syntax error: the UAS
+//! answers 416 Unsupported URI Scheme (RFC 3261 §8.2.2.1, RFC 4475
+//! §3.3.2). [`Uri::Other`] lets the parser accept it and the application
+//! decide. All parts are zero-copy slices and stay escaped as received;
+//! [`unescape`] decodes `%HH` when a caller needs the characters.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use bytes::Bytes;
+
+use crate::chars::{is_escaped_class, Class};
+use crate::error::SyntaxError;
+use crate::params::Params;
+use crate::sub;
+
+/// Host part of a SIP URI or Via sent-by (RFC 3261 §25.1 `host`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// `hostname`, as received (compare case-insensitively).
+    Domain(Bytes),
+    /// `IPv4address`.
+    Ipv4(Ipv4Addr),
+    /// `IPv6reference` (written back with brackets).
+    Ipv6(Ipv6Addr),
+}
+
+impl Host {
+    /// Parses `hostname / IPv4address / IPv6reference`.
+    ///
+    /// A name made only of digits and dots must be a valid IPv4 address;
+    /// hostname labels are `alphanum *( alphanum / "-" )` with no leading or
+    /// trailing `-`, and a trailing dot is allowed.
+    pub fn parse(base: &Bytes, s: &[u8]) -> Result<Host, SyntaxError> {
+        if s.first() == Some(&b'[') {
+            return match s.strip_prefix(b"[").and_then(|r| r.strip_suffix(b"]")) {
+                Some(inner) => parse_ip::<Ipv6Addr>(inner)
+                    .map(Host::Ipv6)
+                    .ok_or(SyntaxError("invalid IPv6 reference")),
+                None => Err(SyntaxError("unterminated IPv6 reference")),
+            };
+        }
+        if s.is_empty() {
+            return Err(SyntaxError("empty host"));
+        }
+        if s.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
+            return parse_ipv4(s)
+                .map(Host::Ipv4)
+                .ok_or(SyntaxError("invalid IPv4 address"));
+        }
+        let name = s.strip_suffix(b".").unwrap_or(s);
+        let valid_label = |l: &[u8]| {
+            !l.is_empty()
+                && l.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+                && l[0] != b'-'
+                && l[l.len() - 1] != b'-'
+        };
+        if name.split(|&b| b == b'.').all(valid_label) {
+            Ok(Host::Domain(sub(base, s)))
+        } else {
+            Err(SyntaxError("invalid hostname"))
+        }
+    }
+
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Host::Domain(d) => out.extend_from_slice(d),
+            Host::Ipv4(a) => out.extend_from_slice(a.to_string().as_bytes()),
+            Host::Ipv6(a) => {
+                out.push(b'[');
+                out.extend_from_slice(a.to_string().as_bytes());
+                out.push(b']');
+            }
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut v = Vec::new();
+        self.write_to(&mut v);
+        f.write_str(&String::from_utf8_lossy(&v))
+    }
+}
+
+/// `IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT`
+/// (RFC 3261 §25.1 allows leading zeros, which `std` refuses).
+fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.split(|&b| b == b'.');
+    for o in &mut octets {
+        let part = parts.next().filter(|p| (1..=3).contains(&p.len()))?;
+        *o = u8::try_from(crate::chars::parse_digits(part)?).ok()?;
+    }
+    parts.next().is_none().then_some(Ipv4Addr::from(octets))
+}
+
+fn parse_ip<T: std::str::FromStr>(s: &[u8]) -> Option<T> {
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// Parses `host [":" port]`, with an IPv6 reference kept whole.
+pub(crate) fn parse_hostport(base: &Bytes, s: &[u8]) -> Result<(Host, Option<u16>), SyntaxError> {
+    let split = if s.first() == Some(&b'[') {
+        let close = s
+            .iter()
+            .position(|&b| b == b']')
+            .ok_or(SyntaxError("unterminated IPv6 reference"))?;
+        match s.get(close + 1) {
+            None => None,
+            Some(b':') => Some(close + 1),
+            Some(_) => return Err(SyntaxError("garbage after IPv6 reference")),
+        }
+    } else {
+        s.iter().position(|&b| b == b':')
+    };
+    match split {
+        None => Ok((Host::parse(base, s)?, None)),
+        Some(c) => {
+            let host = Host::parse(base, &s[..c])?;
+            let port = parse_port(&s[c + 1..])?;
+            Ok((host, Some(port)))
+        }
+    }
+}
+
+pub(crate) fn parse_port(s: &[u8]) -> Result<u16, SyntaxError> {
+    if s.len() > 5 {
+        return Err(SyntaxError("invalid port"));
+    }
+    crate::chars::parse_digits(s)
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or(SyntaxError("invalid port"))
+}
+
+/// A `sip:` or `sips:` URI (RFC 3261 §19.1.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipUri {
+    /// `sips:` rather than `sip:`.
+    pub secure: bool,
+    /// User part, still escaped; may contain `;` (RFC 4475 §3.1.1.9).
+    pub user: Option<Bytes>,
+    /// Password, still escaped (deprecated by RFC 3261 but legal).
+    pub password: Option<Bytes>,
+    /// Host.
+    pub host: Host,
+    /// Port, when present.
+    pub port: Option<u16>,
+    /// `uri-parameters`, still escaped.
+    pub params: Params,
+    /// Raw `headers` after `?` (without the `?`), still escaped.
+    pub headers: Option<Bytes>,
+}
+
+impl SipUri {
+    /// A `sip:` URI with just a host.
+    pub fn new(host: Host) -> SipUri {
+        SipUri {
+            secure: false,
+            user: None,
+            password: None,
+            host,
+            port: None,
+            params: Params::new(),
+            headers: None,
+        }
+    }
+
+    /// Parses what follows `sip:` / `sips:`.
+    fn parse_rest(base: &Bytes, s: &[u8], secure: bool) -> Result<SipUri, SyntaxError> {
+        // userinfo ends at the first '@': '@' is not allowed unescaped in
+        // user or password, but ';', '?', '/' are (user-unreserved).
+        let (user, password, rest) = match s.iter().position(|&b| b == b'@') {
+            Some(at) => {
+                let info = &s[..at];
+                let (u, p) = match info.iter().position(|&b| b == b':') {
+                    Some(c) => (&info[..c], Some(&info[c + 1..])),
+                    None => (info, None),
+                };
+                if u.is_empty() || !is_escaped_class(u, Class::User) {
+                    return Err(SyntaxError("invalid user part"));
+                }
+                if let Some(p) = p {
+                    if !is_escaped_class(p, Class::Password) {
+                        return Err(SyntaxError("invalid password"));
+                    }
+                }
+                (Some(sub(base, u)), p.map(|p| sub(base, p)), &s[at + 1..])
+            }
+            None => (None, None, s),
+        };
+        let (before_q, headers) = match rest.iter().position(|&b| b == b'?') {
+            Some(q) => {
+                let h = &rest[q + 1..];
+                if !valid_uri_headers(h) {
+                    return Err(SyntaxError("invalid URI headers"));
+                }
+                (&rest[..q], Some(sub(base, h)))
+            }
+            None => (rest, None),
+        };
+        let (hostport, params) = match before_q.iter().position(|&b| b == b';') {
+            Some(sc) => (
+                &before_q[..sc],
+                Params::parse_uri(base, &before_q[sc + 1..])?,
+            ),
+            None => (before_q, Params::new()),
+        };
+        let (host, port) = parse_hostport(base, hostport)?;
+        Ok(SipUri {
+            secure,
+            user,
+            password,
+            host,
+            port,
+            params,
+            headers,
+        })
+    }
+
+    /// The user part with `%HH` escapes decoded.
+    pub fn user_unescaped(&self) -> Option<Cow<'_, [u8]>> {
+        self.user.as_deref().map(unescape)
+    }
+
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(if self.secure { b"sips:" } else { b"sip:" });
+        if let Some(u) = &self.user {
+            out.extend_from_slice(u);
+            if let Some(p) = &self.password {
+                out.push(b':');
+                out.extend_from_slice(p);
+            }
+            out.push(b'@');
+        }
+        self.host.write_to(out);
+        if let Some(p) = self.port {
+            out.push(b':');
+            out.extend_from_slice(p.to_string().as_bytes());
+        }
+        self.params.write_to(out);
+        if let Some(h) = &self.headers {
+            out.push(b'?');
+            out.extend_from_slice(h);
+        }
+    }
+}
+
+/// `headers = "?" header *( "&" header )`, `header = hname "=" hvalue`.
+fn valid_uri_headers(h: &[u8]) -> bool {
+    h.split(|&b| b == b'&')
+        .all(|hdr| match hdr.iter().position(|&b| b == b'=') {
+            Some(eq) => {
+                eq > 0
+                    && is_escaped_class(&hdr[..eq], Class::Header)
+                    && is_escaped_class(&hdr[eq + 1..], Class::Header)
+            }
+            None => false,
+        })
+}
+
+/// A URI from a Request-URI or a name-addr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uri {
+    /// `sip:` / `sips:`.
+    Sip(SipUri),
+    /// Any other absolute URI (`tel:`, `http:`, unknown schemes), opaque.
+    Other {
+        /// Scheme as received, without the colon.
+        scheme: Bytes,
+        /// The whole URI text.
+        raw: Bytes,
+    },
+}
+
+impl Uri {
+    /// Parses `SIP-URI / SIPS-URI / absoluteURI`; `s` is a slice of `base`.
+    pub fn parse_slice(base: &Bytes, s: &[u8]) -> Result<Uri, SyntaxError> {
+        let colon = s
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(SyntaxError("URI without scheme"))?;
+        let scheme = &s[..colon];
+        // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+        let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        if !scheme_ok {
+            return Err(SyntaxError("invalid URI scheme"));
+        }
+        let rest = &s[colon + 1..];
+        if scheme.eq_ignore_ascii_case(b"sip") {
+            SipUri::parse_rest(base, rest, false).map(Uri::Sip)
+        } else if scheme.eq_ignore_ascii_case(b"sips") {
+            SipUri::parse_rest(base, rest, true).map(Uri::Sip)
+        } else if rest.is_empty() || !is_escaped_class(rest, Class::Uric) {
+            Err(SyntaxError("invalid absolute URI"))
+        } else {
+            Ok(Uri::Other {
+                scheme: sub(base, scheme),
+                raw: sub(base, s),
+            })
+        }
+    }
+
+    /// Parses a whole byte string as a URI.
+    pub fn parse(b: &Bytes) -> Result<Uri, SyntaxError> {
+        Uri::parse_slice(b, b)
+    }
+
+    /// The scheme, lower-cased for `sip`/`sips`, as received otherwise.
+    pub fn scheme(&self) -> &[u8] {
+        match self {
+            Uri::Sip(u) if u.secure => b"sips",
+            Uri::Sip(_) => b"sip",
+            Uri::Other { scheme, .. } => scheme,
+        }
+    }
+
+    /// The SIP URI, if this is one.
+    pub fn as_sip(&self) -> Option<&SipUri> {
+        match self {
+            Uri::Sip(u) => Some(u),
+            Uri::Other { .. } => None,
+        }
+    }
+
+    /// True for `sip:` and `sips:`.
+    pub fn is_sip(&self) -> bool {
+        matches!(self, Uri::Sip(_))
+    }
+
+    /// Appends the URI text.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Uri::Sip(u) => u.write_to(out),
+            Uri::Other { raw, .. } => out.extend_from_slice(raw),
+        }
+    }
+
+    /// The URI text as bytes.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut v = Vec::new();
+        self.write_to(&mut v);
+        Bytes::from(v)
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
+    }
+}
+
+/// Decodes `%HH` escapes; malformed escapes are left as they are.
+pub fn unescape(s: &[u8]) -> Cow<'_, [u8]> {
+    if !s.contains(&b'%') {
+        return Cow::Borrowed(s);
+    }
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &'static str) -> Result<Uri, SyntaxError> {
+        Uri::parse(&Bytes::from_static(s.as_bytes()))
+    }
+
+    fn sip(s: &'static str) -> SipUri {
+        match p(s) {
+            Ok(Uri::Sip(u)) => u,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain() {
+        let u = sip("sip:vivekg@chair-dnrc.example.com;unknownparam");
+        assert_eq!(u.user.as_deref(), Some(&b"vivekg"[..]));
+        assert_eq!(
+            u.host,
+            Host::Domain(Bytes::from_static(b"chair-dnrc.example.com"))
+        );
+        assert!(u.params.contains("unknownparam"));
+        assert_eq!(u.port, None);
+    }
+
+    #[test]
+    fn unusual_characters_and_password() {
+        let u = sip("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com");
+        assert_eq!(
+            u.user.as_deref(),
+            Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..])
+        );
+        assert_eq!(
+            u.password.as_deref(),
+            Some(&b"&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"[..])
+        );
+        assert!(u.params.is_empty() && u.headers.is_none());
+    }
+
+    #[test]
+    fn semicolon_in_user() {
+        let u = sip("sip:user;par=u%40example.net@example.com");
+        assert_eq!(u.user.as_deref(), Some(&b"user;par=u%40example.net"[..]));
+        assert_eq!(
+            u.user_unescaped().unwrap().as_ref(),
+            b"user;par=u@example.net"
+        );
+        assert!(u.params.is_empty());
+    }
+
+    #[test]
+    fn escapes() {
+        let u = sip("sip:%75se%72@example.com");
+        assert_eq!(u.user_unescaped().unwrap().as_ref(), b"user");
+        let u = sip("sip:null-%00-null@example.com");
+        assert_eq!(u.user_unescaped().unwrap().as_ref(), b"null-\0-null");
+        assert!(p("sip:%zz@example.com").is_err());
+        assert_eq!(unescape(b"a%4"), Cow::Borrowed(&b"a%4"[..]));
+        assert_eq!(unescape(b"%41%"), Cow::<[u8]>::Owned(b"A%".to_vec()));
+    }
+
+    #[test]
+    fn hosts_and_ports() {
+        let u = sip("sips:[2001:db8::10]:5070;transport=tcp");
+        assert!(u.secure);
+        assert_eq!(u.host, Host::Ipv6("2001:db8::10".parse().unwrap()));
+        assert_eq!(u.port, Some(5070));
+        let u = sip("sip:127.0.0.1:5080");
+        assert_eq!(u.host, Host::Ipv4(Ipv4Addr::LOCALHOST));
+        assert!(
+            p("sip:2001:db8::10").is_err(),
+            "RFC 5118 §4.2: IPv6 without brackets"
+        );
+        assert!(p("sip:host:").is_err());
+        assert!(p("sip:host:70000").is_err());
+        assert!(p("sip:1192.168.1.1").is_err());
+        assert!(p("sip:192.168.1").is_err());
+        assert!(p("sip:192.168.1.256").is_err());
+        assert!(p("sip:1.2.3.4.5").is_err());
+        assert_eq!(
+            sip("sip:192.168.001.010").host,
+            Host::Ipv4(Ipv4Addr::new(192, 168, 1, 10))
+        );
+        assert!(p("sip:-bad.example.com").is_err());
+        assert!(p("sip:user@").is_err());
+        assert!(p("sip:[::1").is_err());
+        assert!(sip("sip:example.com.").host == Host::Domain(Bytes::from_static(b"example.com.")));
+    }
+
+    #[test]
+    fn headers() {
+        let u = sip("sip:user@example.com?Route=%3Csip:sip.example.com%3E");
+        assert_eq!(
+            u.headers.as_deref(),
+            Some(&b"Route=%3Csip:sip.example.com%3E"[..])
+        );
+        assert!(p("sip:user@example.com?Route").is_err());
+    }
+
+    #[test]
+    fn other_schemes() {
+        for s in [
+            "nobodyKnowsThisScheme:totallyopaquecontent",
+            "soap.beep://192.0.2.103:3002",
+            "isbn:2983792873",
+            "http://www.example.com",
+            "tel:+1-212-555-0101",
+            "name:John_Smith",
+        ] {
+            match p(s) {
+                Ok(Uri::Other { raw, .. }) => assert_eq!(&raw[..], s.as_bytes()),
+                other => panic!("{s}: {other:?}"),
+            }
+        }
+        assert_eq!(p("SIP:a@b.c").unwrap().scheme(), b"sip");
+        assert!(p("<sip:user@example.com>").is_err());
+        assert!(p("sip:user@example.com; lr").is_err());
+        assert!(p("noscheme").is_err());
+        assert!(p("x:").is_err());
+        assert!(p("1x:abc").is_err());
+    }
+
+    #[test]
+    fn roundtrip() {
+        for s in [
+            "sip:vivekg@chair-dnrc.example.com;unknownparam",
+            "sips:u:pw@[::1]:5061;lr;x=y?a=b&c=d",
+            "sip:192.0.2.1",
+            "tel:+15551234",
+        ] {
+            assert_eq!(p(s).unwrap().to_string(), s);
+        }
+    }
+}

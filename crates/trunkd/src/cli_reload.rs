@@ -1,0 +1,67 @@
+//! `trunkd reload`: ask the running daemon to re-read its file.
+//!
+//! First `POST /reload` on the admin listener named in the file, which
+//! answers with the outcome (and every error when the new file is invalid);
+//! when nothing listens there, SIGHUP to the pid in the pid file, whose
+//! outcome is only in the daemon's log and `config_reloads_total`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+pub fn reload(config: &Path) -> anyhow::Result<String> {
+    // The running daemon validates the file itself (and counts a rejected
+    // one); we only need where it listens, read leniently.
+    let (admin, pid_file) = trunkd_config::daemon_endpoints(config);
+    match post_reload(admin) {
+        Ok((200, body)) => Ok(body.trim().to_owned()),
+        Ok((status, body)) => bail!(
+            "the daemon refused the new configuration (HTTP {status}):\n{}",
+            body.trim()
+        ),
+        Err(http_err) => {
+            let pid = crate::pidfile::read(&pid_file).ok_or_else(|| {
+                anyhow!(
+                    "no admin listener at {admin} ({http_err}) and no pid in {}",
+                    pid_file.display()
+                )
+            })?;
+            // SAFETY: kill(2) with a pid read from our own pid file; no memory is shared.
+            let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+            if rc != 0 {
+                bail!(
+                    "sending SIGHUP to pid {pid}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            Ok(format!(
+                "sent SIGHUP to pid {pid}; see the daemon's log for the outcome"
+            ))
+        }
+    }
+}
+
+fn post_reload(admin: std::net::SocketAddr) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2))
+        .with_context(|| format!("connecting to {admin}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "POST /reload HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("not an HTTP response from {admin}"))?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}

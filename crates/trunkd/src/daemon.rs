@@ -1,0 +1,205 @@
+//! `trunkd run`: the daemon's life from start to stop.
+//!
+//! Start: load and validate the file (an invalid file never starts), set up
+//! logging, write the pid file, bind every listener (a bind failure names
+//! the address and stops the start), then serve until SIGTERM/SIGINT.
+//! SIGHUP, `POST /reload` and `trunkd reload` re-read the file; see
+//! [`Shared::reload`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context};
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+use trunkd_config::Config;
+
+use crate::metrics::{Metrics, ResultLabel};
+use crate::pidfile::PidFile;
+use crate::sip_service::SipService;
+use crate::{admin, logging, transport};
+
+/// What every task of the daemon shares: the current configuration
+/// snapshot and the metrics.
+pub struct Shared {
+    path: PathBuf,
+    config: ArcSwap<Config>,
+    pub metrics: Metrics,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Self {
+        let metrics = Metrics::new();
+        metrics.set_resources(&config.resources);
+        metrics.config_last_reload_success.set(unix_now());
+        Shared {
+            path: config.path.clone(),
+            config: ArcSwap::from_pointee(config),
+            metrics,
+            reloading: Default::default(),
+        }
+    }
+
+    /// The snapshot in force now. A caller keeps the `Arc` for as long as it
+    /// needs a consistent view (a call keeps it for its whole life).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Re-reads the file. A valid file replaces the snapshot atomically; an
+    /// invalid one is logged error by error and counted, and the running
+    /// snapshot stays. Returns a summary or the errors.
+    pub async fn reload(&self) -> Result<String, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let path = self.path.clone();
+        // Validation of a large inventory takes a moment: off the runtime's
+        // worker threads.
+        let loaded = tokio::task::spawn_blocking(move || trunkd_config::load(&path))
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))?;
+        match loaded {
+            Ok(new) => {
+                let old = self.config();
+                for what in restart_only_changes(&old, &new) {
+                    warn!(setting = what, "changed in the file but applies only after a restart; the old value stays in force");
+                }
+                let summary = crate::summary(&new.resources);
+                self.metrics.set_resources(&new.resources);
+                self.config.store(Arc::new(new));
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&ResultLabel { result: "success" })
+                    .inc();
+                self.metrics.config_last_reload_success.set(unix_now());
+                info!(file = %self.path.display(), %summary, "configuration reloaded");
+                Ok(format!("reloaded {}: {summary}", self.path.display()))
+            }
+            Err(errors) => {
+                for e in errors.iter() {
+                    error!(error = %e, "reload rejected");
+                }
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&ResultLabel { result: "failure" })
+                    .inc();
+                error!(
+                    errors = errors.len(),
+                    "configuration reload failed; the running configuration stays"
+                );
+                Err(errors.to_string())
+            }
+        }
+    }
+}
+
+/// Settings that sockets or the logger were built from: a reload cannot
+/// change them without a restart.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.settings, &new.settings);
+    let mut v = Vec::new();
+    if o.sip.udp != n.sip.udp {
+        v.push("sip.udp");
+    }
+    if o.sip.tcp != n.sip.tcp {
+        v.push("sip.tcp");
+    }
+    if o.sip.tls != n.sip.tls {
+        v.push("sip.tls");
+    }
+    if o.admin.listen != n.admin.listen {
+        v.push("admin.listen");
+    }
+    if o.logging.format != n.logging.format {
+        v.push("logging.format");
+    }
+    if o.daemon.pid_file != n.daemon.pid_file {
+        v.push("daemon.pid_file");
+    }
+    v
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+pub fn run(path: &Path) -> anyhow::Result<()> {
+    let config = trunkd_config::load(path).map_err(|e| anyhow!("invalid configuration:\n{e}"))?;
+    logging::init(&config.settings.logging);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("trunkd")
+        .build()?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let settings = config.settings.clone();
+    let _pid = PidFile::create(&settings.daemon.pid_file)?;
+    let shared = Arc::new(Shared::new(config));
+    let sip = Arc::new(SipService::new(shared.clone()));
+    let mut tasks = JoinSet::new();
+
+    for addr in &settings.sip.udp {
+        let sock = transport::bind_udp(*addr)
+            .await
+            .with_context(|| format!("binding SIP UDP {addr}"))?;
+        info!(%addr, "SIP UDP listening");
+        tasks.spawn(transport::serve_udp(
+            sock,
+            sip.clone(),
+            settings.sip.max_message_bytes,
+        ));
+    }
+    for addr in &settings.sip.tcp {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding SIP TCP {addr}"))?;
+        info!(%addr, "SIP TCP listening");
+        tasks.spawn(transport::serve_tcp(
+            listener,
+            sip.clone(),
+            settings.sip.clone(),
+        ));
+    }
+    if !settings.sip.tls.is_empty() {
+        warn!("sip.tls listeners are configured but TLS signalling is not implemented yet; they are not opened");
+    }
+    let admin = tokio::net::TcpListener::bind(settings.admin.listen)
+        .await
+        .with_context(|| format!("binding admin {}", settings.admin.listen))?;
+    info!(addr = %settings.admin.listen, "admin HTTP listening (/metrics, /healthz, POST /reload)");
+    tasks.spawn(admin::serve(admin, shared.clone()));
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    info!(version = env!("CARGO_PKG_VERSION"), summary = %crate::summary(&shared.config().resources), "trunkd ready");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading configuration");
+                let _ = shared.reload().await;
+            }
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { info!("SIGINT: stopping"); break; }
+            Some(done) = tasks.join_next() => {
+                // Listener tasks run until shutdown; one ending early is a bug
+                // or a fatal socket error: stop rather than run half-deaf.
+                let why = match done { Ok(()) => "ended".to_owned(), Err(e) => e.to_string() };
+                error!(%why, "a listener task stopped unexpectedly; shutting down");
+                tasks.shutdown().await;
+                return Err(anyhow!("a listener task stopped unexpectedly: {why}"));
+            }
+        }
+    }
+    tasks.shutdown().await;
+    info!("stopped");
+    Ok(())
+}

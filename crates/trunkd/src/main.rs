@@ -1,0 +1,107 @@
+//! trunkd: a self-hosted SIP trunking gateway daemon.
+//!
+//! The binary is thin: it parses the command line, loads configuration
+//! through `trunkd-config`, and wires sockets, signals and the admin HTTP
+//! listener around the libraries. See docs/architecture.md.
+
+mod admin;
+mod cli_reload;
+mod daemon;
+mod logging;
+mod metrics;
+mod pidfile;
+mod sip_service;
+mod transport;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "trunkd", version, about = "SIP trunking gateway daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = "config/trunkd.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file, print every error and a summary.
+    CheckConfig {
+        #[arg(long, short, default_value = "config/trunkd.toml")]
+        config: PathBuf,
+    },
+    /// Ask the running daemon to re-read its configuration file.
+    ///
+    /// Tries the admin listener's `POST /reload` (which reports the outcome),
+    /// then falls back to SIGHUP to the pid in the pid file.
+    Reload {
+        #[arg(long, short, default_value = "config/trunkd.toml")]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => match daemon::run(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("trunkd: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Reload { config } => match cli_reload::reload(&config) {
+            Ok(msg) => {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("trunkd reload: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Version => {
+            println!("trunkd {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `trunkd check-config`: every error on stderr, one per line, then the
+/// summary on stdout; exit 0 only when the file is valid.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match trunkd_config::load(path) {
+        Ok(c) => {
+            println!("{}: OK: {}", path.display(), summary(&c.resources));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("{e}");
+            }
+            eprintln!("{}: {} error(s)", path.display(), errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `2 voice_connectors, 1 voice_connector_groups, …`
+pub(crate) fn summary(r: &trunkd_config::Resources) -> String {
+    r.counts()
+        .iter()
+        .into_iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

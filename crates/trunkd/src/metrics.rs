@@ -1,0 +1,299 @@
+//! Prometheus metrics of the daemon (`GET /metrics`, text format).
+//!
+//! Families are registered once; label sets are small and bounded (no
+//! per-call or per-source labels). docs/metrics.md lists every family.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SipInLabels {
+    pub transport: &'static str,
+    /// request | response | keepalive
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SipErrorLabels {
+    pub transport: &'static str,
+    /// dropped (unparseable) | rejected (answered 400/505) | too_large
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SipOutLabels {
+    pub transport: &'static str,
+    /// 1xx … 6xx
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: &'static str,
+}
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub config_reloads: Family<ResultLabel, Counter>,
+    pub config_resources: Family<KindLabel, Gauge>,
+    pub config_last_reload_success: Gauge<f64, AtomicU64>,
+    pub sip_messages_received: Family<SipInLabels, Counter>,
+    pub sip_malformed: Family<SipErrorLabels, Counter>,
+    pub sip_responses_sent: Family<SipOutLabels, Counter>,
+    pub sip_tcp_connections: Family<TransportLabel, Gauge>,
+    pub sip_tcp_connections_refused: Family<TransportLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("trunkd_build_info", "trunkd build, value 1", build);
+
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        // Both series exist from the start so a rate() sees the first reload.
+        for result in ["success", "failure"] {
+            let _ = config_reloads.get_or_create(&ResultLabel { result });
+        }
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            config_reloads.clone(),
+        );
+        let config_resources = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "config_resources",
+            "Resources in the running configuration, by kind",
+            config_resources.clone(),
+        );
+        let config_last_reload_success = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "config_last_reload_success_timestamp",
+            "When the running configuration was loaded (Unix time)",
+            Unit::Seconds,
+            config_last_reload_success.clone(),
+        );
+
+        let sip_messages_received = Family::<SipInLabels, Counter>::default();
+        registry.register(
+            "sip_messages_received",
+            "SIP messages received, by transport and kind",
+            sip_messages_received.clone(),
+        );
+        let sip_malformed = Family::<SipErrorLabels, Counter>::default();
+        registry.register(
+            "sip_malformed_messages",
+            "Malformed SIP input, by transport and what was done with it",
+            sip_malformed.clone(),
+        );
+        let sip_responses_sent = Family::<SipOutLabels, Counter>::default();
+        registry.register(
+            "sip_responses_sent",
+            "SIP responses trunkd generated, by class",
+            sip_responses_sent.clone(),
+        );
+        let sip_tcp_connections = Family::<TransportLabel, Gauge>::default();
+        registry.register(
+            "sip_connections",
+            "Open SIP stream connections",
+            sip_tcp_connections.clone(),
+        );
+        let sip_tcp_connections_refused = Family::<TransportLabel, Counter>::default();
+        registry.register(
+            "sip_connections_refused",
+            "SIP stream connections refused at the connection cap",
+            sip_tcp_connections_refused.clone(),
+        );
+
+        registry.register_collector(Box::new(ProcessCollector));
+        Metrics {
+            registry,
+            config_reloads,
+            config_resources,
+            config_last_reload_success,
+            sip_messages_received,
+            sip_malformed,
+            sip_responses_sent,
+            sip_tcp_connections,
+            sip_tcp_connections_refused,
+        }
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn set_resources(&self, r: &trunkd_config::Resources) {
+        for (kind, n) in r.counts().iter() {
+            self.config_resources
+                .get_or_create(&KindLabel { kind })
+                .set(n as i64);
+        }
+    }
+
+    pub fn response_sent(&self, transport: &'static str, code: u16) {
+        let class = match code / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            5 => "5xx",
+            _ => "6xx",
+        };
+        self.sip_responses_sent
+            .get_or_create(&SipOutLabels { transport, class })
+            .inc();
+    }
+}
+
+/// The standard `process_*` families, read from /proc/self at scrape time.
+#[derive(Debug)]
+struct ProcessCollector;
+
+struct ProcStat {
+    cpu_seconds: f64,
+    start_time_seconds: f64,
+    threads: i64,
+    virtual_bytes: i64,
+    resident_bytes: i64,
+}
+
+fn proc_stat() -> Option<ProcStat> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name, which may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state): field N is f[N - 3].
+    let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    let boot_time = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("btime ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })?;
+    Some(ProcStat {
+        cpu_seconds: (num(14)? + num(15)?) / ticks,
+        start_time_seconds: boot_time + num(22)? / ticks,
+        threads: num(20)? as i64,
+        virtual_bytes: num(23)? as i64,
+        resident_bytes: num(24)? as i64 * page,
+    })
+}
+
+fn open_fds() -> Option<i64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as i64)
+}
+
+fn max_fds() -> Option<i64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(s) = proc_stat() else { return Ok(()) };
+        let cpu = ConstCounter::new(s.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu",
+            "User and system CPU time",
+            Some(&Unit::Seconds),
+            cpu.metric_type(),
+        )?)?;
+        let gauges: [(&str, &str, Option<Unit>, f64); 4] = [
+            (
+                "process_resident_memory",
+                "Resident memory size",
+                Some(Unit::Bytes),
+                s.resident_bytes as f64,
+            ),
+            (
+                "process_virtual_memory",
+                "Virtual memory size",
+                Some(Unit::Bytes),
+                s.virtual_bytes as f64,
+            ),
+            (
+                "process_start_time",
+                "Start time since the Unix epoch",
+                Some(Unit::Seconds),
+                s.start_time_seconds,
+            ),
+            ("process_threads", "OS threads", None, s.threads as f64),
+        ];
+        for (name, help, unit, v) in &gauges {
+            let g = ConstGauge::new(*v);
+            g.encode(encoder.encode_descriptor(name, help, unit.as_ref(), g.metric_type())?)?;
+        }
+        for (name, help, v) in [
+            ("process_open_fds", "Open file descriptors", open_fds()),
+            ("process_max_fds", "File descriptor limit", max_fds()),
+        ] {
+            if let Some(v) = v {
+                let g = ConstGauge::new(v);
+                g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_foundation_families() {
+        let m = Metrics::new();
+        m.config_reloads
+            .get_or_create(&ResultLabel { result: "failure" })
+            .inc();
+        let text = m.encode();
+        for needle in [
+            "trunkd_build_info{version=\"",
+            "config_reloads_total{result=\"success\"} 0",
+            "config_reloads_total{result=\"failure\"} 1",
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+}

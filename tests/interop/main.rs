@@ -1,0 +1,6 @@
+//! Interop tests: the real `trunkd` binary on loopback, driven by SIPp and by
+//! plain sockets, asserting on SIP responses, `/metrics` and the CLI.
+
+mod support;
+
+mod foundation;

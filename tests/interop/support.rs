@@ -1,0 +1,324 @@
+//! Test support: start the real `trunkd` binary on free loopback ports,
+//! talk HTTP to its admin listener, run SIPp against it, and clean up by the
+//! PID we started (never by name).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const TRUNKD: &str = env!("CARGO_BIN_EXE_trunkd");
+
+/// The repository root (tests/sipp lives there).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+static DIRS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "trunkd-it-{tag}-{}-{}",
+        std::process::id(),
+        DIRS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// Ports a test daemon listens on.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub sip: u16,
+    pub admin: u16,
+}
+
+impl Ports {
+    pub fn pick() -> Ports {
+        Ports {
+            sip: free_port(),
+            admin: free_port(),
+        }
+    }
+}
+
+/// A small valid configuration listening on `ports`, with `extra` appended
+/// (more resources). Two VCs, a group, a carrier, numbers, an SMA, a rule.
+pub fn config_text(ports: Ports, extra: &str) -> String {
+    format!(
+        r#"
+[daemon]
+state_dir = "var"
+
+[sip]
+udp = ["127.0.0.1:{sip}"]
+tcp = ["127.0.0.1:{sip}"]
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[logging]
+level = "debug"
+
+[[carriers]]
+id = "carrier-a"
+source_cidrs = ["127.0.0.1/32"]
+hosts = [ {{ host = "127.0.0.1", port = 5080 }} ]
+
+[[voice_connectors]]
+id = "vc-east"
+[voice_connectors.termination]
+cidr_allowed_list = ["127.0.0.0/8"]
+calling_regions = ["US"]
+[voice_connectors.origination]
+routes = [ {{ host = "127.0.0.1", port = 5090 }} ]
+
+[[voice_connectors]]
+id = "vc-west"
+[voice_connectors.origination]
+routes = [ {{ host = "127.0.0.1", port = 5091 }} ]
+
+[[voice_connector_groups]]
+id = "grp-main"
+voice_connector_items = [ {{ voice_connector_id = "vc-east", priority = 1 }}, {{ voice_connector_id = "vc-west", priority = 2 }} ]
+
+[[numbers]]
+e164_phone_number = "+12065550100"
+voice_connector_id = "vc-east"
+
+[[numbers]]
+e164_phone_number = "+12065550150"
+product_type = "SipMediaApplicationDialIn"
+
+[[sip_media_applications]]
+id = "sma-ivr"
+endpoints = [ {{ url = "http://127.0.0.1:8080/sma", priority = 1 }} ]
+
+[[sip_rules]]
+id = "rule-1"
+trigger_type = "ToPhoneNumber"
+trigger_value = "+12065550150"
+target_applications = [ {{ sip_media_application_id = "sma-ivr", priority = 1 }} ]
+{extra}
+"#,
+        sip = ports.sip,
+        admin = ports.admin,
+    )
+}
+
+/// A running `trunkd run`, killed (SIGTERM, then SIGKILL) on drop.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub ports: Ports,
+}
+
+impl Daemon {
+    /// Writes `text` as the config in a fresh directory and starts trunkd
+    /// on it; returns once `/healthz` answers.
+    pub fn start(tag: &str, ports: Ports, text: &str) -> Daemon {
+        let dir = temp_dir(tag);
+        let config = dir.join("trunkd.toml");
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(dir.join("trunkd.log")).unwrap();
+        let child = Command::new(TRUNKD)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn trunkd");
+        let d = Daemon {
+            child: Some(child),
+            dir,
+            config,
+            ports,
+        };
+        d.wait_healthy();
+        d
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.admin))
+    }
+
+    pub fn sip(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.sip))
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("trunkd.log")).unwrap_or_default()
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = http(self.admin(), "GET", "/healthz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("trunkd did not become healthy; log:\n{}", self.log());
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the child we spawned and still own.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    /// The current /metrics text.
+    pub fn metrics(&self) -> String {
+        let (status, body) = http(self.admin(), "GET", "/metrics").expect("GET /metrics");
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// The value of one sample (`name{labels}` exactly as exposed), if any.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics(), series)
+    }
+
+    /// Polls until `series` has `value` (bounded), then returns it.
+    pub fn wait_metric(&self, series: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.metric(series) == Some(value) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{series} never became {value}; metrics:\n{}\nlog:\n{}",
+            self.metrics(),
+            self.log()
+        );
+    }
+
+    /// SIGTERM and wait (bounded) for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("trunkd did not stop on SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// A minimal HTTP/1.1 exchange: (status, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Runs SIPp (bounded by `-timeout`) and returns its output.
+pub fn sipp(args: &[&str]) -> Output {
+    let out = Command::new("sipp")
+        .args(args)
+        .args(["-nostdin", "-timeout", "20s", "-timeout_error"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("sipp is installed (scripts/test installs sip-tester)");
+    out
+}
+
+/// Runs the OPTIONS scenario `calls` times over `transport` (`u1` or `t1`)
+/// against `target`; panics with SIPp's output if any call failed.
+pub fn sipp_options(target: SocketAddr, transport: &str, calls: u32) {
+    let scenario = repo().join("tests/sipp/options.xml");
+    let out = sipp(&[
+        "-sf",
+        scenario.to_str().unwrap(),
+        "-t",
+        transport,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &free_port().to_string(),
+        "-m",
+        &calls.to_string(),
+        "-r",
+        "50",
+        &target.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "sipp OPTIONS over {transport} failed ({:?}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
