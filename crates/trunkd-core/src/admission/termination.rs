@@ -147,7 +147,8 @@ const EMERGENCY_TEST: &str = "933";
 ///    guessed) and its country in `calling_regions` (empty: any);
 /// 9. caller ID: `default_phone_number`, else the PAI (else From) user
 ///    must be a routable inventory number assigned to this VC or a group
-///    holding it. Emergency calls too: SPEC exempts them from 7 and 8 only.
+///    holding it. An emergency call with a caller ID outside the inventory
+///    keeps the presented (E.164) number: it is never blocked for that.
 ///
 /// `salt` feeds a new nonce when the answer is a challenge.
 ///
@@ -250,15 +251,28 @@ pub fn admit_termination(
             Destination::Number(n)
         }
     };
-    // 9.
+    // 9. An emergency call is never blocked by its caller ID (SPEC §2.5):
+    // a presented number that is E.164 but not in this VC's inventory is
+    // kept as it is, so the PSAP sees what the caller sent.
+    let is_emergency = matches!(destination, Destination::Emergency { .. });
     let (caller_id, caller_id_overridden) = match t.default_phone_number {
         Some(n) => (n, true),
-        None => (presented_caller_id(resources, vc, req)?, false),
+        None => match presented_caller_id(resources, vc, req) {
+            Ok(n) => (n, false),
+            Err(e) if is_emergency => {
+                let presented = req
+                    .pai_user
+                    .or(req.from_user)
+                    .and_then(|p| E164::parse_lenient(p).ok());
+                (presented.ok_or(e)?, false)
+            }
+            Err(e) => return Err(e),
+        },
     };
     Ok(Admitted {
         vc_id: vc.id.clone(),
         identified_by,
-        is_emergency: matches!(destination, Destination::Emergency { .. }),
+        is_emergency,
         destination,
         caller_id,
         caller_id_overridden,

@@ -881,3 +881,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn rule_9_an_emergency_call_is_never_blocked_by_its_caller_id() {
+    let mut w = World::new();
+    // +12065559999 is in nobody's inventory: a normal call is refused ...
+    let stranger = TerminationRequest {
+        from_user: Some("+12065559999"),
+        pai_user: None,
+        ..good()
+    };
+    assert!(matches!(
+        w.admit_with(&stranger, "pbx1", "s3cret", 1),
+        Err(Rejection::CallerId { .. })
+    ));
+    // ... but 911 goes through with the number the caller presented.
+    let a = w
+        .admit_with(
+            &TerminationRequest {
+                request_uri_user: "911",
+                ..stranger
+            },
+            "pbx1",
+            "s3cret",
+            2,
+        )
+        .unwrap();
+    assert!(a.is_emergency);
+    assert_eq!(a.caller_id, e164("+12065559999"));
+}
