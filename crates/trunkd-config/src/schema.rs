@@ -23,6 +23,7 @@ pub struct File {
     pub records: Records,
     pub logging: Logging,
     pub limits: Limits,
+    pub routing: Routing,
     pub carriers: Vec<Carrier>,
     pub voice_connectors: Vec<VoiceConnector>,
     pub voice_connector_groups: Vec<VoiceConnectorGroup>,
@@ -91,6 +92,15 @@ pub struct Logging {
     pub directory: Option<String>,
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Routing {
+    pub hop_timeout_ms: Option<i64>,
+    pub deadline_seconds: Option<i64>,
+    pub hold_down_seconds: Option<i64>,
+    pub emergency_numbers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

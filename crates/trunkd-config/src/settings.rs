@@ -15,6 +15,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub records: RecordsSettings,
     pub logging: LoggingSettings,
+    pub routing: RoutingSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,4 +79,18 @@ pub struct LoggingSettings {
     pub directory: PathBuf,
     pub format: LogFormat,
     pub level: String,
+}
+
+/// How calls are routed and failed over (SPEC §2.1 item 3, §2.2 item 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingSettings {
+    /// How long a B-leg INVITE may go without any response before the next
+    /// hop is tried (a shorter Timer B).
+    pub hop_timeout: Duration,
+    /// No new hop is started after this long from the call's arrival.
+    pub deadline: Duration,
+    /// A hop that failed is tried last for this long (zero: never).
+    pub hold_down: Duration,
+    /// Dial strings treated as emergency besides 911 and 933.
+    pub emergency_numbers: Vec<String>,
 }

@@ -841,6 +841,30 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         level,
     };
 
+    let r = &raw.routing;
+    let mut c = Check {
+        report,
+        at: At::section("routing"),
+    };
+    let hop_timeout_ms = c.range("hop_timeout_ms", r.hop_timeout_ms, 8000, 100, 64_000) as u64;
+    let deadline = c.range("deadline_seconds", r.deadline_seconds, 30, 1, 600) as u64;
+    let hold_down = c.range("hold_down_seconds", r.hold_down_seconds, 30, 0, 86_400) as u64;
+    let emergency_numbers = r.emergency_numbers.clone().unwrap_or_default();
+    for (i, n) in emergency_numbers.iter().enumerate() {
+        if n.is_empty() || n.len() > 15 || !n.bytes().all(|b| b.is_ascii_digit()) {
+            c.err(
+                format!("emergency_numbers[{i}]"),
+                format!("{n:?} must be 1 to 15 digits"),
+            );
+        }
+    }
+    let routing = RoutingSettings {
+        hop_timeout: Duration::from_millis(hop_timeout_ms),
+        deadline: Duration::from_secs(deadline),
+        hold_down: Duration::from_secs(hold_down),
+        emergency_numbers,
+    };
+
     (report.errors.len() == before).then_some(Settings {
         daemon: DaemonSettings {
             region,
@@ -855,6 +879,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         admin: AdminSettings { listen },
         records,
         logging,
+        routing,
     })
 }
 

@@ -1,5 +1,5 @@
 //! The SIP message layer of trunkd: parsing, typed header views, stream
-//! framing and response building (RFC 3261).
+//! framing, response building and the transaction layer (RFC 3261).
 //!
 //! Design:
 //! * **Zero-copy.** A message is parsed from one [`Bytes`] buffer; header
@@ -13,6 +13,10 @@
 //!   carries what is needed to build that answer ([`error_response`]).
 //! * **Never panics** on any input (property-tested), and accepts all the
 //!   valid RFC 4475 torture messages (see `RFC4475.md`).
+//! * **Transactions.** [`transaction::Endpoint`] is the sans-IO RFC 3261
+//!   §17 / RFC 6026 transaction layer: messages and `now` in, transmits,
+//!   events and the next deadline out (see the module docs for its run
+//!   loop and coverage).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,6 +32,7 @@ mod params;
 mod parser;
 mod response;
 mod status;
+pub mod transaction;
 mod uri;
 mod validate;
 
@@ -46,6 +51,10 @@ pub use method::Method;
 pub use params::{unquote, Param, Params};
 pub use response::{error_response, response_for};
 pub use status::StatusCode;
+pub use transaction::{
+    ClientTxId, Endpoint, Limits, Peer, ServerTxId, TimerConfig, Transmit, TxError, TxEvent, TxId,
+    TxState, TxTransport,
+};
 pub use uri::{unescape, Host, SipUri, Uri};
 pub use validate::ParseOptions;
 

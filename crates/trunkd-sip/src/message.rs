@@ -7,8 +7,9 @@
 
 use bytes::Bytes;
 
-use crate::error::{Fault, ParseError};
-use crate::headers::Headers;
+use crate::error::{Fault, HeaderError, ParseError};
+use crate::header::CSeq;
+use crate::headers::{split_list, Header, Headers};
 use crate::method::Method;
 use crate::parser;
 use crate::status::StatusCode;
@@ -140,6 +141,85 @@ impl Request {
         self.write_to(&mut v);
         Bytes::from(v)
     }
+
+    /// The branch parameter of the topmost Via, if any (RFC 3261 §8.1.1.7).
+    pub fn branch(&self) -> Option<Bytes> {
+        self.headers.top_via().ok()?.branch().cloned()
+    }
+
+    /// The CANCEL for this request (RFC 3261 §9.1): same Request-URI,
+    /// Call-ID, From, To (without any tag a response added) and CSeq number
+    /// with method CANCEL, one Via equal to this request's top Via (so the
+    /// same branch), this request's Route set and Max-Forwards (70 if it
+    /// had none), no body.
+    ///
+    /// # Errors
+    /// A mandatory header of this request is missing or invalid.
+    pub fn cancel(&self) -> Result<Request, HeaderError> {
+        self.hop_by_hop(Method::Cancel, None)
+    }
+
+    /// The ACK for a 3xx-6xx `response` to this INVITE (RFC 3261
+    /// §17.1.1.3): like [`Request::cancel`], but with method ACK and the To
+    /// header of the response (which carries the UAS's tag).
+    ///
+    /// # Errors
+    /// A mandatory header of this request or the response's To is missing
+    /// or invalid.
+    pub fn ack_for_non_2xx(&self, response: &Response) -> Result<Request, HeaderError> {
+        response.headers.to()?;
+        let to = response
+            .headers
+            .rows("To")
+            .next()
+            .ok_or(HeaderError::Missing("To"))?;
+        self.hop_by_hop(Method::Ack, Some(to.clone()))
+    }
+
+    fn hop_by_hop(&self, method: Method, to: Option<Header>) -> Result<Request, HeaderError> {
+        let h = &self.headers;
+        let top = h.get("Via").ok_or(HeaderError::Missing("Via"))?;
+        let top = split_list(top).next().unwrap_or_default();
+        h.top_via()?;
+        h.from()?;
+        h.to()?;
+        h.call_id()?;
+        let seq = h.cseq()?.seq;
+        let mut out = Headers::with_capacity(8);
+        out.push_parsed(Bytes::from_static(b"Via"), top);
+        for r in h.rows("Route") {
+            out.push_header(r.clone());
+        }
+        match h.rows("Max-Forwards").next() {
+            Some(mf) => out.push_header(mf.clone()),
+            None => out.push_parsed(
+                Bytes::from_static(b"Max-Forwards"),
+                Bytes::from_static(b"70"),
+            ),
+        }
+        for name in ["From", "To", "Call-ID"] {
+            let row = match (name, &to) {
+                ("To", Some(t)) => Some(t.clone()),
+                _ => h.rows(name).next().cloned(),
+            };
+            // Each was checked to be present above.
+            if let Some(row) = row {
+                out.push_header(row);
+            }
+        }
+        let cseq = CSeq {
+            seq,
+            method: method.clone(),
+        }
+        .to_bytes();
+        out.push_parsed(Bytes::from_static(b"CSeq"), cseq);
+        Ok(Request {
+            method,
+            uri: self.uri.clone(),
+            headers: out,
+            body: Bytes::new(),
+        })
+    }
 }
 
 impl Response {
@@ -207,6 +287,56 @@ mod tests {
             &wire[..],
             &b"OPTIONS sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 5\r\n\r\nhello"[..]
         );
+    }
+
+    #[test]
+    fn cancel_and_ack_for_non_2xx() {
+        let text = "INVITE sip:bob@example.com SIP/2.0\r\n\
+            Via: SIP/2.0/UDP p1.example.com;branch=z9hG4bKtop, SIP/2.0/UDP a.example.com;branch=z9hG4bKa\r\n\
+            Route: <sip:p2.example.com;lr>\r\n\
+            Route: <sip:p3.example.com;lr>\r\n\
+            From: <sip:alice@example.com>;tag=1\r\n\
+            To: <sip:bob@example.com>\r\n\
+            Call-ID: c@example.com\r\n\
+            CSeq: 314 INVITE\r\n\
+            Require: 100rel\r\n\
+            Content-Type: application/sdp\r\n\
+            Content-Length: 3\r\n\r\nv=0";
+        let inv = match SipMessage::parse(Bytes::from(text)).unwrap() {
+            SipMessage::Request(r) => r,
+            SipMessage::Response(_) => unreachable!(),
+        };
+        assert_eq!(inv.branch().as_deref(), Some(&b"z9hG4bKtop"[..]));
+        let cancel = inv.cancel().unwrap();
+        assert_eq!(
+            String::from_utf8(cancel.to_bytes().to_vec()).unwrap(),
+            "CANCEL sip:bob@example.com SIP/2.0\r\n\
+             Via: SIP/2.0/UDP p1.example.com;branch=z9hG4bKtop\r\n\
+             Route: <sip:p2.example.com;lr>\r\n\
+             Route: <sip:p3.example.com;lr>\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:alice@example.com>;tag=1\r\n\
+             To: <sip:bob@example.com>\r\n\
+             Call-ID: c@example.com\r\n\
+             CSeq: 314 CANCEL\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let busy = crate::response_for(&inv, StatusCode::new(486).unwrap(), "Busy", Some("b7"));
+        let ack = inv.ack_for_non_2xx(&busy).unwrap();
+        assert_eq!(ack.method, Method::Ack);
+        assert_eq!(ack.headers.cseq().unwrap().seq, 314);
+        assert_eq!(
+            &ack.headers.get("To").unwrap()[..],
+            b"<sip:bob@example.com>;tag=b7"
+        );
+        assert_eq!(ack.headers.count("Via"), 1);
+        assert_eq!(ack.headers.count("Route"), 2);
+        assert!(ack.body.is_empty() && !ack.headers.contains("Require"));
+        assert!(ack.validate(&ParseOptions::strict()).is_ok());
+        assert!(cancel.validate(&ParseOptions::strict()).is_ok());
+        let bare = Request::new(Method::Invite, inv.uri.clone());
+        assert_eq!(bare.cancel(), Err(HeaderError::Missing("Via")));
+        assert_eq!(bare.branch(), None);
     }
 
     #[test]

@@ -25,8 +25,12 @@ impl StatusCode {
     pub const UNSUPPORTED_URI_SCHEME: StatusCode = StatusCode(416);
     /// 481 Call/Transaction Does Not Exist
     pub const CALL_DOES_NOT_EXIST: StatusCode = StatusCode(481);
+    /// 482 Loop Detected
+    pub const LOOP_DETECTED: StatusCode = StatusCode(482);
     /// 483 Too Many Hops
     pub const TOO_MANY_HOPS: StatusCode = StatusCode(483);
+    /// 486 Busy Here
+    pub const BUSY_HERE: StatusCode = StatusCode(486);
     /// 487 Request Terminated
     pub const REQUEST_TERMINATED: StatusCode = StatusCode(487);
     /// 500 Server Internal Error

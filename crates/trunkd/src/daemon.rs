@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 use trunkd_config::Config;
 
+use crate::engine::{Engine, Input};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::pidfile::PidFile;
 use crate::sip_service::SipService;
@@ -145,32 +146,55 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::new(config));
     let sip = Arc::new(SipService::new(shared.clone()));
     let mut tasks = JoinSet::new();
+    let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(65_536);
 
+    let mut udp_sockets = Vec::new();
     for addr in &settings.sip.udp {
-        let sock = transport::bind_udp(*addr)
-            .await
-            .with_context(|| format!("binding SIP UDP {addr}"))?;
+        let sock = Arc::new(
+            tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding SIP UDP {addr}"))?,
+        );
         info!(%addr, "SIP UDP listening");
         tasks.spawn(transport::serve_udp(
-            sock,
+            sock.clone(),
             sip.clone(),
+            engine_tx.clone(),
             settings.sip.max_message_bytes,
         ));
+        udp_sockets.push(sock);
     }
+    let mut tcp_local = None;
     for addr in &settings.sip.tcp {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding SIP TCP {addr}"))?;
+        tcp_local = tcp_local.or(listener.local_addr().ok());
         info!(%addr, "SIP TCP listening");
         tasks.spawn(transport::serve_tcp(
             listener,
             sip.clone(),
+            engine_tx.clone(),
             settings.sip.clone(),
         ));
     }
     if !settings.sip.tls.is_empty() {
         warn!("sip.tls listeners are configured but TLS signalling is not implemented yet; they are not opened");
     }
+    let local = trunkd_b2bua::LocalAddrs {
+        udp: udp_sockets.first().and_then(|s| s.local_addr().ok()),
+        tcp: tcp_local,
+        advertised: settings.sip.advertised_address.clone(),
+    };
+    let sender = transport::Sender::new(
+        udp_sockets,
+        sip.clone(),
+        engine_tx.clone(),
+        settings.sip.clone(),
+    );
+    let engine = Engine::new(shared.clone(), sender, local, engine_tx.clone());
+    tasks.spawn(engine.run(engine_rx));
+
     let admin = tokio::net::TcpListener::bind(settings.admin.listen)
         .await
         .with_context(|| format!("binding admin {}", settings.admin.listen))?;
@@ -198,6 +222,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 return Err(anyhow!("a listener task stopped unexpectedly: {why}"));
             }
         }
+    }
+    // Calls in progress are hung up (BYE both ways) and their CDRs
+    // written before the process exits; bounded so a dead peer cannot hold
+    // the shutdown.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    if engine_tx
+        .send(Input::Shutdown { done: done_tx })
+        .await
+        .is_ok()
+        && tokio::time::timeout(std::time::Duration::from_secs(5), done_rx)
+            .await
+            .is_err()
+    {
+        warn!("calls still in progress after 5 s; stopping anyway");
     }
     tasks.shutdown().await;
     info!("stopped");

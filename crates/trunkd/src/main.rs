@@ -5,11 +5,14 @@
 //! listener around the libraries. See docs/architecture.md.
 
 mod admin;
+mod call_task;
 mod cli_reload;
 mod daemon;
+mod engine;
 mod logging;
 mod metrics;
 mod pidfile;
+mod records;
 mod sip_service;
 mod transport;
 

@@ -53,6 +53,34 @@ pub struct TransportLabel {
     pub transport: &'static str,
 }
 
+/// Labels of the per-voice-connector families (SPEC §5.5). A request whose
+/// VC could not be identified is counted under `voice_connector_id=""`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VcLabels {
+    pub voice_connector_id: String,
+    pub region: String,
+    /// inbound (origination) | outbound (termination)
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VcReasonLabels {
+    pub voice_connector_id: String,
+    pub region: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VcOnlyLabels {
+    pub voice_connector_id: String,
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordLabels {
+    pub kind: &'static str,
+}
+
 /// Every metric the daemon exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -64,6 +92,17 @@ pub struct Metrics {
     pub sip_responses_sent: Family<SipOutLabels, Counter>,
     pub sip_tcp_connections: Family<TransportLabel, Gauge>,
     pub sip_tcp_connections_refused: Family<TransportLabel, Counter>,
+    pub call_attempts: Family<VcLabels, Counter>,
+    pub calls_answered: Family<VcLabels, Counter>,
+    pub call_failures: Family<VcLabels, Counter>,
+    pub calls_active: Family<VcLabels, Gauge>,
+    pub admission_rejections: Family<VcReasonLabels, Counter>,
+    pub throttles: Family<VcOnlyLabels, Counter>,
+    pub options_last_ping: Family<VcOnlyLabels, Gauge<f64, AtomicU64>>,
+    pub records_written: Family<RecordLabels, Counter>,
+    pub records_failed: Family<RecordLabels, Counter>,
+    /// Calls the engine routes to (a consistency check on call tasks).
+    pub engine_calls: Gauge,
 }
 
 impl Metrics {
@@ -132,6 +171,68 @@ impl Metrics {
             sip_tcp_connections_refused.clone(),
         );
 
+        let call_attempts = Family::<VcLabels, Counter>::default();
+        registry.register(
+            "voice_connector_call_attempts",
+            "Calls that reached admission, by voice connector and direction",
+            call_attempts.clone(),
+        );
+        let calls_answered = Family::<VcLabels, Counter>::default();
+        registry.register(
+            "voice_connector_calls_answered",
+            "Calls answered",
+            calls_answered.clone(),
+        );
+        let call_failures = Family::<VcLabels, Counter>::default();
+        registry.register(
+            "voice_connector_call_failures",
+            "Calls that ended without an answer (refused, failed, cancelled)",
+            call_failures.clone(),
+        );
+        let calls_active = Family::<VcLabels, Gauge>::default();
+        registry.register(
+            "voice_connector_calls_active",
+            "Calls in progress",
+            calls_active.clone(),
+        );
+        let admission_rejections = Family::<VcReasonLabels, Counter>::default();
+        registry.register(
+            "voice_connector_admission_rejections",
+            "Calls refused by admission, by reason",
+            admission_rejections.clone(),
+        );
+        let throttles = Family::<VcOnlyLabels, Counter>::default();
+        registry.register(
+            "voice_connector_throttles",
+            "Calls refused by the calls-per-second limit",
+            throttles.clone(),
+        );
+        let options_last_ping = Family::<VcOnlyLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "voice_connector_options_last_ping_timestamp",
+            "When the voice connector's side last sent an out-of-dialog OPTIONS (Unix time)",
+            Unit::Seconds,
+            options_last_ping.clone(),
+        );
+        let records_written = Family::<RecordLabels, Counter>::default();
+        registry.register(
+            "records_written",
+            "Records written, by kind",
+            records_written.clone(),
+        );
+        let records_failed = Family::<RecordLabels, Counter>::default();
+        registry.register(
+            "records_failed",
+            "Records that could not be written, by kind",
+            records_failed.clone(),
+        );
+        let engine_calls = Gauge::default();
+        registry.register(
+            "sip_engine_calls",
+            "Calls the SIP engine routes messages to",
+            engine_calls.clone(),
+        );
+
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
@@ -143,7 +244,133 @@ impl Metrics {
             sip_responses_sent,
             sip_tcp_connections,
             sip_tcp_connections_refused,
+            call_attempts,
+            calls_answered,
+            call_failures,
+            calls_active,
+            admission_rejections,
+            throttles,
+            options_last_ping,
+            records_written,
+            records_failed,
+            engine_calls,
         }
+    }
+
+    fn vc(
+        vc: Option<&trunkd_core::VcId>,
+        r: &trunkd_config::Resources,
+        direction: &'static str,
+    ) -> VcLabels {
+        let (id, region) = vc_region(vc, r);
+        VcLabels {
+            voice_connector_id: id,
+            region,
+            direction,
+        }
+    }
+
+    pub fn call_attempt(
+        &self,
+        vc: Option<&trunkd_core::VcId>,
+        r: &trunkd_config::Resources,
+        direction: &'static str,
+    ) {
+        self.call_attempts
+            .get_or_create(&Self::vc(vc, r, direction))
+            .inc();
+    }
+
+    pub fn answered(
+        &self,
+        vc: Option<&trunkd_core::VcId>,
+        r: &trunkd_config::Resources,
+        direction: &'static str,
+    ) {
+        self.calls_answered
+            .get_or_create(&Self::vc(vc, r, direction))
+            .inc();
+    }
+
+    pub fn failed(
+        &self,
+        vc: Option<&trunkd_core::VcId>,
+        r: &trunkd_config::Resources,
+        direction: &'static str,
+    ) {
+        self.call_failures
+            .get_or_create(&Self::vc(vc, r, direction))
+            .inc();
+    }
+
+    /// The active-calls gauge of one VC and direction (the call task holds it).
+    pub fn calls_active(
+        &self,
+        vc: Option<&trunkd_core::VcId>,
+        r: &trunkd_config::Resources,
+        direction: &'static str,
+    ) -> Gauge {
+        self.calls_active
+            .get_or_create(&Self::vc(vc, r, direction))
+            .clone()
+    }
+
+    pub fn admission_rejected(
+        &self,
+        vc: Option<&trunkd_core::VcId>,
+        r: &trunkd_config::Resources,
+        reason: &'static str,
+    ) {
+        let (voice_connector_id, region) = vc_region(vc, r);
+        self.admission_rejections
+            .get_or_create(&VcReasonLabels {
+                voice_connector_id,
+                region,
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn throttled(&self, vc: Option<&trunkd_core::VcId>, r: &trunkd_config::Resources) {
+        let (voice_connector_id, region) = vc_region(vc, r);
+        self.throttles
+            .get_or_create(&VcOnlyLabels {
+                voice_connector_id,
+                region,
+            })
+            .inc();
+    }
+
+    pub fn options_ping(
+        &self,
+        vc: &trunkd_core::VcId,
+        r: &trunkd_config::Resources,
+        from: std::net::SocketAddr,
+    ) {
+        let (voice_connector_id, region) = vc_region(Some(vc), r);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.options_last_ping
+            .get_or_create(&VcOnlyLabels {
+                voice_connector_id,
+                region,
+            })
+            .set(now);
+        tracing::debug!(vc = %vc, %from, "OPTIONS ping recorded");
+    }
+
+    pub fn record_written(&self, kind: &'static str) {
+        self.records_written
+            .get_or_create(&RecordLabels { kind })
+            .inc();
+    }
+
+    pub fn record_failed(&self, kind: &'static str) {
+        self.records_failed
+            .get_or_create(&RecordLabels { kind })
+            .inc();
     }
 
     /// The Prometheus text exposition of every family.
@@ -174,6 +401,19 @@ impl Metrics {
         self.sip_responses_sent
             .get_or_create(&SipOutLabels { transport, class })
             .inc();
+    }
+}
+
+fn vc_region(vc: Option<&trunkd_core::VcId>, r: &trunkd_config::Resources) -> (String, String) {
+    match vc {
+        Some(id) => {
+            let region = r
+                .voice_connector(id.as_str())
+                .map(|v| v.aws_region.clone())
+                .unwrap_or_default();
+            (id.to_string(), region)
+        }
+        None => (String::new(), String::new()),
     }
 }
 

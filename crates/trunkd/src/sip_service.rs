@@ -1,11 +1,7 @@
-//! The SIP service: one message in, at most one message out.
-//!
-//! For the foundation this is an out-of-dialog UAS: OPTIONS is answered 200
-//! (the keep-alive every PBX and carrier sends), malformed requests get
-//! 400/505 naming the problem, and everything else gets the honest RFC 3261
-//! answer (481 for dialogs and transactions trunkd does not have, 416 for a
-//! URI scheme it cannot route, 501 for methods it does not implement).
-//! Calls arrive with the B2BUA; this is where it plugs in.
+//! The gate between a transport and the engine: parse, count, and answer
+//! malformed requests (400 naming the problem, 505 for a bad version) or
+//! drop what cannot be parsed, so only well-formed messages reach the
+//! engine.
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -13,10 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::{debug, trace};
-use trunkd_sip::{
-    error_response, response_for, Headers, Method, ParseError, Request, Response, SipMessage,
-    StatusCode, Via,
-};
+use trunkd_sip::{error_response, Headers, ParseError, SipMessage, Via};
 
 use crate::daemon::Shared;
 use crate::metrics::{Metrics, SipErrorLabels, SipInLabels};
@@ -43,8 +36,9 @@ pub struct Reply {
     pub dest: SocketAddr,
 }
 
-/// Methods trunkd answers itself today; the `Allow` header of every 501.
-const ALLOW: &str = "OPTIONS, ACK";
+/// The methods trunkd implements: the `Allow` header of OPTIONS answers and
+/// of every 501.
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK";
 
 pub struct SipService {
     shared: Arc<Shared>,
@@ -65,12 +59,21 @@ impl SipService {
         &self.shared.metrics
     }
 
-    /// Handles one message from `src`; returns the answer, if any.
-    pub fn handle(&self, data: Bytes, src: SocketAddr, transport: Transport) -> Option<Reply> {
+    /// Takes one message from `src`: a well-formed one is returned for the
+    /// engine (a request's top Via stamped with `received`/`rport`, RFC 3261
+    /// §18.2.1 and RFC 3581, so every response built from it goes back the
+    /// way it came); a malformed one is counted and answered (`Err(Some)`)
+    /// or dropped (`Err(None)`).
+    pub fn accept(
+        &self,
+        data: Bytes,
+        src: SocketAddr,
+        transport: Transport,
+    ) -> Result<SipMessage, Option<Reply>> {
         let t = transport.label();
         let metrics = self.metrics();
         match SipMessage::parse(data) {
-            Ok(SipMessage::Request(req)) => {
+            Ok(SipMessage::Request(mut req)) => {
                 metrics
                     .sip_messages_received
                     .get_or_create(&SipInLabels {
@@ -79,12 +82,12 @@ impl SipService {
                     })
                     .inc();
                 trace!(method = %String::from_utf8_lossy(req.method.as_bytes()), %src, "request");
-                let resp = self.answer(&req)?;
-                self.reply(resp, src, transport)
+                if transport == Transport::Udp {
+                    stamp_top_via(&mut req.headers, src);
+                }
+                Ok(SipMessage::Request(req))
             }
-            Ok(SipMessage::Response(resp)) => {
-                // No client transactions yet: a response matches nothing
-                // and is dropped (RFC 3261 §18.1.2).
+            Ok(resp @ SipMessage::Response(_)) => {
                 metrics
                     .sip_messages_received
                     .get_or_create(&SipInLabels {
@@ -92,8 +95,7 @@ impl SipService {
                         kind: "response",
                     })
                     .inc();
-                debug!(status = resp.status.as_u16(), %src, "stray response dropped");
-                None
+                Ok(resp)
             }
             Err(e) => {
                 let resp = error_response(&e, Some(&self.tag_for(&partial_headers(&e))));
@@ -110,60 +112,23 @@ impl SipService {
                     })
                     .inc();
                 debug!(error = %e, %src, action, "malformed SIP message");
-                self.reply(resp?, src, transport)
+                let Some(mut resp) = resp else {
+                    return Err(None);
+                };
+                let dest = match transport {
+                    Transport::Tcp => src,
+                    Transport::Udp => {
+                        stamp_top_via(&mut resp.headers, src);
+                        response_dest(&resp.headers, src)
+                    }
+                };
+                metrics.response_sent(t, resp.status.as_u16());
+                Err(Some(Reply {
+                    bytes: resp.to_bytes(),
+                    dest,
+                }))
             }
         }
-    }
-
-    fn answer(&self, req: &Request) -> Option<Response> {
-        let tag = self.tag_for(&req.headers);
-        let respond = |code: StatusCode, reason: &str| response_for(req, code, reason, Some(&tag));
-        let in_dialog = req.headers.to().ok().is_some_and(|to| to.tag().is_some());
-        let resp = match &req.method {
-            Method::Ack => return None,
-            _ if !req.uri.is_sip() => {
-                respond(StatusCode::UNSUPPORTED_URI_SCHEME, "Unsupported URI Scheme")
-            }
-            Method::Cancel => respond(
-                StatusCode::CALL_DOES_NOT_EXIST,
-                "Call/Transaction Does Not Exist",
-            ),
-            _ if in_dialog => respond(
-                StatusCode::CALL_DOES_NOT_EXIST,
-                "Call/Transaction Does Not Exist",
-            ),
-            Method::Options => {
-                let mut r = respond(StatusCode::OK, "OK");
-                let h = &mut r.headers;
-                // Values are constants without CR/LF: append cannot fail.
-                let _ = h.append("Allow", ALLOW);
-                let _ = h.append("Accept", "application/sdp");
-                let _ = h.append("Server", concat!("trunkd/", env!("CARGO_PKG_VERSION")));
-                r
-            }
-            _ => {
-                let mut r = respond(StatusCode::NOT_IMPLEMENTED, "Not Implemented");
-                let _ = r.headers.append("Allow", ALLOW);
-                r
-            }
-        };
-        Some(resp)
-    }
-
-    /// Serialises `resp` and picks its destination: for UDP per RFC 3261
-    /// §18.2.2 and RFC 3581 (the source address, marking the top Via with
-    /// `received`/`rport`); for TCP, the connection it came on.
-    fn reply(&self, mut resp: Response, src: SocketAddr, transport: Transport) -> Option<Reply> {
-        let dest = match transport {
-            Transport::Tcp => src,
-            Transport::Udp => mark_top_via(&mut resp.headers, src),
-        };
-        self.metrics()
-            .response_sent(transport.label(), resp.status.as_u16());
-        Some(Reply {
-            bytes: resp.to_bytes(),
-            dest,
-        })
     }
 
     fn tag_for(&self, headers: &Headers) -> String {
@@ -183,18 +148,16 @@ fn partial_headers(e: &ParseError) -> Headers {
         .unwrap_or_default()
 }
 
-/// Adds `received` (and the `rport` value) to the top Via of a response and
-/// returns where a UDP response goes: the source port when the client asked
-/// for rport, else the Via's sent-by port (default 5060), at the source IP.
-fn mark_top_via(headers: &mut Headers, src: SocketAddr) -> SocketAddr {
+/// Adds `received` (and the `rport` value) to the top Via (RFC 3261
+/// §18.2.1, RFC 3581 §4).
+fn stamp_top_via(headers: &mut Headers, src: SocketAddr) {
     let Some(first) = headers.get("Via").cloned() else {
-        return src;
+        return;
     };
     let mut vias: Vec<Bytes> = trunkd_sip::split_list(&first).collect();
-    let Some(top) = vias.first().and_then(|v| Via::parse(v).ok()) else {
-        return src;
+    let Some(mut top) = vias.first().and_then(|v| Via::parse(v).ok()) else {
+        return;
     };
-    let mut top = top;
     let sent_by_ip = match &top.host {
         trunkd_sip::Host::Ipv4(a) => Some(IpAddr::V4(*a)),
         trunkd_sip::Host::Ipv6(a) => Some(IpAddr::V6(*a)),
@@ -216,10 +179,15 @@ fn mark_top_via(headers: &mut Headers, src: SocketAddr) -> SocketAddr {
         .collect::<Vec<_>>()
         .join(", ");
     replace_first(headers, "Via", joined);
-    if wants_rport {
-        src
-    } else {
-        SocketAddr::new(src.ip(), top.port.unwrap_or(5060))
+}
+
+/// Where a UDP response goes (RFC 3261 §18.2.2, RFC 3581): the source port
+/// when the client asked for rport, else the Via's sent-by port (default
+/// 5060), at the source IP.
+fn response_dest(headers: &Headers, src: SocketAddr) -> SocketAddr {
+    match headers.top_via() {
+        Ok(v) if v.rport().is_none() => SocketAddr::new(src.ip(), v.port.unwrap_or(5060)),
+        _ => src,
     }
 }
 

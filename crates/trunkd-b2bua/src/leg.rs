@@ -1,0 +1,214 @@
+//! One leg's dialog state (RFC 3261 §12) and the messages built from it.
+
+use bytes::Bytes;
+use trunkd_sip::{Headers, Method, Request, Response, StatusCode, Uri};
+
+use crate::{via_name, LocalAddrs, Peer, TxTransport};
+
+/// Headers that are end-to-end and may cross from one leg to the other.
+/// Everything else (Via, Contact, Record-Route, Route, Call-ID, From, To,
+/// CSeq, Max-Forwards, Authorization, User-Agent, Server …) is built per leg,
+/// which is what hides each side's topology from the other.
+pub const END_TO_END: &[&str] = &[
+    "Content-Type",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Supported",
+    "Require",
+    "Unsupported",
+    "Allow",
+    "Accept",
+    "Session-Expires",
+    "Min-SE",
+    "Privacy",
+    "Geolocation",
+    "Geolocation-Routing",
+    "Geolocation-Error",
+    "RSeq",
+    "Retry-After",
+    "Info-Package",
+    "Recv-Info",
+    "Event",
+    "Reason",
+    "P-Early-Media",
+    "Warning",
+    "Subject",
+    "Priority",
+];
+
+/// Copies the end-to-end headers and the body of one leg's message into a
+/// message for the other leg.
+pub fn copy_end_to_end(from: &Headers, to: &mut Headers) {
+    for name in END_TO_END {
+        for v in from.get_all(name) {
+            // Values came from a parsed message: no CR/LF, append cannot fail.
+            let _ = to.append(name, v.clone());
+        }
+    }
+}
+
+/// A leg's dialog state. For the A leg trunkd is the UAS, for the B leg
+/// the UAC; either way `local_*` is trunkd's side.
+#[derive(Clone, Debug)]
+pub struct LegState {
+    pub call_id: Bytes,
+    pub local_tag: String,
+    pub remote_tag: Option<String>,
+    /// Our side's name-addr without tag (From of requests we send).
+    pub local_uri: String,
+    /// Their side's name-addr without tag (To of requests we send).
+    pub remote_uri: String,
+    /// Request-URI of in-dialog requests: the peer's Contact.
+    pub remote_target: String,
+    /// Route headers of in-dialog requests (RFC 3261 §12.1), in send order.
+    pub route_set: Vec<Bytes>,
+    /// The last CSeq number trunkd used on this leg.
+    pub local_cseq: u32,
+    /// Where in-dialog requests go. For the A leg this is where the INVITE
+    /// came from (symmetric signalling: works behind NAT).
+    pub dest: Peer,
+}
+
+impl LegState {
+    /// A new in-dialog request with the next CSeq (not for ACK).
+    pub fn request(
+        &mut self,
+        method: Method,
+        local: &LocalAddrs,
+        branch: &str,
+        max_forwards: u8,
+    ) -> Request {
+        self.local_cseq += 1;
+        let cseq = self.local_cseq;
+        self.request_with_cseq(method, cseq, local, branch, max_forwards)
+    }
+
+    /// A request with an explicit CSeq number (ACK uses its INVITE's).
+    pub fn request_with_cseq(
+        &self,
+        method: Method,
+        cseq: u32,
+        local: &LocalAddrs,
+        branch: &str,
+        max_forwards: u8,
+    ) -> Request {
+        let uri = Uri::parse(&Bytes::from(self.remote_target.clone())).unwrap_or_else(|_| {
+            Uri::parse(&Bytes::from_static(b"sip:invalid")).unwrap_or_else(|_| unreachable_uri())
+        });
+        let method_text = String::from_utf8_lossy(method.as_bytes()).into_owned();
+        let mut r = Request::new(method, uri);
+        let h = &mut r.headers;
+        let proto = self.dest.transport;
+        let _ = h.append(
+            "Via",
+            format!(
+                "SIP/2.0/{} {};branch={branch};rport",
+                via_name(proto),
+                local.host_port(proto)
+            ),
+        );
+        let _ = h.append("Max-Forwards", max_forwards.to_string());
+        for route in &self.route_set {
+            let _ = h.append("Route", route.clone());
+        }
+        let _ = h.append("From", format!("{};tag={}", self.local_uri, self.local_tag));
+        let to = match &self.remote_tag {
+            Some(t) => format!("{};tag={t}", self.remote_uri),
+            None => self.remote_uri.clone(),
+        };
+        let _ = h.append("To", to);
+        let _ = h.append("Call-ID", self.call_id.clone());
+        let _ = h.append("CSeq", format!("{cseq} {method_text}"));
+        r
+    }
+
+    /// Learns the peer's tag, Contact and Record-Route from a response that
+    /// creates or confirms the dialog (trunkd as UAC: route set reversed).
+    pub fn learn_from_response(&mut self, resp: &Response) {
+        if let Ok(to) = resp.headers.to() {
+            if let Some(tag) = to.tag() {
+                self.remote_tag = Some(String::from_utf8_lossy(tag).into_owned());
+            }
+        }
+        if let Some(target) = contact_uri(&resp.headers) {
+            self.remote_target = target;
+        }
+        let mut rr: Vec<Bytes> = resp.headers.values("Record-Route");
+        if !rr.is_empty() {
+            rr.reverse();
+            self.route_set = rr;
+        }
+    }
+}
+
+/// The URI inside the first Contact, as text.
+pub fn contact_uri(headers: &Headers) -> Option<String> {
+    let v = headers.values("Contact").into_iter().next()?;
+    let na = trunkd_sip::NameAddr::parse(&v, false).ok()?;
+    Some(String::from_utf8_lossy(&na.uri.to_bytes()).into_owned())
+}
+
+fn unreachable_uri() -> Uri {
+    // `sip:invalid` always parses; this only satisfies the type checker
+    // without a panic path.
+    Uri::Other {
+        scheme: Bytes::from_static(b"sip"),
+        raw: Bytes::from_static(b"sip:invalid"),
+    }
+}
+
+/// A response on a leg where trunkd is the UAS, with trunkd's Contact for
+/// dialog-forming responses.
+pub fn uas_response(
+    req: &Request,
+    status: StatusCode,
+    reason: &str,
+    local_tag: &str,
+    contact: Option<&str>,
+) -> Response {
+    let mut r = trunkd_sip::response_for(req, status, reason, Some(local_tag));
+    if let Some(c) = contact {
+        let _ = r.headers.append("Contact", c.to_owned());
+    }
+    r
+}
+
+/// The user part of a request's Request-URI (unescaped), if it has one.
+pub fn request_uri_user(req: &Request) -> Option<String> {
+    let sip = req.uri.as_sip()?;
+    sip.user_unescaped()
+        .map(|u| String::from_utf8_lossy(&u).into_owned())
+}
+
+/// The host of a request's Request-URI, as text.
+pub fn request_uri_host(req: &Request) -> Option<String> {
+    let sip = req.uri.as_sip()?;
+    Some(match &sip.host {
+        trunkd_sip::Host::Domain(d) => String::from_utf8_lossy(d).to_ascii_lowercase(),
+        trunkd_sip::Host::Ipv4(a) => a.to_string(),
+        trunkd_sip::Host::Ipv6(a) => a.to_string(),
+    })
+}
+
+/// The user of the URI in a From/To/P-Asserted-Identity header value.
+pub fn header_user(headers: &Headers, name: &str) -> Option<String> {
+    let v = headers.values(name).into_iter().next()?;
+    let na = trunkd_sip::NameAddr::parse(&v, false).ok()?;
+    let user = na.uri.as_sip()?.user_unescaped()?;
+    // A user part may carry parameters after ';' (RFC 4475 §3.1.1.9);
+    // numbers never do.
+    let user = String::from_utf8_lossy(&user).into_owned();
+    Some(user.split(';').next().unwrap_or_default().to_owned())
+}
+
+/// `proto` from a Request-URI's `transport=` parameter, if any.
+pub fn uri_proto(uri: &Uri) -> Option<TxTransport> {
+    let t = uri.as_sip()?.params.value("transport")?;
+    match t.to_ascii_lowercase().as_slice() {
+        b"udp" => Some(TxTransport::Udp),
+        b"tcp" => Some(TxTransport::Tcp),
+        b"tls" => Some(TxTransport::Tls),
+        _ => None,
+    }
+}

@@ -1,0 +1,103 @@
+//! trunkd-b2bua: the call.
+//!
+//! A [`Call`] joins an A leg (the side that sent the INVITE) and a B leg
+//! (the side trunkd calls), each with its own Call-ID, tags and CSeq space.
+//! It is a sans-IO state machine in the shape of STYLE.md: the I/O shell
+//! feeds it [`CallInput`]s (requests, responses and transaction outcomes
+//! already matched to this call) and `now`, then drains [`CallOutput`]s
+//! (messages to send through the transaction layer, registrations of
+//! Call-IDs, and events for records and metrics) and sleeps until
+//! [`Call::poll_timeout`].
+//!
+//! Topology hiding is structural: a message for one leg is always built from
+//! that leg's own dialog state; from the other leg only the body and an
+//! explicit list of end-to-end headers ([`leg::END_TO_END`]) are copied, never
+//! Via, Contact, Record-Route, Route, Call-ID or tags.
+
+pub mod call;
+pub mod leg;
+mod rng;
+
+use std::net::SocketAddr;
+
+pub use call::{Call, CallEnd, CallEvent, CallInput, CallOutput, Hop, NewCall};
+pub use leg::LegState;
+
+pub use trunkd_sip::transaction::{Peer, ServerTxId, TxTransport};
+
+/// The transport's name in a Via (`SIP/2.0/UDP`).
+pub fn via_name(t: TxTransport) -> &'static str {
+    match t {
+        TxTransport::Udp => "UDP",
+        TxTransport::Tcp => "TCP",
+        TxTransport::Tls => "TLS",
+    }
+}
+
+fn uri_param(t: TxTransport) -> Option<&'static str> {
+    match t {
+        TxTransport::Udp => None,
+        TxTransport::Tcp => Some("tcp"),
+        TxTransport::Tls => Some("tls"),
+    }
+}
+
+/// The transaction layer's transport for a configured route protocol.
+pub fn tx_transport(t: trunkd_core::Transport) -> TxTransport {
+    match t {
+        trunkd_core::Transport::Udp => TxTransport::Udp,
+        trunkd_core::Transport::Tcp => TxTransport::Tcp,
+        trunkd_core::Transport::Tls => TxTransport::Tls,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Leg {
+    A,
+    B,
+}
+
+impl Leg {
+    pub fn other(self) -> Leg {
+        match self {
+            Leg::A => Leg::B,
+            Leg::B => Leg::A,
+        }
+    }
+}
+
+/// How trunkd appears on the wire: the host and ports in its Via and
+/// Contact headers, per transport.
+#[derive(Clone, Debug)]
+pub struct LocalAddrs {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    /// Shown instead of the listener's IP (NAT, public name).
+    pub advertised: Option<String>,
+}
+
+impl LocalAddrs {
+    /// `host:port` for Via sent-by and Contact on `proto`.
+    pub fn host_port(&self, proto: TxTransport) -> String {
+        let sock = match proto {
+            TxTransport::Udp => self.udp.or(self.tcp),
+            TxTransport::Tcp | TxTransport::Tls => self.tcp.or(self.udp),
+        };
+        let port = sock.map(|s| s.port()).unwrap_or(5060);
+        let host = match (&self.advertised, sock) {
+            (Some(a), _) => a.clone(),
+            (None, Some(SocketAddr::V6(s))) => format!("[{}]", s.ip()),
+            (None, Some(s)) => s.ip().to_string(),
+            (None, None) => "127.0.0.1".to_owned(),
+        };
+        format!("{host}:{port}")
+    }
+
+    /// The Contact URI trunkd puts in its messages on `proto`.
+    pub fn contact(&self, proto: TxTransport) -> String {
+        match uri_param(proto) {
+            Some(t) => format!("<sip:trunkd@{};transport={t}>", self.host_port(proto)),
+            None => format!("<sip:trunkd@{}>", self.host_port(proto)),
+        }
+    }
+}
