@@ -452,3 +452,36 @@ fn transmits_name_their_transaction() {
     ep.send_stateless(SipMessage::Request(request("ACK", "z9hG4bKa")), peer());
     assert_eq!(ep.poll_transmit().unwrap().tx, None);
 }
+
+#[test]
+fn huge_durations_do_not_overflow() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(
+        TimerConfig {
+            t1: Duration::MAX,
+            t2: Duration::MAX,
+            t4: Duration::MAX,
+            timer_b: None,
+        },
+        Limits::default(),
+    );
+    ep.set_timer_c(Some(Duration::MAX));
+    let tx = ep
+        .send_request(
+            t0,
+            request("INVITE", "z9hG4bKh"),
+            peer(),
+            Some(Duration::MAX),
+        )
+        .unwrap();
+    let inv = ep.request(TxId::Client(tx)).unwrap().clone();
+    let ringing = response_for(&inv, StatusCode::RINGING, "Ringing", Some("b"));
+    ep.handle_message(t0, SipMessage::Response(ringing), peer());
+    ep.cancel(t0, tx).unwrap();
+    ep.handle_message(
+        t0,
+        SipMessage::Request(request("OPTIONS", "z9hG4bKo2")),
+        peer(),
+    );
+    assert!(ep.poll_timeout().is_some_and(|t| t > t0));
+}
