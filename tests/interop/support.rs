@@ -322,3 +322,175 @@ pub fn sipp_options(target: SocketAddr, transport: &str, calls: u32) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A SIPp process in the background (a UAS playing carrier or customer
+/// route), killed by its PID on drop.
+pub struct SippBg {
+    child: Option<Child>,
+    pub name: String,
+}
+
+impl SippBg {
+    /// Starts `sipp -sf tests/sipp/<scenario>` listening on `ip:port`.
+    pub fn uas(scenario: &str, ip: &str, port: u16, extra: &[&str]) -> SippBg {
+        let sf = repo().join("tests/sipp").join(scenario);
+        let child = Command::new("sipp")
+            .args([
+                "-sf",
+                sf.to_str().unwrap(),
+                "-i",
+                ip,
+                "-p",
+                &port.to_string(),
+                "-nostdin",
+                "-timeout",
+                "30s",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sipp is installed (scripts/test installs sip-tester)");
+        // SIPp binds before it reads the scenario's first recv; give it a
+        // moment so the first INVITE does not meet a closed port.
+        std::thread::sleep(Duration::from_millis(150));
+        SippBg {
+            child: Some(child),
+            name: scenario.to_owned(),
+        }
+    }
+
+    /// Waits (bounded) for the UAS to finish its `-m` calls; returns its
+    /// output and whether it succeeded.
+    pub fn wait(&mut self, limit: Duration) -> (bool, String) {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().unwrap();
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                return (status.success(), text);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                return (
+                    false,
+                    format!(
+                        "{} did not finish\n{}",
+                        self.name,
+                        String::from_utf8_lossy(&out.stdout)
+                    ),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SippBg {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs a SIPp UAC scenario to completion (bounded by SIPp's `-timeout`).
+pub fn sipp_uac(scenario: &str, ip: &str, target: SocketAddr, extra: &[&str]) -> Output {
+    let sf = repo().join("tests/sipp").join(scenario);
+    let port = free_port_on(ip);
+    let mut args: Vec<String> = vec![
+        "-sf".into(),
+        sf.to_str().unwrap().into(),
+        "-i".into(),
+        ip.into(),
+        "-p".into(),
+        port.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(target.to_string());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    sipp(&argv)
+}
+
+/// SIPp's count of successful and failed calls from its final statistics.
+pub fn sipp_counts(out: &Output) -> (u64, u64) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let grab = |label: &str| {
+        text.lines()
+            .filter(|l| l.contains(label))
+            .filter_map(|l| {
+                l.split('|')
+                    .nth(2)
+                    .and_then(|c| c.trim().parse::<u64>().ok())
+            })
+            .next_back()
+            .unwrap_or(0)
+    };
+    (grab("Successful call"), grab("Failed call"))
+}
+
+pub fn out_text(out: &Output) -> String {
+    format!(
+        "status {:?}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A port free for UDP and TCP on `ip` (any 127.0.0.0/8 address).
+pub fn free_port_on(ip: &str) -> u16 {
+    for _ in 0..100 {
+        let tcp = TcpListener::bind((ip, 0)).unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip}");
+}
+
+/// Every CDR file under `dir`, parsed.
+pub fn cdrs(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.to_string_lossy().ends_with(".tmp") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                v["_key"] = serde_json::Value::String(
+                    p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(),
+                );
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// Polls (bounded) until `n` CDRs exist under `dir`.
+pub fn wait_cdrs(dir: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = cdrs(dir);
+        if c.len() >= n || Instant::now() > deadline {
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -136,7 +136,11 @@ impl Engine {
                     Some(i) => self.handle(i),
                     None => return,
                 },
-                _ = sleep_until(deadline) => self.endpoint.handle_timeout(Instant::now()),
+                _ = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    self.endpoint.handle_timeout(now);
+                    self.flush(now);
+                }
             }
             // Everything already queued is handled before the next wait, so
             // one wake-up serves a burst.
@@ -204,6 +208,7 @@ impl Engine {
             let mut progressed = false;
             while let Some(t) = self.endpoint.poll_transmit() {
                 progressed = true;
+                tracing::trace!(dest = %t.dest.addr, bytes = t.bytes.len(), "transmit");
                 if !self.sender.send(t.dest, t.bytes) {
                     if let Some(TxId::Client(tx)) = t.tx {
                         self.endpoint.transport_error(tx);
@@ -212,6 +217,7 @@ impl Engine {
             }
             while let Some(ev) = self.endpoint.poll_event() {
                 progressed = true;
+                tracing::trace!(event = ?std::mem::discriminant(&ev), "transaction event");
                 self.on_event(now, ev);
             }
             if !progressed {

@@ -378,10 +378,10 @@ fn rule_4_challenge_then_verify() {
     };
     assert_eq!(proxy_authenticate.len(), 2);
     assert!(
-        proxy_authenticate[0].contains("algorithm=SHA-256")
+        proxy_authenticate[0].contains("algorithm=MD5")
             && proxy_authenticate[0].contains("realm=\"trunkd.local\"")
     );
-    assert!(proxy_authenticate[1].contains("algorithm=MD5"));
+    assert!(proxy_authenticate[1].contains("algorithm=SHA-256"));
 
     assert_eq!(
         w.admit_with(&good(), "pbx1", "wrong", 1),

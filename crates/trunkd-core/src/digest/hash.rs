@@ -24,10 +24,13 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    /// What trunkd offers in its challenges, most preferred first
-    /// (RFC 7616 §3.7: the server lists the challenges in its order of
-    /// preference; SHA-256 before MD5 for old clients).
-    pub const OFFERED: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
+    /// What trunkd offers in its challenges, in this order. RFC 7616 §3.7
+    /// has the server list its preferred algorithm first, but much of the
+    /// installed base (SIPp 3.6, older Asterisk and PBX firmware) answers
+    /// the *first* challenge it sees and fails on SHA-256. MD5 goes first so
+    /// those clients work; RFC 7616 clients choose the strongest challenge
+    /// they support, whatever its place, and still pick SHA-256.
+    pub const OFFERED: [Algorithm; 2] = [Algorithm::Md5, Algorithm::Sha256];
 
     /// The token as written in headers (RFC 7616 §3.3, §6.1).
     pub fn as_str(self) -> &'static str {

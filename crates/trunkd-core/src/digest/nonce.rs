@@ -327,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn challenges_offer_sha256_then_md5_with_one_nonce() {
+    fn challenges_offer_md5_then_sha256_with_one_nonce() {
         let v = issuer().challenges("trunkd.local", true, at(1_700_000_000), [2; 8]);
         assert_eq!(v.len(), 2);
         assert!(
@@ -336,12 +336,12 @@ mod tests {
             v[0]
         );
         assert!(
-            v[0].contains("algorithm=SHA-256, qop=\"auth\", stale=true"),
+            v[0].contains("algorithm=MD5, qop=\"auth\", stale=true"),
             "{}",
             v[0]
         );
         assert!(
-            v[1].contains("algorithm=MD5, qop=\"auth\", stale=true"),
+            v[1].contains("algorithm=SHA-256, qop=\"auth\", stale=true"),
             "{}",
             v[1]
         );

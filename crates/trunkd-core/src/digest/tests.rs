@@ -340,7 +340,7 @@ impl Server {
 #[test]
 fn server_flow_accepts_then_catches_replay_staleness_and_forgery() {
     let mut s = Server::new();
-    let c = s.challenge(0);
+    let c = s.challenge(1);
     assert_eq!(c.algorithm, Algorithm::Sha256);
     let h1 = answer_challenge(&c, "pbx1", "s3cret", "INVITE", URI, "cn", 1);
     assert_eq!(s.verify(&h1).as_deref(), Ok("pbx1"));
@@ -474,4 +474,16 @@ proptest! {
         let _ = Challenge::parse(&s);
         let _ = Challenge::best([s.as_str()]);
     }
+}
+
+#[test]
+fn an_rfc7616_client_picks_sha256_from_trunkds_md5_first_list() {
+    let s = Server::new();
+    let values = s.issuer.challenges(REALM, false, s.now, [9; 8]);
+    assert!(
+        values[0].contains("algorithm=MD5"),
+        "MD5 first for clients that take the first"
+    );
+    let best = Challenge::best(values.iter().map(String::as_str)).unwrap();
+    assert_eq!(best.algorithm, Algorithm::Sha256);
 }
