@@ -310,8 +310,30 @@ fn digest_challenge_then_success_and_wrong_password_is_403() {
     let m = d.metrics();
     let rejected = "voice_connector_admission_rejections_total{voice_connector_id=\"vc-east\",region=\"local\",reason=\"auth_failed\"}";
     assert_eq!(metric_value(&m, rejected), Some(1.0), "{m}");
-    // A failed admission is a call that reached admission: it has a CDR? No:
-    // only calls admitted produce CDRs today; see the issue note.
+    // Both calls reached admission: both have a CDR; the challenge itself
+    // is not a call.
+    let cdrs = wait_cdrs(&records(&d), 2);
+    let mut statuses: Vec<(String, String)> = cdrs
+        .iter()
+        .map(|c| {
+            (
+                c["Status"].as_str().unwrap().to_owned(),
+                c["StatusMessage"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        vec![
+            ("Completed".into(), "OK".into()),
+            ("Failed".into(), "Forbidden".into())
+        ]
+    );
+    assert_eq!(
+        cdrs.iter().find(|c| c["Status"] == "Completed").unwrap()["SipAuthUser"],
+        "pbx1"
+    );
 }
 
 #[test]
@@ -569,4 +591,164 @@ fn malformed_datagrams_during_a_call_do_not_disturb_it() {
             >= 100.0,
         "{m}"
     );
+}
+
+#[test]
+fn trunkd_answers_a_carriers_digest_challenge() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_auth.xml", CARRIER, carrier, &["-m", "1"]);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let text = lab.config(ports).replace(
+        "source_cidrs = [\"127.0.0.2/32\"]",
+        "source_cidrs = [\"127.0.0.2/32\"]\ncredentials = { username = \"gw\", password = \"secret\" }",
+    );
+    let d = Daemon::start("carrier-auth", ports, &text);
+    let out = pbx_calls("uac_call.xml", &d, &["-d", "100"]);
+    assert_ok(&out, "customer");
+    let (ok, log) = uas.wait(Duration::from_secs(10));
+    assert!(ok, "the carrier verified trunkd's credentials: {log}");
+}
+
+/// The messages a SIPp UAS received, header sections only (no bodies).
+fn received_headers(trace: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(trace).unwrap_or_default();
+    text.split("----------------------------------------------- ")
+        .filter(|block| block.contains("message received"))
+        .map(|block| {
+            let msg = block.split_once("\n\n").map(|(_, m)| m).unwrap_or_default();
+            msg.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn neither_side_sees_the_others_addresses() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let dir = temp_dir("topology");
+    let carrier_trace = dir.join("carrier.msg");
+    let pbx_trace = dir.join("pbx.msg");
+    let ct = carrier_trace.to_str().unwrap().to_owned();
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier,
+        &["-m", "1", "-trace_msg", "-message_file", &ct],
+    );
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let d = Daemon::start("topology", ports, &lab.config(ports));
+    let out = pbx_calls(
+        "uac_call.xml",
+        &d,
+        &[
+            "-d",
+            "100",
+            "-trace_msg",
+            "-message_file",
+            pbx_trace.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "customer");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    let at_carrier = received_headers(&carrier_trace);
+    let at_pbx = received_headers(&pbx_trace);
+    assert!(
+        at_carrier.len() >= 3 && at_pbx.len() >= 3,
+        "{at_carrier:?} {at_pbx:?}"
+    );
+    for h in &at_carrier {
+        // The SDP body still carries the PBX's media address until media is
+        // anchored (next issue); headers never do.
+        assert!(!h.contains(PBX), "the carrier saw the PBX's address:\n{h}");
+    }
+    for h in &at_pbx {
+        assert!(
+            !h.contains(CARRIER),
+            "the PBX saw the carrier's address:\n{h}"
+        );
+    }
+}
+
+#[test]
+fn max_forwards_zero_is_483_and_a_merged_request_is_482() {
+    use std::net::UdpSocket;
+    let ports = Ports::pick();
+    let lab = Lab {
+        hosts: &host(CARRIER, 9, ""),
+        ..Default::default()
+    };
+    let d = Daemon::start("loops", ports, &lab.config(ports));
+    let sock = UdpSocket::bind((PBX, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let invite = |branch: &str, mf: u8| {
+        format!(
+            "INVITE sip:+12065550199@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: {mf}\r\n\
+             From: <sip:+12065550100@{PBX}>;tag=loop1\r\nTo: <sip:+12065550199@127.0.0.1>\r\nCall-ID: loop@{PBX}\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:pbx@{me}>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let final_status = |sock: &UdpSocket| -> u16 {
+        let mut buf = [0u8; 4096];
+        loop {
+            let _ = sock.recv_from(&mut buf).expect("a response");
+            let code: u16 = String::from_utf8_lossy(&buf[8..11]).parse().unwrap();
+            if code >= 200 {
+                return code;
+            }
+        }
+    };
+    sock.send_to(invite("z9hG4bK-mf0", 0).as_bytes(), d.sip())
+        .unwrap();
+    assert_eq!(final_status(&sock), 483);
+
+    // Same Call-ID, From tag and CSeq on a new branch while the first
+    // transaction lives: the same request arrived twice by two paths.
+    let call_id_fresh = |s: String| s.replace("loop@", "merge@");
+    sock.send_to(call_id_fresh(invite("z9hG4bK-m1", 70)).as_bytes(), d.sip())
+        .unwrap();
+    sock.send_to(call_id_fresh(invite("z9hG4bK-m2", 70)).as_bytes(), d.sip())
+        .unwrap();
+    let mut codes = vec![final_status(&sock), final_status(&sock)];
+    codes.sort();
+    assert!(codes.contains(&482), "{codes:?}");
+}
+
+#[test]
+fn options_from_a_pbx_is_remembered_per_voice_connector() {
+    let ports = Ports::pick();
+    let lab = Lab {
+        hosts: &host(CARRIER, 9, ""),
+        ..Default::default()
+    };
+    let d = Daemon::start("ping", ports, &lab.config(ports));
+    let scenario = repo().join("tests/sipp/options.xml");
+    let port = free_port_on(PBX).to_string();
+    let out = sipp(&[
+        "-sf",
+        scenario.to_str().unwrap(),
+        "-i",
+        PBX,
+        "-p",
+        &port,
+        "-m",
+        "1",
+        &d.sip().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", out_text(&out));
+    let m = d.metrics();
+    let ts = metric_value(&m, "voice_connector_options_last_ping_timestamp_seconds{voice_connector_id=\"vc-east\",region=\"local\"}")
+        .unwrap_or_else(|| panic!("{m}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - ts).abs() < 60.0, "{ts} vs {now}");
 }

@@ -212,6 +212,11 @@ pub struct Call {
     /// ACK owed to B for its 2xx, sent when A's ACK arrives.
     b_ack_pending: bool,
     b_acked: Option<Request>,
+    /// RFC 4028: when the session expires unless a refresh (re-INVITE or
+    /// UPDATE answered 2xx) arrives first.
+    session_expiry: Option<(Duration, Instant)>,
+    /// The time of the input being handled.
+    now: Instant,
     out: VecDeque<CallOutput>,
 }
 
@@ -271,6 +276,8 @@ impl Call {
             acks: Vec::new(),
             b_ack_pending: false,
             b_acked: None,
+            session_expiry: None,
+            now: n.now,
             out: VecDeque::new(),
         };
         call.out.push_back(CallOutput::Register {
@@ -294,17 +301,46 @@ impl Call {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Routing(_) => Some(self.deadline),
+            State::Connected => self.session_expiry.map(|(_, at)| at),
             _ => None,
         }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        // Past the deadline only the attempt in flight may still succeed;
-        // `next_hop` will not start another. Nothing to do until it ends.
-        let _ = now;
+        // Routing: past the deadline only the attempt in flight may still
+        // succeed; `next_hop` will not start another.
+        if let (State::Connected, Some((_, at))) = (&self.state, self.session_expiry) {
+            if now >= at {
+                // RFC 4028 §10: no refresh within the interval ends the
+                // session; both sides get a BYE.
+                self.hang_up(now, None);
+            }
+        }
+    }
+
+    /// Arms (or re-arms, on a refresh) the session timer from a 2xx.
+    fn session_refreshed(&mut self, now: Instant, resp: &Response) {
+        let interval = resp
+            .headers
+            .get("Session-Expires")
+            .and_then(|v| {
+                String::from_utf8_lossy(v)
+                    .split(';')
+                    .next()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+            })
+            .map(Duration::from_secs)
+            .or(self.session_expiry.map(|(d, _)| d));
+        // RFC 4028 §10: the session expires at the interval minus a margin
+        // of a third (at most 32 s) after the last refresh; we give the
+        // refresher the whole interval plus that margin before ending it.
+        self.session_expiry = interval
+            .filter(|d| !d.is_zero())
+            .map(|d| (d, now + d + (d / 3).min(Duration::from_secs(32))));
     }
 
     pub fn handle(&mut self, now: Instant, input: CallInput) {
+        self.now = now;
         match input {
             CallInput::Request { leg, tx, request } => self.on_request(now, leg, tx, request),
             CallInput::Ack { leg, request } => self.on_ack(leg, &request),
@@ -577,6 +613,7 @@ impl Call {
                 response: r,
             });
             self.b_ack_pending = true;
+            self.session_refreshed(now, &resp);
             self.answered_at = Some(now);
             self.answered_hop = Some(hop);
             self.state = State::Connected;
@@ -789,6 +826,15 @@ impl Call {
     }
 
     fn on_relay_response(&mut self, leg: Leg, branch: Bytes, resp: Response) {
+        let refresh = self.relays.iter().any(|r| {
+            r.from_leg == leg.other()
+                && r.out_branch == branch
+                && matches!(r.request.method, Method::Invite | Method::Update)
+        });
+        if refresh && resp.status.is_success() {
+            // Refreshes are relayed; their 2xx restarts the session timer.
+            self.session_refreshed(self.session_now(), &resp);
+        }
         let Some(i) = self
             .relays
             .iter()
@@ -1007,6 +1053,10 @@ impl Call {
             });
         }
         self.state = State::Ended;
+    }
+
+    fn session_now(&self) -> Instant {
+        self.now
     }
 
     /// The A leg's Call-ID (CDR CallId).

@@ -101,3 +101,6 @@ impl LocalAddrs {
         }
     }
 }
+
+#[cfg(test)]
+mod call_tests;

@@ -571,6 +571,22 @@ impl Engine {
                         let code = StatusCode::new(rej.status())
                             .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
                         debug!(status = rej.status(), reason = rej.metric_reason(), src = %peer.addr, "termination refused");
+                        // A refused call that reached a VC has a CDR; a digest
+                        // challenge is a step of admission, not a refusal.
+                        if let (Some(vc), true) = (&vc, rej.proxy_authenticate().is_empty()) {
+                            let caller = from_user.clone().unwrap_or_default();
+                            self.refused_cdr(
+                                &config,
+                                vc,
+                                &req,
+                                transaction_id,
+                                wall,
+                                &caller,
+                                &ruri_user,
+                                rej.status(),
+                                rej.reason_phrase(),
+                            );
+                        }
                         return self.respond(now, tx, &req, code, rej.reason_phrase(), &extra);
                     }
                 };
@@ -647,6 +663,50 @@ impl Engine {
             .engine_calls
             .set(self.calls.len() as i64);
         tokio::spawn(call_task::run(ctx, new, call_rx));
+    }
+
+    /// Writes the CDR of a call that admission refused (SPEC §5.1: every
+    /// call that reached admission has one), off the engine's thread.
+    #[allow(clippy::too_many_arguments)]
+    fn refused_cdr(
+        &self,
+        config: &Arc<trunkd_config::Config>,
+        vc: &trunkd_core::VcId,
+        req: &Request,
+        transaction_id: TransactionId,
+        wall: SystemTime,
+        source: &str,
+        destination: &str,
+        status: u16,
+        reason: &str,
+    ) {
+        let (config, vc, shared) = (config.clone(), vc.clone(), self.shared.clone());
+        let call_id = String::from_utf8_lossy(
+            req.headers
+                .get("Call-ID")
+                .map(|b| b.as_ref())
+                .unwrap_or_default(),
+        )
+        .into_owned();
+        let (source, destination, reason) =
+            (source.to_owned(), destination.to_owned(), reason.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let facts = trunkd_core::cdr::CallFacts {
+                transaction_id,
+                call_id: &call_id,
+                voice_connector_id: &vc,
+                direction: trunkd_core::cdr::Direction::Outbound,
+                source_phone_number: &source,
+                destination_phone_number: &destination,
+                sip_auth_user: None,
+                start: wall,
+                answered: None,
+                end: wall,
+                outcome: trunkd_core::cdr::CallOutcome::Failed { status, reason },
+                streaming: false,
+            };
+            crate::records::write_cdr(&config, &facts, &shared.metrics);
+        });
     }
 
     fn on_call_output(&mut self, now: Instant, call: u64, out: CallOutput) {
