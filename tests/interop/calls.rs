@@ -752,3 +752,19 @@ fn options_from_a_pbx_is_remembered_per_voice_connector() {
         .as_secs_f64();
     assert!((now - ts).abs() < 60.0, "{ts} vs {now}");
 }
+
+#[test]
+fn info_and_update_are_relayed_in_dialog() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_info_update.xml", CARRIER, carrier, &["-m", "1"]);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let d = Daemon::start("info-update", ports, &lab.config(ports));
+    let out = pbx_calls("uac_info_update.xml", &d, &[]);
+    assert_ok(&out, "caller sends INFO and UPDATE");
+    let (ok, text) = uas.wait(Duration::from_secs(10));
+    assert!(ok, "callee got the INFO body and the UPDATE offer: {text}");
+}
