@@ -35,6 +35,7 @@ pub mod e164;
 #[cfg(test)]
 mod fixtures;
 pub mod ids;
+pub mod quality;
 pub mod resources;
 pub mod routing;
 pub mod secret;

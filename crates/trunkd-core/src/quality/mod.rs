@@ -42,8 +42,8 @@ pub use jitter::Jitter;
 pub use metric_line::{side_mos, CallIdentity, DirectionStats, MediaMetricLine, SideStats};
 pub use mos::{loss_percent, mos, mos_from_r, r_factor};
 pub use rtcp::{
-    parse_compound, write_rr, Compound, ReportBlock, ReportBlocks, RtcpError, RtcpPacket,
-    SenderInfo, SenderReport, ReceiverReport, RR_ONE_BLOCK_LEN,
+    parse_compound, write_rr, Compound, ReceiverReport, ReportBlock, ReportBlocks, RtcpError,
+    RtcpPacket, SenderInfo, SenderReport, RR_ONE_BLOCK_LEN,
 };
 pub use rtp_stats::{PacketOutcome, RtpRxStats};
 pub use rtt::{
