@@ -21,6 +21,7 @@ use trunkd_core::{CarrierId, VcId};
 use trunkd_sip::{Method, Request, Response, StatusCode};
 
 use crate::leg::{contact_uri, copy_end_to_end, uas_response, LegState};
+use crate::media::{is_sdp, MediaAnchor, MediaRefusal};
 use crate::rng::Ids;
 use crate::{via_name, Leg, LocalAddrs, Peer, ServerTxId, TxTransport};
 
@@ -58,6 +59,8 @@ pub struct NewCall {
     pub hop_timeout: Duration,
     /// No new hop is started after this long.
     pub routing_deadline: Duration,
+    /// Rewrites SDP between the legs ([`crate::PassThrough`] for none).
+    pub media: Box<dyn MediaAnchor>,
 }
 
 /// Inputs, already matched to this call by the shell.
@@ -217,6 +220,9 @@ pub struct Call {
     session_expiry: Option<(Duration, Instant)>,
     /// The time of the input being handled.
     now: Instant,
+    media: Box<dyn MediaAnchor>,
+    /// The A leg's offer as the B leg sees it (anchored anew per hop).
+    b_offer: Bytes,
     out: VecDeque<CallOutput>,
 }
 
@@ -278,6 +284,8 @@ impl Call {
             b_acked: None,
             session_expiry: None,
             now: n.now,
+            media: n.media,
+            b_offer: Bytes::new(),
             out: VecDeque::new(),
         };
         call.out.push_back(CallOutput::Register {
@@ -415,6 +423,15 @@ impl Call {
             local_cseq: 0,
             dest: h.dest,
         };
+        self.media.reset(Leg::B);
+        let (headers, body) = (self.invite.headers.clone(), self.invite.body.clone());
+        match self.cross(Leg::A, &headers, &body) {
+            Ok(offer) => self.b_offer = offer,
+            Err(refusal) => {
+                let _ = now;
+                return self.fail_a(now, refusal.status, &refusal.reason, None);
+            }
+        }
         if let Some(old) = self.b.replace(b) {
             self.out.push_back(CallOutput::Unregister {
                 call_id: old.call_id,
@@ -467,7 +484,7 @@ impl Call {
         if let Some((name, value)) = authorization {
             let _ = h.append(name, value);
         }
-        req.body = self.invite.body.clone();
+        req.body = self.b_offer.clone();
         let cseq = b.local_cseq;
         let dest = b.dest;
         self.out.push_back(CallOutput::SendRequest {
@@ -588,7 +605,14 @@ impl Call {
                 Some(&self.local.contact(self.a.dest.transport)),
             );
             copy_end_to_end(&resp.headers, &mut r.headers);
-            r.body = resp.body.clone();
+            // Early media: an SDP in a provisional is anchored too. One that
+            // cannot be is not relayed (the caller hears ringback locally).
+            match self.cross(Leg::B, &resp.headers, &resp.body) {
+                Ok(body) => r.body = body,
+                Err(_) => {
+                    r.headers.remove("Content-Type");
+                }
+            }
             self.out.push_back(CallOutput::SendResponse {
                 tx: self.invite_tx,
                 response: r,
@@ -607,7 +631,16 @@ impl Call {
                 Some(&self.local.contact(self.a.dest.transport)),
             );
             copy_end_to_end(&resp.headers, &mut r.headers);
-            r.body = resp.body.clone();
+            match self.cross(Leg::B, &resp.headers, &resp.body) {
+                Ok(body) => r.body = body,
+                Err(refusal) => {
+                    // The callee answered with media we cannot anchor: end
+                    // its leg and tell the caller why.
+                    self.ack_b(&resp);
+                    self.send_bye(Leg::B);
+                    return self.fail_a(now, refusal.status, &refusal.reason, None);
+                }
+            }
             self.out.push_back(CallOutput::SendResponse {
                 tx: self.invite_tx,
                 response: r,
@@ -773,6 +806,13 @@ impl Call {
         let rack = (req.method == Method::Prack)
             .then(|| self.translate_rack(&req, out_leg))
             .flatten();
+        let body = match self.cross(from_leg, &req.headers, &req.body) {
+            Ok(b) => b,
+            Err(refusal) => {
+                let status = StatusCode::new(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return self.respond(from_leg, tx, &req, status, &refusal.reason);
+            }
+        };
         let Some(out) = self.leg_mut(out_leg) else {
             return self.respond(
                 from_leg,
@@ -792,7 +832,7 @@ impl Call {
         if let Some(rack) = rack {
             let _ = r.headers.append("RAck", rack);
         }
-        r.body = req.body.clone();
+        r.body = body;
         let out_cseq = out.local_cseq;
         let dest = out.dest;
         self.out.push_back(CallOutput::SendRequest {
@@ -868,7 +908,16 @@ impl Call {
             contact.as_deref(),
         );
         copy_end_to_end(&resp.headers, &mut r.headers);
-        r.body = resp.body.clone();
+        match self.cross(leg, &resp.headers, &resp.body) {
+            Ok(body) => r.body = body,
+            Err(refusal) => {
+                // An answer we cannot anchor must not reach the other side
+                // with the peer's addresses in it.
+                r.status = StatusCode::new(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                r.reason = Bytes::from(refusal.reason);
+                r.headers.remove("Content-Type");
+            }
+        }
         let tx = self.relays[i].tx;
         self.out
             .push_back(CallOutput::SendResponse { tx, response: r });
@@ -895,44 +944,31 @@ impl Call {
         let Some(cseq) = cseq_num_req(ack) else {
             return;
         };
-        if leg == Leg::A && self.b_ack_pending && Some(cseq) == cseq_num_req(&self.invite) {
+        let initial = leg == Leg::A && self.b_ack_pending && Some(cseq) == cseq_num_req(&self.invite);
+        let mapped = if initial {
+            None
+        } else {
+            match self.acks.iter().position(|m| m.from_leg == leg && m.in_cseq == cseq) {
+                Some(i) => Some(self.acks.swap_remove(i).out_cseq),
+                None => return,
+            }
+        };
+        // An ACK may carry the answer to a late offer: anchored like any SDP.
+        let body = self.cross(leg, &ack.headers, &ack.body).unwrap_or_default();
+        let local = self.local.clone();
+        let branch = self.ids.branch();
+        let mf = self.max_forwards;
+        let Some(out) = self.leg(leg.other()) else { return };
+        let out_cseq = mapped.unwrap_or(out.local_cseq);
+        let mut req = out.request_with_cseq(Method::Ack, out_cseq, &local, &branch, mf);
+        copy_end_to_end(&ack.headers, &mut req.headers);
+        req.body = body;
+        let dest = out.dest;
+        if initial {
             self.b_ack_pending = false;
-            let local = self.local.clone();
-            let branch = self.ids.branch();
-            let mf = self.max_forwards;
-            if let Some(b) = &self.b {
-                let b_cseq = b.local_cseq;
-                let mut req = b.request_with_cseq(Method::Ack, b_cseq, &local, &branch, mf);
-                copy_end_to_end(&ack.headers, &mut req.headers);
-                req.body = ack.body.clone();
-                self.b_acked = Some(req.clone());
-                self.out.push_back(CallOutput::SendStateless {
-                    request: req,
-                    dest: b.dest,
-                });
-            }
-            return;
+            self.b_acked = Some(req.clone());
         }
-        if let Some(i) = self
-            .acks
-            .iter()
-            .position(|m| m.from_leg == leg && m.in_cseq == cseq)
-        {
-            let m = self.acks.swap_remove(i);
-            let out_leg = leg.other();
-            let local = self.local.clone();
-            let branch = self.ids.branch();
-            let mf = self.max_forwards;
-            if let Some(out) = self.leg(out_leg) {
-                let mut req = out.request_with_cseq(Method::Ack, m.out_cseq, &local, &branch, mf);
-                copy_end_to_end(&ack.headers, &mut req.headers);
-                req.body = ack.body.clone();
-                self.out.push_back(CallOutput::SendStateless {
-                    request: req,
-                    dest: out.dest,
-                });
-            }
-        }
+        self.out.push_back(CallOutput::SendStateless { request: req, dest });
     }
 
     /// ACKs a 2xx on the B leg ourselves (used when A is gone).
@@ -1053,6 +1089,15 @@ impl Call {
             });
         }
         self.state = State::Ended;
+    }
+
+    /// The body of a message from `from` as the other leg must see it.
+    fn cross(&mut self, from: Leg, headers: &trunkd_sip::Headers, body: &Bytes) -> Result<Bytes, MediaRefusal> {
+        if is_sdp(headers, body) {
+            self.media.rewrite(from, body)
+        } else {
+            Ok(body.clone())
+        }
     }
 
     fn session_now(&self) -> Instant {

@@ -101,6 +101,7 @@ impl T {
             plan: hops(),
             hop_timeout: Duration::from_secs(8),
             routing_deadline: Duration::from_secs(30),
+            media: Box::new(PassThrough),
         });
         T {
             call,

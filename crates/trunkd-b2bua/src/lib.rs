@@ -16,12 +16,14 @@
 
 pub mod call;
 pub mod leg;
+pub mod media;
 mod rng;
 
 use std::net::SocketAddr;
 
 pub use call::{Call, CallEnd, CallEvent, CallInput, CallOutput, Hop, NewCall};
 pub use leg::LegState;
+pub use media::{MediaAnchor, MediaRefusal, PassThrough};
 
 pub use trunkd_sip::transaction::{Peer, ServerTxId, TxTransport};
 

@@ -655,6 +655,7 @@ impl Engine {
             plan: plan.into_iter().map(|h| h.hop).collect(),
             hop_timeout: settings.routing.hop_timeout,
             routing_deadline: settings.routing.deadline,
+            media: Box::new(trunkd_b2bua::PassThrough),
         };
         self.server_txs.insert(tx, (key, Leg::A));
         self.calls.insert(key, CallEntry { tx: call_tx });

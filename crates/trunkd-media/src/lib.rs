@@ -1,0 +1,34 @@
+//! trunkd's media anchor (SPEC §2.4): SDP rewriting so both peers send their
+//! media to trunkd, RTP/RTCP port-pair allocation over the configured range,
+//! and the per-call relay task with symmetric latching, counters and an
+//! inactivity detector.
+//!
+//! How a call actor uses it:
+//!
+//! 1. For each leg and stream, [`ports::PortAllocator::allocate_bound`] a
+//!    pair of sockets (exhaustion: answer 503).
+//! 2. Parse the peer's SDP ([`sdp::Sdp::parse`]; an error is a 488 with the
+//!    error's text), and send the other leg [`sdp::LegOrigin::rewrite`] of it
+//!    with trunkd's address and that leg's ports.
+//! 3. Start the relay ([`relay::spawn`]) with each leg's sockets and peer
+//!    address from its SDP ([`sdp::Sdp::remote_rtp`]/[`sdp::Sdp::remote_rtcp`]);
+//!    later SDPs update it with [`relay::RelayHandle::update_peer`].
+//! 4. Every minute, [`relay::RelayHandle::stats`]; at the end, drop or
+//!    [`relay::RelayHandle::stop`] the handle: the sockets close and the
+//!    ports return to the pool.
+//!
+//! The quality math (loss, jitter, RTT, MOS) lives in `trunkd-core::quality`
+//! and plugs in through [`relay::PacketObserver`].
+
+pub mod ports;
+pub mod relay;
+mod rx;
+pub mod sdp;
+
+pub use ports::{BoundPair, PortAllocator, PortError, PortPair};
+pub use relay::{
+    bare_relay, spawn, spawn_with_observer, DirCounters, DropCounters, Leg, LegSetup, LegSockets,
+    LegStats, MediaEvent, NoopObserver, PacketObserver, RelayConfig, RelayError, RelayHandle,
+    RelayStats,
+};
+pub use sdp::{Direction, LegOrigin, Media, Origin, OriginOverride, RtpMap, Sdp, SdpError};

@@ -1,0 +1,809 @@
+//! The per-call media relay: RTP and RTCP of both legs, symmetric latching,
+//! counters, an inactivity detector (SPEC §2.4, §4).
+//!
+//! A call has two legs (A: one peer, B: the other) and trunkd holds a
+//! socket pair per leg, so four sockets. What arrives on leg A's RTP socket
+//! from A's peer leaves through leg B's RTP socket to B's peer, and the
+//! other way round; RTCP likewise. Leaving through the other leg's own
+//! socket is what anchoring means: each peer only ever sees trunkd's address
+//! and port from its own leg's SDP.
+//!
+//! # The hot path
+//!
+//! One tokio task per call owns the four sockets, one pair of receive
+//! buffers (8 KiB) and all counters: no lock, no allocation and no channel
+//! per packet. The task is a single hand-written poll loop rather than a
+//! `select!` over four `recv_from` futures: on each wake-up it drains every
+//! ready socket into the shared buffers (packets are handled as they come,
+//! so one pair serves all four sockets), and a socket that is not ready
+//! costs no syscall (tokio caches readiness). Receiving is one syscall per
+//! datagram, not two: see `rx.rs` (`recvmmsg` asked for two, so that
+//! getting one proves the socket empty without an `EAGAIN` call — not
+//! batching, which ANCHORS.md found useless with one packet per socket per
+//! 20 ms). Sending is one plain `sendto(2)` through [`socket2::SockRef`] on
+//! the same file descriptor: tokio's `try_send_to` would consult write
+//! readiness, which is unknown until the reactor has run once, and would
+//! drop the first packets. A send that would block drops the packet (UDP
+//! semantics; the kernel would have dropped it a moment later anyway) and
+//! counts it.
+//!
+//! Measured with `examples/relay_cost.rs` (2-vCPU VM, loopback, 172-byte
+//! packets every 20 ms each way, runs interleaved): at 100 and 600 calls the
+//! C epoll floor relay of ANCHORS.md cost 8.3–9.0 CPU-µs per packet in that
+//! harness, [`bare_relay`] 10.8–11.0 (1.2–1.3×) and this relay 11.4–12.9
+//! (1.3–1.5×; rtpengine is 3.2× the floor in ANCHORS.md). About 83% of the
+//! relay's time is in the kernel (recv, send, loopback delivery); counters,
+//! latching, the observer call and one `Instant::now()` per receive are
+//! not visible in a profile.
+//!
+//! Payloads are never looked at beyond two bytes, so RFC 4733
+//! telephone-event, T.38 UDPTL (`m=image ... udptl`), SRTP/SRTCP and
+//! anything else over UDP are relayed byte for byte. The second byte only
+//! classifies a datagram on the RTP socket as RTCP (payload type 200–204,
+//! RFC 5761 §4) when `a=rtcp-mux` is in use, for the counters and the
+//! observer.
+//!
+//! # Latching (symmetric RTP, RFC 4961 / rtpengine)
+//!
+//! Each leg, separately for RTP and RTCP, has the peer address from its
+//! SDP (`None` until known, or when held with `0.0.0.0`) and a latched
+//! address: the source of the peer's packets, which differs from the SDP
+//! behind a NAT. Traffic to the peer goes to the latched address, else to
+//! the SDP one, else nowhere (counted as `no_peer`).
+//!
+//! * Non-strict (default): the first packet latches, from any source (the
+//!   NATed peer's source is unknown beforehand). Once latched, packets from
+//!   another source are dropped — forwarding them would let anyone who
+//!   finds the port inject audio ("RTP bleed") — unless the latched source
+//!   has been silent for [`RelayConfig::relatch_after`] (default 5 s): then
+//!   the new source latches (a peer that changed network, or a PBX that
+//!   moved the stream to another media server). rtpengine also refuses to
+//!   move a latched stream while it is active.
+//! * Strict: before latching, only a source with the SDP's IP address may
+//!   latch (any port: NAT port translation is still allowed, other hosts are
+//!   not); nothing latches while the SDP address is unknown. After latching,
+//!   only the latched source is accepted, until [`RelayHandle::update_peer`].
+//!
+//! [`RelayHandle::update_peer`] (a re-INVITE) replaces the SDP address; if
+//! it changed, the latch is cleared and the next packet latches again. If
+//! the SDP address is unchanged (a session refresh, a NATed peer resending
+//! its private address) the latch is kept, so a NATed stream does not
+//! break on every re-INVITE.
+//!
+//! # Inactivity
+//!
+//! The task keeps the arrival time of the last RTP of each direction (any
+//! datagram on an RTP socket that is not muxed RTCP: T.38 counts). When no
+//! RTP arrived either way for [`RelayConfig::inactivity_timeout`], it sends
+//! one [`MediaEvent::Inactive`] and sends another only after RTP resumed
+//! and stopped again. The timer is lazy: it is not touched per packet; when
+//! it fires it re-arms at last-RTP + timeout. Whether to hang up is the call
+//! actor's decision: a call on hold sends no RTP, so the event says how long
+//! ago RTCP was last seen.
+//!
+//! # Stats
+//!
+//! [`RelayHandle::stats`] asks the task for a snapshot over a oneshot: the
+//! counters stay plain `u64`s updated in place, and the observer (the
+//! quality math) is cloned at that moment. One request a minute per call
+//! costs nothing; atomics would cost on every packet and could not carry
+//! the observer's state anyway.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use socket2::{SockAddr, SockRef};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Sleep;
+
+use crate::ports::{BoundPair, PortPair};
+use crate::rx::{self, Slots};
+
+/// Largest datagram relayed. Larger ones (which RTP senders never produce:
+/// they packetise to the path MTU) are dropped and counted, not truncated.
+pub const MAX_DATAGRAM: usize = rx::SLOT;
+/// Packets drained from one socket per wake-up before the task yields, so a
+/// flooded call cannot starve the other calls on the same worker.
+const BURST: usize = 64;
+
+const RTP: usize = 0;
+const RTCP: usize = 1;
+
+/// A call leg. trunkd's convention: A is the leg that sent the first offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leg {
+    A,
+    B,
+}
+
+impl Leg {
+    fn index(self) -> usize {
+        match self {
+            Leg::A => 0,
+            Leg::B => 1,
+        }
+    }
+    fn from_index(i: usize) -> Self {
+        if i == 0 {
+            Leg::A
+        } else {
+            Leg::B
+        }
+    }
+    pub fn other(self) -> Self {
+        match self {
+            Leg::A => Leg::B,
+            Leg::B => Leg::A,
+        }
+    }
+}
+
+/// Packets and bytes in one direction (bytes are UDP payload bytes: RTP
+/// header and payload). SPEC §4's cust2vc/vc2cust/rem2vc/vc2rem are the
+/// `rx`/`tx` of the customer and remote legs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DirCounters {
+    pub rtp_packets: u64,
+    pub rtp_bytes: u64,
+    pub rtcp_packets: u64,
+    pub rtcp_bytes: u64,
+}
+
+impl DirCounters {
+    #[inline]
+    fn add(&mut self, rtcp: bool, len: usize) {
+        let len = len as u64;
+        if rtcp {
+            self.rtcp_packets += 1;
+            self.rtcp_bytes += len;
+        } else {
+            self.rtp_packets += 1;
+            self.rtp_bytes += len;
+        }
+    }
+}
+
+/// Packets received on a leg and not relayed, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DropCounters {
+    /// From a source that is neither latched nor allowed to latch.
+    pub foreign_source: u64,
+    /// The other leg's peer address is not known yet (or on hold).
+    pub no_peer: u64,
+    /// `sendto` failed or would block.
+    pub send_failed: u64,
+    /// Larger than [`MAX_DATAGRAM`].
+    pub oversize: u64,
+}
+
+/// Called by the relay for every packet it accepts from a peer, before
+/// forwarding it, with the time it was read. The quality math (RFC 3550
+/// loss/jitter, RTCP SR/RR for RTT) plugs in here.
+///
+/// One observer per call, told which leg the packet came from, rather than
+/// one per direction: RTT through a relay pairs a sender report forwarded
+/// one way with the report block that comes back the other way, so the
+/// state spans both directions. `arrival` is also the forwarding time (the
+/// packet leaves within the same poll). Implementations must not block or
+/// allocate per packet; they run on the relay's task.
+pub trait PacketObserver: Send + 'static {
+    fn on_rtp(&mut self, _from: Leg, _pkt: &[u8], _arrival: Instant) {}
+    fn on_rtcp(&mut self, _from: Leg, _pkt: &[u8], _arrival: Instant) {}
+}
+
+/// The default observer: counters only.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NoopObserver;
+
+impl PacketObserver for NoopObserver {}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// See the module docs: strict latching.
+    pub strict: bool,
+    /// `None` or zero: no inactivity detection. Default 60 s.
+    pub inactivity_timeout: Option<Duration>,
+    /// Non-strict mode: how long a latched source must have been silent
+    /// before another source may take its place. Default 5 s.
+    pub relatch_after: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            strict: false,
+            inactivity_timeout: Some(Duration::from_secs(60)),
+            relatch_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One leg's sockets (trunkd's side) and, when they come from the
+/// allocator, the pair to give back once the sockets are closed.
+#[derive(Debug)]
+pub struct LegSockets {
+    pub rtp: StdUdpSocket,
+    pub rtcp: StdUdpSocket,
+    pub ports: Option<PortPair>,
+}
+
+impl From<BoundPair> for LegSockets {
+    fn from(b: BoundPair) -> Self {
+        Self {
+            rtp: b.rtp,
+            rtcp: b.rtcp,
+            ports: Some(b.ports),
+        }
+    }
+}
+
+/// A leg as the relay starts it: sockets and the peer's SDP addresses.
+#[derive(Debug)]
+pub struct LegSetup {
+    pub sockets: LegSockets,
+    pub peer_rtp: Option<SocketAddr>,
+    pub peer_rtcp: Option<SocketAddr>,
+}
+
+/// What the relay reports on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// No RTP in either direction for `idle` (>= the configured timeout).
+    /// `rtcp_idle`: time since the last RTCP from either peer, `None` if
+    /// none ever came; recent RTCP means the peers are alive (e.g. on hold).
+    Inactive {
+        idle: Duration,
+        rtcp_idle: Option<Duration>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("the media relay must be started inside a tokio runtime")]
+    NoRuntime,
+    #[error("cannot register media socket with the runtime: {0}")]
+    Socket(#[source] io::Error),
+    #[error("the media relay task has stopped")]
+    Stopped,
+    #[error("the media relay task panicked")]
+    Panicked,
+}
+
+/// One leg's view in a stats snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LegStats {
+    /// Peer -> trunkd on this leg.
+    pub rx: DirCounters,
+    /// trunkd -> peer on this leg.
+    pub tx: DirCounters,
+    /// Packets received on this leg and not relayed.
+    pub dropped: DropCounters,
+    /// Where RTP for this leg's peer goes now (latched, else SDP).
+    pub rtp_peer: Option<SocketAddr>,
+    pub rtcp_peer: Option<SocketAddr>,
+    pub rtp_latched: bool,
+    pub rtcp_latched: bool,
+}
+
+/// A snapshot of a relay, with a clone of its observer.
+#[derive(Debug, Clone)]
+pub struct RelayStats<O> {
+    pub a: LegStats,
+    pub b: LegStats,
+    pub observer: O,
+}
+
+impl<O> RelayStats<O> {
+    pub fn leg(&self, leg: Leg) -> &LegStats {
+        match leg {
+            Leg::A => &self.a,
+            Leg::B => &self.b,
+        }
+    }
+}
+
+enum Control<O> {
+    UpdatePeer {
+        leg: Leg,
+        rtp: Option<SocketAddr>,
+        rtcp: Option<SocketAddr>,
+    },
+    Stats(oneshot::Sender<RelayStats<O>>),
+    Stop,
+}
+
+/// The call actor's handle on a running relay. Dropping it stops the relay
+/// (the task notices the closed control channel) and releases the ports;
+/// [`RelayHandle::stop`] does the same and waits until the sockets are
+/// closed.
+#[derive(Debug)]
+pub struct RelayHandle<O = NoopObserver> {
+    ctl: mpsc::UnboundedSender<Control<O>>,
+    task: JoinHandle<()>,
+    local: [[SocketAddr; 2]; 2],
+}
+
+impl<O> RelayHandle<O> {
+    /// trunkd's RTP socket address on `leg` (what goes into that leg's SDP).
+    pub fn local_rtp(&self, leg: Leg) -> SocketAddr {
+        self.local[leg.index()][RTP]
+    }
+    pub fn local_rtcp(&self, leg: Leg) -> SocketAddr {
+        self.local[leg.index()][RTCP]
+    }
+
+    /// New SDP addresses for `leg`'s peer (re-INVITE, UPDATE, hold/resume),
+    /// same sockets. See the module docs for what happens to the latch.
+    pub fn update_peer(
+        &self,
+        leg: Leg,
+        rtp: Option<SocketAddr>,
+        rtcp: Option<SocketAddr>,
+    ) -> Result<(), RelayError> {
+        self.ctl
+            .send(Control::UpdatePeer { leg, rtp, rtcp })
+            .map_err(|_| RelayError::Stopped)
+    }
+
+    /// A snapshot of the counters and the observer.
+    pub async fn stats(&self) -> Result<RelayStats<O>, RelayError> {
+        let (tx, rx) = oneshot::channel();
+        self.ctl
+            .send(Control::Stats(tx))
+            .map_err(|_| RelayError::Stopped)?;
+        rx.await.map_err(|_| RelayError::Stopped)
+    }
+
+    /// Stops the relay and waits until its sockets are closed and its ports
+    /// are back in the pool.
+    pub async fn stop(self) -> Result<(), RelayError> {
+        let RelayHandle { ctl, task, .. } = self;
+        // If the task already ended, there is nobody to tell.
+        let _ = ctl.send(Control::Stop);
+        drop(ctl);
+        task.await.map_err(|e| {
+            if e.is_panic() {
+                RelayError::Panicked
+            } else {
+                RelayError::Stopped
+            }
+        })
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Starts a relay with the default (no-op) observer.
+pub fn spawn(
+    config: RelayConfig,
+    a: LegSetup,
+    b: LegSetup,
+    events: mpsc::Sender<MediaEvent>,
+) -> Result<RelayHandle<NoopObserver>, RelayError> {
+    spawn_with_observer(config, a, b, NoopObserver, events)
+}
+
+/// Starts a relay task on the current tokio runtime (which must have time
+/// enabled when an inactivity timeout is set). `events` receives
+/// [`MediaEvent`]s; they are sent with `try_send` so a slow call actor never
+/// stalls media (a full channel loses the event: size it for a few).
+pub fn spawn_with_observer<O: PacketObserver + Clone>(
+    config: RelayConfig,
+    a: LegSetup,
+    b: LegSetup,
+    observer: O,
+    events: mpsc::Sender<MediaEvent>,
+) -> Result<RelayHandle<O>, RelayError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| RelayError::NoRuntime)?;
+    let _guard = runtime.enter();
+    let now = Instant::now();
+    let mut local = [[SocketAddr::from(([0, 0, 0, 0], 0)); 2]; 2];
+    let mut ports = [None, None];
+    let mut peers: [[Peer; 2]; 2] = Default::default();
+    let mut socks: Vec<UdpSocket> = Vec::with_capacity(4);
+    for (i, setup) in [a, b].into_iter().enumerate() {
+        let LegSetup {
+            sockets,
+            peer_rtp,
+            peer_rtcp,
+        } = setup;
+        ports[i] = sockets.ports;
+        for (kind, sock) in [sockets.rtp, sockets.rtcp].into_iter().enumerate() {
+            sock.set_nonblocking(true).map_err(RelayError::Socket)?;
+            local[i][kind] = sock.local_addr().map_err(RelayError::Socket)?;
+            socks.push(UdpSocket::from_std(sock).map_err(RelayError::Socket)?);
+        }
+        peers[i][RTP].set_sdp(peer_rtp);
+        peers[i][RTCP].set_sdp(peer_rtcp);
+    }
+    let mut it = socks.into_iter();
+    let (Some(a_rtp), Some(a_rtcp), Some(b_rtp), Some(b_rtcp)) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(RelayError::Stopped);
+    };
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let timeout = config.inactivity_timeout.filter(|t| !t.is_zero());
+    let task = Task {
+        socks: [[a_rtp, a_rtcp], [b_rtp, b_rtcp]],
+        slots: Box::new([[0u8; rx::SLOT]; 2]),
+        state: State {
+            config,
+            peers,
+            legs: Default::default(),
+            observer,
+            last_rtp: [now; 2],
+            last_rtcp: None,
+            inactive_reported: false,
+        },
+        ctl: ctl_rx,
+        events,
+        inactivity: timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
+        _ports: ports,
+    };
+    let join = runtime.spawn(task.run());
+    Ok(RelayHandle {
+        ctl: ctl_tx,
+        task: join,
+        local,
+    })
+}
+
+/// One peer address (RTP or RTCP of one leg).
+#[derive(Debug, Default)]
+struct Peer {
+    sdp: Option<SocketAddr>,
+    latched: Option<SocketAddr>,
+    /// Last packet accepted from the latched source.
+    last_seen: Option<Instant>,
+    /// `latched` else `sdp`, in the form `sendto` wants, converted once.
+    dest: Option<SockAddr>,
+}
+
+impl Peer {
+    fn set_sdp(&mut self, sdp: Option<SocketAddr>) {
+        if sdp == self.sdp {
+            return;
+        }
+        self.sdp = sdp;
+        self.latched = None;
+        self.last_seen = None;
+        self.dest = sdp.map(SockAddr::from);
+    }
+
+    fn latch(&mut self, src: SocketAddr, now: Instant) {
+        tracing::debug!(%src, sdp = ?self.sdp, previous = ?self.latched, "media source latched");
+        self.latched = Some(src);
+        self.last_seen = Some(now);
+        self.dest = Some(SockAddr::from(src));
+    }
+
+    /// Whether a packet from `src` is accepted; latches when allowed.
+    #[inline]
+    fn accept(&mut self, src: SocketAddr, now: Instant, config: &RelayConfig) -> bool {
+        if self.latched == Some(src) {
+            self.last_seen = Some(now);
+            return true;
+        }
+        let may_latch = match (self.latched, config.strict) {
+            (None, false) => true,
+            (None, true) => self.sdp.is_some_and(|sdp| sdp.ip() == src.ip()),
+            (Some(_), true) => false,
+            (Some(_), false) => self
+                .last_seen
+                .is_none_or(|seen| now.saturating_duration_since(seen) >= config.relatch_after),
+        };
+        if may_latch {
+            self.latch(src, now);
+        }
+        may_latch
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LegCounters {
+    rx: DirCounters,
+    tx: DirCounters,
+    dropped: DropCounters,
+}
+
+/// Everything the packet path touches except the sockets and the buffer,
+/// so both can be borrowed alongside it.
+struct State<O> {
+    config: RelayConfig,
+    peers: [[Peer; 2]; 2],
+    legs: [LegCounters; 2],
+    observer: O,
+    last_rtp: [Instant; 2],
+    last_rtcp: Option<Instant>,
+    inactive_reported: bool,
+}
+
+struct Task<O> {
+    // Field order is drop order: the sockets close before the ports return
+    // to the pool, so a pair is never handed out while still bound.
+    socks: [[UdpSocket; 2]; 2],
+    slots: Box<Slots>,
+    state: State<O>,
+    ctl: mpsc::UnboundedReceiver<Control<O>>,
+    events: mpsc::Sender<MediaEvent>,
+    inactivity: Option<(Duration, Pin<Box<Sleep>>)>,
+    _ports: [Option<PortPair>; 2],
+}
+
+impl<O: PacketObserver + Clone> Task<O> {
+    async fn run(mut self) {
+        poll_fn(|cx| self.poll(cx)).await;
+        tracing::debug!("media relay stopped");
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Control first: a stop must not wait behind a packet flood.
+        loop {
+            match self.ctl.poll_recv(cx) {
+                Poll::Ready(Some(Control::Stop)) | Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Ready(Some(Control::UpdatePeer { leg, rtp, rtcp })) => {
+                    let peers = &mut self.state.peers[leg.index()];
+                    peers[RTP].set_sdp(rtp);
+                    peers[RTCP].set_sdp(rtcp);
+                }
+                Poll::Ready(Some(Control::Stats(reply))) => {
+                    let _ = reply.send(self.state.snapshot());
+                }
+                Poll::Pending => break,
+            }
+        }
+
+        let mut more = false;
+        for leg in 0..2 {
+            for kind in [RTP, RTCP] {
+                let mut drained = false;
+                for _ in 0..BURST {
+                    match rx::poll_recv(&self.socks[leg][kind], cx, &mut self.slots) {
+                        Poll::Ready(Ok(batch)) => {
+                            let now = Instant::now();
+                            for i in 0..batch.count {
+                                let dropped = &mut self.state.legs[leg].dropped;
+                                if batch.truncated[i] {
+                                    dropped.oversize += 1;
+                                    continue;
+                                }
+                                let Some(src) = batch.srcs[i] else {
+                                    dropped.foreign_source += 1;
+                                    continue;
+                                };
+                                let pkt = &self.slots[i][..batch.lens[i]];
+                                self.state.on_packet(&self.socks, leg, kind, src, pkt, now);
+                            }
+                        }
+                        Poll::Ready(Err(e)) => {
+                            // UDP receive errors are per datagram (an ICMP
+                            // error queued on the socket): note and go on.
+                            tracing::debug!(error = %e, leg, kind, "media socket receive error");
+                        }
+                        Poll::Pending => {
+                            drained = true;
+                            break;
+                        }
+                    }
+                }
+                more |= !drained;
+            }
+        }
+
+        if let Some((timeout, sleep)) = &mut self.inactivity {
+            while sleep.as_mut().poll(cx).is_ready() {
+                let now = Instant::now();
+                let last = self.state.last_rtp[0].max(self.state.last_rtp[1]);
+                let idle = now.saturating_duration_since(last);
+                let next = if idle >= *timeout {
+                    if !self.state.inactive_reported {
+                        self.state.inactive_reported = true;
+                        let rtcp_idle = self
+                            .state
+                            .last_rtcp
+                            .map(|t| now.saturating_duration_since(t));
+                        tracing::debug!(?idle, "media inactive");
+                        let _ = self
+                            .events
+                            .try_send(MediaEvent::Inactive { idle, rtcp_idle });
+                    }
+                    now + *timeout
+                } else {
+                    last + *timeout
+                };
+                sleep.as_mut().reset(tokio::time::Instant::from_std(next));
+            }
+        }
+
+        if more {
+            // A socket still has packets: come back after other tasks ran.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+impl<O: PacketObserver + Clone> State<O> {
+    /// The per-packet path: latch check, classify, count, observe, forward.
+    #[inline]
+    fn on_packet(
+        &mut self,
+        socks: &[[UdpSocket; 2]; 2],
+        leg: usize,
+        kind: usize,
+        src: SocketAddr,
+        pkt: &[u8],
+        now: Instant,
+    ) {
+        if !self.peers[leg][kind].accept(src, now, &self.config) {
+            self.legs[leg].dropped.foreign_source += 1;
+            return;
+        }
+        let rtcp = kind == RTCP || is_muxed_rtcp(pkt);
+        self.legs[leg].rx.add(rtcp, pkt.len());
+        let from = Leg::from_index(leg);
+        if rtcp {
+            self.last_rtcp = Some(now);
+            self.observer.on_rtcp(from, pkt, now);
+        } else {
+            self.last_rtp[leg] = now;
+            self.inactive_reported = false;
+            self.observer.on_rtp(from, pkt, now);
+        }
+
+        let other = leg ^ 1;
+        let Some(dest) = &self.peers[other][kind].dest else {
+            self.legs[leg].dropped.no_peer += 1;
+            return;
+        };
+        match SockRef::from(&socks[other][kind]).send_to(pkt, dest) {
+            Ok(_) => self.legs[other].tx.add(rtcp, pkt.len()),
+            Err(e) => {
+                if self.legs[leg].dropped.send_failed == 0 {
+                    tracing::debug!(error = %e, leg = other, "media send failed");
+                }
+                self.legs[leg].dropped.send_failed += 1;
+            }
+        }
+    }
+
+    fn snapshot(&self) -> RelayStats<O> {
+        let leg = |i: usize| {
+            let p = &self.peers[i];
+            LegStats {
+                rx: self.legs[i].rx,
+                tx: self.legs[i].tx,
+                dropped: self.legs[i].dropped,
+                rtp_peer: p[RTP].latched.or(p[RTP].sdp),
+                rtcp_peer: p[RTCP].latched.or(p[RTCP].sdp),
+                rtp_latched: p[RTP].latched.is_some(),
+                rtcp_latched: p[RTCP].latched.is_some(),
+            }
+        };
+        RelayStats {
+            a: leg(0),
+            b: leg(1),
+            observer: self.observer.clone(),
+        }
+    }
+}
+
+/// RFC 5761 §4: with RTP and RTCP on one port, a datagram whose second byte
+/// is 200..=204 (SR, RR, SDES, BYE, APP) is RTCP. Version 2 is checked too.
+#[inline]
+fn is_muxed_rtcp(pkt: &[u8]) -> bool {
+    pkt.len() >= 8 && pkt[0] >> 6 == 2 && (200..=204).contains(&pkt[1])
+}
+
+/// The benchmark floor of ANCHORS.md done the project's way: one socket per
+/// leg, latch each side's first source, forward every datagram to the other
+/// side; no SDP, no stats, no timers, no allocation. Same receive/send
+/// mechanics as the real relay, so the difference between the two is what
+/// the relay's features cost. Runs until a socket error other than
+/// would-block.
+pub async fn bare_relay(a: UdpSocket, b: UdpSocket) -> io::Result<()> {
+    let socks = [a, b];
+    let mut peers: [Option<(SocketAddr, SockAddr)>; 2] = [None, None];
+    let mut slots: Box<Slots> = Box::new([[0u8; rx::SLOT]; 2]);
+    poll_fn(|cx| {
+        for side in 0..2 {
+            for _ in 0..BURST {
+                let batch = match rx::poll_recv(&socks[side], cx, &mut slots) {
+                    Poll::Ready(Ok(batch)) => batch,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                };
+                for i in 0..batch.count {
+                    let Some(src) = batch.srcs[i] else { continue };
+                    if peers[side].as_ref().is_none_or(|(addr, _)| *addr != src) {
+                        peers[side] = Some((src, SockAddr::from(src)));
+                    }
+                    if let Some((_, dest)) = &peers[side ^ 1] {
+                        let pkt = &slots[i][..batch.lens[i]];
+                        let _ = SockRef::from(&socks[side ^ 1]).send_to(pkt, dest);
+                    }
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn muxed_rtcp_classification() {
+        let mut sr = [0u8; 28];
+        sr[0] = 0x80;
+        sr[1] = 200;
+        assert!(is_muxed_rtcp(&sr));
+        sr[1] = 0x80; // RTP with marker bit, PT 0
+        assert!(!is_muxed_rtcp(&sr));
+        sr[1] = 204;
+        sr[0] = 0x40; // version 1
+        assert!(!is_muxed_rtcp(&sr));
+        assert!(!is_muxed_rtcp(&[0x80, 200]));
+    }
+
+    fn cfg(strict: bool) -> RelayConfig {
+        RelayConfig {
+            strict,
+            inactivity_timeout: None,
+            relatch_after: Duration::from_secs(5),
+        }
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn latch_non_strict() {
+        let t0 = Instant::now();
+        let c = cfg(false);
+        let mut p = Peer::default();
+        p.set_sdp(Some(sa("10.0.0.1:4000")));
+        // NAT: another address latches.
+        assert!(p.accept(sa("198.51.100.1:61000"), t0, &c));
+        assert_eq!(p.latched, Some(sa("198.51.100.1:61000")));
+        // A stray while the latched one is active: dropped.
+        assert!(!p.accept(sa("198.51.100.9:5000"), t0 + Duration::from_secs(1), &c));
+        assert!(p.accept(sa("198.51.100.1:61000"), t0 + Duration::from_secs(2), &c));
+        assert!(!p.accept(sa("198.51.100.9:5000"), t0 + Duration::from_secs(6), &c));
+        // Latched silent for 5 s: the new source takes over.
+        assert!(p.accept(sa("198.51.100.9:5000"), t0 + Duration::from_secs(7), &c));
+        assert_eq!(p.latched, Some(sa("198.51.100.9:5000")));
+        // Same SDP again keeps the latch; a new SDP clears it.
+        p.set_sdp(Some(sa("10.0.0.1:4000")));
+        assert_eq!(p.latched, Some(sa("198.51.100.9:5000")));
+        p.set_sdp(Some(sa("10.0.0.1:4002")));
+        assert_eq!(p.latched, None);
+    }
+
+    #[test]
+    fn latch_strict() {
+        let t0 = Instant::now();
+        let c = cfg(true);
+        let mut p = Peer::default();
+        // Unknown SDP address: nothing latches.
+        assert!(!p.accept(sa("10.0.0.1:4000"), t0, &c));
+        p.set_sdp(Some(sa("10.0.0.1:4000")));
+        assert!(!p.accept(sa("10.0.0.2:4000"), t0, &c));
+        // Same IP, other port (port translation): latches.
+        assert!(p.accept(sa("10.0.0.1:4444"), t0, &c));
+        // Never re-latches by itself, however long the silence.
+        assert!(!p.accept(sa("10.0.0.1:4000"), t0 + Duration::from_secs(3600), &c));
+    }
+}

@@ -1,0 +1,553 @@
+//! The relay over real UDP sockets on 127.0.0.1: two "phones" (blocking std
+//! sockets on the test thread) talk through a relay running on its own tokio
+//! runtime, as trunkd runs it. Counts and waits are bounded.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+use trunkd_media::relay::MAX_DATAGRAM;
+use trunkd_media::{
+    spawn, spawn_with_observer, Leg, LegSetup, LegSockets, MediaEvent, PacketObserver,
+    PortAllocator, RelayConfig, RelayHandle,
+};
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const WAIT: Duration = Duration::from_secs(2);
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Each test gets its own slice of ports so tests in parallel don't meet.
+fn allocator() -> PortAllocator {
+    static NEXT: AtomicU16 = AtomicU16::new(23000);
+    let base = NEXT.fetch_add(100, Ordering::Relaxed);
+    PortAllocator::new(base, base + 99).unwrap()
+}
+
+struct Phone {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+}
+
+impl Phone {
+    fn new() -> Self {
+        Self::on(LO)
+    }
+    fn on(ip: IpAddr) -> Self {
+        let rtp = UdpSocket::bind((ip, 0)).unwrap();
+        let rtcp = UdpSocket::bind((ip, 0)).unwrap();
+        rtp.set_read_timeout(Some(WAIT)).unwrap();
+        rtcp.set_read_timeout(Some(WAIT)).unwrap();
+        Self { rtp, rtcp }
+    }
+    fn rtp_addr(&self) -> SocketAddr {
+        self.rtp.local_addr().unwrap()
+    }
+    fn rtcp_addr(&self) -> SocketAddr {
+        self.rtcp.local_addr().unwrap()
+    }
+}
+
+fn recv(sock: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = [0u8; 5000];
+    let (n, from) = sock.recv_from(&mut buf).unwrap();
+    (buf[..n].to_vec(), from)
+}
+
+/// Asserts nothing arrives within `d`.
+fn silent(sock: &UdpSocket, d: Duration) {
+    sock.set_read_timeout(Some(d)).unwrap();
+    let mut buf = [0u8; 5000];
+    let got = sock.recv_from(&mut buf);
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    assert!(got.is_err(), "unexpected packet {got:?}");
+}
+
+fn setup(alloc: &PortAllocator, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) -> LegSetup {
+    LegSetup {
+        sockets: LegSockets::from(alloc.allocate_bound(LO).unwrap()),
+        peer_rtp: rtp,
+        peer_rtcp: rtcp,
+    }
+}
+
+fn no_timeout(strict: bool) -> RelayConfig {
+    RelayConfig {
+        strict,
+        inactivity_timeout: None,
+        ..RelayConfig::default()
+    }
+}
+
+struct Call<O = trunkd_media::NoopObserver> {
+    rt: Runtime,
+    relay: RelayHandle<O>,
+    events: mpsc::Receiver<MediaEvent>,
+    alloc: PortAllocator,
+}
+
+fn start(config: RelayConfig, a: &Phone, b: &Phone) -> Call {
+    let rt = runtime();
+    let alloc = allocator();
+    let (tx, events) = mpsc::channel(4);
+    let relay = {
+        let _g = rt.enter();
+        spawn(
+            config,
+            setup(&alloc, Some(a.rtp_addr()), Some(a.rtcp_addr())),
+            setup(&alloc, Some(b.rtp_addr()), Some(b.rtcp_addr())),
+            tx,
+        )
+        .unwrap()
+    };
+    Call {
+        rt,
+        relay,
+        events,
+        alloc,
+    }
+}
+
+/// An RTP-looking packet (version 2, PT 0) with `n` bytes of varied payload.
+fn rtp_packet(seq: u16, n: usize) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    let mut x = u32::from(seq).wrapping_mul(2_654_435_761) | 1;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        p.push(x as u8);
+    }
+    p
+}
+
+fn rtcp_rr(i: u8) -> Vec<u8> {
+    // RR, no report blocks, length 1, SSRC.
+    vec![0x80, 201, 0, 1, 0xde, 0xad, 0xbe, i]
+}
+
+#[test]
+fn relays_200_packets_each_way_unchanged_from_the_relay_address() {
+    let (a, b) = (Phone::new(), Phone::new());
+    let call = start(no_timeout(false), &a, &b);
+    let relay_a_rtp = call.relay.local_rtp(Leg::A);
+    let relay_b_rtp = call.relay.local_rtp(Leg::B);
+    let relay_a_rtcp = call.relay.local_rtcp(Leg::A);
+    let relay_b_rtcp = call.relay.local_rtcp(Leg::B);
+    assert_eq!(relay_a_rtcp.port(), relay_a_rtp.port() + 1);
+
+    let (mut a_bytes, mut b_bytes) = (0u64, 0u64);
+    for i in 0..200u16 {
+        let pa = rtp_packet(i, 160);
+        // Sizes vary, up to 1400 bytes.
+        let pb = rtp_packet(i, usize::from(i) * 7);
+        a_bytes += pa.len() as u64;
+        b_bytes += pb.len() as u64;
+        a.rtp.send_to(&pa, relay_a_rtp).unwrap();
+        let (got, from) = recv(&b.rtp);
+        assert_eq!(got, pa, "A->B packet {i}");
+        assert_eq!(
+            from, relay_b_rtp,
+            "B sees the relay's B-leg address, not A's"
+        );
+        b.rtp.send_to(&pb, relay_b_rtp).unwrap();
+        let (got, from) = recv(&a.rtp);
+        assert_eq!(got, pb, "B->A packet {i}");
+        assert_eq!(from, relay_a_rtp);
+    }
+    for i in 0..10u8 {
+        a.rtcp.send_to(&rtcp_rr(i), relay_a_rtcp).unwrap();
+        assert_eq!(recv(&b.rtcp), (rtcp_rr(i), relay_b_rtcp));
+        b.rtcp.send_to(&rtcp_rr(100 + i), relay_b_rtcp).unwrap();
+        assert_eq!(recv(&a.rtcp), (rtcp_rr(100 + i), relay_a_rtcp));
+    }
+
+    let stats = call.rt.block_on(call.relay.stats()).unwrap();
+    let (sa, sb) = (stats.leg(Leg::A), stats.leg(Leg::B));
+    assert_eq!(sa.rx.rtp_packets, 200);
+    assert_eq!(sa.rx.rtp_bytes, a_bytes);
+    assert_eq!(sb.rx.rtp_packets, 200);
+    assert_eq!(sb.rx.rtp_bytes, b_bytes);
+    assert_eq!(sa.rx.rtcp_packets, 10);
+    assert_eq!(sa.rx.rtcp_bytes, 80);
+    assert_eq!(sb.rx.rtcp_packets, 10);
+    // What came in on one leg went out on the other.
+    assert_eq!(sb.tx, sa.rx);
+    assert_eq!(sa.tx, sb.rx);
+    assert_eq!(sa.dropped, Default::default());
+    assert_eq!(sb.dropped, Default::default());
+    assert!(sa.rtp_latched && sb.rtp_latched && sa.rtcp_latched && sb.rtcp_latched);
+}
+
+#[test]
+fn arbitrary_payloads_pass_unchanged_telephone_event_and_t38() {
+    let (a, b) = (Phone::new(), Phone::new());
+    let call = start(no_timeout(false), &a, &b);
+    let to_relay = call.relay.local_rtp(Leg::A);
+    let mut payloads: Vec<Vec<u8>> = vec![
+        // RFC 4733 telephone-event: RTP PT 101, event 5, end bit, volume 10, duration 800.
+        vec![
+            0x80, 0xe5, 0, 1, 0, 0, 0, 160, 0, 0, 0, 1, 5, 0x8a, 0x03, 0x20,
+        ],
+        // T.38 UDPTL: seq number, IFP with a t30 indicator, no redundancy.
+        vec![0x00, 0x07, 0x02, 0x00, 0x02, 0x00],
+        // Not RTP at all, including a NUL-only and a one-byte datagram.
+        vec![0; 40],
+        vec![0xff],
+        Vec::new(),
+        // A datagram of the largest size relayed.
+        (0..MAX_DATAGRAM as u32)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect(),
+    ];
+    // Every byte value in every position of a short packet.
+    payloads.extend((0..=255u8).map(|v| vec![v, v.wrapping_add(1), !v, v ^ 0x5a]));
+    for p in &payloads {
+        a.rtp.send_to(p, to_relay).unwrap();
+        let (got, _) = recv(&b.rtp);
+        assert_eq!(&got, p);
+    }
+    // Oversize: dropped and counted, never truncated.
+    a.rtp.send_to(&[7u8; MAX_DATAGRAM + 1], to_relay).unwrap();
+    silent(&b.rtp, Duration::from_millis(200));
+    let stats = call.rt.block_on(call.relay.stats()).unwrap();
+    assert_eq!(stats.a.dropped.oversize, 1);
+}
+
+#[test]
+fn latches_a_natted_phone_and_returns_traffic_to_its_real_port() {
+    // A's SDP says `sdp_a` but A really sends from `nat_a` (NAT).
+    let sdp_a = Phone::new();
+    let nat_a = Phone::new();
+    let b = Phone::new();
+    let call = start(no_timeout(false), &sdp_a, &b);
+    let relay_a = call.relay.local_rtp(Leg::A);
+    let relay_b = call.relay.local_rtp(Leg::B);
+
+    // Before A sends, B's media goes to A's SDP address.
+    b.rtp.send_to(b"early", relay_b).unwrap();
+    assert_eq!(recv(&sdp_a.rtp).0, b"early");
+
+    nat_a
+        .rtp
+        .send_to(b"hello from behind NAT", relay_a)
+        .unwrap();
+    assert_eq!(recv(&b.rtp).0, b"hello from behind NAT");
+    for i in 0..20u16 {
+        let p = rtp_packet(i, 160);
+        b.rtp.send_to(&p, relay_b).unwrap();
+        let (got, from) = recv(&nat_a.rtp);
+        assert_eq!(got, p);
+        assert_eq!(from, relay_a);
+    }
+    silent(&sdp_a.rtp, Duration::from_millis(100));
+    let stats = call.rt.block_on(call.relay.stats()).unwrap();
+    assert_eq!(stats.a.rtp_peer, Some(nat_a.rtp_addr()));
+    assert!(stats.a.rtp_latched);
+    // RTCP latches separately: not yet.
+    assert!(!stats.a.rtcp_latched);
+
+    // Non-strict: another source while A is active is not relayed.
+    let stray = Phone::new();
+    stray.rtp.send_to(b"injected", relay_a).unwrap();
+    silent(&b.rtp, Duration::from_millis(100));
+    let stats = call.rt.block_on(call.relay.stats()).unwrap();
+    assert_eq!(stats.a.dropped.foreign_source, 1);
+}
+
+#[test]
+fn strict_mode_drops_stray_sources() {
+    let (a, b) = (Phone::new(), Phone::new());
+    let call = start(no_timeout(true), &a, &b);
+    let relay_a = call.relay.local_rtp(Leg::A);
+
+    // Another host (127.0.0.2 is loopback on Linux too) before A latched.
+    let other_host = Phone::on(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    other_host.rtp.send_to(b"other host", relay_a).unwrap();
+    a.rtp.send_to(b"real", relay_a).unwrap();
+    assert_eq!(recv(&b.rtp).0, b"real");
+    // Same host, other port, after A latched.
+    let stray = Phone::new();
+    stray.rtp.send_to(b"stray", relay_a).unwrap();
+    a.rtp.send_to(b"real again", relay_a).unwrap();
+    assert_eq!(recv(&b.rtp).0, b"real again");
+    silent(&b.rtp, Duration::from_millis(100));
+
+    let stats = call.rt.block_on(call.relay.stats()).unwrap();
+    assert_eq!(stats.a.dropped.foreign_source, 2);
+    assert_eq!(stats.a.rx.rtp_packets, 2);
+    assert_eq!(stats.a.rtp_peer, Some(a.rtp_addr()));
+}
+
+#[test]
+fn update_peer_moves_traffic_hold_and_resume() {
+    let (a, b) = (Phone::new(), Phone::new());
+    let call = start(no_timeout(false), &a, &b);
+    let relay_a = call.relay.local_rtp(Leg::A);
+
+    a.rtp.send_to(b"one", relay_a).unwrap();
+    assert_eq!(recv(&b.rtp).0, b"one");
+
+    // Hold in the RFC 2543 style (c=0.0.0.0): B has no address.
+    call.relay.update_peer(Leg::B, None, None).unwrap();
+    // A stats round trip orders the update before the next packet.
+    call.rt.block_on(call.relay.stats()).unwrap();
+    a.rtp.send_to(b"held", relay_a).unwrap();
+    silent(&b.rtp, Duration::from_millis(100));
+
+    // Resume on another port (a re-INVITE with a new SDP).
+    let b2 = Phone::new();
+    call.relay
+        .update_peer(Leg::B, Some(b2.rtp_addr()), Some(b2.rtcp_addr()))
+        .unwrap();
+    call.rt.block_on(call.relay.stats()).unwrap();
+    for i in 0..10u16 {
+        let p = rtp_packet(i, 160);
+        a.rtp.send_to(&p, relay_a).unwrap();
+        assert_eq!(recv(&b2.rtp).0, p);
+    }
+    a.rtcp
+        .send_to(&rtcp_rr(1), call.relay.local_rtcp(Leg::A))
+        .unwrap();
+    assert_eq!(recv(&b2.rtcp).0, rtcp_rr(1));
+    silent(&b.rtp, Duration::from_millis(100));
+
+    let stats = call.rt.block_on(call.relay.stats()).unwrap();
+    assert_eq!(stats.a.dropped.no_peer, 1);
+    assert_eq!(stats.b.tx.rtp_packets, 11);
+    assert_eq!(stats.b.rtp_peer, Some(b2.rtp_addr()));
+}
+
+#[test]
+fn inactivity_event_fires_once_per_silence() {
+    let (a, b) = (Phone::new(), Phone::new());
+    let mut call = start(
+        RelayConfig {
+            inactivity_timeout: Some(Duration::from_millis(300)),
+            ..RelayConfig::default()
+        },
+        &a,
+        &b,
+    );
+    let relay_a = call.relay.local_rtp(Leg::A);
+    let started = Instant::now();
+    // Media for 500 ms: no event.
+    while started.elapsed() < Duration::from_millis(500) {
+        a.rtp.send_to(&rtp_packet(1, 160), relay_a).unwrap();
+        recv(&b.rtp);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(call.events.try_recv().is_err());
+    let stopped = Instant::now();
+    let ev = call
+        .rt
+        .block_on(async { tokio::time::timeout(WAIT, call.events.recv()).await })
+        .unwrap()
+        .unwrap();
+    let waited = stopped.elapsed();
+    let MediaEvent::Inactive { idle, rtcp_idle } = ev;
+    assert!(idle >= Duration::from_millis(300), "{idle:?}");
+    assert_eq!(rtcp_idle, None);
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+    // Only once per silence.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(call.events.try_recv().is_err());
+    // Media resumes, then stops again: a second event.
+    a.rtp.send_to(&rtp_packet(2, 160), relay_a).unwrap();
+    recv(&b.rtp);
+    let ev = call
+        .rt
+        .block_on(async { tokio::time::timeout(WAIT, call.events.recv()).await })
+        .unwrap();
+    assert!(matches!(ev, Some(MediaEvent::Inactive { .. })));
+}
+
+#[test]
+fn stop_and_drop_release_the_ports() {
+    let (a, b) = (Phone::new(), Phone::new());
+    let call = start(no_timeout(false), &a, &b);
+    let ports = [
+        call.relay.local_rtp(Leg::A),
+        call.relay.local_rtcp(Leg::A),
+        call.relay.local_rtp(Leg::B),
+        call.relay.local_rtcp(Leg::B),
+    ];
+    assert_eq!(call.alloc.available(), call.alloc.capacity() - 2);
+    // Held while running.
+    for p in ports {
+        assert!(UdpSocket::bind(p).is_err(), "{p} should be in use");
+    }
+    call.rt.block_on(call.relay.stop()).unwrap();
+    for p in ports {
+        UdpSocket::bind(p).unwrap();
+    }
+    assert_eq!(call.alloc.available(), call.alloc.capacity());
+
+    // Dropping the handle stops the task too (asynchronously).
+    let call = start(no_timeout(false), &a, &b);
+    let p = call.relay.local_rtp(Leg::A);
+    let alloc = call.alloc.clone();
+    drop(call.relay);
+    let deadline = Instant::now() + WAIT;
+    while UdpSocket::bind(p).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "port {p} not released after drop"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    while alloc.available() != alloc.capacity() {
+        assert!(Instant::now() < deadline, "pairs not returned after drop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(call.rt);
+}
+
+/// Counts what it is shown, per leg: stands for the quality math.
+#[derive(Debug, Clone, Default)]
+struct Counting {
+    rtp: [u64; 2],
+    rtcp: [u64; 2],
+    last_len: usize,
+}
+
+impl PacketObserver for Counting {
+    fn on_rtp(&mut self, from: Leg, pkt: &[u8], _arrival: Instant) {
+        self.rtp[from as usize] += 1;
+        self.last_len = pkt.len();
+    }
+    fn on_rtcp(&mut self, from: Leg, _pkt: &[u8], _arrival: Instant) {
+        self.rtcp[from as usize] += 1;
+    }
+}
+
+#[test]
+fn observer_sees_every_packet_and_muxed_rtcp() {
+    let (a, b) = (Phone::new(), Phone::new());
+    let rt = runtime();
+    let alloc = allocator();
+    let (tx, _events) = mpsc::channel(4);
+    let relay = {
+        let _g = rt.enter();
+        spawn_with_observer(
+            no_timeout(false),
+            setup(&alloc, Some(a.rtp_addr()), Some(a.rtcp_addr())),
+            setup(&alloc, Some(b.rtp_addr()), Some(b.rtcp_addr())),
+            Counting::default(),
+            tx,
+        )
+        .unwrap()
+    };
+    for i in 0..5u16 {
+        a.rtp
+            .send_to(&rtp_packet(i, 160), relay.local_rtp(Leg::A))
+            .unwrap();
+        recv(&b.rtp);
+    }
+    // rtcp-mux: RTCP on the RTP socket is relayed on the RTP path but
+    // counted and observed as RTCP.
+    b.rtp.send_to(&rtcp_rr(9), relay.local_rtp(Leg::B)).unwrap();
+    assert_eq!(recv(&a.rtp).0, rtcp_rr(9));
+    b.rtcp
+        .send_to(&rtcp_rr(8), relay.local_rtcp(Leg::B))
+        .unwrap();
+    assert_eq!(recv(&a.rtcp).0, rtcp_rr(8));
+
+    let stats = rt.block_on(relay.stats()).unwrap();
+    assert_eq!(stats.observer.rtp, [5, 0]);
+    assert_eq!(stats.observer.rtcp, [0, 2]);
+    assert_eq!(stats.observer.last_len, 172);
+    assert_eq!(stats.b.rx.rtcp_packets, 2);
+    assert_eq!(stats.b.rx.rtp_packets, 0);
+    assert_eq!(stats.a.tx.rtcp_packets, 2);
+    rt.block_on(relay.stop()).unwrap();
+}
+
+#[test]
+fn spawn_outside_a_runtime_is_an_error_not_a_panic() {
+    let alloc = allocator();
+    let (tx, _rx) = mpsc::channel(1);
+    let r = spawn(
+        RelayConfig::default(),
+        setup(&alloc, None, None),
+        setup(&alloc, None, None),
+        tx,
+    );
+    assert!(matches!(r, Err(trunkd_media::RelayError::NoRuntime)));
+    // The sockets were dropped with the error: the pairs are back.
+    assert_eq!(alloc.available(), alloc.capacity());
+}
+
+#[test]
+fn bursts_arrive_complete_and_in_order() {
+    let (a, b) = (Phone::new(), Phone::new());
+    let call = start(no_timeout(false), &a, &b);
+    let relay_a = call.relay.local_rtp(Leg::A);
+    // Latch first, then a burst the relay drains several datagrams at a time.
+    a.rtp.send_to(&rtp_packet(0, 160), relay_a).unwrap();
+    recv(&b.rtp);
+    for round in 0..5u16 {
+        for i in 0..50u16 {
+            a.rtp
+                .send_to(&rtp_packet(round * 100 + i, 160), relay_a)
+                .unwrap();
+        }
+        for i in 0..50u16 {
+            assert_eq!(recv(&b.rtp).0, rtp_packet(round * 100 + i, 160));
+        }
+    }
+    let stats = call.rt.block_on(call.relay.stats()).unwrap();
+    assert_eq!(stats.a.rx.rtp_packets, 251);
+    assert_eq!(stats.b.tx.rtp_packets, 251);
+}
+
+#[test]
+fn dual_stack_call_ipv4_leg_to_ipv6_leg() {
+    let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    if UdpSocket::bind((v6, 0)).is_err() {
+        // No IPv6 loopback here: nothing to test.
+        return;
+    }
+    let a = Phone::new();
+    let b = Phone::on(v6);
+    let rt = runtime();
+    let (tx, _events) = mpsc::channel(1);
+    let leg = |ip: IpAddr, peer: &Phone| LegSetup {
+        sockets: LegSockets {
+            rtp: UdpSocket::bind((ip, 0)).unwrap(),
+            rtcp: UdpSocket::bind((ip, 0)).unwrap(),
+            ports: None,
+        },
+        peer_rtp: Some(peer.rtp_addr()),
+        peer_rtcp: Some(peer.rtcp_addr()),
+    };
+    let relay = {
+        let _g = rt.enter();
+        spawn(no_timeout(false), leg(LO, &a), leg(v6, &b), tx).unwrap()
+    };
+    for i in 0..10u16 {
+        let p = rtp_packet(i, 160);
+        a.rtp.send_to(&p, relay.local_rtp(Leg::A)).unwrap();
+        assert_eq!(recv(&b.rtp), (p.clone(), relay.local_rtp(Leg::B)));
+        b.rtp.send_to(&p, relay.local_rtp(Leg::B)).unwrap();
+        assert_eq!(recv(&a.rtp), (p, relay.local_rtp(Leg::A)));
+    }
+    let stats = rt.block_on(relay.stats()).unwrap();
+    // The IPv6 source was read back exactly (latched to the phone's address).
+    assert_eq!(stats.b.rtp_peer, Some(b.rtp_addr()));
+    assert!(stats.b.rtp_latched);
+}
