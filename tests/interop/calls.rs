@@ -613,14 +613,17 @@ fn trunkd_answers_a_carriers_digest_challenge() {
     assert!(ok, "the carrier verified trunkd's credentials: {log}");
 }
 
-/// The messages a SIPp UAS received, header sections only (no bodies).
-fn received_headers(trace: &std::path::Path) -> Vec<String> {
+/// The messages a SIPp peer received, whole (headers and SDP bodies).
+fn received_messages(trace: &std::path::Path) -> Vec<String> {
     let text = std::fs::read_to_string(trace).unwrap_or_default();
     text.split("----------------------------------------------- ")
         .filter(|block| block.contains("message received"))
         .map(|block| {
-            let msg = block.split_once("\n\n").map(|(_, m)| m).unwrap_or_default();
-            msg.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+            block
+                .split_once("\n\n")
+                .map(|(_, m)| m)
+                .unwrap_or_default()
+                .to_owned()
         })
         .collect()
 }
@@ -657,15 +660,18 @@ fn neither_side_sees_the_others_addresses() {
     );
     assert_ok(&out, "customer");
     assert!(uas.wait(Duration::from_secs(10)).0);
-    let at_carrier = received_headers(&carrier_trace);
-    let at_pbx = received_headers(&pbx_trace);
+    let at_carrier = received_messages(&carrier_trace);
+    let at_pbx = received_messages(&pbx_trace);
     assert!(
         at_carrier.len() >= 3 && at_pbx.len() >= 3,
         "{at_carrier:?} {at_pbx:?}"
     );
+    // Headers and SDP alike: media is anchored at trunkd's address.
+    assert!(
+        at_carrier.iter().any(|m| m.contains("c=IN IP4 127.0.0.1")),
+        "{at_carrier:?}"
+    );
     for h in &at_carrier {
-        // The SDP body still carries the PBX's media address until media is
-        // anchored (next issue); headers never do.
         assert!(!h.contains(PBX), "the carrier saw the PBX's address:\n{h}");
     }
     for h in &at_pbx {

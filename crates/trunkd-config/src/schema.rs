@@ -69,6 +69,7 @@ pub struct Media {
     pub port_min: Option<i64>,
     pub port_max: Option<i64>,
     pub inactivity_timeout_seconds: Option<i64>,
+    pub strict_latching: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

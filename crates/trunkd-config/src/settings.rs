@@ -53,6 +53,8 @@ pub struct MediaSettings {
     pub port_max: u16,
     /// `None`: media inactivity never ends a call.
     pub inactivity_timeout: Option<Duration>,
+    /// Accept media only from the address the peer's SDP names (any port).
+    pub strict_latching: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -780,6 +780,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         port_min,
         port_max,
         inactivity_timeout: (inactivity > 0).then(|| Duration::from_secs(inactivity)),
+        strict_latching: m.strict_latching.unwrap_or(false),
     };
 
     let mut c = Check {

@@ -21,11 +21,13 @@
 //! and plugs in through [`relay::PacketObserver`].
 
 pub mod ports;
+pub mod quality;
 pub mod relay;
 mod rx;
 pub mod sdp;
 
 pub use ports::{BoundPair, PortAllocator, PortError, PortPair};
+pub use quality::{PeerReport, QualityObserver};
 pub use relay::{
     bare_relay, spawn, spawn_with_observer, DirCounters, DropCounters, Leg, LegSetup, LegSockets,
     LegStats, MediaEvent, NoopObserver, PacketObserver, RelayConfig, RelayError, RelayHandle,

@@ -3,17 +3,19 @@
 //! and counts it. Everything the call spawned ends with this task.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{info, info_span, Instrument};
 use trunkd_b2bua::{Call, CallEvent, CallInput, NewCall};
 use trunkd_config::Config;
 use trunkd_core::cdr::{CallFacts, CallOutcome, Direction};
+use trunkd_core::quality::{CallIdentity, MetricsTicker, SideStats};
 use trunkd_core::{Route, TransactionId, VcId};
 
 use crate::daemon::Shared;
 use crate::engine::{EngineTx, Input};
+use crate::media_lines;
 
 /// What the call task knows beyond the state machine: for records and
 /// metrics.
@@ -31,6 +33,11 @@ pub struct CallContext {
     pub shared: Arc<Shared>,
     /// The route of each hop of the plan, for route health.
     pub plan_routes: Vec<Route>,
+    /// The call's media relay (shared with the call's media anchor).
+    pub relay: crate::media_anchor::Relay,
+    pub media_events: mpsc::Receiver<trunkd_media::MediaEvent>,
+    /// For the media-ports-in-use gauge once the call's ports are back.
+    pub ports: trunkd_media::PortAllocator,
 }
 
 pub async fn run(ctx: CallContext, new: NewCall, rx: mpsc::Receiver<CallInput>) {
@@ -38,7 +45,7 @@ pub async fn run(ctx: CallContext, new: NewCall, rx: mpsc::Receiver<CallInput>) 
     drive(ctx, new, rx).instrument(span).await
 }
 
-async fn drive(ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallInput>) {
+async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallInput>) {
     let start = new.wall;
     let direction_label = match ctx.direction {
         Direction::Inbound => "inbound",
@@ -47,8 +54,13 @@ async fn drive(ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallInput>
     let metrics = &ctx.shared.metrics;
     let active = metrics.calls_active(ctx.vc_id.as_ref(), &ctx.config.resources, direction_label);
     active.inc();
+    let start_instant = new.now;
     let mut call = Call::new(new);
     let a_call_id = String::from_utf8_lossy(call.a_call_id()).into_owned();
+    let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
+    let mut ticker = MetricsTicker::new(start_instant, Duration::from_secs(60));
+    let mut previous = None;
+    let mut answered_hop: Option<usize> = None;
     loop {
         while let Some(out) = call.poll_output() {
             match out {
@@ -67,6 +79,7 @@ async fn drive(ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallInput>
                     }
                     CallEvent::Answered { hop } => {
                         info!(hop, "answered");
+                        answered_hop = Some(hop);
                         metrics.answered(
                             ctx.vc_id.as_ref(),
                             &ctx.config.resources,
@@ -84,6 +97,9 @@ async fn drive(ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallInput>
                     }
                     CallEvent::Ended(end) => {
                         info!(outcome = ?end.outcome, "call ended");
+                        if answered_hop.is_some() && ticker.finish() {
+                            media_report(&ctx, answered_hop, &mut previous).await;
+                        }
                         if !matches!(end.outcome, CallOutcome::Answered) {
                             metrics.failed(
                                 ctx.vc_id.as_ref(),
@@ -128,16 +144,105 @@ async fn drive(ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallInput>
             break;
         }
         let deadline = call.poll_timeout();
+        let tick = if answered_hop.is_some() {
+            ticker.poll_timeout()
+        } else {
+            None
+        };
         tokio::select! {
             input = rx.recv() => {
                 let input = input.unwrap_or(CallInput::Hangup);
                 call.handle(Instant::now(), input);
             }
             _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
+            _ = sleep_until(tick) => {
+                if ticker.handle_timeout(Instant::now()) {
+                    media_report(&ctx, answered_hop, &mut previous).await;
+                }
+            }
+            Some(event) = media_events.recv() => {
+                let trunkd_media::MediaEvent::Inactive { idle, .. } = event;
+                info!(idle_s = idle.as_secs(), "no media either way; hanging up");
+                metrics.media_inactivity_hangups.inc();
+                call.handle(Instant::now(), CallInput::Hangup);
+            }
         }
     }
+    // The call's relay stops and its ports return to the pool when the last
+    // handle (ours and the call's anchor) is dropped.
+    drop(call);
+    drop(ctx.relay);
+    metrics
+        .media_ports_in_use
+        .set((ctx.ports.capacity() - ctx.ports.available()) as i64);
     active.dec();
     let _ = ctx.engine.send(Input::CallDone { call: ctx.key }).await;
+}
+
+/// Snapshots the relay and reports this minute (SPEC §5.3 line, Prometheus).
+async fn media_report(
+    ctx: &CallContext,
+    hop: Option<usize>,
+    previous: &mut Option<(SideStats, SideStats)>,
+) {
+    let Ok(stats) = ctx.relay.stats().await else {
+        return;
+    };
+    let sides = match ctx.direction {
+        Direction::Outbound => media_lines::Sides {
+            customer: trunkd_media::Leg::A,
+            remote: trunkd_media::Leg::B,
+        },
+        Direction::Inbound => media_lines::Sides {
+            customer: trunkd_media::Leg::B,
+            remote: trunkd_media::Leg::A,
+        },
+    };
+    let customer = media_lines::side(&stats, sides.customer);
+    let remote = media_lines::side(&stats, sides.remote);
+    let vc_id = ctx.vc_id.as_ref().map(|v| v.as_str()).unwrap_or("");
+    let vc = ctx.config.resources.voice_connector(vc_id);
+    let region = vc
+        .map(|v| v.aws_region.as_str())
+        .unwrap_or(&ctx.config.settings.daemon.region);
+    let log_file = vc.filter(|v| v.logging.enable_media_metric_logs).map(|v| {
+        ctx.config
+            .settings
+            .logging
+            .directory
+            .join("aws/ChimeVoiceConnectorLogs")
+            .join(v.id.as_str())
+    });
+    let txn = ctx.transaction_id.to_string();
+    let country = |n: &str| {
+        trunkd_core::E164::parse_lenient(n)
+            .ok()
+            .and_then(trunkd_core::country::country_of)
+    };
+    let (from_c, to_c) = (
+        country(&ctx.source_number),
+        country(&ctx.destination_number),
+    );
+    let (from_c, to_c) = (from_c.map(|c| c.to_string()), to_c.map(|c| c.to_string()));
+    let endpoint = hop
+        .and_then(|h| ctx.plan_routes.get(h))
+        .map(|r| format!("{}:{}", r.host, r.port))
+        .unwrap_or_default();
+    let lc = media_lines::LineContext {
+        identity: CallIdentity {
+            voice_connector_id: vc_id,
+            call_id: &txn,
+            from_sip_user: &ctx.source_number,
+            from_country: from_c.as_deref(),
+            to_sip_user: &ctx.destination_number,
+            to_country: to_c.as_deref(),
+            endpoint_id: &endpoint,
+            aws_region: region,
+        },
+        log_file: log_file.as_deref(),
+        metrics: &ctx.shared.metrics,
+    };
+    media_lines::report(&lc, &customer, &remote, previous);
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

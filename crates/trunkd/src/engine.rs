@@ -80,6 +80,7 @@ pub struct Engine {
     rng: u64,
     next_call: u64,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    ports: trunkd_media::PortAllocator,
 }
 
 impl Engine {
@@ -88,6 +89,7 @@ impl Engine {
         sender: Sender,
         local: LocalAddrs,
         self_tx: EngineTx,
+        ports: trunkd_media::PortAllocator,
     ) -> Engine {
         let mut key = [0u8; 32];
         let mut seed = [0u8; 8];
@@ -117,6 +119,7 @@ impl Engine {
             rng: u64::from_le_bytes(seed),
             next_call: 1,
             shutdown: None,
+            ports,
         }
     }
 
@@ -618,6 +621,41 @@ impl Engine {
             }
         };
 
+        // Media anchor: a port pair facing each leg, and the relay.
+        let (media_tx, media_rx) = mpsc::channel(4);
+        let media = &settings.media;
+        let relay_config = trunkd_media::RelayConfig {
+            strict: media.strict_latching,
+            inactivity_timeout: media.inactivity_timeout,
+            ..Default::default()
+        };
+        let advertised = media.advertised_address.unwrap_or(media.address);
+        let anchor = match crate::media_anchor::RelayAnchor::start(
+            &self.ports,
+            media.address,
+            advertised,
+            relay_config,
+            media_tx,
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "no media anchor for a new call");
+                self.shared.metrics.media_port_exhaustions.inc();
+                return self.respond(
+                    now,
+                    tx,
+                    &req,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Media Ports Exhausted",
+                    &[("Retry-After", "5".to_owned())],
+                );
+            }
+        };
+        self.shared
+            .metrics
+            .media_ports_in_use
+            .set((self.ports.capacity() - self.ports.available()) as i64);
+        let (anchor, relay) = anchor;
         let key = self.next_call;
         self.next_call += 1;
         let (call_tx, call_rx) = mpsc::channel(64);
@@ -640,6 +678,9 @@ impl Engine {
             engine: self.self_tx.clone(),
             shared: self.shared.clone(),
             plan_routes: plan.iter().map(|h| h.route.clone()).collect(),
+            relay,
+            media_events: media_rx,
+            ports: self.ports.clone(),
         };
         let new = NewCall {
             seed,
@@ -655,7 +696,7 @@ impl Engine {
             plan: plan.into_iter().map(|h| h.hop).collect(),
             hop_timeout: settings.routing.hop_timeout,
             routing_deadline: settings.routing.deadline,
-            media: Box::new(trunkd_b2bua::PassThrough),
+            media: Box::new(anchor),
         };
         self.server_txs.insert(tx, (key, Leg::A));
         self.calls.insert(key, CallEntry { tx: call_tx });

@@ -10,6 +10,8 @@ mod cli_reload;
 mod daemon;
 mod engine;
 mod logging;
+mod media_anchor;
+mod media_lines;
 mod metrics;
 mod pidfile;
 mod records;

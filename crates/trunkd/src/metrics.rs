@@ -10,6 +10,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +77,22 @@ pub struct VcOnlyLabels {
     pub region: String,
 }
 
+/// Media families: `direction` = cust2vc | vc2cust | rem2vc | vc2rem
+/// (SPEC §5.3 names), or `side` = customer | remote for RTT and MOS.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MediaLabels {
+    pub voice_connector_id: String,
+    pub region: String,
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SideLabels {
+    pub voice_connector_id: String,
+    pub region: String,
+    pub side: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecordLabels {
     pub kind: &'static str,
@@ -103,6 +120,30 @@ pub struct Metrics {
     pub records_failed: Family<RecordLabels, Counter>,
     /// Calls the engine routes to (a consistency check on call tasks).
     pub engine_calls: Gauge,
+    pub rtp_packets: Family<MediaLabels, Counter>,
+    pub rtp_bytes: Family<MediaLabels, Counter>,
+    pub rtcp_packets: Family<MediaLabels, Counter>,
+    pub rtcp_bytes: Family<MediaLabels, Counter>,
+    pub packets_lost: Family<MediaLabels, Counter>,
+    pub jitter: Family<MediaLabels, Histogram, fn() -> Histogram>,
+    pub rtt: Family<SideLabels, Histogram, fn() -> Histogram>,
+    pub mos: Family<SideLabels, Histogram, fn() -> Histogram>,
+    pub media_ports_in_use: Gauge,
+    pub media_port_exhaustions: Counter,
+    pub media_inactivity_hangups: Counter,
+}
+
+fn jitter_buckets() -> Histogram {
+    // 1 ms … 500 ms: G.711 jitter buffers sit at 20–200 ms.
+    Histogram::new([0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5])
+}
+
+fn rtt_buckets() -> Histogram {
+    Histogram::new([0.001, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.4, 0.8])
+}
+
+fn mos_buckets() -> Histogram {
+    Histogram::new([1.5, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4])
 }
 
 impl Metrics {
@@ -233,6 +274,79 @@ impl Metrics {
             engine_calls.clone(),
         );
 
+        let rtp_packets = Family::<MediaLabels, Counter>::default();
+        registry.register(
+            "voice_connector_rtp_packets",
+            "RTP packets by direction (cust2vc, vc2cust, rem2vc, vc2rem)",
+            rtp_packets.clone(),
+        );
+        let rtp_bytes = Family::<MediaLabels, Counter>::default();
+        registry.register_with_unit(
+            "voice_connector_rtp",
+            "RTP bytes by direction",
+            Unit::Bytes,
+            rtp_bytes.clone(),
+        );
+        let rtcp_packets = Family::<MediaLabels, Counter>::default();
+        registry.register(
+            "voice_connector_rtcp_packets",
+            "RTCP packets by direction",
+            rtcp_packets.clone(),
+        );
+        let rtcp_bytes = Family::<MediaLabels, Counter>::default();
+        registry.register_with_unit(
+            "voice_connector_rtcp",
+            "RTCP bytes by direction",
+            Unit::Bytes,
+            rtcp_bytes.clone(),
+        );
+        let packets_lost = Family::<MediaLabels, Counter>::default();
+        registry.register("voice_connector_packets_lost", "RTP packets lost by direction (measured by trunkd for *2vc, reported by the peer for vc2*)", packets_lost.clone());
+        let jitter = Family::<MediaLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            jitter_buckets as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "voice_connector_jitter",
+            "Interarrival jitter per call-minute (RFC 3550)",
+            Unit::Seconds,
+            jitter.clone(),
+        );
+        let rtt = Family::<SideLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            rtt_buckets as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "voice_connector_rtt",
+            "Round trip between trunkd and a side, per call-minute (RTCP)",
+            Unit::Seconds,
+            rtt.clone(),
+        );
+        let mos = Family::<SideLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            mos_buckets as fn() -> Histogram,
+        );
+        registry.register(
+            "voice_connector_mos",
+            "E-model MOS between trunkd and a side, per call-minute (SPEC §4)",
+            mos.clone(),
+        );
+        let media_ports_in_use = Gauge::default();
+        registry.register(
+            "media_ports_in_use",
+            "RTP/RTCP port pairs held by calls",
+            media_ports_in_use.clone(),
+        );
+        let media_port_exhaustions = Counter::default();
+        registry.register(
+            "media_port_exhaustions",
+            "Calls refused 503 because no media port pair was left",
+            media_port_exhaustions.clone(),
+        );
+        let media_inactivity_hangups = Counter::default();
+        registry.register(
+            "media_inactivity_hangups",
+            "Calls ended because no RTP flowed either way for media.inactivity_timeout_seconds",
+            media_inactivity_hangups.clone(),
+        );
+
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
@@ -254,6 +368,17 @@ impl Metrics {
             records_written,
             records_failed,
             engine_calls,
+            rtp_packets,
+            rtp_bytes,
+            rtcp_packets,
+            rtcp_bytes,
+            packets_lost,
+            jitter,
+            rtt,
+            mos,
+            media_ports_in_use,
+            media_port_exhaustions,
+            media_inactivity_hangups,
         }
     }
 

@@ -1,0 +1,132 @@
+//! The relay's quality observer: RTP receive statistics per leg and RTT
+//! per leg from RTCP, with the math of `trunkd_core::quality`.
+//!
+//! Leg A's numbers are about A's peer: `rx[A]` is what A's peer sent to
+//! trunkd (loss and jitter measured here), `reported[A]` is what A's peer
+//! said in its report blocks about what trunkd sent to it, and `rtt[A]` the
+//! round trip between trunkd and A's peer (see `trunkd_core::quality::rtt`:
+//! an SR that arrives on B is forwarded to A; A's report block naming it
+//! gives the RTT trunkd↔A).
+
+use std::time::{Duration, Instant};
+
+use trunkd_core::quality::{parse_compound, RtcpPacket, RtpRxStats, SrLog};
+
+use crate::relay::{Leg, PacketObserver};
+
+/// RTP clock rate when the payload type's is not known: 8 kHz is every
+/// narrowband codec and RFC 4733 events in practice.
+const DEFAULT_CLOCK_RATE: u32 = 8000;
+
+/// What a peer reported about the stream trunkd sends it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerReport {
+    pub cumulative_lost: u64,
+    /// In RTP timestamp units.
+    pub jitter: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QualityObserver {
+    rx: [RtpRxStats; 2],
+    /// SRs that arrived from each leg (and were forwarded to the other).
+    forwarded_srs: [SrLog; 2],
+    rtt: [Option<Duration>; 2],
+    reported: [Option<PeerReport>; 2],
+    /// Payload type → clock rate, from the SDP (static types otherwise).
+    clock_rates: Vec<(u8, u32)>,
+    /// The payload type last received from each leg.
+    last_pt: [Option<u8>; 2],
+}
+
+fn idx(leg: Leg) -> usize {
+    match leg {
+        Leg::A => 0,
+        Leg::B => 1,
+    }
+}
+
+impl QualityObserver {
+    pub fn new(clock_rates: Vec<(u8, u32)>) -> Self {
+        QualityObserver {
+            clock_rates,
+            ..Default::default()
+        }
+    }
+
+    fn clock_rate(&self, pt: u8) -> u32 {
+        self.clock_rates
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map_or(DEFAULT_CLOCK_RATE, |(_, r)| *r)
+    }
+
+    /// Receive statistics of what `leg`'s peer sent to trunkd.
+    pub fn received(&self, leg: Leg) -> &RtpRxStats {
+        &self.rx[idx(leg)]
+    }
+
+    /// Round trip between trunkd and `leg`'s peer, once it sent RTCP.
+    pub fn rtt(&self, leg: Leg) -> Option<Duration> {
+        self.rtt[idx(leg)]
+    }
+
+    /// What `leg`'s peer reported about the stream it receives from trunkd.
+    pub fn reported(&self, leg: Leg) -> Option<PeerReport> {
+        self.reported[idx(leg)]
+    }
+
+    /// The jitter a peer reported, in µs (its clock rate is the stream's).
+    pub fn reported_jitter_us(&self, leg: Leg) -> Option<u64> {
+        let r = self.reported(leg)?;
+        // The stream that peer receives is the one the other leg sends.
+        let rate =
+            self.last_pt[idx(leg.other())].map_or(DEFAULT_CLOCK_RATE, |pt| self.clock_rate(pt));
+        Some(u64::from(r.jitter) * 1_000_000 / u64::from(rate.max(1)))
+    }
+}
+
+impl PacketObserver for QualityObserver {
+    fn on_rtp(&mut self, from: Leg, pkt: &[u8], arrival: Instant) {
+        // RFC 3550 §5.1 fixed header: V=2, then PT, sequence, timestamp, SSRC.
+        if pkt.len() < 12 || pkt[0] >> 6 != 2 {
+            return;
+        }
+        let pt = pkt[1] & 0x7f;
+        let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
+        let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
+        let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
+        let rate = self.clock_rate(pt);
+        self.last_pt[idx(from)] = Some(pt);
+        self.rx[idx(from)].on_packet(ssrc, seq, ts, arrival, rate, pkt.len());
+    }
+
+    fn on_rtcp(&mut self, from: Leg, pkt: &[u8], arrival: Instant) {
+        let Ok(compound) = parse_compound(pkt) else {
+            return;
+        };
+        let i = idx(from);
+        for p in compound.packets() {
+            let blocks = match p {
+                RtcpPacket::SenderReport(sr) => {
+                    self.forwarded_srs[i].record(sr.sender_info.ntp_middle32(), arrival);
+                    sr.blocks
+                }
+                RtcpPacket::ReceiverReport(rr) => rr.blocks,
+                RtcpPacket::Other { .. } => continue,
+            };
+            // Blocks from `from`'s peer are about streams trunkd sent it,
+            // i.e. the other peer's forwarded ones: their LSR names an SR
+            // that came from the other leg.
+            for b in blocks {
+                if let Some(rtt) = self.forwarded_srs[1 - i].rtt_for_block(b.lsr, b.dlsr, arrival) {
+                    self.rtt[i] = Some(rtt);
+                }
+                self.reported[i] = Some(PeerReport {
+                    cumulative_lost: b.cumulative_lost.max(0) as u64,
+                    jitter: b.jitter,
+                });
+            }
+        }
+    }
+}
