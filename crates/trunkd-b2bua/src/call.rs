@@ -809,7 +809,8 @@ impl Call {
         let body = match self.cross(from_leg, &req.headers, &req.body) {
             Ok(b) => b,
             Err(refusal) => {
-                let status = StatusCode::new(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                let status =
+                    StatusCode::new(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
                 return self.respond(from_leg, tx, &req, status, &refusal.reason);
             }
         };
@@ -913,7 +914,8 @@ impl Call {
             Err(refusal) => {
                 // An answer we cannot anchor must not reach the other side
                 // with the peer's addresses in it.
-                r.status = StatusCode::new(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                r.status =
+                    StatusCode::new(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
                 r.reason = Bytes::from(refusal.reason);
                 r.headers.remove("Content-Type");
             }
@@ -944,11 +946,16 @@ impl Call {
         let Some(cseq) = cseq_num_req(ack) else {
             return;
         };
-        let initial = leg == Leg::A && self.b_ack_pending && Some(cseq) == cseq_num_req(&self.invite);
+        let initial =
+            leg == Leg::A && self.b_ack_pending && Some(cseq) == cseq_num_req(&self.invite);
         let mapped = if initial {
             None
         } else {
-            match self.acks.iter().position(|m| m.from_leg == leg && m.in_cseq == cseq) {
+            match self
+                .acks
+                .iter()
+                .position(|m| m.from_leg == leg && m.in_cseq == cseq)
+            {
                 Some(i) => Some(self.acks.swap_remove(i).out_cseq),
                 None => return,
             }
@@ -958,7 +965,9 @@ impl Call {
         let local = self.local.clone();
         let branch = self.ids.branch();
         let mf = self.max_forwards;
-        let Some(out) = self.leg(leg.other()) else { return };
+        let Some(out) = self.leg(leg.other()) else {
+            return;
+        };
         let out_cseq = mapped.unwrap_or(out.local_cseq);
         let mut req = out.request_with_cseq(Method::Ack, out_cseq, &local, &branch, mf);
         copy_end_to_end(&ack.headers, &mut req.headers);
@@ -968,7 +977,8 @@ impl Call {
             self.b_ack_pending = false;
             self.b_acked = Some(req.clone());
         }
-        self.out.push_back(CallOutput::SendStateless { request: req, dest });
+        self.out
+            .push_back(CallOutput::SendStateless { request: req, dest });
     }
 
     /// ACKs a 2xx on the B leg ourselves (used when A is gone).
@@ -1092,7 +1102,12 @@ impl Call {
     }
 
     /// The body of a message from `from` as the other leg must see it.
-    fn cross(&mut self, from: Leg, headers: &trunkd_sip::Headers, body: &Bytes) -> Result<Bytes, MediaRefusal> {
+    fn cross(
+        &mut self,
+        from: Leg,
+        headers: &trunkd_sip::Headers,
+        body: &Bytes,
+    ) -> Result<Bytes, MediaRefusal> {
         if is_sdp(headers, body) {
             self.media.rewrite(from, body)
         } else {
