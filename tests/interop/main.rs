@@ -5,3 +5,5 @@ mod support;
 
 mod calls;
 mod foundation;
+mod media;
+mod ua;

@@ -171,7 +171,11 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
     // The call's relay stops and its ports return to the pool when the last
     // handle (ours and the call's anchor) is dropped.
     drop(call);
-    drop(ctx.relay);
+    // Ours is the last handle now: stop the relay and wait until its sockets
+    // are closed and its ports are back in the pool.
+    if let Ok(relay) = Arc::try_unwrap(ctx.relay) {
+        let _ = relay.stop().await;
+    }
     metrics
         .media_ports_in_use
         .set((ctx.ports.capacity() - ctx.ports.available()) as i64);

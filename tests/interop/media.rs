@@ -1,0 +1,281 @@
+//! Media anchored by trunkd (SPEC §2.4, §4, §5.3): RTP and RTCP through the
+//! real binary between two in-process test peers, asserting on the packets
+//! that arrive, the media metric log line and /metrics.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use crate::ua::*;
+
+const PBX: &str = "127.0.0.3";
+const CARRIER: &str = "127.0.0.2";
+
+fn config(ports: Ports, carrier_sip: u16, extra_vc: &str) -> String {
+    format!(
+        r#"
+[daemon]
+state_dir = "var"
+[sip]
+udp = ["127.0.0.1:{sip}"]
+tcp = []
+[admin]
+listen = "127.0.0.1:{admin}"
+[logging]
+level = "debug"
+[[carriers]]
+id = "carrier-a"
+source_cidrs = ["127.0.0.2/32"]
+hosts = [ {{ host = "127.0.0.2", port = {carrier_sip} }} ]
+[[voice_connectors]]
+id = "vc-east"
+{extra_vc}
+[voice_connectors.termination]
+cidr_allowed_list = ["127.0.0.3/32"]
+calling_regions = ["US"]
+[voice_connectors.logging]
+enable_media_metric_logs = true
+[[numbers]]
+e164_phone_number = "+12065550100"
+voice_connector_id = "vc-east"
+"#,
+        sip = ports.sip,
+        admin = ports.admin,
+    )
+}
+
+fn metric_lines(d: &Daemon) -> Vec<serde_json::Value> {
+    let path = d.dir.join("var/logs/aws/ChimeVoiceConnectorLogs/vc-east");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if !lines.is_empty() || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `seqs` as paced RTP (clock 8 kHz, `step_ms` apart) to `to`.
+fn send_rtp(
+    from: &std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    seqs: impl Iterator<Item = u16>,
+    step_ms: u64,
+    ssrc: u32,
+) -> usize {
+    let mut n = 0;
+    for seq in seqs {
+        from.send_to(
+            &rtp_packet(seq, u32::from(seq) * (8 * step_ms as u32), ssrc),
+            to,
+        )
+        .unwrap();
+        n += 1;
+        std::thread::sleep(Duration::from_millis(step_ms));
+    }
+    n
+}
+
+#[test]
+fn rtp_flows_both_ways_through_trunkds_address_and_is_counted() {
+    let ports = Ports::pick();
+    let (caller, callee) = (Ua::new(PBX), Ua::new(CARRIER));
+    let d = Daemon::start(
+        "media-flow",
+        ports,
+        &config(ports, callee.sip_addr().port(), ""),
+    );
+    let (mut dialog, offer) = call(&caller, &callee, d.sip(), "+12065550199", "+12065550100");
+    let b_side = offer.sdp_rtp();
+    assert_eq!(
+        b_side.ip().to_string(),
+        "127.0.0.1",
+        "the carrier is told to send to trunkd"
+    );
+    assert_eq!(
+        dialog.trunkd_rtp.ip().to_string(),
+        "127.0.0.1",
+        "and so is the PBX"
+    );
+    assert!(
+        !offer.body().contains(PBX),
+        "no PBX address in the carrier's SDP:\n{}",
+        offer.body()
+    );
+
+    let sent = send_rtp(&caller.rtp, dialog.trunkd_rtp, 0..100, 2, 0x1111);
+    let (got, src) = receive_rtp(&callee.rtp, sent, Duration::from_secs(5));
+    assert_eq!(got.len(), sent, "every packet reached the carrier");
+    assert_eq!(src, Some(b_side), "from trunkd's B-side port, not the PBX");
+    assert_eq!(got[7], rtp_packet(7, 7 * 16, 0x1111), "payload unchanged");
+
+    let back = send_rtp(&callee.rtp, b_side, 0..100, 2, 0x2222);
+    let (got, src) = receive_rtp(&caller.rtp, back, Duration::from_secs(5));
+    assert_eq!(got.len(), back);
+    assert_eq!(src, Some(dialog.trunkd_rtp));
+
+    hang_up(&caller, &callee, &mut dialog, "+12065550100");
+    let lines = metric_lines(&d);
+    let last = lines
+        .last()
+        .expect("a media metric line at the end of the call");
+    assert_eq!(last["voice_connector_id"], "vc-east");
+    assert_eq!(last["cust2vc_rtp_packets"], 100);
+    assert_eq!(last["vc2rem_rtp_packets"], 100);
+    assert_eq!(last["rem2vc_rtp_packets"], 100);
+    assert_eq!(last["vc2cust_rtp_packets"], 100);
+    assert_eq!(last["cust2vc_rtp_bytes"], 17200);
+    assert_eq!(last["cust2vc_packets_lost"], 0);
+    assert_eq!(last["from_sip_user"], "+12065550100");
+    assert_eq!(last["to_sip_user"], "+12065550199");
+    assert_eq!(last["to_country"], "US");
+    let m = d.metrics();
+    let s = "voice_connector_rtp_packets_total{voice_connector_id=\"vc-east\",region=\"local\",direction=\"cust2vc\"}";
+    assert_eq!(metric_value(&m, s), Some(100.0), "{m}");
+    d.wait_metric("media_ports_in_use", 0.0);
+}
+
+#[test]
+fn loss_jitter_rtt_and_mos_are_measured() {
+    let ports = Ports::pick();
+    let (caller, callee) = (Ua::new(PBX), Ua::new(CARRIER));
+    let d = Daemon::start(
+        "media-quality",
+        ports,
+        &config(ports, callee.sip_addr().port(), ""),
+    );
+    let (mut dialog, offer) = call(&caller, &callee, d.sip(), "+12065550199", "+12065550100");
+    let b_rtcp = std::net::SocketAddr::new(offer.sdp_rtp().ip(), offer.sdp_rtp().port() + 1);
+    let a_rtcp = std::net::SocketAddr::new(dialog.trunkd_rtp.ip(), dialog.trunkd_rtp.port() + 1);
+
+    // 5 % loss: every 20th packet of 200 is never sent (10, 30, … 190: a
+    // loss is only seen once a later packet arrives).
+    let sent = send_rtp(
+        &caller.rtp,
+        dialog.trunkd_rtp,
+        (0..200u16).filter(|s| s % 20 != 10),
+        5,
+        0xabc,
+    );
+    assert_eq!(sent, 190);
+    let (got, _) = receive_rtp(&callee.rtp, sent, Duration::from_secs(5));
+    assert_eq!(got.len(), sent);
+
+    // The carrier sends an SR; trunkd relays it to the PBX, whose RR naming
+    // it (LSR = the SR's NTP middle 32 bits, DLSR 0) gives trunkd↔PBX RTT.
+    let ntp: u64 = 0xE8A1_B2C3_0004_0000;
+    let mut sr = vec![0x80, 200, 0, 6];
+    sr.extend_from_slice(&0x2222u32.to_be_bytes());
+    sr.extend_from_slice(&ntp.to_be_bytes());
+    sr.extend_from_slice(&[0u8; 12]);
+    callee.rtcp.send_to(&sr, b_rtcp).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = caller
+        .rtcp
+        .recv_from(&mut buf)
+        .expect("the SR is relayed to the PBX");
+    assert_eq!(&buf[..n], &sr[..], "RTCP relayed unchanged");
+    let lsr = ((ntp >> 16) & 0xffff_ffff) as u32;
+    let mut rr = vec![0x81, 201, 0, 7];
+    rr.extend_from_slice(&0x1111u32.to_be_bytes());
+    rr.extend_from_slice(&0x2222u32.to_be_bytes());
+    rr.extend_from_slice(&[0, 0, 0, 0]); // fraction lost, cumulative lost
+    rr.extend_from_slice(&[0, 0, 0, 0]); // extended highest seq
+    rr.extend_from_slice(&[0, 0, 0, 0]); // jitter
+    rr.extend_from_slice(&lsr.to_be_bytes());
+    rr.extend_from_slice(&0u32.to_be_bytes()); // DLSR
+    caller.rtcp.send_to(&rr, a_rtcp).unwrap();
+    let _ = callee.rtcp.recv_from(&mut buf);
+
+    hang_up(&caller, &callee, &mut dialog, "+12065550100");
+    let lines = metric_lines(&d);
+    let l = lines.last().expect("a media metric line");
+    assert_eq!(l["cust2vc_rtp_packets"], 190);
+    assert_eq!(l["cust2vc_packets_lost"], 10, "{l}");
+    assert_eq!(l["cust2vc_rtcp_packets"], 1);
+    assert_eq!(l["rem2vc_rtcp_packets"], 1);
+    let jitter_us = l["cust2vc_jitter"].as_u64().expect("jitter measured");
+    assert!(
+        jitter_us < 20_000,
+        "a paced stream on loopback jitters little: {jitter_us} µs"
+    );
+    let rtt_us = l["rtt_btwn_vc_and_cust"]
+        .as_u64()
+        .expect("RTT from the PBX's RR");
+    assert!(rtt_us < 1_000_000, "{rtt_us} µs");
+    // SPEC §4 by hand, from the line's own figures.
+    let latency_ms = rtt_us as f64 / 2000.0 + 2.0 * jitter_us as f64 / 1000.0 + 10.0;
+    let mut r = if latency_ms < 160.0 {
+        93.2 - latency_ms / 40.0
+    } else {
+        93.2 - (latency_ms - 120.0) / 10.0
+    };
+    r -= 2.5 * 5.0;
+    let expected = (1.0 + 0.035 * r + 7e-6 * r * (r - 60.0) * (100.0 - r)).clamp(1.0, 4.4);
+    let mos = l["mos_btwn_vc_and_cust"]
+        .as_f64()
+        .expect("MOS with RTT present");
+    assert!(
+        (mos - expected).abs() < 0.02,
+        "MOS {mos} vs formula {expected}"
+    );
+    assert!(
+        l["mos_btwn_vc_and_rem"].is_null(),
+        "no RTCP from the carrier's side about us: no RTT, no MOS"
+    );
+}
+
+#[test]
+fn a_peer_behind_nat_is_latched() {
+    let ports = Ports::pick();
+    let (caller, callee) = (Ua::new(PBX), Ua::new(CARRIER));
+    let d = Daemon::start(
+        "media-nat",
+        ports,
+        &config(ports, callee.sip_addr().port(), ""),
+    );
+    let (mut dialog, offer) = call(&caller, &callee, d.sip(), "+12065550199", "+12065550100");
+    // The PBX's RTP really leaves from another port than its SDP says.
+    let natted = std::net::UdpSocket::bind((PBX, 0)).unwrap();
+    natted
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    send_rtp(&natted, dialog.trunkd_rtp, 0..20, 2, 0x77);
+    let (got, _) = receive_rtp(&callee.rtp, 20, Duration::from_secs(5));
+    assert_eq!(got.len(), 20);
+    send_rtp(&callee.rtp, offer.sdp_rtp(), 0..20, 2, 0x88);
+    let (got, src) = receive_rtp(&natted, 20, Duration::from_secs(5));
+    assert_eq!(
+        got.len(),
+        20,
+        "return media goes to where the PBX really sends from"
+    );
+    assert_eq!(src, Some(dialog.trunkd_rtp));
+    hang_up(&caller, &callee, &mut dialog, "+12065550100");
+}
+
+#[test]
+fn media_inactivity_ends_the_call_with_bye_both_ways() {
+    let ports = Ports::pick();
+    let (caller, callee) = (Ua::new(PBX), Ua::new(CARRIER));
+    let text = config(ports, callee.sip_addr().port(), "").replace(
+        "[logging]",
+        "[media]\ninactivity_timeout_seconds = 1\n[logging]",
+    );
+    let d = Daemon::start("media-idle", ports, &text);
+    let (_dialog, _offer) = call(&caller, &callee, d.sip(), "+12065550199", "+12065550100");
+    let bye_a = caller.recv_until(Duration::from_secs(8), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    caller.respond(&bye_a, "200 OK", None);
+    let bye_b = callee.recv_until(Duration::from_secs(8), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    callee.respond(&bye_b, "200 OK", None);
+    d.wait_metric("media_inactivity_hangups_total", 1.0);
+    d.wait_metric("media_ports_in_use", 0.0);
+}
