@@ -203,6 +203,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     info!(addr = %settings.admin.listen, "admin HTTP listening (/metrics, /healthz, POST /reload)");
     tasks.spawn(admin::serve(admin, shared.clone()));
 
+    // The first E.164 country lookup loads libphonenumber's metadata
+    // (~90 ms): do it now, not in the first call's admission.
+    let _ = tokio::task::spawn_blocking(|| {
+        "+12065550100"
+            .parse()
+            .ok()
+            .and_then(trunkd_core::country::country_of)
+    })
+    .await;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
