@@ -279,3 +279,141 @@ fn media_inactivity_ends_the_call_with_bye_both_ways() {
     d.wait_metric("media_inactivity_hangups_total", 1.0);
     d.wait_metric("media_ports_in_use", 0.0);
 }
+
+#[test]
+fn sipp_calls_carry_rtp_through_trunkd_both_ways() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let uas_media = free_port_on(CARRIER).to_string();
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier,
+        &["-m", "1", "-rtp_echo", "-mp", &uas_media],
+    );
+    let d = Daemon::start("media-sipp", ports, &config(ports, carrier, ""));
+    let uac_media = free_port_on(PBX).to_string();
+    let out = sipp_uac(
+        "uac_pcap_audio.xml",
+        PBX,
+        d.sip(),
+        &[
+            "-s",
+            "+12065550199",
+            "-key",
+            "caller",
+            "+12065550100",
+            "-m",
+            "1",
+            "-d",
+            "2500",
+            "-mp",
+            &uac_media,
+        ],
+    );
+    assert!(out.status.success(), "{}", out_text(&out));
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    let lines = metric_lines(&d);
+    let l = lines.last().expect("a media metric line");
+    let sent = l["cust2vc_rtp_packets"].as_u64().unwrap();
+    assert!(sent > 0, "the PBX's capture reached trunkd: {l}");
+    assert_eq!(
+        l["vc2rem_rtp_packets"], sent,
+        "and all of it went on to the carrier: {l}"
+    );
+    let echoed = l["rem2vc_rtp_packets"].as_u64().unwrap();
+    assert_eq!(echoed, sent, "the carrier's echo came back to trunkd: {l}");
+    assert_eq!(l["vc2cust_rtp_packets"], echoed, "and on to the PBX: {l}");
+}
+
+#[test]
+fn hold_and_resume_move_media_to_the_new_port() {
+    let ports = Ports::pick();
+    let (caller, callee) = (Ua::new(PBX), Ua::new(CARRIER));
+    let d = Daemon::start(
+        "media-hold",
+        ports,
+        &config(ports, callee.sip_addr().port(), ""),
+    );
+    let (mut dialog, offer) = call(&caller, &callee, d.sip(), "+12065550199", "+12065550100");
+    let b_side = offer.sdp_rtp();
+    // The callee re-INVITEs (resume after a hold) with media on a new port.
+    let moved = std::net::UdpSocket::bind((CARRIER, 0)).unwrap();
+    moved
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let new_port = moved.local_addr().unwrap().port();
+    let sdp = callee.sdp("sendrecv").replace(
+        &format!("m=audio {} ", callee.rtp_addr().port()),
+        &format!("m=audio {new_port} "),
+    );
+    let from = offer.header("To").unwrap();
+    let to = offer.header("From").unwrap();
+    let call_id = offer.header("Call-ID").unwrap();
+    let contact = offer.header("Contact").unwrap();
+    let target = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    let reinvite = format!(
+        "INVITE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-reinv1;rport\r\nMax-Forwards: 70\r\nFrom: {from};tag={tag}\r\nTo: {to}\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:ua@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+        me = callee.sip_addr(),
+        tag = callee.tag,
+        len = sdp.len()
+    );
+    callee.send(offer.from, &reinvite);
+    let relayed = caller.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("INVITE ")
+    });
+    caller.respond(&relayed, "200 OK", Some(&caller.sdp("sendrecv")));
+    let ok = callee.recv_until(Duration::from_secs(5), |m| {
+        m.status() == Some(200) && m.header("CSeq").is_some_and(|c| c.contains("INVITE"))
+    });
+    assert_eq!(
+        ok.sdp_rtp(),
+        b_side,
+        "trunkd keeps its own port on the carrier's leg"
+    );
+    let ack = format!(
+        "ACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-reinv1ack\r\nMax-Forwards: 70\r\nFrom: {from};tag={tag}\r\nTo: {to2}\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        me = callee.sip_addr(),
+        tag = callee.tag,
+        to2 = ok.header("To").unwrap()
+    );
+    callee.send(offer.from, &ack);
+    caller.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    // The PBX's media now reaches the callee's new port.
+    send_rtp(&caller.rtp, dialog.trunkd_rtp, 0..20, 2, 0x99);
+    let (got, src) = receive_rtp(&moved, 20, Duration::from_secs(5));
+    assert_eq!(got.len(), 20, "media follows the re-INVITE to the new port");
+    assert_eq!(src, Some(b_side));
+    hang_up(&caller, &callee, &mut dialog, "+12065550100");
+}
+
+#[test]
+fn strict_latching_ignores_a_stray_source() {
+    let ports = Ports::pick();
+    let (caller, callee) = (Ua::new(PBX), Ua::new(CARRIER));
+    let text = config(ports, callee.sip_addr().port(), "")
+        .replace("[logging]", "[media]\nstrict_latching = true\n[logging]");
+    let d = Daemon::start("media-strict", ports, &text);
+    let (mut dialog, _offer) = call(&caller, &callee, d.sip(), "+12065550199", "+12065550100");
+    // A stranger on another address sprays the PBX-facing port first.
+    let stray = std::net::UdpSocket::bind(("127.0.0.9", 0)).unwrap();
+    send_rtp(&stray, dialog.trunkd_rtp, 0..10, 1, 0xbad);
+    let (got, _) = receive_rtp(&callee.rtp, 1, Duration::from_millis(500));
+    assert!(
+        got.is_empty(),
+        "nothing from a source the SDP does not name"
+    );
+    send_rtp(&caller.rtp, dialog.trunkd_rtp, 0..10, 1, 0x600d);
+    let (got, _) = receive_rtp(&callee.rtp, 10, Duration::from_secs(5));
+    assert_eq!(got.len(), 10, "the real PBX still gets through");
+    hang_up(&caller, &callee, &mut dialog, "+12065550100");
+}
