@@ -455,6 +455,15 @@ fn carrier_failover_on_503() {
         first.wait(Duration::from_secs(10)).0,
         "first host got the INVITE and answered 503"
     );
+    let m = d.metrics();
+    let failed_route = format!("route_failures_total{{route=\"{CARRIER}:{p1}/UDP\"}}");
+    assert_eq!(metric_value(&m, &failed_route), Some(1.0), "{m}");
+    assert_eq!(
+        metric_value(&m, &format!("route_up{{route=\"{CARRIER}:{p2}/UDP\"}}")),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(metric_value(&m, "voice_connector_sip_responses_total{voice_connector_id=\"vc-east\",region=\"local\",class=\"2xx\"}").is_some(), "{m}");
     assert!(
         second.wait(Duration::from_secs(10)).0,
         "second host answered"
@@ -798,4 +807,43 @@ fn info_and_update_are_relayed_in_dialog() {
     assert_ok(&out, "caller sends INFO and UPDATE");
     let (ok, text) = uas.wait(Duration::from_secs(10));
     assert!(ok, "callee got the INFO body and the UPDATE offer: {text}");
+}
+
+#[test]
+fn sigterm_hangs_up_calls_in_progress_and_keeps_their_cdrs() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let _uas = SippBg::uas("uas_answer.xml", CARRIER, carrier, &["-m", "1"]);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let mut d = Daemon::start("sigterm-call", ports, &lab.config(ports));
+    let target = d.sip();
+    // A long call: the daemon stops in its middle.
+    let caller = std::thread::spawn(move || {
+        sipp_uac(
+            "uac_call.xml",
+            PBX,
+            target,
+            &[
+                "-s",
+                "+12065550199",
+                "-key",
+                "caller",
+                "+12065550100",
+                "-m",
+                "1",
+                "-d",
+                "20000",
+            ],
+        )
+    });
+    d.wait_metric("voice_connector_calls_active{voice_connector_id=\"vc-east\",region=\"local\",direction=\"outbound\"}", 1.0);
+    let status = d.stop();
+    assert!(status.success(), "{status:?}");
+    let c = cdrs(&records(&d));
+    assert_eq!(c.len(), 1, "the call's CDR was written before exit: {c:?}");
+    assert_eq!(c[0]["Status"], "Completed");
+    let _ = caller.join();
 }

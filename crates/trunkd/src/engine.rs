@@ -61,6 +61,8 @@ pub type EngineTx = mpsc::Sender<Input>;
 
 struct CallEntry {
     tx: mpsc::Sender<CallInput>,
+    /// The call's VC, for per-VC response counts.
+    vc: Option<trunkd_core::VcId>,
 }
 
 pub struct Engine {
@@ -195,6 +197,7 @@ impl Engine {
                 }
             }
             Input::HopOutcome { route, ok } => {
+                self.shared.metrics.route_outcome(&route, ok);
                 if ok {
                     self.health.record_success(&route);
                 } else {
@@ -560,6 +563,7 @@ impl Engine {
                         let m = &self.shared.metrics;
                         m.call_attempt(vc.as_ref(), resources, "outbound");
                         m.admission_rejected(vc.as_ref(), resources, rej.metric_reason());
+                        m.vc_response(vc.as_ref(), resources, rej.status());
                         if rej.is_throttle() {
                             m.throttled(vc.as_ref(), resources);
                         }
@@ -662,6 +666,7 @@ impl Engine {
         let source_number = trunkd_b2bua::leg::header_user(&req.headers, "P-Asserted-Identity")
             .or_else(|| trunkd_b2bua::leg::header_user(&req.headers, "From"))
             .unwrap_or_default();
+        let ctx_vc = vc_id.clone();
         let ctx = CallContext {
             key,
             transaction_id,
@@ -699,7 +704,13 @@ impl Engine {
             media: Box::new(anchor),
         };
         self.server_txs.insert(tx, (key, Leg::A));
-        self.calls.insert(key, CallEntry { tx: call_tx });
+        self.calls.insert(
+            key,
+            CallEntry {
+                tx: call_tx,
+                vc: ctx_vc,
+            },
+        );
         self.shared
             .metrics
             .engine_calls
@@ -780,7 +791,17 @@ impl Engine {
             CallOutput::SendStateless { request, dest } => self
                 .endpoint
                 .send_stateless(SipMessage::Request(request), dest),
-            CallOutput::SendResponse { tx, response } => self.send_response(now, tx, response),
+            CallOutput::SendResponse { tx, response } => {
+                if let Some(entry) = self.calls.get(&call) {
+                    let config = self.shared.config();
+                    self.shared.metrics.vc_response(
+                        entry.vc.as_ref(),
+                        &config.resources,
+                        response.status.as_u16(),
+                    );
+                }
+                self.send_response(now, tx, response)
+            }
             CallOutput::Cancel { branch } => {
                 if let Some(&id) = self.branches.get(&branch) {
                     match self.endpoint.cancel(now, id) {

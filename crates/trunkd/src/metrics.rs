@@ -94,6 +94,19 @@ pub struct SideLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VcClassLabels {
+    pub voice_connector_id: String,
+    pub region: String,
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// `host:port/transport`
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecordLabels {
     pub kind: &'static str,
 }
@@ -131,6 +144,9 @@ pub struct Metrics {
     pub media_ports_in_use: Gauge,
     pub media_port_exhaustions: Counter,
     pub media_inactivity_hangups: Counter,
+    pub vc_sip_responses: Family<VcClassLabels, Counter>,
+    pub route_up: Family<RouteLabels, Gauge>,
+    pub route_failures: Family<RouteLabels, Counter>,
 }
 
 fn jitter_buckets() -> Histogram {
@@ -347,6 +363,21 @@ impl Metrics {
             media_inactivity_hangups.clone(),
         );
 
+        let vc_sip_responses = Family::<VcClassLabels, Counter>::default();
+        registry.register(
+            "voice_connector_sip_responses",
+            "SIP responses trunkd sent for a voice connector's calls, by class",
+            vc_sip_responses.clone(),
+        );
+        let route_up = Family::<RouteLabels, Gauge>::default();
+        registry.register(
+            "route_up",
+            "1 while a carrier host or origination route is not held down after a failure",
+            route_up.clone(),
+        );
+        let route_failures = Family::<RouteLabels, Counter>::default();
+        registry.register("route_failures", "Hop failures of a carrier host or origination route (timeout, transport error, 408, 3xx, 5xx)", route_failures.clone());
+
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
@@ -379,6 +410,9 @@ impl Metrics {
             media_ports_in_use,
             media_port_exhaustions,
             media_inactivity_hangups,
+            vc_sip_responses,
+            route_up,
+            route_failures,
         }
     }
 
@@ -514,18 +548,49 @@ impl Metrics {
         }
     }
 
-    pub fn response_sent(&self, transport: &'static str, code: u16) {
-        let class = match code / 100 {
-            1 => "1xx",
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            5 => "5xx",
-            _ => "6xx",
+    /// A response trunkd sent for a call of `vc`.
+    pub fn vc_response(
+        &self,
+        vc: Option<&trunkd_core::VcId>,
+        r: &trunkd_config::Resources,
+        code: u16,
+    ) {
+        let (voice_connector_id, region) = vc_region(vc, r);
+        self.vc_sip_responses
+            .get_or_create(&VcClassLabels {
+                voice_connector_id,
+                region,
+                class: class_of(code),
+            })
+            .inc();
+    }
+
+    pub fn route_outcome(&self, route: &trunkd_core::Route, ok: bool) {
+        let labels = RouteLabels {
+            route: format!("{}:{}/{}", route.host, route.port, route.protocol),
         };
+        self.route_up.get_or_create(&labels).set(i64::from(ok));
+        if !ok {
+            self.route_failures.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn response_sent(&self, transport: &'static str, code: u16) {
+        let class = class_of(code);
         self.sip_responses_sent
             .get_or_create(&SipOutLabels { transport, class })
             .inc();
+    }
+}
+
+fn class_of(code: u16) -> &'static str {
+    match code / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "6xx",
     }
 }
 
