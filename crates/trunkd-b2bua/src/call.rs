@@ -1,7 +1,7 @@
 //! The call state machine.
 //!
 //! ```text
-//!   new ──▶ Routing{hop} ──2xx──▶ Connected ──BYE (either side)──▶ Ending ──▶ Ended
+//!   new ──▶ Routing{hop} ──2xx──▶ Connected ──BYE (either side)──▶ Ended (BYE sent to the other)
 //!             │  ▲ failover (timeout, transport error, 408, 3xx, 5xx)
 //!             │  └─────────────┘
 //!             ├──4xx/6xx, or no hop left──▶ Ended (final relayed to A)
@@ -181,10 +181,6 @@ enum State {
     /// A CANCELled; waiting for B's final to the INVITE being cancelled.
     Cancelling,
     Connected,
-    /// BYE sent on `pending` leg(s); waiting for the answers.
-    Ending {
-        pending: Vec<Bytes>,
-    },
     Ended,
 }
 
@@ -553,15 +549,6 @@ impl Call {
                 return self.end(now);
             }
         }
-        if let State::Ending { pending } = &mut self.state {
-            if code >= 200 {
-                pending.retain(|b| *b != branch);
-                if pending.is_empty() {
-                    return self.end(now);
-                }
-            }
-            return;
-        }
         // A 2xx retransmission for the initial INVITE while connected.
         if leg == Leg::B
             && matches!(self.state, State::Connected)
@@ -707,13 +694,6 @@ impl Call {
             if matches!(self.state, State::Cancelling) {
                 return self.end(now);
             }
-        }
-        if let State::Ending { pending } = &mut self.state {
-            pending.retain(|b| *b != branch);
-            if pending.is_empty() {
-                self.end(now);
-            }
-            return;
         }
         // A relayed request timed out: answer it, and a dialog whose peer
         // stopped answering is over (RFC 3261 §12.2.1.2).
@@ -1029,20 +1009,16 @@ impl Call {
     fn hang_up(&mut self, now: Instant, except: Option<Leg>) {
         match self.state {
             State::Connected => {
-                let mut pending = Vec::new();
                 for leg in [Leg::A, Leg::B] {
                     if Some(leg) != except {
-                        if let Some(b) = self.send_bye(leg) {
-                            pending.push(b);
-                        }
+                        self.send_bye(leg);
                     }
                 }
+                // The call ends when the BYEs leave: their transactions run
+                // on in the transaction layer, and the records must not wait
+                // for a peer that may never answer (daemon shutdown).
                 self.outcome.get_or_insert(CallOutcome::Answered);
-                if pending.is_empty() {
-                    self.end(now);
-                } else {
-                    self.state = State::Ending { pending };
-                }
+                self.end(now);
             }
             State::Routing(_) => {
                 if except == Some(Leg::B) {
@@ -1053,7 +1029,7 @@ impl Call {
                     self.fail_a(now, 503, "Service Unavailable", None);
                 }
             }
-            State::Cancelling | State::Ending { .. } | State::Ended => self.end(now),
+            State::Cancelling | State::Ended => self.end(now),
         }
     }
 

@@ -329,23 +329,8 @@ fn failover_on_503_then_answer_ack_and_bye_from_the_callee() {
         a_bye_text.contains("Route: <sip:10.1.1.254;lr>"),
         "the A leg's route set: {a_bye_text}"
     );
-    let branch = a_bye.headers.top_via().unwrap().branch().unwrap().clone();
-    let ok = match SipMessage::parse(Bytes::from(format!(
-        "SIP/2.0 200 OK\r\n{}Content-Length: 0\r\n\r\n",
-        headers_of(&a_bye)
-    ))) {
-        Ok(SipMessage::Response(r)) => r,
-        other => panic!("{other:?}"),
-    };
-    t.call.handle(
-        t.now,
-        CallInput::Response {
-            leg: Leg::A,
-            branch,
-            response: ok,
-        },
-    );
-    let outs = t.drain();
+    // The call ends as the BYE leaves (its transaction runs on in the
+    // transaction layer): records never wait for a peer's 200.
     let end = outs
         .iter()
         .find_map(|o| match o {
@@ -356,24 +341,6 @@ fn failover_on_503_then_answer_ack_and_bye_from_the_callee() {
     assert_eq!(end.outcome, CallOutcome::Answered);
     assert!(end.answered.is_some());
     assert!(t.call.is_ended());
-}
-
-fn headers_of(r: &Request) -> String {
-    let text = String::from_utf8_lossy(&r.to_bytes()).into_owned();
-    text.split("\r\n\r\n")
-        .next()
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            l.starts_with("Via")
-                || l.starts_with("From")
-                || l.starts_with("To")
-                || l.starts_with("Call-ID")
-                || l.starts_with("CSeq")
-        })
-        .map(|l| format!("{l}\r\n"))
-        .collect()
 }
 
 #[test]

@@ -141,6 +141,11 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGHUP or SIGTERM that arrives while the
+    // listeners come up must not take the default action (exit).
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let settings = config.settings.clone();
     let _pid = PidFile::create(&settings.daemon.pid_file)?;
     let shared = Arc::new(Shared::new(config));
@@ -212,9 +217,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .and_then(trunkd_core::country::country_of)
     })
     .await;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     info!(version = env!("CARGO_PKG_VERSION"), summary = %crate::summary(&shared.config().resources), "trunkd ready");
     loop {
         tokio::select! {

@@ -236,8 +236,15 @@ impl Engine {
         if let Some(c) = self.calls.get(&call) {
             // A full queue means the call task is stuck; the peer will
             // retransmit, and dropping keeps the engine responsive.
-            if c.tx.try_send(input).is_err() {
-                warn!(call, "call input queue full; message dropped");
+            match c.tx.try_send(input) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    warn!(call, "call input queue full; message dropped")
+                }
+                // The call is ending; its CallDone is on the way.
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    debug!(call, "message for an ended call dropped")
+                }
             }
         }
     }
