@@ -851,3 +851,102 @@ fn sigterm_hangs_up_calls_in_progress_and_keeps_their_cdrs() {
     assert_eq!(c[0]["Status"], "Completed");
     let _ = caller.join();
 }
+
+#[test]
+fn reliable_provisionals_and_prack_are_relayed() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_prack.xml", CARRIER, carrier, &["-m", "1"]);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let d = Daemon::start("prack", ports, &lab.config(ports));
+    let out = pbx_calls("uac_prack.xml", &d, &[]);
+    assert_ok(&out, "caller PRACKs the reliable 183");
+    let (ok, text) = uas.wait(Duration::from_secs(10));
+    assert!(
+        ok,
+        "callee got a PRACK whose RAck names its own INVITE: {text}"
+    );
+}
+
+#[test]
+fn signalling_over_ipv6() {
+    let ports = Ports {
+        sip: free_port_on("::1"),
+        admin: free_port(),
+    };
+    let carrier = free_port_on("::1");
+    let mut uas = SippBg::uas("uas_answer.xml", "::1", carrier, &["-m", "1"]);
+    let text = format!(
+        r#"
+[daemon]
+state_dir = "var"
+[sip]
+udp = ["[::1]:{sip}"]
+tcp = ["[::1]:{sip}"]
+[admin]
+listen = "127.0.0.1:{admin}"
+[[carriers]]
+id = "carrier-v6"
+source_cidrs = ["2001:db8::/32"]
+hosts = [ {{ host = "::1", port = {carrier} }} ]
+[[voice_connectors]]
+id = "vc-v6"
+network_type = "DUAL_STACK"
+[voice_connectors.termination]
+cidr_allowed_list = ["::1/128"]
+calling_regions = ["US"]
+default_phone_number = "+12065550100"
+"#,
+        sip = ports.sip,
+        admin = ports.admin
+    );
+    let d = Daemon::start("ipv6", ports, &text);
+    let target: std::net::SocketAddr = format!("[::1]:{}", ports.sip).parse().unwrap();
+    for transport in ["u1", "t1"] {
+        let scenario = repo().join("tests/sipp/options.xml");
+        let port = free_port_on("::1").to_string();
+        let out = sipp(&[
+            "-sf",
+            scenario.to_str().unwrap(),
+            "-t",
+            transport,
+            "-i",
+            "::1",
+            "-p",
+            &port,
+            "-m",
+            "1",
+            &target.to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "OPTIONS over IPv6 ({transport}): {}",
+            out_text(&out)
+        );
+    }
+    let out = sipp_uac(
+        "uac_call.xml",
+        "::1",
+        target,
+        &[
+            "-s",
+            "+12065550199",
+            "-key",
+            "caller",
+            "anyone",
+            "-m",
+            "1",
+            "-d",
+            "100",
+        ],
+    );
+    assert!(
+        out.status.success() && sipp_counts(&out) == (1, 0),
+        "a call over IPv6: {}",
+        out_text(&out)
+    );
+    assert!(uas.wait(Duration::from_secs(10)).0);
+}
