@@ -162,6 +162,18 @@ fn loss_jitter_rtt_and_mos_are_measured() {
         0xabc,
     );
     assert_eq!(sent, 190);
+    // Then a duplicate and a reordered pair: neither is a loss.
+    for seq in [200u16, 200, 202, 201, 203] {
+        caller
+            .rtp
+            .send_to(
+                &rtp_packet(seq, u32::from(seq) * 40, 0xabc),
+                dialog.trunkd_rtp,
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sent = sent + 5;
     let (got, _) = receive_rtp(&callee.rtp, sent, Duration::from_secs(5));
     assert_eq!(got.len(), sent);
 
@@ -194,8 +206,14 @@ fn loss_jitter_rtt_and_mos_are_measured() {
     hang_up(&caller, &callee, &mut dialog, "+12065550100");
     let lines = metric_lines(&d);
     let l = lines.last().expect("a media metric line");
-    assert_eq!(l["cust2vc_rtp_packets"], 190);
-    assert_eq!(l["cust2vc_packets_lost"], 10, "{l}");
+    assert_eq!(
+        l["cust2vc_rtp_packets"], 195,
+        "duplicates are received packets too"
+    );
+    // RFC 3550 A.3: expected (204) − received (195, the duplicate included)
+    // = 9: the 10 missing packets less the duplicate; the reordered pair
+    // costs nothing.
+    assert_eq!(l["cust2vc_packets_lost"], 9, "{l}");
     assert_eq!(l["cust2vc_rtcp_packets"], 1);
     assert_eq!(l["rem2vc_rtcp_packets"], 1);
     let jitter_us = l["cust2vc_jitter"].as_u64().expect("jitter measured");
@@ -214,7 +232,9 @@ fn loss_jitter_rtt_and_mos_are_measured() {
     } else {
         93.2 - (latency_ms - 120.0) / 10.0
     };
-    r -= 2.5 * 5.0;
+    // Loss as trunkd sees it: lost / (received + lost), duplicates included.
+    let lost = l["cust2vc_packets_lost"].as_f64().unwrap();
+    r -= 2.5 * 100.0 * lost / (l["cust2vc_rtp_packets"].as_f64().unwrap() + lost);
     let expected = (1.0 + 0.035 * r + 7e-6 * r * (r - 60.0) * (100.0 - r)).clamp(1.0, 4.4);
     let mos = l["mos_btwn_vc_and_cust"]
         .as_f64()

@@ -584,14 +584,7 @@ impl Call {
                     b.learn_from_response(&resp);
                 }
             }
-            let mut r = uas_response(
-                &self.invite,
-                resp.status,
-                &reason(&resp),
-                &self.a.local_tag,
-                Some(&self.local.contact(self.a.dest.transport)),
-            );
-            copy_end_to_end(&resp.headers, &mut r.headers);
+            let mut r = self.a_response_like(&resp);
             // Early media: an SDP in a provisional is anchored too. One that
             // cannot be is not relayed (the caller hears ringback locally).
             match self.cross(Leg::B, &resp.headers, &resp.body) {
@@ -610,14 +603,7 @@ impl Call {
             if let Some(b) = self.b.as_mut() {
                 b.learn_from_response(&resp);
             }
-            let mut r = uas_response(
-                &self.invite,
-                resp.status,
-                &reason(&resp),
-                &self.a.local_tag,
-                Some(&self.local.contact(self.a.dest.transport)),
-            );
-            copy_end_to_end(&resp.headers, &mut r.headers);
+            let mut r = self.a_response_like(&resp);
             match self.cross(Leg::B, &resp.headers, &resp.body) {
                 Ok(body) => r.body = body,
                 Err(refusal) => {
@@ -660,6 +646,21 @@ impl Call {
             }));
             self.fail_a(now, code, &reason_text, Some(&resp));
         }
+    }
+
+    /// The A leg's response mirroring B's answer to the INVITE: its status,
+    /// reason and end-to-end headers, with the A leg's tag and our Contact
+    /// (the body is anchored by the caller).
+    fn a_response_like(&self, resp: &Response) -> Response {
+        let mut r = uas_response(
+            &self.invite,
+            resp.status,
+            &reason(resp),
+            &self.a.local_tag,
+            Some(&self.local.contact(self.a.dest.transport)),
+        );
+        copy_end_to_end(&resp.headers, &mut r.headers);
+        r
     }
 
     fn authorization_for(&mut self, hop: usize, resp: &Response) -> Option<(&'static str, String)> {

@@ -874,32 +874,15 @@ fn hop(
 }
 
 /// The VC a request belongs to, for labelling metrics of requests that
-/// admission refused or that are not calls: by `<vc-id>.<domain>` host,
-/// else by the most specific `cidr_allowed_list` holding the source.
+/// admission refused or that are not calls (admission's own rule).
 fn vc_for_metrics(
     resources: &trunkd_core::Resources,
     domain: &str,
     host: &str,
     source: std::net::IpAddr,
 ) -> Option<trunkd_core::VcId> {
-    if let Some(label) = host.strip_suffix(domain).and_then(|h| h.strip_suffix('.')) {
-        return resources.voice_connector(label).map(|v| v.id.clone());
-    }
-    resources
-        .voice_connectors()
-        .iter()
-        .filter_map(|vc| {
-            let best = vc
-                .termination
-                .cidr_allowed_list
-                .iter()
-                .filter(|n| n.contains(&source))
-                .map(|n| n.prefix_len())
-                .max()?;
-            Some((best, vc))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, vc)| vc.id.clone())
+    trunkd_core::admission::voice_connector_for(resources, domain, host, source)
+        .map(|v| v.id.clone())
 }
 
 struct PlannedHop {

@@ -16,6 +16,6 @@ pub mod termination;
 pub use origination::{called_number, origination_source, origination_target, OriginationTarget};
 pub use rejection::{OriginationRejection, Rejection};
 pub use termination::{
-    admit_termination, AdmissionState, Admitted, Destination, IdentifiedBy, Now, TerminationPolicy,
-    TerminationRequest,
+    admit_termination, voice_connector_by_source, voice_connector_for, AdmissionState, Admitted,
+    Destination, IdentifiedBy, Now, TerminationPolicy, TerminationRequest,
 };

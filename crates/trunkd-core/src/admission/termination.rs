@@ -288,6 +288,43 @@ enum Identity<'r> {
     NeedsCredentials(Option<DigestError>),
 }
 
+/// The VC whose `cidr_allowed_list` holds `source` most specifically (the
+/// longest prefix; the first in file order on a tie).
+pub fn voice_connector_by_source(resources: &Resources, source: IpAddr) -> Option<&VoiceConnector> {
+    resources
+        .voice_connectors()
+        .iter()
+        .filter_map(|vc| {
+            let best = vc
+                .termination
+                .cidr_allowed_list
+                .iter()
+                .filter(|n| n.contains(&source))
+                .map(|n| n.prefix_len())
+                .max();
+            best.map(|len| (vc, len))
+        })
+        // max_by_key keeps the last maximum; reverse so the first in file
+        // order wins a tie.
+        .rev()
+        .max_by_key(|&(_, len)| len)
+        .map(|(vc, _)| vc)
+}
+
+/// The VC a request names by host, `<vc-id>.<outbound_host_domain>`, or by
+/// source address: what admission identifies before credentials.
+pub fn voice_connector_for<'r>(
+    resources: &'r Resources,
+    outbound_host_domain: &str,
+    host: &str,
+    source: IpAddr,
+) -> Option<&'r VoiceConnector> {
+    match vc_label(host, outbound_host_domain) {
+        Some(label) => resources.voice_connector(&label),
+        None => voice_connector_by_source(resources, source),
+    }
+}
+
 fn identify<'r>(
     resources: &'r Resources,
     policy: &TerminationPolicy<'_>,
@@ -300,24 +337,7 @@ fn identify<'r>(
             None => Identity::Unknown,
         };
     }
-    let by_cidr = resources
-        .voice_connectors()
-        .iter()
-        .filter_map(|vc| {
-            let best = vc
-                .termination
-                .cidr_allowed_list
-                .iter()
-                .filter(|n| n.contains(&req.source))
-                .map(|n| n.prefix_len())
-                .max();
-            best.map(|len| (vc, len))
-        })
-        // max_by_key keeps the last maximum; reverse so the first in file
-        // order wins a tie.
-        .rev()
-        .max_by_key(|&(_, len)| len);
-    if let Some((vc, _)) = by_cidr {
+    if let Some(vc) = voice_connector_by_source(resources, req.source) {
         return Identity::Found(vc, IdentifiedBy::SourceAddress);
     }
     let any_credentials = resources
