@@ -903,7 +903,7 @@ default_phone_number = "+12065550100"
         sip = ports.sip,
         admin = ports.admin
     );
-    let d = Daemon::start("ipv6", ports, &text);
+    let _d = Daemon::start("ipv6", ports, &text);
     let target: std::net::SocketAddr = format!("[::1]:{}", ports.sip).parse().unwrap();
     for transport in ["u1", "t1"] {
         let scenario = repo().join("tests/sipp/options.xml");
@@ -949,4 +949,76 @@ default_phone_number = "+12065550100"
         out_text(&out)
     );
     assert!(uas.wait(Duration::from_secs(10)).0);
+}
+
+#[test]
+fn scanners_are_ignored_and_a_flooding_source_is_throttled_while_calls_go_on() {
+    use std::net::UdpSocket;
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_answer.xml", CARRIER, carrier, &["-m", "1"]);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let text = format!(
+        "{}\n[security]\nrate_limit_per_source = 20\n",
+        lab.config(ports)
+    );
+    let d = Daemon::start("abuse", ports, &text);
+    let options = |me: std::net::SocketAddr, i: u32, ua: &str| {
+        format!(
+            "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-scan{i}\r\nMax-Forwards: 70\r\n\
+             From: <sip:100@{me}>;tag=s{i}\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: scan{i}@x\r\nCSeq: 1 OPTIONS\r\n\
+             User-Agent: {ua}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let scanner = UdpSocket::bind((STRANGER, 0)).unwrap();
+    scanner
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let me = scanner.local_addr().unwrap();
+    scanner
+        .send_to(options(me, 0, "friendly-scanner").as_bytes(), d.sip())
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        scanner.recv_from(&mut buf).is_err(),
+        "a scanner gets silence"
+    );
+
+    // 200 OPTIONS at once from one source: 20 (the burst) are answered.
+    let flooder = UdpSocket::bind(("127.0.0.6", 0)).unwrap();
+    flooder
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let me = flooder.local_addr().unwrap();
+    for i in 0..200 {
+        flooder
+            .send_to(options(me, i, "flood").as_bytes(), d.sip())
+            .unwrap();
+        // Paced a little so the socket buffer, not trunkd, decides nothing.
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    // Meanwhile the PBX places a call.
+    let out = pbx_calls("uac_call.xml", &d, &["-d", "100"]);
+    assert_ok(&out, "a legitimate call during the flood");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    let mut answered = 0;
+    while flooder.recv_from(&mut buf).is_ok() {
+        answered += 1;
+    }
+    // The burst of 20, plus what refilled (20/s) while the flood lasted.
+    assert!((20..=30).contains(&answered), "{answered} answered");
+    let m = d.metrics();
+    assert_eq!(
+        metric_value(&m, "sip_requests_refused_total{reason=\"scanner\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    let refused = metric_value(&m, "sip_requests_refused_total{reason=\"rate_limit\"}").unwrap();
+    assert!(
+        refused >= 150.0 && refused + answered as f64 <= 200.0,
+        "{refused} refused\n{m}"
+    );
 }

@@ -24,6 +24,7 @@ pub struct File {
     pub logging: Logging,
     pub limits: Limits,
     pub routing: Routing,
+    pub security: Security,
     pub carriers: Vec<Carrier>,
     pub voice_connectors: Vec<VoiceConnector>,
     pub voice_connector_groups: Vec<VoiceConnectorGroup>,
@@ -93,6 +94,14 @@ pub struct Logging {
     pub directory: Option<String>,
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Security {
+    pub scanner_user_agents: Option<Vec<String>>,
+    pub rate_limit_per_source: Option<i64>,
+    pub rate_limit_action: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

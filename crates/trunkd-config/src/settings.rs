@@ -16,6 +16,7 @@ pub struct Settings {
     pub records: RecordsSettings,
     pub logging: LoggingSettings,
     pub routing: RoutingSettings,
+    pub security: SecuritySettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,4 +96,25 @@ pub struct RoutingSettings {
     pub hold_down: Duration,
     /// Dial strings treated as emergency besides 911 and 933.
     pub emergency_numbers: Vec<String>,
+}
+
+/// Abuse protection on the SIP listeners (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecuritySettings {
+    /// Out-of-dialog requests whose User-Agent contains one of these
+    /// (case-insensitive) are dropped without an answer.
+    pub scanner_user_agents: Vec<String>,
+    /// Out-of-dialog requests per second one source IP may send (burst the
+    /// same); 0 turns the limit off.
+    pub rate_limit_per_source: u32,
+    /// What a source over its rate gets.
+    pub rate_limit_action: RateLimitAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitAction {
+    /// Silence: costs the flooder a timeout and trunkd nothing.
+    Drop,
+    /// `503 Service Unavailable` with `Retry-After`.
+    Reject,
 }

@@ -866,6 +866,51 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         emergency_numbers,
     };
 
+    let sec = &raw.security;
+    let mut c = Check {
+        report,
+        at: At::section("security"),
+    };
+    let scanner_user_agents = sec.scanner_user_agents.clone().unwrap_or_else(|| {
+        [
+            "friendly-scanner",
+            "sipvicious",
+            "sipcli",
+            "sip-scan",
+            "sipsak",
+            "iwar",
+            "sivus",
+            "vaxsipuseragent",
+            "pplsip",
+            "smap",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    });
+    let rate_limit_per_source = c.range(
+        "rate_limit_per_source",
+        sec.rate_limit_per_source,
+        100,
+        0,
+        1_000_000,
+    ) as u32;
+    let rate_limit_action = match sec.rate_limit_action.as_deref() {
+        None | Some("drop") => RateLimitAction::Drop,
+        Some("503") => RateLimitAction::Reject,
+        Some(a) => {
+            c.err(
+                "rate_limit_action",
+                format!("{a:?} is not one of drop, 503"),
+            );
+            RateLimitAction::Drop
+        }
+    };
+    let security = SecuritySettings {
+        scanner_user_agents,
+        rate_limit_per_source,
+        rate_limit_action,
+    };
+
     (report.errors.len() == before).then_some(Settings {
         daemon: DaemonSettings {
             region,
@@ -881,6 +926,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         records,
         logging,
         routing,
+        security,
     })
 }
 

@@ -107,6 +107,12 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// scanner | rate_limit
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecordLabels {
     pub kind: &'static str,
 }
@@ -147,6 +153,7 @@ pub struct Metrics {
     pub vc_sip_responses: Family<VcClassLabels, Counter>,
     pub route_up: Family<RouteLabels, Gauge>,
     pub route_failures: Family<RouteLabels, Counter>,
+    pub sip_refused: Family<RefusedLabels, Counter>,
 }
 
 fn jitter_buckets() -> Histogram {
@@ -378,6 +385,13 @@ impl Metrics {
         let route_failures = Family::<RouteLabels, Counter>::default();
         registry.register("route_failures", "Hop failures of a carrier host or origination route (timeout, transport error, 408, 3xx, 5xx)", route_failures.clone());
 
+        let sip_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "sip_requests_refused",
+            "Out-of-dialog requests refused before the engine: scanner User-Agent or per-source rate limit",
+            sip_refused.clone(),
+        );
+
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
@@ -413,6 +427,7 @@ impl Metrics {
             vc_sip_responses,
             route_up,
             route_failures,
+            sip_refused,
         }
     }
 

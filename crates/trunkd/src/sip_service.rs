@@ -40,8 +40,14 @@ pub struct Reply {
 /// of every 501.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK";
 
+/// More sources than this in the rate limiter's table and it starts over:
+/// memory stays bounded even under a flood from spoofed addresses.
+const MAX_TRACKED_SOURCES: usize = 100_000;
+
 pub struct SipService {
     shared: Arc<Shared>,
+    /// Per-source token buckets for out-of-dialog requests (SPEC §8).
+    limiter: std::sync::Mutex<std::collections::HashMap<IpAddr, trunkd_core::cps::TokenBucket>>,
     /// Keys the To-tags of stateless answers: a retransmitted OPTIONS gets
     /// the same tag, without keeping state per request.
     tag_key: std::collections::hash_map::RandomState,
@@ -51,6 +57,7 @@ impl SipService {
     pub fn new(shared: Arc<Shared>) -> Self {
         SipService {
             shared,
+            limiter: Default::default(),
             tag_key: Default::default(),
         }
     }
@@ -84,6 +91,38 @@ impl SipService {
                 trace!(method = %String::from_utf8_lossy(req.method.as_bytes()), %src, "request");
                 if transport == Transport::Udp {
                     stamp_top_via(&mut req.headers, src);
+                }
+                let out_of_dialog = req.method != trunkd_sip::Method::Ack
+                    && req.headers.to().ok().is_none_or(|t| t.tag().is_none());
+                if out_of_dialog {
+                    if let Some(refusal) = self.abuse_check(&req, src) {
+                        metrics
+                            .sip_refused
+                            .get_or_create(&crate::metrics::RefusedLabels { reason: refusal })
+                            .inc();
+                        if refusal == "rate_limit"
+                            && self.shared.config().settings.security.rate_limit_action
+                                == trunkd_config::RateLimitAction::Reject
+                        {
+                            let mut resp = trunkd_sip::response_for(
+                                &req,
+                                trunkd_sip::StatusCode::SERVICE_UNAVAILABLE,
+                                "Service Unavailable",
+                                Some(&self.tag_for(&req.headers)),
+                            );
+                            let _ = resp.headers.append("Retry-After", "1");
+                            let dest = if transport == Transport::Udp {
+                                response_dest(&resp.headers, src)
+                            } else {
+                                src
+                            };
+                            return Err(Some(Reply {
+                                bytes: resp.to_bytes(),
+                                dest,
+                            }));
+                        }
+                        return Err(None);
+                    }
                 }
                 Ok(SipMessage::Request(req))
             }
@@ -129,6 +168,36 @@ impl SipService {
                 }))
             }
         }
+    }
+
+    /// Scanner User-Agents and sources over their rate (SPEC §8): the reason
+    /// to refuse an out-of-dialog request, if any.
+    fn abuse_check(&self, req: &trunkd_sip::Request, src: SocketAddr) -> Option<&'static str> {
+        let config = self.shared.config();
+        let sec = &config.settings.security;
+        if let Some(ua) = req.headers.get("User-Agent") {
+            let ua = String::from_utf8_lossy(ua).to_ascii_lowercase();
+            if sec
+                .scanner_user_agents
+                .iter()
+                .any(|s| ua.contains(&s.to_ascii_lowercase()))
+            {
+                return Some("scanner");
+            }
+        }
+        let limit = trunkd_core::CpsLimit::new(i64::from(sec.rate_limit_per_source)).ok()?;
+        let mut table = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        if table.len() >= MAX_TRACKED_SOURCES && !table.contains_key(&src.ip()) {
+            table.clear();
+        }
+        let bucket = table
+            .entry(src.ip())
+            .or_insert_with(|| trunkd_core::cps::TokenBucket::new(limit));
+        bucket.set_limit(limit);
+        bucket
+            .try_take(std::time::Instant::now())
+            .err()
+            .map(|_| "rate_limit")
     }
 
     fn tag_for(&self, headers: &Headers) -> String {
