@@ -199,7 +199,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let ports = trunkd_media::PortAllocator::new(settings.media.port_min, settings.media.port_max)
         .map_err(|e| anyhow!("media port range: {e}"))?;
-    let engine = Engine::new(shared.clone(), sender, local, engine_tx.clone(), ports);
+    let engine = Engine::new(shared.clone(), sender, local, engine_tx.clone(), ports)?;
     tasks.spawn(engine.run(engine_rx));
 
     let admin = tokio::net::TcpListener::bind(settings.admin.listen)

@@ -92,16 +92,16 @@ impl Engine {
         local: LocalAddrs,
         self_tx: EngineTx,
         ports: trunkd_media::PortAllocator,
-    ) -> Engine {
+    ) -> anyhow::Result<Engine> {
         let mut key = [0u8; 32];
         let mut seed = [0u8; 8];
         // Without OS randomness nonces and tags would be predictable: a
         // daemon that cannot get it must not run.
-        if getrandom::fill(&mut key).is_err() || getrandom::fill(&mut seed).is_err() {
-            panic!("the OS random number generator is unavailable");
-        }
+        getrandom::fill(&mut key)
+            .and_then(|()| getrandom::fill(&mut seed))
+            .map_err(|e| anyhow::anyhow!("the OS random number generator is unavailable: {e}"))?;
         let hold_down = shared.config().settings.routing.hold_down;
-        Engine {
+        Ok(Engine {
             endpoint: Endpoint::new(TimerConfig::default(), Limits::default()),
             shared,
             sender,
@@ -122,7 +122,7 @@ impl Engine {
             next_call: 1,
             shutdown: None,
             ports,
-        }
+        })
     }
 
     fn random(&mut self) -> u64 {
@@ -570,6 +570,11 @@ impl Engine {
                         let m = &self.shared.metrics;
                         m.call_attempt(vc.as_ref(), resources, "outbound");
                         m.admission_rejected(vc.as_ref(), resources, rej.metric_reason());
+                        if rej.metric_reason() == "auth_failed" {
+                            // Per-source evidence for fail2ban-style tooling; the
+                            // metric stays per VC (bounded labels).
+                            warn!(src = %peer.addr.ip(), "digest authentication failed");
+                        }
                         m.vc_response(vc.as_ref(), resources, rej.status());
                         if rej.is_throttle() {
                             m.throttled(vc.as_ref(), resources);
