@@ -1022,3 +1022,92 @@ fn scanners_are_ignored_and_a_flooding_source_is_throttled_while_calls_go_on() {
         "{refused} refused\n{m}"
     );
 }
+
+/// Resident memory of a process, KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_invite_flood_from_one_source_leaves_calls_and_memory_alone() {
+    use std::net::UdpSocket;
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_answer.xml", CARRIER, carrier, &["-m", "5"]);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let text = format!(
+        "{}\n[security]\nrate_limit_per_source = 100\n",
+        lab.config(ports)
+    );
+    let d = Daemon::start("flood", ports, &text);
+    let before = rss_kib(d.pid());
+    // 10× the allowed rate (1000 INVITEs/s) for 3 s from 127.0.0.6, each a
+    // new call, while the PBX places 5 calls at 2 calls/s.
+    let target = d.sip();
+    let flood = std::thread::spawn(move || {
+        let sock = UdpSocket::bind(("127.0.0.6", 0)).unwrap();
+        let me = sock.local_addr().unwrap();
+        let start = Instant::now();
+        let mut i = 0u32;
+        while start.elapsed() < Duration::from_secs(3) {
+            let invite = format!(
+                "INVITE sip:+12065550199@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-fl{i}\r\nMax-Forwards: 70\r\n\
+                 From: <sip:+12065550100@127.0.0.6>;tag=f{i}\r\nTo: <sip:+12065550199@127.0.0.1>\r\nCall-ID: flood{i}@x\r\n\
+                 CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            );
+            let _ = sock.send_to(invite.as_bytes(), target);
+            i += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        i
+    });
+    let out = sipp_uac(
+        "uac_call.xml",
+        PBX,
+        d.sip(),
+        &[
+            "-s",
+            "+12065550199",
+            "-key",
+            "caller",
+            "+12065550100",
+            "-m",
+            "5",
+            "-r",
+            "2",
+            "-d",
+            "200",
+        ],
+    );
+    let sent = flood.join().unwrap();
+    assert!(sent >= 1500, "the flood ran ({sent} INVITEs)");
+    assert!(
+        out.status.success() && sipp_counts(&out) == (5, 0),
+        "legitimate calls during the flood: {}",
+        out_text(&out)
+    );
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    let m = d.metrics();
+    let refused =
+        metric_value(&m, "sip_requests_refused_total{reason=\"rate_limit\"}").unwrap_or(0.0);
+    assert!(
+        refused >= f64::from(sent) * 0.8,
+        "{refused} of {sent} refused\n{m}"
+    );
+    let after = rss_kib(d.pid());
+    // The stated bound: a flood that is refused at the door costs no memory
+    // beyond the source table; 64 MiB is far above a quiet daemon's ~15 MiB.
+    assert!(
+        after < 64 * 1024,
+        "RSS {after} KiB after the flood (was {before} KiB)"
+    );
+}
