@@ -1111,3 +1111,76 @@ fn an_invite_flood_from_one_source_leaves_calls_and_memory_alone() {
         "RSS {after} KiB after the flood (was {before} KiB)"
     );
 }
+
+#[test]
+fn sipvicious_finds_nothing_and_a_call_during_the_scan_completes() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_answer.xml", CARRIER, carrier, &["-m", "1"]);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        east_termination: "credentials = [ { username = \"pbx1\", password = \"s3cret\" } ]",
+        ..Default::default()
+    };
+    let d = Daemon::start("sipvicious", ports, &lab.config(ports));
+    let port = ports.sip.to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("timeout")
+            .arg("60")
+            .args(args)
+            .output()
+            .expect("sipvicious is installed (scripts/test installs it)");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let target = d.sip();
+    let caller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        sipp_uac(
+            "uac_auth.xml",
+            PBX,
+            target,
+            &[
+                "-s",
+                "+12065550199",
+                "-key",
+                "caller",
+                "+12065550100",
+                "-au",
+                "pbx1",
+                "-ap",
+                "s3cret",
+                "-m",
+                "1",
+                "-d",
+                "200",
+            ],
+        )
+    });
+    let map = run(&["svmap", "127.0.0.1", "-p", &port]);
+    assert!(map.contains("found nothing"), "svmap found trunkd:\n{map}");
+    let war = run(&[
+        "svwar",
+        "-e100-120",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-m",
+        "INVITE",
+    ]);
+    assert!(
+        war.contains("found nothing"),
+        "svwar enumerated extensions:\n{war}"
+    );
+    let out = caller.join().unwrap();
+    assert_ok(&out, "a call placed during the scan");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    let m = d.metrics();
+    assert!(
+        metric_value(&m, "sip_requests_refused_total{reason=\"scanner\"}").unwrap_or(0.0) >= 1.0,
+        "{m}"
+    );
+}
