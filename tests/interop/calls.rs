@@ -1182,3 +1182,82 @@ fn sipvicious_finds_nothing_and_a_call_during_the_scan_completes() {
         "{m}"
     );
 }
+
+#[test]
+fn the_call_cap_answers_503_and_a_source_cannot_hold_every_connection() {
+    use std::io::Read;
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_answer.xml", CARRIER, carrier, &["-m", "1"]);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let text = format!(
+        "{}\n[security]\nmax_calls = 1\nmax_tcp_connections_per_source = 2\n",
+        lab.config(ports)
+    );
+    let d = Daemon::start("caps", ports, &text);
+    let target = d.sip();
+    let first = std::thread::spawn(move || {
+        sipp_uac(
+            "uac_call.xml",
+            PBX,
+            target,
+            &[
+                "-s",
+                "+12065550199",
+                "-key",
+                "caller",
+                "+12065550100",
+                "-m",
+                "1",
+                "-d",
+                "2000",
+            ],
+        )
+    });
+    d.wait_metric("voice_connector_calls_answered_total{voice_connector_id=\"vc-east\",region=\"local\",direction=\"outbound\"}", 1.0);
+    let out = pbx_calls("uac_expect_503.xml", &d, &[]);
+    assert_ok(
+        &out,
+        "a second call beyond max_calls gets 503 with Retry-After",
+    );
+    assert_ok(&first.join().unwrap(), "the first call is untouched");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+
+    // Two connections from one source are kept; the third is closed at once.
+    let open = |n: usize| -> Vec<std::net::TcpStream> {
+        (0..n)
+            .map(|_| {
+                let s = std::net::TcpStream::connect(target).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                s
+            })
+            .collect()
+    };
+    let mut conns = open(3);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut buf = [0u8; 16];
+    let closed: Vec<bool> = conns
+        .iter_mut()
+        .map(|c| matches!(c.read(&mut buf), Ok(0)))
+        .collect();
+    assert_eq!(
+        closed,
+        vec![false, false, true],
+        "only the third connection is refused"
+    );
+    let m = d.metrics();
+    assert_eq!(
+        metric_value(&m, "sip_requests_refused_total{reason=\"call_cap\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "sip_connections_refused_total{transport=\"tcp\"}"),
+        Some(1.0),
+        "{m}"
+    );
+}

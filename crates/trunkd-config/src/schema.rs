@@ -102,6 +102,8 @@ pub struct Security {
     pub scanner_user_agents: Option<Vec<String>>,
     pub rate_limit_per_source: Option<i64>,
     pub rate_limit_action: Option<String>,
+    pub max_calls: Option<i64>,
+    pub max_tcp_connections_per_source: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -109,6 +109,10 @@ pub struct SecuritySettings {
     pub rate_limit_per_source: u32,
     /// What a source over its rate gets.
     pub rate_limit_action: RateLimitAction,
+    /// Calls in progress at most; a new INVITE beyond gets 503.
+    pub max_calls: usize,
+    /// SIP TCP connections one source IP may hold open.
+    pub max_tcp_connections_per_source: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -905,10 +905,20 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             RateLimitAction::Drop
         }
     };
+    let max_calls = c.range("max_calls", sec.max_calls, 10_000, 1, 1_000_000) as usize;
+    let max_tcp_per_source = c.range(
+        "max_tcp_connections_per_source",
+        sec.max_tcp_connections_per_source,
+        32,
+        1,
+        1_000_000,
+    ) as usize;
     let security = SecuritySettings {
         scanner_user_agents,
         rate_limit_per_source,
         rate_limit_action,
+        max_calls,
+        max_tcp_connections_per_source: max_tcp_per_source,
     };
 
     (report.errors.len() == before).then_some(Settings {

@@ -423,6 +423,21 @@ impl Engine {
                 &[],
             );
         }
+        if self.calls.len() >= self.shared.config().settings.security.max_calls {
+            // Bounded memory for dialogs (SPEC §8): no new call beyond the cap.
+            let m = &self.shared.metrics;
+            m.sip_refused
+                .get_or_create(&crate::metrics::RefusedLabels { reason: "call_cap" })
+                .inc();
+            return self.respond(
+                now,
+                tx,
+                &req,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too Many Calls",
+                &[("Retry-After", "5".to_owned())],
+            );
+        }
         if matches!(req.headers.max_forwards(), Ok(Some(m)) if m.0 == 0) {
             return self.respond(
                 now,

@@ -62,6 +62,14 @@ impl SipService {
         }
     }
 
+    pub fn max_tcp_connections_per_source(&self) -> usize {
+        self.shared
+            .config()
+            .settings
+            .security
+            .max_tcp_connections_per_source
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
     }

@@ -90,6 +90,9 @@ pub async fn serve_tcp(
     let slots = Arc::new(Semaphore::new(settings.max_tcp_connections));
     let settings = Arc::new(settings);
     let mut conns = tokio::task::JoinSet::new();
+    // Connections held per source IP (SPEC §8): the accept loop owns it,
+    // each connection task hands its IP back when it ends.
+    let mut per_ip: HashMap<std::net::IpAddr, usize> = HashMap::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -102,11 +105,15 @@ pub async fn serve_tcp(
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                let per_source = svc.max_tcp_connections_per_source();
+                let held = per_ip.entry(peer.ip()).or_insert(0usize);
+                let permit = if *held < per_source { slots.clone().try_acquire_owned().ok() } else { None };
+                let Some(permit) = permit else {
                     svc.metrics().sip_tcp_connections_refused.get_or_create(&TransportLabel { transport: "tcp" }).inc();
                     drop(stream);
                     continue;
                 };
+                *held += 1;
                 let (tx, rx) = mpsc::channel(TCP_QUEUE);
                 if engine.send(Input::ConnectionOpened { addr: peer, writer: tx }).await.is_err() {
                     return;
@@ -115,10 +122,20 @@ pub async fn serve_tcp(
                 conns.spawn(async move {
                     connection(stream, peer, rx, &svc, &engine, &settings).await;
                     drop(permit);
+                    peer.ip()
                 });
             }
             // Reap finished connection tasks so the set stays small.
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(done) = conns.join_next(), if !conns.is_empty() => {
+                if let Ok(ip) = done {
+                    if let Some(n) = per_ip.get_mut(&ip) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            per_ip.remove(&ip);
+                        }
+                    }
+                }
+            }
         }
     }
 }
