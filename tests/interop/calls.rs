@@ -116,6 +116,26 @@ fn raw_invite(me: std::net::SocketAddr, branch: &str, dialog: &str, max_forwards
     )
 }
 
+/// The common shape of a termination call test: the carrier plays
+/// `uas_scenario` on its loopback address, the PBX plays `uac_scenario`
+/// through trunkd, and both must succeed. Returns the daemon for further
+/// checks (CDRs, metrics).
+fn pbx_to_carrier(tag: &str, uac_scenario: &str, uas_scenario: &str, what: &str) -> Daemon {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let mut uas = SippBg::uas(uas_scenario, CARRIER, carrier, &["-m", "1"]);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let d = Daemon::start(tag, ports, &lab.config(ports));
+    let out = pbx_calls(uac_scenario, &d, &[]);
+    assert_ok(&out, what);
+    let (ok, text) = uas.wait(Duration::from_secs(10));
+    assert!(ok, "{what} (callee side): {text}");
+    d
+}
+
 /// The customer calls +12065550199 from +12065550100.
 fn pbx_calls(scenario: &str, d: &Daemon, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
@@ -550,18 +570,12 @@ fn group_moves_to_its_next_voice_connector() {
 
 #[test]
 fn cancel_before_answer() {
-    let ports = Ports::pick();
-    let carrier = free_port_on(CARRIER);
-    let mut uas = SippBg::uas("uas_ring_cancel.xml", CARRIER, carrier, &["-m", "1"]);
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier, ""),
-        ..Default::default()
-    };
-    let d = Daemon::start("cancel", ports, &lab.config(ports));
-    let out = pbx_calls("uac_cancel.xml", &d, &[]);
-    assert_ok(&out, "caller cancels");
-    let (ok, text) = uas.wait(Duration::from_secs(10));
-    assert!(ok, "callee got the CANCEL: {text}");
+    let d = pbx_to_carrier(
+        "cancel",
+        "uac_cancel.xml",
+        "uas_ring_cancel.xml",
+        "the caller cancels while the callee rings",
+    );
     let c = &wait_cdrs(&records(&d), 1)[0];
     assert_eq!(c["Status"], "Cancelled");
     assert_eq!(c["BillableDurationSeconds"], 0);
@@ -569,34 +583,23 @@ fn cancel_before_answer() {
 
 #[test]
 fn callee_hangs_up() {
-    let ports = Ports::pick();
-    let carrier = free_port_on(CARRIER);
-    let mut uas = SippBg::uas("uas_bye.xml", CARRIER, carrier, &["-m", "1"]);
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier, ""),
-        ..Default::default()
-    };
-    let d = Daemon::start("callee-bye", ports, &lab.config(ports));
-    let out = pbx_calls("uac_recv_bye.xml", &d, &[]);
-    assert_ok(&out, "caller receives BYE");
-    assert!(uas.wait(Duration::from_secs(10)).0);
+    let d = pbx_to_carrier(
+        "callee-bye",
+        "uac_recv_bye.xml",
+        "uas_bye.xml",
+        "the callee hangs up, the caller receives BYE",
+    );
     assert_eq!(wait_cdrs(&records(&d), 1)[0]["Status"], "Completed");
 }
 
 #[test]
 fn reinvite_hold_and_resume_are_relayed() {
-    let ports = Ports::pick();
-    let carrier = free_port_on(CARRIER);
-    let mut uas = SippBg::uas("uas_reinvite.xml", CARRIER, carrier, &["-m", "1"]);
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier, ""),
-        ..Default::default()
-    };
-    let d = Daemon::start("reinvite", ports, &lab.config(ports));
-    let out = pbx_calls("uac_reinvite.xml", &d, &[]);
-    assert_ok(&out, "caller holds and resumes");
-    let (ok, text) = uas.wait(Duration::from_secs(10));
-    assert!(ok, "callee saw both re-INVITEs: {text}");
+    pbx_to_carrier(
+        "reinvite",
+        "uac_reinvite.xml",
+        "uas_reinvite.xml",
+        "caller holds and resumes; callee sees both re-INVITEs",
+    );
 }
 
 #[test]
@@ -801,18 +804,12 @@ fn options_from_a_pbx_is_remembered_per_voice_connector() {
 
 #[test]
 fn info_and_update_are_relayed_in_dialog() {
-    let ports = Ports::pick();
-    let carrier = free_port_on(CARRIER);
-    let mut uas = SippBg::uas("uas_info_update.xml", CARRIER, carrier, &["-m", "1"]);
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier, ""),
-        ..Default::default()
-    };
-    let d = Daemon::start("info-update", ports, &lab.config(ports));
-    let out = pbx_calls("uac_info_update.xml", &d, &[]);
-    assert_ok(&out, "caller sends INFO and UPDATE");
-    let (ok, text) = uas.wait(Duration::from_secs(10));
-    assert!(ok, "callee got the INFO body and the UPDATE offer: {text}");
+    pbx_to_carrier(
+        "info-update",
+        "uac_info_update.xml",
+        "uas_info_update.xml",
+        "INFO body and UPDATE offer relayed",
+    );
 }
 
 #[test]
@@ -856,20 +853,11 @@ fn sigterm_hangs_up_calls_in_progress_and_keeps_their_cdrs() {
 
 #[test]
 fn reliable_provisionals_and_prack_are_relayed() {
-    let ports = Ports::pick();
-    let carrier = free_port_on(CARRIER);
-    let mut uas = SippBg::uas("uas_prack.xml", CARRIER, carrier, &["-m", "1"]);
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier, ""),
-        ..Default::default()
-    };
-    let d = Daemon::start("prack", ports, &lab.config(ports));
-    let out = pbx_calls("uac_prack.xml", &d, &[]);
-    assert_ok(&out, "caller PRACKs the reliable 183");
-    let (ok, text) = uas.wait(Duration::from_secs(10));
-    assert!(
-        ok,
-        "callee got a PRACK whose RAck names its own INVITE: {text}"
+    pbx_to_carrier(
+        "prack",
+        "uac_prack.xml",
+        "uas_prack.xml",
+        "the reliable 183 is PRACKed and the RAck names the callee's own INVITE",
     );
 }
 
