@@ -24,7 +24,9 @@ pub mod ports;
 pub mod quality;
 pub mod relay;
 mod rx;
+pub mod sdes;
 pub mod sdp;
+pub mod srtp;
 
 pub use ports::{BoundPair, PortAllocator, PortError, PortPair};
 pub use quality::{PeerReport, QualityObserver};
@@ -33,4 +35,6 @@ pub use relay::{
     LegStats, MediaEvent, NoopObserver, PacketObserver, RelayConfig, RelayError, RelayHandle,
     RelayStats,
 };
+pub use sdes::{CryptoSuite, LegKeys, LegSdes, MediaSecurity, SdesError, SrtpPolicy};
 pub use sdp::{Direction, LegOrigin, Media, Origin, OriginOverride, RtpMap, Sdp, SdpError};
+pub use srtp::{LegCrypto, SrtpError};

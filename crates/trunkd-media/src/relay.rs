@@ -36,12 +36,23 @@
 //! latching, the observer call and one `Instant::now()` per receive are
 //! not visible in a profile.
 //!
-//! Payloads are never looked at beyond two bytes, so RFC 4733
-//! telephone-event, T.38 UDPTL (`m=image ... udptl`), SRTP/SRTCP and
-//! anything else over UDP are relayed byte for byte. The second byte only
+//! On a plain leg payloads are never looked at beyond two bytes, so RFC
+//! 4733 telephone-event, T.38 UDPTL (`m=image ... udptl`) and anything else
+//! over UDP are relayed byte for byte. The second byte only
 //! classifies a datagram on the RTP socket as RTCP (payload type 200–204,
 //! RFC 5761 §4) when `a=rtcp-mux` is in use, for the counters and the
 //! observer.
+//!
+//! # SRTP
+//!
+//! A leg keyed with SDES ([`RelayHandle::set_crypto`], keys from
+//! [`crate::sdes`]) is terminated here: what arrives on it is authenticated
+//! and decrypted with the peer's key (a forgery, a replay or a plain packet
+//! is dropped and counted as `srtp` before it can latch or count as media),
+//! the observer sees the plain packet, and it leaves encrypted with the other
+//! leg's own key if that leg is SRTP too, or plain if not (interworking).
+//! The transform allocates its output (`webrtc-srtp` returns `Bytes`);
+//! docs/performance.md has what that costs against plain relaying.
 //!
 //! # Latching (symmetric RTP, RFC 4961 / rtpengine)
 //!
@@ -104,6 +115,8 @@ use tokio::time::Sleep;
 
 use crate::ports::{BoundPair, PortPair};
 use crate::rx::{self, Slots};
+use crate::sdes::CryptoSuite;
+use crate::srtp::LegCrypto;
 
 /// Largest datagram relayed. Larger ones (which RTP senders never produce:
 /// they packetise to the path MTU) are dropped and counted, not truncated.
@@ -180,6 +193,9 @@ pub struct DropCounters {
     pub send_failed: u64,
     /// Larger than [`MAX_DATAGRAM`].
     pub oversize: u64,
+    /// On an SRTP leg: failed authentication, a replay, or not SRTP at
+    /// all; or the SRTP transform towards the other leg refused it.
+    pub srtp: u64,
 }
 
 /// Called by the relay for every packet it accepts from a peer, before
@@ -289,6 +305,8 @@ pub struct LegStats {
     pub rtcp_peer: Option<SocketAddr>,
     pub rtp_latched: bool,
     pub rtcp_latched: bool,
+    /// The SRTP suite in force on this leg; `None`: plain RTP.
+    pub srtp: Option<CryptoSuite>,
 }
 
 /// A snapshot of a relay, with a clone of its observer.
@@ -313,6 +331,10 @@ enum Control<O> {
         leg: Leg,
         rtp: Option<SocketAddr>,
         rtcp: Option<SocketAddr>,
+    },
+    SetCrypto {
+        leg: Leg,
+        crypto: Option<Box<LegCrypto>>,
     },
     Stats(oneshot::Sender<RelayStats<O>>),
     Stop,
@@ -348,6 +370,18 @@ impl<O> RelayHandle<O> {
     ) -> Result<(), RelayError> {
         self.ctl
             .send(Control::UpdatePeer { leg, rtp, rtcp })
+            .map_err(|_| RelayError::Stopped)
+    }
+
+    /// The SRTP transforms for `leg` from now on (`None`: plain RTP). Set
+    /// whenever SDES negotiated new keys for the leg; the old context is
+    /// dropped, so a new hop never decrypts with a previous hop's keys.
+    pub fn set_crypto(&self, leg: Leg, crypto: Option<LegCrypto>) -> Result<(), RelayError> {
+        self.ctl
+            .send(Control::SetCrypto {
+                leg,
+                crypto: crypto.map(Box::new),
+            })
             .map_err(|_| RelayError::Stopped)
     }
 
@@ -443,6 +477,7 @@ pub fn spawn_with_observer<O: PacketObserver + Clone>(
             last_rtp: [now; 2],
             last_rtcp: None,
             inactive_reported: false,
+            crypto: [None, None],
         },
         ctl: ctl_rx,
         events,
@@ -489,22 +524,39 @@ impl Peer {
     /// Whether a packet from `src` is accepted; latches when allowed.
     #[inline]
     fn accept(&mut self, src: SocketAddr, now: Instant, config: &RelayConfig) -> bool {
+        let ok = self.admits(src, now, config);
+        if ok {
+            self.note(src, now);
+        }
+        ok
+    }
+
+    /// Whether a packet from `src` would be accepted, without latching: an
+    /// SRTP leg authenticates the packet between this and [`Peer::note`],
+    /// so a forged packet never moves the latch.
+    #[inline]
+    fn admits(&self, src: SocketAddr, now: Instant, config: &RelayConfig) -> bool {
         if self.latched == Some(src) {
-            self.last_seen = Some(now);
             return true;
         }
-        let may_latch = match (self.latched, config.strict) {
+        match (self.latched, config.strict) {
             (None, false) => true,
             (None, true) => self.sdp.is_some_and(|sdp| sdp.ip() == src.ip()),
             (Some(_), true) => false,
             (Some(_), false) => self
                 .last_seen
                 .is_none_or(|seen| now.saturating_duration_since(seen) >= config.relatch_after),
-        };
-        if may_latch {
+        }
+    }
+
+    /// Records an accepted packet from `src`: refreshes or moves the latch.
+    #[inline]
+    fn note(&mut self, src: SocketAddr, now: Instant) {
+        if self.latched == Some(src) {
+            self.last_seen = Some(now);
+        } else {
             self.latch(src, now);
         }
-        may_latch
     }
 }
 
@@ -525,6 +577,8 @@ struct State<O> {
     last_rtp: [Instant; 2],
     last_rtcp: Option<Instant>,
     inactive_reported: bool,
+    /// Per leg: SRTP transforms when the leg is encrypted.
+    crypto: [Option<Box<LegCrypto>>; 2],
 }
 
 struct Task<O> {
@@ -554,6 +608,9 @@ impl<O: PacketObserver + Clone> Task<O> {
                     let peers = &mut self.state.peers[leg.index()];
                     peers[RTP].set_sdp(rtp);
                     peers[RTCP].set_sdp(rtcp);
+                }
+                Poll::Ready(Some(Control::SetCrypto { leg, crypto })) => {
+                    self.state.crypto[leg.index()] = crypto;
                 }
                 Poll::Ready(Some(Control::Stats(reply))) => {
                     let _ = reply.send(self.state.snapshot());
@@ -644,29 +701,91 @@ impl<O: PacketObserver + Clone> State<O> {
         pkt: &[u8],
         now: Instant,
     ) {
-        if !self.peers[leg][kind].accept(src, now, &self.config) {
-            self.legs[leg].dropped.foreign_source += 1;
-            return;
-        }
         let rtcp = kind == RTCP || is_muxed_rtcp(pkt);
+        let other = leg ^ 1;
+        // The two legs' SRTP states, borrowed apart.
+        let (rx_crypto, tx_crypto) = {
+            let [a, b] = &mut self.crypto;
+            if leg == 0 {
+                (a, b)
+            } else {
+                (b, a)
+            }
+        };
+        let decrypted;
+        let plain: &[u8] = match rx_crypto {
+            None => {
+                if !self.peers[leg][kind].accept(src, now, &self.config) {
+                    self.legs[leg].dropped.foreign_source += 1;
+                    return;
+                }
+                pkt
+            }
+            Some(c) => {
+                if !self.peers[leg][kind].admits(src, now, &self.config) {
+                    self.legs[leg].dropped.foreign_source += 1;
+                    return;
+                }
+                let r = if rtcp {
+                    c.unprotect_rtcp(pkt)
+                } else {
+                    c.unprotect_rtp(pkt)
+                };
+                match r {
+                    Ok(p) => {
+                        self.peers[leg][kind].note(src, now);
+                        decrypted = p;
+                        &decrypted
+                    }
+                    Err(e) => {
+                        if self.legs[leg].dropped.srtp == 0 {
+                            tracing::debug!(error = %e, leg, "SRTP packet refused");
+                        }
+                        self.legs[leg].dropped.srtp += 1;
+                        return;
+                    }
+                }
+            }
+        };
         self.legs[leg].rx.add(rtcp, pkt.len());
+        // Quality is measured on the plain packets: after decryption.
         let from = Leg::from_index(leg);
         if rtcp {
             self.last_rtcp = Some(now);
-            self.observer.on_rtcp(from, pkt, now);
+            self.observer.on_rtcp(from, plain, now);
         } else {
             self.last_rtp[leg] = now;
             self.inactive_reported = false;
-            self.observer.on_rtp(from, pkt, now);
+            self.observer.on_rtp(from, plain, now);
         }
 
-        let other = leg ^ 1;
         let Some(dest) = &self.peers[other][kind].dest else {
             self.legs[leg].dropped.no_peer += 1;
             return;
         };
-        match SockRef::from(&socks[other][kind]).send_to(pkt, dest) {
-            Ok(_) => self.legs[other].tx.add(rtcp, pkt.len()),
+        let encrypted;
+        let out: &[u8] = match tx_crypto {
+            None => plain,
+            Some(c) => {
+                let r = if rtcp {
+                    c.protect_rtcp(plain)
+                } else {
+                    c.protect_rtp(plain)
+                };
+                match r {
+                    Ok(p) => {
+                        encrypted = p;
+                        &encrypted
+                    }
+                    Err(_) => {
+                        self.legs[leg].dropped.srtp += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        match SockRef::from(&socks[other][kind]).send_to(out, dest) {
+            Ok(_) => self.legs[other].tx.add(rtcp, out.len()),
             Err(e) => {
                 if self.legs[leg].dropped.send_failed == 0 {
                     tracing::debug!(error = %e, leg = other, "media send failed");
@@ -687,6 +806,7 @@ impl<O: PacketObserver + Clone> State<O> {
                 rtcp_peer: p[RTCP].latched.or(p[RTCP].sdp),
                 rtp_latched: p[RTP].latched.is_some(),
                 rtcp_latched: p[RTCP].latched.is_some(),
+                srtp: self.crypto[i].as_ref().map(|c| c.suite()),
             }
         };
         RelayStats {

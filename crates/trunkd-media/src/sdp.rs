@@ -33,6 +33,8 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::sdes::MediaSecurity;
+
 /// What is wrong with an SDP body. Line numbers are 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
@@ -116,7 +118,8 @@ pub struct Media {
     rtcp_addr: Option<IpAddr>,
     direction: Option<Direction>,
     rtpmaps: Vec<RtpMap>,
-    crypto: bool,
+    /// `a=crypto` values (what follows `a=crypto:`), in order.
+    crypto: Vec<String>,
     rtcp_mux: bool,
     /// Line index (0-based) of the `m=` line.
     m_line: usize,
@@ -162,7 +165,12 @@ impl Media {
     /// Whether any `a=crypto` (SDES, RFC 4568) line is present. The keys
     /// themselves are passed through untouched.
     pub fn has_crypto(&self) -> bool {
-        self.crypto
+        !self.crypto.is_empty()
+    }
+
+    /// The `a=crypto` attribute values (RFC 4568), without `a=crypto:`.
+    pub fn crypto(&self) -> &[String] {
+        &self.crypto
     }
     /// Whether `a=rtcp-mux` (RFC 5761) is present. Passed through: both ends
     /// see each other's offer/answer, so they agree on muxing and the relay
@@ -221,6 +229,9 @@ enum Role {
     },
     /// ICE attributes, removed by the rewrite.
     Ice,
+    /// `a=crypto` (SDES keys): replaced when the rewrite is given a
+    /// [`MediaSecurity`], since keys never cross legs.
+    Crypto,
 }
 
 /// A parsed SDP body. Owned, so a call actor can keep the last offer and
@@ -332,9 +343,9 @@ impl Sdp {
                                 m.rtpmaps.push(parse_rtpmap(v, lineno)?);
                                 Role::Keep
                             }
-                            ("crypto", _) => {
-                                m.crypto = true;
-                                Role::Keep
+                            ("crypto", v) => {
+                                m.crypto.push(v.unwrap_or("").trim().to_owned());
+                                Role::Crypto
                             }
                             ("rtcp-mux", None) => {
                                 m.rtcp_mux = true;
@@ -453,6 +464,21 @@ impl Sdp {
         ports: &[Option<(u16, u16)>],
         origin: Option<OriginOverride<'_>>,
     ) -> Result<String, SdpError> {
+        self.rewrite_secured(addr, ports, origin, None)
+    }
+
+    /// [`Sdp::rewrite`], and with `security`: every `a=crypto` line of the
+    /// input is dropped, the first media section (the anchored stream) gets
+    /// `security.proto` as its transport protocol and `security.crypto` as
+    /// its `a=crypto` lines (trunkd's own keys for this leg, see
+    /// [`crate::sdes`]).
+    pub fn rewrite_secured(
+        &self,
+        addr: IpAddr,
+        ports: &[Option<(u16, u16)>],
+        origin: Option<OriginOverride<'_>>,
+        security: Option<&MediaSecurity>,
+    ) -> Result<String, SdpError> {
         if ports.len() != self.media.len() {
             return Err(SdpError::PortCount {
                 media: self.media.len(),
@@ -471,7 +497,7 @@ impl Sdp {
         for (line, role) in self.lines.iter().zip(&self.roles) {
             if *role == Role::MediaLine {
                 if let Some(prev) = section {
-                    self.push_added_rtcp(&mut out, prev, ports[prev]);
+                    self.end_section(&mut out, prev, ports[prev], security);
                 }
                 section = Some(section.map_or(0, |s| s + 1));
             }
@@ -481,6 +507,8 @@ impl Sdp {
                     out.push_str(line);
                 }
                 Role::Ice => continue,
+                Role::Crypto if security.is_some() => continue,
+                Role::Crypto => out.push_str(line),
                 Role::Origin => {
                     let o = &self.origin;
                     let (user, sid, version) = match origin {
@@ -501,7 +529,15 @@ impl Sdp {
                     let _old_port = parts.next();
                     let rest = parts.next().unwrap_or("");
                     let port = pair.map_or(0, |(rtp, _)| rtp);
-                    let _ = write!(out, "m={kind} {port} {rest}");
+                    match security.filter(|_| section == Some(0)) {
+                        Some(sec) => {
+                            let fmts = rest.split_once(' ').map_or("", |(_, f)| f);
+                            let _ = write!(out, "m={kind} {port} {} {fmts}", sec.proto);
+                        }
+                        None => {
+                            let _ = write!(out, "m={kind} {port} {rest}");
+                        }
+                    }
                     let trimmed = out.trim_end_matches(' ').len();
                     out.truncate(trimmed);
                 }
@@ -518,9 +554,26 @@ impl Sdp {
             out.push_str("\r\n");
         }
         if let Some(last) = section {
-            self.push_added_rtcp(&mut out, last, ports[last]);
+            self.end_section(&mut out, last, ports[last], security);
         }
         Ok(out)
+    }
+
+    /// Lines added at the end of media section `index`: `a=rtcp` when
+    /// needed, and trunkd's `a=crypto` lines on the anchored stream.
+    fn end_section(
+        &self,
+        out: &mut String,
+        index: usize,
+        pair: Option<(u16, u16)>,
+        security: Option<&MediaSecurity>,
+    ) {
+        self.push_added_rtcp(out, index, pair);
+        if let (0, Some(sec), Some(_)) = (index, security, pair) {
+            for c in &sec.crypto {
+                let _ = write!(out, "a=crypto:{c}\r\n");
+            }
+        }
     }
 
     /// Adds `a=rtcp:<port>` at the end of media section `index` when trunkd's
@@ -566,11 +619,22 @@ impl LegOrigin {
         addr: IpAddr,
         ports: &[Option<(u16, u16)>],
     ) -> Result<String, SdpError> {
+        self.rewrite_secured(sdp, addr, ports, None)
+    }
+
+    /// [`LegOrigin::rewrite`] with [`Sdp::rewrite_secured`]'s `security`.
+    pub fn rewrite_secured(
+        &mut self,
+        sdp: &Sdp,
+        addr: IpAddr,
+        ports: &[Option<(u16, u16)>],
+        security: Option<&MediaSecurity>,
+    ) -> Result<String, SdpError> {
         let (user, sid, version) = self.pinned.get_or_insert_with(|| {
             let o = sdp.origin();
             (o.username.clone(), o.session_id.clone(), o.version)
         });
-        let mut out = sdp.rewrite(
+        let mut out = sdp.rewrite_secured(
             addr,
             ports,
             Some(OriginOverride {
@@ -578,10 +642,11 @@ impl LegOrigin {
                 session_id: sid,
                 version: *version,
             }),
+            security,
         )?;
         if self.last_sent.as_ref().is_some_and(|last| *last != out) {
             *version = version.wrapping_add(1);
-            out = sdp.rewrite(
+            out = sdp.rewrite_secured(
                 addr,
                 ports,
                 Some(OriginOverride {
@@ -589,6 +654,7 @@ impl LegOrigin {
                     session_id: sid,
                     version: *version,
                 }),
+                security,
             )?;
         }
         self.last_sent = Some(out.clone());
@@ -689,7 +755,7 @@ fn parse_media_line(value: &str, line: usize, index: usize) -> Result<Media, Sdp
         rtcp_addr: None,
         direction: None,
         rtpmaps: Vec::new(),
-        crypto: false,
+        crypto: Vec::new(),
         rtcp_mux: false,
         m_line: index,
     })
@@ -872,6 +938,30 @@ a=rtcp:30009",
         let out = Sdp::parse(OFFER)?.rewrite(v6, &[Some((30000, 30001))], None)?;
         assert!(out.contains("o=pbx 4242 7 IN IP6 2001:db8::53\r\n"));
         assert!(out.contains("c=IN IP6 2001:db8::53\r\n"));
+        Ok(())
+    }
+
+    #[test]
+    fn secured_rewrite_replaces_keys_and_profile_and_never_forwards_keys() -> Result<(), SdpError> {
+        let offer = "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\nm=audio 4000 RTP/SAVP 0 101\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PEERKEYPEERKEYPEERKEYPEERKEYPEERKEYPEERKE\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:PEERKEYPEERKEYPEERKEYPEERKEYPEERKEYPEERKE\na=sendrecv\nm=video 0 RTP/SAVP 96\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:VIDEOKEYVIDEOKEYVIDEOKEYVIDEOKEYVIDEOKEY\n";
+        let sdp = Sdp::parse(offer)?;
+        assert_eq!(sdp.media()[0].crypto().len(), 2);
+        let plain = MediaSecurity { proto: "RTP/AVP".into(), crypto: vec![] };
+        let out = sdp.rewrite_secured(ours(), &[Some((30000, 30001)), None], None, Some(&plain))?;
+        assert!(out.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{out}");
+        assert!(!out.contains("crypto"), "interworking: no key survives: {out}");
+        assert!(out.contains("m=video 0 RTP/SAVP 96\r\n"), "only the anchored stream changes");
+
+        let ours_key = MediaSecurity {
+            proto: "RTP/SAVP".into(),
+            crypto: vec!["2 AES_CM_128_HMAC_SHA1_32 inline:TRUNKDKEY".into()],
+        };
+        let out = sdp.rewrite_secured(ours(), &[Some((30000, 30001)), None], None, Some(&ours_key))?;
+        assert!(!out.contains("PEERKEY") && !out.contains("VIDEOKEY"), "{out}");
+        assert!(
+            out.contains("m=audio 30000 RTP/SAVP 0 101\r\na=sendrecv\r\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:TRUNKDKEY\r\nm=video"),
+            "{out}"
+        );
         Ok(())
     }
 

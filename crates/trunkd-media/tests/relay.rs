@@ -551,3 +551,134 @@ fn dual_stack_call_ipv4_leg_to_ipv6_leg() {
     assert_eq!(stats.b.rtp_peer, Some(b.rtp_addr()));
     assert!(stats.b.rtp_latched);
 }
+
+mod srtp {
+    use super::*;
+    use trunkd_media::sdes::KeyMaterial;
+    use trunkd_media::{CryptoSuite, LegCrypto, LegKeys};
+
+    fn keys(suite: CryptoSuite) -> LegKeys {
+        LegKeys {
+            suite,
+            peer: KeyMaterial::generate(suite).unwrap(),
+            ours: KeyMaterial::generate(suite).unwrap(),
+        }
+    }
+
+    /// The phone's side of an SRTP leg: the mirror of trunkd's keys.
+    fn phone_side(k: &LegKeys) -> LegCrypto {
+        LegCrypto::new(&LegKeys {
+            suite: k.suite,
+            peer: k.ours.clone(),
+            ours: k.peer.clone(),
+        })
+        .unwrap()
+    }
+
+    fn sr(ssrc: u8) -> Vec<u8> {
+        let mut p = vec![0x80, 200, 0, 6, 0, 0, 0, ssrc];
+        p.extend_from_slice(&[7u8; 20]);
+        p
+    }
+
+    fn start_observed(a: &Phone, b: &Phone) -> (Runtime, RelayHandle<Counting>, PortAllocator) {
+        let rt = runtime();
+        let alloc = allocator();
+        let (tx, _events) = mpsc::channel(4);
+        let relay = {
+            let _g = rt.enter();
+            spawn_with_observer(
+                no_timeout(false),
+                setup(&alloc, Some(a.rtp_addr()), Some(a.rtcp_addr())),
+                setup(&alloc, Some(b.rtp_addr()), Some(b.rtcp_addr())),
+                Counting::default(),
+                tx,
+            )
+            .unwrap()
+        };
+        (rt, relay, alloc)
+    }
+
+    #[test]
+    fn srtp_leg_to_plain_leg_interworks_both_ways_and_measures_plain_packets() {
+        let (a, b) = (Phone::new(), Phone::new());
+        let (rt, relay, _alloc) = start_observed(&a, &b);
+        let ka = keys(CryptoSuite::Aes128CmHmacSha1_80);
+        relay.set_crypto(Leg::A, Some(LegCrypto::new(&ka).unwrap())).unwrap();
+        let mut phone_a = phone_side(&ka);
+
+        for i in 0..20u16 {
+            let plain = rtp_packet(i, 160);
+            let wire = phone_a.protect_rtp(&plain).unwrap();
+            a.rtp.send_to(&wire, relay.local_rtp(Leg::A)).unwrap();
+            assert_eq!(recv(&b.rtp).0, plain, "B (plain RTP) gets the decrypted packet {i}");
+
+            let back = rtp_packet(1000 + i, 160);
+            b.rtp.send_to(&back, relay.local_rtp(Leg::B)).unwrap();
+            let (got, _) = recv(&a.rtp);
+            assert_ne!(got, back, "A's leg is encrypted");
+            assert_eq!(phone_a.unprotect_rtp(&got).unwrap(), back);
+        }
+        let wire = phone_a.protect_rtcp(&sr(1)).unwrap();
+        a.rtcp.send_to(&wire, relay.local_rtcp(Leg::A)).unwrap();
+        assert_eq!(recv(&b.rtcp).0, sr(1), "SRTCP decrypted for the plain leg");
+
+        let stats = rt.block_on(relay.stats()).unwrap();
+        assert_eq!(stats.observer.rtp, [20, 20]);
+        assert_eq!(stats.observer.last_len, 172, "the observer sees plain RTP");
+        assert_eq!(stats.a.srtp, Some(CryptoSuite::Aes128CmHmacSha1_80));
+        assert_eq!(stats.b.srtp, None);
+        assert_eq!(stats.a.rx.rtp_packets, 20);
+        assert_eq!(stats.a.rx.rtp_bytes, 20 * 182, "wire bytes, tag included");
+        assert_eq!(stats.a.dropped.srtp, 0);
+        rt.block_on(relay.stop()).unwrap();
+    }
+
+    #[test]
+    fn both_legs_srtp_with_their_own_keys() {
+        let (a, b) = (Phone::new(), Phone::new());
+        let (rt, relay, _alloc) = start_observed(&a, &b);
+        let ka = keys(CryptoSuite::AeadAes256Gcm);
+        let kb = keys(CryptoSuite::Aes128CmHmacSha1_32);
+        relay.set_crypto(Leg::A, Some(LegCrypto::new(&ka).unwrap())).unwrap();
+        relay.set_crypto(Leg::B, Some(LegCrypto::new(&kb).unwrap())).unwrap();
+        let (mut pa, mut pb) = (phone_side(&ka), phone_side(&kb));
+        for i in 0..10u16 {
+            let plain = rtp_packet(i, 160);
+            let wire = pa.protect_rtp(&plain).unwrap();
+            a.rtp.send_to(&wire, relay.local_rtp(Leg::A)).unwrap();
+            let (got, _) = recv(&b.rtp);
+            assert_ne!(got, wire, "re-encrypted with B's own key, never forwarded");
+            assert_eq!(pb.unprotect_rtp(&got).unwrap(), plain);
+        }
+        rt.block_on(relay.stop()).unwrap();
+    }
+
+    #[test]
+    fn forged_replayed_and_plain_packets_on_an_srtp_leg_are_dropped_and_never_latch() {
+        let (a, b, intruder) = (Phone::new(), Phone::new(), Phone::new());
+        let (rt, relay, _alloc) = start_observed(&a, &b);
+        let ka = keys(CryptoSuite::Aes128CmHmacSha1_80);
+        relay.set_crypto(Leg::A, Some(LegCrypto::new(&ka).unwrap())).unwrap();
+        let mut pa = phone_side(&ka);
+
+        // Before A's first packet, an intruder sends plain RTP: not latched.
+        intruder.rtp.send_to(&rtp_packet(1, 160), relay.local_rtp(Leg::A)).unwrap();
+        silent(&b.rtp, Duration::from_millis(200));
+        let good = pa.protect_rtp(&rtp_packet(1, 160)).unwrap();
+        a.rtp.send_to(&good, relay.local_rtp(Leg::A)).unwrap();
+        recv(&b.rtp);
+        // A replay of A's packet and a forged one.
+        a.rtp.send_to(&good, relay.local_rtp(Leg::A)).unwrap();
+        let mut forged = pa.protect_rtp(&rtp_packet(2, 160)).unwrap().to_vec();
+        forged[30] ^= 0xff;
+        a.rtp.send_to(&forged, relay.local_rtp(Leg::A)).unwrap();
+        silent(&b.rtp, Duration::from_millis(200));
+
+        let stats = rt.block_on(relay.stats()).unwrap();
+        assert_eq!(stats.a.dropped.srtp, 3);
+        assert_eq!(stats.a.rx.rtp_packets, 1);
+        assert_eq!(stats.a.rtp_peer, Some(a.rtp_addr()), "the intruder never latched");
+        rt.block_on(relay.stop()).unwrap();
+    }
+}
