@@ -21,7 +21,7 @@ use trunkd_core::{CarrierId, VcId};
 use trunkd_sip::{Method, Request, Response, StatusCode};
 
 use crate::leg::{contact_uri, copy_end_to_end, uas_response, LegState};
-use crate::media::{is_sdp, MediaAnchor, MediaRefusal};
+use crate::media::{is_sdp, MediaAnchor, MediaRefusal, SdpRole};
 use crate::rng::Ids;
 use crate::{via_name, Leg, LocalAddrs, Peer, ServerTxId, TxTransport};
 
@@ -37,6 +37,8 @@ pub struct Hop {
     pub vc_id: Option<VcId>,
     /// Digest credentials for the carrier's 401/407.
     pub credentials: Option<(String, String)>,
+    /// What the media anchor offers this hop (SRTP or plain RTP).
+    pub srtp: trunkd_core::SrtpPolicy,
 }
 
 /// Everything a call needs at creation.
@@ -419,9 +421,9 @@ impl Call {
             local_cseq: 0,
             dest: h.dest,
         };
-        self.media.reset(Leg::B);
+        self.media.reset(Leg::B, h.srtp);
         let (headers, body) = (self.invite.headers.clone(), self.invite.body.clone());
-        match self.cross(Leg::A, &headers, &body) {
+        match self.cross(Leg::A, SdpRole::Offer, &headers, &body) {
             Ok(offer) => self.b_offer = offer,
             Err(refusal) => {
                 let _ = now;
@@ -587,7 +589,8 @@ impl Call {
             let mut r = self.a_response_like(&resp);
             // Early media: an SDP in a provisional is anchored too. One that
             // cannot be is not relayed (the caller hears ringback locally).
-            match self.cross(Leg::B, &resp.headers, &resp.body) {
+            let role = self.invite_response_role();
+            match self.cross(Leg::B, role, &resp.headers, &resp.body) {
                 Ok(body) => r.body = body,
                 Err(_) => {
                     r.headers.remove("Content-Type");
@@ -604,7 +607,8 @@ impl Call {
                 b.learn_from_response(&resp);
             }
             let mut r = self.a_response_like(&resp);
-            match self.cross(Leg::B, &resp.headers, &resp.body) {
+            let role = self.invite_response_role();
+            match self.cross(Leg::B, role, &resp.headers, &resp.body) {
                 Ok(body) => r.body = body,
                 Err(refusal) => {
                     // The callee answered with media we cannot anchor: end
@@ -787,7 +791,13 @@ impl Call {
         let rack = (req.method == Method::Prack)
             .then(|| self.translate_rack(&req, out_leg))
             .flatten();
-        let body = match self.cross(from_leg, &req.headers, &req.body) {
+        // PRACK and ACK carry answers (to an offer in a reliable 18x or a
+        // 2xx); every other request body is an offer.
+        let role = match req.method {
+            Method::Prack | Method::Ack => SdpRole::Answer,
+            _ => SdpRole::Offer,
+        };
+        let body = match self.cross(from_leg, role, &req.headers, &req.body) {
             Ok(b) => b,
             Err(refusal) => {
                 let status =
@@ -890,7 +900,14 @@ impl Call {
             contact.as_deref(),
         );
         copy_end_to_end(&resp.headers, &mut r.headers);
-        match self.cross(leg, &resp.headers, &resp.body) {
+        // A response answers the request's offer; to a request without
+        // one (re-INVITE with no SDP) it is the offer.
+        let role = if is_sdp(&self.relays[i].request.headers, &self.relays[i].request.body) {
+            SdpRole::Answer
+        } else {
+            SdpRole::Offer
+        };
+        match self.cross(leg, role, &resp.headers, &resp.body) {
             Ok(body) => r.body = body,
             Err(refusal) => {
                 // An answer we cannot anchor must not reach the other side
@@ -942,7 +959,9 @@ impl Call {
             }
         };
         // An ACK may carry the answer to a late offer: anchored like any SDP.
-        let body = self.cross(leg, &ack.headers, &ack.body).unwrap_or_default();
+        let body = self
+            .cross(leg, SdpRole::Answer, &ack.headers, &ack.body)
+            .unwrap_or_default();
         let local = self.local.clone();
         let branch = self.ids.branch();
         let mf = self.max_forwards;
@@ -1082,13 +1101,24 @@ impl Call {
     fn cross(
         &mut self,
         from: Leg,
+        role: SdpRole,
         headers: &trunkd_sip::Headers,
         body: &Bytes,
     ) -> Result<Bytes, MediaRefusal> {
         if is_sdp(headers, body) {
-            self.media.rewrite(from, body)
+            self.media.rewrite(from, role, body)
         } else {
             Ok(body.clone())
+        }
+    }
+
+    /// An SDP in B's response to our INVITE answers A's offer, or is B's
+    /// offer when A's INVITE had none (late offer; A answers in its ACK).
+    fn invite_response_role(&self) -> SdpRole {
+        if is_sdp(&self.invite.headers, &self.invite.body) {
+            SdpRole::Answer
+        } else {
+            SdpRole::Offer
         }
     }
 

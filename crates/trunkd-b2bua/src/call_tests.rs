@@ -69,6 +69,7 @@ fn hops() -> Vec<Hop> {
             carrier_id: None,
             vc_id: None,
             credentials: None,
+            srtp: trunkd_core::SrtpPolicy::Off,
         })
         .collect()
 }

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 
 pub use call::{Call, CallEnd, CallEvent, CallInput, CallOutput, Hop, NewCall};
 pub use leg::LegState;
-pub use media::{MediaAnchor, MediaRefusal, PassThrough};
+pub use media::{MediaAnchor, MediaRefusal, PassThrough, SdpRole};
 
 pub use trunkd_sip::transaction::{Peer, ServerTxId, TxTransport};
 

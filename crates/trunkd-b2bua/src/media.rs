@@ -19,17 +19,27 @@ pub struct MediaRefusal {
     pub reason: String,
 }
 
+/// Which half of an RFC 3264 exchange an SDP body is. The call knows it
+/// from the message that carries the body; the anchor needs it for SDES
+/// (an offer gets trunkd's keys for every suite, an answer one key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdpRole {
+    Offer,
+    Answer,
+}
+
 pub trait MediaAnchor: Send {
-    /// `sdp` arrived from `from`'s peer (offer or answer: the anchor does
-    /// not need to know which); returns the body for the other leg.
+    /// `sdp` arrived from `from`'s peer as an offer or an answer; returns
+    /// the body for the other leg.
     ///
     /// # Errors
     /// When the SDP cannot be anchored.
-    fn rewrite(&mut self, from: Leg, sdp: &Bytes) -> Result<Bytes, MediaRefusal>;
+    fn rewrite(&mut self, from: Leg, role: SdpRole, sdp: &Bytes) -> Result<Bytes, MediaRefusal>;
 
-    /// The B leg starts over with another hop (failover): whatever was
-    /// learnt or negotiated for it is forgotten.
-    fn reset(&mut self, leg: Leg);
+    /// `leg` starts over with another hop (failover, and the first hop):
+    /// whatever was learnt or negotiated for it is forgotten, and `srtp`
+    /// says what to offer the new hop.
+    fn reset(&mut self, leg: Leg, srtp: trunkd_core::SrtpPolicy);
 }
 
 /// Signalling only: bodies cross unchanged.
@@ -37,11 +47,11 @@ pub trait MediaAnchor: Send {
 pub struct PassThrough;
 
 impl MediaAnchor for PassThrough {
-    fn rewrite(&mut self, _from: Leg, sdp: &Bytes) -> Result<Bytes, MediaRefusal> {
+    fn rewrite(&mut self, _from: Leg, _role: SdpRole, sdp: &Bytes) -> Result<Bytes, MediaRefusal> {
         Ok(sdp.clone())
     }
 
-    fn reset(&mut self, _leg: Leg) {}
+    fn reset(&mut self, _leg: Leg, _srtp: trunkd_core::SrtpPolicy) {}
 }
 
 /// True when a message body is an SDP the anchor must see.

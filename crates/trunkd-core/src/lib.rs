@@ -47,4 +47,4 @@ pub use e164::E164;
 pub use ids::{CarrierId, GroupId, RuleId, SmaId, VcId};
 pub use resources::*;
 pub use transaction_id::TransactionId;
-pub use types::{CpsLimit, Host, NetworkType, Port, Priority, Transport, Weight};
+pub use types::{CpsLimit, Host, NetworkType, Port, Priority, SrtpPolicy, Transport, Weight};

@@ -107,6 +107,36 @@ impl fmt::Display for Port {
     }
 }
 
+/// Whether trunkd offers SRTP (SDES) to a leg's peer when it is the one
+/// offering. When the peer offers, trunkd answers in kind, except that
+/// [`SrtpPolicy::Require`] refuses plain RTP.
+///
+/// trunkd's rule: a hop reached over TLS is offered SRTP (SDES keys are
+/// only as secret as the signalling that carries them), a hop to a voice
+/// connector with `require_encryption` requires it, any other hop is
+/// offered plain RTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SrtpPolicy {
+    /// Offer plain RTP (unless the leg is already encrypted).
+    #[default]
+    Off,
+    /// Offer SRTP; a plain answer or offer from the peer is accepted.
+    Offer,
+    /// SRTP only: a plain answer or offer from the peer is refused (488).
+    Require,
+}
+
+impl SrtpPolicy {
+    /// The policy for a hop: see the type's docs.
+    pub fn for_hop(transport: Transport, require_encryption: bool) -> Self {
+        match (require_encryption, transport) {
+            (true, _) => SrtpPolicy::Require,
+            (false, Transport::Tls) => SrtpPolicy::Offer,
+            (false, _) => SrtpPolicy::Off,
+        }
+    }
+}
+
 /// SIP transport of a route or carrier host.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Transport {

@@ -256,16 +256,18 @@ impl CryptoAttr {
     }
 }
 
-/// Whether trunkd offers SRTP to a leg's peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SrtpPolicy {
-    /// Offer plain RTP (unless the leg is already encrypted).
-    #[default]
-    Off,
-    /// Offer SRTP; a plain answer or offer from the peer is accepted.
-    Offer,
-    /// SRTP only: a plain answer or offer from the peer is refused (488).
-    Require,
+pub use trunkd_core::SrtpPolicy;
+
+/// Whether an SDP body offers SRTP trunkd can use (SPEC §2.4's "offers
+/// SRTP"): its first media section, the one trunkd anchors, has an
+/// `a=crypto` line with a supported suite and a well-formed key. A
+/// `RTP/SAVP` profile with no usable key is not an SRTP offer.
+pub fn offers_srtp(body: &[u8]) -> bool {
+    crate::sdp::Sdp::parse_bytes(body).is_ok_and(|sdp| {
+        sdp.media()
+            .first()
+            .is_some_and(|m| m.crypto().iter().any(|c| CryptoAttr::parse(c).is_ok()))
+    })
 }
 
 /// The SRTP keys in force on one leg.
@@ -704,6 +706,19 @@ mod tests {
             assert_ne!(a, b, "a new hop never sees the previous hop's keys");
         }
         assert!(leg.active().is_none());
+    }
+
+    #[test]
+    fn an_srtp_offer_needs_a_usable_key_on_the_anchored_stream() {
+        let sdp = |m: &str| format!("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n{m}");
+        let good = sdp(&format!("m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K128}\r\n"));
+        assert!(offers_srtp(good.as_bytes()));
+        assert!(!offers_srtp(sdp("m=audio 4000 RTP/SAVP 0\r\n").as_bytes()), "SAVP without a key");
+        let only_192 = sdp(&format!("m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_192_CM_HMAC_SHA1_80 inline:{K128}\r\n"));
+        assert!(!offers_srtp(only_192.as_bytes()));
+        assert!(!offers_srtp(sdp("m=audio 4000 RTP/AVP 0\r\n").as_bytes()));
+        assert!(!offers_srtp(b""));
+        assert!(!offers_srtp(b"v=0 RTP/SAVP a=crypto:"), "not SDP at all");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use trunkd_core::admission::{
 };
 use trunkd_core::digest::{NonceCounter, NonceIssuer};
 use trunkd_core::routing::{origination_plan, termination_plan, RouteHealthTable};
-use trunkd_core::{Host, Route, TransactionId};
+use trunkd_core::{Host, Route, SrtpPolicy, TransactionId};
 use trunkd_sip::transaction::{
     ClientTxId, Endpoint, Limits, Peer, ServerTxId, TimerConfig, TxEvent, TxId, TxTransport,
 };
@@ -505,9 +505,13 @@ impl Engine {
                     .into_iter()
                     .flat_map(|leg| {
                         let vc = leg.vc_id.clone();
-                        leg.routes
-                            .into_iter()
-                            .filter_map(move |r| hop(&r, None, Some(vc.clone()), None))
+                        let required = resources
+                            .voice_connector(vc.as_str())
+                            .is_some_and(|v| v.require_encryption);
+                        leg.routes.into_iter().filter_map(move |r| {
+                            let srtp = SrtpPolicy::for_hop(r.protocol, required);
+                            hop(&r, None, Some(vc.clone()), None, srtp)
+                        })
                     })
                     .collect();
                 let m = &self.shared.metrics;
@@ -548,10 +552,7 @@ impl Engine {
                     .headers
                     .get("Proxy-Authorization")
                     .map(|v| String::from_utf8_lossy(v).into_owned());
-                let offers_srtp = {
-                    let body = String::from_utf8_lossy(&req.body);
-                    body.contains("RTP/SAVP") || body.contains("a=crypto:")
-                };
+                let offers_srtp = trunkd_media::sdes::offers_srtp(&req.body);
                 let treq = TerminationRequest {
                     method: "INVITE",
                     request_uri_user: &ruri_user,
@@ -634,7 +635,8 @@ impl Engine {
                         let creds = h
                             .credentials
                             .map(|c| (c.username.clone(), c.password.expose().to_owned()));
-                        hop(&h.route, Some(h.carrier_id.clone()), None, creds)
+                        let srtp = SrtpPolicy::for_hop(h.route.protocol, false);
+                        hop(&h.route, Some(h.carrier_id.clone()), None, creds, srtp)
                     })
                     .collect();
                 self.shared
@@ -661,11 +663,26 @@ impl Engine {
             ..Default::default()
         };
         let advertised = media.advertised_address.unwrap_or(media.address);
+        // The A leg: SRTP only for a customer whose VC requires encryption
+        // (admission checked the offer; this keeps re-INVITEs from
+        // dropping it), offered over TLS when trunkd is the offerer.
+        let a_requires = direction == trunkd_core::cdr::Direction::Outbound
+            && vc_id
+                .as_ref()
+                .and_then(|v| resources.voice_connector(v.as_str()))
+                .is_some_and(|v| v.require_encryption);
+        let a_transport = match peer.transport {
+            TxTransport::Tls => trunkd_core::Transport::Tls,
+            TxTransport::Tcp => trunkd_core::Transport::Tcp,
+            TxTransport::Udp => trunkd_core::Transport::Udp,
+        };
+        let a_srtp = SrtpPolicy::for_hop(a_transport, a_requires);
         let anchor = match crate::media_anchor::RelayAnchor::start(
             &self.ports,
             media.address,
             advertised,
             relay_config,
+            a_srtp,
             media_tx,
         ) {
             Ok(a) => a,
@@ -867,6 +884,7 @@ fn hop(
     carrier: Option<trunkd_core::CarrierId>,
     vc: Option<trunkd_core::VcId>,
     credentials: Option<(String, String)>,
+    srtp: SrtpPolicy,
 ) -> Option<PlannedHop> {
     let ip = match &route.host {
         Host::Ip(ip) => *ip,
@@ -888,6 +906,7 @@ fn hop(
             carrier_id: carrier,
             vc_id: vc,
             credentials,
+            srtp,
         },
         route: route.clone(),
     })
