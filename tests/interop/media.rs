@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use crate::ua::*;
 
-const PBX: &str = "127.0.0.3";
-const CARRIER: &str = "127.0.0.2";
+pub(crate) const PBX: &str = "127.0.0.3";
+pub(crate) const CARRIER: &str = "127.0.0.2";
 
-fn config(ports: Ports, carrier_sip: u16, extra_vc: &str) -> String {
+pub(crate) fn config(ports: Ports, carrier_sip: u16, extra_vc: &str) -> String {
     format!(
         r#"
 [daemon]
@@ -43,7 +43,7 @@ voice_connector_id = "vc-east"
     )
 }
 
-fn metric_lines(d: &Daemon) -> Vec<serde_json::Value> {
+pub(crate) fn metric_lines(d: &Daemon) -> Vec<serde_json::Value> {
     let path = d.dir.join("var/logs/aws/ChimeVoiceConnectorLogs/vc-east");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -106,11 +106,20 @@ impl Ua {
     }
 
     pub fn sdp(&self, direction: &str) -> String {
+        self.sdp_with("RTP/AVP", direction, &[])
+    }
+
+    /// An SDP with this profile and these `a=crypto` values.
+    pub fn sdp_with(&self, proto: &str, direction: &str, crypto: &[String]) -> String {
         let port = self.rtp_addr().port();
-        format!(
-            "v=0\r\no=ua 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na={direction}\r\n",
+        let mut s = format!(
+            "v=0\r\no=ua 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} {proto} 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na={direction}\r\n",
             ip = self.ip
-        )
+        );
+        for c in crypto {
+            s.push_str(&format!("a=crypto:{c}\r\n"));
+        }
+        s
     }
 
     pub fn send(&self, to: SocketAddr, text: &str) {
@@ -184,8 +193,29 @@ pub fn call(
     dialled: &str,
     from_user: &str,
 ) -> (Dialog, Msg) {
-    let call_id = format!("media-{}-{}", std::process::id(), caller.rtp_addr().port());
-    let sdp = caller.sdp("sendrecv");
+    let (d, offer, _) = call_with(
+        caller,
+        callee,
+        trunkd,
+        dialled,
+        from_user,
+        &caller.sdp("sendrecv"),
+        &callee.sdp("sendrecv"),
+    );
+    (d, offer)
+}
+
+/// Sends an INVITE with `sdp` from `caller` to trunkd; returns its Call-ID.
+pub fn send_invite(
+    caller: &Ua,
+    trunkd: SocketAddr,
+    dialled: &str,
+    from_user: &str,
+    sdp: &str,
+) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let call_id = format!("media-{}-{}-{n}", std::process::id(), caller.rtp_addr().port());
     let invite = format!(
         "INVITE sip:{dialled}@{trunkd} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}-1;rport\r\nMax-Forwards: 70\r\n\
          From: <sip:{from_user}@{ip}>;tag={tag}\r\nTo: <sip:{dialled}@{trunkd}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
@@ -196,10 +226,25 @@ pub fn call(
         len = sdp.len()
     );
     caller.send(trunkd, &invite);
+    call_id
+}
+
+/// [`call`] with the caller's offer and the callee's answer given; also
+/// returns the 200 the caller got (trunkd's answer).
+pub fn call_with(
+    caller: &Ua,
+    callee: &Ua,
+    trunkd: SocketAddr,
+    dialled: &str,
+    from_user: &str,
+    sdp: &str,
+    answer: &str,
+) -> (Dialog, Msg, Msg) {
+    let call_id = send_invite(caller, trunkd, dialled, from_user, sdp);
     let offer = callee.recv_until(Duration::from_secs(5), |m| {
         m.first_line().starts_with("INVITE ")
     });
-    callee.respond(&offer, "200 OK", Some(&callee.sdp("sendrecv")));
+    callee.respond(&offer, "200 OK", Some(answer));
     let ok = caller.recv_until(Duration::from_secs(5), |m| m.status() == Some(200));
     let to = ok.header("To").unwrap();
     let ack = format!(
@@ -220,7 +265,7 @@ pub fn call(
         target: trunkd,
         trunkd_rtp: ok.sdp_rtp(),
     };
-    (d, offer)
+    (d, offer, ok)
 }
 
 /// The caller hangs up; the callee answers trunkd's BYE.

@@ -360,7 +360,12 @@ impl LegSdes {
     }
 
     /// The peer offered `proto` with these `a=crypto` values.
-    pub fn peer_offered(&mut self, proto: &str, crypto: &[&str]) {
+    ///
+    /// # Errors
+    /// An offer trunkd will not be able to answer ([`LegSdes::answer`]'s
+    /// errors), reported now so the call is refused before another leg is
+    /// involved.
+    pub fn peer_offered(&mut self, proto: &str, crypto: &[&str]) -> Result<(), SdesError> {
         let attrs: Vec<CryptoAttr> = crypto
             .iter()
             .filter_map(|v| match CryptoAttr::parse(v) {
@@ -371,11 +376,21 @@ impl LegSdes {
                 }
             })
             .collect();
-        self.peer_offer = Some(PeerOffer {
+        let offer = PeerOffer {
             proto: proto.to_owned(),
             attrs,
             secure: is_secure_proto(proto) || !crypto.is_empty(),
-        });
+        };
+        let rtp = rtp_profile(proto).is_some();
+        let result = match (rtp, offer.secure) {
+            (true, true) if offer.attrs.is_empty() => Err(SdesError::NoSupportedSuite),
+            (true, false) if self.policy == SrtpPolicy::Require => {
+                Err(SdesError::EncryptionRequired)
+            }
+            _ => Ok(()),
+        };
+        self.peer_offer = Some(offer);
+        result
     }
 
     /// trunkd's answer to the peer's last offer; sets the keys in force.
@@ -580,7 +595,7 @@ mod tests {
             attr(4, CryptoSuite::Aes128CmHmacSha1_32),
         ];
         let refs: Vec<&str> = offered.iter().map(String::as_str).collect();
-        leg.peer_offered("RTP/SAVP", &refs);
+        leg.peer_offered("RTP/SAVP", &refs).unwrap();
         let ans = leg.answer().unwrap();
         assert_eq!(ans.proto, "RTP/SAVP");
         assert_eq!(ans.crypto.len(), 1);
@@ -599,25 +614,25 @@ mod tests {
     fn srtp_offer_without_a_usable_suite_is_refused() {
         let mut leg = LegSdes::new(SrtpPolicy::Off);
         let only = format!("1 AES_192_CM_HMAC_SHA1_80 inline:{K128}");
-        leg.peer_offered("RTP/SAVP", &[&only]);
+        assert_eq!(leg.peer_offered("RTP/SAVP", &[&only]), Err(SdesError::NoSupportedSuite));
         assert_eq!(leg.answer(), Err(SdesError::NoSupportedSuite));
-        leg.peer_offered("RTP/SAVP", &[]);
+        assert_eq!(leg.peer_offered("RTP/SAVP", &[]), Err(SdesError::NoSupportedSuite));
         assert_eq!(leg.answer(), Err(SdesError::NoSupportedSuite));
     }
 
     #[test]
     fn plain_offer_gets_plain_answer_unless_required() {
         let mut leg = LegSdes::new(SrtpPolicy::Offer);
-        leg.peer_offered("RTP/AVP", &[]);
+        leg.peer_offered("RTP/AVP", &[]).unwrap();
         let ans = leg.answer().unwrap();
         assert_eq!(ans, MediaSecurity { proto: "RTP/AVP".into(), crypto: vec![] });
         assert!(leg.active().is_none());
 
         let mut strict = LegSdes::new(SrtpPolicy::Require);
-        strict.peer_offered("RTP/AVP", &[]);
+        assert_eq!(strict.peer_offered("RTP/AVP", &[]), Err(SdesError::EncryptionRequired));
         assert_eq!(strict.answer(), Err(SdesError::EncryptionRequired));
         // T.38 is not RTP: SDES does not apply even when required.
-        strict.peer_offered("udptl", &[]);
+        strict.peer_offered("udptl", &[]).unwrap();
         assert!(strict.answer().is_ok());
     }
 

@@ -143,10 +143,9 @@ impl MediaAnchor for RelayAnchor {
         // SDES per leg: what `from` sent settles or proposes its keys; the
         // other leg gets trunkd's own offer or answer.
         let security = match role {
-            SdpRole::Offer => {
-                self.sdes[fi].peer_offered(proto, &crypto);
-                self.sdes[oi].offer(proto)
-            }
+            SdpRole::Offer => self.sdes[fi]
+                .peer_offered(proto, &crypto)
+                .and_then(|()| self.sdes[oi].offer(proto)),
             SdpRole::Answer => self.sdes[fi]
                 .peer_answered(proto, &crypto)
                 .and_then(|()| self.sdes[oi].answer()),

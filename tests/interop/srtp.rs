@@ -1,0 +1,177 @@
+//! SRTP with SDES keys through the real binary (SPEC §2.4): a customer
+//! offering SRTP to a plain-RTP carrier (interworking), keys that never
+//! cross legs, the strongest common suite, and require_encryption.
+
+use std::time::Duration;
+
+use trunkd_media::sdes::{CryptoAttr, KeyMaterial};
+use trunkd_media::{CryptoSuite, LegCrypto, LegKeys};
+
+use crate::media::{config, metric_lines, CARRIER, PBX};
+use crate::support::*;
+use crate::ua::*;
+
+fn attr(tag: u32, suite: CryptoSuite) -> CryptoAttr {
+    CryptoAttr {
+        tag,
+        suite,
+        key: KeyMaterial::generate(suite).unwrap(),
+    }
+}
+
+/// The one `a=crypto` value of an SDP answer.
+fn answered_crypto(m: &Msg) -> CryptoAttr {
+    let lines: Vec<&str> = m
+        .body()
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one key in an answer:\n{}", m.body());
+    CryptoAttr::parse(lines[0]).unwrap()
+}
+
+/// The final response to the caller's INVITE (the log on a timeout).
+fn final_response(caller: &Ua, d: &Daemon) -> Msg {
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        caller.recv_until(Duration::from_secs(5), |m| m.status().is_some_and(|s| s >= 300))
+    }));
+    got.unwrap_or_else(|_| panic!("no final response; trunkd log:\n{}", d.log()))
+}
+
+#[test]
+fn srtp_customer_to_plain_carrier_interworks_with_trunkds_own_key() {
+    let ports = Ports::pick();
+    let (pbx, carrier) = (Ua::new(PBX), Ua::new(CARRIER));
+    let d = Daemon::start(
+        "srtp-interwork",
+        ports,
+        &config(ports, carrier.sip_addr().port(), ""),
+    );
+    let weak = attr(1, CryptoSuite::Aes128CmHmacSha1_32);
+    let strong = attr(2, CryptoSuite::Aes256CmHmacSha1_80);
+    let offer = pbx.sdp_with(
+        "RTP/SAVP",
+        "sendrecv",
+        &[weak.to_value(), strong.to_value(), "3 AES_192_CM_HMAC_SHA1_80 inline:x".into()],
+    );
+    let (mut dialog, at_carrier, ok) = call_with(
+        &pbx,
+        &carrier,
+        d.sip(),
+        "+12065550199",
+        "+12065550100",
+        &offer,
+        &carrier.sdp("sendrecv"),
+    );
+    assert!(
+        at_carrier.body().contains(" RTP/AVP 0 101\r\n") && !at_carrier.body().contains("crypto"),
+        "the plain carrier gets a plain offer and no key:\n{}",
+        at_carrier.body()
+    );
+    assert!(ok.body().contains(" RTP/SAVP 0 101\r\n"), "{}", ok.body());
+    let ours = answered_crypto(&ok);
+    assert_eq!((ours.tag, ours.suite), (2, CryptoSuite::Aes256CmHmacSha1_80), "the strongest offered");
+    assert_ne!(ours.key, strong.key, "trunkd's own key, not an echo of the PBX's");
+
+    // The PBX's SRTP context: encrypt with its key, decrypt with trunkd's.
+    let mut pbx_srtp = LegCrypto::new(&LegKeys {
+        suite: ours.suite,
+        peer: ours.key.clone(),
+        ours: strong.key.clone(),
+    })
+    .unwrap();
+    let b_side = at_carrier.sdp_rtp();
+    for seq in 0..50u16 {
+        let plain = rtp_packet(seq, u32::from(seq) * 160, 0x5151);
+        let wire = pbx_srtp.protect_rtp(&plain).unwrap();
+        pbx.rtp.send_to(&wire, dialog.trunkd_rtp).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (got, src) = receive_rtp(&carrier.rtp, 50, Duration::from_secs(5));
+    assert_eq!(got.len(), 50, "every SRTP packet reached the carrier");
+    assert_eq!(src, Some(b_side));
+    assert_eq!(got[9], rtp_packet(9, 9 * 160, 0x5151), "decrypted: the plain packet");
+
+    for seq in 0..50u16 {
+        let plain = rtp_packet(seq, u32::from(seq) * 160, 0x6262);
+        carrier.rtp.send_to(&plain, b_side).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (got, _) = receive_rtp(&pbx.rtp, 50, Duration::from_secs(5));
+    assert_eq!(got.len(), 50);
+    assert_ne!(got[3], rtp_packet(3, 3 * 160, 0x6262), "encrypted towards the PBX");
+    assert_eq!(
+        pbx_srtp.unprotect_rtp(&got[3]).unwrap(),
+        rtp_packet(3, 3 * 160, 0x6262),
+        "with the key trunkd announced"
+    );
+
+    // A forged packet is dropped, not relayed.
+    let mut forged = pbx_srtp
+        .protect_rtp(&rtp_packet(60, 9600, 0x5151))
+        .unwrap()
+        .to_vec();
+    forged[40] ^= 0x55;
+    pbx.rtp.send_to(&forged, dialog.trunkd_rtp).unwrap();
+    let (got, _) = receive_rtp(&carrier.rtp, 1, Duration::from_millis(300));
+    assert!(got.is_empty(), "a forgery never reaches the carrier");
+
+    hang_up(&pbx, &carrier, &mut dialog, "+12065550100");
+    let lines = metric_lines(&d);
+    let last = lines.last().expect("a media metric line");
+    // Quality is measured after decryption: sequence numbers are right.
+    assert_eq!(last["cust2vc_rtp_packets"], 50);
+    assert_eq!(last["cust2vc_packets_lost"], 0);
+    assert_eq!(last["vc2rem_rtp_packets"], 50);
+    assert_eq!(last["vc2rem_rtp_bytes"], 50 * 172);
+    assert_eq!(last["vc2cust_rtp_packets"], 50);
+    assert_eq!(last["vc2cust_rtp_bytes"], 50 * 182, "SRTP adds the 10-byte tag");
+    d.wait_metric("media_ports_in_use", 0.0);
+}
+
+#[test]
+fn an_srtp_offer_with_no_supported_suite_is_refused_488() {
+    let ports = Ports::pick();
+    let (pbx, carrier) = (Ua::new(PBX), Ua::new(CARRIER));
+    let d = Daemon::start("srtp-nosuite", ports, &config(ports, carrier.sip_addr().port(), ""));
+    let offer = pbx.sdp_with(
+        "RTP/SAVP",
+        "sendrecv",
+        &["1 AES_192_CM_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyBxdWl0".into()],
+    );
+    send_invite(&pbx, d.sip(), "+12065550199", "+12065550100", &offer);
+    let r = final_response(&pbx, &d);
+    assert_eq!(r.status(), Some(488), "{}", r.text);
+}
+
+#[test]
+fn a_require_encryption_vc_refuses_a_plain_udp_invite_488() {
+    let ports = Ports::pick();
+    let (pbx, carrier) = (Ua::new(PBX), Ua::new(CARRIER));
+    let d = Daemon::start(
+        "srtp-required",
+        ports,
+        &config(ports, carrier.sip_addr().port(), "require_encryption = true"),
+    );
+    // Plain RTP over UDP, and SRTP over UDP (no TLS): both refused.
+    let key = attr(1, CryptoSuite::Aes128CmHmacSha1_80).to_value();
+    for sdp in [pbx.sdp("sendrecv"), pbx.sdp_with("RTP/SAVP", "sendrecv", &[key])] {
+        send_invite(&pbx, d.sip(), "+12065550199", "+12065550100", &sdp);
+        let r = final_response(&pbx, &d);
+        assert_eq!(r.status(), Some(488), "{}", r.text);
+        assert!(r.first_line().contains("Encryption Required"), "{}", r.first_line());
+        // ACK the final response so the transaction ends quietly.
+        let ack = format!(
+            "ACK sip:+12065550199@{t} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            t = d.sip(),
+            via = r.header("Via").unwrap(),
+            from = r.header("From").unwrap(),
+            to = r.header("To").unwrap(),
+            cid = r.header("Call-ID").unwrap(),
+        );
+        pbx.send(d.sip(), &ack);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let m = d.metrics();
+    assert!(m.contains("encryption_required"), "refusal counted by reason");
+}
