@@ -121,11 +121,13 @@ fn srtp_customer_to_plain_carrier_interworks_with_trunkds_own_key() {
     let last = lines.last().expect("a media metric line");
     // Quality is measured after decryption: sequence numbers are right.
     assert_eq!(last["cust2vc_rtp_packets"], 50);
+    assert_eq!(last["cust2vc_rtp_bytes"], 50 * 182, "wire bytes, as received");
     assert_eq!(last["cust2vc_packets_lost"], 0);
     assert_eq!(last["vc2rem_rtp_packets"], 50);
     assert_eq!(last["vc2rem_rtp_bytes"], 50 * 172);
     assert_eq!(last["vc2cust_rtp_packets"], 50);
     assert_eq!(last["vc2cust_rtp_bytes"], 50 * 182, "SRTP adds the 10-byte tag");
+    d.wait_metric("media_packets_dropped_total{reason=\"srtp\"}", 1.0);
     d.wait_metric("media_ports_in_use", 0.0);
 }
 

@@ -198,6 +198,19 @@ pub struct DropCounters {
     pub srtp: u64,
 }
 
+impl DropCounters {
+    /// Both legs' drops together.
+    pub fn plus(&self, o: &DropCounters) -> DropCounters {
+        DropCounters {
+            foreign_source: self.foreign_source + o.foreign_source,
+            no_peer: self.no_peer + o.no_peer,
+            send_failed: self.send_failed + o.send_failed,
+            oversize: self.oversize + o.oversize,
+            srtp: self.srtp + o.srtp,
+        }
+    }
+}
+
 /// Called by the relay for every packet it accepts from a peer, before
 /// forwarding it, with the time it was read. The quality math (RFC 3550
 /// loss/jitter, RTCP SR/RR for RTT) plugs in here.

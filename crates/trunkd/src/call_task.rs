@@ -60,6 +60,7 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
     let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
     let mut ticker = MetricsTicker::new(start_instant, Duration::from_secs(60));
     let mut previous = None;
+    let mut dropped = trunkd_media::DropCounters::default();
     let mut answered_hop: Option<usize> = None;
     loop {
         while let Some(out) = call.poll_output() {
@@ -98,7 +99,7 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                     CallEvent::Ended(end) => {
                         info!(outcome = ?end.outcome, "call ended");
                         if answered_hop.is_some() && ticker.finish() {
-                            media_report(&ctx, answered_hop, &mut previous).await;
+                            media_report(&ctx, answered_hop, &mut previous, &mut dropped).await;
                         }
                         if !matches!(end.outcome, CallOutcome::Answered) {
                             metrics.failed(
@@ -157,7 +158,7 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
             _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
             _ = sleep_until(tick) => {
                 if ticker.handle_timeout(Instant::now()) {
-                    media_report(&ctx, answered_hop, &mut previous).await;
+                    media_report(&ctx, answered_hop, &mut previous, &mut dropped).await;
                 }
             }
             Some(event) = media_events.recv() => {
@@ -188,10 +189,14 @@ async fn media_report(
     ctx: &CallContext,
     hop: Option<usize>,
     previous: &mut Option<(SideStats, SideStats)>,
+    dropped: &mut trunkd_media::DropCounters,
 ) {
     let Ok(stats) = ctx.relay.stats().await else {
         return;
     };
+    let now = stats.a.dropped.plus(&stats.b.dropped);
+    ctx.shared.metrics.count_media_drops(&now, dropped);
+    *dropped = now;
     let sides = match ctx.direction {
         Direction::Outbound => media_lines::Sides {
             customer: trunkd_media::Leg::A,

@@ -26,7 +26,9 @@ pub fn side(stats: &RelayStats<QualityObserver>, leg: trunkd_media::Leg) -> Side
     let rx = q.received(leg);
     let to_vc = DirectionStats {
         rtp_packets: rx.packets(),
-        rtp_bytes: rx.bytes(),
+        // Bytes as they crossed the wire, like the from-VC side: on an
+        // SRTP leg that includes the authentication tag.
+        rtp_bytes: l.rx.rtp_bytes,
         rtcp_packets: l.rx.rtcp_packets,
         rtcp_bytes: l.rx.rtcp_bytes,
         packets_lost: (rx.packets() > 0).then(|| rx.packets_lost()),

@@ -36,6 +36,12 @@ pub struct SipInLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MediaDropLabels {
+    /// foreign_source | no_peer | send_failed | oversize | srtp
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SipErrorLabels {
     pub transport: &'static str,
     /// dropped (unparseable) | rejected (answered 400/505) | too_large
@@ -149,6 +155,7 @@ pub struct Metrics {
     pub mos: Family<SideLabels, Histogram, fn() -> Histogram>,
     pub media_ports_in_use: Gauge,
     pub media_port_exhaustions: Counter,
+    pub media_packets_dropped: Family<MediaDropLabels, Counter>,
     pub media_inactivity_hangups: Counter,
     pub vc_sip_responses: Family<VcClassLabels, Counter>,
     pub route_up: Family<RouteLabels, Gauge>,
@@ -363,6 +370,12 @@ impl Metrics {
             "Calls refused 503 because no media port pair was left",
             media_port_exhaustions.clone(),
         );
+        let media_packets_dropped = Family::<MediaDropLabels, Counter>::default();
+        registry.register(
+            "media_packets_dropped",
+            "Media packets received and not relayed, by reason (srtp: failed SRTP authentication or replay)",
+            media_packets_dropped.clone(),
+        );
         let media_inactivity_hangups = Counter::default();
         registry.register(
             "media_inactivity_hangups",
@@ -423,6 +436,7 @@ impl Metrics {
             mos,
             media_ports_in_use,
             media_port_exhaustions,
+            media_packets_dropped,
             media_inactivity_hangups,
             vc_sip_responses,
             route_up,
@@ -739,6 +753,29 @@ mod tests {
             "process_open_fds ",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts the media drops of a call since its previous report.
+    pub fn count_media_drops(
+        &self,
+        now: &trunkd_media::DropCounters,
+        before: &trunkd_media::DropCounters,
+    ) {
+        for (reason, n, b) in [
+            ("foreign_source", now.foreign_source, before.foreign_source),
+            ("no_peer", now.no_peer, before.no_peer),
+            ("send_failed", now.send_failed, before.send_failed),
+            ("oversize", now.oversize, before.oversize),
+            ("srtp", now.srtp, before.srtp),
+        ] {
+            if n > b {
+                self.media_packets_dropped
+                    .get_or_create(&MediaDropLabels { reason })
+                    .inc_by(n - b);
+            }
         }
     }
 }
