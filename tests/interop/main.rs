@@ -3,6 +3,7 @@
 
 mod support;
 
+mod baresip;
 mod calls;
 mod foundation;
 mod media;

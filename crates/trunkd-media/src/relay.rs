@@ -116,7 +116,7 @@ use tokio::time::Sleep;
 use crate::ports::{BoundPair, PortPair};
 use crate::rx::{self, Slots};
 use crate::sdes::CryptoSuite;
-use crate::srtp::LegCrypto;
+use crate::srtp::{LegCrypto, SrtpError};
 
 /// Largest datagram relayed. Larger ones (which RTP senders never produce:
 /// they packetise to the path MTU) are dropped and counted, not truncated.
@@ -193,9 +193,13 @@ pub struct DropCounters {
     pub send_failed: u64,
     /// Larger than [`MAX_DATAGRAM`].
     pub oversize: u64,
-    /// On an SRTP leg: failed authentication, a replay, or not SRTP at
-    /// all; or the SRTP transform towards the other leg refused it.
+    /// On an SRTP leg: failed authentication or a replay; or the SRTP
+    /// transform towards the other leg refused it.
     pub srtp: u64,
+    /// On an SRTP leg: not an SRTP packet at all (STUN, keepalives, too
+    /// short to carry a tag), which cannot be authenticated, so is not
+    /// relayed.
+    pub not_srtp: u64,
 }
 
 impl DropCounters {
@@ -207,6 +211,7 @@ impl DropCounters {
             send_failed: self.send_failed + o.send_failed,
             oversize: self.oversize + o.oversize,
             srtp: self.srtp + o.srtp,
+            not_srtp: self.not_srtp + o.not_srtp,
         }
     }
 }
@@ -750,9 +755,13 @@ impl<O: PacketObserver + Clone> State<O> {
                         decrypted = p;
                         &decrypted
                     }
+                    Err(SrtpError::NotRtp | SrtpError::TooShort) => {
+                        self.legs[leg].dropped.not_srtp += 1;
+                        return;
+                    }
                     Err(e) => {
                         if self.legs[leg].dropped.srtp == 0 {
-                            tracing::debug!(error = %e, leg, "SRTP packet refused");
+                            tracing::debug!(error = %e, leg, len = pkt.len(), "SRTP packet refused");
                         }
                         self.legs[leg].dropped.srtp += 1;
                         return;

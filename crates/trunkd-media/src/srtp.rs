@@ -44,6 +44,9 @@ fn profile(suite: CryptoSuite) -> ProtectionProfile {
 pub enum SrtpError {
     #[error("packet too short for SRTP")]
     TooShort,
+    /// Not RTP/RTCP version 2 at all: STUN, an empty keepalive, garbage.
+    #[error("not an RTP or RTCP packet")]
+    NotRtp,
     #[error("SRTP: {0}")]
     Transform(#[from] webrtc_srtp::Error),
 }
@@ -99,32 +102,34 @@ impl LegCrypto {
     /// Authenticates and decrypts an SRTP packet from the peer (replays and
     /// forgeries are errors).
     pub fn unprotect_rtp(&mut self, pkt: &[u8]) -> Result<Bytes, SrtpError> {
-        if pkt.len() < self.min_srtp || !is_rtp_v2(pkt) {
-            return Err(SrtpError::TooShort);
-        }
+        check(pkt, self.min_srtp)?;
         Ok(self.rx.decrypt_rtp(pkt)?)
     }
 
     pub fn unprotect_rtcp(&mut self, pkt: &[u8]) -> Result<Bytes, SrtpError> {
-        if pkt.len() < self.min_srtcp || !is_rtp_v2(pkt) {
-            return Err(SrtpError::TooShort);
-        }
+        check(pkt, self.min_srtcp)?;
         Ok(self.rx.decrypt_rtcp(pkt)?)
     }
 
     /// Protects an RTP packet for the peer.
     pub fn protect_rtp(&mut self, pkt: &[u8]) -> Result<Bytes, SrtpError> {
-        if pkt.len() < RTP_HEADER || !is_rtp_v2(pkt) {
-            return Err(SrtpError::TooShort);
-        }
+        check(pkt, RTP_HEADER)?;
         Ok(self.tx.encrypt_rtp(pkt)?)
     }
 
     pub fn protect_rtcp(&mut self, pkt: &[u8]) -> Result<Bytes, SrtpError> {
-        if pkt.len() < RTCP_HEADER || !is_rtp_v2(pkt) {
-            return Err(SrtpError::TooShort);
-        }
+        check(pkt, RTCP_HEADER)?;
         Ok(self.tx.encrypt_rtcp(pkt)?)
+    }
+}
+
+fn check(pkt: &[u8], min: usize) -> Result<(), SrtpError> {
+    if !is_rtp_v2(pkt) {
+        Err(SrtpError::NotRtp)
+    } else if pkt.len() < min {
+        Err(SrtpError::TooShort)
+    } else {
+        Ok(())
     }
 }
 

@@ -37,7 +37,7 @@ pub struct SipInLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MediaDropLabels {
-    /// foreign_source | no_peer | send_failed | oversize | srtp
+    /// foreign_source | no_peer | send_failed | oversize | srtp | not_srtp
     pub reason: &'static str,
 }
 
@@ -770,6 +770,7 @@ impl Metrics {
             ("send_failed", now.send_failed, before.send_failed),
             ("oversize", now.oversize, before.oversize),
             ("srtp", now.srtp, before.srtp),
+            ("not_srtp", now.not_srtp, before.not_srtp),
         ] {
             if n > b {
                 self.media_packets_dropped
