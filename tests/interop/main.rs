@@ -6,4 +6,5 @@ mod support;
 mod calls;
 mod foundation;
 mod media;
+mod tls;
 mod ua;
