@@ -53,7 +53,10 @@ impl Ca {
 
 /// Files of a leaf certificate in `dir`: `<name>.pem`, `<name>.key`.
 fn write_leaf(dir: &Path, name: &str, leaf: &(String, String)) -> (PathBuf, PathBuf) {
-    let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
     std::fs::write(&c, &leaf.0).unwrap();
     std::fs::write(&k, &leaf.1).unwrap();
     (c, k)
@@ -218,7 +221,15 @@ fn options_over_tls_and_a_reloaded_certificate_leaves_open_connections_alone() {
     let d = Daemon::start(
         "tls-reload",
         ports,
-        &tls_config(&Lab { hosts: DEAD_CARRIER, ..Default::default() }, ports, tls_port, &tls),
+        &tls_config(
+            &Lab {
+                hosts: DEAD_CARRIER,
+                ..Default::default()
+            },
+            ports,
+            tls_port,
+            &tls,
+        ),
     );
     let dest = SocketAddr::from(([127, 0, 0, 1], tls_port));
 
@@ -258,10 +269,15 @@ fn options_over_tls_and_a_reloaded_certificate_leaves_open_connections_alone() {
 /// succeeded.
 fn s_client(port: u16, version: &str, ca: &Path) -> (bool, String) {
     let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}"), version])
-        .arg("-CAfile")
-        .arg(ca)
-        .args(["-verify_return_error"]);
+    cmd.args([
+        "s_client",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+        version,
+    ])
+    .arg("-CAfile")
+    .arg(ca)
+    .args(["-verify_return_error"]);
     if version == "-tls1" || version == "-tls1_1" {
         // Debian's default SECLEVEL refuses TLS 1.0/1.1 in the client
         // itself; level 0 lets it try, so a refusal is trunkd's.
@@ -291,7 +307,15 @@ fn only_tls_1_2_and_1_3_are_accepted() {
     let d = Daemon::start(
         "tls-versions",
         ports,
-        &tls_config(&Lab { hosts: DEAD_CARRIER, ..Default::default() }, ports, tls_port, &tls),
+        &tls_config(
+            &Lab {
+                hosts: DEAD_CARRIER,
+                ..Default::default()
+            },
+            ports,
+            tls_port,
+            &tls,
+        ),
     );
     for v in ["-tls1", "-tls1_1"] {
         let (ok, text) = s_client(tls_port, v, &ca_file);
@@ -328,7 +352,11 @@ fn require_encryption_refuses_plain_udp_and_tls_without_srtp_with_488() {
         1,
     );
     // require_encryption forbids non-TLS origination routes.
-    let text = text.replacen("host = \"127.0.0.4\", port = 9 }", "host = \"127.0.0.4\", port = 9, protocol = \"TLS\" }", 1);
+    let text = text.replacen(
+        "host = \"127.0.0.4\", port = 9 }",
+        "host = \"127.0.0.4\", port = 9, protocol = \"TLS\" }",
+        1,
+    );
     let d = Daemon::start("tls-encrypt", ports, &text);
 
     // Plain UDP: SIPp's 488 scenario.
@@ -336,7 +364,12 @@ fn require_encryption_refuses_plain_udp_and_tls_without_srtp_with_488() {
     assert_ok(&out, "plain UDP INVITE to a require_encryption VC");
 
     // TLS, but an RTP/AVP offer.
-    let mut c = tls_connect(PBX, SocketAddr::from(([127, 0, 0, 1], tls_port)), &ca.cert.pem(), None);
+    let mut c = tls_connect(
+        PBX,
+        SocketAddr::from(([127, 0, 0, 1], tls_port)),
+        &ca.cert.pem(),
+        None,
+    );
     let m = invite(&c, 1);
     let r = final_response(&mut c, &m);
     assert_eq!(status_line(&r), "SIP/2.0 488 Encryption Required", "{r}");
@@ -373,7 +406,11 @@ fn a_voice_connector_requiring_a_client_certificate_refuses_a_client_without_one
     let mut anon = tls_connect(PBX, dest, &ca.cert.pem(), None);
     let m = invite(&anon, 1);
     let r = final_response(&mut anon, &m);
-    assert_eq!(status_line(&r), "SIP/2.0 403 Client Certificate Required", "{r}");
+    assert_eq!(
+        status_line(&r),
+        "SIP/2.0 403 Client Certificate Required",
+        "{r}"
+    );
     d.wait_metric(
         "voice_connector_admission_rejections_total{voice_connector_id=\"vc-east\",region=\"local\",reason=\"client_certificate\"}",
         1.0,
@@ -385,7 +422,11 @@ fn a_voice_connector_requiring_a_client_certificate_refuses_a_client_without_one
     let mut known = tls_connect(PBX, dest, &ca.cert.pem(), Some(&pbx_cert));
     let m = invite(&known, 2);
     let r = final_response(&mut known, &m);
-    assert!(status_line(&r).starts_with("SIP/2.0 486"), "{r}\n{}", d.log());
+    assert!(
+        status_line(&r).starts_with("SIP/2.0 486"),
+        "{r}\n{}",
+        d.log()
+    );
 }
 
 /// A Kamailio process with its TLS module, killed by its PID on drop.
@@ -429,7 +470,11 @@ impl Kamailio {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect_timeout(&tls, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "kamailio did not start:\n{}", k.log());
+            assert!(
+                Instant::now() < deadline,
+                "kamailio did not start:\n{}",
+                k.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         k
@@ -580,7 +625,11 @@ fn calls_through_kamailio_as_a_tls_front_in_both_directions() {
         ..Default::default()
     };
     let tls = format!("cert_file = {cert:?}\nkey_file = {key:?}\nca_file = {ca_file:?}");
-    let d = Daemon::start("tls-kamailio", ports, &tls_config(&lab, ports, trunkd_tls, &tls));
+    let d = Daemon::start(
+        "tls-kamailio",
+        ports,
+        &tls_config(&lab, ports, trunkd_tls, &tls),
+    );
 
     // (a) termination.
     let mut carrier = SippBg::uas("uas_answer.xml", BEHIND, behind, &["-m", "1"]);
@@ -604,7 +653,17 @@ fn calls_through_kamailio_as_a_tls_front_in_both_directions() {
         "uac_call.xml",
         CARRIER,
         SocketAddr::new(CARRIER.parse().unwrap(), k_udp),
-        &["-s", "+12065550100", "-key", "caller", "+14155550123", "-m", "1", "-d", "200"],
+        &[
+            "-s",
+            "+12065550100",
+            "-key",
+            "caller",
+            "+14155550123",
+            "-m",
+            "1",
+            "-d",
+            "200",
+        ],
     );
     let (ok, text) = customer.wait(Duration::from_secs(10));
     assert!(

@@ -442,10 +442,7 @@ pub(crate) fn validate(
         .collect();
 
     let mut usernames: HashMap<String, String> = HashMap::new();
-    let client_ca = raw
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.client_ca_file.is_some());
+    let client_ca = raw.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
     let vcs: Vec<Option<VoiceConnector>> = raw
         .voice_connectors
         .iter()

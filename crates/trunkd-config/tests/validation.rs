@@ -317,7 +317,10 @@ fn ipv4_only_forbids_ipv6_routes() {
 fn tls_settings() {
     // Listeners need the certificate; the section alone is not enough.
     assert_errors(
-        &with("[sip]", "[tls]\nverify_server = false\n[sip]\ntls = [\"127.0.0.1:5061\"]"),
+        &with(
+            "[sip]",
+            "[tls]\nverify_server = false\n[sip]\ntls = [\"127.0.0.1:5061\"]",
+        ),
         &[
             "F: tls.cert_file: is required: sip.tls has listeners",
             "F: tls.key_file: is required: sip.tls has listeners",
@@ -330,7 +333,12 @@ fn tls_settings() {
         &["F: tls.handshake_timeout_seconds: 0 is out of range 1..=60"],
     );
     let e = errors(&format!("[tls]\nca_file = \"nope.pem\"\n{VALID}"));
-    assert!(e.len() == 1 && e[0].starts_with("F: tls.ca_file: /") && e[0].ends_with("/nope.pem does not exist or is not a file"), "{e:?}");
+    assert!(
+        e.len() == 1
+            && e[0].starts_with("F: tls.ca_file: /")
+            && e[0].ends_with("/nope.pem does not exist or is not a file"),
+        "{e:?}"
+    );
     // mTLS per VC needs the CA that verifies client certificates.
     assert_errors(
         &with("cps_limit = 10", "cps_limit = 10\nrequire_client_certificate = true"),

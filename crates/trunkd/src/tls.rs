@@ -199,7 +199,11 @@ fn read_roots(path: &Path, key: &'static str) -> Result<RootCertStore, TlsError>
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(read_chain(path, key)?);
     if added == 0 {
-        return Err(TlsError::new(key, path, "no usable CA certificate in the file"));
+        return Err(TlsError::new(
+            key,
+            path,
+            "no usable CA certificate in the file",
+        ));
     }
     Ok(roots)
 }
@@ -214,7 +218,9 @@ fn system_roots() -> RootCertStore {
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
-        warn!("no system CA certificates found: outgoing TLS will fail verification; set tls.ca_file");
+        warn!(
+            "no system CA certificates found: outgoing TLS will fail verification; set tls.ca_file"
+        );
     }
     roots
 }
@@ -243,7 +249,12 @@ impl ServerCertVerifier for AcceptAnyServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -252,7 +263,12 @@ impl ServerCertVerifier for AcceptAnyServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -453,7 +453,8 @@ impl Sender {
                 client_verified: false,
             },
         );
-        let (svc, engine, settings) = (self.svc.clone(), self.engine.clone(), self.settings.clone());
+        let (svc, engine, settings) =
+            (self.svc.clone(), self.engine.clone(), self.settings.clone());
         tokio::spawn(async move {
             outgoing_connection(dest, kind, rx, &svc, &engine, &settings).await;
         });

@@ -526,8 +526,15 @@ fn rule_5_client_certificate_needs_tls_and_a_verified_certificate() {
             assert!(r.is_ok(), "{r:?}");
         } else {
             let r = r.expect_err("refused");
-            assert_eq!(r, Rejection::ClientCertificateRequired, "tls={tls} cert={verified}");
-            assert_eq!((r.status(), r.reason_phrase()), (403, "Client Certificate Required"));
+            assert_eq!(
+                r,
+                Rejection::ClientCertificateRequired,
+                "tls={tls} cert={verified}"
+            );
+            assert_eq!(
+                (r.status(), r.reason_phrase()),
+                (403, "Client Certificate Required")
+            );
             assert_eq!(r.metric_reason(), "client_certificate");
         }
         w.now.instant += Duration::from_secs(1);
