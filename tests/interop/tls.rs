@@ -685,3 +685,48 @@ fn calls_through_kamailio_as_a_tls_front_in_both_directions() {
         Some(0.0)
     );
 }
+
+/// The stream caps of SPEC §8 hold for TLS: the per-source connection cap
+/// refuses a third connection, and a client that never starts its
+/// handshake is dropped after `tls.handshake_timeout_seconds`, freeing its
+/// slot.
+#[test]
+fn tls_connections_are_capped_per_source_and_a_silent_client_is_dropped() {
+    let certs = cert_dir("caps");
+    let ca = Ca::new();
+    let (cert, key) = write_leaf(&certs, "server", &ca.issue(&["127.0.0.1"]));
+    let ports = Ports::pick();
+    let tls_port = free_port();
+    let tls = format!("cert_file = {cert:?}\nkey_file = {key:?}\nhandshake_timeout_seconds = 1");
+    let lab = Lab {
+        hosts: DEAD_CARRIER,
+        top: "[security]\nmax_tcp_connections_per_source = 2\n",
+        ..Default::default()
+    };
+    let d = Daemon::start("tls-caps", ports, &tls_config(&lab, ports, tls_port, &tls));
+    let dest = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(dest).unwrap()).collect();
+    let mut third = TcpStream::connect(dest).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Closed by trunkd without a byte: EOF (or a reset).
+    assert!(matches!(third.read(&mut [0u8; 1]), Ok(0) | Err(_)));
+    d.wait_metric("sip_connections_refused_total{transport=\"tls\"}", 1.0);
+    // The two silent ones time out, counted as failed handshakes…
+    for mut s in silent {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = Instant::now();
+        assert!(matches!(s.read(&mut [0u8; 1]), Ok(0) | Err(_)));
+        assert!(started.elapsed() < Duration::from_secs(4));
+    }
+    d.wait_metric(
+        "sip_tls_handshake_failures_total{direction=\"inbound\"}",
+        2.0,
+    );
+    // …and their slots are free again.
+    let mut c = tls_connect("127.0.0.1", dest, &ca.cert.pem(), None);
+    let m = options(&c, 1);
+    let r = exchange(&mut c, &m);
+    assert!(status_line(&r).starts_with("SIP/2.0 200"), "{r}");
+}
