@@ -10,21 +10,21 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const PBX: &str = "127.0.0.3";
-const CARRIER: &str = "127.0.0.2";
-const ROUTES: &str = "127.0.0.4";
+pub(crate) const PBX: &str = "127.0.0.3";
+pub(crate) const CARRIER: &str = "127.0.0.2";
+pub(crate) const ROUTES: &str = "127.0.0.4";
 const STRANGER: &str = "127.0.0.5";
 
 /// A config: one carrier with `hosts`, vc-east (termination from the PBX,
 /// origination to `east_routes`), vc-west (origination to `west_routes`),
 /// group grp-main (east then west), numbers. `extra_east_termination` lines
 /// go into vc-east's termination table; `top` is put before everything.
-struct Lab<'a> {
-    hosts: &'a str,
-    east_termination: &'a str,
-    east_routes: &'a str,
-    west_routes: &'a str,
-    top: &'a str,
+pub(crate) struct Lab<'a> {
+    pub hosts: &'a str,
+    pub east_termination: &'a str,
+    pub east_routes: &'a str,
+    pub west_routes: &'a str,
+    pub top: &'a str,
 }
 
 impl Default for Lab<'_> {
@@ -40,7 +40,7 @@ impl Default for Lab<'_> {
 }
 
 impl Lab<'_> {
-    fn config(&self, ports: Ports) -> String {
+    pub fn config(&self, ports: Ports) -> String {
         format!(
             r#"{top}
 [daemon]
@@ -100,7 +100,7 @@ voice_connector_group_id = "grp-main"
     }
 }
 
-fn host(ip: &str, port: u16, extra: &str) -> String {
+pub(crate) fn host(ip: &str, port: u16, extra: &str) -> String {
     format!("{{ host = \"{ip}\", port = {port}{extra} }}")
 }
 
@@ -137,7 +137,7 @@ fn pbx_to_carrier(tag: &str, uac_scenario: &str, uas_scenario: &str, what: &str)
 }
 
 /// The customer calls +12065550199 from +12065550100.
-fn pbx_calls(scenario: &str, d: &Daemon, extra: &[&str]) -> std::process::Output {
+pub(crate) fn pbx_calls(scenario: &str, d: &Daemon, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "-s",
         "+12065550199",
@@ -151,7 +151,7 @@ fn pbx_calls(scenario: &str, d: &Daemon, extra: &[&str]) -> std::process::Output
     sipp_uac(scenario, PBX, d.sip(), &args)
 }
 
-fn assert_ok(out: &std::process::Output, what: &str) {
+pub(crate) fn assert_ok(out: &std::process::Output, what: &str) {
     assert!(
         out.status.success() && sipp_counts(out) == (1, 0),
         "{what}: {}",
@@ -159,7 +159,7 @@ fn assert_ok(out: &std::process::Output, what: &str) {
     );
 }
 
-fn records(d: &Daemon) -> std::path::PathBuf {
+pub(crate) fn records(d: &Daemon) -> std::path::PathBuf {
     d.dir.join("var/records")
 }
 

@@ -8,4 +8,5 @@ mod calls;
 mod foundation;
 mod media;
 mod srtp;
+mod tls;
 mod ua;

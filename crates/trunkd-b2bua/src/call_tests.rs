@@ -91,6 +91,7 @@ impl T {
             local: LocalAddrs {
                 udp: Some(addr("127.0.0.1:5060")),
                 tcp: None,
+                tls: None,
                 advertised: None,
             },
             invite: req(A_INVITE),

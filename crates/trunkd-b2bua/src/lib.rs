@@ -74,6 +74,9 @@ impl Leg {
 pub struct LocalAddrs {
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
+    /// The TLS listener: Via and Contact of TLS legs must
+    /// name it, or the peer's in-dialog requests would arrive in clear.
+    pub tls: Option<SocketAddr>,
     /// Shown instead of the listener's IP (NAT, public name).
     pub advertised: Option<String>,
 }
@@ -83,7 +86,8 @@ impl LocalAddrs {
     pub fn host_port(&self, proto: TxTransport) -> String {
         let sock = match proto {
             TxTransport::Udp => self.udp.or(self.tcp),
-            TxTransport::Tcp | TxTransport::Tls => self.tcp.or(self.udp),
+            TxTransport::Tcp => self.tcp.or(self.udp),
+            TxTransport::Tls => self.tls.or(self.tcp).or(self.udp),
         };
         let port = sock.map(|s| s.port()).unwrap_or(5060);
         let host = match (&self.advertised, sock) {
@@ -106,3 +110,24 @@ impl LocalAddrs {
 
 #[cfg(test)]
 mod call_tests;
+
+#[cfg(test)]
+mod local_addr_tests {
+    use super::*;
+
+    #[test]
+    fn tls_legs_name_the_tls_listener() {
+        let local = LocalAddrs {
+            udp: Some("127.0.0.1:5060".parse().unwrap()),
+            tcp: Some("127.0.0.1:5060".parse().unwrap()),
+            tls: Some("127.0.0.1:5061".parse().unwrap()),
+            advertised: None,
+        };
+        assert_eq!(local.host_port(TxTransport::Tls), "127.0.0.1:5061");
+        assert_eq!(
+            local.contact(TxTransport::Tls),
+            "<sip:trunkd@127.0.0.1:5061;transport=tls>"
+        );
+        assert_eq!(local.host_port(TxTransport::Tcp), "127.0.0.1:5060");
+    }
+}

@@ -60,6 +60,10 @@ pub struct Sip {
 pub struct Tls {
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub verify_server: Option<bool>,
+    pub client_ca_file: Option<String>,
+    pub handshake_timeout_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +191,7 @@ pub struct Termination {
     pub calling_regions: Vec<String>,
     pub default_phone_number: Option<String>,
     pub carriers: Vec<String>,
+    pub require_client_certificate: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -40,10 +40,40 @@ pub struct SipSettings {
     pub tcp_idle_timeout: Duration,
 }
 
+/// TLS signalling (SPEC §2.4, §8). The files are read by the daemon at
+/// start and on every reload, so a renewed certificate needs no restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+    /// The server certificate chain (PEM), also presented as the client
+    /// certificate on outgoing connections. Set together with `key_file`;
+    /// required when `sip.tls` has listeners.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// CA bundle (PEM) that carrier and route certificates are verified
+    /// against; `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// `false` accepts any server certificate: for labs only.
+    pub verify_server: bool,
+    /// When set, TLS clients are asked (not forced) for a certificate,
+    /// verified against this CA; VCs with `require_client_certificate`
+    /// admit only calls whose connection presented one.
+    pub client_ca_file: Option<PathBuf>,
+    /// A connection that has not finished its handshake by then is closed,
+    /// so a silent client cannot hold a connection slot.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            verify_server: true,
+            client_ca_file: None,
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -442,6 +442,7 @@ pub(crate) fn validate(
         .collect();
 
     let mut usernames: HashMap<String, String> = HashMap::new();
+    let client_ca = raw.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
     let vcs: Vec<Option<VoiceConnector>> = raw
         .voice_connectors
         .iter()
@@ -459,6 +460,7 @@ pub(crate) fn validate(
                 (&known_carriers, !raw.carriers.is_empty()),
                 &mut usernames,
                 base,
+                client_ca,
             )
         })
         .collect();
@@ -724,13 +726,13 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         tcp_idle_timeout: Duration::from_secs(tcp_idle),
     };
 
-    let tls = raw.tls.as_ref().and_then(|t| {
+    let tls = raw.tls.as_ref().map(|t| {
         let mut c = Check {
             report,
             at: At::section("tls"),
         };
         let mut file = |name: &str, v: &Option<String>| {
-            let p = resolve(base, c.required(name, v)?);
+            let p = resolve(base, v.as_deref()?);
             if !p.is_file() {
                 c.err(
                     name,
@@ -741,10 +743,32 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         };
         let cert_file = file("cert_file", &t.cert_file);
         let key_file = file("key_file", &t.key_file);
-        Some(TlsSettings {
-            cert_file: cert_file?,
-            key_file: key_file?,
-        })
+        let ca_file = file("ca_file", &t.ca_file);
+        let client_ca_file = file("client_ca_file", &t.client_ca_file);
+        match (&cert_file, &key_file) {
+            (Some(_), None) => c.err("key_file", "is required when cert_file is set"),
+            (None, Some(_)) => c.err("cert_file", "is required when key_file is set"),
+            (None, None) if !sip.tls.is_empty() => {
+                c.err("cert_file", "is required: sip.tls has listeners");
+                c.err("key_file", "is required: sip.tls has listeners");
+            }
+            _ => {}
+        }
+        let handshake = c.range(
+            "handshake_timeout_seconds",
+            t.handshake_timeout_seconds,
+            5,
+            1,
+            60,
+        ) as u64;
+        TlsSettings {
+            cert_file,
+            key_file,
+            ca_file,
+            verify_server: t.verify_server.unwrap_or(true),
+            client_ca_file,
+            handshake_timeout: Duration::from_secs(handshake),
+        }
     });
 
     let m = &raw.media;
@@ -1004,6 +1028,7 @@ fn voice_connector(
     (known_carriers, any_carrier): (&HashSet<&str>, bool),
     usernames: &mut HashMap<String, String>,
     base: &Path,
+    client_ca: bool,
 ) -> Option<VoiceConnector> {
     let before = report.errors.len();
     let mut c = Check {
@@ -1029,6 +1054,7 @@ fn voice_connector(
             calling_regions: Vec::new(),
             default_phone_number: None,
             carriers: Vec::new(),
+            require_client_certificate: false,
         },
         Some(t) => {
             let mut tc = Check {
@@ -1117,6 +1143,12 @@ fn voice_connector(
             if !t.disabled && !any_carrier {
                 tc.err_here("is enabled but the file has no [[carriers]] to send calls to");
             }
+            if t.require_client_certificate && !client_ca {
+                tc.err(
+                    "require_client_certificate",
+                    "needs tls.client_ca_file: client certificates are verified against it",
+                );
+            }
             Termination {
                 disabled: t.disabled,
                 cidr_allowed_list,
@@ -1125,6 +1157,7 @@ fn voice_connector(
                 calling_regions,
                 default_phone_number,
                 carriers,
+                require_client_certificate: t.require_client_certificate,
             }
         }
     };

@@ -314,6 +314,39 @@ fn ipv4_only_forbids_ipv6_routes() {
 }
 
 #[test]
+fn tls_settings() {
+    // Listeners need the certificate; the section alone is not enough.
+    assert_errors(
+        &with(
+            "[sip]",
+            "[tls]\nverify_server = false\n[sip]\ntls = [\"127.0.0.1:5061\"]",
+        ),
+        &[
+            "F: tls.cert_file: is required: sip.tls has listeners",
+            "F: tls.key_file: is required: sip.tls has listeners",
+        ],
+    );
+    // Client side only (outgoing TLS to carriers): no certificate needed.
+    assert_errors(&format!("[tls]\nverify_server = false\n{VALID}"), &[]);
+    assert_errors(
+        &format!("[tls]\nhandshake_timeout_seconds = 0\n{VALID}"),
+        &["F: tls.handshake_timeout_seconds: 0 is out of range 1..=60"],
+    );
+    let e = errors(&format!("[tls]\nca_file = \"nope.pem\"\n{VALID}"));
+    assert!(
+        e.len() == 1
+            && e[0].starts_with("F: tls.ca_file: /")
+            && e[0].ends_with("/nope.pem does not exist or is not a file"),
+        "{e:?}"
+    );
+    // mTLS per VC needs the CA that verifies client certificates.
+    assert_errors(
+        &with("cps_limit = 10", "cps_limit = 10\nrequire_client_certificate = true"),
+        &["F: voice_connectors[id=vc-east].termination.require_client_certificate: needs tls.client_ca_file: client certificates are verified against it"],
+    );
+}
+
+#[test]
 fn daemon_settings() {
     assert_errors(&with("[sip]\nudp = [\"127.0.0.1:5060\"]", "[sip]\nmax_message_bytes = 100\nudp = [\"127.0.0.1\"]"), &[
         "F: sip.udp[0]: \"127.0.0.1\" is not a socket address (e.g. 127.0.0.1:5060 or [::1]:5060)",
@@ -337,7 +370,7 @@ fn daemon_settings() {
             && e[0].ends_with("/missing.pem does not exist or is not a file"),
         "{e:?}"
     );
-    assert_eq!(e[1], "F: tls.key_file: is required");
+    assert_eq!(e[1], "F: tls.key_file: is required when cert_file is set");
     assert_errors(
         &format!("[media]\nport_min = 6000\nport_max = 6000\n{VALID}"),
         &["F: media.port_max: 6000 must be greater than port_min (6000)"],

@@ -45,6 +45,7 @@ pub(crate) fn vc(id: &str) -> VoiceConnector {
             calling_regions: Vec::new(),
             default_phone_number: None,
             carriers: Vec::new(),
+            require_client_certificate: false,
         },
         origination: Origination {
             disabled: false,

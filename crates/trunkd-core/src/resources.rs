@@ -40,6 +40,9 @@ pub struct Termination {
     pub default_phone_number: Option<E164>,
     /// Carriers in the order they are tried; empty means every carrier.
     pub carriers: Vec<CarrierId>,
+    /// Admit only calls whose TLS connection presented a client certificate
+    /// that verified against `tls.client_ca_file` (mutual TLS).
+    pub require_client_certificate: bool,
 }
 
 #[derive(Clone, Debug)]

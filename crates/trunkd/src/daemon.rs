@@ -21,6 +21,7 @@ use crate::engine::{Engine, Input};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::pidfile::PidFile;
 use crate::sip_service::SipService;
+use crate::tls::{Tls, TlsConfigs};
 use crate::{admin, logging, transport};
 
 /// What every task of the daemon shares: the current configuration
@@ -29,11 +30,13 @@ pub struct Shared {
     path: PathBuf,
     config: ArcSwap<Config>,
     pub metrics: Metrics,
+    /// TLS configurations, swapped by the same reload as the file.
+    pub tls: Tls,
     reloading: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config, tls: TlsConfigs) -> Self {
         let metrics = Metrics::new();
         metrics.set_resources(&config.resources);
         metrics.config_last_reload_success.set(unix_now());
@@ -41,6 +44,7 @@ impl Shared {
             path: config.path.clone(),
             config: ArcSwap::from_pointee(config),
             metrics,
+            tls: Tls::new(tls),
             reloading: Default::default(),
         }
     }
@@ -51,19 +55,28 @@ impl Shared {
         self.config.load_full()
     }
 
-    /// Re-reads the file. A valid file replaces the snapshot atomically; an
-    /// invalid one is logged error by error and counted, and the running
-    /// snapshot stays. Returns a summary or the errors.
+    /// Re-reads the file and the TLS files it names. A valid file replaces
+    /// the snapshot atomically and new TLS handshakes use the new
+    /// certificates (established connections keep theirs); an invalid file
+    /// or an unusable TLS file is logged error by error and counted, and
+    /// the running snapshot and certificates stay. Returns a summary or the
+    /// errors.
     pub async fn reload(&self) -> Result<String, String> {
         let _one_at_a_time = self.reloading.lock().await;
         let path = self.path.clone();
         // Validation of a large inventory takes a moment: off the runtime's
         // worker threads.
-        let loaded = tokio::task::spawn_blocking(move || trunkd_config::load(&path))
-            .await
-            .map_err(|e| format!("reload task failed: {e}"))?;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let new = trunkd_config::load(&path)
+                .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+            let tls = TlsConfigs::load(&new.settings.tls.clone().unwrap_or_default())
+                .map_err(|e| vec![format!("{}: {e}", path.display())])?;
+            Ok::<_, Vec<String>>((new, tls))
+        })
+        .await
+        .map_err(|e| format!("reload task failed: {e}"))?;
         match loaded {
-            Ok(new) => {
+            Ok((new, tls)) => {
                 let old = self.config();
                 for what in restart_only_changes(&old, &new) {
                     warn!(setting = what, "changed in the file but applies only after a restart; the old value stays in force");
@@ -71,6 +84,7 @@ impl Shared {
                 let summary = crate::summary(&new.resources);
                 self.metrics.set_resources(&new.resources);
                 self.config.store(Arc::new(new));
+                self.tls.store(tls);
                 self.metrics
                     .config_reloads
                     .get_or_create(&ResultLabel { result: "success" })
@@ -80,7 +94,7 @@ impl Shared {
                 Ok(format!("reloaded {}: {summary}", self.path.display()))
             }
             Err(errors) => {
-                for e in errors.iter() {
+                for e in &errors {
                     error!(error = %e, "reload rejected");
                 }
                 self.metrics
@@ -91,7 +105,7 @@ impl Shared {
                     errors = errors.len(),
                     "configuration reload failed; the running configuration stays"
                 );
-                Err(errors.to_string())
+                Err(errors.join("\n"))
             }
         }
     }
@@ -148,7 +162,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let settings = config.settings.clone();
     let _pid = PidFile::create(&settings.daemon.pid_file)?;
-    let shared = Arc::new(Shared::new(config));
+    // A certificate that cannot be used stops the start, like an invalid file.
+    let tls = TlsConfigs::load(&settings.tls.clone().unwrap_or_default())
+        .map_err(|e| anyhow!("invalid configuration:\n{}: {e}", config.path.display()))?;
+    if !settings.tls.as_ref().is_none_or(|t| t.verify_server) {
+        warn!("tls.verify_server = false: carrier and route certificates are not verified (lab use only)");
+    }
+    let shared = Arc::new(Shared::new(config, tls));
     let sip = Arc::new(SipService::new(shared.clone()));
     let mut tasks = JoinSet::new();
     let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(65_536);
@@ -176,19 +196,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("binding SIP TCP {addr}"))?;
         tcp_local = tcp_local.or(listener.local_addr().ok());
         info!(%addr, "SIP TCP listening");
-        tasks.spawn(transport::serve_tcp(
+        tasks.spawn(transport::serve_stream(
             listener,
+            transport::Stream::Tcp,
             sip.clone(),
             engine_tx.clone(),
             settings.sip.clone(),
         ));
     }
-    if !settings.sip.tls.is_empty() {
-        warn!("sip.tls listeners are configured but TLS signalling is not implemented yet; they are not opened");
+    let mut tls_local = None;
+    for addr in &settings.sip.tls {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding SIP TLS {addr}"))?;
+        tls_local = tls_local.or(listener.local_addr().ok());
+        info!(%addr, "SIP TLS listening");
+        tasks.spawn(transport::serve_stream(
+            listener,
+            transport::Stream::Tls,
+            sip.clone(),
+            engine_tx.clone(),
+            settings.sip.clone(),
+        ));
     }
     let local = trunkd_b2bua::LocalAddrs {
         udp: udp_sockets.first().and_then(|s| s.local_addr().ok()),
         tcp: tcp_local,
+        tls: tls_local,
         advertised: settings.sip.advertised_address.clone(),
     };
     let sender = transport::Sender::new(

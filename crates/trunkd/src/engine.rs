@@ -42,14 +42,16 @@ pub enum Input {
     FromCall { call: u64, out: CallOutput },
     /// A call task finished.
     CallDone { call: u64 },
-    /// A stream connection to `addr` failed or closed.
-    ConnectionLost { addr: SocketAddr },
+    /// A stream connection to `peer` failed or closed.
+    ConnectionLost { peer: Peer },
     /// The hop of a finished call attempt failed/succeeded: route health.
     HopOutcome { route: Route, ok: bool },
     /// A peer opened a stream connection: reuse it to send to that peer.
     ConnectionOpened {
-        addr: SocketAddr,
+        peer: Peer,
         writer: mpsc::Sender<Bytes>,
+        /// TLS: the peer's client certificate verified (mutual TLS).
+        client_verified: bool,
     },
     /// Hang up every call; `done` fires when none is left.
     Shutdown {
@@ -172,7 +174,11 @@ impl Engine {
                     }
                 }
             }
-            Input::ConnectionOpened { addr, writer } => self.sender.register(addr, writer),
+            Input::ConnectionOpened {
+                peer,
+                writer,
+                client_verified,
+            } => self.sender.register(peer, writer, client_verified),
             Input::Shutdown { done } => {
                 let keys: Vec<u64> = self.calls.keys().copied().collect();
                 for k in keys {
@@ -184,12 +190,12 @@ impl Engine {
                     self.shutdown = Some(done);
                 }
             }
-            Input::ConnectionLost { addr } => {
-                self.sender.forget(addr);
+            Input::ConnectionLost { peer } => {
+                self.sender.forget(peer);
                 let failed: Vec<ClientTxId> = self
                     .client_txs
                     .iter()
-                    .filter(|(_, v)| v.3.addr == addr && v.3.transport != TxTransport::Udp)
+                    .filter(|(_, v)| v.3 == peer)
                     .map(|(k, _)| *k)
                     .collect();
                 for tx in failed {
@@ -559,6 +565,7 @@ impl Engine {
                     request_uri_host: &ruri_host,
                     source: peer.addr.ip(),
                     over_tls: peer.transport == TxTransport::Tls,
+                    client_certificate_verified: self.sender.client_verified(peer),
                     offers_srtp,
                     from_user: from_user.as_deref(),
                     pai_user: pai_user.as_deref(),

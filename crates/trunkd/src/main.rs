@@ -16,6 +16,7 @@ mod metrics;
 mod pidfile;
 mod records;
 mod sip_service;
+mod tls;
 mod transport;
 
 use std::path::PathBuf;

@@ -56,6 +56,12 @@ pub struct SipOutLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// inbound (a peer connected to trunkd) | outbound (trunkd connected)
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabel {
     pub transport: &'static str,
 }
@@ -134,6 +140,7 @@ pub struct Metrics {
     pub sip_responses_sent: Family<SipOutLabels, Counter>,
     pub sip_tcp_connections: Family<TransportLabel, Gauge>,
     pub sip_tcp_connections_refused: Family<TransportLabel, Counter>,
+    pub sip_tls_handshake_failures: Family<DirectionLabel, Counter>,
     pub call_attempts: Family<VcLabels, Counter>,
     pub calls_answered: Family<VcLabels, Counter>,
     pub call_failures: Family<VcLabels, Counter>,
@@ -240,6 +247,15 @@ impl Metrics {
             "sip_connections_refused",
             "SIP stream connections refused at the connection cap",
             sip_tcp_connections_refused.clone(),
+        );
+        let sip_tls_handshake_failures = Family::<DirectionLabel, Counter>::default();
+        for direction in ["inbound", "outbound"] {
+            let _ = sip_tls_handshake_failures.get_or_create(&DirectionLabel { direction });
+        }
+        registry.register(
+            "sip_tls_handshake_failures",
+            "TLS handshakes that failed or timed out (bad certificate, TLS 1.0/1.1, silence)",
+            sip_tls_handshake_failures.clone(),
         );
 
         let call_attempts = Family::<VcLabels, Counter>::default();
@@ -416,6 +432,7 @@ impl Metrics {
             sip_responses_sent,
             sip_tcp_connections,
             sip_tcp_connections_refused,
+            sip_tls_handshake_failures,
             call_attempts,
             calls_answered,
             call_failures,

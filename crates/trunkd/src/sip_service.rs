@@ -18,6 +18,7 @@ use crate::metrics::{Metrics, SipErrorLabels, SipInLabels};
 pub enum Transport {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Transport {
@@ -25,6 +26,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         }
     }
 }
@@ -68,6 +70,10 @@ impl SipService {
             .settings
             .security
             .max_tcp_connections_per_source
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -163,7 +169,7 @@ impl SipService {
                     return Err(None);
                 };
                 let dest = match transport {
-                    Transport::Tcp => src,
+                    Transport::Tcp | Transport::Tls => src,
                     Transport::Udp => {
                         stamp_top_via(&mut resp.headers, src);
                         response_dest(&resp.headers, src)

@@ -1,4 +1,4 @@
-//! SIP over UDP and TCP: sockets and framing, nothing else.
+//! SIP over UDP, TCP and TLS: sockets and framing, nothing else.
 //!
 //! Receive side: each UDP socket has one loop, each TCP connection one task;
 //! both parse (`trunkd_sip::SipMessage::parse`) and hand well-formed
@@ -8,15 +8,17 @@
 //!
 //! Send side: the engine's [`Sender`] writes UDP datagrams without waiting
 //! (a full socket buffer drops the datagram, which retransmission covers)
-//! and writes to TCP connections through a small queue per connection,
-//! connecting on first use (connection reuse per peer, both directions).
+//! and writes to TCP and TLS connections through a small queue per
+//! connection, connecting on first use (connection reuse per peer and
+//! transport, both directions; see [`Sender`]). TLS itself (versions,
+//! certificates, reload) is [`crate::tls`]'s.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
@@ -81,8 +83,50 @@ pub async fn serve_udp(
     }
 }
 
-pub async fn serve_tcp(
+/// Which stream transport a listener or connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Tcp,
+    /// TLS over TCP with the daemon's current [`crate::tls::Tls`]
+    /// configuration (looked up per handshake, so a reload applies to new
+    /// connections only).
+    Tls,
+}
+
+impl Stream {
+    fn label(self) -> &'static str {
+        match self {
+            Stream::Tcp => "tcp",
+            Stream::Tls => "tls",
+        }
+    }
+
+    fn peer(self, addr: SocketAddr) -> Peer {
+        match self {
+            Stream::Tcp => Peer::tcp(addr),
+            Stream::Tls => Peer {
+                addr,
+                transport: TxTransport::Tls,
+            },
+        }
+    }
+
+    fn service_transport(self) -> Transport {
+        match self {
+            Stream::Tcp => Transport::Tcp,
+            Stream::Tls => Transport::Tls,
+        }
+    }
+}
+
+/// Accepts stream connections (TCP or TLS). The caps of SPEC §8 apply to
+/// both alike: `sip.max_tcp_connections` slots shared by the listener's
+/// connections, `security.max_tcp_connections_per_source`, and (TLS) a
+/// handshake deadline so that a client that never speaks cannot keep a
+/// slot.
+pub async fn serve_stream(
     listener: TcpListener,
+    kind: Stream,
     svc: Arc<SipService>,
     engine: EngineTx,
     settings: SipSettings,
@@ -100,7 +144,7 @@ pub async fn serve_tcp(
                     Ok(a) => a,
                     Err(e) => {
                         // EMFILE and friends: back off briefly instead of spinning.
-                        warn!(error = %e, "TCP accept failed");
+                        warn!(error = %e, transport = kind.label(), "accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     }
@@ -109,18 +153,14 @@ pub async fn serve_tcp(
                 let held = per_ip.entry(peer.ip()).or_insert(0usize);
                 let permit = if *held < per_source { slots.clone().try_acquire_owned().ok() } else { None };
                 let Some(permit) = permit else {
-                    svc.metrics().sip_tcp_connections_refused.get_or_create(&TransportLabel { transport: "tcp" }).inc();
+                    svc.metrics().sip_tcp_connections_refused.get_or_create(&TransportLabel { transport: kind.label() }).inc();
                     drop(stream);
                     continue;
                 };
                 *held += 1;
-                let (tx, rx) = mpsc::channel(TCP_QUEUE);
-                if engine.send(Input::ConnectionOpened { addr: peer, writer: tx }).await.is_err() {
-                    return;
-                }
                 let (svc, engine, settings) = (svc.clone(), engine.clone(), settings.clone());
                 conns.spawn(async move {
-                    connection(stream, peer, rx, &svc, &engine, &settings).await;
+                    accepted_connection(stream, peer, kind, &svc, &engine, &settings).await;
                     drop(permit);
                     peer.ip()
                 });
@@ -140,21 +180,90 @@ pub async fn serve_tcp(
     }
 }
 
-/// One TCP connection, inbound or outbound: reads and frames messages for
-/// the engine, writes what the engine queues for this peer.
-async fn connection(
-    mut stream: TcpStream,
+/// An accepted connection: the TLS handshake (bounded) when it is TLS, then
+/// registered with the engine for reuse, then served.
+async fn accepted_connection(
+    stream: TcpStream,
     peer: SocketAddr,
-    mut outgoing: mpsc::Receiver<Bytes>,
+    kind: Stream,
     svc: &SipService,
     engine: &EngineTx,
     settings: &SipSettings,
 ) {
     let _ = stream.set_nodelay(true);
+    let (tx, rx) = mpsc::channel(TCP_QUEUE);
+    match kind {
+        Stream::Tcp => {
+            let opened = Input::ConnectionOpened {
+                peer: kind.peer(peer),
+                writer: tx,
+                client_verified: false,
+            };
+            if engine.send(opened).await.is_ok() {
+                connection(stream, peer, kind, rx, svc, engine, settings).await;
+            }
+        }
+        Stream::Tls => {
+            let tls = &svc.shared().tls;
+            let Some(acceptor) = tls.acceptor() else {
+                // Listeners exist only with a certificate; a reload cannot
+                // remove it (validation requires it while sip.tls is set).
+                return;
+            };
+            let handshake = tokio::time::timeout(tls.handshake_timeout(), acceptor.accept(stream));
+            let stream = match handshake.await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    handshake_failed(svc, "inbound");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "TLS handshake timed out");
+                    handshake_failed(svc, "inbound");
+                    return;
+                }
+            };
+            // With a client verifier, rustls keeps peer certificates only
+            // when they verified (a bad one fails the handshake): presence
+            // is proof.
+            let client_verified = stream.get_ref().1.peer_certificates().is_some();
+            let opened = Input::ConnectionOpened {
+                peer: kind.peer(peer),
+                writer: tx,
+                client_verified,
+            };
+            if engine.send(opened).await.is_ok() {
+                connection(stream, peer, kind, rx, svc, engine, settings).await;
+            }
+        }
+    }
+}
+
+fn handshake_failed(svc: &SipService, direction: &'static str) {
+    svc.metrics()
+        .sip_tls_handshake_failures
+        .get_or_create(&crate::metrics::DirectionLabel { direction })
+        .inc();
+}
+
+/// One stream connection, inbound or outbound, TCP or TLS: reads and
+/// frames messages for the engine, writes what the engine queues for this
+/// peer.
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    kind: Stream,
+    mut outgoing: mpsc::Receiver<Bytes>,
+    svc: &SipService,
+    engine: &EngineTx,
+    settings: &SipSettings,
+) {
+    let label = kind.label();
     let gauge = svc
         .metrics()
         .sip_tcp_connections
-        .get_or_create(&TransportLabel { transport: "tcp" })
+        .get_or_create(&TransportLabel { transport: label })
         .clone();
     gauge.inc();
     let mut buf = BytesMut::with_capacity(4096);
@@ -164,12 +273,12 @@ async fn connection(
             match frame(&buf, settings.max_message_bytes) {
                 Frame::Complete(len) => {
                     let data = buf.split_to(len).freeze();
-                    match svc.accept(data, peer, Transport::Tcp) {
+                    match svc.accept(data, peer, kind.service_transport()) {
                         Ok(msg) => {
                             if engine
                                 .send(Input::Message {
                                     msg,
-                                    peer: Peer::tcp(peer),
+                                    peer: kind.peer(peer),
                                 })
                                 .await
                                 .is_err()
@@ -178,7 +287,7 @@ async fn connection(
                             }
                         }
                         Err(Some(reply)) => {
-                            if stream.write_all(&reply.bytes).await.is_err() {
+                            if write(&mut stream, &reply.bytes).await.is_err() {
                                 break 'conn;
                             }
                         }
@@ -190,12 +299,12 @@ async fn connection(
                     svc.metrics()
                         .sip_messages_received
                         .get_or_create(&SipInLabels {
-                            transport: "tcp",
+                            transport: label,
                             kind: "keepalive",
                         })
                         .inc();
                     // RFC 5626 §4.4.1: a double-CRLF ping gets a CRLF pong.
-                    if len >= 4 && stream.write_all(b"\r\n").await.is_err() {
+                    if len >= 4 && write(&mut stream, b"\r\n").await.is_err() {
                         break 'conn;
                     }
                 }
@@ -204,11 +313,11 @@ async fn connection(
                     svc.metrics()
                         .sip_malformed
                         .get_or_create(&SipErrorLabels {
-                            transport: "tcp",
+                            transport: label,
                             action: "too_large",
                         })
                         .inc();
-                    debug!(%peer, "TCP message over max_message_bytes; closing");
+                    debug!(%peer, transport = label, "message over max_message_bytes; closing");
                     break 'conn;
                 }
                 Frame::Invalid => {
@@ -217,11 +326,11 @@ async fn connection(
                     svc.metrics()
                         .sip_malformed
                         .get_or_create(&SipErrorLabels {
-                            transport: "tcp",
+                            transport: label,
                             action: "dropped",
                         })
                         .inc();
-                    debug!(%peer, "unframeable TCP input; closing");
+                    debug!(%peer, transport = label, "unframeable stream input; closing");
                     break 'conn;
                 }
             }
@@ -231,13 +340,13 @@ async fn connection(
                 Ok(Ok(0)) | Ok(Err(_)) => break 'conn,
                 Ok(Ok(_)) => {}
                 Err(_) => {
-                    debug!(%peer, "TCP connection idle; closing");
+                    debug!(%peer, transport = label, "connection idle; closing");
                     break 'conn;
                 }
             },
             out = outgoing.recv() => match out {
                 Some(bytes) => {
-                    if stream.write_all(&bytes).await.is_err() {
+                    if write(&mut stream, &bytes).await.is_err() {
                         break 'conn;
                     }
                 }
@@ -246,13 +355,38 @@ async fn connection(
         }
     }
     gauge.dec();
-    let _ = engine.send(Input::ConnectionLost { addr: peer }).await;
+    // A TLS close_notify, best effort: the peer learns the close was ours.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.shutdown()).await;
+    let _ = engine
+        .send(Input::ConnectionLost {
+            peer: kind.peer(peer),
+        })
+        .await;
 }
 
-/// The engine's way out: UDP sockets and the TCP connection table.
+/// Writes and flushes: a TLS stream buffers records until flushed.
+async fn write<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+/// A stream connection the engine can write to.
+struct Conn {
+    writer: mpsc::Sender<Bytes>,
+    /// TLS only: the peer presented a client certificate that verified.
+    client_verified: bool,
+}
+
+/// The engine's way out: UDP sockets and the stream connection table.
+///
+/// Stream connections are keyed by peer address *and* transport: one
+/// connection per destination, reused for every later request and
+/// response to it, whichever side opened it (RFC 3261 §18, RFC 5923's
+/// spirit without the alias negotiation). A TCP and a TLS connection to
+/// the same address are different connections.
 pub struct Sender {
     udp: Vec<Arc<UdpSocket>>,
-    tcp: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    conns: HashMap<Peer, Conn>,
     svc: Arc<SipService>,
     engine: EngineTx,
     settings: Arc<SipSettings>,
@@ -267,7 +401,7 @@ impl Sender {
     ) -> Sender {
         Sender {
             udp,
-            tcp: HashMap::new(),
+            conns: HashMap::new(),
             svc,
             engine,
             settings: Arc::new(settings),
@@ -289,12 +423,12 @@ impl Sender {
                 .metrics()
                 .response_sent(t, u16::from(class.wrapping_sub(b'0')) * 100);
         }
-        match dest.transport {
+        let kind = match dest.transport {
             TxTransport::Udp => {
                 let Some(sock) = self.udp_for(dest.addr) else {
                     return false;
                 };
-                match sock.try_send_to(&bytes, dest.addr) {
+                return match sock.try_send_to(&bytes, dest.addr) {
                     Ok(_) => true,
                     // A full buffer is loss; retransmission covers it.
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
@@ -302,52 +436,112 @@ impl Sender {
                         debug!(error = %e, dest = %dest.addr, "UDP send failed");
                         false
                     }
-                }
+                };
             }
-            TxTransport::Tcp => {
-                if let Some(conn) = self.tcp.get(&dest.addr) {
-                    return conn.try_send(bytes).is_ok();
-                }
-                let (tx, rx) = mpsc::channel(TCP_QUEUE);
-                let _ = tx.try_send(bytes);
-                self.tcp.insert(dest.addr, tx);
-                let (svc, engine, settings) =
-                    (self.svc.clone(), self.engine.clone(), self.settings.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(
-                        std::time::Duration::from_secs(5),
-                        TcpStream::connect(dest.addr),
-                    )
-                    .await
-                    {
-                        Ok(Ok(stream)) => {
-                            connection(stream, dest.addr, rx, &svc, &engine, &settings).await
-                        }
-                        _ => {
-                            debug!(dest = %dest.addr, "TCP connect failed");
-                            let _ = engine.send(Input::ConnectionLost { addr: dest.addr }).await;
-                        }
-                    }
-                });
-                true
-            }
-            // TLS arrives with the encryption issue.
-            TxTransport::Tls => false,
+            TxTransport::Tcp => Stream::Tcp,
+            TxTransport::Tls => Stream::Tls,
+        };
+        if let Some(conn) = self.conns.get(&dest) {
+            return conn.writer.try_send(bytes).is_ok();
         }
+        let (tx, rx) = mpsc::channel(TCP_QUEUE);
+        let _ = tx.try_send(bytes);
+        self.conns.insert(
+            dest,
+            Conn {
+                writer: tx,
+                client_verified: false,
+            },
+        );
+        let (svc, engine, settings) =
+            (self.svc.clone(), self.engine.clone(), self.settings.clone());
+        tokio::spawn(async move {
+            outgoing_connection(dest, kind, rx, &svc, &engine, &settings).await;
+        });
+        true
     }
 
-    /// A connection to `addr` (opened by the peer) to reuse for sending.
-    pub fn register(&mut self, addr: SocketAddr, writer: mpsc::Sender<Bytes>) {
-        self.tcp.insert(addr, writer);
+    /// A connection to `peer` (opened by the peer) to reuse for sending.
+    pub fn register(&mut self, peer: Peer, writer: mpsc::Sender<Bytes>, client_verified: bool) {
+        self.conns.insert(
+            peer,
+            Conn {
+                writer,
+                client_verified,
+            },
+        );
     }
 
-    pub fn forget(&mut self, addr: SocketAddr) {
-        self.tcp.remove(&addr);
+    pub fn forget(&mut self, peer: Peer) {
+        self.conns.remove(&peer);
+    }
+
+    /// Whether `peer` is a TLS connection whose client certificate verified
+    /// against `tls.client_ca_file` (mutual TLS, for admission).
+    pub fn client_verified(&self, peer: Peer) -> bool {
+        peer.transport == TxTransport::Tls
+            && self.conns.get(&peer).is_some_and(|c| c.client_verified)
     }
 
     fn udp_for(&self, dest: SocketAddr) -> Option<&Arc<UdpSocket>> {
         self.udp
             .iter()
             .find(|s| s.local_addr().is_ok_and(|l| l.is_ipv4() == dest.is_ipv4()))
+    }
+}
+
+/// Connects to `dest` (TCP, then the TLS handshake for TLS; both bounded),
+/// then serves the connection. A failure is reported to the engine as a
+/// lost connection, which fails the transactions waiting on it (failover).
+async fn outgoing_connection(
+    dest: Peer,
+    kind: Stream,
+    rx: mpsc::Receiver<Bytes>,
+    svc: &SipService,
+    engine: &EngineTx,
+    settings: &SipSettings,
+) {
+    let lost = || async {
+        let _ = engine.send(Input::ConnectionLost { peer: dest }).await;
+    };
+    let connect = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        TcpStream::connect(dest.addr),
+    );
+    let stream = match connect.await {
+        Ok(Ok(s)) => s,
+        _ => {
+            debug!(dest = %dest.addr, transport = kind.label(), "connect failed");
+            return lost().await;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    match kind {
+        Stream::Tcp => connection(stream, dest.addr, kind, rx, svc, engine, settings).await,
+        Stream::Tls => {
+            let tls = &svc.shared().tls;
+            // Routes are IP addresses today (no DNS yet): the certificate
+            // must name that IP, and no SNI is sent for an IP literal.
+            let name = crate::tls::server_name(&dest.addr.ip().to_string(), dest.addr.ip());
+            let handshake = tokio::time::timeout(
+                tls.handshake_timeout(),
+                tls.connector().connect(name, stream),
+            );
+            match handshake.await {
+                Ok(Ok(s)) => connection(s, dest.addr, kind, rx, svc, engine, settings).await,
+                Ok(Err(e)) => {
+                    // Operators need this one: an expired or misissued
+                    // carrier certificate stops every call to it.
+                    warn!(dest = %dest.addr, error = %e, "outgoing TLS handshake failed");
+                    handshake_failed(svc, "outbound");
+                    lost().await
+                }
+                Err(_) => {
+                    warn!(dest = %dest.addr, "outgoing TLS handshake timed out");
+                    handshake_failed(svc, "outbound");
+                    lost().await
+                }
+            }
+        }
     }
 }

@@ -10,11 +10,16 @@
 //! | no/invalid/stale credentials     | 407    | `Proxy Authentication Required`                 | `auth_challenge`          |
 //! | wrong username or password       | 403    | `Forbidden`                                     | `auth_failed`             |
 //! | encryption required, no TLS/SRTP | 488    | `Encryption Required`                           | `encryption_required`     |
+//! | no verified client certificate   | 403    | `Client Certificate Required`                   | `client_certificate`      |
 //! | calls per second exceeded        | 503    | `Calls Per Second Limit Exceeded`               | `cps`                     |
 //! | destination not E.164            | 404    | `Not E.164`                                     | `not_e164`                |
 //! | country not in calling plan      | 403    | `Destination country XX not in calling plan`    | `calling_plan`            |
 //! | country unknown, plan restricted | 403    | `Destination country unknown, not in calling plan` | `calling_plan`         |
 //! | caller ID not assigned           | 403    | `Caller ID not assigned`                        | `caller_id`               |
+//!
+//! A missing client certificate is 403, not 488: it is a failed
+//! authentication of the connection, which no change of the SDP offer can
+//! fix (488 invites the caller to retry with another offer).
 //!
 //! An unknown VC or username and a wrong password read the same on the
 //! wire (`403 Forbidden`) so nobody can probe which VCs or users exist;
@@ -42,6 +47,9 @@ pub enum Rejection {
     },
     AuthFailed,
     EncryptionRequired,
+    /// `require_client_certificate` and the connection presented no
+    /// certificate verified by `tls.client_ca_file` (or was not TLS).
+    ClientCertificateRequired,
     Cps(RetryAfter),
     NotE164 {
         destination: String,
@@ -77,6 +85,7 @@ impl Rejection {
             | Rejection::TerminationDisabled
             | Rejection::SourceNotAllowed
             | Rejection::AuthFailed
+            | Rejection::ClientCertificateRequired
             | Rejection::CallingPlan { .. }
             | Rejection::CallerId { .. } => 403,
         }
@@ -90,6 +99,7 @@ impl Rejection {
             Rejection::SourceNotAllowed => "Source Address Not Allowed",
             Rejection::Challenge { .. } => "Proxy Authentication Required",
             Rejection::EncryptionRequired => "Encryption Required",
+            Rejection::ClientCertificateRequired => "Client Certificate Required",
             Rejection::Cps(_) => "Calls Per Second Limit Exceeded",
             Rejection::NotE164 { .. } => "Not E.164",
             Rejection::CallingPlan { reason, .. } => reason,
@@ -106,6 +116,7 @@ impl Rejection {
             Rejection::Challenge { .. } => "auth_challenge",
             Rejection::AuthFailed => "auth_failed",
             Rejection::EncryptionRequired => "encryption_required",
+            Rejection::ClientCertificateRequired => "client_certificate",
             Rejection::Cps(_) => "cps",
             Rejection::NotE164 { .. } => "not_e164",
             Rejection::CallingPlan { .. } => "calling_plan",

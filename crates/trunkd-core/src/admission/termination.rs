@@ -31,6 +31,10 @@ pub struct TerminationRequest<'a> {
     /// The address the request came from (after any trusted proxy).
     pub source: IpAddr,
     pub over_tls: bool,
+    /// Whether the TLS connection the request came on presented a client
+    /// certificate that verified against `tls.client_ca_file` (the I/O
+    /// shell knows; admission only reads the answer).
+    pub client_certificate_verified: bool,
     /// Whether the SDP offer has SRTP (RTP/SAVP with `a=crypto`).
     pub offers_srtp: bool,
     pub from_user: Option<&'a str>,
@@ -140,7 +144,8 @@ const EMERGENCY_TEST: &str = "933";
 /// 2. termination disabled;
 /// 3. source outside a non-empty `cidr_allowed_list`;
 /// 4. digest authentication when the VC has credentials;
-/// 5. encryption: TLS and SRTP when `require_encryption`;
+/// 5. encryption: TLS and SRTP when `require_encryption`; then a verified
+///    client certificate when `require_client_certificate` (mutual TLS);
 /// 6. emergency numbers skip 7 and 8;
 /// 7. calls per second (a token is spent by every request that gets here);
 /// 8. destination E.164 (with or without `+`; national formats are not
@@ -227,6 +232,9 @@ pub fn admit_termination(
     // 5.
     if vc.require_encryption && !(req.over_tls && req.offers_srtp) {
         return Err(Rejection::EncryptionRequired);
+    }
+    if t.require_client_certificate && !(req.over_tls && req.client_certificate_verified) {
+        return Err(Rejection::ClientCertificateRequired);
     }
     // 6.
     let emergency = emergency_destination(vc, req.request_uri_user, policy.emergency_numbers);

@@ -145,6 +145,7 @@ fn good() -> TerminationRequest<'static> {
         request_uri_host: "vc-east.trunkd.local",
         source: EAST_NET.parse().unwrap(),
         over_tls: false,
+        client_certificate_verified: false,
         offers_srtp: false,
         from_user: Some("+12065550100"),
         pai_user: None,
@@ -500,6 +501,64 @@ fn rule_5_encryption_needs_tls_and_srtp() {
         }
         w.now.instant += Duration::from_secs(1);
     }
+}
+
+#[test]
+fn rule_5_client_certificate_needs_tls_and_a_verified_certificate() {
+    let mut v = vc("vc-west");
+    v.termination.require_client_certificate = true;
+    let mut w = World::with(vec![v]);
+    let base = west("+12065550123", "+12065550300");
+    for (tls, verified, ok) in [
+        (false, false, false),
+        (true, false, false),
+        // A verified certificate is a property of a TLS connection; the
+        // flag alone (a shell bug) must not admit a plain call.
+        (false, true, false),
+        (true, true, true),
+    ] {
+        let r = w.admit(&TerminationRequest {
+            over_tls: tls,
+            client_certificate_verified: verified,
+            ..base
+        });
+        if ok {
+            assert!(r.is_ok(), "{r:?}");
+        } else {
+            let r = r.expect_err("refused");
+            assert_eq!(
+                r,
+                Rejection::ClientCertificateRequired,
+                "tls={tls} cert={verified}"
+            );
+            assert_eq!(
+                (r.status(), r.reason_phrase()),
+                (403, "Client Certificate Required")
+            );
+            assert_eq!(r.metric_reason(), "client_certificate");
+        }
+        w.now.instant += Duration::from_secs(1);
+    }
+}
+
+#[test]
+fn encryption_is_checked_before_the_client_certificate() {
+    let mut v = vc("vc-west");
+    v.require_encryption = true;
+    v.termination.require_client_certificate = true;
+    let mut w = World::with(vec![v]);
+    let base = west("+12065550123", "+12065550300");
+    let r = w.admit(&TerminationRequest {
+        over_tls: true,
+        ..base
+    });
+    assert_eq!(r, Err(Rejection::EncryptionRequired));
+    let r = w.admit(&TerminationRequest {
+        over_tls: true,
+        offers_srtp: true,
+        ..base
+    });
+    assert_eq!(r, Err(Rejection::ClientCertificateRequired));
 }
 
 #[test]
