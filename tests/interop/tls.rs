@@ -556,9 +556,11 @@ request_route {{
             t_relay();
             exit;
         }}
-        # No Route: trunkd is a UA on each leg and its answers do not echo
-        # the Record-Route, so in-dialog requests towards it come without
-        # one: forward them like initial requests.
+        # Every in-dialog request must come back through here with a
+        # Route: trunkd's answers echo the Record-Route (RFC 3261
+        # §12.1.1). One without is an error, so the test would see it.
+        sl_send_reply("404", "No Route");
+        exit;
     }}
     if (is_method("CANCEL")) {{
         if (t_check_trans()) {{ t_relay(); }}

@@ -664,6 +664,15 @@ impl Call {
             Some(&self.local.contact(self.a.dest.transport)),
         );
         copy_end_to_end(&resp.headers, &mut r.headers);
+        // RFC 3261 §12.1.1: a response that establishes a dialog (early or
+        // confirmed) carries the request's Record-Route, so a proxy in
+        // front of trunkd (Kamailio, an SBC) stays in the dialog's path.
+        let code = resp.status.as_u16();
+        if (101..300).contains(&code) {
+            for rr in self.invite.headers.values("Record-Route") {
+                let _ = r.headers.append("Record-Route", rr);
+            }
+        }
         r
     }
 

@@ -261,6 +261,10 @@ fn failover_on_503_then_answer_ack_and_bye_from_the_callee() {
         "our Contact, not the carrier's: {ok_text}"
     );
     assert!(!ok_text.contains("192.0.2.2"), "{ok_text}");
+    assert!(
+        ok_text.contains("Record-Route: <sip:10.1.1.254;lr>\r\n"),
+        "RFC 3261 §12.1.1: the caller's proxy stays in the dialog: {ok_text}"
+    );
     assert!(outs
         .iter()
         .any(|o| matches!(o, CallOutput::Event(CallEvent::Answered { hop: 1 }))));
