@@ -1,6 +1,8 @@
-//! baresip, a real SIP softphone with its own SRTP stack (libre/libsrtp),
-//! as the customer's phone: SRTP (`mediaenc=srtp-mand`) through trunkd to a
-//! plain-RTP SIPp carrier, audio flowing both ways (SPEC §2.4 interworking).
+//! baresip, a real SIP softphone with its own TLS and SRTP stack (libre),
+//! as the customer's phone: SRTP (`mediaenc=srtp-mand`) through trunkd to
+//! and from a plain-RTP SIPp carrier, audio flowing both ways (SPEC §2.4
+//! interworking), over UDP and over TLS (`;transport=tls`) to a voice
+//! connector that requires encryption.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,12 +10,27 @@ use std::time::{Duration, Instant};
 
 use crate::media::{config, metric_lines, CARRIER, PBX};
 use crate::support::*;
+use crate::tls::{cert_dir, write_leaf, Ca};
 
 /// A headless baresip with a config directory of its own. Killed (by the
 /// PID it was started with) when dropped.
 pub struct Baresip {
     child: Option<Child>,
     pub dir: PathBuf,
+    /// SIP over UDP/TCP; baresip listens for TLS on the next port when it
+    /// has a certificate.
+    pub sip_port: u16,
+}
+
+/// A port on `ip` free for UDP and TCP whose successor is free for TCP.
+fn port_pair_on(ip: &str) -> u16 {
+    for _ in 0..50 {
+        let p = free_port_on(ip);
+        if p < u16::MAX && std::net::TcpListener::bind((ip, p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair on {ip}");
 }
 
 /// A 16-bit mono 8 kHz WAV of a 440 Hz tone: baresip's audio source.
@@ -58,7 +75,7 @@ impl Baresip {
         let dir = temp_dir(&format!("baresip-{tag}"));
         let tone = dir.join("tone.wav");
         write_tone(&tone, tone_seconds);
-        let sip = free_port_on(ip);
+        let sip = port_pair_on(ip);
         let rtp = free_port_on(ip);
         let cfg = format!(
             "poll_method epoll\n\
@@ -97,6 +114,7 @@ impl Baresip {
         Baresip {
             child: Some(child),
             dir,
+            sip_port: sip,
         }
     }
 
@@ -183,4 +201,186 @@ fn baresip_srtp_call_to_a_plain_sipp_carrier_carries_audio_both_ways() {
         0.0,
         "no SRTP packet of baresip's failed authentication"
     );
+}
+
+/// A TLS lab: trunkd with a TLS listener and a VC that requires
+/// encryption, whose PBX is baresip on 127.0.0.3 (TLS route), and a plain
+/// SIPp carrier on 127.0.0.2.
+/// The lab's certificates: a test CA, trunkd's for 127.0.0.1 and
+/// baresip's for 127.0.0.3.
+struct Certs {
+    dir: PathBuf,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Certs {
+    fn new(tag: &str) -> Certs {
+        let dir = cert_dir(tag);
+        let ca = Ca::new();
+        let ca_file = ca.write(&dir);
+        let (cert, key) = write_leaf(&dir, "server", &ca.issue(&["127.0.0.1"]));
+        // baresip's certificate, key in the same file (its sip_certificate).
+        let pbx = ca.issue(&[PBX]);
+        std::fs::write(dir.join("pbx.pem"), format!("{}{}", pbx.0, pbx.1)).unwrap();
+        Certs {
+            dir,
+            ca: ca_file,
+            cert,
+            key,
+        }
+    }
+
+    /// baresip's TLS config lines: its certificate and the test CA.
+    fn baresip(&self) -> String {
+        format!(
+            "sip_certificate {}\nsip_cafile {}\n",
+            self.dir.join("pbx.pem").display(),
+            self.ca.display()
+        )
+    }
+}
+
+struct TlsLab {
+    d: Daemon,
+    tls: u16,
+}
+
+fn tls_lab(tag: &str, certs: &Certs, carrier_port: u16, pbx_tls_port: u16) -> TlsLab {
+    let (cert, key, ca_file) = (&certs.cert, &certs.key, &certs.ca);
+    let ports = Ports::pick();
+    let tls = free_port();
+    let text = format!(
+        r#"
+[daemon]
+state_dir = "var"
+[tls]
+cert_file = {cert:?}
+key_file = {key:?}
+ca_file = {ca_file:?}
+[sip]
+udp = ["127.0.0.1:{sip}"]
+tcp = []
+tls = ["127.0.0.1:{tls}"]
+[admin]
+listen = "127.0.0.1:{admin}"
+[logging]
+level = "debug"
+[[carriers]]
+id = "carrier-a"
+source_cidrs = ["127.0.0.2/32"]
+hosts = [ {{ host = "127.0.0.2", port = {carrier_port} }} ]
+[[voice_connectors]]
+id = "vc-east"
+require_encryption = true
+[voice_connectors.termination]
+# baresip's outgoing TLS connections are not bound to its SIP address:
+# the kernel picks 127.0.0.1 as their source.
+cidr_allowed_list = ["127.0.0.3/32", "127.0.0.1/32"]
+calling_regions = ["US"]
+[voice_connectors.origination]
+routes = [ {{ host = "127.0.0.3", port = {pbx_tls_port}, protocol = "TLS" }} ]
+[voice_connectors.logging]
+enable_media_metric_logs = true
+[[numbers]]
+e164_phone_number = "+12065550100"
+voice_connector_id = "vc-east"
+"#,
+        sip = ports.sip,
+        admin = ports.admin,
+    );
+    let d = Daemon::start(tag, ports, &text);
+    TlsLab { d, tls }
+}
+
+#[test]
+fn baresip_over_tls_with_srtp_calls_out_to_a_plain_carrier() {
+    let carrier = free_port_on(CARRIER);
+    let uas_media = free_port_on(CARRIER).to_string();
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier,
+        &["-m", "1", "-rtp_echo", "-mp", &uas_media],
+    );
+    let certs = Certs::new("baresip-tls-out");
+    let lab = tls_lab("baresip-tls-out", &certs, carrier, 9);
+    let trunkd_tls = format!("127.0.0.1:{};transport=tls", lab.tls);
+    let mut phone = Baresip::start(
+        "tls-out",
+        PBX,
+        &format!("<sip:+12065550100@{trunkd_tls}>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU"),
+        &[format!("/dial sip:+12065550199@{trunkd_tls}")],
+        3,
+        Duration::from_secs(10),
+        &certs.baresip(),
+    );
+    assert!(phone.wait(Duration::from_secs(15)), "baresip quits after the call");
+    let (ok, text) = uas.wait(Duration::from_secs(10));
+    let log = phone.log();
+    assert!(ok, "the call completed:\n{text}\nbaresip:\n{log}\ntrunkd:\n{}", lab.d.log());
+    assert!(log.contains("SRTP is Enabled"), "{log}");
+    let l = metric_lines(&lab.d).last().cloned().expect("a media metric line");
+    let sent = l["cust2vc_rtp_packets"].as_u64().unwrap();
+    assert!(sent >= 100, "{l}");
+    assert_eq!(l["vc2rem_rtp_packets"], sent, "{l}");
+    assert!(l["vc2cust_rtp_packets"].as_u64().unwrap() >= sent - 5, "{l}");
+    // INVITE, ACK and BYE came over TLS; the 200 went back over it.
+    let got = lab
+        .d
+        .metric("sip_messages_received_total{transport=\"tls\",kind=\"request\"}");
+    assert!(got.is_some_and(|n| n >= 3.0), "{got:?}");
+    let ok = lab
+        .d
+        .metric("sip_responses_sent_total{transport=\"tls\",class=\"2xx\"}");
+    assert!(ok.is_some_and(|n| n >= 2.0), "{ok:?}");
+}
+
+#[test]
+fn a_plain_carrier_calls_baresip_over_tls_with_srtp_required() {
+    let certs = Certs::new("baresip-tls-in");
+    let phone = Baresip::start(
+        "tls-in",
+        PBX,
+        &format!("<sip:+12065550100@{PBX}>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU;answermode=auto"),
+        &[],
+        10,
+        Duration::from_secs(12),
+        &certs.baresip(),
+    );
+    let lab = tls_lab("baresip-tls-in", &certs, 9, phone.sip_port + 1);
+    let uac_media = free_port_on(CARRIER).to_string();
+    let out = sipp_uac(
+        "uac_pcap_audio.xml",
+        CARRIER,
+        lab.d.sip(),
+        &[
+            "-s",
+            "+12065550100",
+            "-key",
+            "caller",
+            "+14155550123",
+            "-m",
+            "1",
+            "-d",
+            "2500",
+            "-mp",
+            &uac_media,
+        ],
+    );
+    let log = phone.log();
+    assert!(
+        out.status.success(),
+        "{}\nbaresip:\n{log}\ntrunkd:\n{}",
+        out_text(&out),
+        lab.d.log()
+    );
+    assert!(log.contains("SRTP is Enabled"), "baresip got an SRTP offer:\n{log}");
+    let l = metric_lines(&lab.d).last().cloned().expect("a media metric line");
+    let from_carrier = l["rem2vc_rtp_packets"].as_u64().unwrap();
+    assert!(from_carrier > 0, "{l}");
+    assert_eq!(l["vc2cust_rtp_packets"], from_carrier, "all of it encrypted to baresip: {l}");
+    assert!(l["cust2vc_rtp_packets"].as_u64().unwrap() > 0, "baresip's SRTP came back: {l}");
+    assert_eq!(l["vc2rem_rtp_packets"], l["cust2vc_rtp_packets"], "{l}");
 }

@@ -19,13 +19,13 @@ use crate::calls::{assert_ok, host, pbx_calls, records, Lab, CARRIER, PBX, ROUTE
 use crate::support::*;
 
 /// A test CA that issues leaf certificates.
-struct Ca {
+pub(crate) struct Ca {
     cert: rcgen::Certificate,
     key: rcgen::KeyPair,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(crate) fn new() -> Ca {
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         p.distinguished_name
@@ -36,7 +36,7 @@ impl Ca {
     }
 
     /// A leaf for `names` (IP literals become IP SANs): (cert PEM, key PEM).
-    fn issue(&self, names: &[&str]) -> (String, String) {
+    pub(crate) fn issue(&self, names: &[&str]) -> (String, String) {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let p = rcgen::CertificateParams::new(names).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
@@ -44,7 +44,7 @@ impl Ca {
         (cert.pem(), key.serialize_pem())
     }
 
-    fn write(&self, dir: &Path) -> PathBuf {
+    pub(crate) fn write(&self, dir: &Path) -> PathBuf {
         let p = dir.join("ca.pem");
         std::fs::write(&p, self.cert.pem()).unwrap();
         p
@@ -52,7 +52,7 @@ impl Ca {
 }
 
 /// Files of a leaf certificate in `dir`: `<name>.pem`, `<name>.key`.
-fn write_leaf(dir: &Path, name: &str, leaf: &(String, String)) -> (PathBuf, PathBuf) {
+pub(crate) fn write_leaf(dir: &Path, name: &str, leaf: &(String, String)) -> (PathBuf, PathBuf) {
     let (c, k) = (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),
@@ -68,7 +68,7 @@ fn der(pem: &str) -> CertificateDer<'static> {
 
 /// The test's own directory for certificates (trunkd's directory is made
 /// by `Daemon::start`, after the config that names these files).
-fn cert_dir(tag: &str) -> PathBuf {
+pub(crate) fn cert_dir(tag: &str) -> PathBuf {
     temp_dir(&format!("tls-{tag}"))
 }
 
