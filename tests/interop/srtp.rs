@@ -177,3 +177,198 @@ fn a_require_encryption_vc_refuses_a_plain_udp_invite_488() {
     let m = d.metrics();
     assert!(m.contains("encryption_required"), "refusal counted by reason");
 }
+
+/// A carrier's SIP server over TLS in a thread: accepts one connection,
+/// hands every request it reads to `on_request` (which returns what to
+/// send back, if anything), until the connection closes or `limit` ends.
+fn tls_uas(
+    listener: std::net::TcpListener,
+    cert: (String, String),
+    limit: Duration,
+    mut on_request: impl FnMut(&Msg) -> Option<String> + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    use rustls::pki_types::pem::PemObject;
+    std::thread::spawn(move || {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![crate::tls::der(&cert.0)],
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.1.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let (tcp, from) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(limit)).unwrap();
+        let conn = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        loop {
+            let text = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::tls::read_message(&mut s)
+            })) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+            let msg = Msg { text, from };
+            if let Some(reply) = on_request(&msg) {
+                use std::io::Write;
+                s.write_all(reply.as_bytes()).unwrap();
+                s.flush().unwrap();
+            }
+        }
+    })
+}
+
+fn offered_crypto(body: &str) -> Vec<CryptoAttr> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .map(|v| CryptoAttr::parse(v).unwrap())
+        .collect()
+}
+
+/// SPEC §2.4 with failover: each TLS hop gets an SRTP offer with keys of
+/// its own (never the previous hop's), and the hop that answers gets media
+/// encrypted with the keys negotiated with it: SDES survives the failover.
+#[test]
+fn a_failed_over_b_leg_negotiates_fresh_srtp_keys_and_media_uses_them() {
+    use crate::tls::{cert_dir, write_leaf, Ca};
+    use std::sync::mpsc;
+
+    let certs = cert_dir("srtp-failover");
+    let ca = Ca::new();
+    let ca_file = ca.write(&certs);
+    let (cert, key) = write_leaf(&certs, "server", &ca.issue(&["127.0.0.1"]));
+    let l1 = std::net::TcpListener::bind((CARRIER, 0)).unwrap();
+    let l2 = std::net::TcpListener::bind((CARRIER, 0)).unwrap();
+    let (p1, p2) = (l1.local_addr().unwrap().port(), l2.local_addr().unwrap().port());
+
+    // Hop 1 refuses with 503; hop 2 answers with SRTP and exchanges media.
+    let (offers_tx, offers) = mpsc::channel::<String>();
+    let tx1 = offers_tx.clone();
+    let _hop1 = tls_uas(l1, ca.issue(&[CARRIER]), Duration::from_secs(10), move |m| {
+        if !m.first_line().starts_with("INVITE ") {
+            return None;
+        }
+        tx1.send(m.body().to_owned()).unwrap();
+        Some(response_to(m, "503 Service Unavailable", "hop1", "<sip:c@127.0.0.2>", None))
+    });
+    let carrier_rtp = std::net::UdpSocket::bind((CARRIER, 0)).unwrap();
+    carrier_rtp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let carrier_key = attr(0, CryptoSuite::AeadAes256Gcm); // tag set from the offer
+    let (answer_tx, answers) = mpsc::channel::<(CryptoAttr, CryptoAttr)>();
+    let rtp_port = carrier_rtp.local_addr().unwrap().port();
+    let contact = format!("<sip:c@127.0.0.2:{p2};transport=tls>");
+    let _hop2 = tls_uas(l2, ca.issue(&[CARRIER]), Duration::from_secs(10), move |m| {
+        if m.first_line().starts_with("INVITE ") {
+            let offer = m.body().to_owned();
+            offers_tx.send(offer.clone()).unwrap();
+            // Take AEAD_AES_256_GCM, whatever its tag.
+            let trunkds = offered_crypto(&offer)
+                .into_iter()
+                .find(|a| a.suite == CryptoSuite::AeadAes256Gcm)
+                .unwrap();
+            let mine = CryptoAttr {
+                tag: trunkds.tag,
+                ..carrier_key.clone()
+            };
+            let sdp = format!(
+                "v=0\r\no=c 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:{}\r\n",
+                mine.to_value()
+            );
+            answer_tx.send((trunkds, mine)).unwrap();
+            return Some(response_to(m, "200 OK", "hop2", &contact, Some(&sdp)));
+        }
+        if m.first_line().starts_with("BYE ") {
+            return Some(response_to(m, "200 OK", "hop2", &contact, None));
+        }
+        None
+    });
+
+    let ports = Ports::pick();
+    let tls_port = free_port();
+    let pbx = Ua::new(PBX);
+    let text = format!(
+        r#"
+[daemon]
+state_dir = "var"
+[tls]
+cert_file = {cert:?}
+key_file = {key:?}
+ca_file = {ca_file:?}
+[sip]
+udp = ["127.0.0.1:{sip}"]
+tcp = []
+tls = ["127.0.0.1:{tls_port}"]
+[admin]
+listen = "127.0.0.1:{admin}"
+[logging]
+level = "debug"
+[[carriers]]
+id = "carrier-a"
+source_cidrs = ["127.0.0.2/32"]
+hosts = [ {{ host = "127.0.0.2", port = {p1}, protocol = "TLS", priority = 1 }}, {{ host = "127.0.0.2", port = {p2}, protocol = "TLS", priority = 2 }} ]
+[[voice_connectors]]
+id = "vc-east"
+[voice_connectors.termination]
+cidr_allowed_list = ["127.0.0.3/32"]
+calling_regions = ["US"]
+[[numbers]]
+e164_phone_number = "+12065550100"
+voice_connector_id = "vc-east"
+"#,
+        sip = ports.sip,
+        admin = ports.admin,
+    );
+    let d = Daemon::start("srtp-failover", ports, &text);
+    send_invite(&pbx, d.sip(), "+12065550199", "+12065550100", &pbx.sdp("sendrecv"));
+    let ok = pbx.recv_until(Duration::from_secs(10), |m| m.status() == Some(200));
+    assert!(!ok.body().contains("crypto") && ok.body().contains("RTP/AVP"), "the PBX stays plain");
+
+    let first = offers.recv_timeout(Duration::from_secs(5)).unwrap();
+    let second = offers.recv_timeout(Duration::from_secs(5)).unwrap();
+    let (k1, k2) = (offered_crypto(&first), offered_crypto(&second));
+    assert!(first.contains("RTP/SAVP") && second.contains("RTP/SAVP"));
+    assert_eq!(k1.len(), CryptoSuite::ALL.len(), "{first}");
+    assert_eq!(k2.len(), CryptoSuite::ALL.len(), "{second}");
+    for (a, b) in k1.iter().zip(&k2) {
+        assert_eq!(a.suite, b.suite);
+        assert_ne!(a.key, b.key, "hop 2 never sees hop 1's {} key", a.suite);
+    }
+
+    // Media: plain from the PBX, SRTP with hop 2's keys to the carrier.
+    let (trunkds, mine) = answers.recv_timeout(Duration::from_secs(5)).unwrap();
+    let mut carrier_srtp = LegCrypto::new(&LegKeys {
+        suite: CryptoSuite::AeadAes256Gcm,
+        peer: trunkds.key.clone(),
+        ours: mine.key.clone(),
+    })
+    .unwrap();
+    let to_trunkd_a = ok.sdp_rtp();
+    for seq in 0..20u16 {
+        pbx.rtp
+            .send_to(&rtp_packet(seq, u32::from(seq) * 160, 0x7777), to_trunkd_a)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (got, src) = receive_rtp(&carrier_rtp, 20, Duration::from_secs(5));
+    assert_eq!(got.len(), 20, "SRTP reached hop 2");
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(
+            carrier_srtp.unprotect_rtp(p).unwrap(),
+            rtp_packet(i as u16, i as u32 * 160, 0x7777),
+            "encrypted with the keys offered to hop 2"
+        );
+    }
+    let b_side = src.unwrap();
+    for seq in 0..20u16 {
+        let wire = carrier_srtp
+            .protect_rtp(&rtp_packet(seq, u32::from(seq) * 160, 0x8888))
+            .unwrap();
+        carrier_rtp.send_to(&wire, b_side).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (got, _) = receive_rtp(&pbx.rtp, 20, Duration::from_secs(5));
+    assert_eq!(got.len(), 20);
+    assert_eq!(got[5], rtp_packet(5, 800, 0x8888), "decrypted for the plain PBX");
+}

@@ -62,7 +62,7 @@ pub(crate) fn write_leaf(dir: &Path, name: &str, leaf: &(String, String)) -> (Pa
     (c, k)
 }
 
-fn der(pem: &str) -> CertificateDer<'static> {
+pub(crate) fn der(pem: &str) -> CertificateDer<'static> {
     CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
@@ -143,6 +143,11 @@ fn exchange(c: &mut Client, msg: &str) -> String {
 }
 
 fn read_response(c: &mut Client) -> String {
+    read_message(c)
+}
+
+/// Reads one whole SIP message (head + Content-Length body) off a stream.
+pub(crate) fn read_message<S: Read>(c: &mut S) -> String {
     let mut buf = Vec::new();
     // One byte at a time: a second message in the same TLS record must
     // stay for the next call (rustls buffers the plaintext; this is cheap).
@@ -162,7 +167,7 @@ fn read_response(c: &mut Client) -> String {
                 return String::from_utf8_lossy(&buf[..end + 4 + len]).into_owned();
             }
         }
-        let n = c.read(&mut chunk).expect("read a SIP response over TLS");
+        let n = c.read(&mut chunk).expect("read a SIP message over TLS");
         assert!(n > 0, "connection closed; got {text:?}");
         buf.extend_from_slice(&chunk[..n]);
     }

@@ -146,6 +146,14 @@ impl Ua {
 
     /// A 200 (or other final) for a request, built from it.
     pub fn respond(&self, req: &Msg, status: &str, body: Option<&str>) {
+        let contact = format!("<sip:ua@{}>", self.sip_addr());
+        self.send(req.from, &response_to(req, status, &self.tag, &contact, body));
+    }
+}
+
+/// A response to `req` with `status`, the To tag `tag`, this Contact and body.
+pub fn response_to(req: &Msg, status: &str, tag: &str, contact: &str, body: Option<&str>) -> String {
+    {
         let mut out = format!("SIP/2.0 {status}\r\n");
         let head = req.text.split("\r\n\r\n").next().unwrap_or("");
         for l in head.lines().skip(1) {
@@ -157,12 +165,12 @@ impl Ua {
                 .to_ascii_lowercase();
             match name.as_str() {
                 "via" | "from" | "call-id" | "cseq" => out.push_str(&format!("{l}\r\n")),
-                "to" if !l.contains("tag=") => out.push_str(&format!("{l};tag={}\r\n", self.tag)),
+                "to" if !l.contains("tag=") => out.push_str(&format!("{l};tag={tag}\r\n")),
                 "to" => out.push_str(&format!("{l}\r\n")),
                 _ => {}
             }
         }
-        out.push_str(&format!("Contact: <sip:ua@{}>\r\n", self.sip_addr()));
+        out.push_str(&format!("Contact: {contact}\r\n"));
         match body {
             Some(b) => out.push_str(&format!(
                 "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
@@ -170,7 +178,7 @@ impl Ua {
             )),
             None => out.push_str("Content-Length: 0\r\n\r\n"),
         }
-        self.send(req.from, &out);
+        out
     }
 }
 
