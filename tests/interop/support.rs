@@ -286,9 +286,10 @@ pub fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16,
 
 /// Runs SIPp (bounded by `-timeout`) and returns its output.
 pub fn sipp(args: &[&str]) -> Output {
+    // Defaults first: a test's own `-timeout` comes later and wins.
     let out = Command::new("sipp")
-        .args(args)
         .args(["-nostdin", "-timeout", "20s", "-timeout_error"])
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("sipp is installed (scripts/test installs sip-tester)");
