@@ -138,6 +138,8 @@ pub struct Route {
     pub protocol: Option<String>,
     pub priority: Option<i64>,
     pub weight: Option<i64>,
+    /// auto | off | offer | require
+    pub srtp: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -217,12 +217,17 @@ impl Check<'_, '_, '_> {
         let weight = Weight::new(r.weight.unwrap_or(1))
             .map_err(|e| self.err("weight", e))
             .ok();
+        let srtp = match r.srtp.as_deref() {
+            None | Some("auto") => Some(None),
+            Some(p) => self.parse::<SrtpPolicy>("srtp", p).map(Some),
+        };
         Some(Route {
             host: host?,
             port: port?,
             protocol: protocol?,
             priority: priority?,
             weight: weight?,
+            srtp: srtp?,
         })
     }
 }
@@ -1201,6 +1206,14 @@ fn voice_connector(
                             "is {} but the voice connector has require_encryption = true; use TLS",
                             route.protocol
                         ),
+                    );
+                }
+                if v.require_encryption
+                    && matches!(route.srtp, Some(SrtpPolicy::Off | SrtpPolicy::Offer))
+                {
+                    rc.err(
+                        "srtp",
+                        "must be auto or require: the voice connector has require_encryption = true",
                     );
                 }
                 if network_type == NetworkType::Ipv4Only

@@ -19,6 +19,7 @@ pub(crate) fn route(host: &str, port: i64, priority: i64, weight: i64) -> Route 
         protocol: Transport::Udp,
         priority: Priority::new(priority, 100).unwrap(),
         weight: Weight::new(weight).unwrap(),
+        srtp: None,
     }
 }
 

@@ -26,6 +26,9 @@ pub struct Route {
     pub protocol: Transport,
     pub priority: Priority,
     pub weight: Weight,
+    /// What the media anchor offers this hop; `None` (`srtp = "auto"`):
+    /// SRTP over TLS, plain RTP otherwise (see [`crate::SrtpPolicy`]).
+    pub srtp: Option<crate::SrtpPolicy>,
 }
 
 #[derive(Clone, Debug)]

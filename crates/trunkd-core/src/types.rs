@@ -127,12 +127,31 @@ pub enum SrtpPolicy {
 }
 
 impl SrtpPolicy {
-    /// The policy for a hop: see the type's docs.
-    pub fn for_hop(transport: Transport, require_encryption: bool) -> Self {
-        match (require_encryption, transport) {
-            (true, _) => SrtpPolicy::Require,
-            (false, Transport::Tls) => SrtpPolicy::Offer,
-            (false, _) => SrtpPolicy::Off,
+    /// The policy for a hop: see the type's docs. `configured` is the
+    /// route's or carrier host's own `srtp` setting (`None`: `auto`, the
+    /// rule above); a VC requiring encryption always requires it.
+    pub fn for_hop(
+        transport: Transport,
+        require_encryption: bool,
+        configured: Option<SrtpPolicy>,
+    ) -> Self {
+        match (require_encryption, configured, transport) {
+            (true, _, _) => SrtpPolicy::Require,
+            (false, Some(p), _) => p,
+            (false, None, Transport::Tls) => SrtpPolicy::Offer,
+            (false, None, _) => SrtpPolicy::Off,
+        }
+    }
+}
+
+impl FromStr for SrtpPolicy {
+    type Err = EnumError;
+    fn from_str(s: &str) -> Result<Self, EnumError> {
+        match s {
+            "off" => Ok(SrtpPolicy::Off),
+            "offer" => Ok(SrtpPolicy::Offer),
+            "require" => Ok(SrtpPolicy::Require),
+            _ => Err(EnumError(s.to_owned(), "auto, off, offer, require")),
         }
     }
 }
@@ -318,5 +337,25 @@ mod tests {
 
         #[test]
         fn host_parse_never_panics(s in "\\PC*") { let _ = s.parse::<Host>(); }
+    }
+}
+
+#[cfg(test)]
+mod srtp_policy_tests {
+    use super::*;
+
+    #[test]
+    fn a_hop_is_offered_srtp_over_tls_and_a_route_setting_overrides_unless_required() {
+        use SrtpPolicy::*;
+        assert_eq!(SrtpPolicy::for_hop(Transport::Tls, false, None), Offer);
+        assert_eq!(SrtpPolicy::for_hop(Transport::Udp, false, None), Off);
+        assert_eq!(SrtpPolicy::for_hop(Transport::Tcp, false, None), Off);
+        assert_eq!(SrtpPolicy::for_hop(Transport::Udp, false, Some(Offer)), Offer);
+        assert_eq!(SrtpPolicy::for_hop(Transport::Tls, false, Some(Off)), Off);
+        for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
+            for c in [None, Some(Off), Some(Offer), Some(Require)] {
+                assert_eq!(SrtpPolicy::for_hop(t, true, c), Require, "{t} {c:?}");
+            }
+        }
     }
 }

@@ -515,7 +515,7 @@ impl Engine {
                             .voice_connector(vc.as_str())
                             .is_some_and(|v| v.require_encryption);
                         leg.routes.into_iter().filter_map(move |r| {
-                            let srtp = SrtpPolicy::for_hop(r.protocol, required);
+                            let srtp = SrtpPolicy::for_hop(r.protocol, required, r.srtp);
                             hop(&r, None, Some(vc.clone()), None, srtp)
                         })
                     })
@@ -642,7 +642,7 @@ impl Engine {
                         let creds = h
                             .credentials
                             .map(|c| (c.username.clone(), c.password.expose().to_owned()));
-                        let srtp = SrtpPolicy::for_hop(h.route.protocol, false);
+                        let srtp = SrtpPolicy::for_hop(h.route.protocol, false, h.route.srtp);
                         hop(&h.route, Some(h.carrier_id.clone()), None, creds, srtp)
                     })
                     .collect();
@@ -683,7 +683,7 @@ impl Engine {
             TxTransport::Tcp => trunkd_core::Transport::Tcp,
             TxTransport::Udp => trunkd_core::Transport::Udp,
         };
-        let a_srtp = SrtpPolicy::for_hop(a_transport, a_requires);
+        let a_srtp = SrtpPolicy::for_hop(a_transport, a_requires, None);
         let anchor = match crate::media_anchor::RelayAnchor::start(
             &self.ports,
             media.address,
