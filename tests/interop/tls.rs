@@ -737,3 +737,105 @@ fn tls_connections_are_capped_per_source_and_a_silent_client_is_dropped() {
     let r = exchange(&mut c, &m);
     assert!(status_line(&r).starts_with("SIP/2.0 200"), "{r}");
 }
+
+/// A carrier's SIP server over TLS in a thread: accepts one connection,
+/// tells `on_handshake` the SNI it got (`None`: the handshake failed), then
+/// hands every request it reads to `on_request` (which returns what to
+/// send back, if anything), until the connection closes or `limit` ends.
+pub(crate) fn tls_uas(
+    listener: std::net::TcpListener,
+    cert: (String, String),
+    limit: Duration,
+    on_handshake: impl FnOnce(Option<String>) + Send + 'static,
+    mut on_request: impl FnMut(&crate::ua::Msg) -> Option<String> + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    use rustls::pki_types::pem::PemObject;
+    std::thread::spawn(move || {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![der(&cert.0)],
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.1.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let (tcp, from) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(limit)).unwrap();
+        let conn = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        while s.conn.is_handshaking() {
+            if s.conn.complete_io(&mut s.sock).is_err() {
+                return on_handshake(None);
+            }
+        }
+        on_handshake(s.conn.server_name().map(str::to_owned));
+        loop {
+            let text = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                read_message(&mut s)
+            })) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
+            let msg = crate::ua::Msg { text, from };
+            if let Some(reply) = on_request(&msg) {
+                use std::io::Write;
+                s.write_all(reply.as_bytes()).unwrap();
+                s.flush().unwrap();
+            }
+        }
+    })
+}
+
+
+/// A carrier host named by IP with `tls_server_name`: trunkd sends that
+/// name as SNI and accepts a certificate that names only it.
+#[test]
+fn a_tls_server_name_is_sent_as_sni_and_verified() {
+    use std::sync::mpsc;
+    let certs = cert_dir("sni");
+    let ca = Ca::new();
+    let ca_file = ca.write(&certs);
+    let (cert, key) = write_leaf(&certs, "server", &ca.issue(&["127.0.0.1"]));
+    let listener = std::net::TcpListener::bind((CARRIER, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sni_tx, sni) = mpsc::channel();
+    let (inv_tx, invites) = mpsc::channel();
+    let _carrier = tls_uas(
+        listener,
+        ca.issue(&["sbc.carrier.example"]),
+        Duration::from_secs(10),
+        move |name| sni_tx.send(name).unwrap(),
+        move |m| {
+            if !m.first_line().starts_with("INVITE ") {
+                return None;
+            }
+            inv_tx.send(()).unwrap();
+            Some(crate::ua::response_to(m, "486 Busy Here", "c", "<sip:c@127.0.0.2>", None))
+        },
+    );
+    let hosts = host(
+        CARRIER,
+        port,
+        ", protocol = \"TLS\", tls_server_name = \"sbc.carrier.example\"",
+    );
+    let lab = Lab {
+        hosts: &hosts,
+        ..Default::default()
+    };
+    let ports = Ports::pick();
+    let tls = format!("cert_file = {cert:?}\nkey_file = {key:?}\nca_file = {ca_file:?}");
+    let d = Daemon::start("tls-sni", ports, &tls_config(&lab, ports, free_port(), &tls));
+    let out = pbx_calls("uac_call.xml", &d, &[]);
+    let name = sni.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(name.as_deref(), Some("sbc.carrier.example"), "{}", d.log());
+    invites
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the INVITE crossed the verified connection");
+    assert!(!out.status.success(), "the carrier said 486");
+    assert_eq!(
+        d.metric("sip_tls_handshake_failures_total{direction=\"outbound\"}"),
+        Some(0.0)
+    );
+}

@@ -140,6 +140,8 @@ pub struct Route {
     pub weight: Option<i64>,
     /// auto | off | offer | require
     pub srtp: Option<String>,
+    /// TLS only: SNI and the name verified in the peer's certificate.
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

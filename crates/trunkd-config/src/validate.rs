@@ -221,6 +221,18 @@ impl Check<'_, '_, '_> {
             None | Some("auto") => Some(None),
             Some(p) => self.parse::<SrtpPolicy>("srtp", p).map(Some),
         };
+        let tls_server_name = match (&r.tls_server_name, protocol) {
+            (None, _) => Some(None),
+            (Some(n), Some(Transport::Tls)) if is_hostname(n) => Some(Some(n.to_ascii_lowercase())),
+            (Some(n), Some(Transport::Tls)) => {
+                self.err("tls_server_name", format!("{n:?} is not a DNS name"));
+                None
+            }
+            (Some(_), _) => {
+                self.err("tls_server_name", "is only used with protocol = \"TLS\"");
+                None
+            }
+        };
         Some(Route {
             host: host?,
             port: port?,
@@ -228,6 +240,7 @@ impl Check<'_, '_, '_> {
             priority: priority?,
             weight: weight?,
             srtp: srtp?,
+            tls_server_name: tls_server_name?,
         })
     }
 }

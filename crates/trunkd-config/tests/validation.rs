@@ -313,6 +313,17 @@ fn route_srtp_policy() {
 }
 
 #[test]
+fn route_tls_server_name() {
+    assert_errors(&with("{ host = \"127.0.0.1\", port = 5093 }", "{ host = \"127.0.0.1\", port = 5093, tls_server_name = \"sbc.example\" }"), &[
+        "F: voice_connectors[id=vc-west].origination.routes[0].tls_server_name: is only used with protocol = \"TLS\"",
+    ]);
+    assert_errors(&with("{ host = \"127.0.0.1\", port = 5093 }", "{ host = \"127.0.0.1\", port = 5093, protocol = \"TLS\", tls_server_name = \"not a name\" }"), &[
+        "F: voice_connectors[id=vc-west].origination.routes[0].tls_server_name: \"not a name\" is not a DNS name",
+    ]);
+    assert_errors(&with("{ host = \"127.0.0.1\", port = 5093 }", "{ host = \"127.0.0.1\", port = 5093, protocol = \"TLS\", tls_server_name = \"sbc.example\" }"), &[]);
+}
+
+#[test]
 fn ipv4_only_forbids_ipv6_routes() {
     assert_errors(&with("{ host = \"127.0.0.1\", port = 5093 }", "{ host = \"::1\", port = 5093 }"), &[
         "F: voice_connectors[id=vc-west].origination.routes[0].host: is an IPv6 address but network_type is IPV4_ONLY",

@@ -20,6 +20,7 @@ pub(crate) fn route(host: &str, port: i64, priority: i64, weight: i64) -> Route 
         priority: Priority::new(priority, 100).unwrap(),
         weight: Weight::new(weight).unwrap(),
         srtp: None,
+        tls_server_name: None,
     }
 }
 

@@ -29,6 +29,10 @@ pub struct Route {
     /// What the media anchor offers this hop; `None` (`srtp = "auto"`):
     /// SRTP over TLS, plain RTP otherwise (see [`crate::SrtpPolicy`]).
     pub srtp: Option<crate::SrtpPolicy>,
+    /// TLS routes: the name sent as SNI and verified in the peer's
+    /// certificate (the host is an IP address, which carriers' certificates
+    /// often do not name). `None`: the certificate must name the IP.
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -405,6 +409,22 @@ impl Resources {
         self.group_index
             .get(id)
             .map(|&i| &self.voice_connector_groups[i])
+    }
+
+    /// The configured `tls_server_name` of the TLS route or carrier host at
+    /// `addr` (an IP host and its port), if any. Looked up when an outgoing
+    /// TLS connection opens, which connection reuse keeps rare.
+    pub fn tls_server_name(&self, addr: std::net::SocketAddr) -> Option<&str> {
+        let carrier_hosts = self.carriers.iter().flat_map(|c| c.hosts.iter());
+        let vc_routes = self
+            .voice_connectors
+            .iter()
+            .flat_map(|v| v.origination.routes.iter());
+        carrier_hosts
+            .chain(vc_routes)
+            .filter(|r| r.protocol == crate::Transport::Tls && r.port.get() == addr.port())
+            .filter(|r| matches!(r.host, crate::Host::Ip(ip) if ip == addr.ip()))
+            .find_map(|r| r.tls_server_name.as_deref())
     }
 
     pub fn carriers(&self) -> &[Carrier] {

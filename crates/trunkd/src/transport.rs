@@ -520,9 +520,16 @@ async fn outgoing_connection(
         Stream::Tcp => connection(stream, dest.addr, kind, rx, svc, engine, settings).await,
         Stream::Tls => {
             let tls = &svc.shared().tls;
-            // Routes are IP addresses today (no DNS yet): the certificate
-            // must name that IP, and no SNI is sent for an IP literal.
-            let name = crate::tls::server_name(&dest.addr.ip().to_string(), dest.addr.ip());
+            // Routes are IP addresses today (no DNS yet). A route's
+            // `tls_server_name` is sent as SNI and verified in the
+            // certificate; without one the certificate must name the IP,
+            // and no SNI is sent for an IP literal (RFC 6066 §3).
+            let config = svc.shared().config();
+            let host = config
+                .resources
+                .tls_server_name(dest.addr)
+                .map_or_else(|| dest.addr.ip().to_string(), str::to_owned);
+            let name = crate::tls::server_name(&host, dest.addr.ip());
             let handshake = tokio::time::timeout(
                 tls.handshake_timeout(),
                 tls.connector().connect(name, stream),
