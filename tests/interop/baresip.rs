@@ -51,7 +51,8 @@ fn write_tone(path: &Path, seconds: u32) {
     wav.extend_from_slice(b"data");
     wav.extend_from_slice(&data_len.to_le_bytes());
     for i in 0..samples {
-        let v = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8000.0).sin()) as i16;
+        let v =
+            (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8000.0).sin()) as i16;
         wav.extend_from_slice(&v.to_le_bytes());
     }
     std::fs::write(path, wav).unwrap();
@@ -172,10 +173,17 @@ fn baresip_srtp_call_to_a_plain_sipp_carrier_carries_audio_both_ways() {
         Duration::from_secs(10),
         "",
     );
-    assert!(phone.wait(Duration::from_secs(15)), "baresip quits after the call");
+    assert!(
+        phone.wait(Duration::from_secs(15)),
+        "baresip quits after the call"
+    );
     let (ok, text) = uas.wait(Duration::from_secs(10));
     let log = phone.log();
-    assert!(ok, "the carrier's call completed:\n{text}\nbaresip:\n{log}\ntrunkd:\n{}", d.log());
+    assert!(
+        ok,
+        "the carrier's call completed:\n{text}\nbaresip:\n{log}\ntrunkd:\n{}",
+        d.log()
+    );
     assert!(
         log.contains("SRTP is Enabled"),
         "baresip negotiated SRTP with trunkd:\n{log}"
@@ -190,14 +198,24 @@ fn baresip_srtp_call_to_a_plain_sipp_carrier_carries_audio_both_ways() {
     let l = lines.last().expect("a media metric line");
     let sent = l["cust2vc_rtp_packets"].as_u64().unwrap();
     // 3 s of 20 ms packets; baresip starts sending as soon as SRTP is up.
-    assert!(sent >= 100, "baresip's SRTP was authenticated and counted: {l}");
+    assert!(
+        sent >= 100,
+        "baresip's SRTP was authenticated and counted: {l}"
+    );
     assert_eq!(l["cust2vc_packets_lost"], 0, "{l}");
-    assert_eq!(l["vc2rem_rtp_packets"], sent, "all of it reached the plain carrier: {l}");
+    assert_eq!(
+        l["vc2rem_rtp_packets"], sent,
+        "all of it reached the plain carrier: {l}"
+    );
     let echoed = l["rem2vc_rtp_packets"].as_u64().unwrap();
     assert!(echoed >= sent - 5, "the carrier echoed it: {l}");
-    assert_eq!(l["vc2cust_rtp_packets"], echoed, "and trunkd encrypted it back: {l}");
     assert_eq!(
-        d.metric("media_packets_dropped_total{reason=\"srtp\"}").unwrap_or(0.0),
+        l["vc2cust_rtp_packets"], echoed,
+        "and trunkd encrypted it back: {l}"
+    );
+    assert_eq!(
+        d.metric("media_packets_dropped_total{reason=\"srtp\"}")
+            .unwrap_or(0.0),
         0.0,
         "no SRTP packet of baresip's failed authentication"
     );
@@ -316,16 +334,29 @@ fn baresip_over_tls_with_srtp_calls_out_to_a_plain_carrier() {
         Duration::from_secs(10),
         &certs.baresip(),
     );
-    assert!(phone.wait(Duration::from_secs(15)), "baresip quits after the call");
+    assert!(
+        phone.wait(Duration::from_secs(15)),
+        "baresip quits after the call"
+    );
     let (ok, text) = uas.wait(Duration::from_secs(10));
     let log = phone.log();
-    assert!(ok, "the call completed:\n{text}\nbaresip:\n{log}\ntrunkd:\n{}", lab.d.log());
+    assert!(
+        ok,
+        "the call completed:\n{text}\nbaresip:\n{log}\ntrunkd:\n{}",
+        lab.d.log()
+    );
     assert!(log.contains("SRTP is Enabled"), "{log}");
-    let l = metric_lines(&lab.d).last().cloned().expect("a media metric line");
+    let l = metric_lines(&lab.d)
+        .last()
+        .cloned()
+        .expect("a media metric line");
     let sent = l["cust2vc_rtp_packets"].as_u64().unwrap();
     assert!(sent >= 100, "{l}");
     assert_eq!(l["vc2rem_rtp_packets"], sent, "{l}");
-    assert!(l["vc2cust_rtp_packets"].as_u64().unwrap() >= sent - 5, "{l}");
+    assert!(
+        l["vc2cust_rtp_packets"].as_u64().unwrap() >= sent - 5,
+        "{l}"
+    );
     // INVITE, ACK and BYE came over TLS; the 200 went back over it.
     let got = lab
         .d
@@ -376,11 +407,23 @@ fn a_plain_carrier_calls_baresip_over_tls_with_srtp_required() {
         out_text(&out),
         lab.d.log()
     );
-    assert!(log.contains("SRTP is Enabled"), "baresip got an SRTP offer:\n{log}");
-    let l = metric_lines(&lab.d).last().cloned().expect("a media metric line");
+    assert!(
+        log.contains("SRTP is Enabled"),
+        "baresip got an SRTP offer:\n{log}"
+    );
+    let l = metric_lines(&lab.d)
+        .last()
+        .cloned()
+        .expect("a media metric line");
     let from_carrier = l["rem2vc_rtp_packets"].as_u64().unwrap();
     assert!(from_carrier > 0, "{l}");
-    assert_eq!(l["vc2cust_rtp_packets"], from_carrier, "all of it encrypted to baresip: {l}");
-    assert!(l["cust2vc_rtp_packets"].as_u64().unwrap() > 0, "baresip's SRTP came back: {l}");
+    assert_eq!(
+        l["vc2cust_rtp_packets"], from_carrier,
+        "all of it encrypted to baresip: {l}"
+    );
+    assert!(
+        l["cust2vc_rtp_packets"].as_u64().unwrap() > 0,
+        "baresip's SRTP came back: {l}"
+    );
     assert_eq!(l["vc2rem_rtp_packets"], l["cust2vc_rtp_packets"], "{l}");
 }

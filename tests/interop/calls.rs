@@ -1058,7 +1058,7 @@ fn an_invite_flood_from_one_source_leaves_calls_and_memory_alone() {
         let mut i = 0u32;
         let mut peak = 0;
         while start.elapsed() < Duration::from_secs(20) {
-            if i % 100 == 0 {
+            if i.is_multiple_of(100) {
                 peak = peak.max(rss_kib(pid));
             }
             let invite = raw_invite(me, &format!("z9hG4bK-fl{i}"), &format!("flood{i}"), 70);

@@ -33,7 +33,9 @@ fn answered_crypto(m: &Msg) -> CryptoAttr {
 /// The final response to the caller's INVITE (the log on a timeout).
 fn final_response(caller: &Ua, d: &Daemon) -> Msg {
     let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        caller.recv_until(Duration::from_secs(5), |m| m.status().is_some_and(|s| s >= 300))
+        caller.recv_until(Duration::from_secs(5), |m| {
+            m.status().is_some_and(|s| s >= 300)
+        })
     }));
     got.unwrap_or_else(|_| panic!("no final response; trunkd log:\n{}", d.log()))
 }
@@ -52,7 +54,11 @@ fn srtp_customer_to_plain_carrier_interworks_with_trunkds_own_key() {
     let offer = pbx.sdp_with(
         "RTP/SAVP",
         "sendrecv",
-        &[weak.to_value(), strong.to_value(), "3 AES_192_CM_HMAC_SHA1_80 inline:x".into()],
+        &[
+            weak.to_value(),
+            strong.to_value(),
+            "3 AES_192_CM_HMAC_SHA1_80 inline:x".into(),
+        ],
     );
     let (mut dialog, at_carrier, ok) = call_with(
         &pbx,
@@ -70,8 +76,15 @@ fn srtp_customer_to_plain_carrier_interworks_with_trunkds_own_key() {
     );
     assert!(ok.body().contains(" RTP/SAVP 0 101\r\n"), "{}", ok.body());
     let ours = answered_crypto(&ok);
-    assert_eq!((ours.tag, ours.suite), (2, CryptoSuite::Aes256CmHmacSha1_80), "the strongest offered");
-    assert_ne!(ours.key, strong.key, "trunkd's own key, not an echo of the PBX's");
+    assert_eq!(
+        (ours.tag, ours.suite),
+        (2, CryptoSuite::Aes256CmHmacSha1_80),
+        "the strongest offered"
+    );
+    assert_ne!(
+        ours.key, strong.key,
+        "trunkd's own key, not an echo of the PBX's"
+    );
 
     // The PBX's SRTP context: encrypt with its key, decrypt with trunkd's.
     let mut pbx_srtp = LegCrypto::new(&LegKeys {
@@ -90,7 +103,11 @@ fn srtp_customer_to_plain_carrier_interworks_with_trunkds_own_key() {
     let (got, src) = receive_rtp(&carrier.rtp, 50, Duration::from_secs(5));
     assert_eq!(got.len(), 50, "every SRTP packet reached the carrier");
     assert_eq!(src, Some(b_side));
-    assert_eq!(got[9], rtp_packet(9, 9 * 160, 0x5151), "decrypted: the plain packet");
+    assert_eq!(
+        got[9],
+        rtp_packet(9, 9 * 160, 0x5151),
+        "decrypted: the plain packet"
+    );
 
     for seq in 0..50u16 {
         let plain = rtp_packet(seq, u32::from(seq) * 160, 0x6262);
@@ -99,7 +116,11 @@ fn srtp_customer_to_plain_carrier_interworks_with_trunkds_own_key() {
     }
     let (got, _) = receive_rtp(&pbx.rtp, 50, Duration::from_secs(5));
     assert_eq!(got.len(), 50);
-    assert_ne!(got[3], rtp_packet(3, 3 * 160, 0x6262), "encrypted towards the PBX");
+    assert_ne!(
+        got[3],
+        rtp_packet(3, 3 * 160, 0x6262),
+        "encrypted towards the PBX"
+    );
     assert_eq!(
         pbx_srtp.unprotect_rtp(&got[3]).unwrap(),
         rtp_packet(3, 3 * 160, 0x6262),
@@ -121,12 +142,20 @@ fn srtp_customer_to_plain_carrier_interworks_with_trunkds_own_key() {
     let last = lines.last().expect("a media metric line");
     // Quality is measured after decryption: sequence numbers are right.
     assert_eq!(last["cust2vc_rtp_packets"], 50);
-    assert_eq!(last["cust2vc_rtp_bytes"], 50 * 182, "wire bytes, as received");
+    assert_eq!(
+        last["cust2vc_rtp_bytes"],
+        50 * 182,
+        "wire bytes, as received"
+    );
     assert_eq!(last["cust2vc_packets_lost"], 0);
     assert_eq!(last["vc2rem_rtp_packets"], 50);
     assert_eq!(last["vc2rem_rtp_bytes"], 50 * 172);
     assert_eq!(last["vc2cust_rtp_packets"], 50);
-    assert_eq!(last["vc2cust_rtp_bytes"], 50 * 182, "SRTP adds the 10-byte tag");
+    assert_eq!(
+        last["vc2cust_rtp_bytes"],
+        50 * 182,
+        "SRTP adds the 10-byte tag"
+    );
     d.wait_metric("media_packets_dropped_total{reason=\"srtp\"}", 1.0);
     d.wait_metric("media_ports_in_use", 0.0);
 }
@@ -135,11 +164,18 @@ fn srtp_customer_to_plain_carrier_interworks_with_trunkds_own_key() {
 fn an_srtp_offer_with_no_supported_suite_is_refused_488() {
     let ports = Ports::pick();
     let (pbx, carrier) = (Ua::new(PBX), Ua::new(CARRIER));
-    let d = Daemon::start("srtp-nosuite", ports, &config(ports, carrier.sip_addr().port(), ""));
+    let d = Daemon::start(
+        "srtp-nosuite",
+        ports,
+        &config(ports, carrier.sip_addr().port(), ""),
+    );
     let offer = pbx.sdp_with(
         "RTP/SAVP",
         "sendrecv",
-        &["1 AES_192_CM_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyBxdWl0".into()],
+        &[
+            "1 AES_192_CM_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyBxdWl0"
+                .into(),
+        ],
     );
     send_invite(&pbx, d.sip(), "+12065550199", "+12065550100", &offer);
     let r = final_response(&pbx, &d);
@@ -153,15 +189,26 @@ fn a_require_encryption_vc_refuses_a_plain_udp_invite_488() {
     let d = Daemon::start(
         "srtp-required",
         ports,
-        &config(ports, carrier.sip_addr().port(), "require_encryption = true"),
+        &config(
+            ports,
+            carrier.sip_addr().port(),
+            "require_encryption = true",
+        ),
     );
     // Plain RTP over UDP, and SRTP over UDP (no TLS): both refused.
     let key = attr(1, CryptoSuite::Aes128CmHmacSha1_80).to_value();
-    for sdp in [pbx.sdp("sendrecv"), pbx.sdp_with("RTP/SAVP", "sendrecv", &[key])] {
+    for sdp in [
+        pbx.sdp("sendrecv"),
+        pbx.sdp_with("RTP/SAVP", "sendrecv", &[key]),
+    ] {
         send_invite(&pbx, d.sip(), "+12065550199", "+12065550100", &sdp);
         let r = final_response(&pbx, &d);
         assert_eq!(r.status(), Some(488), "{}", r.text);
-        assert!(r.first_line().contains("Encryption Required"), "{}", r.first_line());
+        assert!(
+            r.first_line().contains("Encryption Required"),
+            "{}",
+            r.first_line()
+        );
         // ACK the final response so the transaction ends quietly.
         let ack = format!(
             "ACK sip:+12065550199@{t} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
@@ -175,7 +222,10 @@ fn a_require_encryption_vc_refuses_a_plain_udp_invite_488() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let m = d.metrics();
-    assert!(m.contains("encryption_required"), "refusal counted by reason");
+    assert!(
+        m.contains("encryption_required"),
+        "refusal counted by reason"
+    );
 }
 
 fn offered_crypto(body: &str) -> Vec<CryptoAttr> {
@@ -199,49 +249,72 @@ fn a_failed_over_b_leg_negotiates_fresh_srtp_keys_and_media_uses_them() {
     let (cert, key) = write_leaf(&certs, "server", &ca.issue(&["127.0.0.1"]));
     let l1 = std::net::TcpListener::bind((CARRIER, 0)).unwrap();
     let l2 = std::net::TcpListener::bind((CARRIER, 0)).unwrap();
-    let (p1, p2) = (l1.local_addr().unwrap().port(), l2.local_addr().unwrap().port());
+    let (p1, p2) = (
+        l1.local_addr().unwrap().port(),
+        l2.local_addr().unwrap().port(),
+    );
 
     // Hop 1 refuses with 503; hop 2 answers with SRTP and exchanges media.
     let (offers_tx, offers) = mpsc::channel::<String>();
     let tx1 = offers_tx.clone();
-    let _hop1 = tls_uas(l1, ca.issue(&[CARRIER]), Duration::from_secs(10), |_| {}, move |m| {
-        if !m.first_line().starts_with("INVITE ") {
-            return None;
-        }
-        tx1.send(m.body().to_owned()).unwrap();
-        Some(response_to(m, "503 Service Unavailable", "hop1", "<sip:c@127.0.0.2>", None))
-    });
+    let _hop1 = tls_uas(
+        l1,
+        ca.issue(&[CARRIER]),
+        Duration::from_secs(10),
+        |_| {},
+        move |m| {
+            if !m.first_line().starts_with("INVITE ") {
+                return None;
+            }
+            tx1.send(m.body().to_owned()).unwrap();
+            Some(response_to(
+                m,
+                "503 Service Unavailable",
+                "hop1",
+                "<sip:c@127.0.0.2>",
+                None,
+            ))
+        },
+    );
     let carrier_rtp = std::net::UdpSocket::bind((CARRIER, 0)).unwrap();
-    carrier_rtp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    carrier_rtp
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let carrier_key = attr(0, CryptoSuite::AeadAes256Gcm); // tag set from the offer
     let (answer_tx, answers) = mpsc::channel::<(CryptoAttr, CryptoAttr)>();
     let rtp_port = carrier_rtp.local_addr().unwrap().port();
     let contact = format!("<sip:c@127.0.0.2:{p2};transport=tls>");
-    let _hop2 = tls_uas(l2, ca.issue(&[CARRIER]), Duration::from_secs(10), |_| {}, move |m| {
-        if m.first_line().starts_with("INVITE ") {
-            let offer = m.body().to_owned();
-            offers_tx.send(offer.clone()).unwrap();
-            // Take AEAD_AES_256_GCM, whatever its tag.
-            let trunkds = offered_crypto(&offer)
-                .into_iter()
-                .find(|a| a.suite == CryptoSuite::AeadAes256Gcm)
-                .unwrap();
-            let mine = CryptoAttr {
-                tag: trunkds.tag,
-                ..carrier_key.clone()
-            };
-            let sdp = format!(
+    let _hop2 = tls_uas(
+        l2,
+        ca.issue(&[CARRIER]),
+        Duration::from_secs(10),
+        |_| {},
+        move |m| {
+            if m.first_line().starts_with("INVITE ") {
+                let offer = m.body().to_owned();
+                offers_tx.send(offer.clone()).unwrap();
+                // Take AEAD_AES_256_GCM, whatever its tag.
+                let trunkds = offered_crypto(&offer)
+                    .into_iter()
+                    .find(|a| a.suite == CryptoSuite::AeadAes256Gcm)
+                    .unwrap();
+                let mine = CryptoAttr {
+                    tag: trunkds.tag,
+                    ..carrier_key.clone()
+                };
+                let sdp = format!(
                 "v=0\r\no=c 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio {rtp_port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:{}\r\n",
                 mine.to_value()
             );
-            answer_tx.send((trunkds, mine)).unwrap();
-            return Some(response_to(m, "200 OK", "hop2", &contact, Some(&sdp)));
-        }
-        if m.first_line().starts_with("BYE ") {
-            return Some(response_to(m, "200 OK", "hop2", &contact, None));
-        }
-        None
-    });
+                answer_tx.send((trunkds, mine)).unwrap();
+                return Some(response_to(m, "200 OK", "hop2", &contact, Some(&sdp)));
+            }
+            if m.first_line().starts_with("BYE ") {
+                return Some(response_to(m, "200 OK", "hop2", &contact, None));
+            }
+            None
+        },
+    );
 
     let ports = Ports::pick();
     let tls_port = free_port();
@@ -279,9 +352,18 @@ voice_connector_id = "vc-east"
         admin = ports.admin,
     );
     let d = Daemon::start("srtp-failover", ports, &text);
-    send_invite(&pbx, d.sip(), "+12065550199", "+12065550100", &pbx.sdp("sendrecv"));
+    send_invite(
+        &pbx,
+        d.sip(),
+        "+12065550199",
+        "+12065550100",
+        &pbx.sdp("sendrecv"),
+    );
     let ok = pbx.recv_until(Duration::from_secs(10), |m| m.status() == Some(200));
-    assert!(!ok.body().contains("crypto") && ok.body().contains("RTP/AVP"), "the PBX stays plain");
+    assert!(
+        !ok.body().contains("crypto") && ok.body().contains("RTP/AVP"),
+        "the PBX stays plain"
+    );
 
     let first = offers.recv_timeout(Duration::from_secs(5)).unwrap();
     let second = offers.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -328,5 +410,9 @@ voice_connector_id = "vc-east"
     }
     let (got, _) = receive_rtp(&pbx.rtp, 20, Duration::from_secs(5));
     assert_eq!(got.len(), 20);
-    assert_eq!(got[5], rtp_packet(5, 800, 0x8888), "decrypted for the plain PBX");
+    assert_eq!(
+        got[5],
+        rtp_packet(5, 800, 0x8888),
+        "decrypted for the plain PBX"
+    );
 }

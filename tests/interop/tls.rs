@@ -788,7 +788,6 @@ pub(crate) fn tls_uas(
     })
 }
 
-
 /// A carrier host named by IP with `tls_server_name`: trunkd sends that
 /// name as SNI and accepts a certificate that names only it.
 #[test]
@@ -812,7 +811,13 @@ fn a_tls_server_name_is_sent_as_sni_and_verified() {
                 return None;
             }
             inv_tx.send(()).unwrap();
-            Some(crate::ua::response_to(m, "486 Busy Here", "c", "<sip:c@127.0.0.2>", None))
+            Some(crate::ua::response_to(
+                m,
+                "486 Busy Here",
+                "c",
+                "<sip:c@127.0.0.2>",
+                None,
+            ))
         },
     );
     let hosts = host(
@@ -826,7 +831,11 @@ fn a_tls_server_name_is_sent_as_sni_and_verified() {
     };
     let ports = Ports::pick();
     let tls = format!("cert_file = {cert:?}\nkey_file = {key:?}\nca_file = {ca_file:?}");
-    let d = Daemon::start("tls-sni", ports, &tls_config(&lab, ports, free_port(), &tls));
+    let d = Daemon::start(
+        "tls-sni",
+        ports,
+        &tls_config(&lab, ports, free_port(), &tls),
+    );
     let out = pbx_calls("uac_call.xml", &d, &[]);
     let name = sni.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(name.as_deref(), Some("sbc.carrier.example"), "{}", d.log());

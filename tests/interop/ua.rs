@@ -147,12 +147,21 @@ impl Ua {
     /// A 200 (or other final) for a request, built from it.
     pub fn respond(&self, req: &Msg, status: &str, body: Option<&str>) {
         let contact = format!("<sip:ua@{}>", self.sip_addr());
-        self.send(req.from, &response_to(req, status, &self.tag, &contact, body));
+        self.send(
+            req.from,
+            &response_to(req, status, &self.tag, &contact, body),
+        );
     }
 }
 
 /// A response to `req` with `status`, the To tag `tag`, this Contact and body.
-pub fn response_to(req: &Msg, status: &str, tag: &str, contact: &str, body: Option<&str>) -> String {
+pub fn response_to(
+    req: &Msg,
+    status: &str,
+    tag: &str,
+    contact: &str,
+    body: Option<&str>,
+) -> String {
     {
         let mut out = format!("SIP/2.0 {status}\r\n");
         let head = req.text.split("\r\n\r\n").next().unwrap_or("");
@@ -223,7 +232,11 @@ pub fn send_invite(
 ) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let call_id = format!("media-{}-{}-{n}", std::process::id(), caller.rtp_addr().port());
+    let call_id = format!(
+        "media-{}-{}-{n}",
+        std::process::id(),
+        caller.rtp_addr().port()
+    );
     let invite = format!(
         "INVITE sip:{dialled}@{trunkd} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}-1;rport\r\nMax-Forwards: 70\r\n\
          From: <sip:{from_user}@{ip}>;tag={tag}\r\nTo: <sip:{dialled}@{trunkd}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\

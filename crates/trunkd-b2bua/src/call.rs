@@ -911,7 +911,10 @@ impl Call {
         copy_end_to_end(&resp.headers, &mut r.headers);
         // A response answers the request's offer; to a request without
         // one (re-INVITE with no SDP) it is the offer.
-        let role = if is_sdp(&self.relays[i].request.headers, &self.relays[i].request.body) {
+        let role = if is_sdp(
+            &self.relays[i].request.headers,
+            &self.relays[i].request.body,
+        ) {
             SdpRole::Answer
         } else {
             SdpRole::Offer

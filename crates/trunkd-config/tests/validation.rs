@@ -302,11 +302,24 @@ fn route_srtp_policy() {
         "F: voice_connectors[id=vc-west].origination.routes[0].srtp: \"sometimes\" is not one of auto, off, offer, require",
     ]);
     for ok in ["auto", "off", "offer", "require"] {
-        assert_errors(&with("{ host = \"127.0.0.1\", port = 5093 }", &format!("{{ host = \"127.0.0.1\", port = 5093, srtp = \"{ok}\" }}")), &[]);
+        assert_errors(
+            &with(
+                "{ host = \"127.0.0.1\", port = 5093 }",
+                &format!("{{ host = \"127.0.0.1\", port = 5093, srtp = \"{ok}\" }}"),
+            ),
+            &[],
+        );
     }
     // A VC that requires encryption cannot be offered plain RTP.
-    let strict = with("[[voice_connectors]]\nid = \"vc-west\"", "[[voice_connectors]]\nid = \"vc-west\"\nrequire_encryption = true")
-        .replacen("{ host = \"127.0.0.1\", port = 5093 }", "{ host = \"127.0.0.1\", port = 5093, protocol = \"TLS\", srtp = \"offer\" }", 1);
+    let strict = with(
+        "[[voice_connectors]]\nid = \"vc-west\"",
+        "[[voice_connectors]]\nid = \"vc-west\"\nrequire_encryption = true",
+    )
+    .replacen(
+        "{ host = \"127.0.0.1\", port = 5093 }",
+        "{ host = \"127.0.0.1\", port = 5093, protocol = \"TLS\", srtp = \"offer\" }",
+        1,
+    );
     assert_errors(&strict, &[
         "F: voice_connectors[id=vc-west].origination.routes[0].srtp: must be auto or require: the voice connector has require_encryption = true",
     ]);

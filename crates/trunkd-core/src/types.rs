@@ -350,7 +350,10 @@ mod srtp_policy_tests {
         assert_eq!(SrtpPolicy::for_hop(Transport::Tls, false, None), Offer);
         assert_eq!(SrtpPolicy::for_hop(Transport::Udp, false, None), Off);
         assert_eq!(SrtpPolicy::for_hop(Transport::Tcp, false, None), Off);
-        assert_eq!(SrtpPolicy::for_hop(Transport::Udp, false, Some(Offer)), Offer);
+        assert_eq!(
+            SrtpPolicy::for_hop(Transport::Udp, false, Some(Offer)),
+            Offer
+        );
         assert_eq!(SrtpPolicy::for_hop(Transport::Tls, false, Some(Off)), Off);
         for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
             for c in [None, Some(Off), Some(Offer), Some(Require)] {

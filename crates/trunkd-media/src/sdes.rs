@@ -105,7 +105,10 @@ impl CryptoSuite {
     }
 
     fn rank(self) -> usize {
-        Self::ALL.iter().position(|s| *s == self).unwrap_or(usize::MAX)
+        Self::ALL
+            .iter()
+            .position(|s| *s == self)
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -147,9 +150,7 @@ impl KeyMaterial {
     }
 
     fn from_inline(suite: CryptoSuite, b64: &str) -> Result<Self, CryptoAttrError> {
-        let raw = B64
-            .decode(b64)
-            .map_err(|_| CryptoAttrError::KeyEncoding)?;
+        let raw = B64.decode(b64).map_err(|_| CryptoAttrError::KeyEncoding)?;
         let n = suite.key_len() + suite.salt_len();
         if raw.len() != n {
             return Err(CryptoAttrError::KeyLength {
@@ -252,7 +253,12 @@ impl CryptoAttr {
 
     /// The attribute value trunkd writes after `a=crypto:`.
     pub fn to_value(&self) -> String {
-        format!("{} {} inline:{}", self.tag, self.suite.name(), self.key.inline())
+        format!(
+            "{} {} inline:{}",
+            self.tag,
+            self.suite.name(),
+            self.key.inline()
+        )
     }
 }
 
@@ -504,7 +510,9 @@ impl LegSdes {
             return Ok(());
         }
         for v in crypto {
-            let Ok(a) = CryptoAttr::parse(v) else { continue };
+            let Ok(a) = CryptoAttr::parse(v) else {
+                continue;
+            };
             if let Some(mine) = offered
                 .iter()
                 .find(|o| o.tag == a.tag && o.suite == a.suite)
@@ -538,8 +546,8 @@ mod tests {
 
     #[test]
     fn parses_the_rfc_4568_example() {
-        let a = CryptoAttr::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K128}|2^20"))
-            .unwrap();
+        let a =
+            CryptoAttr::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K128}|2^20")).unwrap();
         assert_eq!(a.tag, 1);
         assert_eq!(a.suite, CryptoSuite::Aes128CmHmacSha1_80);
         assert_eq!(a.key.key().len(), 16);
@@ -554,7 +562,10 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_do() {
         let cases = [
-            (format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K128}|2^20|1:4"), CryptoAttrError::Mki),
+            (
+                format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K128}|2^20|1:4"),
+                CryptoAttrError::Mki,
+            ),
             (
                 format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K128};inline:{K128}"),
                 CryptoAttrError::Mki,
@@ -574,15 +585,26 @@ mod tests {
                     got: 30,
                 },
             ),
-            ("x AES_CM_128_HMAC_SHA1_80 inline:abc".into(), CryptoAttrError::Syntax),
-            ("1 AES_CM_128_HMAC_SHA1_80 uri:x".into(), CryptoAttrError::KeyMethod),
-            ("1 AES_CM_128_HMAC_SHA1_80 inline:!!!".into(), CryptoAttrError::KeyEncoding),
+            (
+                "x AES_CM_128_HMAC_SHA1_80 inline:abc".into(),
+                CryptoAttrError::Syntax,
+            ),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 uri:x".into(),
+                CryptoAttrError::KeyMethod,
+            ),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline:!!!".into(),
+                CryptoAttrError::KeyEncoding,
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(CryptoAttr::parse(&line), Err(want), "{line}");
         }
         // The window size hint is harmless.
-        assert!(CryptoAttr::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K128} WSH=64")).is_ok());
+        assert!(
+            CryptoAttr::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K128} WSH=64")).is_ok()
+        );
     }
 
     #[test]
@@ -600,7 +622,10 @@ mod tests {
         assert_eq!(ans.proto, "RTP/SAVP");
         assert_eq!(ans.crypto.len(), 1);
         let mine = CryptoAttr::parse(&ans.crypto[0]).unwrap();
-        assert_eq!((mine.tag, mine.suite), (2, CryptoSuite::Aes256CmHmacSha1_80));
+        assert_eq!(
+            (mine.tag, mine.suite),
+            (2, CryptoSuite::Aes256CmHmacSha1_80)
+        );
         let keys = leg.active().unwrap();
         assert_eq!(keys.peer, CryptoAttr::parse(&offered[1]).unwrap().key);
         assert_eq!(keys.ours, mine.key);
@@ -614,9 +639,15 @@ mod tests {
     fn srtp_offer_without_a_usable_suite_is_refused() {
         let mut leg = LegSdes::new(SrtpPolicy::Off);
         let only = format!("1 AES_192_CM_HMAC_SHA1_80 inline:{K128}");
-        assert_eq!(leg.peer_offered("RTP/SAVP", &[&only]), Err(SdesError::NoSupportedSuite));
+        assert_eq!(
+            leg.peer_offered("RTP/SAVP", &[&only]),
+            Err(SdesError::NoSupportedSuite)
+        );
         assert_eq!(leg.answer(), Err(SdesError::NoSupportedSuite));
-        assert_eq!(leg.peer_offered("RTP/SAVP", &[]), Err(SdesError::NoSupportedSuite));
+        assert_eq!(
+            leg.peer_offered("RTP/SAVP", &[]),
+            Err(SdesError::NoSupportedSuite)
+        );
         assert_eq!(leg.answer(), Err(SdesError::NoSupportedSuite));
     }
 
@@ -625,11 +656,20 @@ mod tests {
         let mut leg = LegSdes::new(SrtpPolicy::Offer);
         leg.peer_offered("RTP/AVP", &[]).unwrap();
         let ans = leg.answer().unwrap();
-        assert_eq!(ans, MediaSecurity { proto: "RTP/AVP".into(), crypto: vec![] });
+        assert_eq!(
+            ans,
+            MediaSecurity {
+                proto: "RTP/AVP".into(),
+                crypto: vec![]
+            }
+        );
         assert!(leg.active().is_none());
 
         let mut strict = LegSdes::new(SrtpPolicy::Require);
-        assert_eq!(strict.peer_offered("RTP/AVP", &[]), Err(SdesError::EncryptionRequired));
+        assert_eq!(
+            strict.peer_offered("RTP/AVP", &[]),
+            Err(SdesError::EncryptionRequired)
+        );
         assert_eq!(strict.answer(), Err(SdesError::EncryptionRequired));
         // T.38 is not RTP: SDES does not apply even when required.
         strict.peer_offered("udptl", &[]).unwrap();
@@ -641,7 +681,11 @@ mod tests {
         let mut leg = LegSdes::new(SrtpPolicy::Offer);
         let off = leg.offer("RTP/AVP").unwrap();
         assert_eq!(off.proto, "RTP/SAVP");
-        let attrs: Vec<CryptoAttr> = off.crypto.iter().map(|v| CryptoAttr::parse(v).unwrap()).collect();
+        let attrs: Vec<CryptoAttr> = off
+            .crypto
+            .iter()
+            .map(|v| CryptoAttr::parse(v).unwrap())
+            .collect();
         let suites: Vec<CryptoSuite> = attrs.iter().map(|a| a.suite).collect();
         assert_eq!(suites, CryptoSuite::ALL);
         let tags: Vec<u32> = attrs.iter().map(|a| a.tag).collect();
@@ -659,7 +703,11 @@ mod tests {
     fn answer_to_our_offer_sets_keys_by_tag() {
         let mut leg = LegSdes::new(SrtpPolicy::Offer);
         let off = leg.offer("RTP/AVP").unwrap();
-        let offered: Vec<CryptoAttr> = off.crypto.iter().map(|v| CryptoAttr::parse(v).unwrap()).collect();
+        let offered: Vec<CryptoAttr> = off
+            .crypto
+            .iter()
+            .map(|v| CryptoAttr::parse(v).unwrap())
+            .collect();
         let pick = &offered[4]; // tag 5, AES_CM_128_HMAC_SHA1_80
         let theirs = attr(pick.tag, pick.suite);
         leg.peer_answered("RTP/SAVP", &[&theirs]).unwrap();
@@ -670,9 +718,15 @@ mod tests {
 
         // A tag we never offered is an error; so is a suite swapped under a tag.
         let bogus = attr(9, CryptoSuite::Aes128CmHmacSha1_80);
-        assert_eq!(leg.peer_answered("RTP/SAVP", &[&bogus]), Err(SdesError::UnknownTag));
+        assert_eq!(
+            leg.peer_answered("RTP/SAVP", &[&bogus]),
+            Err(SdesError::UnknownTag)
+        );
         let swapped = attr(1, CryptoSuite::Aes128CmHmacSha1_80);
-        assert_eq!(leg.peer_answered("RTP/SAVP", &[&swapped]), Err(SdesError::UnknownTag));
+        assert_eq!(
+            leg.peer_answered("RTP/SAVP", &[&swapped]),
+            Err(SdesError::UnknownTag)
+        );
     }
 
     #[test]
@@ -684,7 +738,10 @@ mod tests {
         leg.peer_answered("RTP/SAVP", &[&theirs]).unwrap();
         let again = leg.offer("RTP/AVP").unwrap();
         let lead = CryptoAttr::parse(&again.crypto[0]).unwrap();
-        assert_eq!((lead.tag, lead.suite, &lead.key), (1, first.suite, &first.key));
+        assert_eq!(
+            (lead.tag, lead.suite, &lead.key),
+            (1, first.suite, &first.key)
+        );
         assert_eq!(again.crypto.len(), CryptoSuite::ALL.len());
     }
 
@@ -697,14 +754,23 @@ mod tests {
 
         let mut strict = LegSdes::new(SrtpPolicy::Require);
         strict.offer("RTP/AVP").unwrap();
-        assert_eq!(strict.peer_answered("RTP/AVP", &[]), Err(SdesError::EncryptionRequired));
+        assert_eq!(
+            strict.peer_answered("RTP/AVP", &[]),
+            Err(SdesError::EncryptionRequired)
+        );
     }
 
     #[test]
     fn a_plain_policy_offers_plain_and_strips_savp() {
         let mut leg = LegSdes::new(SrtpPolicy::Off);
         let off = leg.offer("RTP/SAVP").unwrap();
-        assert_eq!(off, MediaSecurity { proto: "RTP/AVP".into(), crypto: vec![] });
+        assert_eq!(
+            off,
+            MediaSecurity {
+                proto: "RTP/AVP".into(),
+                crypto: vec![]
+            }
+        );
         // Keys in an answer to a plain offer are ignored.
         let stray = attr(1, CryptoSuite::Aes128CmHmacSha1_80);
         leg.peer_answered("RTP/SAVP", &[&stray]).unwrap();
@@ -725,11 +791,20 @@ mod tests {
 
     #[test]
     fn an_srtp_offer_needs_a_usable_key_on_the_anchored_stream() {
-        let sdp = |m: &str| format!("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n{m}");
-        let good = sdp(&format!("m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K128}\r\n"));
+        let sdp = |m: &str| {
+            format!("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n{m}")
+        };
+        let good = sdp(&format!(
+            "m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K128}\r\n"
+        ));
         assert!(offers_srtp(good.as_bytes()));
-        assert!(!offers_srtp(sdp("m=audio 4000 RTP/SAVP 0\r\n").as_bytes()), "SAVP without a key");
-        let only_192 = sdp(&format!("m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_192_CM_HMAC_SHA1_80 inline:{K128}\r\n"));
+        assert!(
+            !offers_srtp(sdp("m=audio 4000 RTP/SAVP 0\r\n").as_bytes()),
+            "SAVP without a key"
+        );
+        let only_192 = sdp(&format!(
+            "m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_192_CM_HMAC_SHA1_80 inline:{K128}\r\n"
+        ));
         assert!(!offers_srtp(only_192.as_bytes()));
         assert!(!offers_srtp(sdp("m=audio 4000 RTP/AVP 0\r\n").as_bytes()));
         assert!(!offers_srtp(b""));

@@ -946,18 +946,31 @@ a=rtcp:30009",
         let offer = "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\nm=audio 4000 RTP/SAVP 0 101\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PEERKEYPEERKEYPEERKEYPEERKEYPEERKEYPEERKE\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:PEERKEYPEERKEYPEERKEYPEERKEYPEERKEYPEERKE\na=sendrecv\nm=video 0 RTP/SAVP 96\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:VIDEOKEYVIDEOKEYVIDEOKEYVIDEOKEYVIDEOKEY\n";
         let sdp = Sdp::parse(offer)?;
         assert_eq!(sdp.media()[0].crypto().len(), 2);
-        let plain = MediaSecurity { proto: "RTP/AVP".into(), crypto: vec![] };
+        let plain = MediaSecurity {
+            proto: "RTP/AVP".into(),
+            crypto: vec![],
+        };
         let out = sdp.rewrite_secured(ours(), &[Some((30000, 30001)), None], None, Some(&plain))?;
         assert!(out.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{out}");
-        assert!(!out.contains("crypto"), "interworking: no key survives: {out}");
-        assert!(out.contains("m=video 0 RTP/SAVP 96\r\n"), "only the anchored stream changes");
+        assert!(
+            !out.contains("crypto"),
+            "interworking: no key survives: {out}"
+        );
+        assert!(
+            out.contains("m=video 0 RTP/SAVP 96\r\n"),
+            "only the anchored stream changes"
+        );
 
         let ours_key = MediaSecurity {
             proto: "RTP/SAVP".into(),
             crypto: vec!["2 AES_CM_128_HMAC_SHA1_32 inline:TRUNKDKEY".into()],
         };
-        let out = sdp.rewrite_secured(ours(), &[Some((30000, 30001)), None], None, Some(&ours_key))?;
-        assert!(!out.contains("PEERKEY") && !out.contains("VIDEOKEY"), "{out}");
+        let out =
+            sdp.rewrite_secured(ours(), &[Some((30000, 30001)), None], None, Some(&ours_key))?;
+        assert!(
+            !out.contains("PEERKEY") && !out.contains("VIDEOKEY"),
+            "{out}"
+        );
         assert!(
             out.contains("m=audio 30000 RTP/SAVP 0 101\r\na=sendrecv\r\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:TRUNKDKEY\r\nm=video"),
             "{out}"

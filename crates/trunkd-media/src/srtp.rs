@@ -64,7 +64,9 @@ pub struct LegCrypto {
 
 impl std::fmt::Debug for LegCrypto {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LegCrypto").field("suite", &self.suite).finish()
+        f.debug_struct("LegCrypto")
+            .field("suite", &self.suite)
+            .finish()
     }
 }
 

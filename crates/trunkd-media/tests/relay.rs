@@ -604,14 +604,20 @@ mod srtp {
         let (a, b) = (Phone::new(), Phone::new());
         let (rt, relay, _alloc) = start_observed(&a, &b);
         let ka = keys(CryptoSuite::Aes128CmHmacSha1_80);
-        relay.set_crypto(Leg::A, Some(LegCrypto::new(&ka).unwrap())).unwrap();
+        relay
+            .set_crypto(Leg::A, Some(LegCrypto::new(&ka).unwrap()))
+            .unwrap();
         let mut phone_a = phone_side(&ka);
 
         for i in 0..20u16 {
             let plain = rtp_packet(i, 160);
             let wire = phone_a.protect_rtp(&plain).unwrap();
             a.rtp.send_to(&wire, relay.local_rtp(Leg::A)).unwrap();
-            assert_eq!(recv(&b.rtp).0, plain, "B (plain RTP) gets the decrypted packet {i}");
+            assert_eq!(
+                recv(&b.rtp).0,
+                plain,
+                "B (plain RTP) gets the decrypted packet {i}"
+            );
 
             let back = rtp_packet(1000 + i, 160);
             b.rtp.send_to(&back, relay.local_rtp(Leg::B)).unwrap();
@@ -640,8 +646,12 @@ mod srtp {
         let (rt, relay, _alloc) = start_observed(&a, &b);
         let ka = keys(CryptoSuite::AeadAes256Gcm);
         let kb = keys(CryptoSuite::Aes128CmHmacSha1_32);
-        relay.set_crypto(Leg::A, Some(LegCrypto::new(&ka).unwrap())).unwrap();
-        relay.set_crypto(Leg::B, Some(LegCrypto::new(&kb).unwrap())).unwrap();
+        relay
+            .set_crypto(Leg::A, Some(LegCrypto::new(&ka).unwrap()))
+            .unwrap();
+        relay
+            .set_crypto(Leg::B, Some(LegCrypto::new(&kb).unwrap()))
+            .unwrap();
         let (mut pa, mut pb) = (phone_side(&ka), phone_side(&kb));
         for i in 0..10u16 {
             let plain = rtp_packet(i, 160);
@@ -659,11 +669,16 @@ mod srtp {
         let (a, b, intruder) = (Phone::new(), Phone::new(), Phone::new());
         let (rt, relay, _alloc) = start_observed(&a, &b);
         let ka = keys(CryptoSuite::Aes128CmHmacSha1_80);
-        relay.set_crypto(Leg::A, Some(LegCrypto::new(&ka).unwrap())).unwrap();
+        relay
+            .set_crypto(Leg::A, Some(LegCrypto::new(&ka).unwrap()))
+            .unwrap();
         let mut pa = phone_side(&ka);
 
         // Before A's first packet, an intruder sends plain RTP: not latched.
-        intruder.rtp.send_to(&rtp_packet(1, 160), relay.local_rtp(Leg::A)).unwrap();
+        intruder
+            .rtp
+            .send_to(&rtp_packet(1, 160), relay.local_rtp(Leg::A))
+            .unwrap();
         silent(&b.rtp, Duration::from_millis(200));
         let good = pa.protect_rtp(&rtp_packet(1, 160)).unwrap();
         a.rtp.send_to(&good, relay.local_rtp(Leg::A)).unwrap();
@@ -678,7 +693,11 @@ mod srtp {
         let stats = rt.block_on(relay.stats()).unwrap();
         assert_eq!(stats.a.dropped.srtp, 3);
         assert_eq!(stats.a.rx.rtp_packets, 1);
-        assert_eq!(stats.a.rtp_peer, Some(a.rtp_addr()), "the intruder never latched");
+        assert_eq!(
+            stats.a.rtp_peer,
+            Some(a.rtp_addr()),
+            "the intruder never latched"
+        );
         rt.block_on(relay.stop()).unwrap();
     }
 }

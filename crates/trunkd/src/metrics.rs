@@ -750,30 +750,6 @@ impl Collector for ProcessCollector {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exposition_has_the_foundation_families() {
-        let m = Metrics::new();
-        m.config_reloads
-            .get_or_create(&ResultLabel { result: "failure" })
-            .inc();
-        let text = m.encode();
-        for needle in [
-            "trunkd_build_info{version=\"",
-            "config_reloads_total{result=\"success\"} 0",
-            "config_reloads_total{result=\"failure\"} 1",
-            "process_cpu_seconds_total ",
-            "process_resident_memory_bytes ",
-            "process_open_fds ",
-        ] {
-            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
-        }
-    }
-}
-
 impl Metrics {
     /// Counts the media drops of a call since its previous report.
     pub fn count_media_drops(
@@ -794,6 +770,30 @@ impl Metrics {
                     .get_or_create(&MediaDropLabels { reason })
                     .inc_by(n - b);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_foundation_families() {
+        let m = Metrics::new();
+        m.config_reloads
+            .get_or_create(&ResultLabel { result: "failure" })
+            .inc();
+        let text = m.encode();
+        for needle in [
+            "trunkd_build_info{version=\"",
+            "config_reloads_total{result=\"success\"} 0",
+            "config_reloads_total{result=\"failure\"} 1",
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
     }
 }
