@@ -313,6 +313,45 @@ fn unknown_number_is_404() {
     assert_ok(&out, "404 for a number not in the inventory");
 }
 
+/// SPEC §8: authentication failures are counted per source; a source that
+/// fails `auth_failures_per_source` times within the window is blocked
+/// (dropped, even with the right password) while other sources are served.
+#[test]
+fn a_source_that_keeps_failing_authentication_is_blocked() {
+    let ports = Ports::pick();
+    let lab = Lab {
+        hosts: &host(CARRIER, 9, ""),
+        east_termination: "credentials = [ { username = \"pbx1\", password = \"s3cret\" } ]",
+        ..Default::default()
+    };
+    let text = format!(
+        "{}\n[security]\nauth_failures_per_source = 3\nauth_block_seconds = 60\n",
+        lab.config(ports)
+    );
+    let d = Daemon::start("auth-block", ports, &text);
+    for i in 0..3 {
+        let out = pbx_calls("uac_auth.xml", &d, &["-au", "pbx1", "-ap", "wrong"]);
+        assert_eq!(sipp_counts(&out), (0, 1), "attempt {i}: {}", out_text(&out));
+    }
+    d.wait_metric("sip_sources_blocked_total", 1.0);
+    assert_eq!(d.metric("sip_auth_failures_total"), Some(3.0));
+    // Blocked: even the right password gets no answer now.
+    let out = pbx_calls(
+        "uac_auth.xml",
+        &d,
+        &["-au", "pbx1", "-ap", "s3cret", "-timeout", "3s"],
+    );
+    assert!(!out.status.success(), "a blocked source gets silence");
+    assert!(
+        d.metric("sip_requests_refused_total{reason=\"auth_blocked\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{}",
+        d.metrics()
+    );
+    // Another source is served as before.
+    sipp_options(d.sip(), "u1", 1);
+}
+
 #[test]
 fn digest_challenge_then_success_and_wrong_password_is_403() {
     let ports = Ports::pick();

@@ -108,6 +108,9 @@ pub struct Security {
     pub rate_limit_action: Option<String>,
     pub max_calls: Option<i64>,
     pub max_tcp_connections_per_source: Option<i64>,
+    pub auth_failures_per_source: Option<i64>,
+    pub auth_failure_window_seconds: Option<i64>,
+    pub auth_block_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -143,6 +143,11 @@ pub struct SecuritySettings {
     pub max_calls: usize,
     /// SIP TCP connections one source IP may hold open.
     pub max_tcp_connections_per_source: usize,
+    /// Failed digest authentications from one source IP within the window
+    /// that block it (all its requests dropped) for `auth_block`; 0: never.
+    pub auth_failures_per_source: u32,
+    pub auth_failure_window: Duration,
+    pub auth_block: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -955,12 +955,33 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         1,
         1_000_000,
     ) as usize;
+    let auth_failures_per_source = c.range(
+        "auth_failures_per_source",
+        sec.auth_failures_per_source,
+        10,
+        0,
+        1_000_000,
+    ) as u32;
+    let auth_failure_window = Duration::from_secs(c.range(
+        "auth_failure_window_seconds",
+        sec.auth_failure_window_seconds,
+        60,
+        1,
+        86_400,
+    ) as u64);
+    let auth_block =
+        Duration::from_secs(
+            c.range("auth_block_seconds", sec.auth_block_seconds, 300, 1, 86_400) as u64,
+        );
     let security = SecuritySettings {
         scanner_user_agents,
         rate_limit_per_source,
         rate_limit_action,
         max_calls,
         max_tcp_connections_per_source: max_tcp_per_source,
+        auth_failures_per_source,
+        auth_failure_window,
+        auth_block,
     };
 
     (report.errors.len() == before).then_some(Settings {

@@ -26,6 +26,7 @@
 //! except tests.
 
 pub mod admission;
+pub mod auth_failures;
 pub mod cdr;
 pub mod civil;
 pub mod country;

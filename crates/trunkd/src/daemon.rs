@@ -33,6 +33,10 @@ pub struct Shared {
     /// TLS configurations, swapped by the same reload as the file.
     pub tls: Tls,
     reloading: tokio::sync::Mutex<()>,
+    /// Failed authentications per source and the sources they blocked
+    /// (`[security] auth_failures_per_source`): written by the engine,
+    /// read by every transport's gate.
+    auth_failures: std::sync::Mutex<trunkd_core::auth_failures::AuthFailures>,
 }
 
 impl Shared {
@@ -46,7 +50,37 @@ impl Shared {
             metrics,
             tls: Tls::new(tls),
             reloading: Default::default(),
+            auth_failures: Default::default(),
         }
+    }
+
+    /// Counts a failed digest authentication from `ip`; returns whether it
+    /// blocked the source.
+    pub fn auth_failed(&self, ip: std::net::IpAddr) -> bool {
+        use trunkd_core::auth_failures::{AuthFailurePolicy, Recorded};
+        let sec = &self.config().settings.security;
+        let policy = AuthFailurePolicy {
+            threshold: sec.auth_failures_per_source,
+            window: sec.auth_failure_window,
+            block_for: sec.auth_block,
+        };
+        self.metrics.sip_auth_failures.inc();
+        let now = std::time::Instant::now();
+        let Ok(mut table) = self.auth_failures.lock() else {
+            return false;
+        };
+        let blocked = table.record(ip, now, &policy) == Recorded::Blocked;
+        if blocked {
+            self.metrics.sip_sources_blocked.inc();
+        }
+        blocked
+    }
+
+    /// Whether `ip` is blocked for failing authentication too often.
+    pub fn is_blocked(&self, ip: std::net::IpAddr) -> bool {
+        self.auth_failures
+            .lock()
+            .is_ok_and(|t| !t.is_empty() && t.is_blocked(ip, std::time::Instant::now()))
     }
 
     /// The snapshot in force now. A caller keeps the `Arc` for as long as it

@@ -594,9 +594,13 @@ impl Engine {
                         m.call_attempt(vc.as_ref(), resources, "outbound");
                         m.admission_rejected(vc.as_ref(), resources, rej.metric_reason());
                         if rej.metric_reason() == "auth_failed" {
-                            // Per-source evidence for fail2ban-style tooling; the
-                            // metric stays per VC (bounded labels).
+                            // Counted per source (a source failing too often
+                            // is blocked at the gate); the metric stays per
+                            // VC (bounded labels), the log names the source.
                             warn!(src = %peer.addr.ip(), "digest authentication failed");
+                            if self.shared.auth_failed(peer.addr.ip()) {
+                                warn!(src = %peer.addr.ip(), "source blocked after repeated authentication failures");
+                            }
                         }
                         m.vc_response(vc.as_ref(), resources, rej.status());
                         if rej.is_throttle() {

@@ -168,6 +168,8 @@ pub struct Metrics {
     pub route_up: Family<RouteLabels, Gauge>,
     pub route_failures: Family<RouteLabels, Counter>,
     pub sip_refused: Family<RefusedLabels, Counter>,
+    pub sip_auth_failures: Counter,
+    pub sip_sources_blocked: Counter,
 }
 
 fn jitter_buckets() -> Histogram {
@@ -414,6 +416,18 @@ impl Metrics {
         let route_failures = Family::<RouteLabels, Counter>::default();
         registry.register("route_failures", "Hop failures of a carrier host or origination route (timeout, transport error, 408, 3xx, 5xx)", route_failures.clone());
 
+        let sip_auth_failures = Counter::default();
+        registry.register(
+            "sip_auth_failures",
+            "Failed digest authentications (any VC); the log names each source",
+            sip_auth_failures.clone(),
+        );
+        let sip_sources_blocked = Counter::default();
+        registry.register(
+            "sip_sources_blocked",
+            "Sources blocked for failing authentication security.auth_failures_per_source times",
+            sip_sources_blocked.clone(),
+        );
         let sip_refused = Family::<RefusedLabels, Counter>::default();
         registry.register(
             "sip_requests_refused",
@@ -459,6 +473,8 @@ impl Metrics {
             route_up,
             route_failures,
             sip_refused,
+            sip_auth_failures,
+            sip_sources_blocked,
         }
     }
 

@@ -187,6 +187,9 @@ impl SipService {
     /// Scanner User-Agents and sources over their rate (SPEC §8): the reason
     /// to refuse an out-of-dialog request, if any.
     fn abuse_check(&self, req: &trunkd_sip::Request, src: SocketAddr) -> Option<&'static str> {
+        if self.shared.is_blocked(src.ip()) {
+            return Some("auth_blocked");
+        }
         let config = self.shared.config();
         let sec = &config.settings.security;
         if let Some(ua) = req.headers.get("User-Agent") {
