@@ -641,8 +641,19 @@ fn reinvite_hold_and_resume_are_relayed() {
     );
 }
 
+/// The labels of vc-east's termination calls in the call metrics.
+const VC_EAST_OUT: &str =
+    "{voice_connector_id=\"vc-east\",region=\"local\",direction=\"outbound\"}";
+
+/// Every malformed input the project knows, sent from strangers' addresses
+/// while a call is up (after its 200, before its BYE): the RFC 4475 torture messages, every fuzz seed and
+/// regression input (and any local crash file under fuzz/artifacts), the
+/// torture messages cut short, seeded random garbage, and the largest
+/// datagram UDP carries. Over UDP one datagram each; over TCP one
+/// connection each (a bad stream is closed, RFC 3261 §18.3), plus a
+/// message over `max_message_bytes`.
 #[test]
-fn malformed_datagrams_during_a_call_do_not_disturb_it() {
+fn malformed_input_never_disturbs_a_call() {
     let ports = Ports::pick();
     let carrier = free_port_on(CARRIER);
     let mut uas = SippBg::uas("uas_answer.xml", CARRIER, carrier, &["-m", "1"]);
@@ -650,35 +661,152 @@ fn malformed_datagrams_during_a_call_do_not_disturb_it() {
         hosts: &host(CARRIER, carrier, ""),
         ..Default::default()
     };
-    let d = Daemon::start("garbage", ports, &lab.config(ports));
+    let mut d = Daemon::start("malformed-call", ports, &lab.config(ports));
+    let malformed = |m: &str, transport: &str, action: &str| {
+        let series = format!(
+            "sip_malformed_messages_total{{transport=\"{transport}\",action=\"{action}\"}}"
+        );
+        metric_value(m, &series).unwrap_or(0.0)
+    };
+    let before = d.metrics();
+    let inputs = malformed_inputs();
     let target = d.sip();
+    let admin = d.admin();
     let noise = std::thread::spawn(move || {
-        let sock = std::net::UdpSocket::bind("127.0.0.5:0").unwrap();
-        for i in 0..300u32 {
-            let junk: Vec<u8> = match i % 4 {
-                0 => b"INVITE sip:x SIP/2.0\r\nVia: broken\r\n\r\n".to_vec(),
-                1 => vec![0xff; 1200],
-                2 => b"SIP/2.0 200 OK\r\nCall-ID: nothing\r\n\r\n".to_vec(),
-                _ => format!("BYE sip:a@b SIP/2.0\r\nContent-Length: {i}\r\n\r\n").into_bytes(),
-            };
-            let _ = sock.send_to(&junk, target);
-            std::thread::sleep(Duration::from_millis(3));
+        let answered = format!("voice_connector_calls_answered_total{VC_EAST_OUT}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let m = http(admin, "GET", "/metrics")
+                .map(|r| r.1)
+                .unwrap_or_default();
+            if metric_value(&m, &answered) == Some(1.0) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let udp = std::net::UdpSocket::bind((STRANGER, 0)).unwrap();
+        for input in &inputs {
+            let _ = udp.send_to(input, target);
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        for input in &inputs {
+            send_over_tcp(target, input);
+        }
+        let mut huge = b"OPTIONS sip:ping@127.0.0.1 SIP/2.0\r\nX-Pad: ".to_vec();
+        huge.resize(70_000, b'a');
+        send_over_tcp(target, &huge);
+        let m = http(admin, "GET", "/metrics")
+            .map(|r| r.1)
+            .unwrap_or_default();
+        (inputs.len(), m)
     });
-    let out = pbx_calls("uac_call.xml", &d, &["-d", "1000"]);
-    noise.join().unwrap();
-    assert_ok(&out, "the call survives the noise");
-    assert!(uas.wait(Duration::from_secs(10)).0);
-    let m = d.metrics();
-    assert!(
+    let out = pbx_calls("uac_call.xml", &d, &["-d", "8000"]);
+    let (sent, during) = noise.join().unwrap();
+    assert_eq!(
         metric_value(
-            &m,
-            "sip_malformed_messages_total{transport=\"udp\",action=\"dropped\"}"
-        )
-        .unwrap_or(0.0)
-            >= 100.0,
-        "{m}"
+            &during,
+            &format!("voice_connector_calls_active{VC_EAST_OUT}")
+        ),
+        Some(1.0),
+        "the call was up while all {sent} inputs went in\n{during}"
     );
+    assert_ok(&out, "the call survives every malformed input");
+    assert!(
+        uas.wait(Duration::from_secs(10)).0,
+        "the callee side completes"
+    );
+    assert_eq!(
+        wait_cdrs(&records(&d), 1)[0]["Status"],
+        "Completed",
+        "one call, completed normally"
+    );
+    assert!(
+        d.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "trunkd is still running"
+    );
+    sipp_options(d.sip(), "u1", 1);
+    sipp_options(d.sip(), "t1", 1);
+    let after = d.metrics();
+    for (transport, action, at_least) in [
+        ("udp", "dropped", 50.0),
+        ("udp", "rejected", 10.0),
+        // Most garbage never frames: trunkd waits for the rest until the
+        // connection closes, and counts only what it could judge.
+        ("tcp", "dropped", 10.0),
+        ("tcp", "rejected", 10.0),
+        ("tcp", "too_large", 1.0),
+    ] {
+        let grew = malformed(&after, transport, action) - malformed(&before, transport, action);
+        assert!(
+            grew >= at_least,
+            "{sent} inputs: {transport}/{action} grew by {grew}\n{after}"
+        );
+    }
+}
+
+/// One TCP connection (from 127.0.0.1, a stranger to the lab's config: std
+/// cannot pick the source address of a connect): write `input`, half-close,
+/// and read until trunkd closes (bounded).
+fn send_over_tcp(target: std::net::SocketAddr, input: &[u8]) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))
+    else {
+        return;
+    };
+    let _ = stream.write_all(input);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut sink = [0u8; 4096];
+    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+/// Every malformed (or hostile-but-valid) SIP input the project knows.
+fn malformed_inputs() -> Vec<Vec<u8>> {
+    let repo = repo();
+    let mut files = Vec::new();
+    let dirs = [
+        repo.join("crates/trunkd-sip/tests/rfc4475"),
+        repo.join("fuzz/corpus/sip_message"),
+        repo.join("fuzz/corpus/sdp_rewrite"),
+        repo.join("fuzz/corpus/rtcp_parse"),
+        repo.join("fuzz/artifacts/sip_message"),
+    ];
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut names: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        names.sort();
+        files.extend(names.into_iter().filter_map(|p| std::fs::read(p).ok()));
+    }
+    let torture = files.len();
+    assert!(torture >= 100, "the corpora are there ({torture} files)");
+    let mut inputs = files.clone();
+    // Cut short: a header section that never ends, a body that is missing.
+    for f in files.iter().take(60) {
+        inputs.push(f[..f.len() / 2].to_vec());
+        inputs.push(f[..f.len().saturating_sub(1)].to_vec());
+    }
+    // Seeded garbage (xorshift), printable and binary, up to 2 KB.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..60 {
+        let len = (next() % 2048) as usize + 1;
+        let mut g: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if i % 2 == 0 {
+            g.iter_mut().for_each(|b| *b = b' ' + *b % 95);
+            g.splice(0..0, b"INVITE sip:".iter().copied());
+        }
+        inputs.push(g);
+    }
+    // The largest UDP payload, of bytes that are no SIP at all.
+    inputs.push(vec![0xff; 65_507]);
+    inputs
 }
 
 #[test]
