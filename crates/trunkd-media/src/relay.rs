@@ -51,8 +51,9 @@
 //! is dropped and counted as `srtp` before it can latch or count as media),
 //! the observer sees the plain packet, and it leaves encrypted with the other
 //! leg's own key if that leg is SRTP too, or plain if not (interworking).
-//! The transform allocates its output (`webrtc-srtp` returns `Bytes`);
-//! docs/performance.md has what that costs against plain relaying.
+//! The transforms write into two buffers the task keeps, so SRTP adds no
+//! allocation per packet either; `benches/srtp.rs` and docs/performance.md
+//! have what the cryptography costs.
 //!
 //! # Latching (symmetric RTP, RFC 4961 / rtpengine)
 //!
@@ -496,6 +497,7 @@ pub fn spawn_with_observer<O: PacketObserver + Clone>(
             last_rtcp: None,
             inactive_reported: false,
             crypto: [None, None],
+            scratch: [Vec::new(), Vec::new()],
         },
         ctl: ctl_rx,
         events,
@@ -597,6 +599,9 @@ struct State<O> {
     inactive_reported: bool,
     /// Per leg: SRTP transforms when the leg is encrypted.
     crypto: [Option<Box<LegCrypto>>; 2],
+    /// The SRTP transforms' output buffers (plain, protected), allocated
+    /// on the first SRTP packet and reused.
+    scratch: [Vec<u8>; 2],
 }
 
 struct Task<O> {
@@ -730,7 +735,9 @@ impl<O: PacketObserver + Clone> State<O> {
                 (b, a)
             }
         };
-        let decrypted;
+        // Two scratch buffers kept by the task: the transforms write into
+        // them, so an SRTP packet costs no allocation either.
+        let [plain_buf, wire_buf] = &mut self.scratch;
         let plain: &[u8] = match rx_crypto {
             None => {
                 if !self.peers[leg][kind].accept(src, now, &self.config) {
@@ -745,15 +752,14 @@ impl<O: PacketObserver + Clone> State<O> {
                     return;
                 }
                 let r = if rtcp {
-                    c.unprotect_rtcp(pkt)
+                    c.unprotect_rtcp_into(pkt, plain_buf)
                 } else {
-                    c.unprotect_rtp(pkt)
+                    c.unprotect_rtp_into(pkt, plain_buf)
                 };
                 match r {
-                    Ok(p) => {
+                    Ok(()) => {
                         self.peers[leg][kind].note(src, now);
-                        decrypted = p;
-                        &decrypted
+                        plain_buf
                     }
                     Err(SrtpError::NotRtp | SrtpError::TooShort) => {
                         self.legs[leg].dropped.not_srtp += 1;
@@ -785,20 +791,16 @@ impl<O: PacketObserver + Clone> State<O> {
             self.legs[leg].dropped.no_peer += 1;
             return;
         };
-        let encrypted;
         let out: &[u8] = match tx_crypto {
             None => plain,
             Some(c) => {
                 let r = if rtcp {
-                    c.protect_rtcp(plain)
+                    c.protect_rtcp_into(plain, wire_buf)
                 } else {
-                    c.protect_rtp(plain)
+                    c.protect_rtp_into(plain, wire_buf)
                 };
                 match r {
-                    Ok(p) => {
-                        encrypted = p;
-                        &encrypted
-                    }
+                    Ok(()) => wire_buf,
                     Err(_) => {
                         self.legs[leg].dropped.srtp += 1;
                         return;

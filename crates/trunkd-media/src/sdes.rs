@@ -167,6 +167,23 @@ impl KeyMaterial {
         })
     }
 
+    /// A master key and salt given as bytes (RFC test vectors, tools);
+    /// `None` unless they fit a suite (16 or 32-byte key, 12 or 14-byte
+    /// salt).
+    pub fn from_parts(key: &[u8], salt: &[u8]) -> Option<Self> {
+        if !matches!(key.len(), 16 | 32) || !matches!(salt.len(), 12 | 14) {
+            return None;
+        }
+        let mut bytes = [0u8; MAX_KEY_SALT];
+        bytes[..key.len()].copy_from_slice(key);
+        bytes[key.len()..key.len() + salt.len()].copy_from_slice(salt);
+        Some(Self {
+            bytes,
+            key_len: key.len(),
+            salt_len: salt.len(),
+        })
+    }
+
     pub fn key(&self) -> &[u8] {
         &self.bytes[..self.key_len]
     }
