@@ -864,7 +864,9 @@ impl SipUa {
                             // trunkd answers an SRTP offer in kind, with its own key.
                             let keyed = match sdp_crypto(body(text)) {
                                 Some(c) => phones[2 * i].key_from(&c),
-                                None => Err("200 without an AES_CM_128_HMAC_SHA1_80 a=crypto".into()),
+                                None => {
+                                    Err("200 without an AES_CM_128_HMAC_SHA1_80 a=crypto".into())
+                                }
                             };
                             if let Err(e) = keyed {
                                 self.fail(i, e);
@@ -1414,7 +1416,9 @@ impl NgClient {
                             tag = c.tag;
                             phones[2 * i + 1].key_from(&c)
                         }
-                        None => Err("offer reply without an AES_CM_128_HMAC_SHA1_80 a=crypto".into()),
+                        None => {
+                            Err("offer reply without an AES_CM_128_HMAC_SHA1_80 a=crypto".into())
+                        }
                     };
                     if let Err(e) = keyed {
                         self.fail(i, e);
@@ -1442,7 +1446,9 @@ impl NgClient {
                 if phones[2 * i].key.is_some() {
                     let keyed = match sdp.and_then(sdp_crypto) {
                         Some(c) => phones[2 * i].key_from(&c),
-                        None => Err("answer reply without an AES_CM_128_HMAC_SHA1_80 a=crypto".into()),
+                        None => {
+                            Err("answer reply without an AES_CM_128_HMAC_SHA1_80 a=crypto".into())
+                        }
                     };
                     if let Err(e) = keyed {
                         self.fail(i, e);
@@ -2138,6 +2144,28 @@ mod tests {
         assert_eq!(sdp_rtp(s), Some("10.0.0.2:4000".parse().unwrap()));
         let s = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n";
         assert_eq!(sdp_rtp(s), Some("10.0.0.1:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn srtp_sdp_names_the_key_and_is_picked_by_suite() {
+        let key = KeyMaterial::generate(SUITE).unwrap();
+        let attr = CryptoAttr {
+            tag: 5,
+            suite: SUITE,
+            key: key.clone(),
+        };
+        let sdp = phone_sdp(Ipv4Addr::new(127, 0, 0, 2), 4000, 1, Some(&attr));
+        assert!(sdp.contains("RTP/SAVP"));
+        // Another suite's line first (as trunkd offers six): the phones'
+        // suite is found by name, not position.
+        let offer = sdp.replace(
+            "a=crypto:",
+            "a=crypto:1 AEAD_AES_256_GCM inline:garbage\r\na=crypto:",
+        );
+        let got = sdp_crypto(&offer).unwrap();
+        assert_eq!((got.tag, got.key), (5, key));
+        assert!(phone_sdp(Ipv4Addr::LOCALHOST, 4000, 1, None).contains("RTP/AVP"));
+        assert!(sdp_crypto("m=audio 4000 RTP/AVP 0\r\n").is_none());
     }
 
     #[test]
