@@ -23,6 +23,24 @@
 //! * `--target direct`: no relay at all, the phones send to each other (the
 //!   generator's own latency baseline).
 //!
+//! Media (`--media`, trunkd and rtpengine only; bare and direct are plain):
+//!
+//! * `rtp` (default): plain RTP/AVP on both legs.
+//! * `srtp`: SDES-keyed SRTP (AES_CM_128_HMAC_SHA1_80) on both legs. The
+//!   caller offers `RTP/SAVP` with one `a=crypto:1` and its own key; the
+//!   callee takes the AES_CM_128_HMAC_SHA1_80 line of the offer it gets
+//!   (trunkd's B-leg INVITE, whose carrier host needs `srtp = "offer"`, or
+//!   rtpengine's offer reply) and answers with that tag and its own key.
+//!   rtpengine is told `transport-protocol: RTP/SAVP`, `DTLS: off`.
+//! * `srtp-rtp`: SRTP on the caller's leg, plain on the callee's
+//!   (interworking); rtpengine is told `transport-protocol: RTP/AVP`.
+//!
+//! An SRTP phone protects every packet it sends with its own key and
+//! unprotects every packet it gets with the key the hop announced to it
+//! (`trunkd_media::LegCrypto`, the same transform trunkd uses); a datagram
+//! that fails is counted (`srtp_failed`) and, not received, lost. The
+//! generator's own crypto is its CPU, not the target's.
+//!
 //! Call setup is paced (`--rate`, default 200 calls/s). RTP starts once every
 //! call is up: each side first sends one priming packet (so relays that latch
 //! on the first packet know both peers; not counted), then every phone sends
@@ -57,6 +75,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
+use trunkd_media::sdes::{CryptoAttr, KeyMaterial};
+use trunkd_media::{CryptoSuite, LegCrypto, LegKeys};
+
 const PKT_LEN: usize = 172;
 const PERIOD_NS: u64 = 20_000_000;
 /// Sends are grouped into slots of this length (fewer wake-ups).
@@ -74,6 +95,40 @@ const T1: Duration = Duration::from_millis(500);
 const SIG_TOKEN: u64 = u64::MAX;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The one SRTP suite the phones use: rtpengine's default and the suite of
+/// ANCHORS.md-era deployments, so trunkd and rtpengine do the same work.
+const SUITE: CryptoSuite = CryptoSuite::Aes128CmHmacSha1_80;
+
+/// What the two legs of a call carry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum MediaMode {
+    /// Plain RTP both ways.
+    Rtp,
+    /// SRTP (SDES) on both legs: the hop decrypts and re-encrypts.
+    Srtp,
+    /// SRTP on the caller's leg, plain RTP on the callee's (interworking).
+    SrtpRtp,
+}
+
+impl MediaMode {
+    fn name(self) -> &'static str {
+        match self {
+            MediaMode::Rtp => "rtp",
+            MediaMode::Srtp => "srtp",
+            MediaMode::SrtpRtp => "srtp-rtp",
+        }
+    }
+
+    /// Whether the caller's (`callee = false`) or callee's leg is SRTP.
+    fn srtp_leg(self, callee: bool) -> bool {
+        match self {
+            MediaMode::Rtp => false,
+            MediaMode::Srtp => true,
+            MediaMode::SrtpRtp => !callee,
+        }
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Target {
@@ -96,6 +151,7 @@ impl Target {
 
 struct Opts {
     target: Target,
+    media: MediaMode,
     calls: usize,
     secs: f64,
     rate: f64,
@@ -110,12 +166,14 @@ struct Opts {
 }
 
 const USAGE: &str = "usage: media_load --target trunkd|rtpengine|bare|direct --calls N --secs S \
+[--media rtp|srtp|srtp-rtp] \
 [--rate CALLS_PER_S] [--sip 127.0.0.1:PORT] [--callee-sip 127.0.0.2:PORT] [--caller-ip 127.0.0.3] \
 [--ng 127.0.0.1:PORT] [--relay 127.0.0.1:FIRST_PORT] [--pid PID] [--warmup S] [--tail S]";
 
 fn parse_opts() -> Result<Opts> {
     let mut o = Opts {
         target: Target::Bare,
+        media: MediaMode::Rtp,
         calls: 100,
         secs: 15.0,
         rate: 200.0,
@@ -145,6 +203,14 @@ fn parse_opts() -> Result<Opts> {
                     t => return Err(format!("unknown target {t}\n{USAGE}").into()),
                 }
             }
+            "--media" => {
+                o.media = match val()?.as_str() {
+                    "rtp" => MediaMode::Rtp,
+                    "srtp" => MediaMode::Srtp,
+                    "srtp-rtp" => MediaMode::SrtpRtp,
+                    m => return Err(format!("unknown media mode {m}\n{USAGE}").into()),
+                }
+            }
             "--calls" => o.calls = val()?.parse()?,
             "--secs" => o.secs = val()?.parse()?,
             "--rate" => o.rate = val()?.parse()?,
@@ -171,6 +237,10 @@ fn parse_opts() -> Result<Opts> {
     }
     if o.warmup + o.tail >= o.secs {
         return Err("--warmup + --tail must be shorter than --secs".into());
+    }
+    if o.media != MediaMode::Rtp && matches!(o.target, Target::Bare | Target::Direct) {
+        // Neither has signalling to carry keys: the floor is plain RTP only.
+        return Err("--media srtp/srtp-rtp needs --target trunkd or rtpengine".into());
     }
     if !(1.0..=5000.0).contains(&o.rate) {
         return Err("--rate must be 1..=5000 calls/s".into());
@@ -403,21 +473,69 @@ struct Phone {
     seq: u16,
     sent: u64,
     received: u64,
+    /// SRTP legs: the key this phone encrypts with (announced in its SDP).
+    key: Option<KeyMaterial>,
+    /// SRTP legs, once the hop's key is known: protects with `key`,
+    /// unprotects with the hop's.
+    crypto: Option<LegCrypto>,
+    /// Datagrams that failed to authenticate/decrypt (counted as lost).
+    srtp_failed: u64,
 }
 
 impl Phone {
     fn port(&self) -> u16 {
         self.sock.local_addr().map(|a| a.port()).unwrap_or(0)
     }
+
+    /// This phone's SDP; `tag` is the `a=crypto` tag to use (offer: 1;
+    /// answer: the tag the phone picked from the offer).
+    fn sdp(&self, ip: Ipv4Addr, id: usize, tag: u32) -> String {
+        let crypto = self.key.as_ref().map(|k| CryptoAttr {
+            tag,
+            suite: SUITE,
+            key: k.clone(),
+        });
+        phone_sdp(ip, self.port(), id, crypto.as_ref())
+    }
+
+    /// Keys the phone's SRTP from the hop's `a=crypto` (what the hop
+    /// encrypts towards this phone with). Plain phones ignore it.
+    fn key_from(&mut self, hop: &CryptoAttr) -> std::result::Result<(), String> {
+        let Some(ours) = self.key.clone() else {
+            return Ok(());
+        };
+        let c = LegCrypto::new(&LegKeys {
+            suite: hop.suite,
+            peer: hop.key.clone(),
+            ours,
+        })
+        .map_err(|e| format!("SRTP context: {e}"))?;
+        self.crypto = Some(c);
+        Ok(())
+    }
 }
 
-/// The SDP a phone offers or answers with.
-fn phone_sdp(ip: Ipv4Addr, port: u16, id: usize) -> String {
+/// The SDP a phone offers or answers with: RTP/SAVP with one `a=crypto`
+/// when it has a key, plain RTP/AVP otherwise.
+fn phone_sdp(ip: Ipv4Addr, port: u16, id: usize, crypto: Option<&CryptoAttr>) -> String {
+    let (proto, attr) = match crypto {
+        Some(c) => ("RTP/SAVP", format!("a=crypto:{}\r\n", c.to_value())),
+        None => ("RTP/AVP", String::new()),
+    };
     format!(
         "v=0\r\no=ml {id} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
-         a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+         m=audio {port} {proto} 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\n{attr}"
     )
+}
+
+/// The first `a=crypto` of an SDP with the phones' suite (tag and the
+/// sender's key), skipping lines that do not parse (other suites, MKIs).
+fn sdp_crypto(sdp: &str) -> Option<CryptoAttr> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=crypto:"))
+        .filter_map(|v| CryptoAttr::parse(v).ok())
+        .find(|c| c.suite == SUITE)
 }
 
 /// The RTP address an SDP names: the first audio m= line's port and the
@@ -742,6 +860,19 @@ impl SipUa {
                             return;
                         };
                         phones[2 * i].dest = Some(dest);
+                        if phones[2 * i].key.is_some() {
+                            // trunkd answers an SRTP offer in kind, with its own key.
+                            let keyed = match sdp_crypto(body(text)) {
+                                Some(c) => phones[2 * i].key_from(&c),
+                                None => {
+                                    Err("200 without an AES_CM_128_HMAC_SHA1_80 a=crypto".into())
+                                }
+                            };
+                            if let Err(e) = keyed {
+                                self.fail(i, e);
+                                return;
+                            }
+                        }
                         let mut rr: Vec<String> = header_lines(text, &["record-route"])
                             .iter()
                             .filter_map(|l| l.split_once(':').map(|(_, v)| v.trim().to_owned()))
@@ -824,7 +955,27 @@ impl SipUa {
                     return;
                 };
                 phones[2 * i + 1].dest = Some(dest);
-                let sdp = phone_sdp(self.callee_ip, phones[2 * i + 1].port(), 2 * i + 1);
+                // An SRTP callee takes the offer's AES_CM_128_HMAC_SHA1_80 line
+                // (its tag, trunkd's key for it) and answers with its own key.
+                let mut tag = 1;
+                if phones[2 * i + 1].key.is_some() {
+                    let keyed = match sdp_crypto(body(text)) {
+                        Some(c) => {
+                            tag = c.tag;
+                            phones[2 * i + 1].key_from(&c)
+                        }
+                        None => Err("trunkd's INVITE has no AES_CM_128_HMAC_SHA1_80 a=crypto \
+                                     (is the carrier's srtp = \"offer\"?)"
+                            .into()),
+                    };
+                    if let Err(e) = keyed {
+                        let r = response(text, "488 Not Acceptable Here", &self.tag, me, None);
+                        let _ = self.callee.send_to(r.as_bytes(), from);
+                        self.fail(i, e);
+                        return;
+                    }
+                }
+                let sdp = phones[2 * i + 1].sdp(self.callee_ip, 2 * i + 1, tag);
                 let ok = response(
                     text,
                     "200 OK",
@@ -899,7 +1050,7 @@ impl Signalling for SipUa {
     }
 
     fn start_call(&mut self, i: usize, phones: &mut [Phone], now: Instant) {
-        let sdp = phone_sdp(self.caller_ip, phones[2 * i].port(), 2 * i);
+        let sdp = phones[2 * i].sdp(self.caller_ip, 2 * i, 1);
         let invite = format!(
             "INVITE sip:{user}@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{br}-inv;rport\r\n\
              Max-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:{user}@{t}>\r\nCall-ID: {cid}\r\nCSeq: 1 INVITE\r\n\
@@ -1156,6 +1307,7 @@ struct NgCall {
 }
 
 struct NgClient {
+    media: MediaMode,
     sock: UdpSocket,
     addr: SocketAddr,
     caller_ip: Ipv4Addr,
@@ -1168,10 +1320,11 @@ struct NgClient {
 }
 
 impl NgClient {
-    fn new(addr: SocketAddr, caller_ip: Ipv4Addr, n: usize) -> Result<NgClient> {
+    fn new(addr: SocketAddr, caller_ip: Ipv4Addr, n: usize, media: MediaMode) -> Result<NgClient> {
         let sock = bind_udp(addr.ip())?;
         let now = Instant::now();
         Ok(NgClient {
+            media,
             sock,
             addr,
             caller_ip,
@@ -1254,7 +1407,25 @@ impl NgClient {
                     return;
                 };
                 phones[2 * i + 1].dest = Some(dest);
-                let callee_sdp = phone_sdp(self.callee_ip, phones[2 * i + 1].port(), 2 * i + 1);
+                // As with trunkd: the SRTP callee takes rtpengine's
+                // AES_CM_128_HMAC_SHA1_80 line and answers with its own key.
+                let mut tag = 1;
+                if phones[2 * i + 1].key.is_some() {
+                    let keyed = match sdp.and_then(sdp_crypto) {
+                        Some(c) => {
+                            tag = c.tag;
+                            phones[2 * i + 1].key_from(&c)
+                        }
+                        None => {
+                            Err("offer reply without an AES_CM_128_HMAC_SHA1_80 a=crypto".into())
+                        }
+                    };
+                    if let Err(e) = keyed {
+                        self.fail(i, e);
+                        return;
+                    }
+                }
+                let callee_sdp = phones[2 * i + 1].sdp(self.callee_ip, 2 * i + 1, tag);
                 let cmd = Bv::dict(&[
                     ("command", Bv::s("answer")),
                     ("call-id", Bv::s(&self.call_id(i))),
@@ -1272,6 +1443,18 @@ impl NgClient {
                     return;
                 };
                 phones[2 * i].dest = Some(dest);
+                if phones[2 * i].key.is_some() {
+                    let keyed = match sdp.and_then(sdp_crypto) {
+                        Some(c) => phones[2 * i].key_from(&c),
+                        None => {
+                            Err("answer reply without an AES_CM_128_HMAC_SHA1_80 a=crypto".into())
+                        }
+                    };
+                    if let Err(e) = keyed {
+                        self.fail(i, e);
+                        return;
+                    }
+                }
                 self.calls[i].state = NgState::Up;
             }
             ("d", NgState::Deleting) => self.calls[i].state = NgState::Deleted,
@@ -1286,13 +1469,27 @@ impl Signalling for NgClient {
     }
 
     fn start_call(&mut self, i: usize, phones: &mut [Phone], now: Instant) {
-        let sdp = phone_sdp(self.caller_ip, phones[2 * i].port(), 2 * i);
-        let cmd = Bv::dict(&[
+        let sdp = phones[2 * i].sdp(self.caller_ip, 2 * i, 1);
+        let mut pairs = vec![
             ("command", Bv::s("offer")),
             ("call-id", Bv::s(&self.call_id(i))),
             ("from-tag", Bv::s(&format!("f{i}"))),
             ("sdp", Bv::s(&sdp)),
-        ]);
+        ];
+        match self.media {
+            MediaMode::Rtp => {}
+            // rtpengine keeps the offer's protocol unless told; say it
+            // anyway, and no DTLS: SDES only, as the phones speak it.
+            MediaMode::Srtp => {
+                pairs.push(("transport-protocol", Bv::s("RTP/SAVP")));
+                pairs.push(("DTLS", Bv::s("off")));
+            }
+            MediaMode::SrtpRtp => {
+                pairs.push(("transport-protocol", Bv::s("RTP/AVP")));
+                pairs.push(("DTLS", Bv::s("off")));
+            }
+        }
+        let cmd = Bv::dict(&pairs);
         self.calls[i].state = NgState::Offering;
         self.calls[i].started_at = now;
         self.send(i, 'o', cmd, now);
@@ -1510,19 +1707,27 @@ fn run() -> Result<()> {
         let sock = bind_udp(IpAddr::V4(ip))
             .map_err(|e| format!("binding a phone socket on {ip}: {e} (is {ip} on lo?)"))?;
         set_timestamping(sock.as_raw_fd())?;
+        let key = if o.media.srtp_leg(k % 2 == 1) {
+            Some(KeyMaterial::generate(SUITE).map_err(|e| format!("SRTP key: {e}"))?)
+        } else {
+            None
+        };
         phones.push(Phone {
             sock,
             dest: None,
             seq: 0,
             sent: 0,
             received: 0,
+            key,
+            crypto: None,
+            srtp_failed: 0,
         });
     }
 
     let mut inproc_tid = None;
     let mut sig: Box<dyn Signalling> = match o.target {
         Target::Trunkd => Box::new(SipUa::new(o.sip, o.callee_sip, o.caller_ip, n)?),
-        Target::Rtpengine => Box::new(NgClient::new(o.ng, o.caller_ip, n)?),
+        Target::Rtpengine => Box::new(NgClient::new(o.ng, o.caller_ip, n, o.media)?),
         Target::Bare => {
             let dests = match o.relay {
                 Some(first) => (0..n)
@@ -1599,13 +1804,26 @@ fn run() -> Result<()> {
     let mut buf = [0u8; 2048];
 
     // Priming: one packet per phone so latching relays know both sides.
+    // SRTP phones protect it too (sequence number 0, the phone's SSRC):
+    // an SRTP hop latches only on a packet that authenticates.
     let mut pkt = [0u8; PKT_LEN];
     pkt[0] = 0x80;
     for &i in &up {
         for k in [2 * i, 2 * i + 1] {
+            pkt[8..12].copy_from_slice(&(k as u32).to_be_bytes());
             pkt[12..16].copy_from_slice(PRIME);
-            if let Some(d) = phones[k].dest {
-                let _ = phones[k].sock.send_to(&pkt, d);
+            let p = &mut phones[k];
+            if let Some(d) = p.dest {
+                match &mut p.crypto {
+                    Some(c) => {
+                        if let Ok(wire) = c.protect_rtp(&pkt) {
+                            let _ = p.sock.send_to(&wire, d);
+                        }
+                    }
+                    None => {
+                        let _ = p.sock.send_to(&pkt, d);
+                    }
+                }
             }
         }
     }
@@ -1685,7 +1903,17 @@ fn run() -> Result<()> {
                     pkt[4..8].copy_from_slice(&(u32::from(p.seq) * 160).to_be_bytes());
                     pkt[8..12].copy_from_slice(&(k as u32).to_be_bytes());
                     pkt[16..24].copy_from_slice(&realtime_ns().to_be_bytes());
-                    if p.sock.send_to(&pkt, d).is_ok() {
+                    // The send time is read before encryption, so the latency
+                    // includes this phone's protect; the receiver's unprotect
+                    // comes after the kernel timestamp and is not counted.
+                    let ok = match &mut p.crypto {
+                        Some(c) => match c.protect_rtp(&pkt) {
+                            Ok(wire) => p.sock.send_to(&wire, d).is_ok(),
+                            Err(_) => false,
+                        },
+                        None => p.sock.send_to(&pkt, d).is_ok(),
+                    };
+                    if ok {
                         p.sent += 1;
                     }
                 }
@@ -1725,7 +1953,25 @@ fn run() -> Result<()> {
             let Ok((len, kts)) = recv_timestamped(phones[k].sock.as_raw_fd(), &mut buf) else {
                 continue;
             };
-            if len != PKT_LEN || &buf[12..16] != MAGIC {
+            // SRTP phones see the payload (and the send time in it) only
+            // after unprotect; a datagram that does not authenticate or
+            // decrypt is counted and, not being received, lost.
+            let decrypted;
+            let plain: &[u8] = match &mut phones[k].crypto {
+                Some(c) => match c.unprotect_rtp(&buf[..len]) {
+                    Ok(p) => {
+                        decrypted = p;
+                        &decrypted
+                    }
+                    Err(_) => {
+                        phones[k].srtp_failed += 1;
+                        continue;
+                    }
+                },
+                None => &buf[..len],
+            };
+            let buf = plain;
+            if buf.len() != PKT_LEN || &buf[12..16] != MAGIC {
                 continue;
             }
             let from = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
@@ -1764,6 +2010,7 @@ fn run() -> Result<()> {
     let sent: u64 = phones.iter().map(|p| p.sent).sum();
     let received: u64 = phones.iter().map(|p| p.received).sum();
     let lost = sent.saturating_sub(received);
+    let srtp_failed: u64 = phones.iter().map(|p| p.srtp_failed).sum();
     let calls_with_loss = up
         .iter()
         .filter(|&&i| {
@@ -1835,7 +2082,7 @@ fn run() -> Result<()> {
     let fmt = |v: Option<u64>| v.map_or("nan".to_owned(), |v| v.to_string());
     eprintln!(
         "media_load: {}: {} calls, sent {sent}, received {received}, lost {lost} ({calls_with_loss} calls), \
-         misrouted {misrouted}; window {window_s:.1} s, {:.0} relayed pkt/s; latency p50 {} / p99 {} / p99.9 {} / max {lat_max_us} µs; \
+         misrouted {misrouted}, SRTP failures {srtp_failed} (media {media}); window {window_s:.1} s, {:.0} relayed pkt/s; latency p50 {} / p99 {} / p99.9 {} / max {lat_max_us} µs; \
          target CPU {cpu_pct:.1} %, {us_per_pkt:.2} µs/pkt, {wakeups_per_pkt:.2} wake-ups/pkt, run-queue wait {runq_wait_pct:.1} %; generator CPU {gen_pct:.1} %, other threads {other_pct:.1} %",
         o.target.name(),
         up.len(),
@@ -1843,6 +2090,7 @@ fn run() -> Result<()> {
         pct(0.5),
         pct(0.99),
         pct(0.999),
+        media = o.media.name(),
     );
     for r in &reasons {
         eprintln!("media_load: problem: {r}");
@@ -1853,13 +2101,14 @@ fn run() -> Result<()> {
         );
     }
     println!(
-        "media_load target={} calls={n} up={} setup_failed={setup_failed} signalling_problems={problems} \
+        "media_load target={} media={} calls={n} up={} setup_failed={setup_failed} signalling_problems={problems} \
          setup_s={setup_s:.2} teardown_s={teardown_s:.2} sent={sent} received={received} lost={lost} \
-         calls_with_loss={calls_with_loss} misrouted={misrouted} window_s={window_s:.2} window_pkts={window_pkts} \
+         calls_with_loss={calls_with_loss} misrouted={misrouted} srtp_failed={srtp_failed} window_s={window_s:.2} window_pkts={window_pkts} \
          pps={:.0} p50_us={} p99_us={} p999_us={} max_us={lat_max_us} cpu_pct={cpu_pct:.2} us_per_pkt={us_per_pkt:.3} \
          wakeups_per_pkt={wakeups_per_pkt:.3} runq_wait_pct={runq_wait_pct:.2} \
          rss0_kib={} rss1_kib={} rss_per_call_kib={rss_per_call:.1} gen_cpu_pct={gen_pct:.1} other_cpu_pct={other_pct:.1}",
         o.target.name(),
+        o.media.name(),
         up.len(),
         window_pkts as f64 / window_s,
         pct(0.5),
@@ -1895,6 +2144,28 @@ mod tests {
         assert_eq!(sdp_rtp(s), Some("10.0.0.2:4000".parse().unwrap()));
         let s = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n";
         assert_eq!(sdp_rtp(s), Some("10.0.0.1:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn srtp_sdp_names_the_key_and_is_picked_by_suite() {
+        let key = KeyMaterial::generate(SUITE).unwrap();
+        let attr = CryptoAttr {
+            tag: 5,
+            suite: SUITE,
+            key: key.clone(),
+        };
+        let sdp = phone_sdp(Ipv4Addr::new(127, 0, 0, 2), 4000, 1, Some(&attr));
+        assert!(sdp.contains("RTP/SAVP"));
+        // Another suite's line first (as trunkd offers six): the phones'
+        // suite is found by name, not position.
+        let offer = sdp.replace(
+            "a=crypto:",
+            "a=crypto:1 AEAD_AES_256_GCM inline:garbage\r\na=crypto:",
+        );
+        let got = sdp_crypto(&offer).unwrap();
+        assert_eq!((got.tag, got.key), (5, key));
+        assert!(phone_sdp(Ipv4Addr::LOCALHOST, 4000, 1, None).contains("RTP/AVP"));
+        assert!(sdp_crypto("m=audio 4000 RTP/AVP 0\r\n").is_none());
     }
 
     #[test]
