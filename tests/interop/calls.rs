@@ -1352,6 +1352,54 @@ fn sipvicious_finds_nothing_and_a_call_during_the_scan_completes() {
     );
 }
 
+/// `security.max_calls_per_source`: one source cannot take every call slot.
+#[test]
+fn one_source_is_capped_at_its_calls_in_progress() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_answer.xml", CARRIER, carrier, &["-m", "2"]);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let text = format!(
+        "{}\n[security]\nmax_calls = 100\nmax_calls_per_source = 1\n",
+        lab.config(ports)
+    );
+    let d = Daemon::start("source-caps", ports, &text);
+    let target = d.sip();
+    let first = std::thread::spawn(move || {
+        sipp_uac(
+            "uac_call.xml",
+            PBX,
+            target,
+            &[
+                "-s",
+                "+12065550199",
+                "-key",
+                "caller",
+                "+12065550100",
+                "-m",
+                "1",
+                "-d",
+                "1500",
+            ],
+        )
+    });
+    d.wait_metric("voice_connector_calls_answered_total{voice_connector_id=\"vc-east\",region=\"local\",direction=\"outbound\"}", 1.0);
+    let out = pbx_calls("uac_expect_503.xml", &d, &[]);
+    assert_ok(&out, "a second call from the same source gets 503");
+    assert_eq!(
+        d.metric("sip_requests_refused_total{reason=\"source_call_cap\"}"),
+        Some(1.0)
+    );
+    assert_ok(&first.join().unwrap(), "the first call is untouched");
+    // Its slot is free again once it ended.
+    let out = pbx_calls("uac_call.xml", &d, &["-d", "100"]);
+    assert_ok(&out, "a call after the first ended");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+}
+
 #[test]
 fn the_call_cap_answers_503_and_a_source_cannot_hold_every_connection() {
     use std::io::Read;

@@ -107,6 +107,7 @@ pub struct Security {
     pub rate_limit_per_source: Option<i64>,
     pub rate_limit_action: Option<String>,
     pub max_calls: Option<i64>,
+    pub max_calls_per_source: Option<i64>,
     pub max_tcp_connections_per_source: Option<i64>,
     pub auth_failures_per_source: Option<i64>,
     pub auth_failure_window_seconds: Option<i64>,

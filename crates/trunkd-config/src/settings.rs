@@ -141,6 +141,9 @@ pub struct SecuritySettings {
     pub rate_limit_action: RateLimitAction,
     /// Calls in progress at most; a new INVITE beyond gets 503.
     pub max_calls: usize,
+    /// Calls in progress from one source address (A leg) at most; 0: no
+    /// cap per source.
+    pub max_calls_per_source: usize,
     /// SIP TCP connections one source IP may hold open.
     pub max_tcp_connections_per_source: usize,
     /// Failed digest authentications from one source IP within the window

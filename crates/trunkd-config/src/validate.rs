@@ -948,6 +948,13 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         }
     };
     let max_calls = c.range("max_calls", sec.max_calls, 10_000, 1, 1_000_000) as usize;
+    let max_calls_per_source = c.range(
+        "max_calls_per_source",
+        sec.max_calls_per_source,
+        0,
+        0,
+        1_000_000,
+    ) as usize;
     let max_tcp_per_source = c.range(
         "max_tcp_connections_per_source",
         sec.max_tcp_connections_per_source,
@@ -978,6 +985,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         rate_limit_per_source,
         rate_limit_action,
         max_calls,
+        max_calls_per_source,
         max_tcp_connections_per_source: max_tcp_per_source,
         auth_failures_per_source,
         auth_failure_window,

@@ -65,6 +65,8 @@ struct CallEntry {
     tx: mpsc::Sender<CallInput>,
     /// The call's VC, for per-VC response counts.
     vc: Option<trunkd_core::VcId>,
+    /// The A leg's source address (`security.max_calls_per_source`).
+    source: std::net::IpAddr,
 }
 
 pub struct Engine {
@@ -74,6 +76,8 @@ pub struct Engine {
     local: LocalAddrs,
     self_tx: EngineTx,
     calls: HashMap<u64, CallEntry>,
+    /// Calls in progress per A-leg source address; entries leave at zero.
+    calls_by_source: HashMap<std::net::IpAddr, usize>,
     by_call_id: HashMap<Bytes, (u64, Leg)>,
     client_txs: HashMap<ClientTxId, (u64, Leg, Bytes, Peer)>,
     branches: HashMap<Bytes, ClientTxId>,
@@ -110,6 +114,7 @@ impl Engine {
             local,
             self_tx,
             calls: HashMap::new(),
+            calls_by_source: HashMap::new(),
             by_call_id: HashMap::new(),
             client_txs: HashMap::new(),
             branches: HashMap::new(),
@@ -163,7 +168,16 @@ impl Engine {
             Input::Message { msg, peer } => self.endpoint.handle_message(now, msg, peer),
             Input::FromCall { call, out } => self.on_call_output(now, call, out),
             Input::CallDone { call } => {
-                self.calls.remove(&call);
+                if let Some(entry) = self.calls.remove(&call) {
+                    if let std::collections::hash_map::Entry::Occupied(mut n) =
+                        self.calls_by_source.entry(entry.source)
+                    {
+                        *n.get_mut() -= 1;
+                        if *n.get() == 0 {
+                            n.remove();
+                        }
+                    }
+                }
                 self.shared
                     .metrics
                     .engine_calls
@@ -429,11 +443,26 @@ impl Engine {
                 &[],
             );
         }
-        if self.calls.len() >= self.shared.config().settings.security.max_calls {
-            // Bounded memory for dialogs (SPEC §8): no new call beyond the cap.
+        let security = &self.shared.config().settings.security;
+        let from_source = self
+            .calls_by_source
+            .get(&peer.addr.ip())
+            .copied()
+            .unwrap_or(0);
+        let over = if self.calls.len() >= security.max_calls {
+            Some("call_cap")
+        } else if security.max_calls_per_source > 0 && from_source >= security.max_calls_per_source
+        {
+            Some("source_call_cap")
+        } else {
+            None
+        };
+        if let Some(reason) = over {
+            // Bounded memory for dialogs (SPEC §8): no new call beyond the
+            // caps, overall and per source address.
             let m = &self.shared.metrics;
             m.sip_refused
-                .get_or_create(&crate::metrics::RefusedLabels { reason: "call_cap" })
+                .get_or_create(&crate::metrics::RefusedLabels { reason })
                 .inc();
             return self.respond(
                 now,
@@ -586,6 +615,7 @@ impl Engine {
                     Now { instant: now, wall },
                     salt,
                 );
+                *self.calls_by_source.entry(peer.addr.ip()).or_insert(0) += 1;
                 let admitted = match admitted {
                     Ok(a) => a,
                     Err(rej) => {
@@ -764,6 +794,7 @@ impl Engine {
             CallEntry {
                 tx: call_tx,
                 vc: ctx_vc,
+                source: peer.addr.ip(),
             },
         );
         self.shared
