@@ -731,10 +731,11 @@ fn malformed_input_never_disturbs_a_call() {
         ("udp", "dropped", 50.0),
         ("udp", "rejected", 10.0),
         // Most garbage never frames: trunkd waits for the rest until the
-        // connection closes, and counts only what it could judge.
+        // connection closes, then counts it as truncated.
         ("tcp", "dropped", 10.0),
         ("tcp", "rejected", 10.0),
         ("tcp", "too_large", 1.0),
+        ("tcp", "truncated", 50.0),
     ] {
         let grew = malformed(&after, transport, action) - malformed(&before, transport, action);
         assert!(

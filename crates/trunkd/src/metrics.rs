@@ -44,7 +44,7 @@ pub struct MediaDropLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SipErrorLabels {
     pub transport: &'static str,
-    /// dropped (unparseable) | rejected (answered 400/505) | too_large
+    /// dropped (unparseable) | rejected (answered 400/505) | too_large | truncated (a stream closed mid-message)
     pub action: &'static str,
 }
 

@@ -337,7 +337,21 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
         tokio::select! {
             read = tokio::time::timeout(settings.tcp_idle_timeout, stream.read_buf(&mut buf)) => match read {
-                Ok(Ok(0)) | Ok(Err(_)) => break 'conn,
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    // Whatever is left was a message cut off by the close:
+                    // counted like any other unusable input.
+                    if buf.iter().any(|b| !b.is_ascii_whitespace()) {
+                        svc.metrics()
+                            .sip_malformed
+                            .get_or_create(&SipErrorLabels {
+                                transport: label,
+                                action: "truncated",
+                            })
+                            .inc();
+                        debug!(%peer, transport = label, bytes = buf.len(), "connection closed mid-message");
+                    }
+                    break 'conn;
+                }
                 Ok(Ok(_)) => {}
                 Err(_) => {
                     debug!(%peer, transport = label, "connection idle; closing");
