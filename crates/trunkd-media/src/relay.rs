@@ -801,6 +801,12 @@ impl<O: PacketObserver + Clone> State<O> {
                 };
                 match r {
                     Ok(()) => wire_buf,
+                    // Not RTP (STUN, keepalives from a plain peer): nothing
+                    // to protect, so nothing to send to an SRTP peer.
+                    Err(SrtpError::NotRtp | SrtpError::TooShort) => {
+                        self.legs[leg].dropped.not_srtp += 1;
+                        return;
+                    }
                     Err(_) => {
                         self.legs[leg].dropped.srtp += 1;
                         return;

@@ -17,8 +17,9 @@
 //! * the per-SSRC table is bounded ([`MAX_SSRCS`]) and holds only SSRCs
 //!   that authenticated (or that trunkd itself sent);
 //! * the replay window (RFC 3711 §3.3.2) is 128 packets, always on;
-//! * unencrypted SRTCP (E flag clear) is refused: trunkd never offers the
-//!   `UNENCRYPTED_SRTCP` session parameter.
+//! * SRTCP with the E flag clear is authenticated like any other (the
+//!   crate this replaced returned it unchecked) and passed on as it is;
+//!   trunkd itself always encrypts.
 //!
 //! Key derivation is RFC 3711 §4.3 with a key derivation rate of 0 (SDES
 //! lines with `KDR` are refused by [`crate::sdes`]), with AES-256 as the PRF
@@ -69,9 +70,11 @@ pub enum SrtpError {
     /// Not RTP/RTCP version 2 at all: STUN, an empty keepalive, garbage.
     #[error("not an RTP or RTCP packet")]
     NotRtp,
-    /// SRTCP with the E flag clear: trunkd never negotiates unencrypted
-    /// SRTCP, and authenticating it is no reason to accept it.
-    #[error("unencrypted SRTCP is not accepted")]
+    /// SRTCP with the E flag clear on an AEAD-GCM leg (RFC 7714 §9.2), a
+    /// form no peer trunkd knows sends; on AES-CM legs such packets are
+    /// accepted once their tag verifies (RFC 3711 §3.4 lets a sender leave
+    /// part of a compound packet in the clear; baresip does for its BYE).
+    #[error("unencrypted SRTCP is not accepted on AEAD legs")]
     UnencryptedSrtcp,
     #[error("authentication failed")]
     Authentication,
@@ -552,7 +555,8 @@ impl LegCrypto {
             Transform::Gcm { .. } => (pkt.len() - SRTCP_INDEX, pkt.len() - SRTCP_INDEX - GCM_TAG),
         };
         let e_word = u32::from_be_bytes([pkt[e_at], pkt[e_at + 1], pkt[e_at + 2], pkt[e_at + 3]]);
-        if e_word & 0x8000_0000 == 0 {
+        let encrypted = e_word & 0x8000_0000 != 0;
+        if !encrypted && matches!(self.rx, Transform::Gcm { .. }) {
             return Err(SrtpError::UnencryptedSrtcp);
         }
         let index = u64::from(e_word & 0x7fff_ffff);
@@ -574,7 +578,9 @@ impl LegCrypto {
                 if full[..SRTCP_HMAC_TAG].ct_eq(&pkt[tag_at..]).unwrap_u8() != 1 {
                     return Err(SrtpError::Authentication);
                 }
-                rtcp_key.ctr(&cm_iv(rtcp_salt, ssrc, index), &mut out[RTCP_HEADER..]);
+                if encrypted {
+                    rtcp_key.ctr(&cm_iv(rtcp_salt, ssrc, index), &mut out[RTCP_HEADER..]);
+                }
             }
             Transform::Gcm {
                 rtcp, rtcp_salt, ..

@@ -242,6 +242,43 @@ fn forged_unencrypted_srtcp_is_refused_for_every_suite() {
     }
 }
 
+/// RFC 3711 §3.4: a sender may leave an SRTCP packet unencrypted (E flag
+/// clear); it is still authenticated, and accepted only if its tag
+/// verifies (baresip sends its RTCP BYE so).
+#[test]
+fn authenticated_unencrypted_srtcp_is_accepted_on_aes_cm_legs() {
+    for suite in [
+        CryptoSuite::Aes128CmHmacSha1_80,
+        CryptoSuite::Aes256CmHmacSha1_32,
+    ] {
+        let k = keys(suite);
+        let mut trunkd = LegCrypto::new(&k).unwrap();
+        let peer = mirror(&k);
+        let Transform::Cm { rtcp_auth, .. } = &peer.tx else {
+            unreachable!()
+        };
+        let sr = sender_report();
+        let mut pkt = sr.clone();
+        pkt.extend_from_slice(&7u32.to_be_bytes()); // E = 0, index 7
+        let mut mac = rtcp_auth.clone();
+        mac.update(&pkt);
+        pkt.extend_from_slice(&mac.finalize().into_bytes()[..SRTCP_HMAC_TAG]);
+        assert_eq!(trunkd.unprotect_rtcp(&pkt), Ok(sr), "{suite}");
+        assert_eq!(
+            trunkd.unprotect_rtcp(&pkt),
+            Err(SrtpError::Replay),
+            "{suite}"
+        );
+        let mut forged = pkt.clone();
+        forged[12] ^= 1;
+        forged[RTCP_HEADER + 20 + 3] = 8; // a fresh index, a stale tag
+        assert_eq!(
+            trunkd.unprotect_rtcp(&forged),
+            Err(SrtpError::Authentication)
+        );
+    }
+}
+
 #[test]
 fn the_ssrc_table_is_bounded() {
     let k = keys(CryptoSuite::Aes128CmHmacSha1_80);
