@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::media::{config, metric_lines, CARRIER, PBX};
 use crate::support::*;
-use crate::tls::{cert_dir, write_leaf, Ca};
+use crate::tls::{cert_dir, tls_daemon_sections, write_leaf, Ca};
 
 /// A headless baresip with a config directory of its own. Killed (by the
 /// PID it was started with) when dropped.
@@ -77,7 +77,11 @@ impl Baresip {
         let tone = dir.join("tone.wav");
         write_tone(&tone, tone_seconds);
         let sip = port_pair_on(ip);
-        let rtp = free_port_on(ip);
+        // baresip may bind its RTP sockets on the wildcard address: give it
+        // a range of its own below the ephemeral ports, which the other
+        // tests pick their listeners from.
+        static NEXT_RTP: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(27_000);
+        let rtp = NEXT_RTP.fetch_add(40, std::sync::atomic::Ordering::Relaxed);
         let cfg = format!(
             "poll_method epoll\n\
              sip_listen {ip}:{sip}\n\
@@ -275,22 +279,9 @@ fn tls_lab(tag: &str, certs: &Certs, carrier_port: u16, pbx_tls_port: u16) -> Tl
     let (cert, key, ca_file) = (&certs.cert, &certs.key, &certs.ca);
     let ports = Ports::pick();
     let tls = free_port();
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "var"
-[tls]
-cert_file = {cert:?}
-key_file = {key:?}
-ca_file = {ca_file:?}
-[sip]
-udp = ["127.0.0.1:{sip}"]
-tcp = []
-tls = ["127.0.0.1:{tls}"]
-[admin]
-listen = "127.0.0.1:{admin}"
-[logging]
-level = "debug"
+    let text = tls_daemon_sections(ports, tls, cert, key, ca_file)
+        + &format!(
+            r#"
 [[carriers]]
 id = "carrier-a"
 source_cidrs = ["127.0.0.2/32"]
@@ -310,10 +301,8 @@ enable_media_metric_logs = true
 [[numbers]]
 e164_phone_number = "+12065550100"
 voice_connector_id = "vc-east"
-"#,
-        sip = ports.sip,
-        admin = ports.admin,
-    );
+"#
+        );
     let d = Daemon::start(tag, ports, &text);
     TlsLab { d, tls }
 }

@@ -1353,6 +1353,33 @@ fn sipvicious_finds_nothing_and_a_call_during_the_scan_completes() {
     );
 }
 
+/// Places a PBX call lasting `ms` in the background and waits until it is
+/// answered; join the handle for SIPp's output.
+fn hold_a_call(d: &Daemon, ms: u32) -> std::thread::JoinHandle<std::process::Output> {
+    let target = d.sip();
+    let ms = ms.to_string();
+    let call = std::thread::spawn(move || {
+        sipp_uac(
+            "uac_call.xml",
+            PBX,
+            target,
+            &[
+                "-s",
+                "+12065550199",
+                "-key",
+                "caller",
+                "+12065550100",
+                "-m",
+                "1",
+                "-d",
+                &ms,
+            ],
+        )
+    });
+    d.wait_metric("voice_connector_calls_answered_total{voice_connector_id=\"vc-east\",region=\"local\",direction=\"outbound\"}", 1.0);
+    call
+}
+
 /// `security.max_calls_per_source`: one source cannot take every call slot.
 #[test]
 fn one_source_is_capped_at_its_calls_in_progress() {
@@ -1368,26 +1395,8 @@ fn one_source_is_capped_at_its_calls_in_progress() {
         lab.config(ports)
     );
     let d = Daemon::start("source-caps", ports, &text);
-    let target = d.sip();
-    let first = std::thread::spawn(move || {
-        sipp_uac(
-            "uac_call.xml",
-            PBX,
-            target,
-            &[
-                "-s",
-                "+12065550199",
-                "-key",
-                "caller",
-                "+12065550100",
-                "-m",
-                "1",
-                "-d",
-                "1500",
-            ],
-        )
-    });
-    d.wait_metric("voice_connector_calls_answered_total{voice_connector_id=\"vc-east\",region=\"local\",direction=\"outbound\"}", 1.0);
+    // Held long enough for the second call to meet it even on a loaded VM.
+    let first = hold_a_call(&d, 4000);
     let out = pbx_calls("uac_expect_503.xml", &d, &[]);
     assert_ok(&out, "a second call from the same source gets 503");
     assert_eq!(
@@ -1417,25 +1426,7 @@ fn the_call_cap_answers_503_and_a_source_cannot_hold_every_connection() {
     );
     let d = Daemon::start("caps", ports, &text);
     let target = d.sip();
-    let first = std::thread::spawn(move || {
-        sipp_uac(
-            "uac_call.xml",
-            PBX,
-            target,
-            &[
-                "-s",
-                "+12065550199",
-                "-key",
-                "caller",
-                "+12065550100",
-                "-m",
-                "1",
-                "-d",
-                "2000",
-            ],
-        )
-    });
-    d.wait_metric("voice_connector_calls_answered_total{voice_connector_id=\"vc-east\",region=\"local\",direction=\"outbound\"}", 1.0);
+    let first = hold_a_call(&d, 2000);
     let out = pbx_calls("uac_expect_503.xml", &d, &[]);
     assert_ok(
         &out,

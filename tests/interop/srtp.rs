@@ -240,7 +240,7 @@ fn offered_crypto(body: &str) -> Vec<CryptoAttr> {
 /// encrypted with the keys negotiated with it: SDES survives the failover.
 #[test]
 fn a_failed_over_b_leg_negotiates_fresh_srtp_keys_and_media_uses_them() {
-    use crate::tls::{cert_dir, tls_uas, write_leaf, Ca};
+    use crate::tls::{cert_dir, tls_daemon_sections, tls_uas, write_leaf, Ca};
     use std::sync::mpsc;
 
     let certs = cert_dir("srtp-failover");
@@ -319,22 +319,9 @@ fn a_failed_over_b_leg_negotiates_fresh_srtp_keys_and_media_uses_them() {
     let ports = Ports::pick();
     let tls_port = free_port();
     let pbx = Ua::new(PBX);
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "var"
-[tls]
-cert_file = {cert:?}
-key_file = {key:?}
-ca_file = {ca_file:?}
-[sip]
-udp = ["127.0.0.1:{sip}"]
-tcp = []
-tls = ["127.0.0.1:{tls_port}"]
-[admin]
-listen = "127.0.0.1:{admin}"
-[logging]
-level = "debug"
+    let text = tls_daemon_sections(ports, tls_port, &cert, &key, &ca_file)
+        + &format!(
+            r#"
 [[carriers]]
 id = "carrier-a"
 source_cidrs = ["127.0.0.2/32"]
@@ -347,10 +334,8 @@ calling_regions = ["US"]
 [[numbers]]
 e164_phone_number = "+12065550100"
 voice_connector_id = "vc-east"
-"#,
-        sip = ports.sip,
-        admin = ports.admin,
-    );
+"#
+        );
     let d = Daemon::start("srtp-failover", ports, &text);
     send_invite(
         &pbx,

@@ -83,6 +83,37 @@ fn tls_config(lab: &Lab<'_>, ports: Ports, tls_port: u16, tls: &str) -> String {
     text
 }
 
+/// The daemon sections of a lab with a UDP and a TLS listener on loopback
+/// and `[tls]` naming these files; resources follow.
+pub(crate) fn tls_daemon_sections(
+    ports: Ports,
+    tls_port: u16,
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+) -> String {
+    format!(
+        r#"
+[daemon]
+state_dir = "var"
+[tls]
+cert_file = {cert:?}
+key_file = {key:?}
+ca_file = {ca:?}
+[sip]
+udp = ["127.0.0.1:{sip}"]
+tcp = []
+tls = ["127.0.0.1:{tls_port}"]
+[admin]
+listen = "127.0.0.1:{admin}"
+[logging]
+level = "debug"
+"#,
+        sip = ports.sip,
+        admin = ports.admin,
+    )
+}
+
 /// A carrier host nobody answers on: calls in these tests end at admission.
 const DEAD_CARRIER: &str = "{ host = \"127.0.0.2\", port = 9 }";
 
