@@ -879,3 +879,61 @@ fn a_tls_server_name_is_sent_as_sni_and_verified() {
         Some(0.0)
     );
 }
+
+/// A carrier host given by DNS name (`localhost`, from /etc/hosts):
+/// trunkd resolves it off the call path, connects to its address, and
+/// sends and verifies the name (SNI) — no `tls_server_name` needed.
+#[test]
+fn a_carrier_host_name_is_resolved_and_used_for_sni() {
+    use std::sync::mpsc;
+    let certs = cert_dir("dns-name");
+    let ca = Ca::new();
+    let ca_file = ca.write(&certs);
+    let (cert, key) = write_leaf(&certs, "server", &ca.issue(&["127.0.0.1"]));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sni_tx, sni) = mpsc::channel();
+    let (inv_tx, invites) = mpsc::channel();
+    let _carrier = tls_uas(
+        listener,
+        ca.issue(&["localhost"]),
+        Duration::from_secs(10),
+        move |name| sni_tx.send(name).unwrap(),
+        move |m| {
+            if !m.first_line().starts_with("INVITE ") {
+                return None;
+            }
+            inv_tx.send(m.first_line().to_owned()).unwrap();
+            Some(crate::ua::response_to(
+                m,
+                "486 Busy Here",
+                "c",
+                "<sip:c@127.0.0.1>",
+                None,
+            ))
+        },
+    );
+    let hosts = host("localhost", port, ", protocol = \"TLS\"");
+    let lab = Lab {
+        hosts: &hosts,
+        ..Default::default()
+    };
+    let ports = Ports::pick();
+    let tls = format!("cert_file = {cert:?}\nkey_file = {key:?}\nca_file = {ca_file:?}");
+    let d = Daemon::start(
+        "tls-dns",
+        ports,
+        &tls_config(&lab, ports, free_port(), &tls),
+    );
+    let out = pbx_calls("uac_call.xml", &d, &[]);
+    assert!(!out.status.success(), "the carrier said 486");
+    let name = sni.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(name.as_deref(), Some("localhost"), "{}", d.log());
+    let line = invites
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the INVITE reached the resolved address");
+    assert!(
+        line.contains(&format!("@localhost:{port};transport=tls")),
+        "the Request-URI keeps the name: {line}"
+    );
+}

@@ -37,6 +37,8 @@ pub struct Shared {
     /// (`[security] auth_failures_per_source`): written by the engine,
     /// read by every transport's gate.
     auth_failures: std::sync::Mutex<trunkd_core::auth_failures::AuthFailures>,
+    /// Addresses of the host names routes use (`resolver`).
+    pub hosts: crate::resolver::HostCache,
 }
 
 impl Shared {
@@ -51,6 +53,7 @@ impl Shared {
             tls: Tls::new(tls),
             reloading: Default::default(),
             auth_failures: Default::default(),
+            hosts: Default::default(),
         }
     }
 
@@ -117,6 +120,9 @@ impl Shared {
                 }
                 let summary = crate::summary(&new.resources);
                 self.metrics.set_resources(&new.resources);
+                // New route names resolve before the file is in force, so
+                // the first call after the reload can use them.
+                self.hosts.refresh(&new.resources).await;
                 self.config.store(Arc::new(new));
                 self.tls.store(tls);
                 self.metrics
@@ -275,6 +281,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding admin {}", settings.admin.listen))?;
     info!(addr = %settings.admin.listen, "admin HTTP listening (/metrics, /healthz, POST /reload)");
     tasks.spawn(admin::serve(admin, shared.clone()));
+
+    // Route host names: resolved now, then refreshed off the call path.
+    shared.hosts.refresh(&shared.config().resources).await;
+    let refresher = shared.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::time::sleep(crate::resolver::REFRESH).await;
+            let config = refresher.config();
+            refresher.hosts.refresh(&config.resources).await;
+        }
+    });
 
     // The first E.164 country lookup loads libphonenumber's metadata
     // (~90 ms): do it now, not in the first call's admission.

@@ -486,6 +486,8 @@ impl Engine {
         let config = self.shared.config();
         let settings = &config.settings;
         let resources = &config.resources;
+        let shared = self.shared.clone();
+        let hosts = &shared.hosts;
         let ruri_host = trunkd_b2bua::leg::request_uri_host(&req).unwrap_or_default();
         let ruri_user = trunkd_b2bua::leg::request_uri_user(&req).unwrap_or_default();
         let domain = &settings.daemon.outbound_host_domain;
@@ -545,7 +547,7 @@ impl Engine {
                             .is_some_and(|v| v.require_encryption);
                         leg.routes.into_iter().filter_map(move |r| {
                             let srtp = SrtpPolicy::for_hop(r.protocol, required, r.srtp);
-                            hop(&r, None, Some(vc.clone()), None, srtp)
+                            hop(hosts, &r, None, Some(vc.clone()), None, srtp)
                         })
                     })
                     .collect();
@@ -677,7 +679,14 @@ impl Engine {
                             .credentials
                             .map(|c| (c.username.clone(), c.password.expose().to_owned()));
                         let srtp = SrtpPolicy::for_hop(h.route.protocol, false, h.route.srtp);
-                        hop(&h.route, Some(h.carrier_id.clone()), None, creds, srtp)
+                        hop(
+                            hosts,
+                            &h.route,
+                            Some(h.carrier_id.clone()),
+                            None,
+                            creds,
+                            srtp,
+                        )
                     })
                     .collect();
                 self.shared
@@ -918,29 +927,36 @@ impl Engine {
     }
 }
 
-/// A hop for a configured route, when its host is an address. Host names
-/// need DNS (RFC 3263), which the engine does not do on its hot path:
-/// they are skipped with a warning until resolution lands.
+/// A hop for a configured route. A host name takes its first resolved
+/// address (IPv4 first; `resolver` keeps them current off this path); a
+/// name with no address yet is skipped with a warning.
 fn hop(
+    hosts: &crate::resolver::HostCache,
     route: &Route,
     carrier: Option<trunkd_core::CarrierId>,
     vc: Option<trunkd_core::VcId>,
     credentials: Option<(String, String)>,
     srtp: SrtpPolicy,
 ) -> Option<PlannedHop> {
-    let ip = match &route.host {
-        Host::Ip(ip) => *ip,
-        Host::Name(n) => {
-            warn!(host = %n, "route host names are not resolved yet; skipping this hop");
-            return None;
-        }
+    let (ip, uri_host) = match &route.host {
+        Host::Ip(ip) => (
+            *ip,
+            match ip {
+                std::net::IpAddr::V6(a) => format!("[{a}]:{}", route.port),
+                std::net::IpAddr::V4(a) => format!("{a}:{}", route.port),
+            },
+        ),
+        Host::Name(n) => match hosts.lookup(n).first() {
+            // The Request-URI keeps the name (the peer's own identity).
+            Some(ip) => (*ip, format!("{n}:{}", route.port)),
+            None => {
+                warn!(host = %n, "route host name has no address; skipping this hop");
+                return None;
+            }
+        },
     };
     let addr = SocketAddr::new(ip, route.port.get());
     let transport = trunkd_b2bua::tx_transport(route.protocol);
-    let uri_host = match ip {
-        std::net::IpAddr::V6(a) => format!("[{a}]:{}", route.port),
-        std::net::IpAddr::V4(a) => format!("{a}:{}", route.port),
-    };
     Some(PlannedHop {
         hop: Hop {
             dest: Peer { addr, transport },

@@ -15,6 +15,7 @@ mod media_lines;
 mod metrics;
 mod pidfile;
 mod records;
+mod resolver;
 mod sip_service;
 mod tls;
 mod transport;

@@ -534,15 +534,21 @@ async fn outgoing_connection(
         Stream::Tcp => connection(stream, dest.addr, kind, rx, svc, engine, settings).await,
         Stream::Tls => {
             let tls = &svc.shared().tls;
-            // Routes are IP addresses today (no DNS yet). A route's
-            // `tls_server_name` is sent as SNI and verified in the
-            // certificate; without one the certificate must name the IP,
-            // and no SNI is sent for an IP literal (RFC 6066 §3).
+            // The name to send (SNI) and verify: the route's
+            // `tls_server_name`, else the host name the address was
+            // resolved from; else the certificate must name the IP and no
+            // SNI is sent for an IP literal (RFC 6066 §3).
             let config = svc.shared().config();
             let host = config
                 .resources
                 .tls_server_name(dest.addr)
-                .map_or_else(|| dest.addr.ip().to_string(), str::to_owned);
+                .map(str::to_owned)
+                .or_else(|| {
+                    svc.shared()
+                        .hosts
+                        .tls_name_for(&config.resources, dest.addr)
+                })
+                .unwrap_or_else(|| dest.addr.ip().to_string());
             let name = crate::tls::server_name(&host, dest.addr.ip());
             let handshake = tokio::time::timeout(
                 tls.handshake_timeout(),
