@@ -632,8 +632,13 @@ impl<O: PacketObserver + Clone> Task<O> {
                     peers[RTP].set_sdp(rtp);
                     peers[RTCP].set_sdp(rtcp);
                 }
-                Poll::Ready(Some(Control::SetCrypto { leg, crypto })) => {
-                    self.state.crypto[leg.index()] = crypto;
+                Poll::Ready(Some(Control::SetCrypto { leg, mut crypto })) => {
+                    let slot = &mut self.state.crypto[leg.index()];
+                    // A rekey on the same leg keeps the streams' counters.
+                    if let (Some(new), Some(old)) = (crypto.as_mut(), slot.as_ref()) {
+                        new.inherit_streams(old);
+                    }
+                    *slot = crypto;
                 }
                 Poll::Ready(Some(Control::Stats(reply))) => {
                     let _ = reply.send(self.state.snapshot());

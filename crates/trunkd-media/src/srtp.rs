@@ -447,6 +447,18 @@ impl LegCrypto {
         self.suite
     }
 
+    /// Takes over the streams of the context this one replaces on the same
+    /// leg (a re-INVITE that changed a key): each SSRC keeps its rollover
+    /// counter, highest index, SRTCP index and replay window, as libsrtp's
+    /// `srtp_update` does. Without this, a rekey after the first sequence
+    /// number wrap (about 22 minutes of 20 ms audio) would guess the
+    /// rollover counter as 0 and fail every packet. A new hop (failover)
+    /// starts from nothing instead: the relay drops the old context first.
+    pub fn inherit_streams(&mut self, old: &LegCrypto) {
+        self.rx_ssrcs = old.rx_ssrcs.clone();
+        self.tx_ssrcs = old.tx_ssrcs.clone();
+    }
+
     /// Authenticates and decrypts an SRTP packet from the peer into `out`
     /// (cleared first). Replays and forgeries are errors and change no
     /// state.

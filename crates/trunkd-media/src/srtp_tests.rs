@@ -279,6 +279,36 @@ fn authenticated_unencrypted_srtcp_is_accepted_on_aes_cm_legs() {
     }
 }
 
+/// A re-INVITE that changes the peer's key after the sequence number has
+/// wrapped: the new context inherits the rollover counter.
+#[test]
+fn a_rekey_keeps_the_rollover_counter() {
+    let k1 = keys(CryptoSuite::Aes128CmHmacSha1_80);
+    let mut trunkd = LegCrypto::new(&k1).unwrap();
+    let mut peer = mirror(&k1);
+    for seq in (65_530u16..=65_535).chain(0..5) {
+        let wire = peer.protect_rtp(&rtp(seq, &[1; 20])).unwrap();
+        assert!(trunkd.unprotect_rtp(&wire).is_ok(), "seq {seq}");
+    }
+    // The peer's new key; like libsrtp's srtp_update it keeps its ROC (1).
+    let k2 = LegKeys {
+        peer: KeyMaterial::generate(k1.suite).unwrap(),
+        ..k1.clone()
+    };
+    let mut peer2 = mirror(&k2);
+    peer2.inherit_streams(&peer);
+    let wire = peer2.protect_rtp(&rtp(5, &[2; 20])).unwrap();
+
+    let mut fresh = LegCrypto::new(&k2).unwrap();
+    assert!(
+        fresh.unprotect_rtp(&wire).is_err(),
+        "a context guessing ROC 0 fails"
+    );
+    let mut rekeyed = LegCrypto::new(&k2).unwrap();
+    rekeyed.inherit_streams(&trunkd);
+    assert_eq!(rekeyed.unprotect_rtp(&wire), Ok(rtp(5, &[2; 20])));
+}
+
 #[test]
 fn the_ssrc_table_is_bounded() {
     let k = keys(CryptoSuite::Aes128CmHmacSha1_80);
