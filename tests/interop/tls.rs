@@ -128,6 +128,23 @@ fn tls_connect(
     ca_pem: &str,
     identity: Option<&(String, String)>,
 ) -> Client {
+    tls_connect_as(
+        src,
+        dest,
+        ca_pem,
+        identity,
+        ServerName::IpAddress(dest.ip().into()),
+    )
+}
+
+/// [`tls_connect`] asking for (SNI) and verifying `name`.
+fn tls_connect_as(
+    src: &str,
+    dest: SocketAddr,
+    ca_pem: &str,
+    identity: Option<&(String, String)>,
+    name: ServerName<'static>,
+) -> Client {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der(ca_pem)).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -151,7 +168,6 @@ fn tls_connect(
         .unwrap();
     let tcp: TcpStream = sock.into();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let name = ServerName::IpAddress(dest.ip().into());
     let conn = ClientConnection::new(Arc::new(config), name).unwrap();
     let mut s = StreamOwned::new(conn, tcp);
     // Complete the handshake now, so that failures show here.
@@ -936,4 +952,46 @@ fn a_carrier_host_name_is_resolved_and_used_for_sni() {
         line.contains(&format!("@localhost:{port};transport=tls")),
         "the Request-URI keeps the name: {line}"
     );
+}
+
+/// `tls.sni_certificates`: a client that asks for a name gets that name's
+/// certificate; one that asks for none gets `cert_file`'s.
+#[test]
+fn the_listener_serves_the_certificate_of_the_name_asked_for() {
+    let certs = cert_dir("sni-server");
+    let ca = Ca::new();
+    let ca_file = ca.write(&certs);
+    let (cert, key) = write_leaf(&certs, "server", &ca.issue(&["127.0.0.1"]));
+    let named = ca.issue(&["sip.trunkd.example"]);
+    let (ncert, nkey) = write_leaf(&certs, "named", &named);
+    let ports = Ports::pick();
+    let tls_port = free_port();
+    let tls = format!(
+        "cert_file = {cert:?}\nkey_file = {key:?}\nca_file = {ca_file:?}\n\
+         sni_certificates = [ {{ server_name = \"SIP.trunkd.example\", cert_file = {ncert:?}, key_file = {nkey:?} }} ]"
+    );
+    let lab = Lab {
+        hosts: DEAD_CARRIER,
+        ..Default::default()
+    };
+    let d = Daemon::start(
+        "tls-sni-server",
+        ports,
+        &tls_config(&lab, ports, tls_port, &tls),
+    );
+    let dest = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let ca_pem = std::fs::read_to_string(&ca_file).unwrap();
+    let by_name = tls_connect_as(
+        PBX,
+        dest,
+        &ca_pem,
+        None,
+        ServerName::try_from("sip.trunkd.example").unwrap(),
+    );
+    assert_eq!(served(&by_name), der(&named.0), "the named certificate");
+    let mut by_ip = tls_connect(PBX, dest, &ca_pem, None);
+    assert_ne!(served(&by_ip), der(&named.0), "the default certificate");
+    let probe = options(&by_ip, 1);
+    assert!(status_line(&exchange(&mut by_ip, &probe)).contains("200"));
+    drop(d);
 }

@@ -64,6 +64,16 @@ pub struct Tls {
     pub verify_server: Option<bool>,
     pub client_ca_file: Option<String>,
     pub handshake_timeout_seconds: Option<i64>,
+    pub sni_certificates: Option<Vec<SniCertificate>>,
+}
+
+/// A certificate served to TLS clients that ask for `server_name` (SNI).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SniCertificate {
+    pub server_name: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -61,6 +61,17 @@ pub struct TlsSettings {
     /// A connection that has not finished its handshake by then is closed,
     /// so a silent client cannot hold a connection slot.
     pub handshake_timeout: Duration,
+    /// Certificates for clients that ask for these names (SNI); the others
+    /// get `cert_file`.
+    pub sni_certificates: Vec<SniCertificate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCertificate {
+    /// Lowercase DNS name.
+    pub server_name: String,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl Default for TlsSettings {
@@ -72,6 +83,7 @@ impl Default for TlsSettings {
             verify_server: true,
             client_ca_file: None,
             handshake_timeout: Duration::from_secs(5),
+            sni_certificates: Vec::new(),
         }
     }
 }

@@ -749,7 +749,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             report,
             at: At::section("tls"),
         };
-        let mut file = |name: &str, v: &Option<String>| {
+        let file = |c: &mut Check, name: &str, v: &Option<String>| {
             let p = resolve(base, v.as_deref()?);
             if !p.is_file() {
                 c.err(
@@ -759,10 +759,10 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             }
             Some(p)
         };
-        let cert_file = file("cert_file", &t.cert_file);
-        let key_file = file("key_file", &t.key_file);
-        let ca_file = file("ca_file", &t.ca_file);
-        let client_ca_file = file("client_ca_file", &t.client_ca_file);
+        let cert_file = file(&mut c, "cert_file", &t.cert_file);
+        let key_file = file(&mut c, "key_file", &t.key_file);
+        let ca_file = file(&mut c, "ca_file", &t.ca_file);
+        let client_ca_file = file(&mut c, "client_ca_file", &t.client_ca_file);
         match (&cert_file, &key_file) {
             (Some(_), None) => c.err("key_file", "is required when cert_file is set"),
             (None, Some(_)) => c.err("cert_file", "is required when key_file is set"),
@@ -779,6 +779,47 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             1,
             60,
         ) as u64;
+        let mut sni_certificates: Vec<SniCertificate> = Vec::new();
+        for (i, s) in t.sni_certificates.iter().flatten().enumerate() {
+            let field = |f: &str| format!("sni_certificates[{i}].{f}");
+            let name = match s.server_name.as_deref() {
+                Some(n) if is_hostname(n) => Some(n.to_ascii_lowercase()),
+                Some(n) => {
+                    c.err(&field("server_name"), format!("{n:?} is not a DNS name"));
+                    None
+                }
+                None => {
+                    c.err(&field("server_name"), "is required");
+                    None
+                }
+            };
+            if let Some(n) = &name {
+                if sni_certificates.iter().any(|o| &o.server_name == n) {
+                    c.err(&field("server_name"), format!("{n} is listed twice"));
+                }
+            }
+            if cert_file.is_none() {
+                c.err(
+                    &field("server_name"),
+                    "needs tls.cert_file: it serves clients that send no or another name",
+                );
+            }
+            let cert = file(&mut c, &field("cert_file"), &s.cert_file);
+            let key = file(&mut c, &field("key_file"), &s.key_file);
+            if s.cert_file.is_none() {
+                c.err(&field("cert_file"), "is required");
+            }
+            if s.key_file.is_none() {
+                c.err(&field("key_file"), "is required");
+            }
+            if let (Some(server_name), Some(cert_file), Some(key_file)) = (name, cert, key) {
+                sni_certificates.push(SniCertificate {
+                    server_name,
+                    cert_file,
+                    key_file,
+                });
+            }
+        }
         TlsSettings {
             cert_file,
             key_file,
@@ -786,6 +827,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             verify_server: t.verify_server.unwrap_or(true),
             client_ca_file,
             handshake_timeout: Duration::from_secs(handshake),
+            sni_certificates,
         }
     });
 

@@ -379,6 +379,18 @@ fn tls_settings() {
             && e[0].ends_with("/nope.pem does not exist or is not a file"),
         "{e:?}"
     );
+    // SNI certificates: a DNS name, both files, and a default certificate.
+    assert_errors(
+        &format!(
+            "[tls]\nsni_certificates = [ {{ server_name = \"not a name\" }} ]\n{VALID}"
+        ),
+        &[
+            "F: tls.sni_certificates[0].server_name: \"not a name\" is not a DNS name",
+            "F: tls.sni_certificates[0].server_name: needs tls.cert_file: it serves clients that send no or another name",
+            "F: tls.sni_certificates[0].cert_file: is required",
+            "F: tls.sni_certificates[0].key_file: is required",
+        ],
+    );
     // mTLS per VC needs the CA that verifies client certificates.
     assert_errors(
         &with("cps_limit = 10", "cps_limit = 10\nrequire_client_certificate = true"),

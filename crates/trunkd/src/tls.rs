@@ -23,7 +23,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::warn;
@@ -39,15 +40,15 @@ static VERSIONS: &[&rustls::SupportedProtocolVersion] =
 #[derive(Debug, thiserror::Error)]
 #[error("tls.{key}: {path}: {reason}")]
 pub struct TlsError {
-    pub key: &'static str,
+    pub key: String,
     pub path: String,
     pub reason: String,
 }
 
 impl TlsError {
-    fn new(key: &'static str, path: &Path, reason: impl std::fmt::Display) -> Self {
+    fn new(key: impl Into<String>, path: &Path, reason: impl std::fmt::Display) -> Self {
         TlsError {
-            key,
+            key: key.into(),
             path: path.display().to_string(),
             reason: reason.to_string(),
         }
@@ -99,9 +100,21 @@ impl TlsConfigs {
                     }
                 };
                 let cert_file = settings.cert_file.as_deref().unwrap_or(Path::new("-"));
-                let config = builder
-                    .with_single_cert(chain.clone(), key.clone_key())
-                    .map_err(|e| TlsError::new("cert_file", cert_file, e))?;
+                let config = if settings.sni_certificates.is_empty() {
+                    builder
+                        .with_single_cert(chain.clone(), key.clone_key())
+                        .map_err(|e| TlsError::new("cert_file", cert_file, e))?
+                } else {
+                    let key_file = settings.key_file.as_deref().unwrap_or(Path::new("-"));
+                    let mut by_name = std::collections::HashMap::new();
+                    for (i, s) in settings.sni_certificates.iter().enumerate() {
+                        let field = format!("sni_certificates[{i}].");
+                        let ck = certified_key(&provider, &s.cert_file, &s.key_file, &field)?;
+                        by_name.insert(s.server_name.clone(), ck);
+                    }
+                    let default = certified_key(&provider, cert_file, key_file, "")?;
+                    builder.with_cert_resolver(Arc::new(SniResolver { default, by_name }))
+                };
                 Some(Arc::new(config))
             }
         };
@@ -180,7 +193,7 @@ pub fn server_name(host: &str, ip: std::net::IpAddr) -> ServerName<'static> {
     }
 }
 
-fn read_chain(path: &Path, key: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn read_chain(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain = CertificateDer::pem_file_iter(path)
         .map_err(|e| TlsError::new(key, path, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -192,7 +205,47 @@ fn read_chain(path: &Path, key: &'static str) -> Result<Vec<CertificateDer<'stat
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::new("key_file", path, e))
+    read_key_as(path, "key_file")
+}
+
+fn read_key_as(path: &Path, key: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::new(key, path, e))
+}
+
+/// Serves the certificate of the name a client asks for (SNI), and the
+/// default certificate to clients that ask for none or another name.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    by_name: std::collections::HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let named = hello
+            .server_name()
+            .and_then(|n| self.by_name.get(&n.to_ascii_lowercase()));
+        Some(named.unwrap_or(&self.default).clone())
+    }
+}
+
+/// A certificate chain and its key, checked to belong together.
+fn certified_key(
+    provider: &CryptoProvider,
+    cert: &Path,
+    key: &Path,
+    field: &str,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = read_chain(cert, &format!("{field}cert_file"))?;
+    let der = read_key_as(key, &format!("{field}key_file"))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| TlsError::new(format!("{field}key_file"), key, e))?;
+    let ck = CertifiedKey::new(chain, signing);
+    ck.keys_match()
+        .map_err(|e| TlsError::new(format!("{field}key_file"), key, e))?;
+    Ok(Arc::new(ck))
 }
 
 fn read_roots(path: &Path, key: &'static str) -> Result<RootCertStore, TlsError> {
