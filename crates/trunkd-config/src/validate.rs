@@ -785,17 +785,17 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             let name = match s.server_name.as_deref() {
                 Some(n) if is_hostname(n) => Some(n.to_ascii_lowercase()),
                 Some(n) => {
-                    c.err(&field("server_name"), format!("{n:?} is not a DNS name"));
+                    c.err(field("server_name"), format!("{n:?} is not a DNS name"));
                     None
                 }
                 None => {
-                    c.err(&field("server_name"), "is required");
+                    c.err(field("server_name"), "is required");
                     None
                 }
             };
             if let Some(n) = &name {
                 if sni_certificates.iter().any(|o| &o.server_name == n) {
-                    c.err(&field("server_name"), format!("{n} is listed twice"));
+                    c.err(field("server_name"), format!("{n} is listed twice"));
                 }
             }
             if cert_file.is_none() {
@@ -807,10 +807,10 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             let cert = file(&mut c, &field("cert_file"), &s.cert_file);
             let key = file(&mut c, &field("key_file"), &s.key_file);
             if s.cert_file.is_none() {
-                c.err(&field("cert_file"), "is required");
+                c.err(field("cert_file"), "is required");
             }
             if s.key_file.is_none() {
-                c.err(&field("key_file"), "is required");
+                c.err(field("key_file"), "is required");
             }
             if let (Some(server_name), Some(cert_file), Some(key_file)) = (name, cert, key) {
                 sni_certificates.push(SniCertificate {
