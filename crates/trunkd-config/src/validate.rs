@@ -800,7 +800,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             }
             if cert_file.is_none() {
                 c.err(
-                    &field("server_name"),
+                    field("server_name"),
                     "needs tls.cert_file: it serves clients that send no or another name",
                 );
             }
