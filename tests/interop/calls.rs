@@ -1109,21 +1109,24 @@ default_phone_number = "+12065550100"
     assert!(uas.wait(Duration::from_secs(10)).0);
 }
 
-#[test]
-fn scanners_are_ignored_and_a_flooding_source_is_throttled_while_calls_go_on() {
-    use std::net::UdpSocket;
+/// trunkd with the default lab, a SIPp carrier answering (its `-m` and
+/// other arguments in `uas_args`) and these `[security]` lines.
+fn carrier_lab(tag: &str, uas_args: &[&str], security: &str) -> (Daemon, SippBg) {
     let ports = Ports::pick();
     let carrier = free_port_on(CARRIER);
-    let mut uas = SippBg::uas("uas_answer.xml", CARRIER, carrier, &["-m", "1"]);
+    let uas = SippBg::uas("uas_answer.xml", CARRIER, carrier, uas_args);
     let lab = Lab {
         hosts: &host(CARRIER, carrier, ""),
         ..Default::default()
     };
-    let text = format!(
-        "{}\n[security]\nrate_limit_per_source = 20\n",
-        lab.config(ports)
-    );
-    let d = Daemon::start("abuse", ports, &text);
+    let text = format!("{}\n[security]\n{security}", lab.config(ports));
+    (Daemon::start(tag, ports, &text), uas)
+}
+
+#[test]
+fn scanners_are_ignored_and_a_flooding_source_is_throttled_while_calls_go_on() {
+    use std::net::UdpSocket;
+    let (d, mut uas) = carrier_lab("abuse", &["-m", "1"], "rate_limit_per_source = 20\n");
     let options = |me: std::net::SocketAddr, i: u32, ua: &str| {
         format!(
             "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-scan{i}\r\nMax-Forwards: 70\r\n\
@@ -1195,24 +1198,12 @@ fn rss_kib(pid: i32) -> u64 {
 #[test]
 fn an_invite_flood_from_one_source_leaves_calls_and_memory_alone() {
     use std::net::UdpSocket;
-    let ports = Ports::pick();
-    let carrier = free_port_on(CARRIER);
     const CALLS: u32 = 36;
-    let mut uas = SippBg::uas(
-        "uas_answer.xml",
-        CARRIER,
-        carrier,
+    let (d, mut uas) = carrier_lab(
+        "flood",
         &["-m", &CALLS.to_string(), "-timeout", "40s"],
+        "rate_limit_per_source = 100\n",
     );
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier, ""),
-        ..Default::default()
-    };
-    let text = format!(
-        "{}\n[security]\nrate_limit_per_source = 100\n",
-        lab.config(ports)
-    );
-    let d = Daemon::start("flood", ports, &text);
     let before = rss_kib(d.pid());
     // 10× the allowed rate (1000 INVITEs/s) for 20 s from 127.0.0.6, each
     // a new call, while the PBX places a call every 0.5 s for 18 s, and
@@ -1383,18 +1374,11 @@ fn hold_a_call(d: &Daemon, ms: u32) -> std::thread::JoinHandle<std::process::Out
 /// `security.max_calls_per_source`: one source cannot take every call slot.
 #[test]
 fn one_source_is_capped_at_its_calls_in_progress() {
-    let ports = Ports::pick();
-    let carrier = free_port_on(CARRIER);
-    let mut uas = SippBg::uas("uas_answer.xml", CARRIER, carrier, &["-m", "2"]);
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier, ""),
-        ..Default::default()
-    };
-    let text = format!(
-        "{}\n[security]\nmax_calls = 100\nmax_calls_per_source = 1\n",
-        lab.config(ports)
+    let (d, mut uas) = carrier_lab(
+        "source-caps",
+        &["-m", "2"],
+        "max_calls = 100\nmax_calls_per_source = 1\n",
     );
-    let d = Daemon::start("source-caps", ports, &text);
     // Held long enough for the second call to meet it even on a loaded VM.
     let first = hold_a_call(&d, 4000);
     let out = pbx_calls("uac_expect_503.xml", &d, &[]);
@@ -1413,18 +1397,11 @@ fn one_source_is_capped_at_its_calls_in_progress() {
 #[test]
 fn the_call_cap_answers_503_and_a_source_cannot_hold_every_connection() {
     use std::io::Read;
-    let ports = Ports::pick();
-    let carrier = free_port_on(CARRIER);
-    let mut uas = SippBg::uas("uas_answer.xml", CARRIER, carrier, &["-m", "1"]);
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier, ""),
-        ..Default::default()
-    };
-    let text = format!(
-        "{}\n[security]\nmax_calls = 1\nmax_tcp_connections_per_source = 2\n",
-        lab.config(ports)
+    let (d, mut uas) = carrier_lab(
+        "caps",
+        &["-m", "1"],
+        "max_calls = 1\nmax_tcp_connections_per_source = 2\n",
     );
-    let d = Daemon::start("caps", ports, &text);
     let target = d.sip();
     let first = hold_a_call(&d, 2000);
     let out = pbx_calls("uac_expect_503.xml", &d, &[]);

@@ -117,6 +117,21 @@ level = "debug"
 /// A carrier host nobody answers on: calls in these tests end at admission.
 const DEAD_CARRIER: &str = "{ host = \"127.0.0.2\", port = 9 }";
 
+/// trunkd with a TLS listener and `[tls]` keys `tls`, `top` before the
+/// lab (e.g. a `[security]` section), calls ending at admission; returns it
+/// and its TLS port.
+fn tls_listener_daemon(tag: &str, top: &str, tls: &str) -> (Daemon, u16) {
+    let ports = Ports::pick();
+    let tls_port = free_port();
+    let lab = Lab {
+        hosts: DEAD_CARRIER,
+        top,
+        ..Default::default()
+    };
+    let d = Daemon::start(tag, ports, &tls_config(&lab, ports, tls_port, tls));
+    (d, tls_port)
+}
+
 type Client = StreamOwned<ClientConnection, TcpStream>;
 
 /// A rustls client to trunkd's TLS listener from `src` (a 127.0.0.x
@@ -267,22 +282,8 @@ fn options_over_tls_and_a_reloaded_certificate_leaves_open_connections_alone() {
     let ca = Ca::new();
     let first = ca.issue(&["127.0.0.1"]);
     let (cert, key) = write_leaf(&certs, "server", &first);
-    let ports = Ports::pick();
-    let tls_port = free_port();
     let tls = format!("cert_file = {cert:?}\nkey_file = {key:?}");
-    let d = Daemon::start(
-        "tls-reload",
-        ports,
-        &tls_config(
-            &Lab {
-                hosts: DEAD_CARRIER,
-                ..Default::default()
-            },
-            ports,
-            tls_port,
-            &tls,
-        ),
-    );
+    let (d, tls_port) = tls_listener_daemon("tls-reload", "", &tls);
     let dest = SocketAddr::from(([127, 0, 0, 1], tls_port));
 
     let mut old = tls_connect(PBX, dest, &ca.cert.pem(), None);
@@ -353,22 +354,8 @@ fn only_tls_1_2_and_1_3_are_accepted() {
     let ca = Ca::new();
     let ca_file = ca.write(&certs);
     let (cert, key) = write_leaf(&certs, "server", &ca.issue(&["127.0.0.1"]));
-    let ports = Ports::pick();
-    let tls_port = free_port();
     let tls = format!("cert_file = {cert:?}\nkey_file = {key:?}");
-    let d = Daemon::start(
-        "tls-versions",
-        ports,
-        &tls_config(
-            &Lab {
-                hosts: DEAD_CARRIER,
-                ..Default::default()
-            },
-            ports,
-            tls_port,
-            &tls,
-        ),
-    );
+    let (d, tls_port) = tls_listener_daemon("tls-versions", "", &tls);
     for v in ["-tls1", "-tls1_1"] {
         let (ok, text) = s_client(tls_port, v, &ca_file);
         assert!(!ok, "{v} must be refused:\n{text}");
@@ -749,15 +736,12 @@ fn tls_connections_are_capped_per_source_and_a_silent_client_is_dropped() {
     let certs = cert_dir("caps");
     let ca = Ca::new();
     let (cert, key) = write_leaf(&certs, "server", &ca.issue(&["127.0.0.1"]));
-    let ports = Ports::pick();
-    let tls_port = free_port();
     let tls = format!("cert_file = {cert:?}\nkey_file = {key:?}\nhandshake_timeout_seconds = 1");
-    let lab = Lab {
-        hosts: DEAD_CARRIER,
-        top: "[security]\nmax_tcp_connections_per_source = 2\n",
-        ..Default::default()
-    };
-    let d = Daemon::start("tls-caps", ports, &tls_config(&lab, ports, tls_port, &tls));
+    let (d, tls_port) = tls_listener_daemon(
+        "tls-caps",
+        "[security]\nmax_tcp_connections_per_source = 2\n",
+        &tls,
+    );
     let dest = SocketAddr::from(([127, 0, 0, 1], tls_port));
     let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(dest).unwrap()).collect();
     let mut third = TcpStream::connect(dest).unwrap();
@@ -964,21 +948,11 @@ fn the_listener_serves_the_certificate_of_the_name_asked_for() {
     let (cert, key) = write_leaf(&certs, "server", &ca.issue(&["127.0.0.1"]));
     let named = ca.issue(&["sip.trunkd.example"]);
     let (ncert, nkey) = write_leaf(&certs, "named", &named);
-    let ports = Ports::pick();
-    let tls_port = free_port();
     let tls = format!(
         "cert_file = {cert:?}\nkey_file = {key:?}\nca_file = {ca_file:?}\n\
          sni_certificates = [ {{ server_name = \"SIP.trunkd.example\", cert_file = {ncert:?}, key_file = {nkey:?} }} ]"
     );
-    let lab = Lab {
-        hosts: DEAD_CARRIER,
-        ..Default::default()
-    };
-    let d = Daemon::start(
-        "tls-sni-server",
-        ports,
-        &tls_config(&lab, ports, tls_port, &tls),
-    );
+    let (d, tls_port) = tls_listener_daemon("tls-sni-server", "", &tls);
     let dest = SocketAddr::from(([127, 0, 0, 1], tls_port));
     let ca_pem = std::fs::read_to_string(&ca_file).unwrap();
     let by_name = tls_connect_as(
