@@ -35,6 +35,10 @@ pub const END_TO_END: &[&str] = &[
     "Warning",
     "Subject",
     "Priority",
+    // STIR/SHAKEN (RFC 8224): the signature covers the calling and called
+    // numbers and the date, none of which trunkd changes on a plain call.
+    "Identity",
+    "Date",
 ];
 
 /// Copies the end-to-end headers and the body of one leg's message into a

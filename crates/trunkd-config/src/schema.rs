@@ -259,6 +259,7 @@ pub struct Emergency {
     pub calling_country: Option<String>,
     pub emergency_phone_number: Option<String>,
     pub test_phone_number: Option<String>,
+    pub callback_phone_number: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1384,10 +1384,12 @@ fn voice_connector(
             .required("emergency_phone_number", &e.emergency_phone_number)
             .and_then(|s| ec.parse::<E164>("emergency_phone_number", s));
         let test = ec.opt_parse::<E164>("test_phone_number", &e.test_phone_number);
+        let callback = ec.opt_parse::<E164>("callback_phone_number", &e.callback_phone_number);
         Some(Emergency {
             calling_country: country?,
             emergency_phone_number: number?,
             test_phone_number: test,
+            callback_phone_number: callback,
         })
     });
 

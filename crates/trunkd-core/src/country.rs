@@ -91,6 +91,13 @@ pub fn country_of(number: E164) -> Option<Country> {
     main.id().parse().ok()
 }
 
+/// Whether `number` is a valid number of its numbering plan (length and
+/// ranges per libphonenumber's metadata): `+12065550100` is, `+1001` (an
+/// extension with a `+` put in front) is not.
+pub fn is_valid_number(number: E164) -> bool {
+    phonenumber::parse(None, number.to_string()).is_ok_and(|p| phonenumber::is_valid(&p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

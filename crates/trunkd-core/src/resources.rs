@@ -98,6 +98,10 @@ pub struct Emergency {
     pub calling_country: Country,
     pub emergency_phone_number: E164,
     pub test_phone_number: Option<E164>,
+    /// What a PSAP sees as the caller of an emergency call from a user
+    /// that is no valid number (an extension); see
+    /// [`crate::admission::CallerId`].
+    pub callback_phone_number: Option<E164>,
 }
 
 #[derive(Clone, Debug)]

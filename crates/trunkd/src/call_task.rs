@@ -33,6 +33,9 @@ pub struct CallContext {
     pub shared: Arc<Shared>,
     /// The route of each hop of the plan, for route health.
     pub plan_routes: Vec<Route>,
+    /// The VC of each hop of an origination plan (a group's failover moves
+    /// the call to another VC); `None` for carrier hops.
+    pub plan_vcs: Vec<Option<VcId>>,
     /// The call's media relay (shared with the call's media anchor).
     pub relay: crate::media_anchor::Relay,
     pub media_events: mpsc::Receiver<trunkd_media::MediaEvent>,
@@ -52,7 +55,13 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
         Direction::Outbound => "outbound",
     };
     let metrics = &ctx.shared.metrics;
-    let active = metrics.calls_active(ctx.vc_id.as_ref(), &ctx.config.resources, direction_label);
+    // The call is counted under the VC of the hop being tried: a group
+    // call that fails over to its next VC moves there (SPEC §2.2).
+    if let Some(Some(first)) = ctx.plan_vcs.first() {
+        ctx.vc_id = Some(first.clone());
+    }
+    let mut active =
+        metrics.calls_active(ctx.vc_id.as_ref(), &ctx.config.resources, direction_label);
     active.inc();
     let start_instant = new.now;
     let mut call = Call::new(new);
@@ -68,6 +77,19 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                 trunkd_b2bua::CallOutput::Event(ev) => match ev {
                     CallEvent::HopFailed { hop, status } => {
                         info!(hop, status, "hop failed");
+                        if let Some(Some(next)) = ctx.plan_vcs.get(hop + 1) {
+                            if ctx.vc_id.as_ref() != Some(next) {
+                                info!(vc = %next, "failing over to another voice connector");
+                                active.dec();
+                                ctx.vc_id = Some(next.clone());
+                                active = metrics.calls_active(
+                                    ctx.vc_id.as_ref(),
+                                    &ctx.config.resources,
+                                    direction_label,
+                                );
+                                active.inc();
+                            }
+                        }
                         if let Some(route) = ctx.plan_routes.get(hop) {
                             let _ = ctx
                                 .engine

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 use trunkd_config::Config;
 
-use crate::engine::{Engine, Input};
+use crate::engine::{EngineTask, Input};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::pidfile::PidFile;
 use crate::sip_service::SipService;
@@ -273,7 +273,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let ports = trunkd_media::PortAllocator::new(settings.media.port_min, settings.media.port_max)
         .map_err(|e| anyhow!("media port range: {e}"))?;
-    let engine = Engine::new(shared.clone(), sender, local, engine_tx.clone(), ports)?;
+    let engine = EngineTask::new(shared.clone(), sender, local, engine_tx.clone(), ports)?;
     tasks.spawn(engine.run(engine_rx));
 
     let admin = tokio::net::TcpListener::bind(settings.admin.listen)

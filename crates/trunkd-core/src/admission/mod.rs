@@ -17,5 +17,5 @@ pub use origination::{called_number, origination_source, origination_target, Ori
 pub use rejection::{OriginationRejection, Rejection};
 pub use termination::{
     admit_termination, voice_connector_by_source, voice_connector_for, AdmissionState, Admitted,
-    Destination, IdentifiedBy, Now, TerminationPolicy, TerminationRequest,
+    CallerId, Destination, IdentifiedBy, Now, TerminationPolicy, TerminationRequest,
 };

@@ -121,12 +121,53 @@ pub struct Admitted {
     pub identified_by: IdentifiedBy,
     pub destination: Destination,
     /// The caller ID the B leg presents (From and P-Asserted-Identity user).
-    pub caller_id: E164,
+    pub caller_id: CallerId,
     /// Whether `caller_id` is the VC's `default_phone_number`.
     pub caller_id_overridden: bool,
     /// The digest username that authenticated the call (CDR `SipAuthUser`).
     pub auth_user: Option<String>,
     pub is_emergency: bool,
+}
+
+/// The caller ID a call presents to the carrier.
+///
+/// A routine call always presents a number (the override, or one of the
+/// VC's own). An emergency call is never refused for its caller ID, and
+/// never given a number nobody dialled: what a PSAP sees is, in order, the
+/// VC's `default_phone_number`, the caller's number when it is the VC's or
+/// a valid number at all, the VC's `emergency.callback_phone_number`, and
+/// else the caller's user part exactly as it was sent (an extension such
+/// as `1001` stays `1001`, never `+1001`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallerId {
+    Number(E164),
+    /// An emergency caller's user part that is no number, passed on as sent.
+    Presented(String),
+}
+
+impl CallerId {
+    /// The number, when the caller ID is one.
+    pub fn number(&self) -> Option<E164> {
+        match self {
+            CallerId::Number(n) => Some(*n),
+            CallerId::Presented(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for CallerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallerId::Number(n) => n.fmt(f),
+            CallerId::Presented(u) => f.write_str(u),
+        }
+    }
+}
+
+impl PartialEq<E164> for CallerId {
+    fn eq(&self, other: &E164) -> bool {
+        self.number() == Some(*other)
+    }
 }
 
 /// The dial strings SPEC §2.1 item 4 names: 911, and 933 (the US address
@@ -259,21 +300,14 @@ pub fn admit_termination(
             Destination::Number(n)
         }
     };
-    // 9. An emergency call is never blocked by its caller ID (SPEC §2.5):
-    // a presented number that is E.164 but not in this VC's inventory is
-    // kept as it is, so the PSAP sees what the caller sent.
+    // 9. An emergency call is never blocked by its caller ID (SPEC §2.5),
+    // and never given an invented one ([`CallerId`]).
     let is_emergency = matches!(destination, Destination::Emergency { .. });
     let (caller_id, caller_id_overridden) = match t.default_phone_number {
-        Some(n) => (n, true),
+        Some(n) => (CallerId::Number(n), true),
         None => match presented_caller_id(resources, vc, req) {
-            Ok(n) => (n, false),
-            Err(e) if is_emergency => {
-                let presented = req
-                    .pai_user
-                    .or(req.from_user)
-                    .and_then(|p| E164::parse_lenient(p).ok());
-                (presented.ok_or(e)?, false)
-            }
+            Ok(n) => (CallerId::Number(n), false),
+            Err(_) if is_emergency => (emergency_caller_id(vc, req), false),
             Err(e) => return Err(e),
         },
     };
@@ -429,6 +463,24 @@ fn emergency_destination(
         routing_number,
         test,
     })
+}
+
+/// The caller ID of an emergency call whose presented number is not the
+/// VC's: a valid number is kept (the PSAP sees what the caller sent), an
+/// extension or other user part gets the VC's callback number, or goes
+/// out untouched when there is none.
+fn emergency_caller_id(vc: &VoiceConnector, req: &TerminationRequest<'_>) -> CallerId {
+    let presented = req.pai_user.or(req.from_user);
+    if let Some(n) = presented
+        .and_then(|p| E164::parse_lenient(p).ok())
+        .filter(|n| country::is_valid_number(*n))
+    {
+        return CallerId::Number(n);
+    }
+    if let Some(n) = vc.emergency.as_ref().and_then(|e| e.callback_phone_number) {
+        return CallerId::Number(n);
+    }
+    CallerId::Presented(presented.unwrap_or("anonymous").to_owned())
 }
 
 /// SPEC §2.1 caller-ID rule without an override: the presented number must

@@ -37,6 +37,7 @@ fn east() -> VoiceConnector {
         calling_country: "US".parse().unwrap(),
         emergency_phone_number: e164("+12065550199"),
         test_phone_number: Some(e164("+12065550198")),
+        callback_phone_number: None,
     });
     v
 }
@@ -173,7 +174,7 @@ fn admits_an_authenticated_call() {
             vc_id: vc_id("vc-east"),
             identified_by: IdentifiedBy::Host,
             destination: Destination::Number(e164("+12065550123")),
-            caller_id: e164("+12065550100"),
+            caller_id: CallerId::Number(e164("+12065550100")),
             caller_id_overridden: false,
             auth_user: Some("pbx1".into()),
             is_emergency: false,
@@ -714,7 +715,7 @@ fn rule_9_caller_id() {
             pai_user: pai,
             ..west("+12065550123", "")
         })
-        .map(|a| a.caller_id)
+        .map(|a| a.caller_id.number().unwrap())
     };
     let refused = |p: Option<&str>| {
         Err(Rejection::CallerId {
@@ -775,7 +776,7 @@ fn rule_9_caller_id() {
         .unwrap();
     assert_eq!(
         (a.caller_id, a.caller_id_overridden),
-        (e164("+12065550100"), true)
+        (CallerId::Number(e164("+12065550100")), true)
     );
 }
 
@@ -930,8 +931,12 @@ proptest! {
                 } else {
                     prop_assert!(a.is_emergency);
                 }
-                let num = w.resources.number(a.caller_id).unwrap();
-                prop_assert!(num.is_routable());
+                // A routine call presents one of its VC's numbers; an
+                // emergency call whatever the caller had (never refused).
+                match a.caller_id.number().and_then(|n| w.resources.number(n)) {
+                    Some(num) => prop_assert!(num.is_routable() || a.is_emergency),
+                    None => prop_assert!(a.is_emergency),
+                }
             }
             Err(r) => {
                 prop_assert!([403, 404, 407, 488, 503].contains(&r.status()));
@@ -968,4 +973,37 @@ fn rule_9_an_emergency_call_is_never_blocked_by_its_caller_id() {
         .unwrap();
     assert!(a.is_emergency);
     assert_eq!(a.caller_id, e164("+12065559999"));
+}
+
+/// An extension calling 911 is never given a number it does not have
+/// (`1001` must not become `+1001`): the VC's callback number when there is
+/// one, else the user part untouched.
+#[test]
+fn rule_9_an_emergency_call_from_an_extension_keeps_a_caller_id_nobody_invented() {
+    let from_extension = |user: &'static str| TerminationRequest {
+        request_uri_user: "911",
+        from_user: Some(user),
+        pai_user: None,
+        ..good()
+    };
+    let mut w = World::new();
+    let a = w
+        .admit_with(&from_extension("1001"), "pbx1", "s3cret", 1)
+        .unwrap();
+    assert!(a.is_emergency);
+    assert_eq!(a.caller_id, CallerId::Presented("1001".into()));
+    assert_eq!(a.caller_id.to_string(), "1001");
+
+    let mut v = east();
+    v.emergency.as_mut().unwrap().callback_phone_number = Some(e164("+12065550177"));
+    let mut w = World::with(vec![v, vc("vc-west")]);
+    let a = w
+        .admit_with(&from_extension("1001"), "pbx1", "s3cret", 1)
+        .unwrap();
+    assert_eq!(a.caller_id, CallerId::Number(e164("+12065550177")));
+    // A valid number outside the inventory is still what the caller sent.
+    let a = w
+        .admit_with(&from_extension("+12065559999"), "pbx1", "s3cret", 2)
+        .unwrap();
+    assert_eq!(a.caller_id, CallerId::Number(e164("+12065559999")));
 }

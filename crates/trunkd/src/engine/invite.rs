@@ -1,0 +1,498 @@
+//! The INVITE policy: what to do with a new INVITE (no To tag, no call with
+//! its Call-ID), as one pure decision.
+//!
+//! [`decide`] runs the whole admission of SPEC §2 in order — the daemon's
+//! caps, loop detection, origination (carrier → number → VC or group) or
+//! termination (VC identification, CIDR, digest, encryption, CPS, calling
+//! plan, caller ID), then routing into a plan of hops — and returns an
+//! [`InviteDecision`]: refuse with a status and reason, challenge for
+//! credentials, or admit with a plan and the kind of call to start. It
+//! touches no socket, clock or random source: the engine passes `now`, the
+//! admission state (CPS buckets, nonce counters) and a seeded generator,
+//! and counts and answers from the decision, in one place.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Instant, SystemTime};
+
+use trunkd_b2bua::{Hop, Peer, TxTransport};
+use trunkd_config::Config;
+use trunkd_core::admission::{
+    admit_termination, called_number, origination_source, origination_target, AdmissionState, Now,
+    OriginationTarget, TerminationPolicy, TerminationRequest,
+};
+use trunkd_core::cdr::Direction;
+use trunkd_core::digest::NonceIssuer;
+use trunkd_core::routing::{origination_plan, termination_plan, RouteHealthTable};
+use trunkd_core::{Host, Route, SrtpPolicy, VcId};
+use trunkd_sip::Request;
+
+use crate::resolver::HostCache;
+
+/// The calls in progress the caps are checked against.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    /// Calls in progress in the whole daemon.
+    pub calls: usize,
+    /// Calls in progress from the INVITE's source address.
+    pub calls_from_source: usize,
+}
+
+/// What the policy reads besides the request; all of it is a snapshot or
+/// state the engine owns.
+pub struct InviteContext<'a> {
+    pub config: &'a Config,
+    pub hosts: &'a HostCache,
+    pub health: &'a RouteHealthTable,
+    pub nonce_issuer: &'a NonceIssuer,
+    pub now: Instant,
+    pub wall: SystemTime,
+    pub load: Load,
+}
+
+/// A new INVITE and what the transport knows of its sender.
+pub struct NewInvite<'a> {
+    pub request: &'a Request,
+    pub peer: Peer,
+    /// TLS with a client certificate that verified (mutual TLS).
+    pub client_verified: bool,
+}
+
+/// The call actor the engine starts for an admitted INVITE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// Two legs: the A leg is bridged to a B leg trunkd places through
+    /// a plan of hops (termination and origination).
+    Bridge,
+}
+
+/// The engine's answer to a new INVITE.
+#[derive(Debug)]
+pub enum InviteDecision {
+    /// A final non-2xx answer; the call did not happen.
+    Refuse(Refusal),
+    /// 407 with these `Proxy-Authenticate` values: a step of admission,
+    /// neither an attempt nor a failure.
+    Challenge {
+        vc: Option<VcId>,
+        proxy_authenticate: Vec<String>,
+    },
+    /// Start a call.
+    Admit(Box<Admission>),
+}
+
+/// Why and how an INVITE is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: String,
+    /// `Retry-After` seconds (503s).
+    pub retry_after: Option<u32>,
+    /// The label of `admission_rejected_total` and friends.
+    pub metric_reason: &'static str,
+    /// What the refusal is counted against.
+    pub scope: RefusalScope,
+}
+
+/// Where a refusal is counted and recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefusalScope {
+    /// Before admission (the daemon's caps, a bad request): counted in
+    /// `sip_requests_refused_total` only, no call attempt.
+    Gate,
+    /// A call attempt that admission refused: an attempt and a failure of
+    /// its VC (if one was found) in `direction`, with a CDR when the VC is
+    /// known (SPEC §5.1: every call that reached admission has one).
+    Call {
+        direction: Direction,
+        vc: Option<VcId>,
+        /// The caller and the called number as presented, for the CDR.
+        source_number: String,
+        destination_number: String,
+        /// Failed digest credentials: counted per source for blocking.
+        auth_failed: bool,
+        throttled: bool,
+    },
+}
+
+/// An admitted call: everything the engine needs to start its actor.
+#[derive(Debug)]
+pub struct Admission {
+    pub kind: CallKind,
+    pub direction: Direction,
+    /// The VC the call is recorded under until a hop of another VC (a
+    /// group's failover) carries it.
+    pub vc: Option<VcId>,
+    /// The B leg's Request-URI user.
+    pub b_user: String,
+    /// The B leg's caller ID (From and P-Asserted-Identity user).
+    pub caller: String,
+    /// The B leg's display name (the caller number's `calling_name`).
+    pub caller_name: Option<String>,
+    /// The digest user that authenticated the call (CDR `SipAuthUser`).
+    pub auth_user: Option<String>,
+    /// The caller as the CDR names it (`SourcePhoneNumber`).
+    pub source_number: String,
+    pub plan: Vec<PlannedHop>,
+    /// What SRTP the A leg's peer is held to.
+    pub a_srtp: SrtpPolicy,
+    pub emergency: bool,
+}
+
+/// One hop of the plan and the route it came from (for route health).
+#[derive(Debug, Clone)]
+pub struct PlannedHop {
+    pub hop: Hop,
+    pub route: Route,
+}
+
+/// A small seeded generator (xorshift64): weights and salts.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn next_u32(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 32) as u32
+    }
+}
+
+fn refuse_gate(status: u16, reason: &str, metric_reason: &'static str) -> InviteDecision {
+    InviteDecision::Refuse(Refusal {
+        status,
+        reason: reason.to_owned(),
+        retry_after: (status == 503).then_some(5),
+        metric_reason,
+        scope: RefusalScope::Gate,
+    })
+}
+
+/// Decides what to do with a new INVITE (SPEC §2.1, §2.2, §8 caps).
+pub fn decide(
+    ctx: &InviteContext<'_>,
+    state: &mut AdmissionState,
+    rng: &mut Rng,
+    invite: &NewInvite<'_>,
+) -> InviteDecision {
+    let req = invite.request;
+    if !req.uri.is_sip() {
+        return refuse_gate(416, "Unsupported URI Scheme", "unsupported_uri");
+    }
+    let settings = &ctx.config.settings;
+    let security = &settings.security;
+    // Bounded memory for dialogs (SPEC §8): no new call beyond the caps,
+    // overall and per source address.
+    if ctx.load.calls >= security.max_calls {
+        return refuse_gate(503, "Too Many Calls", "call_cap");
+    }
+    if security.max_calls_per_source > 0
+        && ctx.load.calls_from_source >= security.max_calls_per_source
+    {
+        return refuse_gate(503, "Too Many Calls", "source_call_cap");
+    }
+    if matches!(req.headers.max_forwards(), Ok(Some(m)) if m.0 == 0) {
+        return refuse_gate(483, "Too Many Hops", "too_many_hops");
+    }
+    let ruri_host = trunkd_b2bua::leg::request_uri_host(req).unwrap_or_default();
+    let domain = &settings.daemon.outbound_host_domain;
+    let to_our_domain = ruri_host.ends_with(&format!(".{domain}"));
+    let carrier = if to_our_domain {
+        None
+    } else {
+        origination_source(&ctx.config.resources, invite.peer.addr.ip())
+    };
+    match carrier {
+        Some(_) => originate(ctx, rng, invite, &ruri_host),
+        None => terminate(ctx, state, rng, invite, &ruri_host),
+    }
+}
+
+/// Origination: carrier → customer (SPEC §2.2).
+fn originate(
+    ctx: &InviteContext<'_>,
+    rng: &mut Rng,
+    invite: &NewInvite<'_>,
+    ruri_host: &str,
+) -> InviteDecision {
+    let req = invite.request;
+    let resources = &ctx.config.resources;
+    let ruri_user = trunkd_b2bua::leg::request_uri_user(req).unwrap_or_default();
+    let to_user = trunkd_b2bua::leg::header_user(&req.headers, "To");
+    let called = called_number(Some(&ruri_user), to_user.as_deref());
+    let called_text = called.map(|n| n.to_string()).unwrap_or(ruri_user);
+    let caller = trunkd_b2bua::leg::header_user(&req.headers, "P-Asserted-Identity")
+        .or_else(|| trunkd_b2bua::leg::header_user(&req.headers, "From"))
+        .unwrap_or_else(|| "anonymous".into());
+    let target = origination_target(resources, &called_text, ruri_host);
+    let first_vc = match &target {
+        OriginationTarget::VoiceConnector(v) => Some(v.clone()),
+        OriginationTarget::Group(g) => resources.voice_connector_group(g.as_str()).and_then(|g| {
+            g.voice_connector_items
+                .first()
+                .map(|i| i.voice_connector_id.clone())
+        }),
+        _ => None,
+    };
+    let refuse = |status: u16, reason: &str, metric_reason: &'static str| {
+        InviteDecision::Refuse(Refusal {
+            status,
+            reason: reason.to_owned(),
+            retry_after: None,
+            metric_reason,
+            scope: RefusalScope::Call {
+                direction: Direction::Inbound,
+                vc: first_vc.clone(),
+                source_number: caller.clone(),
+                destination_number: called_text.clone(),
+                auth_failed: false,
+                throttled: false,
+            },
+        })
+    };
+    if matches!(target, OriginationTarget::SipRule(_)) {
+        return refuse(
+            480,
+            "SIP Media Applications Not Available",
+            "sip_media_application",
+        );
+    }
+    let mut next = || rng.next_u32();
+    let legs = origination_plan(resources, &target, &mut next, ctx.health, ctx.now);
+    let plan: Vec<PlannedHop> = legs
+        .into_iter()
+        .flat_map(|leg| {
+            let vc = leg.vc_id.clone();
+            let required = resources
+                .voice_connector(vc.as_str())
+                .is_some_and(|v| v.require_encryption);
+            leg.routes.into_iter().filter_map(move |r| {
+                let srtp = SrtpPolicy::for_hop(r.protocol, required, r.srtp);
+                hop(ctx.hosts, &r, None, Some(vc.clone()), None, srtp)
+            })
+        })
+        .collect();
+    if plan.is_empty() {
+        return refuse(404, "Not Found", "not_found");
+    }
+    InviteDecision::Admit(Box::new(Admission {
+        kind: CallKind::Bridge,
+        direction: Direction::Inbound,
+        vc: first_vc,
+        b_user: called_text,
+        source_number: caller.clone(),
+        caller,
+        caller_name: None,
+        auth_user: None,
+        plan,
+        a_srtp: SrtpPolicy::for_hop(transport_of(invite.peer), false, None),
+        emergency: false,
+    }))
+}
+
+/// Termination: customer → carrier (SPEC §2.1).
+fn terminate(
+    ctx: &InviteContext<'_>,
+    state: &mut AdmissionState,
+    rng: &mut Rng,
+    invite: &NewInvite<'_>,
+    ruri_host: &str,
+) -> InviteDecision {
+    let req = invite.request;
+    let resources = &ctx.config.resources;
+    let settings = &ctx.config.settings;
+    let domain = &settings.daemon.outbound_host_domain;
+    let ruri_user = trunkd_b2bua::leg::request_uri_user(req).unwrap_or_default();
+    let from_user = trunkd_b2bua::leg::header_user(&req.headers, "From");
+    let pai_user = trunkd_b2bua::leg::header_user(&req.headers, "P-Asserted-Identity");
+    let proxy_auth = req
+        .headers
+        .get("Proxy-Authorization")
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    let offers_srtp = trunkd_media::sdes::offers_srtp(&crate::engine::session_sdp(req));
+    let source = invite.peer.addr.ip();
+    let treq = TerminationRequest {
+        method: "INVITE",
+        request_uri_user: &ruri_user,
+        request_uri_host: ruri_host,
+        source,
+        over_tls: invite.peer.transport == TxTransport::Tls,
+        client_certificate_verified: invite.client_verified,
+        offers_srtp,
+        from_user: from_user.as_deref(),
+        pai_user: pai_user.as_deref(),
+        proxy_authorization: proxy_auth.as_deref(),
+    };
+    let policy = TerminationPolicy {
+        outbound_host_domain: domain,
+        emergency_numbers: &settings.routing.emergency_numbers,
+        nonce_issuer: ctx.nonce_issuer,
+    };
+    let mut salt = [0u8; 8];
+    salt[..4].copy_from_slice(&rng.next_u32().to_le_bytes());
+    salt[4..].copy_from_slice(&rng.next_u32().to_le_bytes());
+    let admitted = admit_termination(
+        resources,
+        &policy,
+        state,
+        &treq,
+        Now {
+            instant: ctx.now,
+            wall: ctx.wall,
+        },
+        salt,
+    );
+    let admitted = match admitted {
+        Ok(a) => a,
+        Err(rej) => {
+            let vc = vc_for(resources, domain, ruri_host, source);
+            if !rej.proxy_authenticate().is_empty() {
+                return InviteDecision::Challenge {
+                    vc,
+                    proxy_authenticate: rej.proxy_authenticate().to_vec(),
+                };
+            }
+            return InviteDecision::Refuse(Refusal {
+                status: rej.status(),
+                reason: rej.reason_phrase().to_owned(),
+                retry_after: rej.retry_after(),
+                metric_reason: rej.metric_reason(),
+                scope: RefusalScope::Call {
+                    direction: Direction::Outbound,
+                    vc,
+                    source_number: from_user.unwrap_or_default(),
+                    destination_number: ruri_user,
+                    auth_failed: rej.metric_reason() == "auth_failed",
+                    throttled: rej.is_throttle(),
+                },
+            });
+        }
+    };
+    let Some(vc) = resources.voice_connector(admitted.vc_id.as_str()) else {
+        // Admission found the VC in this same snapshot; a VC it names and
+        // the snapshot lacks is a bug, answered rather than left hanging.
+        return InviteDecision::Refuse(Refusal {
+            status: 500,
+            reason: "Server Internal Error".to_owned(),
+            retry_after: None,
+            metric_reason: "internal",
+            scope: RefusalScope::Call {
+                direction: Direction::Outbound,
+                vc: Some(admitted.vc_id.clone()),
+                source_number: from_user.unwrap_or_default(),
+                destination_number: ruri_user,
+                auth_failed: false,
+                throttled: false,
+            },
+        });
+    };
+    let mut next = || rng.next_u32();
+    let hops = termination_plan(resources, vc, &mut next, ctx.health, ctx.now);
+    let plan: Vec<PlannedHop> = hops
+        .iter()
+        .filter_map(|h| {
+            let creds = h
+                .credentials
+                .map(|c| (c.username.clone(), c.password.expose().to_owned()));
+            let srtp = SrtpPolicy::for_hop(h.route.protocol, false, h.route.srtp);
+            hop(
+                ctx.hosts,
+                &h.route,
+                Some(h.carrier_id.clone()),
+                None,
+                creds,
+                srtp,
+            )
+        })
+        .collect();
+    let caller = admitted.caller_id.to_string();
+    // SPEC §1 numbers: a number's `calling_name` is the display name its
+    // calls present.
+    let caller_name = admitted
+        .caller_id
+        .number()
+        .and_then(|n| resources.number(n))
+        .and_then(|n| n.calling_name.clone());
+    InviteDecision::Admit(Box::new(Admission {
+        kind: CallKind::Bridge,
+        direction: Direction::Outbound,
+        vc: Some(admitted.vc_id.clone()),
+        b_user: admitted.destination.request_uri_user(),
+        source_number: caller.clone(),
+        caller,
+        caller_name,
+        auth_user: admitted.auth_user.clone(),
+        plan,
+        // SRTP only for a customer whose VC requires encryption (admission
+        // checked the offer; this keeps re-INVITEs from dropping it),
+        // offered over TLS when trunkd is the offerer.
+        a_srtp: SrtpPolicy::for_hop(transport_of(invite.peer), vc.require_encryption, None),
+        emergency: admitted.is_emergency,
+    }))
+}
+
+fn transport_of(peer: Peer) -> trunkd_core::Transport {
+    match peer.transport {
+        TxTransport::Tls => trunkd_core::Transport::Tls,
+        TxTransport::Tcp => trunkd_core::Transport::Tcp,
+        TxTransport::Udp => trunkd_core::Transport::Udp,
+    }
+}
+
+/// The VC a request belongs to, for labelling metrics of requests that
+/// admission refused or that are not calls (admission's own rule).
+pub fn vc_for(
+    resources: &trunkd_core::Resources,
+    domain: &str,
+    host: &str,
+    source: IpAddr,
+) -> Option<VcId> {
+    trunkd_core::admission::voice_connector_for(resources, domain, host, source)
+        .map(|v| v.id.clone())
+}
+
+/// A hop for a configured route. A host name takes its first resolved
+/// address (IPv4 first; `resolver` keeps them current off this path); a
+/// name with no address yet is skipped with a warning.
+fn hop(
+    hosts: &HostCache,
+    route: &Route,
+    carrier: Option<trunkd_core::CarrierId>,
+    vc: Option<VcId>,
+    credentials: Option<(String, String)>,
+    srtp: SrtpPolicy,
+) -> Option<PlannedHop> {
+    let (ip, uri_host) = match &route.host {
+        Host::Ip(ip) => (
+            *ip,
+            match ip {
+                IpAddr::V6(a) => format!("[{a}]:{}", route.port),
+                IpAddr::V4(a) => format!("{a}:{}", route.port),
+            },
+        ),
+        Host::Name(n) => match hosts.lookup(n).first() {
+            // The Request-URI keeps the name (the peer's own identity).
+            Some(ip) => (*ip, format!("{n}:{}", route.port)),
+            None => {
+                tracing::warn!(host = %n, "route host name has no address; skipping this hop");
+                return None;
+            }
+        },
+    };
+    let addr = SocketAddr::new(ip, route.port.get());
+    let transport = trunkd_b2bua::tx_transport(route.protocol);
+    Some(PlannedHop {
+        hop: Hop {
+            dest: Peer { addr, transport },
+            uri_host,
+            carrier_id: carrier,
+            vc_id: vc,
+            credentials,
+            srtp,
+        },
+        route: route.clone(),
+    })
+}

@@ -1,0 +1,857 @@
+//! The sans-IO engine: the transaction layer, the dispatch of its events to
+//! calls, and the INVITE policy, in one state machine.
+//!
+//! It has the shape of `trunkd_sip::transaction::Endpoint` and
+//! `trunkd_b2bua::Call` (STYLE.md): the shell feeds it one
+//! [`EngineInput`] with `now` ([`Engine::handle`]) or a timeout
+//! ([`Engine::handle_timeout`]), then drains [`Engine::poll_transmit`]
+//! (bytes for a peer) and [`Engine::poll_event`] (calls to start, inputs for
+//! calls, records to write), and sleeps until [`Engine::poll_timeout`]. It
+//! never reads a clock, a random source or a socket: the seed is given at
+//! construction, and the media anchor, the call tasks and the record files
+//! belong to the shell. What it keeps:
+//!
+//! * which call owns each Call-ID, client transaction, branch and server
+//!   transaction, so every message reaches its call;
+//! * the calls in progress, overall and per source address, for the caps
+//!   (a count that only started calls raise and only ended calls lower);
+//! * the admission state (CPS buckets, digest nonce counters) and route
+//!   health, which the INVITE policy ([`super::invite`]) reads and updates.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use trunkd_b2bua::{CallInput, CallOutput, Leg, LocalAddrs, MediaAnchor, NewCall};
+use trunkd_config::Config;
+use trunkd_core::admission::AdmissionState;
+use trunkd_core::cdr::Direction;
+use trunkd_core::digest::{NonceCounter, NonceIssuer};
+use trunkd_core::routing::RouteHealthTable;
+use trunkd_core::{Route, TransactionId, VcId};
+use trunkd_sip::transaction::{
+    ClientTxId, Endpoint, Limits, Peer, ServerTxId, TimerConfig, Transmit, TxEvent, TxId,
+};
+use trunkd_sip::{Method, Request, Response, SipMessage, StatusCode};
+
+use super::invite::{
+    self, Admission, InviteContext, InviteDecision, Load, NewInvite, Refusal, RefusalScope, Rng,
+};
+use crate::daemon::Shared;
+
+/// The engine's name for a call (its actor).
+pub type CallKey = u64;
+
+/// One thing that happened, for [`Engine::handle`].
+pub enum EngineInput {
+    /// A well-formed message from a transport.
+    Message {
+        msg: SipMessage,
+        peer: Peer,
+        /// TLS with a verified client certificate (mutual TLS).
+        client_verified: bool,
+    },
+    /// An output of a call's state machine.
+    FromCall { call: CallKey, out: CallOutput },
+    /// A call's actor finished: its dialogs and counts are released.
+    CallDone { call: CallKey },
+    /// The shell could not start the call it was asked to (no media
+    /// ports): the INVITE is answered 503 and the call forgotten.
+    CallNotStarted { setup: Box<CallSetup> },
+    /// A stream connection to `peer` failed or closed.
+    ConnectionLost { peer: Peer },
+    /// A transmit for a client transaction could not be sent.
+    SendFailed { tx: ClientTxId },
+    /// A call's hop failed or answered (route health).
+    HopOutcome { route: Route, ok: bool },
+    /// Hang up every call; [`EngineEvent::Idle`] when none is left.
+    Shutdown,
+}
+
+/// What the shell must do.
+pub enum EngineEvent {
+    /// Start the actor of an admitted call (media anchor, task).
+    StartCall(Box<CallSetup>),
+    /// Deliver to a call's actor (dropped if its queue is full: the peer
+    /// retransmits).
+    ToCall {
+        call: CallKey,
+        input: Box<CallInput>,
+    },
+    /// Write the CDR of a call that admission refused.
+    RefusedCall(Box<RefusedCall>),
+    /// `source` failed digest authentication (per-source blocking).
+    AuthFailed { source: IpAddr },
+    /// Shutdown was asked and no call is left.
+    Idle,
+}
+
+/// An admitted call, ready for its actor.
+pub struct CallSetup {
+    pub key: CallKey,
+    pub transaction_id: TransactionId,
+    /// The snapshot the call was admitted with; the call keeps it.
+    pub config: Arc<Config>,
+    pub admission: Admission,
+    pub invite: Request,
+    pub invite_tx: ServerTxId,
+    pub a_dest: Peer,
+    pub seed: u64,
+    pub now: Instant,
+    pub wall: SystemTime,
+    local: LocalAddrs,
+}
+
+impl CallSetup {
+    /// The call's state machine start, anchored by `media`. The routes and
+    /// VCs of the plan stay in `self.admission.plan` for the records.
+    pub fn new_call(&self, media: Box<dyn MediaAnchor>) -> NewCall {
+        let settings = &self.config.settings;
+        let a = &self.admission;
+        NewCall {
+            seed: self.seed,
+            now: self.now,
+            wall: self.wall,
+            local: self.local.clone(),
+            invite: self.invite.clone(),
+            invite_tx: self.invite_tx,
+            a_dest: self.a_dest,
+            b_user: a.b_user.clone(),
+            caller: a.caller.clone(),
+            caller_name: a.caller_name.clone(),
+            plan: a.plan.iter().map(|h| h.hop.clone()).collect(),
+            hop_timeout: settings.routing.hop_timeout,
+            routing_deadline: settings.routing.deadline,
+            media,
+        }
+    }
+}
+
+/// The facts of a refused call's CDR.
+pub struct RefusedCall {
+    pub config: Arc<Config>,
+    pub transaction_id: TransactionId,
+    pub call_id: String,
+    pub vc: VcId,
+    pub direction: Direction,
+    pub source_number: String,
+    pub destination_number: String,
+    pub wall: SystemTime,
+    pub status: u16,
+    pub reason: String,
+}
+
+/// What the transport told of the message being handled.
+#[derive(Clone, Copy)]
+struct Arrival {
+    wall: SystemTime,
+    client_verified: bool,
+}
+
+struct CallEntry {
+    vc: Option<VcId>,
+    /// The A leg's source, when it was counted for
+    /// `security.max_calls_per_source` (only while that cap is on).
+    counted_source: Option<IpAddr>,
+}
+
+/// Which call and leg a client transaction belongs to.
+#[derive(Clone)]
+struct ClientTx {
+    call: CallKey,
+    leg: Leg,
+    branch: Bytes,
+    dest: Peer,
+}
+
+pub struct Engine {
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    endpoint: Endpoint,
+    local: LocalAddrs,
+    calls: HashMap<CallKey, CallEntry>,
+    /// Calls in progress per counted A-leg source; entries leave at zero.
+    calls_by_source: HashMap<IpAddr, usize>,
+    by_call_id: HashMap<Bytes, (CallKey, Leg)>,
+    client_txs: HashMap<ClientTxId, ClientTx>,
+    branches: HashMap<Bytes, ClientTxId>,
+    server_txs: HashMap<ServerTxId, (CallKey, Leg)>,
+    admission: AdmissionState,
+    nonce_issuer: NonceIssuer,
+    health: RouteHealthTable,
+    rng: Rng,
+    next_call: CallKey,
+    shutting_down: bool,
+    events: VecDeque<EngineEvent>,
+}
+
+impl Engine {
+    /// `nonce_key` signs digest nonces; `seed` drives tags, transaction ids
+    /// and weighted choices. Both come from the OS in the daemon and are
+    /// fixed in tests.
+    pub fn new(shared: Arc<Shared>, local: LocalAddrs, nonce_key: [u8; 32], seed: u64) -> Engine {
+        let config = shared.config();
+        Engine {
+            endpoint: Endpoint::new(TimerConfig::default(), Limits::default()),
+            health: RouteHealthTable::new(config.settings.routing.hold_down),
+            config,
+            shared,
+            local,
+            calls: HashMap::new(),
+            calls_by_source: HashMap::new(),
+            by_call_id: HashMap::new(),
+            client_txs: HashMap::new(),
+            branches: HashMap::new(),
+            server_txs: HashMap::new(),
+            admission: AdmissionState {
+                cps: Default::default(),
+                nonces: NonceCounter::new(65_536),
+            },
+            nonce_issuer: NonceIssuer::new(nonce_key, Duration::from_secs(300)),
+            rng: Rng::new(seed),
+            next_call: 1,
+            shutting_down: false,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Calls in progress.
+    #[cfg(test)]
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Source addresses with a counted call in progress.
+    #[cfg(test)]
+    pub fn sources_tracked(&self) -> usize {
+        self.calls_by_source.len()
+    }
+
+    /// The next bytes to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.endpoint.poll_transmit()
+    }
+
+    /// The next thing the shell must do. Drain after every input.
+    pub fn poll_event(&mut self) -> Option<EngineEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.endpoint.poll_timeout()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.endpoint.handle_timeout(now);
+        self.drain_endpoint(now, None);
+    }
+
+    pub fn handle(&mut self, now: Instant, wall: SystemTime, input: EngineInput) {
+        // Each input sees the configuration in force when it arrives.
+        let current = self.shared.config();
+        if !Arc::ptr_eq(&current, &self.config) {
+            self.config = current;
+        }
+        match input {
+            EngineInput::Message {
+                msg,
+                peer,
+                client_verified,
+            } => {
+                self.endpoint.handle_message(now, msg, peer);
+                self.drain_endpoint(
+                    now,
+                    Some(Arrival {
+                        wall,
+                        client_verified,
+                    }),
+                );
+                return;
+            }
+            EngineInput::FromCall { call, out } => self.on_call_output(now, call, out),
+            EngineInput::CallDone { call } => self.forget_call(call),
+            EngineInput::CallNotStarted { setup } => {
+                self.forget_call(setup.key);
+                self.server_txs.remove(&setup.invite_tx);
+                self.shared.metrics.media_port_exhaustions.inc();
+                let refusal = Refusal {
+                    status: 503,
+                    reason: "Media Ports Exhausted".to_owned(),
+                    retry_after: Some(5),
+                    metric_reason: "media_ports",
+                    scope: RefusalScope::Call {
+                        direction: setup.admission.direction,
+                        vc: setup.admission.vc.clone(),
+                        source_number: setup.admission.source_number.clone(),
+                        destination_number: setup.admission.b_user.clone(),
+                        auth_failed: false,
+                        throttled: false,
+                    },
+                };
+                let source = setup.a_dest.addr.ip();
+                self.refuse(
+                    now,
+                    wall,
+                    source,
+                    setup.invite_tx,
+                    &setup.invite,
+                    &refusal,
+                    setup.transaction_id,
+                    false,
+                );
+            }
+            EngineInput::ConnectionLost { peer } => {
+                let failed: Vec<ClientTxId> = self
+                    .client_txs
+                    .iter()
+                    .filter(|(_, v)| v.dest == peer)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for tx in failed {
+                    self.endpoint.transport_error(tx);
+                }
+            }
+            EngineInput::SendFailed { tx } => self.endpoint.transport_error(tx),
+            EngineInput::HopOutcome { route, ok } => {
+                self.shared.metrics.route_outcome(&route, ok);
+                if ok {
+                    self.health.record_success(&route);
+                } else {
+                    self.health.record_failure(&route, now);
+                }
+            }
+            EngineInput::Shutdown => {
+                self.shutting_down = true;
+                let keys: Vec<CallKey> = self.calls.keys().copied().collect();
+                for call in keys {
+                    self.events.push_back(EngineEvent::ToCall {
+                        call,
+                        input: Box::new(CallInput::Hangup),
+                    });
+                }
+                if self.calls.is_empty() {
+                    self.events.push_back(EngineEvent::Idle);
+                }
+            }
+        }
+        self.drain_endpoint(now, None);
+    }
+
+    fn forget_call(&mut self, call: CallKey) {
+        if let Some(entry) = self.calls.remove(&call) {
+            if let Some(source) = entry.counted_source {
+                if let std::collections::hash_map::Entry::Occupied(mut n) =
+                    self.calls_by_source.entry(source)
+                {
+                    *n.get_mut() = n.get().saturating_sub(1);
+                    if *n.get() == 0 {
+                        n.remove();
+                    }
+                }
+            }
+        }
+        self.shared
+            .metrics
+            .engine_calls
+            .set(self.calls.len() as i64);
+        if self.shutting_down && self.calls.is_empty() {
+            self.events.push_back(EngineEvent::Idle);
+        }
+    }
+
+    /// Dispatches the transaction layer's events; `arrival` describes the
+    /// message being handled, if any (only a message starts a request).
+    fn drain_endpoint(&mut self, now: Instant, arrival: Option<Arrival>) {
+        while let Some(ev) = self.endpoint.poll_event() {
+            self.on_tx_event(now, arrival, ev);
+        }
+    }
+
+    fn deliver(&mut self, call: CallKey, input: CallInput) {
+        if self.calls.contains_key(&call) {
+            self.events.push_back(EngineEvent::ToCall {
+                call,
+                input: Box::new(input),
+            });
+        }
+    }
+
+    fn on_tx_event(&mut self, now: Instant, arrival: Option<Arrival>, ev: TxEvent) {
+        match ev {
+            TxEvent::NewRequest { tx, request, peer } => match arrival {
+                Some(a) => self.on_new_request(now, a, tx, request, peer),
+                None => tracing::debug!("a new request without a message; ignored"),
+            },
+            TxEvent::Ack { request, peer: _ } => {
+                let Some(call_id) = request.headers.get("Call-ID").cloned() else {
+                    return;
+                };
+                if let Some(&(call, leg)) = self.by_call_id.get(&call_id) {
+                    self.deliver(call, CallInput::Ack { leg, request });
+                }
+            }
+            TxEvent::Cancelled { tx } => {
+                if let Some(&(call, _)) = self.server_txs.get(&tx) {
+                    self.deliver(call, CallInput::Cancelled);
+                }
+            }
+            TxEvent::Response { tx, response } => {
+                if let Some(c) = self.client_txs.get(&tx).cloned() {
+                    self.deliver(
+                        c.call,
+                        CallInput::Response {
+                            leg: c.leg,
+                            branch: c.branch,
+                            response,
+                        },
+                    );
+                }
+            }
+            TxEvent::StrayResponse { response, peer: _ } => {
+                let Some(call_id) = response.headers.get("Call-ID").cloned() else {
+                    return;
+                };
+                if let Some(&(call, leg)) = self.by_call_id.get(&call_id) {
+                    self.deliver(call, CallInput::StrayResponse { leg, response });
+                }
+            }
+            TxEvent::Timeout { tx } => {
+                if let Some(c) = self.client_txs.get(&tx).cloned() {
+                    self.deliver(
+                        c.call,
+                        CallInput::Timeout {
+                            leg: c.leg,
+                            branch: c.branch,
+                        },
+                    );
+                }
+            }
+            TxEvent::TransportError { tx } => {
+                if let Some(c) = self.client_txs.get(&tx).cloned() {
+                    self.deliver(
+                        c.call,
+                        CallInput::TransportError {
+                            leg: c.leg,
+                            branch: c.branch,
+                        },
+                    );
+                }
+            }
+            TxEvent::AckTimeout { tx } => {
+                if let Some(&(call, leg)) = self.server_txs.get(&tx) {
+                    self.deliver(call, CallInput::AckTimeout { leg });
+                }
+            }
+            TxEvent::Terminated { tx } => match tx {
+                TxId::Client(c) => {
+                    if let Some(c) = self.client_txs.remove(&c) {
+                        self.branches.remove(&c.branch);
+                    }
+                }
+                TxId::Server(s) => {
+                    self.server_txs.remove(&s);
+                }
+            },
+        }
+    }
+
+    fn tag(&mut self) -> String {
+        format!("{:08x}{:08x}", self.rng.next_u32(), self.rng.next_u32())
+    }
+
+    fn respond(
+        &mut self,
+        now: Instant,
+        tx: ServerTxId,
+        req: &Request,
+        code: StatusCode,
+        reason: &str,
+        extra: &[(&str, String)],
+    ) {
+        let tag = self.tag();
+        let mut resp = trunkd_sip::response_for(req, code, reason, Some(&tag));
+        for (name, value) in extra {
+            // Values are ours (numbers, challenges): no CR/LF.
+            let _ = resp.headers.append(name, value.clone());
+        }
+        self.send_response(now, tx, resp);
+    }
+
+    fn send_response(&mut self, now: Instant, tx: ServerTxId, resp: Response) {
+        self.shared
+            .metrics
+            .response_sent("any", resp.status.as_u16());
+        if let Err(e) = self.endpoint.send_response(now, tx, resp) {
+            tracing::debug!(error = ?e, %tx, "response on a finished transaction dropped");
+        }
+    }
+
+    fn on_new_request(
+        &mut self,
+        now: Instant,
+        arrival: Arrival,
+        tx: ServerTxId,
+        req: Request,
+        peer: Peer,
+    ) {
+        let call_id = req.headers.get("Call-ID").cloned().unwrap_or_default();
+        let to_tag = req.headers.to().ok().and_then(|t| t.tag().cloned());
+        if let Some(&(call, leg)) = self.by_call_id.get(&call_id) {
+            if to_tag.is_some() || req.method != Method::Invite {
+                if req.method == Method::Invite {
+                    self.server_txs.insert(tx, (call, leg));
+                }
+                self.deliver(
+                    call,
+                    CallInput::Request {
+                        leg,
+                        tx,
+                        request: req,
+                    },
+                );
+                return;
+            }
+        }
+        if to_tag.is_some() {
+            return self.respond(
+                now,
+                tx,
+                &req,
+                StatusCode::CALL_DOES_NOT_EXIST,
+                "Call/Transaction Does Not Exist",
+                &[],
+            );
+        }
+        match req.method {
+            Method::Invite => self.on_invite(now, arrival, tx, req, peer),
+            Method::Options => {
+                let config = self.config.clone();
+                let host = trunkd_b2bua::leg::request_uri_host(&req).unwrap_or_default();
+                if let Some(vc) = invite::vc_for(
+                    &config.resources,
+                    &config.settings.daemon.outbound_host_domain,
+                    &host,
+                    peer.addr.ip(),
+                ) {
+                    self.shared
+                        .metrics
+                        .options_ping(&vc, &config.resources, peer.addr);
+                }
+                let allow = ("Allow", crate::sip_service::ALLOW.to_owned());
+                let accept = ("Accept", "application/sdp".to_owned());
+                self.respond(now, tx, &req, StatusCode::OK, "OK", &[allow, accept]);
+            }
+            Method::Bye | Method::Cancel | Method::Prack | Method::Update | Method::Info => self
+                .respond(
+                    now,
+                    tx,
+                    &req,
+                    StatusCode::CALL_DOES_NOT_EXIST,
+                    "Call/Transaction Does Not Exist",
+                    &[],
+                ),
+            _ => {
+                let allow = ("Allow", crate::sip_service::ALLOW.to_owned());
+                self.respond(
+                    now,
+                    tx,
+                    &req,
+                    StatusCode::NOT_IMPLEMENTED,
+                    "Not Implemented",
+                    &[allow],
+                )
+            }
+        }
+    }
+
+    fn transaction_id(&mut self) -> TransactionId {
+        let mut tid = [0u8; 16];
+        for chunk in tid.chunks_mut(4) {
+            chunk.copy_from_slice(&self.rng.next_u32().to_le_bytes());
+        }
+        TransactionId::from_random_bytes(tid)
+    }
+
+    fn on_invite(
+        &mut self,
+        now: Instant,
+        arrival: Arrival,
+        tx: ServerTxId,
+        req: Request,
+        peer: Peer,
+    ) {
+        let Arrival {
+            wall,
+            client_verified,
+        } = arrival;
+        let config = self.config.clone();
+        let source = peer.addr.ip();
+        let decision = {
+            let ctx = InviteContext {
+                config: &config,
+                hosts: &self.shared.hosts,
+                health: &self.health,
+                nonce_issuer: &self.nonce_issuer,
+                now,
+                wall,
+                load: Load {
+                    calls: self.calls.len(),
+                    calls_from_source: self.calls_by_source.get(&source).copied().unwrap_or(0),
+                },
+            };
+            let new = NewInvite {
+                request: &req,
+                peer,
+                client_verified,
+            };
+            invite::decide(&ctx, &mut self.admission, &mut self.rng, &new)
+        };
+        let transaction_id = self.transaction_id();
+        let resources = &config.resources;
+        let m = &self.shared.metrics;
+        match decision {
+            InviteDecision::Challenge {
+                vc,
+                proxy_authenticate,
+            } => {
+                // Seen in the admission counters, but neither an attempt
+                // nor a failure: the authenticated INVITE is the attempt.
+                m.admission_rejected(vc.as_ref(), resources, "auth_challenge");
+                let extra: Vec<(&str, String)> = proxy_authenticate
+                    .into_iter()
+                    .map(|v| ("Proxy-Authenticate", v))
+                    .collect();
+                self.respond(
+                    now,
+                    tx,
+                    &req,
+                    StatusCode::new(407).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    "Proxy Authentication Required",
+                    &extra,
+                );
+            }
+            InviteDecision::Refuse(refusal) => {
+                self.refuse(now, wall, source, tx, &req, &refusal, transaction_id, true);
+            }
+            InviteDecision::Admit(admission) => {
+                let label = direction_label(admission.direction);
+                m.call_attempt(admission.vc.as_ref(), resources, label);
+                tracing::info!(
+                    vc = admission.vc.as_ref().map(|v| v.as_str()).unwrap_or("-"),
+                    direction = label,
+                    dest = %admission.b_user,
+                    emergency = admission.emergency,
+                    "call admitted"
+                );
+                let key = self.next_call;
+                self.next_call += 1;
+                let cap_on = config.settings.security.max_calls_per_source > 0;
+                if cap_on {
+                    *self.calls_by_source.entry(source).or_insert(0) += 1;
+                }
+                self.calls.insert(
+                    key,
+                    CallEntry {
+                        vc: admission.vc.clone(),
+                        counted_source: cap_on.then_some(source),
+                    },
+                );
+                self.server_txs.insert(tx, (key, Leg::A));
+                self.shared
+                    .metrics
+                    .engine_calls
+                    .set(self.calls.len() as i64);
+                let seed = u64::from(self.rng.next_u32()) << 32 | u64::from(self.rng.next_u32());
+                self.events
+                    .push_back(EngineEvent::StartCall(Box::new(CallSetup {
+                        key,
+                        transaction_id,
+                        config: config.clone(),
+                        admission: *admission,
+                        invite: req,
+                        invite_tx: tx,
+                        a_dest: peer,
+                        seed,
+                        now,
+                        wall,
+                        local: self.local.clone(),
+                    })));
+            }
+        }
+    }
+
+    /// Answers a refused INVITE and counts it where it belongs: a refusal
+    /// at the gate in `sip_requests_refused_total`, a refused call attempt
+    /// as an attempt and a failure of its VC, with a CDR when the VC is
+    /// known (SPEC §5.1).
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        source: IpAddr,
+        tx: ServerTxId,
+        req: &Request,
+        refusal: &Refusal,
+        transaction_id: TransactionId,
+        count_attempt: bool,
+    ) {
+        let config = self.config.clone();
+        let resources = &config.resources;
+        let m = &self.shared.metrics;
+        match &refusal.scope {
+            RefusalScope::Gate => {
+                m.sip_refused
+                    .get_or_create(&crate::metrics::RefusedLabels {
+                        reason: refusal.metric_reason,
+                    })
+                    .inc();
+            }
+            RefusalScope::Call {
+                direction,
+                vc,
+                source_number,
+                destination_number,
+                auth_failed,
+                throttled,
+            } => {
+                let label = direction_label(*direction);
+                if count_attempt {
+                    m.call_attempt(vc.as_ref(), resources, label);
+                }
+                m.failed(vc.as_ref(), resources, label);
+                m.admission_rejected(vc.as_ref(), resources, refusal.metric_reason);
+                m.vc_response(vc.as_ref(), resources, refusal.status);
+                if *throttled {
+                    m.throttled(vc.as_ref(), resources);
+                }
+                if *auth_failed {
+                    // Counted per source (a source failing too often is
+                    // blocked at the gate); the metric stays per VC
+                    // (bounded labels), the log names the source.
+                    tracing::warn!(src = %source, "digest authentication failed");
+                    self.events.push_back(EngineEvent::AuthFailed { source });
+                }
+                if let Some(vc) = vc {
+                    self.events
+                        .push_back(EngineEvent::RefusedCall(Box::new(RefusedCall {
+                            config: config.clone(),
+                            transaction_id,
+                            call_id: String::from_utf8_lossy(
+                                req.headers.get("Call-ID").map_or(&[][..], |b| b),
+                            )
+                            .into_owned(),
+                            vc: vc.clone(),
+                            direction: *direction,
+                            source_number: source_number.clone(),
+                            destination_number: destination_number.clone(),
+                            wall,
+                            status: refusal.status,
+                            reason: refusal.reason.clone(),
+                        })));
+                }
+            }
+        }
+        tracing::debug!(
+            status = refusal.status,
+            reason = refusal.metric_reason,
+            "INVITE refused"
+        );
+        let mut extra = Vec::new();
+        if let Some(s) = refusal.retry_after {
+            extra.push(("Retry-After", s.to_string()));
+        }
+        let code = StatusCode::new(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        self.respond(now, tx, req, code, &refusal.reason, &extra);
+    }
+
+    fn on_call_output(&mut self, now: Instant, call: CallKey, out: CallOutput) {
+        match out {
+            CallOutput::SendRequest {
+                leg,
+                request,
+                dest,
+                timeout,
+            } => {
+                let branch = request
+                    .headers
+                    .top_via()
+                    .ok()
+                    .and_then(|v| v.branch().cloned())
+                    .unwrap_or_default();
+                match self.endpoint.send_request(now, request, dest, timeout) {
+                    Ok(id) => {
+                        self.client_txs.insert(
+                            id,
+                            ClientTx {
+                                call,
+                                leg,
+                                branch: branch.clone(),
+                                dest,
+                            },
+                        );
+                        self.branches.insert(branch, id);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "could not start a client transaction");
+                        self.deliver(call, CallInput::TransportError { leg, branch });
+                    }
+                }
+            }
+            CallOutput::SendStateless { request, dest } => self
+                .endpoint
+                .send_stateless(SipMessage::Request(request), dest),
+            CallOutput::SendResponse { tx, response } => {
+                if let Some(entry) = self.calls.get(&call) {
+                    self.shared.metrics.vc_response(
+                        entry.vc.as_ref(),
+                        &self.config.resources,
+                        response.status.as_u16(),
+                    );
+                }
+                self.send_response(now, tx, response)
+            }
+            CallOutput::Cancel { branch } => {
+                if let Some(&id) = self.branches.get(&branch) {
+                    match self.endpoint.cancel(now, id) {
+                        Ok(cancel_tx) => {
+                            if let Some(c) = self.client_txs.get(&id).cloned() {
+                                self.client_txs.insert(
+                                    cancel_tx,
+                                    ClientTx {
+                                        branch: Bytes::new(),
+                                        ..c
+                                    },
+                                );
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = ?e, "CANCEL not sent"),
+                    }
+                }
+            }
+            CallOutput::Register { call_id, leg } => {
+                self.by_call_id.insert(call_id, (call, leg));
+            }
+            CallOutput::Unregister { call_id } => {
+                if self
+                    .by_call_id
+                    .get(&call_id)
+                    .is_some_and(|(c, _)| *c == call)
+                {
+                    self.by_call_id.remove(&call_id);
+                }
+            }
+            CallOutput::Event(_) => {}
+        }
+    }
+}
+
+fn direction_label(d: Direction) -> &'static str {
+    match d {
+        Direction::Inbound => "inbound",
+        Direction::Outbound => "outbound",
+    }
+}

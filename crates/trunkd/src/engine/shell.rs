@@ -1,0 +1,304 @@
+//! The engine's I/O shell: one tokio task that owns the sans-IO
+//! [`Engine`], the transports' [`Sender`] and the channels to the call
+//! tasks. It reads the clock and the OS random source, feeds inputs to the
+//! engine, and carries out what the engine asks: bytes to send, call
+//! actors to start (a media anchor and a task each), inputs for calls,
+//! records to write. Nothing here decides anything about SIP.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use trunkd_b2bua::{CallInput, CallOutput, LocalAddrs};
+use trunkd_core::Route;
+use trunkd_sip::transaction::{Peer, TxId};
+use trunkd_sip::SipMessage;
+
+use super::machine::{CallKey, CallSetup, Engine, EngineEvent, EngineInput, RefusedCall};
+use crate::call_task::{self, CallContext};
+use crate::daemon::Shared;
+use crate::transport::Sender;
+
+/// What reaches the engine task.
+pub enum Input {
+    /// A parsed message from a transport.
+    Message { msg: SipMessage, peer: Peer },
+    /// An output of a call task.
+    FromCall { call: CallKey, out: CallOutput },
+    /// A call task finished.
+    CallDone { call: CallKey },
+    /// A stream connection to `peer` failed or closed.
+    ConnectionLost { peer: Peer },
+    /// The hop of a finished call attempt failed/succeeded: route health.
+    HopOutcome { route: Route, ok: bool },
+    /// A peer opened a stream connection: reuse it to send to that peer.
+    ConnectionOpened {
+        peer: Peer,
+        writer: mpsc::Sender<Bytes>,
+        /// TLS: the peer's client certificate verified (mutual TLS).
+        client_verified: bool,
+    },
+    /// Hang up every call; `done` fires when none is left.
+    Shutdown {
+        done: tokio::sync::oneshot::Sender<()>,
+    },
+}
+
+pub type EngineTx = mpsc::Sender<Input>;
+
+pub struct EngineTask {
+    engine: Engine,
+    shared: Arc<Shared>,
+    sender: Sender,
+    self_tx: EngineTx,
+    calls: HashMap<CallKey, mpsc::Sender<CallInput>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    ports: trunkd_media::PortAllocator,
+}
+
+impl EngineTask {
+    pub fn new(
+        shared: Arc<Shared>,
+        sender: Sender,
+        local: LocalAddrs,
+        self_tx: EngineTx,
+        ports: trunkd_media::PortAllocator,
+    ) -> anyhow::Result<EngineTask> {
+        let mut key = [0u8; 32];
+        let mut seed = [0u8; 8];
+        // Without OS randomness nonces and tags would be predictable: a
+        // daemon that cannot get it must not run.
+        getrandom::fill(&mut key)
+            .and_then(|()| getrandom::fill(&mut seed))
+            .map_err(|e| anyhow::anyhow!("the OS random number generator is unavailable: {e}"))?;
+        Ok(EngineTask {
+            engine: Engine::new(shared.clone(), local, key, u64::from_le_bytes(seed)),
+            shared,
+            sender,
+            self_tx,
+            calls: HashMap::new(),
+            shutdown: None,
+            ports,
+        })
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        loop {
+            let deadline = self.engine.poll_timeout();
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(i) => self.handle(i),
+                    None => return,
+                },
+                _ = sleep_until(deadline) => {
+                    self.engine.handle_timeout(Instant::now());
+                    self.flush();
+                }
+            }
+            // Everything already queued is handled before the next wait, so
+            // one wake-up serves a burst.
+            while let Ok(i) = rx.try_recv() {
+                self.handle(i);
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        let input = match input {
+            Input::Message { msg, peer } => EngineInput::Message {
+                client_verified: self.sender.client_verified(peer),
+                msg,
+                peer,
+            },
+            Input::FromCall { call, out } => EngineInput::FromCall { call, out },
+            Input::CallDone { call } => {
+                self.calls.remove(&call);
+                EngineInput::CallDone { call }
+            }
+            Input::ConnectionLost { peer } => {
+                self.sender.forget(peer);
+                EngineInput::ConnectionLost { peer }
+            }
+            Input::HopOutcome { route, ok } => EngineInput::HopOutcome { route, ok },
+            Input::ConnectionOpened {
+                peer,
+                writer,
+                client_verified,
+            } => {
+                self.sender.register(peer, writer, client_verified);
+                return;
+            }
+            Input::Shutdown { done } => {
+                self.shutdown = Some(done);
+                EngineInput::Shutdown
+            }
+        };
+        self.engine.handle(Instant::now(), SystemTime::now(), input);
+        self.flush();
+    }
+
+    /// Sends what the engine transmits and carries out its events, until
+    /// neither is left (an event may feed the engine again).
+    fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.engine.poll_transmit() {
+                progressed = true;
+                tracing::trace!(dest = %t.dest.addr, bytes = t.bytes.len(), "transmit");
+                if !self.sender.send(t.dest, t.bytes) {
+                    if let Some(TxId::Client(tx)) = t.tx {
+                        self.engine.handle(
+                            Instant::now(),
+                            SystemTime::now(),
+                            EngineInput::SendFailed { tx },
+                        );
+                    }
+                }
+            }
+            while let Some(ev) = self.engine.poll_event() {
+                progressed = true;
+                self.on_event(ev);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: EngineEvent) {
+        match ev {
+            EngineEvent::StartCall(setup) => self.start_call(setup),
+            EngineEvent::ToCall { call, input } => {
+                if let Some(c) = self.calls.get(&call) {
+                    // A full queue means the call task is stuck; the peer
+                    // will retransmit, and dropping keeps the engine
+                    // responsive.
+                    match c.try_send(*input) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            warn!(call, "call input queue full; message dropped")
+                        }
+                        // The call is ending; its CallDone is on the way.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            debug!(call, "message for an ended call dropped")
+                        }
+                    }
+                }
+            }
+            EngineEvent::RefusedCall(r) => write_refused_cdr(&self.shared, *r),
+            EngineEvent::AuthFailed { source } => {
+                if self.shared.auth_failed(source) {
+                    warn!(src = %source, "source blocked after repeated authentication failures");
+                }
+            }
+            EngineEvent::Idle => {
+                if let Some(done) = self.shutdown.take() {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// Starts an admitted call: its media anchor (a port pair facing each
+    /// leg and the relay) and its task. No ports left: the engine answers
+    /// 503.
+    fn start_call(&mut self, setup: Box<CallSetup>) {
+        match setup.admission.kind {
+            super::invite::CallKind::Bridge => self.start_bridge(setup),
+        }
+    }
+
+    /// A two-leg call: the A leg bridged to the plan's B legs.
+    fn start_bridge(&mut self, setup: Box<CallSetup>) {
+        let (media_tx, media_rx) = mpsc::channel(4);
+        let media = &setup.config.settings.media;
+        let relay_config = trunkd_media::RelayConfig {
+            strict: media.strict_latching,
+            inactivity_timeout: media.inactivity_timeout,
+            ..Default::default()
+        };
+        let advertised = media.advertised_address.unwrap_or(media.address);
+        let anchor = match crate::media_anchor::RelayAnchor::start(
+            &self.ports,
+            media.address,
+            advertised,
+            relay_config,
+            setup.admission.a_srtp,
+            media_tx,
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "no media anchor for a new call");
+                self.engine.handle(
+                    Instant::now(),
+                    SystemTime::now(),
+                    EngineInput::CallNotStarted { setup },
+                );
+                return;
+            }
+        };
+        self.shared
+            .metrics
+            .media_ports_in_use
+            .set((self.ports.capacity() - self.ports.available()) as i64);
+        let (anchor, relay) = anchor;
+        let new = setup.new_call(Box::new(anchor));
+        let (call_tx, call_rx) = mpsc::channel(64);
+        let a = &setup.admission;
+        let ctx = CallContext {
+            key: setup.key,
+            transaction_id: setup.transaction_id,
+            direction: a.direction,
+            vc_id: a.vc.clone(),
+            auth_user: a.auth_user.clone(),
+            source_number: a.source_number.clone(),
+            destination_number: a.b_user.clone(),
+            config: setup.config.clone(),
+            engine: self.self_tx.clone(),
+            shared: self.shared.clone(),
+            plan_routes: a.plan.iter().map(|h| h.route.clone()).collect(),
+            plan_vcs: a.plan.iter().map(|h| h.hop.vc_id.clone()).collect(),
+            relay,
+            media_events: media_rx,
+            ports: self.ports.clone(),
+        };
+        self.calls.insert(setup.key, call_tx);
+        tokio::spawn(call_task::run(ctx, new, call_rx));
+    }
+}
+
+/// Writes the CDR of a call that admission refused (SPEC §5.1: every call
+/// that reached admission has one), off the engine's thread.
+fn write_refused_cdr(shared: &Arc<Shared>, r: RefusedCall) {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let facts = trunkd_core::cdr::CallFacts {
+            transaction_id: r.transaction_id,
+            call_id: &r.call_id,
+            voice_connector_id: &r.vc,
+            direction: r.direction,
+            source_phone_number: &r.source_number,
+            destination_phone_number: &r.destination_number,
+            sip_auth_user: None,
+            start: r.wall,
+            answered: None,
+            end: r.wall,
+            outcome: trunkd_core::cdr::CallOutcome::Failed {
+                status: r.status,
+                reason: r.reason.clone(),
+            },
+            streaming: false,
+        };
+        crate::records::write_cdr(&r.config, &facts, &shared.metrics);
+    });
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,523 @@
+//! A PBX – trunkd – carrier harness over a simulated network with a fake
+//! clock (STYLE.md: quinn's `Pair`, str0m's `TestRtc`).
+//!
+//! The PBX and the carrier are `trunkd_sip` transaction endpoints with a
+//! few lines of user-agent logic each; trunkd is the sans-IO [`Engine`]
+//! plus a sans-IO `trunkd_b2bua::Call` per call it starts (with a
+//! pass-through media anchor), exactly what the shell would run, minus
+//! sockets and tasks. Datagrams take `LATENCY`; the clock jumps to the next
+//! delivery or timer, so a Timer B of 32 s takes microseconds.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use trunkd_b2bua::{Call, CallEvent, LocalAddrs, PassThrough};
+use trunkd_core::digest::{answer_challenge, Challenge};
+use trunkd_sip::transaction::{
+    ClientTxId, Endpoint, Limits, Peer, TimerConfig, TxEvent, TxTransport,
+};
+use trunkd_sip::{Request, Response, SipMessage, StatusCode};
+
+use super::machine::{CallKey, Engine, EngineEvent, EngineInput};
+use crate::daemon::Shared;
+
+pub const TRUNKD: &str = "127.0.0.1:5060";
+pub const PBX: &str = "198.51.100.10:5060";
+pub const CARRIER: &str = "203.0.113.20:5060";
+const LATENCY: Duration = Duration::from_millis(5);
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|_| unreachable!("test addresses parse"))
+}
+
+fn udp(a: SocketAddr) -> Peer {
+    Peer {
+        addr: a,
+        transport: TxTransport::Udp,
+    }
+}
+
+/// A configuration with one VC (`vc-east`, digest user `pbx1`/`s3cret`,
+/// PBX network allowed) terminating to one carrier, plus `extra` TOML.
+pub fn config(dir: &std::path::Path, security: &str, extra: &str) -> trunkd_config::Config {
+    let text = format!(
+        r#"
+[daemon]
+region = "local"
+account_id = "000000000000"
+outbound_host_domain = "trunkd.local"
+state_dir = "{state}"
+
+[sip]
+udp = ["{TRUNKD}"]
+
+[media]
+address = "127.0.0.1"
+port_min = 40000
+port_max = 40100
+
+[admin]
+listen = "127.0.0.1:0"
+
+[security]
+{security}
+
+[[carriers]]
+id = "carrier-a"
+source_cidrs = ["203.0.113.0/24"]
+hosts = [ {{ host = "203.0.113.20", port = 5060, protocol = "UDP", priority = 1, weight = 100 }} ]
+
+[[voice_connectors]]
+id = "vc-east"
+name = "East"
+[voice_connectors.termination]
+cidr_allowed_list = ["198.51.100.0/24"]
+cps_limit = 100
+carriers = ["carrier-a"]
+credentials = [ {{ username = "pbx1", password = "s3cret" }} ]
+[voice_connectors.emergency]
+calling_country = "US"
+emergency_phone_number = "+12065550199"
+
+[[numbers]]
+e164_phone_number = "+12065550100"
+product_type = "VoiceConnector"
+voice_connector_id = "vc-east"
+calling_name = "North Campus"
+{extra}
+"#,
+        state = dir.join("var").display(),
+    );
+    let path = dir.join("trunkd.toml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing the test config: {e}"));
+    match trunkd_config::load(&path) {
+        Ok(c) => c,
+        Err(e) => panic!("test config invalid: {e:?}"),
+    }
+}
+
+/// A user agent: a transaction endpoint and what it saw.
+pub struct Ua {
+    pub endpoint: Endpoint,
+    pub addr: SocketAddr,
+    /// Final responses to this UA's INVITEs, in order.
+    pub finals: Vec<Response>,
+    /// Requests this UA received.
+    pub requests: Vec<Request>,
+    /// The carrier answers INVITEs with this status (200: with SDP).
+    pub answer: u16,
+    /// The PBX answers 407s with these credentials.
+    pub credentials: Option<(&'static str, &'static str)>,
+    invites: HashMap<ClientTxId, (Request, u32)>,
+}
+
+impl Ua {
+    fn new(addr: SocketAddr) -> Ua {
+        Ua {
+            endpoint: Endpoint::new(TimerConfig::default(), Limits::default()),
+            addr,
+            finals: Vec::new(),
+            requests: Vec::new(),
+            answer: 200,
+            credentials: None,
+            invites: HashMap::new(),
+        }
+    }
+}
+
+pub const SDP: &str = "v=0\r\no=pbx 1 1 IN IP4 198.51.100.10\r\ns=-\r\nc=IN IP4 198.51.100.10\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+/// An INVITE from the PBX to `user` at trunkd.
+pub fn invite(
+    call_id: &str,
+    user: &str,
+    from: &str,
+    extra_headers: &str,
+    body: &str,
+    content_type: &str,
+) -> Request {
+    let text = format!(
+        "INVITE sip:{user}@vc-east.trunkd.local SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {PBX};branch=z9hG4bK-{call_id}-1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{from}@pbx.example>;tag=pbx-{call_id}\r\n\
+         To: <sip:{user}@vc-east.trunkd.local>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:{from}@{PBX}>\r\n\
+         {extra_headers}\
+         Content-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    match SipMessage::parse(Bytes::from(text)) {
+        Ok(SipMessage::Request(r)) => r,
+        other => panic!("test INVITE does not parse: {other:?}"),
+    }
+}
+
+pub struct Sim {
+    pub now: Instant,
+    pub engine: Engine,
+    pub shared: Arc<Shared>,
+    pub calls: HashMap<CallKey, Call>,
+    pub pbx: Ua,
+    pub carrier: Ua,
+    /// Datagrams in flight: (deliver at, from, to, bytes).
+    net: VecDeque<(Instant, SocketAddr, SocketAddr, Bytes)>,
+    /// What the shell was asked to do, for assertions.
+    pub started: Vec<CallKey>,
+    pub refused_records: Vec<(String, u16)>,
+    pub auth_failures: Vec<IpAddr>,
+    pub call_events: Vec<CallEvent>,
+    /// Media ports are exhausted: calls the engine starts are not.
+    pub no_media: bool,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A directory removed when dropped.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Sim {
+    pub fn new(security: &str, extra: &str) -> Sim {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "trunkd-sim-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::create_dir_all(&dir);
+        let config = config(&dir, security, extra);
+        let tls = crate::tls::TlsConfigs::load(&Default::default())
+            .unwrap_or_else(|e| panic!("TLS defaults: {e}"));
+        let shared = Arc::new(Shared::new(config, tls));
+        let local = LocalAddrs {
+            udp: Some(addr(TRUNKD)),
+            tcp: None,
+            tls: None,
+            advertised: None,
+        };
+        let engine = Engine::new(shared.clone(), local, [7; 32], 42);
+        let mut carrier = Ua::new(addr(CARRIER));
+        carrier.answer = 200;
+        Sim {
+            now: Instant::now(),
+            engine,
+            shared,
+            calls: HashMap::new(),
+            pbx: Ua::new(addr(PBX)),
+            carrier,
+            net: VecDeque::new(),
+            started: Vec::new(),
+            refused_records: Vec::new(),
+            auth_failures: Vec::new(),
+            call_events: Vec::new(),
+            no_media: false,
+            _dir: tempdir::Dir(dir),
+        }
+    }
+
+    /// The PBX sends `req` to trunkd in a new client transaction.
+    pub fn pbx_sends(&mut self, req: Request) {
+        let now = self.now;
+        match self
+            .pbx
+            .endpoint
+            .send_request(now, req.clone(), udp(addr(TRUNKD)), None)
+        {
+            Ok(id) => {
+                self.pbx.invites.insert(id, (req, 1));
+            }
+            Err(e) => panic!("PBX could not send: {e:?}"),
+        }
+        self.pump();
+    }
+
+    /// Runs until nothing is in flight and no timer is due within
+    /// `horizon`; at most `max_steps` steps.
+    pub fn run_for(&mut self, horizon: Duration) {
+        let end = self.now + horizon;
+        for _ in 0..100_000 {
+            self.pump();
+            let next = [
+                self.net.iter().map(|p| p.0).min(),
+                self.engine.poll_timeout(),
+                self.pbx.endpoint.poll_timeout(),
+                self.carrier.endpoint.poll_timeout(),
+                self.calls.values().filter_map(|c| c.poll_timeout()).min(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.tick();
+                }
+                _ => {
+                    self.now = end;
+                    return;
+                }
+            }
+        }
+        panic!("the simulation did not settle");
+    }
+
+    fn tick(&mut self) {
+        let now = self.now;
+        while let Some(i) = self.net.iter().position(|p| p.0 <= now) {
+            let Some((_, from, to, bytes)) = self.net.remove(i) else {
+                break;
+            };
+            let Ok(msg) = SipMessage::parse(bytes) else {
+                continue;
+            };
+            if to == addr(TRUNKD) {
+                self.engine.handle(
+                    now,
+                    SystemTime::now(),
+                    EngineInput::Message {
+                        msg,
+                        peer: udp(from),
+                        client_verified: false,
+                    },
+                );
+            } else if to == self.pbx.addr {
+                self.pbx.endpoint.handle_message(now, msg, udp(from));
+            } else if to == self.carrier.addr {
+                self.carrier.endpoint.handle_message(now, msg, udp(from));
+            }
+        }
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine.handle_timeout(now);
+        }
+        for ua in [&mut self.pbx, &mut self.carrier] {
+            if ua.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                ua.endpoint.handle_timeout(now);
+            }
+        }
+        for call in self.calls.values_mut() {
+            if call.poll_timeout().is_some_and(|t| t <= now) {
+                call.handle_timeout(now);
+            }
+        }
+        self.pump();
+    }
+
+    /// Moves everything that is ready, until nothing moves.
+    fn pump(&mut self) {
+        let now = self.now;
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.engine.poll_transmit() {
+                moved = true;
+                self.net
+                    .push_back((now + LATENCY, addr(TRUNKD), t.dest.addr, t.bytes));
+            }
+            while let Some(ev) = self.engine.poll_event() {
+                moved = true;
+                self.on_engine_event(ev);
+            }
+            let keys: Vec<CallKey> = self.calls.keys().copied().collect();
+            for key in keys {
+                let mut outs = Vec::new();
+                if let Some(call) = self.calls.get_mut(&key) {
+                    while let Some(o) = call.poll_output() {
+                        outs.push(o);
+                    }
+                }
+                for out in outs {
+                    moved = true;
+                    match out {
+                        trunkd_b2bua::CallOutput::Event(ev) => self.call_events.push(ev),
+                        out => self.engine.handle(
+                            now,
+                            SystemTime::now(),
+                            EngineInput::FromCall { call: key, out },
+                        ),
+                    }
+                }
+                if self.calls.get(&key).is_some_and(|c| c.is_ended()) {
+                    self.calls.remove(&key);
+                    self.engine
+                        .handle(now, SystemTime::now(), EngineInput::CallDone { call: key });
+                    moved = true;
+                }
+            }
+            moved |= self.ua_step(true);
+            moved |= self.ua_step(false);
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn on_engine_event(&mut self, ev: EngineEvent) {
+        let now = self.now;
+        match ev {
+            EngineEvent::StartCall(setup) => {
+                if self.no_media {
+                    self.engine.handle(
+                        now,
+                        SystemTime::now(),
+                        EngineInput::CallNotStarted { setup },
+                    );
+                    return;
+                }
+                self.started.push(setup.key);
+                let call = Call::new(setup.new_call(Box::new(PassThrough)));
+                self.calls.insert(setup.key, call);
+            }
+            EngineEvent::ToCall { call, input } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.handle(now, *input);
+                }
+            }
+            EngineEvent::RefusedCall(r) => self.refused_records.push((r.vc.to_string(), r.status)),
+            EngineEvent::AuthFailed { source } => self.auth_failures.push(source),
+            EngineEvent::Idle => {}
+        }
+    }
+
+    /// The PBX (`pbx` true) or the carrier: transmits and user-agent logic.
+    fn ua_step(&mut self, pbx: bool) -> bool {
+        let now = self.now;
+        let ua = if pbx {
+            &mut self.pbx
+        } else {
+            &mut self.carrier
+        };
+        let mut moved = false;
+        while let Some(t) = ua.endpoint.poll_transmit() {
+            moved = true;
+            self.net
+                .push_back((now + LATENCY, ua.addr, t.dest.addr, t.bytes));
+        }
+        while let Some(ev) = ua.endpoint.poll_event() {
+            moved = true;
+            match ev {
+                TxEvent::Response { tx, response } => {
+                    let code = response.status.as_u16();
+                    if code < 200 {
+                        continue;
+                    }
+                    let Some((req, cseq)) = ua.invites.get(&tx).cloned() else {
+                        continue;
+                    };
+                    if code == 407 && cseq == 1 {
+                        if let Some((user, pass)) = ua.credentials {
+                            let retry = authorized(&req, &response, user, pass);
+                            if let Ok(id) = ua.endpoint.send_request(
+                                now,
+                                retry.clone(),
+                                udp(addr(TRUNKD)),
+                                None,
+                            ) {
+                                ua.invites.insert(id, (retry, 2));
+                            }
+                            ua.finals.push(response);
+                            continue;
+                        }
+                    }
+                    if (200..300).contains(&code) {
+                        let ack = ack_for(&req, &response, cseq);
+                        ua.endpoint
+                            .send_stateless(SipMessage::Request(ack), udp(addr(TRUNKD)));
+                    }
+                    ua.finals.push(response);
+                }
+                TxEvent::NewRequest {
+                    tx,
+                    request,
+                    peer: _,
+                } => {
+                    ua.requests.push(request.clone());
+                    let code = if request.method == trunkd_sip::Method::Invite {
+                        ua.answer
+                    } else {
+                        200
+                    };
+                    let mut resp = trunkd_sip::response_for(
+                        &request,
+                        StatusCode::new(code).unwrap_or(StatusCode::OK),
+                        "Sim",
+                        Some("carrier-tag"),
+                    );
+                    if request.method == trunkd_sip::Method::Invite && code == 200 {
+                        let _ = resp.headers.append("Contact", format!("<sip:c@{CARRIER}>"));
+                        let _ = resp
+                            .headers
+                            .append("Content-Type", "application/sdp".to_owned());
+                        resp.body = Bytes::from_static(SDP.as_bytes());
+                    }
+                    let _ = ua.endpoint.send_response(now, tx, resp);
+                }
+                _ => {}
+            }
+        }
+        moved
+    }
+}
+
+/// The INVITE again, CSeq 2 and a new branch, with a digest answer.
+fn authorized(req: &Request, challenge: &Response, user: &str, pass: &str) -> Request {
+    let values: Vec<String> = challenge
+        .headers
+        .values("Proxy-Authenticate")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let ch = Challenge::best(values.iter().map(String::as_str))
+        .unwrap_or_else(|e| panic!("trunkd's challenge does not parse: {e:?}"));
+    let uri = String::from_utf8_lossy(&req.uri.to_bytes()).into_owned();
+    let answer = answer_challenge(&ch, user, pass, "INVITE", &uri, "cnonce1", 1);
+    let text = String::from_utf8_lossy(&SipMessage::Request(req.clone()).to_bytes())
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+        .replace(";branch=z9hG4bK-", ";branch=z9hG4bK-2-")
+        .replacen(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\nProxy-Authorization: {answer}\r\n"),
+            1,
+        );
+    match SipMessage::parse(Bytes::from(text)) {
+        Ok(SipMessage::Request(r)) => r,
+        other => panic!("authorized INVITE does not parse: {other:?}"),
+    }
+}
+
+fn ack_for(req: &Request, resp: &Response, cseq: u32) -> Request {
+    let to = resp
+        .headers
+        .get("To")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let from = req
+        .headers
+        .get("From")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let call_id = req
+        .headers
+        .get("Call-ID")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let uri = String::from_utf8_lossy(&req.uri.to_bytes()).into_owned();
+    let text = format!(
+        "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {PBX};branch=z9hG4bK-ack-{call_id}-{cseq}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    match SipMessage::parse(Bytes::from(text)) {
+        Ok(SipMessage::Request(r)) => r,
+        other => panic!("ACK does not parse: {other:?}"),
+    }
+}

@@ -1,0 +1,225 @@
+//! The engine over a simulated network: a PBX, trunkd's engine and calls,
+//! and a carrier (see `sim.rs`). Each test is a scenario from the SPEC or
+//! a defect that once hid in untested glue.
+
+use std::time::Duration;
+
+use super::sim::{invite, Sim, SDP};
+
+const CAP_2: &str = "max_calls_per_source = 2";
+const NO_CAP: &str = "";
+
+/// `name{labels…,voice_connector_id="vc",…} value` summed over the lines of
+/// `family` that name `vc` and `direction` (if given).
+fn metric(sim: &Sim, family: &str, vc: &str, direction: Option<&str>) -> u64 {
+    sim.shared
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with('{'))
+        .filter(|l| l.contains(&format!("voice_connector_id=\"{vc}\"")))
+        .filter(|l| direction.is_none_or(|d| l.contains(&format!("direction=\"{d}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn finals(sim: &Sim) -> Vec<u16> {
+    sim.pbx.finals.iter().map(|r| r.status.as_u16()).collect()
+}
+
+fn call(sim: &mut Sim, id: &str, to: &str, from: &str) {
+    sim.pbx_sends(invite(id, to, from, "", SDP, "application/sdp"));
+    sim.run_for(Duration::from_secs(1));
+}
+
+/// The defect: with `max_calls_per_source = 2`, two 407 challenges left
+/// the source at its cap and every later INVITE got 503 until restart.
+#[test]
+fn challenges_do_not_use_up_the_per_source_call_cap() {
+    let mut sim = Sim::new(CAP_2, "");
+    // Two INVITEs without credentials: challenged, nothing else.
+    call(&mut sim, "c1", "+12065551234", "+12065550100");
+    call(&mut sim, "c2", "+12065551234", "+12065550100");
+    assert_eq!(finals(&sim), [407, 407]);
+    assert_eq!(sim.engine.sources_tracked(), 0, "no call, no count");
+    // Now the PBX answers challenges: the call goes through.
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    call(&mut sim, "c3", "+12065551234", "+12065550100");
+    assert_eq!(finals(&sim), [407, 407, 407, 200]);
+    assert_eq!(sim.engine.calls(), 1);
+    assert_eq!(sim.engine.sources_tracked(), 1, "the call in progress");
+    // A second and a third concurrent call: the third is over the cap.
+    call(&mut sim, "c4", "+12065551234", "+12065550100");
+    call(&mut sim, "c5", "+12065551234", "+12065550100");
+    // The caps come before admission: no challenge for a refused call.
+    assert_eq!(&finals(&sim)[4..], [407, 200, 503]);
+    assert_eq!(sim.engine.calls(), 2);
+}
+
+#[test]
+fn with_the_per_source_cap_off_no_source_is_remembered() {
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    for i in 0..5 {
+        call(&mut sim, &format!("c{i}"), "+12065551234", "+12065550100");
+    }
+    assert_eq!(sim.engine.calls(), 5);
+    assert_eq!(sim.engine.sources_tracked(), 0);
+}
+
+#[test]
+fn a_challenge_is_neither_an_attempt_nor_a_failure() {
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    call(&mut sim, "c1", "+12065551234", "+12065550100");
+    assert_eq!(finals(&sim), [407, 200]);
+    let attempts = metric(
+        &sim,
+        "voice_connector_call_attempts_total",
+        "vc-east",
+        Some("outbound"),
+    );
+    assert_eq!(attempts, 1, "one call, one attempt");
+    assert_eq!(
+        metric(&sim, "voice_connector_call_failures_total", "vc-east", None),
+        0
+    );
+}
+
+/// `CallFailures` counts calls that admission refused, and they have a
+/// CDR (SPEC §5.1); a wrong password is also counted for the source.
+#[test]
+fn an_admission_refusal_is_a_failure_with_a_record() {
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.pbx.credentials = Some(("pbx1", "wrong"));
+    call(&mut sim, "c1", "+12065551234", "+12065550100");
+    assert_eq!(finals(&sim), [407, 403]);
+    assert_eq!(
+        metric(
+            &sim,
+            "voice_connector_call_attempts_total",
+            "vc-east",
+            Some("outbound")
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &sim,
+            "voice_connector_call_failures_total",
+            "vc-east",
+            Some("outbound")
+        ),
+        1
+    );
+    assert_eq!(sim.refused_records, [("vc-east".to_owned(), 403)]);
+    assert_eq!(sim.auth_failures.len(), 1);
+    // A destination that is not E.164: refused 404, one more failure.
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    call(&mut sim, "c2", "abc", "+12065550100");
+    assert_eq!(&finals(&sim)[2..], [407, 404]);
+    assert_eq!(
+        metric(
+            &sim,
+            "voice_connector_call_failures_total",
+            "vc-east",
+            Some("outbound")
+        ),
+        2
+    );
+    assert_eq!(sim.engine.calls(), 0);
+}
+
+#[test]
+fn no_media_ports_is_503_and_the_call_is_forgotten() {
+    let mut sim = Sim::new(CAP_2, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    sim.no_media = true;
+    call(&mut sim, "c1", "+12065551234", "+12065550100");
+    assert_eq!(finals(&sim), [407, 503]);
+    let resp = &sim.pbx.finals[1];
+    assert_eq!(resp.reason.as_ref(), b"Media Ports Exhausted");
+    assert_eq!(
+        resp.headers.get("Retry-After").map(|v| v.as_ref()),
+        Some(&b"5"[..])
+    );
+    assert_eq!((sim.engine.calls(), sim.engine.sources_tracked()), (0, 0));
+    assert!(sim.started.is_empty());
+}
+
+#[test]
+fn a_call_ends_and_releases_its_counts() {
+    let mut sim = Sim::new(CAP_2, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    sim.carrier.answer = 486;
+    call(&mut sim, "c1", "+12065551234", "+12065550100");
+    assert_eq!(finals(&sim), [407, 486]);
+    sim.run_for(Duration::from_secs(40));
+    assert_eq!((sim.engine.calls(), sim.engine.sources_tracked()), (0, 0));
+}
+
+/// SPEC §1: a number's `calling_name` is what its calls show.
+#[test]
+fn the_callers_calling_name_is_the_b_legs_display_name() {
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    call(&mut sim, "c1", "+12065551234", "+12065550100");
+    let inv = &sim.carrier.requests[0];
+    let from = String::from_utf8_lossy(inv.headers.get("From").map_or(&[][..], |v| v)).into_owned();
+    assert!(
+        from.starts_with("\"North Campus\" <sip:+12065550100@"),
+        "{from}"
+    );
+}
+
+/// A 911 from an extension: the carrier gets the routing number and the
+/// extension as it was sent, never `+1001`.
+#[test]
+fn an_emergency_call_from_an_extension_keeps_its_user() {
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    call(&mut sim, "c1", "911", "1001");
+    assert_eq!(finals(&sim), [407, 200]);
+    let inv = &sim.carrier.requests[0];
+    let uri = String::from_utf8_lossy(&inv.uri.to_bytes()).into_owned();
+    assert!(uri.starts_with("sip:+12065550199@"), "{uri}");
+    let from = String::from_utf8_lossy(inv.headers.get("From").map_or(&[][..], |v| v)).into_owned();
+    assert!(from.contains("<sip:1001@"), "{from}");
+    assert!(!from.contains("+1001"), "{from}");
+}
+
+/// STIR/SHAKEN: an `Identity` header crosses unchanged.
+#[test]
+fn an_identity_header_passes_through() {
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    let identity = "eyJhbGciOiJFUzI1NiJ9.eyJhdHRlc3QiOiJBIn0.c2ln;info=<https://cert.example/x.pem>;alg=ES256;ppt=shaken";
+    sim.pbx_sends(invite(
+        "c1",
+        "+12065551234",
+        "+12065550100",
+        &format!("Identity: {identity}\r\n"),
+        SDP,
+        "application/sdp",
+    ));
+    sim.run_for(Duration::from_secs(1));
+    let inv = &sim.carrier.requests[0];
+    assert_eq!(
+        inv.headers.get("Identity").map(|v| v.as_ref()),
+        Some(identity.as_bytes())
+    );
+}
+
+/// Every INVITE gets a final answer, whatever admission says.
+#[test]
+fn every_invite_gets_a_final_response() {
+    let mut sim = Sim::new(CAP_2, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    let cases = ["+12065551234", "abc", "911", "+442071838750", "933"];
+    for (i, to) in cases.iter().enumerate() {
+        call(&mut sim, &format!("c{i}"), to, "+12065550100");
+    }
+    sim.run_for(Duration::from_secs(40));
+    let finals: Vec<u16> = finals(&sim).into_iter().filter(|c| *c != 407).collect();
+    assert_eq!(finals.len(), cases.len(), "{finals:?}");
+}
