@@ -84,6 +84,7 @@ voice_connector_items = [ {{ voice_connector_id = "vc-east", priority = 1 }}, {{
 e164_phone_number = "+12065550100"
 voice_connector_id = "vc-east"
 name = "East Reception"
+calling_name = "East Office"
 
 [[numbers]]
 e164_phone_number = "+12065550101"
@@ -1445,5 +1446,138 @@ fn the_call_cap_answers_503_and_a_source_cannot_hold_every_connection() {
         metric_value(&m, "sip_connections_refused_total{transport=\"tcp\"}"),
         Some(1.0),
         "{m}"
+    );
+}
+
+/// Two digest challenges from a source capped at two calls, then its
+/// authenticated call: challenges are not calls, so it goes through (it
+/// used to get 503 Too Many Calls until restart).
+#[test]
+fn challenges_leave_the_per_source_call_cap_alone() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_answer.xml", CARRIER, carrier, &["-m", "1"]);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        east_termination: "credentials = [ { username = \"pbx1\", password = \"s3cret\" } ]",
+        ..Default::default()
+    };
+    let text = format!(
+        "{}\n[security]\nmax_calls_per_source = 2\n",
+        lab.config(ports)
+    );
+    let d = Daemon::start("source-cap", ports, &text);
+    for _ in 0..2 {
+        let out = pbx_calls("uac_expect_407.xml", &d, &[]);
+        assert_ok(&out, "challenged");
+    }
+    let out = pbx_calls(
+        "uac_auth.xml",
+        &d,
+        &["-au", "pbx1", "-ap", "s3cret", "-d", "100"],
+    );
+    assert_ok(&out, "the authenticated call after two challenges");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    let m = d.metrics();
+    let attempts = "voice_connector_call_attempts_total{voice_connector_id=\"vc-east\",region=\"local\",direction=\"outbound\"}";
+    assert_eq!(
+        metric_value(&m, attempts),
+        Some(1.0),
+        "challenges are not attempts: {m}"
+    );
+}
+
+/// SPEC §2.2: a group call that fails over to its second VC belongs to
+/// that VC: CDR, answered and active-call counts.
+#[test]
+fn group_failover_is_recorded_under_the_vc_that_carried_the_call() {
+    let ports = Ports::pick();
+    let (p1, p2) = (free_port_on(ROUTES), free_port_on(ROUTES));
+    let mut east = SippBg::uas("uas_reject_503.xml", ROUTES, p1, &["-m", "1"]);
+    let mut west = SippBg::uas("uas_answer.xml", ROUTES, p2, &["-m", "1"]);
+    let (er, wr) = (host(ROUTES, p1, ""), host(ROUTES, p2, ""));
+    let lab = Lab {
+        hosts: &host(CARRIER, 9, ""),
+        east_routes: &er,
+        west_routes: &wr,
+        ..Default::default()
+    };
+    let d = Daemon::start("group-record", ports, &lab.config(ports));
+    let out = sipp_uac(
+        "uac_call.xml",
+        CARRIER,
+        d.sip(),
+        &[
+            "-s",
+            "+12065550101",
+            "-key",
+            "caller",
+            "+14155550123",
+            "-m",
+            "1",
+            "-d",
+            "100",
+        ],
+    );
+    assert_ok(&out, "carrier calling the group's number");
+    assert!(east.wait(Duration::from_secs(10)).0);
+    assert!(west.wait(Duration::from_secs(10)).0);
+    let cdrs = wait_cdrs(&records(&d), 1);
+    assert_eq!(cdrs[0]["VoiceConnectorId"], "vc-west", "{cdrs:?}");
+    let m = d.metrics();
+    let answered = |vc: &str| {
+        metric_value(
+            &m,
+            &format!("voice_connector_calls_answered_total{{voice_connector_id=\"{vc}\",region=\"local\",direction=\"inbound\"}}"),
+        )
+    };
+    assert_eq!(answered("vc-west"), Some(1.0), "{m}");
+    assert_eq!(answered("vc-east"), None, "{m}");
+    let active = |vc: &str| {
+        metric_value(
+            &m,
+            &format!("voice_connector_calls_active{{voice_connector_id=\"{vc}\",region=\"local\",direction=\"inbound\"}}"),
+        )
+    };
+    assert_eq!(
+        (
+            active("vc-east").unwrap_or(0.0),
+            active("vc-west").unwrap_or(0.0)
+        ),
+        (0.0, 0.0)
+    );
+}
+
+/// SPEC §1: the caller's number's `calling_name` is the display name the
+/// carrier sees.
+#[test]
+fn the_calling_name_is_the_display_name_on_the_b_leg() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let dir = temp_dir("calling-name");
+    let trace = dir.join("carrier.msg");
+    let t = trace.to_str().unwrap().to_owned();
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier,
+        &["-m", "1", "-trace_msg", "-message_file", &t],
+    );
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let d = Daemon::start("calling-name", ports, &lab.config(ports));
+    let out = pbx_calls("uac_call.xml", &d, &["-d", "100"]);
+    assert_ok(&out, "customer");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    let at_carrier = received_messages(&trace);
+    let invite = at_carrier
+        .iter()
+        .find(|m| m.starts_with("INVITE"))
+        .expect("the carrier got an INVITE");
+    assert!(
+        invite.contains("From: \"East Office\" <sip:+12065550100@"),
+        "{invite}"
     );
 }
