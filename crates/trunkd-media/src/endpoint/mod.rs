@@ -24,7 +24,7 @@ pub mod g711;
 // pub mod player;
 // pub mod recorder;
 mod rtp;
-// pub mod wav;
+pub mod wav;
 
 pub use rtp::{parse_rtp, write_rtp_header, RtpContinuity, RtpError, RtpPacket};
 
