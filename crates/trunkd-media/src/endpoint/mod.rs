@@ -21,7 +21,7 @@
 // pub mod dtmf;
 pub mod g711;
 // pub mod net;
-// pub mod player;
+pub mod player;
 // pub mod recorder;
 mod rtp;
 pub mod wav;
