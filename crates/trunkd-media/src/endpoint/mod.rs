@@ -18,7 +18,7 @@
 //! numbers and timestamps by passing an [`RtpContinuity`] from one to the
 //! next.
 
-// pub mod dtmf;
+pub mod dtmf;
 pub mod g711;
 // pub mod net;
 pub mod player;
