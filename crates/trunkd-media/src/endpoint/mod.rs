@@ -22,7 +22,7 @@ pub mod dtmf;
 pub mod g711;
 // pub mod net;
 pub mod player;
-// pub mod recorder;
+pub mod recorder;
 mod rtp;
 pub mod wav;
 
