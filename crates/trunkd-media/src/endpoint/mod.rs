@@ -20,7 +20,7 @@
 
 pub mod dtmf;
 pub mod g711;
-// pub mod net;
+pub mod net;
 pub mod player;
 pub mod recorder;
 mod rtp;
