@@ -320,7 +320,7 @@ pub struct DtmfSendConfig {
     /// at 8 kHz: longer events need RFC 4733 §2.5.1.3 segments).
     pub duration: Duration,
     /// Time between update packets. RFC 4733 §2.5.1.2 suggests 50 ms; 20 ms
-    /// (the audio ptime) is also common.
+    /// (the audio ptime) is also common. Taken within 1 ms..=1 s.
     pub interval: Duration,
     /// SSRC, sequence number and timestamp to continue from; the event's
     /// timestamp is `start.next_ts`.
@@ -367,7 +367,9 @@ impl DtmfSender {
     pub fn new(digit: DtmfDigit, config: DtmfSendConfig) -> Self {
         let to_ts = |d: Duration| d.as_micros() * u128::from(SAMPLE_RATE) / 1_000_000;
         let total_ts = to_ts(config.duration).clamp(1, u128::from(u16::MAX)) as u16;
-        let interval = config.interval.max(Duration::from_millis(1));
+        let interval = config
+            .interval
+            .clamp(Duration::from_millis(1), Duration::from_secs(1));
         let interval_ts = to_ts(interval).max(1) as u32;
         let updates = u32::from(total_ts).div_ceil(interval_ts);
         DtmfSender {

@@ -1,5 +1,7 @@
 //! The few RTP header operations the endpoint needs (RFC 3550 §5.1).
 
+use std::time::{Duration, Instant};
+
 use thiserror::Error;
 
 /// The fixed RTP header is 12 bytes.
@@ -50,6 +52,91 @@ impl RtpContinuity {
             next_seq: seq.wrapping_add(1),
             next_ts: ts.wrapping_add(samples),
         }
+    }
+}
+
+/// Follows one direction of a relayed leg (from a tap) so that packets can
+/// be injected into it without the receiver seeing a new stream: the SSRC,
+/// the highest sequence number and its timestamp, the packet duration in
+/// timestamp units, and when the last packet came.
+///
+/// Only packets of the current SSRC count; a new SSRC (the peer restarted
+/// its stream) replaces the old one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamTracker {
+    last: Option<Tracked>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Tracked {
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    /// Timestamp units per packet, from the last two consecutive packets.
+    step: u32,
+    at: Instant,
+}
+
+/// Packet duration assumed until two consecutive packets have been seen
+/// (20 ms at 8 kHz).
+const DEFAULT_STEP: u32 = 160;
+
+impl StreamTracker {
+    /// A tracker that has seen nothing.
+    pub fn new() -> Self {
+        StreamTracker::default()
+    }
+
+    /// Takes one packet of the direction, arrived at `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`RtpError`] if it is not RTP (the tracker is unchanged).
+    pub fn observe(&mut self, now: Instant, packet: &[u8]) -> Result<(), RtpError> {
+        let rtp = parse_rtp(packet)?;
+        match &mut self.last {
+            Some(t) if t.ssrc == rtp.ssrc => {
+                let ahead = rtp.seq.wrapping_sub(t.seq);
+                if ahead == 0 || ahead >= 0x8000 {
+                    return Ok(()); // duplicate or reordered: not newer
+                }
+                let delta = rtp.timestamp.wrapping_sub(t.ts);
+                if ahead == 1 && delta > 0 && delta < 0x8000 {
+                    t.step = delta;
+                }
+                t.seq = rtp.seq;
+                t.ts = rtp.timestamp;
+                t.at = now;
+            }
+            _ => {
+                self.last = Some(Tracked {
+                    ssrc: rtp.ssrc,
+                    seq: rtp.seq,
+                    ts: rtp.timestamp,
+                    step: DEFAULT_STEP,
+                    at: now,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a packet injected at `now` continues the stream: the next
+    /// sequence number, and the timestamp the sender's clock has reached
+    /// (one packet after the last, plus the time since it came beyond one
+    /// packet, at `clock_rate`). `None` before any packet.
+    pub fn continuity_at(&self, now: Instant, clock_rate: u32) -> Option<RtpContinuity> {
+        let t = self.last?;
+        let elapsed = now.saturating_duration_since(t.at);
+        let packet_time =
+            Duration::from_micros(u64::from(t.step) * 1_000_000 / u64::from(clock_rate.max(1)));
+        let extra = elapsed.saturating_sub(packet_time);
+        let extra_ts = (extra.as_micros() * u128::from(clock_rate) / 1_000_000) as u32;
+        Some(RtpContinuity {
+            ssrc: t.ssrc,
+            next_seq: t.seq.wrapping_add(1),
+            next_ts: t.ts.wrapping_add(t.step).wrapping_add(extra_ts),
+        })
     }
 }
 
@@ -194,6 +281,76 @@ mod tests {
             parse_rtp(&[0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]),
             Err(RtpError::Truncated)
         );
+    }
+
+    fn pkt(seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
+        let mut p = Vec::new();
+        write_rtp_header(&mut p, false, 0, seq, ts, ssrc);
+        p.extend_from_slice(&[0xff; 160]);
+        p
+    }
+
+    #[test]
+    fn tracker_continues_the_leg_it_follows() {
+        let mut t = StreamTracker::new();
+        let t0 = Instant::now();
+        assert_eq!(t.continuity_at(t0, 8000), None);
+        t.observe(t0, &pkt(65534, 1000, 9)).unwrap();
+        // Before a second packet: 20 ms assumed.
+        assert_eq!(
+            t.continuity_at(t0, 8000),
+            Some(RtpContinuity {
+                ssrc: 9,
+                next_seq: 65535,
+                next_ts: 1160
+            })
+        );
+        // 30 ms packets (240 units), across the sequence wrap.
+        let ms = |n| t0 + Duration::from_millis(n);
+        t.observe(ms(30), &pkt(65535, 1240, 9)).unwrap();
+        t.observe(ms(60), &pkt(0, 1480, 9)).unwrap();
+        // A late and a duplicate packet change nothing.
+        t.observe(ms(61), &pkt(65535, 1240, 9)).unwrap();
+        t.observe(ms(62), &pkt(0, 1480, 9)).unwrap();
+        assert_eq!(
+            t.continuity_at(ms(75), 8000),
+            Some(RtpContinuity {
+                ssrc: 9,
+                next_seq: 1,
+                next_ts: 1720
+            })
+        );
+        // Injected 1 s after the last packet: the clock moved on by 970 ms
+        // beyond the packet after it.
+        assert_eq!(
+            t.continuity_at(ms(1060), 8000),
+            Some(RtpContinuity {
+                ssrc: 9,
+                next_seq: 1,
+                next_ts: 1720 + 7760
+            })
+        );
+        // A gap of lost packets: step unchanged, highest sequence kept.
+        t.observe(ms(150), &pkt(3, 2200, 9)).unwrap();
+        assert_eq!(
+            t.continuity_at(ms(150), 8000),
+            Some(RtpContinuity {
+                ssrc: 9,
+                next_seq: 4,
+                next_ts: 2440
+            })
+        );
+        // A new SSRC replaces the stream.
+        t.observe(ms(160), &pkt(7, 50, 10)).unwrap();
+        assert_eq!(
+            t.continuity_at(ms(160), 8000),
+            Some(RtpContinuity {
+                ssrc: 10,
+                next_seq: 8,
+                next_ts: 210
+            })
+        );
+        assert_eq!(t.observe(ms(170), &[0u8; 4]), Err(RtpError::Truncated));
     }
 
     #[test]

@@ -128,13 +128,14 @@ fn read_g711(bytes: &[u8]) -> Result<Vec<i16>, WavError> {
     }
     let mut pos = 12usize;
     let mut law = None;
-    while let Some(header) = bytes.get(pos..pos + 8) {
+    while let Some(header) = pos.checked_add(8).and_then(|end| bytes.get(pos..end)) {
         let id = &header[0..4];
         let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
         let body_start = pos + 8;
         if id == b"fmt " {
-            let fmt = bytes
-                .get(body_start..body_start + 16)
+            let fmt = body_start
+                .checked_add(16)
+                .and_then(|end| bytes.get(body_start..end))
                 .ok_or_else(|| malformed("fmt chunk truncated"))?;
             let tag = u16::from_le_bytes([fmt[0], fmt[1]]);
             let channels = u16::from_le_bytes([fmt[2], fmt[3]]);
