@@ -224,3 +224,82 @@ async fn dtmf_123_hash_over_udp_is_detected_once_each() {
     assert!(keys.windows(2).all(|w| w[0].ssrc == w[1].ssrc));
     assert!(detector.poll_timeout().is_none());
 }
+
+/// What the relay does for an injection, without sockets: a tap follows the
+/// peer's stream, a prompt and a digit continue it, and the receiving side
+/// sees one stream (same SSRC, no sequence or timestamp discontinuity).
+#[test]
+fn injection_continues_the_relayed_stream() {
+    use trunkd_media::endpoint::StreamTracker;
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let peer = RtpContinuity {
+        ssrc: 0xfeed,
+        next_seq: 65530,
+        next_ts: 4_294_960_000,
+    };
+    let mut peer_player = Player::new(signal(1600), PlayerConfig::new(G711::Pcmu, peer));
+    let mut tracker = StreamTracker::new();
+    let mut on_wire = Vec::new();
+    for k in 0..10 {
+        let p = peer_player.poll_packet(ms(20 * k)).unwrap();
+        tracker.observe(ms(20 * k), &p).unwrap();
+        on_wire.push(p);
+    }
+    // Inject at the next packet time: a prompt, then a digit, then the
+    // prompt again, each continuing the last.
+    let start = tracker.continuity_at(ms(200), 8000).unwrap();
+    assert_eq!(start, peer_player.continuity());
+    let config = PlayerConfig {
+        marker_on_first: false,
+        ..PlayerConfig::new(G711::Pcmu, start)
+    };
+    let mut prompt = Player::new(signal(800), config);
+    let mut now = ms(200);
+    while !prompt.is_finished() {
+        on_wire.extend(prompt.poll_packet(now));
+        now += Duration::from_millis(20);
+    }
+    let dtmf = DtmfSender::new(
+        DtmfDigit::from_char('5').unwrap(),
+        DtmfSendConfig::new(101, prompt.continuity()),
+    );
+    let mut sender = dtmf;
+    while !sender.is_finished() {
+        on_wire.extend(sender.poll_packet(now));
+        now += Duration::from_millis(50);
+    }
+    let after = sender.continuity();
+    let mut again = Player::new(signal(320), PlayerConfig::new(G711::Pcmu, after));
+    on_wire.extend(again.poll_packet(now));
+    on_wire.extend(again.poll_packet(now + Duration::from_millis(20)));
+
+    // Sequence numbers run on by one across every source, one SSRC.
+    let seqs: Vec<u16> = on_wire
+        .iter()
+        .map(|p| u16::from_be_bytes([p[2], p[3]]))
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "{seqs:?}"
+    );
+    assert!(on_wire.iter().all(|p| p[8..12] == 0xfeedu32.to_be_bytes()));
+    // A recorder on the far side: no resync, no late packet, and the only
+    // silence is the DTMF event's time.
+    let mut rec =
+        Recorder::new(std::io::Cursor::new(Vec::new()), RecorderConfig::default()).unwrap();
+    let mut det = DtmfDetector::new(101);
+    for p in &on_wire {
+        rec.handle_packet(p).unwrap();
+        det.handle_packet(now, p).unwrap();
+    }
+    let stats = rec.finish().unwrap();
+    assert_eq!(
+        (stats.resyncs, stats.late_packets, stats.skipped_packets),
+        (0, 0, 5)
+    );
+    assert_eq!(stats.audio_samples, 1600 + 800 + 320);
+    // 2 updates + 3 end packets at 50 ms, and one 20 ms frame after.
+    assert_eq!(stats.silence_samples, 4 * 400 + 160);
+    assert_eq!(det.poll_event().map(|d| d.digit.to_char()), Some('5'));
+}
