@@ -136,15 +136,16 @@ pub enum DigitEnd {
 pub struct DetectedDigit {
     /// The key.
     pub digit: DtmfDigit,
-    /// The longest duration the packets reported, in timestamp units.
-    pub duration_ts: u16,
+    /// The longest duration the packets reported, in timestamp units (over
+    /// all segments of an event longer than 65535 units).
+    pub duration_ts: u32,
     /// The same as a time, at the detector's clock rate.
     pub duration: Duration,
     /// Power level in −dBm0 of the last packet.
     pub volume: u8,
     /// SSRC of the stream it came in.
     pub ssrc: u32,
-    /// RTP timestamp of the event's start.
+    /// RTP timestamp of the event's start (of its first segment).
     pub timestamp: u32,
     /// How its end was known.
     pub end: DigitEnd,
@@ -161,7 +162,13 @@ const FINISHED_MEMORY: usize = 8;
 #[derive(Clone, Copy, Debug)]
 struct Ongoing {
     ssrc: u32,
+    /// Timestamp of the current segment.
     timestamp: u32,
+    /// Timestamp of the first segment, and the duration of the segments
+    /// before the current one (RFC 4733 §2.5.1.3: an event longer than
+    /// 0xFFFF units goes on in a new segment at timestamp + 0xFFFF).
+    first_timestamp: u32,
+    earlier_segments: u32,
     digit: DtmfDigit,
     duration: u16,
     volume: u8,
@@ -254,11 +261,30 @@ impl DtmfDetector {
             if cur.ssrc == rtp.ssrc && (rtp.timestamp.wrapping_sub(cur.timestamp) as i32) < 0 {
                 return Ok(true); // reordered: from an event before this one
             }
+            if cur.ssrc == rtp.ssrc
+                && cur.digit == digit
+                && cur.duration == u16::MAX
+                && rtp.timestamp == cur.timestamp.wrapping_add(u32::from(u16::MAX))
+            {
+                // The next segment of a long key press.
+                remember(&mut self.finished, (cur.ssrc, cur.timestamp));
+                cur.earlier_segments += u32::from(u16::MAX);
+                cur.timestamp = rtp.timestamp;
+                cur.duration = ev.duration;
+                cur.volume = ev.volume;
+                cur.last_seen = now;
+                if ev.end {
+                    self.finish(DigitEnd::EndPacket);
+                }
+                return Ok(true);
+            }
             self.finish(DigitEnd::NextEvent);
         }
         self.current = Some(Ongoing {
             ssrc: rtp.ssrc,
             timestamp: rtp.timestamp,
+            first_timestamp: rtp.timestamp,
+            earlier_segments: 0,
             digit,
             duration: ev.duration,
             volume: ev.volume,
@@ -292,21 +318,28 @@ impl DtmfDetector {
         let Some(cur) = self.current.take() else {
             return;
         };
-        if self.finished.len() == FINISHED_MEMORY {
-            self.finished.pop_front();
-        }
-        self.finished.push_back((cur.ssrc, cur.timestamp));
-        let nanos = u64::from(cur.duration) * 1_000_000_000 / u64::from(self.clock_rate);
+        remember(&mut self.finished, (cur.ssrc, cur.timestamp));
+        let duration_ts = cur.earlier_segments + u32::from(cur.duration);
+        let nanos = u64::from(duration_ts) * 1_000_000_000 / u64::from(self.clock_rate);
         self.events.push_back(DetectedDigit {
             digit: cur.digit,
-            duration_ts: cur.duration,
+            duration_ts,
             duration: Duration::from_nanos(nanos),
             volume: cur.volume,
             ssrc: cur.ssrc,
-            timestamp: cur.timestamp,
+            timestamp: cur.first_timestamp,
             end,
         });
     }
+}
+
+/// Adds an ended event (or segment) to the bounded memory of those whose
+/// late packets are to be dropped.
+fn remember(finished: &mut VecDeque<(u32, u32)>, key: (u32, u32)) {
+    if finished.len() == FINISHED_MEMORY {
+        finished.pop_front();
+    }
+    finished.push_back(key);
 }
 
 /// How a [`DtmfSender`] sends one key press.

@@ -462,3 +462,44 @@ fn sip_info_dtmf_bodies_and_content_types() {
         })
     );
 }
+
+#[test]
+fn a_key_held_past_65535_units_is_one_digit_over_its_segments() {
+    // RFC 4733 §2.5.1.3: a 10 s press at 8 kHz is a first segment of 0xFFFF
+    // units, then a second one at timestamp + 0xFFFF.
+    let mut det = DtmfDetector::new(PT);
+    let seg = |seq: u16, ts: u32, end: bool, duration: u16| {
+        let mut p = Vec::new();
+        write_rtp_header(&mut p, seq == 1, PT, seq, ts, 42);
+        TelephoneEvent {
+            event: 0,
+            end,
+            volume: 10,
+            duration,
+        }
+        .write(&mut p);
+        p
+    };
+    let t0 = Instant::now();
+    let first = 1000u32;
+    let second = first + 0xFFFF;
+    let packets = [
+        seg(1, first, false, 400),
+        seg(2, first, false, 30_000),
+        seg(3, first, false, 0xFFFF),
+        seg(4, first, false, 0xFFFF),
+        seg(5, second, false, 400),
+        seg(3, first, false, 0xFFFF), // late repeat of the first segment
+        seg(6, second, true, 14_465),
+        seg(7, second, true, 14_465),
+    ];
+    let events = feed(&mut det, t0, &packets);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = events[0];
+    assert_eq!(
+        (e.digit, e.end, e.timestamp),
+        (digit('0'), DigitEnd::EndPacket, first)
+    );
+    assert_eq!(e.duration_ts, 80_000);
+    assert_eq!(e.duration, Duration::from_secs(10));
+}
