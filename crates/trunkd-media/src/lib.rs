@@ -17,9 +17,13 @@
 //!    [`relay::RelayHandle::stop`] the handle: the sockets close and the
 //!    ports return to the pool.
 //!
+//! Calls trunkd answers itself (IVR) use the sans-IO pieces in [`endpoint`]:
+//! G.711, WAV, a prompt player, RFC 4733 DTMF and a recorder.
+//!
 //! The quality math (loss, jitter, RTT, MOS) lives in `trunkd-core::quality`
 //! and plugs in through [`relay::PacketObserver`].
 
+pub mod endpoint;
 pub mod ports;
 pub mod quality;
 pub mod relay;
