@@ -167,6 +167,9 @@ pub struct BodyPart {
     headers: Vec<PartHeader>,
     body: Bytes,
     range: Range<usize>,
+    /// Where the value of the part's own Content-Length header is, if it
+    /// has one on a single line: a replaced body updates it.
+    content_length: Option<Range<usize>>,
 }
 
 impl BodyPart {
@@ -385,7 +388,9 @@ impl Multipart {
     }
 
     /// The body with part `index`'s body replaced by `new_body`; every
-    /// other byte is the original's.
+    /// other byte is the original's, except the value of a Content-Length
+    /// header of that part (some UAs write one), which is set to the new
+    /// body's length.
     ///
     /// # Errors
     /// [`MultipartError::NoSuchPart`], or
@@ -404,8 +409,15 @@ impl Multipart {
         if self.body[r.clone()] == *new_body {
             return Ok(self.body.clone());
         }
-        let mut out = Vec::with_capacity(self.body.len() - r.len() + new_body.len());
-        out.extend_from_slice(&self.body[..r.start]);
+        let mut out = Vec::with_capacity(self.body.len() + new_body.len() + 8);
+        let mut copied = 0;
+        if let Some(cl) = &part.content_length {
+            out.extend_from_slice(&self.body[..cl.start]);
+            out.extend_from_slice(new_body.len().to_string().as_bytes());
+            copied = cl.end;
+        }
+        out.extend_from_slice(&self.body[copied..r.start]);
+        let start = out.len();
         out.extend_from_slice(new_body);
         out.extend_from_slice(&self.body[r.end..]);
         let out = Bytes::from(out);
@@ -413,7 +425,7 @@ impl Multipart {
         // same parts, with the replaced one exactly where it was put.
         let again = self.reparse(&out)?;
         let same = again.parts.len() == self.parts.len()
-            && again.parts[index].range == (r.start..r.start + new_body.len());
+            && again.parts[index].range == (start..start + new_body.len());
         if same {
             Ok(out)
         } else {
@@ -589,7 +601,8 @@ fn parse_part(body: &Bytes, r: Range<usize>, index: usize) -> Result<BodyPart, M
     let bad = || MultipartError::MalformedPartHeader { part: index };
     let s = &body[r.clone()];
     let mut headers: Vec<PartHeader> = Vec::new();
-    // Raw (start, end) of the current header's lines, to unfold it.
+    let mut content_length: Option<Range<usize>> = None;
+    let mut content_length_seen = false;
     let mut i = 0;
     let body_start = loop {
         if i == s.len() {
@@ -611,6 +624,10 @@ fn parse_part(body: &Bytes, r: Range<usize>, index: usize) -> Result<BodyPart, M
         if is_ws(line[0]) {
             // Continuation of the previous header (RFC 5322 folding).
             let last = headers.last_mut().ok_or_else(bad)?;
+            if is_content_length(&last.name) {
+                // Folded: left as it is.
+                content_length = None;
+            }
             let mut v = last.value.to_vec();
             let more = trim_ws(line);
             if !more.is_empty() {
@@ -626,9 +643,17 @@ fn parse_part(body: &Bytes, r: Range<usize>, index: usize) -> Result<BodyPart, M
             if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
                 return Err(bad());
             }
+            let raw = &line[colon + 1..];
+            let value = trim_ws(raw);
+            if is_content_length(name) && !content_length_seen {
+                content_length_seen = true;
+                let lead = raw.iter().take_while(|&&b| is_ws(b)).count();
+                let at = r.start + i + colon + 1 + lead;
+                content_length = Some(at..at + value.len());
+            }
             headers.push(PartHeader {
                 name: sub(body, name),
-                value: sub(body, trim_ws(&line[colon + 1..])),
+                value: sub(body, value),
             });
         }
         i = next;
@@ -638,7 +663,12 @@ fn parse_part(body: &Bytes, r: Range<usize>, index: usize) -> Result<BodyPart, M
         headers,
         body: body.slice(range.clone()),
         range,
+        content_length,
     })
+}
+
+fn is_content_length(name: &[u8]) -> bool {
+    KnownHeader::from_name(name) == Some(KnownHeader::ContentLength)
 }
 
 /// The session description of a message body: the body itself when the

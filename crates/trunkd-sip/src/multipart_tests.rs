@@ -620,3 +620,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_content_length_in_the_replaced_part_follows_the_new_body() {
+    let text = "--b\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length:  5\r\n\
+\r\n\
+v=0\r\n\
+\r\n--b\r\n\
+Content-Type: text/plain\r\n\
+Content-Length: 2\r\n\
+\r\n\
+hi\r\n--b--\r\n";
+    let ct = Some(&b"multipart/mixed;boundary=b"[..]);
+    let out = replace_session_sdp(ct, &b(text), &b("v=0\r\nc=IN IP4 192.0.2.1\r\n")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        text.replace("Length:  5", "Length:  25")
+            .replace("v=0\r\n\r\n", "v=0\r\nc=IN IP4 192.0.2.1\r\n\r\n"),
+        "the SDP part's own length only"
+    );
+    let out = replace_session_sdp(ct, &b(text), &b("v=1")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        text.replace("Length:  5", "Length:  3")
+            .replace("v=0\r\n\r\n", "v=1\r\n")
+    );
+    // Same SDP: same bytes, whatever the header said.
+    let wrong = text.replace("Length:  5", "Length:  99");
+    assert_eq!(
+        replace_session_sdp(ct, &b(&wrong), &b("v=0\r\n")).unwrap(),
+        b(&wrong)
+    );
+}
