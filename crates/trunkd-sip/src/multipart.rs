@@ -17,7 +17,30 @@
 //! else that breaks the grammar is a [`MultipartError`], never a panic.
 //!
 //! Most callers only need [`session_sdp`] (read the SDP of any body) and
-//! [`replace_session_sdp`] (the body to send once that SDP is rewritten).
+//! [`replace_session_sdp`] (the body to send once that SDP is rewritten):
+//!
+//! ```
+//! use trunkd_sip::{replace_session_sdp, session_sdp, Bytes};
+//!
+//! let ct = Some(&b"multipart/mixed;boundary=b1"[..]);
+//! let body = Bytes::from_static(
+//!     b"--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\nc=IN IP4 10.0.0.7\r\n\
+//!       \r\n--b1\r\nContent-Type: application/pidf+xml\r\n\r\n<presence/>\r\n--b1--\r\n",
+//! );
+//! let sdp = session_sdp(ct, &body).unwrap();
+//! assert_eq!(&sdp[..], b"v=0\r\nc=IN IP4 10.0.0.7\r\n");
+//!
+//! let anchored = Bytes::from_static(b"v=0\r\nc=IN IP4 192.0.2.1\r\n");
+//! let out = replace_session_sdp(ct, &body, &anchored).unwrap();
+//! assert_eq!(
+//!     &out[..],
+//!     &b"--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\nc=IN IP4 192.0.2.1\r\n\
+//!        \r\n--b1\r\nContent-Type: application/pidf+xml\r\n\r\n<presence/>\r\n--b1--\r\n"[..]
+//! );
+//! // A plain SDP body is its own session description.
+//! let plain = Some(&b"application/sdp"[..]);
+//! assert_eq!(session_sdp(plain, &anchored), Some(anchored.clone()));
+//! ```
 
 use std::ops::Range;
 
