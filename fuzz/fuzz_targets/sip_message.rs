@@ -21,6 +21,9 @@
 //!   forwards must be readable, and mean the same); the same fixed point
 //!   holds for the Request-URI and the Via, From, To, Contact and route
 //!   values trunkd rebuilds;
+//! * the session SDP of a body (plain or multipart, as the B2BUA anchors
+//!   it) put back unchanged gives back the same body, and one put back
+//!   with other bytes is found again exactly;
 //! * a response to a request carries the right To tag;
 //! * an error answer frames as exactly one message;
 //! * everything the endpoint transmits parses;
@@ -103,6 +106,7 @@ fn accept(data: Bytes) -> Option<SipMessage> {
                 ),
             }
             check_header_values(msg.headers());
+            check_session_sdp(msg.headers(), msg.body());
             if let SipMessage::Request(req) = &mut msg {
                 let uri = req.uri.to_bytes();
                 match Uri::parse(&uri) {
@@ -175,6 +179,29 @@ fn check_header_values(h: &trunkd_sip::Headers) {
         for via in &vias {
             fixed_point("Via", via, Via::write_to, |b| Via::parse(b).ok());
         }
+    }
+}
+
+/// The B2BUA's view of a body: its session SDP, found and put back. The
+/// same SDP gives the same body; a rewritten one is either refused or is
+/// what the next reader finds.
+fn check_session_sdp(h: &trunkd_sip::Headers, body: &Bytes) {
+    let ct = h.get("Content-Type").map(|v| &v[..]);
+    let Ok(Some(sdp)) = trunkd_sip::find_session_sdp(ct, body) else {
+        return;
+    };
+    assert_eq!(
+        trunkd_sip::replace_session_sdp(ct, body, &sdp).as_ref(),
+        Ok(body),
+        "putting the same SDP back changed the body"
+    );
+    let anchored = Bytes::from_static(b"v=0\r\nc=IN IP4 192.0.2.1\r\n");
+    if let Ok(out) = trunkd_sip::replace_session_sdp(ct, body, &anchored) {
+        assert_eq!(
+            trunkd_sip::find_session_sdp(ct, &out),
+            Ok(Some(anchored)),
+            "a rebuilt body does not read back"
+        );
     }
 }
 

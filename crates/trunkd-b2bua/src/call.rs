@@ -21,7 +21,7 @@ use trunkd_core::{CarrierId, VcId};
 use trunkd_sip::{Method, Request, Response, StatusCode};
 
 use crate::leg::{contact_uri, copy_end_to_end, uas_response, LegState};
-use crate::media::{is_sdp, MediaAnchor, MediaRefusal, SdpRole};
+use crate::media::{anchor_body, is_sdp, MediaAnchor, MediaRefusal, SdpRole};
 use crate::rng::Ids;
 use crate::{via_name, Leg, LocalAddrs, Peer, ServerTxId, TxTransport};
 
@@ -1109,7 +1109,8 @@ impl Call {
         self.state = State::Ended;
     }
 
-    /// The body of a message from `from` as the other leg must see it.
+    /// The body of a message from `from` as the other leg must see it
+    /// (plain or multipart SDP anchored, see [`anchor_body`]).
     fn cross(
         &mut self,
         from: Leg,
@@ -1117,11 +1118,7 @@ impl Call {
         headers: &trunkd_sip::Headers,
         body: &Bytes,
     ) -> Result<Bytes, MediaRefusal> {
-        if is_sdp(headers, body) {
-            self.media.rewrite(from, role, body)
-        } else {
-            Ok(body.clone())
-        }
+        anchor_body(self.media.as_mut(), from, role, headers, body)
     }
 
     /// An SDP in B's response to our INVITE answers A's offer, or is B's

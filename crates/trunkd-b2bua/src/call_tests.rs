@@ -82,6 +82,11 @@ struct T {
 
 impl T {
     fn new() -> T {
+        T::with(A_INVITE, Box::new(PassThrough))
+    }
+
+    /// A call from this INVITE through this media anchor.
+    fn with(invite: &str, media: Box<dyn MediaAnchor>) -> T {
         let now = Instant::now();
         let invite_tx = server_tx(0);
         let call = Call::new(NewCall {
@@ -94,7 +99,7 @@ impl T {
                 tls: None,
                 advertised: None,
             },
-            invite: req(A_INVITE),
+            invite: req(invite),
             invite_tx,
             a_dest: Peer::udp(addr("10.1.1.1:5062")),
             b_user: "+12065550199".into(),
@@ -103,7 +108,7 @@ impl T {
             plan: hops(),
             hop_timeout: Duration::from_secs(8),
             routing_deadline: Duration::from_secs(30),
-            media: Box::new(PassThrough),
+            media,
         });
         T {
             call,
@@ -138,6 +143,11 @@ impl T {
     }
 
     fn respond_b(&mut self, to: &Request, code: u16, extra: &str) {
+        self.respond_b_with_body(to, code, extra, "");
+    }
+
+    /// B answers `to` with `extra` headers (each ending in CRLF) and `body`.
+    fn respond_b_with_body(&mut self, to: &Request, code: u16, extra: &str, body: &str) {
         let text = String::from_utf8_lossy(&to.to_bytes()).into_owned();
         let head = text.split("\r\n\r\n").next().unwrap();
         let mut lines: Vec<String> = head
@@ -158,7 +168,7 @@ impl T {
                 && !l.starts_with("Content-Type")
                 && !l.starts_with("Session-Expires")
         });
-        let resp = format!("SIP/2.0 {code} Reason\r\n{}\r\nContact: <sip:carrier@192.0.2.20:5060>\r\n{extra}Content-Length: 0\r\n\r\n", lines.join("\r\n"));
+        let resp = format!("SIP/2.0 {code} Reason\r\n{}\r\nContact: <sip:carrier@192.0.2.20:5060>\r\n{extra}Content-Length: {}\r\n\r\n{body}", lines.join("\r\n"), body.len());
         let response = match SipMessage::parse(Bytes::from(resp)) {
             Ok(SipMessage::Response(r)) => r,
             other => panic!("{other:?}"),
@@ -448,4 +458,226 @@ fn the_routing_deadline_stops_failover() {
 fn status_code_zero_never_happens() {
     // Guards the one fallible conversion in fail_a.
     assert!(StatusCode::new(0).is_none());
+}
+
+/// An anchor whose output is recognisable (`a=anchored:<leg>-<role>` at
+/// trunkd's address) and which keeps every SDP it was shown.
+#[derive(Clone, Default)]
+struct Marking(std::sync::Arc<std::sync::Mutex<Vec<(Leg, SdpRole, Bytes)>>>);
+
+impl Marking {
+    fn seen(&self) -> Vec<(Leg, SdpRole, Bytes)> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    fn sdp(from: Leg, role: SdpRole) -> String {
+        format!("v=0\r\nc=IN IP4 192.0.2.99\r\nm=audio 40000 RTP/AVP 0\r\na=anchored:{from:?}-{role:?}\r\n")
+    }
+}
+
+impl MediaAnchor for Marking {
+    fn rewrite(&mut self, from: Leg, role: SdpRole, sdp: &Bytes) -> Result<Bytes, MediaRefusal> {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((from, role, sdp.clone()));
+        }
+        Ok(Bytes::from(Marking::sdp(from, role)))
+    }
+
+    fn reset(&mut self, _leg: Leg, _srtp: trunkd_core::SrtpPolicy) {}
+}
+
+const CALLER_SDP: &str = "v=0\r\n\
+o=pbx 1 1 IN IP4 10.1.1.1\r\n\
+s=-\r\n\
+c=IN IP4 10.1.1.1\r\n\
+t=0 0\r\n\
+m=audio 16384 RTP/AVP 0\r\n";
+
+/// A PIDF-LO as an NG911 caller sends it (RFC 6442 §3.1), CRLF and all.
+const PIDF: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
+<presence xmlns=\"urn:ietf:params:xml:ns:pidf\"\r\n\
+    xmlns:gp=\"urn:ietf:params:xml:ns:pidf:geopriv10\"\r\n\
+    xmlns:gml=\"http://www.opengis.net/gml\"\r\n\
+    entity=\"pres:+12065550100@10.1.1.1\">\r\n\
+  <tuple id=\"loc1\"><status><gp:geopriv><gp:location-info>\r\n\
+    <gml:Point srsName=\"urn:ogc:def:crs:EPSG::4326\"><gml:pos>47.6 -122.3</gml:pos></gml:Point>\r\n\
+  </gp:location-info></gp:geopriv></status></tuple>\r\n\
+</presence>\r\n";
+
+/// The NG911 body around an SDP: preamble, SDP part, PIDF part, epilogue.
+fn ng911_body(sdp: &str) -> String {
+    format!(
+        "preamble\r\n--unique-boundary-1\r\n\
+Content-Type: application/sdp\r\n\
+\r\n\
+{sdp}\r\n\
+--unique-boundary-1\r\n\
+Content-Type: application/pidf+xml\r\n\
+Content-ID: <loc1@10.1.1.1>\r\n\
+Content-Disposition: render;handling=optional\r\n\
+\r\n\
+{PIDF}\r\n\
+--unique-boundary-1--\r\n"
+    )
+}
+
+const MULTIPART_CT: &str = "multipart/mixed;boundary=unique-boundary-1";
+
+/// A_INVITE with `body` under `content_type`, and the NG911 headers.
+fn invite_with(content_type: &str, body: &str) -> String {
+    A_INVITE
+        .replace(
+            "Content-Type: application/sdp\r\n",
+            &format!(
+                "Content-Type: {content_type}\r\n\
+                 Geolocation: <cid:loc1@10.1.1.1>\r\n\
+                 Geolocation-Routing: yes\r\n\
+                 MIME-Version: 1.0\r\n"
+            ),
+        )
+        .replace(
+            "Content-Length: 4\r\n\r\nv=0\n",
+            &format!("Content-Length: {}\r\n\r\n{body}", body.len()),
+        )
+}
+
+fn wire(r: &Request) -> String {
+    String::from_utf8_lossy(&r.to_bytes()).into_owned()
+}
+
+#[test]
+fn an_ng911_invite_has_its_sdp_part_anchored_and_its_pidf_lo_untouched() {
+    let anchor = Marking::default();
+    let mut t = T::with(
+        &invite_with(MULTIPART_CT, &ng911_body(CALLER_SDP)),
+        Box::new(anchor.clone()),
+    );
+    let (inv, _) = T::sent_request(&t.drain(), Method::Invite);
+
+    assert_eq!(
+        anchor.seen(),
+        vec![(Leg::A, SdpRole::Offer, Bytes::from(CALLER_SDP))],
+        "the anchor sees the SDP part, nothing else"
+    );
+    let expected = ng911_body(&Marking::sdp(Leg::A, SdpRole::Offer));
+    assert_eq!(String::from_utf8_lossy(&inv.body), expected);
+    let m = trunkd_sip::Multipart::parse_with(MULTIPART_CT.as_bytes(), &inv.body).unwrap();
+    assert_eq!(
+        &m.parts()[1].body()[..],
+        PIDF.as_bytes(),
+        "PIDF byte for byte"
+    );
+
+    let text = wire(&inv);
+    for h in [
+        format!("Content-Type: {MULTIPART_CT}\r\n"),
+        "Geolocation: <cid:loc1@10.1.1.1>\r\n".to_owned(),
+        "Geolocation-Routing: yes\r\n".to_owned(),
+        "MIME-Version: 1.0\r\n".to_owned(),
+        format!("Content-Length: {}\r\n", expected.len()),
+    ] {
+        assert!(text.contains(&h), "{h:?} missing:\n{text}");
+    }
+    assert!(
+        !text.contains("16384") && !text.contains("c=IN IP4 10.1.1.1"),
+        "the caller's media address leaked:\n{text}"
+    );
+}
+
+#[test]
+fn a_multipart_answer_is_anchored_the_same_way() {
+    let anchor = Marking::default();
+    let mut t = T::with(
+        &invite_with(MULTIPART_CT, &ng911_body(CALLER_SDP)),
+        Box::new(anchor.clone()),
+    );
+    let (inv, _) = T::sent_request(&t.drain(), Method::Invite);
+    let callee_sdp = "v=0\r\nc=IN IP4 192.0.2.20\r\nm=audio 20000 RTP/AVP 0\r\n";
+    let metadata =
+        "<?xml version=\"1.0\"?>\r\n<recording xmlns='urn:ietf:params:xml:ns:recording:1'/>\r\n";
+    let answer = format!(
+        "--ans\r\nContent-Type: application/sdp\r\nContent-Disposition: session\r\n\r\n{callee_sdp}\r\n\
+--ans\r\nContent-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-session\r\n\r\n{metadata}\r\n\
+--ans--\r\n"
+    );
+    t.respond_b_with_body(
+        &inv,
+        200,
+        "Content-Type: multipart/mixed; boundary=\"ans\"\r\n",
+        &answer,
+    );
+    let outs = t.drain();
+    let ok = outs
+        .iter()
+        .find_map(|o| match o {
+            CallOutput::SendResponse { response, .. } => Some(response.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(ok.status.as_u16(), 200);
+    assert_eq!(
+        anchor.seen().last(),
+        Some(&(Leg::B, SdpRole::Answer, Bytes::from(callee_sdp))),
+        "an SDP in a multipart INVITE is an offer: B's SDP answers it"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ok.body),
+        answer.replace(callee_sdp, &Marking::sdp(Leg::B, SdpRole::Answer))
+    );
+    let text = response(&ok);
+    assert!(
+        text.contains("Content-Type: multipart/mixed; boundary=\"ans\"\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Content-Length: {}\r\n", ok.body.len())),
+        "{text}"
+    );
+    assert!(!text.contains("192.0.2.20\r\nm=audio 20000"), "{text}");
+}
+
+#[test]
+fn a_multipart_body_without_sdp_crosses_unchanged() {
+    let body = "--b\r\nContent-Type: application/pidf+xml\r\n\r\n<presence/>\r\n--b--\r\n";
+    let anchor = Marking::default();
+    let mut t = T::with(
+        &invite_with("multipart/mixed;boundary=b", body),
+        Box::new(anchor.clone()),
+    );
+    let (inv, _) = T::sent_request(&t.drain(), Method::Invite);
+    assert_eq!(inv.body, Bytes::from(body));
+    assert!(anchor.seen().is_empty(), "no SDP, nothing for the anchor");
+}
+
+#[test]
+fn an_unreadable_multipart_body_naming_sdp_is_refused_not_leaked() {
+    // No close delimiter: where the SDP ends cannot be known.
+    let body = format!(
+        "--b\r\nContent-Type: application/sdp\r\n\r\n{CALLER_SDP}\r\n--b\r\nContent-Type: application/pidf+xml\r\n\r\n{PIDF}"
+    );
+    let anchor = Marking::default();
+    let mut t = T::with(
+        &invite_with("multipart/mixed;boundary=b", &body),
+        Box::new(anchor.clone()),
+    );
+    let outs = t.drain();
+    assert!(
+        !outs
+            .iter()
+            .any(|o| matches!(o, CallOutput::SendRequest { .. })),
+        "nothing goes to the carrier: {outs:#?}"
+    );
+    assert_eq!(T::responses(&outs), vec![(t.invite_tx, 488)]);
+    assert!(anchor.seen().is_empty());
+}
+
+#[test]
+fn an_unreadable_multipart_body_without_sdp_still_crosses() {
+    let body = "--b\r\nContent-Type: application/pidf+xml\r\n\r\n<presence/>\r\n";
+    let mut t = T::with(
+        &invite_with("multipart/mixed;boundary=b", body),
+        Box::new(Marking::default()),
+    );
+    let (inv, _) = T::sent_request(&t.drain(), Method::Invite);
+    assert_eq!(inv.body, Bytes::from(body));
 }

@@ -14,6 +14,8 @@ pub const END_TO_END: &[&str] = &[
     "Content-Disposition",
     "Content-Encoding",
     "Content-Language",
+    // Describes the body (RFC 3261 §20.24), which crosses.
+    "MIME-Version",
     "Supported",
     "Require",
     "Unsupported",

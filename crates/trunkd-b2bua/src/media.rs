@@ -54,10 +54,67 @@ impl MediaAnchor for PassThrough {
     fn reset(&mut self, _leg: Leg, _srtp: trunkd_core::SrtpPolicy) {}
 }
 
-/// True when a message body is an SDP the anchor must see.
+/// The message's Content-Type value, as the multipart functions take it.
+fn content_type(headers: &trunkd_sip::Headers) -> Option<&[u8]> {
+    headers.get("Content-Type").map(|v| &v[..])
+}
+
+/// True when a message body carries an SDP the anchor must see: an
+/// `application/sdp` body, or a multipart body (RFC 5621) with a session
+/// description part (an NG911 INVITE's SDP next to its PIDF-LO, a SIPREC
+/// INVITE's next to its metadata).
 pub fn is_sdp(headers: &trunkd_sip::Headers, body: &Bytes) -> bool {
-    !body.is_empty()
-        && headers
-            .get("Content-Type")
-            .is_some_and(|ct| ct.len() >= 15 && ct[..15].eq_ignore_ascii_case(b"application/sdp"))
+    trunkd_sip::session_sdp(content_type(headers), body).is_some()
+}
+
+/// The body of a message from `from`'s peer as the other leg must see it:
+/// its SDP rewritten by `anchor` (a plain SDP body, or the session part of
+/// a multipart body, the rest of which crosses byte for byte under the
+/// same Content-Type); any other body unchanged.
+///
+/// # Errors
+/// The anchor's refusal; 488 for a multipart body that does not parse and
+/// may hold an SDP (it cannot cross with the peer's media addresses in
+/// it); 500 when the rewritten SDP cannot be put back (it would contain
+/// the body's boundary).
+pub fn anchor_body(
+    anchor: &mut dyn MediaAnchor,
+    from: Leg,
+    role: SdpRole,
+    headers: &trunkd_sip::Headers,
+    body: &Bytes,
+) -> Result<Bytes, MediaRefusal> {
+    let ct = content_type(headers);
+    match trunkd_sip::find_session_sdp(ct, body) {
+        Ok(None) => Ok(body.clone()),
+        Ok(Some(sdp)) => {
+            let new_sdp = anchor.rewrite(from, role, &sdp)?;
+            trunkd_sip::replace_session_sdp(ct, body, &new_sdp).map_err(|e| {
+                tracing::warn!(error = %e, "rewritten SDP does not fit its multipart body");
+                MediaRefusal {
+                    status: 500,
+                    reason: "Server Internal Error".into(),
+                }
+            })
+        }
+        // Unreadable, so no telling where an SDP would be: one that is
+        // named at all must not cross unanchored. Other bodies (an INFO's
+        // broken multipart) crossed before multipart was understood and
+        // still do.
+        Err(e) if mentions_sdp(body) => {
+            tracing::debug!(error = %e, "unreadable multipart body with an SDP");
+            Err(MediaRefusal {
+                status: 488,
+                reason: "Unreadable Multipart Body".into(),
+            })
+        }
+        Err(_) => Ok(body.clone()),
+    }
+}
+
+/// True when `application/sdp` appears anywhere in the body (any case).
+fn mentions_sdp(body: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"application/sdp";
+    body.windows(NEEDLE.len())
+        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
 }

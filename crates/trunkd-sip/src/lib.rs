@@ -17,6 +17,9 @@
 //!   §17 / RFC 6026 transaction layer: messages and `now` in, transmits,
 //!   events and the next deadline out (see the module docs for its run
 //!   loop and coverage).
+//! * **Multipart bodies.** [`multipart`] reads RFC 2046 / RFC 5621 bodies
+//!   (SDP next to a PIDF-LO or SIPREC metadata) and rebuilds them with only
+//!   the SDP part replaced ([`session_sdp`], [`replace_session_sdp`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,6 +31,7 @@ pub mod header;
 mod headers;
 mod message;
 mod method;
+pub mod multipart;
 mod params;
 mod parser;
 mod response;
@@ -48,6 +52,10 @@ pub use header::{
 pub use headers::{split_list, Header, HeaderName, Headers, KnownHeader, SplitList};
 pub use message::{Request, Response, SipMessage};
 pub use method::Method;
+pub use multipart::{
+    find_session_sdp, replace_session_sdp, session_sdp, BodyPart, ContentDisposition, Handling,
+    Multipart, MultipartError, PartHeader, SessionPart,
+};
 pub use params::{unquote, Param, Params};
 pub use response::{error_response, response_for};
 pub use status::StatusCode;
