@@ -1581,3 +1581,83 @@ fn the_calling_name_is_the_display_name_on_the_b_leg() {
         "{invite}"
     );
 }
+
+/// SPEC §2.5: an NG911 INVITE (multipart/mixed: SDP and PIDF-LO). The
+/// carrier sees trunkd's media address in the SDP part (anchored, no
+/// topology leak) and the location part byte for byte, with the
+/// Geolocation headers.
+#[test]
+fn a_multipart_emergency_call_is_anchored_and_its_location_passes_untouched() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let dir = temp_dir("ng911");
+    let trace = dir.join("carrier.msg");
+    let t = trace.to_str().unwrap().to_owned();
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier,
+        &["-m", "1", "-trace_msg", "-message_file", &t],
+    );
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let d = Daemon::start("ng911", ports, &lab.config(ports));
+    let out = sipp_uac(
+        "uac_emergency_multipart.xml",
+        PBX,
+        d.sip(),
+        &[
+            "-s", "911", "-key", "caller", "1001", "-m", "1", "-d", "100",
+        ],
+    );
+    assert_ok(&out, "emergency call");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    let at_carrier = received_messages(&trace);
+    let invite = at_carrier
+        .iter()
+        .find(|m| m.starts_with("INVITE"))
+        .expect("the carrier got the INVITE");
+    assert!(
+        invite.contains("Geolocation: <cid:loc1@pbx.example>"),
+        "{invite}"
+    );
+    assert!(invite.contains("Geolocation-Routing: yes"), "{invite}");
+    assert!(
+        invite.contains("Content-Type: multipart/mixed;boundary=trunkd-ng911-boundary"),
+        "{invite}"
+    );
+    // The SDP part is trunkd's; the PBX's address appears nowhere.
+    let (_, sdp_part) = invite
+        .split_once("Content-Type: application/sdp")
+        .expect("an SDP part");
+    let sdp_part = sdp_part
+        .split("--trunkd-ng911-boundary")
+        .next()
+        .unwrap_or_default();
+    assert!(sdp_part.contains("c=IN IP4 127.0.0.1"), "{sdp_part}");
+    assert!(!invite.contains(PBX), "{invite}");
+    // The PIDF-LO part as the PBX sent it (SIPp writes CRLF line ends).
+    let pidf =
+        std::fs::read_to_string(repo().join("tests/sipp/uac_emergency_multipart.xml")).unwrap();
+    let sent = pidf
+        .split("Content-ID: <loc1@pbx.example>")
+        .nth(1)
+        .and_then(|p| p.split("--trunkd-ng911-boundary--").next())
+        .unwrap()
+        .lines()
+        .map(str::trim_start)
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let got = invite
+        .split("Content-ID: <loc1@pbx.example>")
+        .nth(1)
+        .and_then(|p| p.split("--trunkd-ng911-boundary--").next())
+        .unwrap_or_default()
+        .replace('\n', "\r\n")
+        .replace("\r\r\n", "\r\n");
+    assert_eq!(got.trim(), sent.trim());
+    // The extension stays the extension (no VC callback number here).
+    assert!(invite.contains("From: <sip:1001@"), "{invite}");
+}

@@ -270,15 +270,17 @@ pub fn admit_termination(
             Err(e) => return Err(challenge(&t.credentials, false, Some(e))),
         }
     };
-    // 5.
-    if vc.require_encryption && !(req.over_tls && req.offers_srtp) {
+    // 6 (known before 5): an emergency call.
+    let emergency = emergency_destination(vc, req.request_uri_user, policy.emergency_numbers);
+    // 5. An emergency call is not refused for want of encryption: a PBX
+    // that fell back to UDP or plain RTP still reaches the PSAP. The
+    // client certificate, like the digest, is authentication and stays.
+    if vc.require_encryption && emergency.is_none() && !(req.over_tls && req.offers_srtp) {
         return Err(Rejection::EncryptionRequired);
     }
     if t.require_client_certificate && !(req.over_tls && req.client_certificate_verified) {
         return Err(Rejection::ClientCertificateRequired);
     }
-    // 6.
-    let emergency = emergency_destination(vc, req.request_uri_user, policy.emergency_numbers);
     let destination = match emergency {
         Some(d) => d,
         None => {

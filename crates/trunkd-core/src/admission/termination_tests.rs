@@ -502,6 +502,14 @@ fn rule_5_encryption_needs_tls_and_srtp() {
         }
         w.now.instant += Duration::from_secs(1);
     }
+    // Never an emergency call: 911 over plain UDP without SRTP goes out.
+    let r = w.admit(&TerminationRequest {
+        request_uri_user: "911",
+        over_tls: false,
+        offers_srtp: false,
+        ..base
+    });
+    assert!(r.is_ok_and(|a| a.is_emergency));
 }
 
 #[test]
@@ -924,7 +932,7 @@ proptest! {
                 let src: IpAddr = src.parse().unwrap();
                 prop_assert!(vc.termination.cidr_allowed_list.is_empty() || vc.termination.cidr_allowed_list.iter().any(|n| n.contains(&src)));
                 prop_assert_eq!(vc.termination.credentials.is_empty(), a.auth_user.is_none());
-                prop_assert!(!vc.require_encryption || tls);
+                prop_assert!(!vc.require_encryption || tls || a.is_emergency);
                 if let Destination::Number(n) = a.destination {
                     let c = country::country_of(n);
                     prop_assert!(vc.termination.calling_regions.is_empty() || c.is_some_and(|c| vc.termination.calling_regions.contains(&c)));

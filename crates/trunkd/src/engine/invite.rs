@@ -313,6 +313,7 @@ fn terminate(
         .get("Proxy-Authorization")
         .map(|v| String::from_utf8_lossy(v).into_owned());
     let offers_srtp = trunkd_media::sdes::offers_srtp(&crate::engine::session_sdp(req));
+
     let source = invite.peer.addr.ip();
     let treq = TerminationRequest {
         method: "INVITE",
@@ -429,7 +430,13 @@ fn terminate(
         // SRTP only for a customer whose VC requires encryption (admission
         // checked the offer; this keeps re-INVITEs from dropping it),
         // offered over TLS when trunkd is the offerer.
-        a_srtp: SrtpPolicy::for_hop(transport_of(invite.peer), vc.require_encryption, None),
+        // An emergency call is held to nothing (admission let it through
+        // without encryption): SRTP if the PBX offers it, plain otherwise.
+        a_srtp: SrtpPolicy::for_hop(
+            transport_of(invite.peer),
+            vc.require_encryption && !admitted.is_emergency,
+            None,
+        ),
         emergency: admitted.is_emergency,
     }))
 }

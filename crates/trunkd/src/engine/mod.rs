@@ -24,11 +24,9 @@ use bytes::Bytes;
 pub use shell::{EngineTask, EngineTx, Input};
 use trunkd_sip::Request;
 
-/// The session description of a request: its body when that is SDP.
+/// The session description of a request: its body when that is SDP, the
+/// SDP part of a multipart body (RFC 5621), else nothing.
 pub fn session_sdp(req: &Request) -> Bytes {
-    if trunkd_b2bua::media::is_sdp(&req.headers, &req.body) {
-        req.body.clone()
-    } else {
-        Bytes::new()
-    }
+    let content_type = req.headers.get("Content-Type").map(|v| &v[..]);
+    trunkd_sip::session_sdp(content_type, &req.body).unwrap_or_default()
 }
