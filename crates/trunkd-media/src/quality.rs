@@ -87,6 +87,15 @@ impl QualityObserver {
 }
 
 impl PacketObserver for QualityObserver {
+    /// The SDP's `a=rtpmap` rates replace the list: a dynamic payload type
+    /// (opus at 48 kHz, AMR-WB at 16 kHz) is then measured at its own rate,
+    /// not the 8 kHz default, so jitter in µs comes out right.
+    fn set_clock_rates(&mut self, rates: &[(u8, u32)]) {
+        self.clock_rates.clear();
+        self.clock_rates
+            .extend(rates.iter().filter(|(_, r)| *r > 0).copied());
+    }
+
     fn on_rtp(&mut self, from: Leg, pkt: &[u8], arrival: Instant) {
         // RFC 3550 §5.1 fixed header: V=2, then PT, sequence, timestamp, SSRC.
         if pkt.len() < 12 || pkt[0] >> 6 != 2 {
