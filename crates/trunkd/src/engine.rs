@@ -734,6 +734,7 @@ impl Engine {
             relay_config,
             a_srtp,
             media_tx,
+            Some(self.shared.metrics.media_ports_in_use.clone()),
         ) {
             Ok(a) => a,
             Err(e) => {
