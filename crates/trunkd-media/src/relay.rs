@@ -448,6 +448,9 @@ pub struct RelayStats<O> {
     pub b: LegStats,
     /// Each stream, by index.
     pub streams: Vec<StreamStats>,
+    /// The stream the observer measures (see
+    /// [`RelayHandle::set_quality_stream`]).
+    pub quality_stream: usize,
     pub taps: TapStats,
     pub observer: O,
 }
@@ -457,6 +460,19 @@ impl<O> RelayStats<O> {
         match leg {
             Leg::A => &self.a,
             Leg::B => &self.b,
+        }
+    }
+
+    /// `leg` on the quality stream: the counters that go with the
+    /// observer's figures (the media metric line). Stream 0's, or the
+    /// totals, if the quality stream does not exist.
+    pub fn quality_leg(&self, leg: Leg) -> &LegStats {
+        match self.stream(self.quality_stream) {
+            Some(s) => match leg {
+                Leg::A => &s.a,
+                Leg::B => &s.b,
+            },
+            None => self.leg(leg),
         }
     }
 
@@ -1504,6 +1520,7 @@ impl<O: PacketObserver + Clone> State<O> {
             a,
             b,
             streams: per,
+            quality_stream: self.quality_stream,
             taps: TapStats {
                 open: self.taps.iter().filter(|t| !t.tx.is_closed()).count(),
                 ..self.tap_totals
