@@ -437,3 +437,113 @@ fn strict_latching_ignores_a_stray_source() {
     assert_eq!(got.len(), 10, "the real PBX still gets through");
     hang_up(&caller, &callee, &mut dialog, "+12065550100");
 }
+
+/// An even port on `ip` for a video stream (RTCP on the next one unused).
+fn video_socket(ip: &str) -> std::net::UdpSocket {
+    loop {
+        let s = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        if s.local_addr().unwrap().port().is_multiple_of(2) {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            return s;
+        }
+    }
+}
+
+/// The `m=video` port of an SDP body.
+fn video_port(body: &str) -> u16 {
+    body.lines()
+        .find_map(|l| l.strip_prefix("m=video "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m=video in\n{body}"))
+}
+
+fn video_packet(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = rtp_packet(seq, u32::from(seq) * 3000, ssrc);
+    p[1] = 96;
+    p.extend_from_slice(&[0x5a; 700]);
+    p
+}
+
+#[test]
+fn audio_and_video_are_both_anchored_each_on_its_own_port() {
+    let ports = Ports::pick();
+    let (caller, callee) = (Ua::new(PBX), Ua::new(CARRIER));
+    let (caller_video, callee_video) = (video_socket(PBX), video_socket(CARRIER));
+    let d = Daemon::start(
+        "media-video",
+        ports,
+        &config(ports, callee.sip_addr().port(), ""),
+    );
+    let video = |port: u16| {
+        format!("m=video {port} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=sendrecv\r\n")
+    };
+    let offer_sdp = caller.sdp("sendrecv") + &video(caller_video.local_addr().unwrap().port());
+    let answer_sdp = callee.sdp("sendrecv") + &video(callee_video.local_addr().unwrap().port());
+    let (mut dialog, offer, ok) = call_with(
+        &caller,
+        &callee,
+        d.sip(),
+        "+12065550199",
+        "+12065550100",
+        &offer_sdp,
+        &answer_sdp,
+    );
+    let b_audio = offer.sdp_rtp();
+    let b_video = std::net::SocketAddr::new(b_audio.ip(), video_port(offer.body()));
+    let a_video = std::net::SocketAddr::new(dialog.trunkd_rtp.ip(), video_port(ok.body()));
+    assert_ne!(b_video.port(), 0, "video anchored, not declined");
+    assert_ne!(a_video.port(), 0);
+    assert_ne!(b_video, b_audio, "video on its own port");
+    assert_ne!(a_video, dialog.trunkd_rtp);
+    assert!(!offer.body().contains(PBX), "{}", offer.body());
+    // Two streams, a pair facing each leg for each.
+    assert_eq!(d.metric("media_ports_in_use"), Some(4.0));
+
+    // PBX -> carrier, audio and video interleaved.
+    for seq in 0..50u16 {
+        caller
+            .rtp
+            .send_to(
+                &rtp_packet(seq, u32::from(seq) * 160, 0x1111),
+                dialog.trunkd_rtp,
+            )
+            .unwrap();
+        caller_video
+            .send_to(&video_packet(seq, 0x7777), a_video)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (audio, src) = receive_rtp(&callee.rtp, 50, Duration::from_secs(5));
+    assert_eq!(audio.len(), 50, "every audio packet reached the carrier");
+    assert_eq!(src, Some(b_audio));
+    assert_eq!(audio[9], rtp_packet(9, 9 * 160, 0x1111));
+    let (vid, src) = receive_rtp(&callee_video, 50, Duration::from_secs(5));
+    assert_eq!(vid.len(), 50, "every video packet reached the carrier");
+    assert_eq!(src, Some(b_video), "from trunkd's video port");
+    assert_eq!(vid[9], video_packet(9, 0x7777));
+
+    // Carrier -> PBX.
+    for seq in 0..30u16 {
+        callee_video
+            .send_to(&video_packet(seq, 0x8888), b_video)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (vid, src) = receive_rtp(&caller_video, 30, Duration::from_secs(5));
+    assert_eq!(vid.len(), 30);
+    assert_eq!(src, Some(a_video));
+    assert_eq!(vid[29], video_packet(29, 0x8888));
+
+    hang_up(&caller, &callee, &mut dialog, "+12065550100");
+    // The media metric line is the audio stream's: video is not in it.
+    let lines = metric_lines(&d);
+    let last = lines.last().expect("a media metric line");
+    assert_eq!(last["cust2vc_rtp_packets"], 50);
+    assert_eq!(last["cust2vc_rtp_bytes"], 50 * 172);
+    assert_eq!(last["vc2rem_rtp_packets"], 50);
+    assert_eq!(last["rem2vc_rtp_packets"], 0);
+    // All four pairs back after the call.
+    d.wait_metric("media_ports_in_use", 0.0);
+}

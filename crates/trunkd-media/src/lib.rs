@@ -35,9 +35,10 @@ pub mod srtp;
 pub use ports::{BoundPair, PortAllocator, PortError, PortPair};
 pub use quality::{PeerReport, QualityObserver};
 pub use relay::{
-    bare_relay, spawn, spawn_with_observer, DirCounters, DropCounters, Leg, LegSetup, LegSockets,
-    LegStats, MediaEvent, NoopObserver, PacketObserver, RelayConfig, RelayError, RelayHandle,
-    RelayStats,
+    bare_relay, spawn, spawn_with_observer, DirCounters, DropCounters, InjectOptions, Leg,
+    LegSetup, LegSockets, LegStats, LocalAddrs, MediaEvent, NoopObserver, PacketObserver,
+    RelayConfig, RelayError, RelayHandle, RelayStats, StreamStats, TapStats, TappedPacket,
+    MAX_STREAMS,
 };
 pub use sdes::{CryptoSuite, LegKeys, LegSdes, MediaSecurity, SdesError, SrtpPolicy};
 pub use sdp::{Direction, LegOrigin, Media, Origin, OriginOverride, RtpMap, Sdp, SdpError};

@@ -87,6 +87,15 @@ impl QualityObserver {
 }
 
 impl PacketObserver for QualityObserver {
+    /// The SDP's `a=rtpmap` rates replace the list: a dynamic payload type
+    /// (opus at 48 kHz, AMR-WB at 16 kHz) is then measured at its own rate,
+    /// not the 8 kHz default, so jitter in µs comes out right.
+    fn set_clock_rates(&mut self, rates: &[(u8, u32)]) {
+        self.clock_rates.clear();
+        self.clock_rates
+            .extend(rates.iter().filter(|(_, r)| *r > 0).copied());
+    }
+
     fn on_rtp(&mut self, from: Leg, pkt: &[u8], arrival: Instant) {
         // RFC 3550 §5.1 fixed header: V=2, then PT, sequence, timestamp, SSRC.
         if pkt.len() < 12 || pkt[0] >> 6 != 2 {
@@ -128,5 +137,51 @@ impl PacketObserver for QualityObserver {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtp(pt: u8, seq: u16, ts: u32) -> [u8; 12] {
+        let mut p = [0u8; 12];
+        p[0] = 0x80;
+        p[1] = pt;
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&ts.to_be_bytes());
+        p[8..12].copy_from_slice(&0x0101_0101u32.to_be_bytes());
+        p
+    }
+
+    /// AMR-WB (PT 97, 16 kHz), 20 ms frames (320 ticks), arriving at 0,
+    /// 20, 50 and 60 ms. By hand (RFC 3550 §6.4.1, J += (|D| − J)/16):
+    /// D₂ = 20 ms·16 kHz − 320 = 0 → J = 0; D₃ = 480 − 320 = 160 → J = 10;
+    /// D₄ = 160 − 320 = −160 → J = 10 + 150/16 = 19.375 ticks
+    /// = 19.375 / 16000 s = 1210.9375 µs.
+    fn feed(o: &mut QualityObserver) {
+        let t0 = Instant::now();
+        for (i, ms) in [0u64, 20, 50, 60].into_iter().enumerate() {
+            let pkt = rtp(97, i as u16, 1000 + 320 * i as u32);
+            o.on_rtp(Leg::A, &pkt, t0 + Duration::from_millis(ms));
+        }
+    }
+
+    #[test]
+    fn dynamic_payload_type_is_measured_at_its_sdp_clock_rate() {
+        let mut o = QualityObserver::default();
+        o.set_clock_rates(&[(96, 48000), (97, 16000)]);
+        feed(&mut o);
+        assert_eq!(o.received(Leg::A).jitter_ts(), 19);
+        assert_eq!(o.received(Leg::A).jitter_us(), 1211);
+    }
+
+    #[test]
+    fn without_the_sdp_rate_a_dynamic_type_is_taken_for_8_khz() {
+        // The bug the rates fix: at 8 kHz D₃ = 240 − 320, D₄ = 80 − 320, so
+        // J = 5 + (240 − 5)/16 = 19.6875 ticks of 125 µs = 2460.9 µs.
+        let mut o = QualityObserver::default();
+        feed(&mut o);
+        assert_eq!(o.received(Leg::A).jitter_us(), 2461);
     }
 }

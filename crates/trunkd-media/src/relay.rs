@@ -101,13 +101,51 @@
 //! costs nothing; atomics would cost on every packet and could not carry
 //! the observer's state anyway.
 
+//!
+//! # Streams
+//!
+//! A call carries up to [`MAX_STREAMS`] streams, one per `m=` line of its
+//! SDP (audio, video, the second audio stream of a SIPREC session, T.38):
+//! stream `i` has its own socket pair facing each leg, and what arrives on
+//! leg A's stream `i` leaves through leg B's stream `i`. Stream 0 comes
+//! with [`spawn_with_observer`]; the others are added as the SDP that names
+//! them crosses ([`RelayHandle::add_stream`]). All of them are owned by the
+//! same task and drained by the same poll loop, with the same latching and
+//! counters; a call is inactive only when no stream carries RTP. Quality
+//! (the observer) is measured on one stream, the call's first audio stream
+//! ([`RelayHandle::set_quality_stream`], stream 0 by default); the others
+//! are counted only. SRTP ([`RelayHandle::set_crypto`]) applies to stream 0:
+//! the anchor refuses an offer with more than one secured stream, so the
+//! other streams are plain on both legs.
+//!
+//! # Taps and injection
+//!
+//! [`RelayHandle::tap`] hands a copy of every accepted packet of a leg (and
+//! stream), plain (after SRTP decryption), to a consumer through a bounded
+//! channel filled with `try_send`: a slow or gone consumer loses packets
+//! (counted in [`RelayStats::taps`]), forwarding never waits for it. Without
+//! a tap the packet path does not copy.
+//!
+//! [`RelayHandle::inject`] sends trunkd's own RTP to a leg's peer on a
+//! stream, continuing what that peer has been receiving: the injected
+//! packets' SSRC, sequence number and timestamp are rewritten to follow the
+//! last packet sent to that peer (the next sequence number; the timestamp
+//! advanced by the wall-clock time since, at the payload type's clock rate),
+//! and they are encrypted with the leg's SRTP context when the leg is SRTP.
+//! [`RelayHandle::inject_start`] with `suppress` stops forwarding the other
+//! peer's RTP to that peer meanwhile (replace; there is no mixing).
+//! After [`RelayHandle::inject_stop`] forwarding resumes with the other
+//! peer's own sequence numbers and timestamps (they are not rewritten).
+
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use socket2::{SockAddr, SockRef};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -125,6 +163,17 @@ pub const MAX_DATAGRAM: usize = rx::SLOT;
 /// Packets drained from one socket per wake-up before the task yields, so a
 /// flooded call cannot starve the other calls on the same worker.
 const BURST: usize = 64;
+
+/// Streams (`m=` lines) one call's relay carries at most. Audio, video and
+/// a second audio stream (SIPREC) fit; the anchor answers further `m=`
+/// lines with port 0. A constant, not a setting: it bounds the sockets and
+/// ports one call can take (two pairs per stream), and no trunking peer
+/// needs more.
+pub const MAX_STREAMS: usize = 4;
+
+/// RTP clock rate of a payload type with no known rate (the narrowband
+/// codecs and RFC 4733 events).
+const DEFAULT_CLOCK_RATE: u32 = 8000;
 
 const RTP: usize = 0;
 const RTCP: usize = 1;
@@ -181,6 +230,15 @@ impl DirCounters {
             self.rtp_bytes += len;
         }
     }
+
+    fn plus(&self, o: &DirCounters) -> DirCounters {
+        DirCounters {
+            rtp_packets: self.rtp_packets + o.rtp_packets,
+            rtp_bytes: self.rtp_bytes + o.rtp_bytes,
+            rtcp_packets: self.rtcp_packets + o.rtcp_packets,
+            rtcp_bytes: self.rtcp_bytes + o.rtcp_bytes,
+        }
+    }
 }
 
 /// Packets received on a leg and not relayed, by reason.
@@ -217,9 +275,9 @@ impl DropCounters {
     }
 }
 
-/// Called by the relay for every packet it accepts from a peer, before
-/// forwarding it, with the time it was read. The quality math (RFC 3550
-/// loss/jitter, RTCP SR/RR for RTT) plugs in here.
+/// Called by the relay for every packet it accepts from a peer on the
+/// quality stream, before forwarding it, with the time it was read. The
+/// quality math (RFC 3550 loss/jitter, RTCP SR/RR for RTT) plugs in here.
 ///
 /// One observer per call, told which leg the packet came from, rather than
 /// one per direction: RTT through a relay pairs a sender report forwarded
@@ -230,6 +288,10 @@ impl DropCounters {
 pub trait PacketObserver: Send + 'static {
     fn on_rtp(&mut self, _from: Leg, _pkt: &[u8], _arrival: Instant) {}
     fn on_rtcp(&mut self, _from: Leg, _pkt: &[u8], _arrival: Instant) {}
+    /// The payload types' clock rates of the observed stream, from the
+    /// SDPs' `a=rtpmap` lines (replacing any earlier list). Called off the
+    /// packet path ([`RelayHandle::set_clock_rates`]).
+    fn set_clock_rates(&mut self, _rates: &[(u8, u32)]) {}
 }
 
 /// The default observer: counters only.
@@ -289,9 +351,10 @@ pub struct LegSetup {
 /// What the relay reports on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
-    /// No RTP in either direction for `idle` (>= the configured timeout).
-    /// `rtcp_idle`: time since the last RTCP from either peer, `None` if
-    /// none ever came; recent RTCP means the peers are alive (e.g. on hold).
+    /// No RTP in either direction on any stream for `idle` (>= the
+    /// configured timeout). `rtcp_idle`: time since the last RTCP from
+    /// either peer, `None` if none ever came; recent RTCP means the peers
+    /// are alive (e.g. on hold).
     Inactive {
         idle: Duration,
         rtcp_idle: Option<Duration>,
@@ -308,6 +371,29 @@ pub enum RelayError {
     Stopped,
     #[error("the media relay task panicked")]
     Panicked,
+    #[error("media stream {0} is beyond the relay's {MAX_STREAMS} streams")]
+    TooManyStreams(usize),
+    #[error("media stream {0} already exists")]
+    StreamExists(usize),
+    #[error("not an RTP packet (version 2, at least 12 bytes)")]
+    NotRtp,
+}
+
+/// trunkd's addresses of one stream, facing each leg's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddrs {
+    rtp: [SocketAddr; 2],
+    rtcp: [SocketAddr; 2],
+}
+
+impl LocalAddrs {
+    /// trunkd's RTP socket address on `leg` (what goes into that leg's SDP).
+    pub fn rtp(&self, leg: Leg) -> SocketAddr {
+        self.rtp[leg.index()]
+    }
+    pub fn rtcp(&self, leg: Leg) -> SocketAddr {
+        self.rtcp[leg.index()]
+    }
 }
 
 /// One leg's view in a stats snapshot.
@@ -315,7 +401,7 @@ pub enum RelayError {
 pub struct LegStats {
     /// Peer -> trunkd on this leg.
     pub rx: DirCounters,
-    /// trunkd -> peer on this leg.
+    /// trunkd -> peer on this leg (injected packets included).
     pub tx: DirCounters,
     /// Packets received on this leg and not relayed.
     pub dropped: DropCounters,
@@ -326,13 +412,46 @@ pub struct LegStats {
     pub rtcp_latched: bool,
     /// The SRTP suite in force on this leg; `None`: plain RTP.
     pub srtp: Option<CryptoSuite>,
+    /// RTP packets trunkd injected towards this leg's peer.
+    pub injected: u64,
+    /// RTP packets from the other leg not forwarded to this leg's peer
+    /// because an injection replaced them.
+    pub suppressed: u64,
+}
+
+/// One stream's view in a stats snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamStats {
+    /// The stream's index (its `m=` line).
+    pub index: usize,
+    pub a: LegStats,
+    pub b: LegStats,
+}
+
+/// What the taps got and lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TapStats {
+    /// Packets handed to tap consumers.
+    pub delivered: u64,
+    /// Packets a tap lost because its channel was full (a slow consumer).
+    pub dropped: u64,
+    /// Taps open now (a tap closes when its receiver is dropped).
+    pub open: usize,
 }
 
 /// A snapshot of a relay, with a clone of its observer.
 #[derive(Debug, Clone)]
 pub struct RelayStats<O> {
+    /// Leg A over all streams: counters are the sums of the streams'; the
+    /// peer, latch and SRTP fields are stream 0's.
     pub a: LegStats,
     pub b: LegStats,
+    /// Each stream, by index.
+    pub streams: Vec<StreamStats>,
+    /// The stream the observer measures (see
+    /// [`RelayHandle::set_quality_stream`]).
+    pub quality_stream: usize,
+    pub taps: TapStats,
     pub observer: O,
 }
 
@@ -343,17 +462,85 @@ impl<O> RelayStats<O> {
             Leg::B => &self.b,
         }
     }
+
+    /// `leg` on the quality stream: the counters that go with the
+    /// observer's figures (the media metric line). Stream 0's, or the
+    /// totals, if the quality stream does not exist.
+    pub fn quality_leg(&self, leg: Leg) -> &LegStats {
+        match self.stream(self.quality_stream) {
+            Some(s) => match leg {
+                Leg::A => &s.a,
+                Leg::B => &s.b,
+            },
+            None => self.leg(leg),
+        }
+    }
+
+    /// Stream `index`, if the relay has it.
+    pub fn stream(&self, index: usize) -> Option<&StreamStats> {
+        self.streams.iter().find(|s| s.index == index)
+    }
+}
+
+/// A packet handed to a tap: the plain (decrypted) datagram as it arrived
+/// from `leg`'s peer on `stream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TappedPacket {
+    pub leg: Leg,
+    pub stream: usize,
+    /// Whether it is RTCP (on the RTCP socket, or muxed).
+    pub rtcp: bool,
+    pub arrival: Instant,
+    pub data: Bytes,
+}
+
+/// How an injection treats the other peer's RTP meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InjectOptions {
+    /// Do not forward the other leg's RTP to this leg's peer while
+    /// injecting (the injected audio replaces it). RTCP still passes.
+    pub suppress: bool,
+}
+
+/// One stream's sockets as [`Control::AddStream`] carries them.
+struct NewStream {
+    index: usize,
+    socks: [[UdpSocket; 2]; 2],
+    peers: [[Option<SocketAddr>; 2]; 2],
+    ports: [Option<PortPair>; 2],
 }
 
 enum Control<O> {
     UpdatePeer {
         leg: Leg,
+        stream: usize,
         rtp: Option<SocketAddr>,
         rtcp: Option<SocketAddr>,
     },
     SetCrypto {
         leg: Leg,
         crypto: Option<Box<LegCrypto>>,
+    },
+    AddStream(Box<NewStream>),
+    ClockRates {
+        stream: usize,
+        rates: Vec<(u8, u32)>,
+    },
+    QualityStream(usize),
+    Tap(Tap),
+    InjectStart {
+        leg: Leg,
+        stream: usize,
+        options: InjectOptions,
+    },
+    Inject {
+        leg: Leg,
+        stream: usize,
+        rtp: Vec<u8>,
+    },
+    InjectStop {
+        leg: Leg,
+        stream: usize,
     },
     Stats(oneshot::Sender<RelayStats<O>>),
     Stop,
@@ -367,49 +554,170 @@ enum Control<O> {
 pub struct RelayHandle<O = NoopObserver> {
     ctl: mpsc::UnboundedSender<Control<O>>,
     task: JoinHandle<()>,
-    local: [[SocketAddr; 2]; 2],
+    local: LocalAddrs,
+    runtime: tokio::runtime::Handle,
+    /// Bit `i`: stream `i` was added (so a second add is refused here,
+    /// synchronously, before its sockets travel to the task).
+    streams: AtomicU8,
 }
 
 impl<O> RelayHandle<O> {
-    /// trunkd's RTP socket address on `leg` (what goes into that leg's SDP).
+    /// trunkd's RTP socket address on `leg` for stream 0 (what goes into
+    /// that leg's SDP).
     pub fn local_rtp(&self, leg: Leg) -> SocketAddr {
-        self.local[leg.index()][RTP]
+        self.local.rtp(leg)
     }
     pub fn local_rtcp(&self, leg: Leg) -> SocketAddr {
-        self.local[leg.index()][RTCP]
+        self.local.rtcp(leg)
     }
 
-    /// New SDP addresses for `leg`'s peer (re-INVITE, UPDATE, hold/resume),
-    /// same sockets. See the module docs for what happens to the latch.
+    fn send(&self, c: Control<O>) -> Result<(), RelayError> {
+        self.ctl.send(c).map_err(|_| RelayError::Stopped)
+    }
+
+    /// Adds stream `index` (its `m=` line) with a socket pair per leg.
+    /// Returns trunkd's addresses for it.
+    ///
+    /// # Errors
+    /// `index` is not below [`MAX_STREAMS`] or was added before (the
+    /// sockets are dropped, their ports go back to the pool), a socket
+    /// cannot be registered, or the relay stopped.
+    pub fn add_stream(
+        &self,
+        index: usize,
+        a: LegSetup,
+        b: LegSetup,
+    ) -> Result<LocalAddrs, RelayError> {
+        if index >= MAX_STREAMS {
+            return Err(RelayError::TooManyStreams(index));
+        }
+        let bit = 1u8 << index;
+        if self.streams.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+            return Err(RelayError::StreamExists(index));
+        }
+        let _guard = self.runtime.enter();
+        let (stream, local) = match prepare_stream(index, a, b) {
+            Ok(s) => s,
+            Err(e) => {
+                self.streams.fetch_and(!bit, Ordering::AcqRel);
+                return Err(e);
+            }
+        };
+        self.send(Control::AddStream(Box::new(stream)))?;
+        Ok(local)
+    }
+
+    /// New SDP addresses for `leg`'s peer on stream 0 (re-INVITE, UPDATE,
+    /// hold/resume), same sockets. See the module docs for what happens to
+    /// the latch.
     pub fn update_peer(
         &self,
         leg: Leg,
         rtp: Option<SocketAddr>,
         rtcp: Option<SocketAddr>,
     ) -> Result<(), RelayError> {
-        self.ctl
-            .send(Control::UpdatePeer { leg, rtp, rtcp })
-            .map_err(|_| RelayError::Stopped)
+        self.update_stream_peer(leg, 0, rtp, rtcp)
     }
 
-    /// The SRTP transforms for `leg` from now on (`None`: plain RTP). Set
-    /// whenever SDES negotiated new keys for the leg; the old context is
-    /// dropped, so a new hop never decrypts with a previous hop's keys.
+    /// [`RelayHandle::update_peer`] for stream `stream` (ignored by the
+    /// task if the stream does not exist).
+    pub fn update_stream_peer(
+        &self,
+        leg: Leg,
+        stream: usize,
+        rtp: Option<SocketAddr>,
+        rtcp: Option<SocketAddr>,
+    ) -> Result<(), RelayError> {
+        self.send(Control::UpdatePeer {
+            leg,
+            stream,
+            rtp,
+            rtcp,
+        })
+    }
+
+    /// The SRTP transforms for `leg` from now on (`None`: plain RTP), on
+    /// stream 0. Set whenever SDES negotiated new keys for the leg; the old
+    /// context is dropped, so a new hop never decrypts with a previous
+    /// hop's keys.
     pub fn set_crypto(&self, leg: Leg, crypto: Option<LegCrypto>) -> Result<(), RelayError> {
-        self.ctl
-            .send(Control::SetCrypto {
-                leg,
-                crypto: crypto.map(Box::new),
-            })
-            .map_err(|_| RelayError::Stopped)
+        self.send(Control::SetCrypto {
+            leg,
+            crypto: crypto.map(Box::new),
+        })
+    }
+
+    /// The payload types' clock rates on `stream` (from the SDPs'
+    /// `a=rtpmap`s): used for injected timestamps, and given to the
+    /// observer when `stream` is the quality stream.
+    pub fn set_clock_rates(&self, stream: usize, rates: Vec<(u8, u32)>) -> Result<(), RelayError> {
+        self.send(Control::ClockRates { stream, rates })
+    }
+
+    /// The stream the observer measures (the call's first audio stream).
+    /// Default 0.
+    pub fn set_quality_stream(&self, stream: usize) -> Result<(), RelayError> {
+        self.send(Control::QualityStream(stream))
+    }
+
+    /// A copy of every packet accepted from `leg`'s peer (`None`: both
+    /// legs) on `stream` (`None`: every stream), plain, through a channel
+    /// of `capacity` packets (at least 1). When the channel is full the
+    /// packet is lost for this tap (counted in [`TapStats::dropped`]);
+    /// dropping the receiver closes the tap.
+    pub fn tap(
+        &self,
+        leg: Option<Leg>,
+        stream: Option<usize>,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<TappedPacket>, RelayError> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.send(Control::Tap(Tap { leg, stream, tx }))?;
+        Ok(rx)
+    }
+
+    /// Starts an injection towards `leg`'s peer on `stream`: the next
+    /// injected packet continues the SSRC, sequence and timestamp that peer
+    /// last received. See [`InjectOptions`]. [`RelayHandle::inject`] without
+    /// a start injects with the default options.
+    pub fn inject_start(
+        &self,
+        leg: Leg,
+        stream: usize,
+        options: InjectOptions,
+    ) -> Result<(), RelayError> {
+        self.send(Control::InjectStart {
+            leg,
+            stream,
+            options,
+        })
+    }
+
+    /// Sends one plain RTP packet to `leg`'s peer on `stream`, its SSRC,
+    /// sequence number and timestamp rewritten for continuity (see the
+    /// module docs), encrypted if the leg is SRTP. The caller paces the
+    /// packets. A new SSRC in the injected packets (another prompt) is
+    /// mapped anew onto the continuing sequence.
+    ///
+    /// # Errors
+    /// `rtp` is not an RTP packet, or the relay stopped.
+    pub fn inject(&self, leg: Leg, stream: usize, rtp: Vec<u8>) -> Result<(), RelayError> {
+        if rtp.len() < 12 || rtp[0] >> 6 != 2 || rtp.len() > MAX_DATAGRAM {
+            return Err(RelayError::NotRtp);
+        }
+        self.send(Control::Inject { leg, stream, rtp })
+    }
+
+    /// Ends the injection towards `leg`'s peer on `stream`: forwarding
+    /// resumes if it was suppressed.
+    pub fn inject_stop(&self, leg: Leg, stream: usize) -> Result<(), RelayError> {
+        self.send(Control::InjectStop { leg, stream })
     }
 
     /// A snapshot of the counters and the observer.
     pub async fn stats(&self) -> Result<RelayStats<O>, RelayError> {
         let (tx, rx) = oneshot::channel();
-        self.ctl
-            .send(Control::Stats(tx))
-            .map_err(|_| RelayError::Stopped)?;
+        self.send(Control::Stats(tx))?;
         rx.await.map_err(|_| RelayError::Stopped)
     }
 
@@ -434,6 +742,56 @@ impl<O> RelayHandle<O> {
     }
 }
 
+/// Registers a stream's sockets with the runtime (which must be entered).
+fn prepare_stream(
+    index: usize,
+    a: LegSetup,
+    b: LegSetup,
+) -> Result<(NewStream, LocalAddrs), RelayError> {
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut local = LocalAddrs {
+        rtp: [unspecified; 2],
+        rtcp: [unspecified; 2],
+    };
+    let mut ports = [None, None];
+    let mut peers = [[None; 2]; 2];
+    let mut socks: Vec<UdpSocket> = Vec::with_capacity(4);
+    for (i, setup) in [a, b].into_iter().enumerate() {
+        let LegSetup {
+            sockets,
+            peer_rtp,
+            peer_rtcp,
+        } = setup;
+        ports[i] = sockets.ports;
+        for (kind, sock) in [sockets.rtp, sockets.rtcp].into_iter().enumerate() {
+            sock.set_nonblocking(true).map_err(RelayError::Socket)?;
+            let addr = sock.local_addr().map_err(RelayError::Socket)?;
+            if kind == RTP {
+                local.rtp[i] = addr;
+            } else {
+                local.rtcp[i] = addr;
+            }
+            socks.push(UdpSocket::from_std(sock).map_err(RelayError::Socket)?);
+        }
+        peers[i] = [peer_rtp, peer_rtcp];
+    }
+    let mut it = socks.into_iter();
+    let (Some(a_rtp), Some(a_rtcp), Some(b_rtp), Some(b_rtcp)) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(RelayError::Stopped);
+    };
+    Ok((
+        NewStream {
+            index,
+            socks: [[a_rtp, a_rtcp], [b_rtp, b_rtcp]],
+            peers,
+            ports,
+        },
+        local,
+    ))
+}
+
 /// Starts a relay with the default (no-op) observer.
 pub fn spawn(
     config: RelayConfig,
@@ -445,9 +803,10 @@ pub fn spawn(
 }
 
 /// Starts a relay task on the current tokio runtime (which must have time
-/// enabled when an inactivity timeout is set). `events` receives
-/// [`MediaEvent`]s; they are sent with `try_send` so a slow call actor never
-/// stalls media (a full channel loses the event: size it for a few).
+/// enabled when an inactivity timeout is set), with `a` and `b` as stream
+/// 0. `events` receives [`MediaEvent`]s; they are sent with `try_send` so a
+/// slow call actor never stalls media (a full channel loses the event: size
+/// it for a few).
 pub fn spawn_with_observer<O: PacketObserver + Clone>(
     config: RelayConfig,
     a: LegSetup,
@@ -458,57 +817,37 @@ pub fn spawn_with_observer<O: PacketObserver + Clone>(
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| RelayError::NoRuntime)?;
     let _guard = runtime.enter();
     let now = Instant::now();
-    let mut local = [[SocketAddr::from(([0, 0, 0, 0], 0)); 2]; 2];
-    let mut ports = [None, None];
-    let mut peers: [[Peer; 2]; 2] = Default::default();
-    let mut socks: Vec<UdpSocket> = Vec::with_capacity(4);
-    for (i, setup) in [a, b].into_iter().enumerate() {
-        let LegSetup {
-            sockets,
-            peer_rtp,
-            peer_rtcp,
-        } = setup;
-        ports[i] = sockets.ports;
-        for (kind, sock) in [sockets.rtp, sockets.rtcp].into_iter().enumerate() {
-            sock.set_nonblocking(true).map_err(RelayError::Socket)?;
-            local[i][kind] = sock.local_addr().map_err(RelayError::Socket)?;
-            socks.push(UdpSocket::from_std(sock).map_err(RelayError::Socket)?);
-        }
-        peers[i][RTP].set_sdp(peer_rtp);
-        peers[i][RTCP].set_sdp(peer_rtcp);
-    }
-    let mut it = socks.into_iter();
-    let (Some(a_rtp), Some(a_rtcp), Some(b_rtp), Some(b_rtcp)) =
-        (it.next(), it.next(), it.next(), it.next())
-    else {
-        return Err(RelayError::Stopped);
-    };
+    let (first, local) = prepare_stream(0, a, b)?;
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let timeout = config.inactivity_timeout.filter(|t| !t.is_zero());
+    let mut streams = Vec::with_capacity(MAX_STREAMS);
+    streams.push(Stream::new(first));
     let task = Task {
-        socks: [[a_rtp, a_rtcp], [b_rtp, b_rtcp]],
+        streams,
         slots: Box::new([[0u8; rx::SLOT]; 2]),
         state: State {
             config,
-            peers,
-            legs: Default::default(),
             observer,
+            quality_stream: 0,
             last_rtp: [now; 2],
             last_rtcp: None,
             inactive_reported: false,
             crypto: [None, None],
             scratch: [Vec::new(), Vec::new()],
+            taps: Vec::new(),
+            tap_totals: TapStats::default(),
         },
         ctl: ctl_rx,
         events,
         inactivity: timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
-        _ports: ports,
     };
     let join = runtime.spawn(task.run());
     Ok(RelayHandle {
         ctl: ctl_tx,
         task: join,
         local,
+        runtime,
+        streams: AtomicU8::new(1),
     })
 }
 
@@ -585,35 +924,134 @@ struct LegCounters {
     rx: DirCounters,
     tx: DirCounters,
     dropped: DropCounters,
+    injected: u64,
+    suppressed: u64,
+}
+
+/// The header of the last RTP packet sent to a peer, which an injection
+/// continues.
+#[derive(Debug, Clone, Copy)]
+struct SentRtp {
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    at: Instant,
+}
+
+/// RFC 3550 §5.1 fixed header fields: (PT, sequence, timestamp, SSRC).
+/// The caller checked the length (12 bytes or more).
+#[inline]
+fn rtp_header(p: &[u8]) -> (u8, u16, u32, u32) {
+    (
+        p[1] & 0x7f,
+        u16::from_be_bytes([p[2], p[3]]),
+        u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+        u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+    )
+}
+
+/// How the injected packets' numbering maps onto the peer's.
+#[derive(Debug, Clone, Copy)]
+struct InjectMap {
+    in_ssrc: u32,
+    in_seq: u16,
+    in_ts: u32,
+    out_ssrc: u32,
+    out_seq: u16,
+    out_ts: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Injecting {
+    suppress: bool,
+    map: Option<InjectMap>,
+}
+
+/// One stream's per-packet state (all but the sockets).
+struct StreamState {
+    index: usize,
+    peers: [[Peer; 2]; 2],
+    legs: [LegCounters; 2],
+    /// Per leg: the last RTP sent to that leg's peer.
+    sent: [Option<SentRtp>; 2],
+    /// Per leg: an injection towards that leg's peer.
+    inject: [Option<Injecting>; 2],
+    clock_rates: Vec<(u8, u32)>,
+}
+
+impl StreamState {
+    fn clock_rate(&self, pt: u8) -> u32 {
+        self.clock_rates
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map_or(DEFAULT_CLOCK_RATE, |(_, r)| (*r).max(1))
+    }
+}
+
+struct Stream {
+    // Field order is drop order: the sockets close before the ports return
+    // to the pool, so a pair is never handed out while still bound.
+    socks: [[UdpSocket; 2]; 2],
+    st: StreamState,
+    _ports: [Option<PortPair>; 2],
+}
+
+impl Stream {
+    fn new(n: NewStream) -> Self {
+        let mut peers: [[Peer; 2]; 2] = Default::default();
+        for (leg, p) in n.peers.iter().enumerate() {
+            peers[leg][RTP].set_sdp(p[RTP]);
+            peers[leg][RTCP].set_sdp(p[RTCP]);
+        }
+        Stream {
+            socks: n.socks,
+            st: StreamState {
+                index: n.index,
+                peers,
+                legs: Default::default(),
+                sent: [None; 2],
+                inject: [None; 2],
+                clock_rates: Vec::new(),
+            },
+            _ports: n.ports,
+        }
+    }
+}
+
+/// A tap consumer.
+struct Tap {
+    leg: Option<Leg>,
+    stream: Option<usize>,
+    tx: mpsc::Sender<TappedPacket>,
 }
 
 /// Everything the packet path touches except the sockets and the buffer,
 /// so both can be borrowed alongside it.
 struct State<O> {
     config: RelayConfig,
-    peers: [[Peer; 2]; 2],
-    legs: [LegCounters; 2],
     observer: O,
+    /// The stream the observer sees.
+    quality_stream: usize,
     last_rtp: [Instant; 2],
     last_rtcp: Option<Instant>,
     inactive_reported: bool,
-    /// Per leg: SRTP transforms when the leg is encrypted.
+    /// Per leg: SRTP transforms when the leg is encrypted (stream 0).
     crypto: [Option<Box<LegCrypto>>; 2],
     /// The SRTP transforms' output buffers (plain, protected), allocated
     /// on the first SRTP packet and reused.
     scratch: [Vec<u8>; 2],
+    taps: Vec<Tap>,
+    tap_totals: TapStats,
 }
 
 struct Task<O> {
-    // Field order is drop order: the sockets close before the ports return
-    // to the pool, so a pair is never handed out while still bound.
-    socks: [[UdpSocket; 2]; 2],
+    streams: Vec<Stream>,
     slots: Box<Slots>,
     state: State<O>,
     ctl: mpsc::UnboundedReceiver<Control<O>>,
     events: mpsc::Sender<MediaEvent>,
     inactivity: Option<(Duration, Pin<Box<Sleep>>)>,
-    _ports: [Option<PortPair>; 2],
 }
 
 impl<O: PacketObserver + Clone> Task<O> {
@@ -622,65 +1060,136 @@ impl<O: PacketObserver + Clone> Task<O> {
         tracing::debug!("media relay stopped");
     }
 
+    fn stream_mut(&mut self, index: usize) -> Option<&mut Stream> {
+        self.streams.iter_mut().find(|s| s.st.index == index)
+    }
+
+    /// Applies one control message; `false`: stop.
+    fn control(&mut self, c: Control<O>) -> bool {
+        match c {
+            Control::Stop => return false,
+            Control::UpdatePeer {
+                leg,
+                stream,
+                rtp,
+                rtcp,
+            } => {
+                if let Some(s) = self.stream_mut(stream) {
+                    let peers = &mut s.st.peers[leg.index()];
+                    peers[RTP].set_sdp(rtp);
+                    peers[RTCP].set_sdp(rtcp);
+                }
+            }
+            Control::SetCrypto { leg, mut crypto } => {
+                let slot = &mut self.state.crypto[leg.index()];
+                // A rekey on the same leg keeps the streams' counters.
+                if let (Some(new), Some(old)) = (crypto.as_mut(), slot.as_ref()) {
+                    new.inherit_streams(old);
+                }
+                *slot = crypto;
+            }
+            Control::AddStream(n) => {
+                // The handle refuses duplicates; keep the invariant anyway.
+                if self.stream_mut(n.index).is_none() {
+                    self.streams.push(Stream::new(*n));
+                }
+            }
+            Control::ClockRates { stream, rates } => {
+                if stream == self.state.quality_stream {
+                    self.state.observer.set_clock_rates(&rates);
+                }
+                if let Some(s) = self.stream_mut(stream) {
+                    s.st.clock_rates = rates;
+                }
+            }
+            Control::QualityStream(stream) => self.state.quality_stream = stream,
+            Control::Tap(tap) => {
+                self.state.taps.retain(|t| !t.tx.is_closed());
+                self.state.taps.push(tap);
+            }
+            Control::InjectStart {
+                leg,
+                stream,
+                options,
+            } => {
+                if let Some(s) = self.stream_mut(stream) {
+                    s.st.inject[leg.index()] = Some(Injecting {
+                        suppress: options.suppress,
+                        map: None,
+                    });
+                }
+            }
+            Control::Inject { leg, stream, rtp } => {
+                let Some(i) = self.streams.iter().position(|s| s.st.index == stream) else {
+                    return true;
+                };
+                let Stream { socks, st, .. } = &mut self.streams[i];
+                self.state
+                    .inject(socks, st, leg.index(), rtp, Instant::now());
+            }
+            Control::InjectStop { leg, stream } => {
+                if let Some(s) = self.stream_mut(stream) {
+                    s.st.inject[leg.index()] = None;
+                }
+            }
+            Control::Stats(reply) => {
+                let _ = reply.send(self.state.snapshot(&self.streams));
+            }
+        }
+        true
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Control first: a stop must not wait behind a packet flood.
         loop {
             match self.ctl.poll_recv(cx) {
-                Poll::Ready(Some(Control::Stop)) | Poll::Ready(None) => return Poll::Ready(()),
-                Poll::Ready(Some(Control::UpdatePeer { leg, rtp, rtcp })) => {
-                    let peers = &mut self.state.peers[leg.index()];
-                    peers[RTP].set_sdp(rtp);
-                    peers[RTCP].set_sdp(rtcp);
-                }
-                Poll::Ready(Some(Control::SetCrypto { leg, mut crypto })) => {
-                    let slot = &mut self.state.crypto[leg.index()];
-                    // A rekey on the same leg keeps the streams' counters.
-                    if let (Some(new), Some(old)) = (crypto.as_mut(), slot.as_ref()) {
-                        new.inherit_streams(old);
+                Poll::Ready(Some(c)) => {
+                    if !self.control(c) {
+                        return Poll::Ready(());
                     }
-                    *slot = crypto;
                 }
-                Poll::Ready(Some(Control::Stats(reply))) => {
-                    let _ = reply.send(self.state.snapshot());
-                }
+                Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Pending => break,
             }
         }
 
         let mut more = false;
-        for leg in 0..2 {
-            for kind in [RTP, RTCP] {
-                let mut drained = false;
-                for _ in 0..BURST {
-                    match rx::poll_recv(&self.socks[leg][kind], cx, &mut self.slots) {
-                        Poll::Ready(Ok(batch)) => {
-                            let now = Instant::now();
-                            for i in 0..batch.count {
-                                let dropped = &mut self.state.legs[leg].dropped;
-                                if batch.truncated[i] {
-                                    dropped.oversize += 1;
-                                    continue;
+        for stream in self.streams.iter_mut() {
+            let Stream { socks, st, .. } = stream;
+            for leg in 0..2 {
+                for kind in [RTP, RTCP] {
+                    let mut drained = false;
+                    for _ in 0..BURST {
+                        match rx::poll_recv(&socks[leg][kind], cx, &mut self.slots) {
+                            Poll::Ready(Ok(batch)) => {
+                                let now = Instant::now();
+                                for i in 0..batch.count {
+                                    let dropped = &mut st.legs[leg].dropped;
+                                    if batch.truncated[i] {
+                                        dropped.oversize += 1;
+                                        continue;
+                                    }
+                                    let Some(src) = batch.srcs[i] else {
+                                        dropped.foreign_source += 1;
+                                        continue;
+                                    };
+                                    let pkt = &self.slots[i][..batch.lens[i]];
+                                    self.state.on_packet(socks, st, leg, kind, src, pkt, now);
                                 }
-                                let Some(src) = batch.srcs[i] else {
-                                    dropped.foreign_source += 1;
-                                    continue;
-                                };
-                                let pkt = &self.slots[i][..batch.lens[i]];
-                                self.state.on_packet(&self.socks, leg, kind, src, pkt, now);
+                            }
+                            Poll::Ready(Err(e)) => {
+                                // UDP receive errors are per datagram (an ICMP
+                                // error queued on the socket): note and go on.
+                                tracing::debug!(error = %e, leg, kind, "media socket receive error");
+                            }
+                            Poll::Pending => {
+                                drained = true;
+                                break;
                             }
                         }
-                        Poll::Ready(Err(e)) => {
-                            // UDP receive errors are per datagram (an ICMP
-                            // error queued on the socket): note and go on.
-                            tracing::debug!(error = %e, leg, kind, "media socket receive error");
-                        }
-                        Poll::Pending => {
-                            drained = true;
-                            break;
-                        }
                     }
+                    more |= !drained;
                 }
-                more |= !drained;
             }
         }
 
@@ -718,11 +1227,14 @@ impl<O: PacketObserver + Clone> Task<O> {
 }
 
 impl<O: PacketObserver + Clone> State<O> {
-    /// The per-packet path: latch check, classify, count, observe, forward.
+    /// The per-packet path: latch check, classify, count, observe, tap,
+    /// forward.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn on_packet(
         &mut self,
         socks: &[[UdpSocket; 2]; 2],
+        st: &mut StreamState,
         leg: usize,
         kind: usize,
         src: SocketAddr,
@@ -731,29 +1243,31 @@ impl<O: PacketObserver + Clone> State<O> {
     ) {
         let rtcp = kind == RTCP || is_muxed_rtcp(pkt);
         let other = leg ^ 1;
-        // The two legs' SRTP states, borrowed apart.
-        let (rx_crypto, tx_crypto) = {
+        // The two legs' SRTP states, borrowed apart; SRTP is stream 0's.
+        let (rx_crypto, tx_crypto) = if st.index == 0 {
             let [a, b] = &mut self.crypto;
             if leg == 0 {
-                (a, b)
+                (a.as_deref_mut(), b.as_deref_mut())
             } else {
-                (b, a)
+                (b.as_deref_mut(), a.as_deref_mut())
             }
+        } else {
+            (None, None)
         };
         // Two scratch buffers kept by the task: the transforms write into
         // them, so an SRTP packet costs no allocation either.
         let [plain_buf, wire_buf] = &mut self.scratch;
         let plain: &[u8] = match rx_crypto {
             None => {
-                if !self.peers[leg][kind].accept(src, now, &self.config) {
-                    self.legs[leg].dropped.foreign_source += 1;
+                if !st.peers[leg][kind].accept(src, now, &self.config) {
+                    st.legs[leg].dropped.foreign_source += 1;
                     return;
                 }
                 pkt
             }
             Some(c) => {
-                if !self.peers[leg][kind].admits(src, now, &self.config) {
-                    self.legs[leg].dropped.foreign_source += 1;
+                if !st.peers[leg][kind].admits(src, now, &self.config) {
+                    st.legs[leg].dropped.foreign_source += 1;
                     return;
                 }
                 let r = if rtcp {
@@ -763,37 +1277,57 @@ impl<O: PacketObserver + Clone> State<O> {
                 };
                 match r {
                     Ok(()) => {
-                        self.peers[leg][kind].note(src, now);
+                        st.peers[leg][kind].note(src, now);
                         plain_buf
                     }
                     Err(SrtpError::NotRtp | SrtpError::TooShort) => {
-                        self.legs[leg].dropped.not_srtp += 1;
+                        st.legs[leg].dropped.not_srtp += 1;
                         return;
                     }
                     Err(e) => {
-                        if self.legs[leg].dropped.srtp == 0 {
+                        if st.legs[leg].dropped.srtp == 0 {
                             tracing::debug!(error = %e, leg, len = pkt.len(), "SRTP packet refused");
                         }
-                        self.legs[leg].dropped.srtp += 1;
+                        st.legs[leg].dropped.srtp += 1;
                         return;
                     }
                 }
             }
         };
-        self.legs[leg].rx.add(rtcp, pkt.len());
+        st.legs[leg].rx.add(rtcp, pkt.len());
         // Quality is measured on the plain packets: after decryption.
         let from = Leg::from_index(leg);
+        let observed = st.index == self.quality_stream;
         if rtcp {
             self.last_rtcp = Some(now);
-            self.observer.on_rtcp(from, plain, now);
+            if observed {
+                self.observer.on_rtcp(from, plain, now);
+            }
         } else {
             self.last_rtp[leg] = now;
             self.inactive_reported = false;
-            self.observer.on_rtp(from, plain, now);
+            if observed {
+                self.observer.on_rtp(from, plain, now);
+            }
+        }
+        if !self.taps.is_empty() {
+            tap_out(
+                &mut self.taps,
+                &mut self.tap_totals,
+                from,
+                st.index,
+                rtcp,
+                plain,
+                now,
+            );
         }
 
-        let Some(dest) = &self.peers[other][kind].dest else {
-            self.legs[leg].dropped.no_peer += 1;
+        if !rtcp && st.inject[other].is_some_and(|i| i.suppress) {
+            st.legs[other].suppressed += 1;
+            return;
+        }
+        let Some(dest) = &st.peers[other][kind].dest else {
+            st.legs[leg].dropped.no_peer += 1;
             return;
         };
         let out: &[u8] = match tx_crypto {
@@ -809,45 +1343,225 @@ impl<O: PacketObserver + Clone> State<O> {
                     // Not RTP (STUN, keepalives from a plain peer): nothing
                     // to protect, so nothing to send to an SRTP peer.
                     Err(SrtpError::NotRtp | SrtpError::TooShort) => {
-                        self.legs[leg].dropped.not_srtp += 1;
+                        st.legs[leg].dropped.not_srtp += 1;
                         return;
                     }
                     Err(_) => {
-                        self.legs[leg].dropped.srtp += 1;
+                        st.legs[leg].dropped.srtp += 1;
                         return;
                     }
                 }
             }
         };
         match SockRef::from(&socks[other][kind]).send_to(out, dest) {
-            Ok(_) => self.legs[other].tx.add(rtcp, out.len()),
+            Ok(_) => {
+                st.legs[other].tx.add(rtcp, out.len());
+                if !rtcp && plain.len() >= 12 {
+                    let (pt, seq, ts, ssrc) = rtp_header(plain);
+                    st.sent[other] = Some(SentRtp {
+                        pt,
+                        seq,
+                        ts,
+                        ssrc,
+                        at: now,
+                    });
+                }
+            }
             Err(e) => {
-                if self.legs[leg].dropped.send_failed == 0 {
+                if st.legs[leg].dropped.send_failed == 0 {
                     tracing::debug!(error = %e, leg = other, "media send failed");
                 }
-                self.legs[leg].dropped.send_failed += 1;
+                st.legs[leg].dropped.send_failed += 1;
             }
         }
     }
 
-    fn snapshot(&self) -> RelayStats<O> {
-        let leg = |i: usize| {
-            let p = &self.peers[i];
+    /// Sends trunkd's RTP packet `rtp` to `leg`'s peer on this stream,
+    /// renumbered to continue what the peer last received.
+    fn inject(
+        &mut self,
+        socks: &[[UdpSocket; 2]; 2],
+        st: &mut StreamState,
+        leg: usize,
+        mut rtp: Vec<u8>,
+        now: Instant,
+    ) {
+        // `RelayHandle::inject` checked the header.
+        if rtp.len() < 12 {
+            return;
+        }
+        let (pt, seq, ts, ssrc) = rtp_header(&rtp);
+        let last = st.sent[leg];
+        let rate = last.map_or(DEFAULT_CLOCK_RATE, |l| st.clock_rate(l.pt));
+        let inj = st.inject[leg].get_or_insert_with(Injecting::default);
+        let map = match inj.map {
+            Some(m) if m.in_ssrc == ssrc => m,
+            _ => {
+                let m = match last {
+                    Some(l) => {
+                        // The timestamp advances by the time since the last
+                        // packet the peer got, at least one tick.
+                        let elapsed = now.saturating_duration_since(l.at).as_micros();
+                        let gap = (elapsed * u128::from(rate) / 1_000_000).max(1);
+                        InjectMap {
+                            in_ssrc: ssrc,
+                            in_seq: seq,
+                            in_ts: ts,
+                            out_ssrc: l.ssrc,
+                            out_seq: l.seq.wrapping_add(1),
+                            out_ts: l.ts.wrapping_add(gap as u32),
+                        }
+                    }
+                    // Nothing sent to this peer yet: nothing to continue.
+                    None => InjectMap {
+                        in_ssrc: ssrc,
+                        in_seq: seq,
+                        in_ts: ts,
+                        out_ssrc: ssrc,
+                        out_seq: seq,
+                        out_ts: ts,
+                    },
+                };
+                inj.map = Some(m);
+                m
+            }
+        };
+        let out_seq = map.out_seq.wrapping_add(seq.wrapping_sub(map.in_seq));
+        let out_ts = map.out_ts.wrapping_add(ts.wrapping_sub(map.in_ts));
+        rtp[2..4].copy_from_slice(&out_seq.to_be_bytes());
+        rtp[4..8].copy_from_slice(&out_ts.to_be_bytes());
+        rtp[8..12].copy_from_slice(&map.out_ssrc.to_be_bytes());
+        let Some(dest) = &st.peers[leg][RTP].dest else {
+            st.legs[leg ^ 1].dropped.no_peer += 1;
+            return;
+        };
+        let crypto = if st.index == 0 {
+            self.crypto[leg].as_deref_mut()
+        } else {
+            None
+        };
+        let wire_buf = &mut self.scratch[1];
+        let out: &[u8] = match crypto {
+            None => &rtp,
+            Some(c) => match c.protect_rtp_into(&rtp, wire_buf) {
+                Ok(()) => wire_buf,
+                Err(e) => {
+                    tracing::debug!(error = %e, leg, "injected packet not protected");
+                    return;
+                }
+            },
+        };
+        match SockRef::from(&socks[leg][RTP]).send_to(out, dest) {
+            Ok(_) => {
+                st.legs[leg].tx.add(false, out.len());
+                st.legs[leg].injected += 1;
+                st.sent[leg] = Some(SentRtp {
+                    pt,
+                    seq: out_seq,
+                    ts: out_ts,
+                    ssrc: map.out_ssrc,
+                    at: now,
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, leg, "injected packet not sent"),
+        }
+    }
+
+    fn snapshot(&self, streams: &[Stream]) -> RelayStats<O> {
+        let leg = |st: &StreamState, i: usize| {
+            let p = &st.peers[i];
+            let c = &st.legs[i];
             LegStats {
-                rx: self.legs[i].rx,
-                tx: self.legs[i].tx,
-                dropped: self.legs[i].dropped,
+                rx: c.rx,
+                tx: c.tx,
+                dropped: c.dropped,
                 rtp_peer: p[RTP].latched.or(p[RTP].sdp),
                 rtcp_peer: p[RTCP].latched.or(p[RTCP].sdp),
                 rtp_latched: p[RTP].latched.is_some(),
                 rtcp_latched: p[RTCP].latched.is_some(),
-                srtp: self.crypto[i].as_ref().map(|c| c.suite()),
+                srtp: if st.index == 0 {
+                    self.crypto[i].as_ref().map(|c| c.suite())
+                } else {
+                    None
+                },
+                injected: c.injected,
+                suppressed: c.suppressed,
             }
         };
+        let mut per: Vec<StreamStats> = streams
+            .iter()
+            .map(|s| StreamStats {
+                index: s.st.index,
+                a: leg(&s.st, 0),
+                b: leg(&s.st, 1),
+            })
+            .collect();
+        per.sort_by_key(|s| s.index);
+        let total = |pick: fn(&StreamStats) -> &LegStats| {
+            let mut t = per
+                .iter()
+                .find(|s| s.index == 0)
+                .map(pick)
+                .copied()
+                .unwrap_or_default();
+            for s in per.iter().filter(|s| s.index != 0) {
+                let l = pick(s);
+                t.rx = t.rx.plus(&l.rx);
+                t.tx = t.tx.plus(&l.tx);
+                t.dropped = t.dropped.plus(&l.dropped);
+                t.injected += l.injected;
+                t.suppressed += l.suppressed;
+            }
+            t
+        };
+        let a = total(|s| &s.a);
+        let b = total(|s| &s.b);
         RelayStats {
-            a: leg(0),
-            b: leg(1),
+            a,
+            b,
+            streams: per,
+            quality_stream: self.quality_stream,
+            taps: TapStats {
+                open: self.taps.iter().filter(|t| !t.tx.is_closed()).count(),
+                ..self.tap_totals
+            },
             observer: self.observer.clone(),
+        }
+    }
+}
+
+/// Hands a copy of `pkt` to every tap that wants it, never waiting.
+#[cold]
+#[inline(never)]
+fn tap_out(
+    taps: &mut [Tap],
+    totals: &mut TapStats,
+    leg: Leg,
+    stream: usize,
+    rtcp: bool,
+    pkt: &[u8],
+    arrival: Instant,
+) {
+    let mut data: Option<Bytes> = None;
+    for t in taps.iter() {
+        if t.leg.is_some_and(|l| l != leg) || t.stream.is_some_and(|s| s != stream) {
+            continue;
+        }
+        let packet = TappedPacket {
+            leg,
+            stream,
+            rtcp,
+            arrival,
+            data: data
+                .get_or_insert_with(|| Bytes::copy_from_slice(pkt))
+                .clone(),
+        };
+        match t.tx.try_send(packet) {
+            Ok(()) => totals.delivered += 1,
+            Err(mpsc::error::TrySendError::Full(_)) => totals.dropped += 1,
+            // A gone consumer: the tap is removed at the next control
+            // message; nothing to count.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }

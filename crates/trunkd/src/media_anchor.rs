@@ -1,5 +1,6 @@
-//! The media anchor of a call: two port pairs (one facing each leg's peer),
-//! a `trunkd_media` relay between them, and the SDP rewriting that makes
+//! The media anchor of a call: per stream (`m=` line, up to
+//! `trunkd_media::MAX_STREAMS`) two port pairs (one facing each leg's
+//! peer), a `trunkd_media` relay between them, and the SDP rewriting that makes
 //! both peers send to trunkd (SPEC §2.4). Implements the call's
 //! `MediaAnchor` hook, so the call state machine stays free of sockets.
 //!
@@ -11,12 +12,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
+use tracing::warn;
 use trunkd_b2bua::{Leg, MediaAnchor, MediaRefusal, SdpRole};
 use trunkd_core::SrtpPolicy;
 use trunkd_media::{
-    LegCrypto, LegKeys, LegOrigin, LegSdes, LegSetup, LegSockets, MediaEvent, PortAllocator,
-    PortError, QualityObserver, RelayConfig, RelayHandle, Sdp,
+    LegCrypto, LegKeys, LegOrigin, LegSdes, LegSetup, LegSockets, Media, MediaEvent, PortAllocator,
+    PortError, QualityObserver, RelayConfig, RelayHandle, Sdp, MAX_STREAMS,
 };
 
 pub type Relay = Arc<RelayHandle<QualityObserver>>;
@@ -45,8 +48,21 @@ pub enum AnchorError {
 
 pub struct RelayAnchor {
     relay: Relay,
-    /// trunkd's (RTP, RTCP) ports facing each leg's peer.
-    ports: [(u16, u16); 2],
+    allocator: PortAllocator,
+    bind_ip: IpAddr,
+    /// Updated whenever a stream takes ports (they return when the relay
+    /// stops; the call task sets the gauge then).
+    ports_in_use: Option<Gauge>,
+    /// Per stream (`m=` line) the relay carries: trunkd's (RTP, RTCP) ports
+    /// facing each leg's peer. `None`: not anchored (yet).
+    streams: [Option<[(u16, u16); 2]>; MAX_STREAMS],
+    /// Per leg and stream: the payload types' clock rates that leg's peer
+    /// listed, so the relay measures and injects at the right rate.
+    rates: [[Vec<(u8, u32)>; MAX_STREAMS]; 2],
+    /// The clock rates last given to the relay, per stream.
+    rates_sent: [Vec<(u8, u32)>; MAX_STREAMS],
+    /// The stream quality is measured on (the first audio `m=` line).
+    quality_stream: usize,
     advertised: IpAddr,
     origins: [LegOrigin; 2],
     sdes: [LegSdes; 2],
@@ -55,11 +71,14 @@ pub struct RelayAnchor {
 }
 
 impl RelayAnchor {
-    /// Binds a port pair per leg on `bind_ip` and starts the relay; peers
-    /// are learnt from the SDPs that cross ([`MediaAnchor::rewrite`]).
+    /// Binds a port pair per leg on `bind_ip` for the first stream and
+    /// starts the relay; peers are learnt from the SDPs that cross
+    /// ([`MediaAnchor::rewrite`]), which also add the other streams.
+    /// `ports_in_use` (optional) is set when later streams take ports.
     ///
     /// # Errors
     /// No ports left in the range (the caller answers 503), or no runtime.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         ports: &PortAllocator,
         bind_ip: IpAddr,
@@ -67,16 +86,12 @@ impl RelayAnchor {
         config: RelayConfig,
         a_srtp: SrtpPolicy,
         events: mpsc::Sender<MediaEvent>,
+        ports_in_use: Option<Gauge>,
     ) -> Result<(RelayAnchor, Relay), AnchorError> {
         let a = ports.allocate_bound(bind_ip)?;
         let b = ports.allocate_bound(bind_ip)?;
         let pa = (a.ports.rtp(), a.ports.rtcp());
         let pb = (b.ports.rtp(), b.ports.rtcp());
-        let setup = |s: trunkd_media::BoundPair| LegSetup {
-            sockets: LegSockets::from(s),
-            peer_rtp: None,
-            peer_rtcp: None,
-        };
         let handle = trunkd_media::spawn_with_observer(
             config,
             setup(a),
@@ -85,10 +100,18 @@ impl RelayAnchor {
             events,
         )?;
         let relay = Arc::new(handle);
+        let mut streams = [None; MAX_STREAMS];
+        streams[0] = Some([pa, pb]);
         Ok((
             RelayAnchor {
                 relay: relay.clone(),
-                ports: [pa, pb],
+                allocator: ports.clone(),
+                bind_ip,
+                ports_in_use,
+                streams,
+                rates: Default::default(),
+                rates_sent: Default::default(),
+                quality_stream: 0,
                 advertised,
                 origins: [LegOrigin::new(), LegOrigin::new()],
                 sdes: [LegSdes::new(a_srtp), LegSdes::default()],
@@ -97,6 +120,29 @@ impl RelayAnchor {
             relay,
         ))
     }
+}
+
+fn setup(s: trunkd_media::BoundPair) -> LegSetup {
+    LegSetup {
+        sockets: LegSockets::from(s),
+        peer_rtp: None,
+        peer_rtcp: None,
+    }
+}
+
+/// Whether an `m=` section asks for SRTP (a secure profile or `a=crypto`).
+fn is_secured(m: &Media) -> bool {
+    m.proto().to_ascii_uppercase().contains("SAVP") || m.has_crypto()
+}
+
+/// The clock rates of an `m=` section's payload types: its `a=rtpmap`s,
+/// and the RFC 3551 static table for the others.
+fn clock_rates(m: &Media) -> Vec<(u8, u32)> {
+    m.formats()
+        .iter()
+        .filter_map(|f| f.parse::<u8>().ok())
+        .filter_map(|pt| m.clock_rate(pt).map(|r| (pt, r)))
+        .collect()
 }
 
 impl RelayAnchor {
@@ -118,6 +164,57 @@ impl RelayAnchor {
         self.installed[i] = active.cloned();
         Ok(())
     }
+
+    /// Stream `index`'s ports, allocating a pair per leg and adding the
+    /// stream to the relay the first time. `None` when the pool is empty
+    /// (the stream is declined, the call goes on).
+    fn stream_ports(&mut self, index: usize) -> Option<[(u16, u16); 2]> {
+        if let Some(p) = self.streams.get(index).copied().flatten() {
+            return Some(p);
+        }
+        if index >= MAX_STREAMS {
+            return None;
+        }
+        let pairs = self
+            .allocator
+            .allocate_bound(self.bind_ip)
+            .and_then(|a| Ok((a, self.allocator.allocate_bound(self.bind_ip)?)));
+        let (a, b) = match pairs {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, stream = index, "no media ports for a further stream; declined");
+                return None;
+            }
+        };
+        let ports = [
+            (a.ports.rtp(), a.ports.rtcp()),
+            (b.ports.rtp(), b.ports.rtcp()),
+        ];
+        if let Err(e) = self.relay.add_stream(index, setup(a), setup(b)) {
+            warn!(error = %e, stream = index, "media stream not added; declined");
+            return None;
+        }
+        if let Some(g) = &self.ports_in_use {
+            g.set((self.allocator.capacity() - self.allocator.available()) as i64);
+        }
+        self.streams[index] = Some(ports);
+        Some(ports)
+    }
+
+    /// Tells the relay the clock rates of `stream` (both legs' lists, the
+    /// sender's first) if they changed.
+    fn sync_rates(&mut self, stream: usize, from: usize) {
+        let mut merged = self.rates[from][stream].clone();
+        for r in &self.rates[from ^ 1][stream] {
+            if !merged.iter().any(|(pt, _)| *pt == r.0) {
+                merged.push(*r);
+            }
+        }
+        if merged != self.rates_sent[stream] {
+            let _ = self.relay.set_clock_rates(stream, merged.clone());
+            self.rates_sent[stream] = merged;
+        }
+    }
 }
 
 impl MediaAnchor for RelayAnchor {
@@ -127,12 +224,17 @@ impl MediaAnchor for RelayAnchor {
             reason: format!("Not Acceptable Here ({e})"),
         };
         let parsed = Sdp::parse_bytes(sdp).map_err(|e| refuse(&e))?;
-        // The first m-line carries the call's audio (or T.38 image after a
-        // fax re-INVITE); further streams are declined (port 0) until
-        // multi-stream anchoring is needed.
-        let _ =
-            self.relay
-                .update_peer(media_leg(from), parsed.remote_rtp(0), parsed.remote_rtcp(0));
+        // SRTP is terminated on the first stream only (one SDES context per
+        // leg): a second secured stream, or a secured stream that is not
+        // the first, cannot be anchored.
+        if parsed
+            .media()
+            .iter()
+            .enumerate()
+            .any(|(i, m)| i > 0 && !m.is_rejected() && is_secured(m))
+        {
+            return Err(refuse(&"SRTP on a stream other than the first"));
+        }
         let out = from.other();
         let (fi, oi) = (idx(from), idx(out));
         let first = parsed.media().first();
@@ -153,13 +255,45 @@ impl MediaAnchor for RelayAnchor {
         .map_err(|e| refuse(&e))?;
         self.sync_crypto(from)?;
         self.sync_crypto(out)?;
-        let ours = self.ports[oi];
-        let ports: Vec<Option<(u16, u16)>> = parsed
+        // Every `m=` line is anchored on its own stream, up to
+        // MAX_STREAMS; a stream the peer rejected (port 0) stays rejected
+        // on the other leg and takes no ports, and so do the lines beyond
+        // the cap.
+        let mut ports: Vec<Option<(u16, u16)>> = Vec::with_capacity(parsed.media().len());
+        for (i, m) in parsed.media().iter().enumerate() {
+            let pair = if m.is_rejected() || i >= MAX_STREAMS {
+                None
+            } else {
+                self.stream_ports(i)
+            };
+            if i < MAX_STREAMS && (pair.is_some() || self.streams[i].is_some()) {
+                let _ = self.relay.update_stream_peer(
+                    media_leg(from),
+                    i,
+                    parsed.remote_rtp(i),
+                    parsed.remote_rtcp(i),
+                );
+                self.rates[fi][i] = clock_rates(m);
+                self.sync_rates(i, fi);
+            }
+            ports.push(pair.map(|p| p[oi]));
+        }
+        // Quality on the first audio stream (the first stream otherwise:
+        // T.38 after a fax re-INVITE, or a video-only call).
+        let quality = parsed
             .media()
             .iter()
-            .enumerate()
-            .map(|(i, m)| (i == 0 && !m.is_rejected()).then_some(ours))
-            .collect();
+            .take(MAX_STREAMS)
+            .position(|m| m.kind().eq_ignore_ascii_case("audio") && !m.is_rejected())
+            .unwrap_or(0);
+        if quality != self.quality_stream {
+            self.quality_stream = quality;
+            let _ = self.relay.set_quality_stream(quality);
+            // The observer takes the new stream's rates.
+            let _ = self
+                .relay
+                .set_clock_rates(quality, self.rates_sent[quality].clone());
+        }
         let text = self.origins[oi]
             .rewrite_secured(&parsed, self.advertised, &ports, Some(&security))
             .map_err(|e| refuse(&e))?;
@@ -169,10 +303,127 @@ impl MediaAnchor for RelayAnchor {
     fn reset(&mut self, leg: Leg, srtp: SrtpPolicy) {
         // A new hop: its peer is unknown until it answers, and nothing
         // negotiated with the previous hop (keys above all) carries over.
-        let _ = self.relay.update_peer(media_leg(leg), None, None);
+        for (i, s) in self.streams.iter().enumerate() {
+            if s.is_some() {
+                let _ = self.relay.update_stream_peer(media_leg(leg), i, None, None);
+            }
+            self.rates[idx(leg)][i].clear();
+        }
         self.sdes[idx(leg)].reset(srtp);
         if self.installed[idx(leg)].take().is_some() {
             let _ = self.relay.set_crypto(media_leg(leg), None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn anchor(alloc: &PortAllocator) -> (RelayAnchor, Relay, mpsc::Receiver<MediaEvent>) {
+        let (tx, rx) = mpsc::channel(4);
+        let (anchor, relay) = RelayAnchor::start(
+            alloc,
+            LO,
+            LO,
+            RelayConfig::default(),
+            SrtpPolicy::default(),
+            tx,
+            None,
+        )
+        .unwrap();
+        (anchor, relay, rx)
+    }
+
+    fn offer(media: &str) -> Bytes {
+        Bytes::from(format!(
+            "v=0\r\no=peer 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n{media}"
+        ))
+    }
+
+    /// The `m=` ports of a rewritten SDP, in order.
+    fn m_ports(sdp: &Bytes) -> Vec<u16> {
+        let sdp = Sdp::parse_bytes(sdp).unwrap();
+        sdp.media().iter().map(|m| m.port()).collect()
+    }
+
+    #[tokio::test]
+    async fn every_m_line_gets_its_own_ports_and_rejected_ones_stay_rejected() {
+        let alloc = PortAllocator::new(31000, 31099).unwrap();
+        let (mut anchor, relay, _events) = anchor(&alloc);
+        assert_eq!(alloc.capacity() - alloc.available(), 2);
+        let sdp = offer(
+            "m=audio 4000 RTP/AVP 0\r\n\
+             m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+             m=video 4002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n",
+        );
+        let out = anchor.rewrite(Leg::A, SdpRole::Offer, &sdp).unwrap();
+        let ports = m_ports(&out);
+        // Stream 0's B-side pair, nothing for the rejected line, a new pair
+        // for the third line.
+        assert_eq!(ports[0], relay.local_rtp(trunkd_media::Leg::B).port());
+        assert_eq!(ports[1], 0);
+        assert_ne!(ports[2], 0);
+        assert_ne!(ports[2], ports[0]);
+        assert_eq!(alloc.capacity() - alloc.available(), 4);
+        // The answer gets A-side ports; the same offer again takes no more.
+        let answer =
+            offer("m=audio 5000 RTP/AVP 0\r\nm=video 0 RTP/AVP 96\r\nm=video 5002 RTP/AVP 96\r\n");
+        let back = anchor.rewrite(Leg::B, SdpRole::Answer, &answer).unwrap();
+        let back_ports = m_ports(&back);
+        assert_eq!(back_ports[0], relay.local_rtp(trunkd_media::Leg::A).port());
+        assert_eq!(back_ports[1], 0);
+        assert_ne!(back_ports[2], 0);
+        anchor.rewrite(Leg::A, SdpRole::Offer, &sdp).unwrap();
+        assert_eq!(alloc.capacity() - alloc.available(), 4);
+        drop(anchor);
+        let relay = Arc::try_unwrap(relay).unwrap();
+        relay.stop().await.unwrap();
+        assert_eq!(alloc.available(), alloc.capacity());
+    }
+
+    #[tokio::test]
+    async fn m_lines_beyond_the_cap_are_declined() {
+        let alloc = PortAllocator::new(31100, 31199).unwrap();
+        let (mut anchor, _relay, _events) = anchor(&alloc);
+        let lines: String = (0..MAX_STREAMS + 2)
+            .map(|i| format!("m=audio {} RTP/AVP 0\r\n", 4000 + 2 * i))
+            .collect();
+        let out = anchor
+            .rewrite(Leg::A, SdpRole::Offer, &offer(&lines))
+            .unwrap();
+        let ports = m_ports(&out);
+        assert!(ports[..MAX_STREAMS].iter().all(|p| *p != 0), "{ports:?}");
+        assert_eq!(&ports[MAX_STREAMS..], &[0, 0]);
+        assert_eq!(alloc.capacity() - alloc.available(), 2 * MAX_STREAMS);
+    }
+
+    #[tokio::test]
+    async fn srtp_on_a_second_stream_is_refused_with_488() {
+        let alloc = PortAllocator::new(31200, 31299).unwrap();
+        let (mut anchor, _relay, _events) = anchor(&alloc);
+        let key = "1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+        let sdp = offer(&format!(
+            "m=audio 4000 RTP/SAVP 0\r\na=crypto:{key}\r\n\
+             m=video 4002 RTP/SAVP 96\r\na=crypto:{key}\r\n"
+        ));
+        let refusal = anchor.rewrite(Leg::A, SdpRole::Offer, &sdp).unwrap_err();
+        assert_eq!(refusal.status, 488);
+        assert_eq!(
+            refusal.reason,
+            "Not Acceptable Here (SRTP on a stream other than the first)"
+        );
+        // SRTP audio with plain video is anchored: crypto on the audio only.
+        let sdp = offer(&format!(
+            "m=audio 4000 RTP/SAVP 0\r\na=crypto:{key}\r\nm=video 4002 RTP/AVP 96\r\n"
+        ));
+        let out = anchor.rewrite(Leg::A, SdpRole::Offer, &sdp).unwrap();
+        let parsed = Sdp::parse_bytes(&out).unwrap();
+        assert_eq!(parsed.media()[1].proto(), "RTP/AVP");
+        assert!(!parsed.media()[1].has_crypto());
+        assert_ne!(parsed.media()[1].port(), 0);
     }
 }

@@ -21,7 +21,9 @@ pub struct Sides {
 
 /// Cumulative figures of one side from a relay snapshot.
 pub fn side(stats: &RelayStats<QualityObserver>, leg: trunkd_media::Leg) -> SideStats {
-    let l = stats.leg(leg);
+    // The line describes the call's first audio stream, the one the
+    // observer measures; other streams (video) are in the relay's stats only.
+    let l = stats.quality_leg(leg);
     let q = &stats.observer;
     let rx = q.received(leg);
     let to_vc = DirectionStats {

@@ -228,6 +228,7 @@ impl EngineTask {
             relay_config,
             setup.admission.a_srtp,
             media_tx,
+            Some(self.shared.metrics.media_ports_in_use.clone()),
         ) {
             Ok(a) => a,
             Err(e) => {
