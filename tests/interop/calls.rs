@@ -1389,7 +1389,9 @@ fn one_source_is_capped_at_its_calls_in_progress() {
         Some(1.0)
     );
     assert_ok(&first.join().unwrap(), "the first call is untouched");
-    // Its slot is free again once it ended.
+    // Its slot is free again once it ended: the call's task has stopped its
+    // relay and told the engine (a few ms after the PBX saw its BYE answered).
+    d.wait_metric("sip_engine_calls", 0.0);
     let out = pbx_calls("uac_call.xml", &d, &["-d", "100"]);
     assert_ok(&out, "a call after the first ended");
     assert!(uas.wait(Duration::from_secs(10)).0);

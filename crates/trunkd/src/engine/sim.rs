@@ -131,7 +131,8 @@ impl Ua {
 
 pub const SDP: &str = "v=0\r\no=pbx 1 1 IN IP4 198.51.100.10\r\ns=-\r\nc=IN IP4 198.51.100.10\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
-/// An INVITE from the PBX to `user` at trunkd.
+/// An INVITE from the PBX to `user` at trunkd (`user@host` for another
+/// VC's host than vc-east's).
 pub fn invite(
     call_id: &str,
     user: &str,
@@ -140,12 +141,17 @@ pub fn invite(
     body: &str,
     content_type: &str,
 ) -> Request {
+    let user = if user.contains('@') {
+        user.to_owned()
+    } else {
+        format!("{user}@vc-east.trunkd.local")
+    };
     let text = format!(
-        "INVITE sip:{user}@vc-east.trunkd.local SIP/2.0\r\n\
+        "INVITE sip:{user} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {PBX};branch=z9hG4bK-{call_id}-1\r\n\
          Max-Forwards: 70\r\n\
          From: <sip:{from}@pbx.example>;tag=pbx-{call_id}\r\n\
-         To: <sip:{user}@vc-east.trunkd.local>\r\n\
+         To: <sip:{user}>\r\n\
          Call-ID: {call_id}\r\n\
          CSeq: 1 INVITE\r\n\
          Contact: <sip:{from}@{PBX}>\r\n\

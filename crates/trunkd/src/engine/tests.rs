@@ -223,3 +223,73 @@ fn every_invite_gets_a_final_response() {
     let finals: Vec<u16> = finals(&sim).into_iter().filter(|c| *c != 407).collect();
     assert_eq!(finals.len(), cases.len(), "{finals:?}");
 }
+
+/// SPEC §2.1 step 3: a source outside the VC's CIDRs is refused 403
+/// before any challenge, and it is a failed call of that VC.
+#[test]
+fn a_source_outside_the_cidrs_is_refused_without_a_challenge() {
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.pbx.addr = super::sim::addr("192.0.2.99:5060");
+    call(&mut sim, "c1", "+12065551234", "+12065550100");
+    assert_eq!(finals(&sim), [403]);
+    assert_eq!(
+        metric(
+            &sim,
+            "voice_connector_call_failures_total",
+            "vc-east",
+            Some("outbound")
+        ),
+        1
+    );
+    assert_eq!(sim.refused_records, [("vc-east".to_owned(), 403)]);
+}
+
+/// SPEC §2.1 step 6: over the VC's calls per second, 503 with Retry-After,
+/// counted as a throttle; no call is started and nothing stays counted.
+#[test]
+fn over_the_cps_limit_is_503_with_retry_after() {
+    let slow = r#"
+[[voice_connectors]]
+id = "vc-slow"
+[voice_connectors.termination]
+cidr_allowed_list = ["198.51.100.0/24"]
+cps_limit = 1
+carriers = ["carrier-a"]
+
+[[numbers]]
+e164_phone_number = "+12065550111"
+product_type = "VoiceConnector"
+voice_connector_id = "vc-slow"
+"#;
+    let mut sim = Sim::new(CAP_2, slow);
+    sim.pbx_sends(invite(
+        "c1",
+        "+12065551234@vc-slow.trunkd.local",
+        "+12065550111",
+        "",
+        SDP,
+        "application/sdp",
+    ));
+    sim.pbx_sends(invite(
+        "c2",
+        "+12065551234@vc-slow.trunkd.local",
+        "+12065550111",
+        "",
+        SDP,
+        "application/sdp",
+    ));
+    sim.run_for(Duration::from_millis(200));
+    // The refusal is immediate; the first call's answer crosses the carrier.
+    assert_eq!(finals(&sim), [503, 200]);
+    let throttled = &sim.pbx.finals[0];
+    assert_eq!(
+        throttled.headers.get("Call-ID").map(|v| v.as_ref()),
+        Some(&b"c2"[..])
+    );
+    assert!(throttled.headers.get("Retry-After").is_some());
+    assert_eq!(
+        metric(&sim, "voice_connector_throttles_total", "vc-slow", None),
+        1
+    );
+    assert_eq!((sim.engine.calls(), sim.engine.sources_tracked()), (1, 1));
+}
