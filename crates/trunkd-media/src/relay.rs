@@ -134,8 +134,11 @@
 //! and they are encrypted with the leg's SRTP context when the leg is SRTP.
 //! [`RelayHandle::inject_start`] with `suppress` stops forwarding the other
 //! peer's RTP to that peer meanwhile (replace; there is no mixing).
-//! After [`RelayHandle::inject_stop`] forwarding resumes with the other
-//! peer's own sequence numbers and timestamps (they are not rewritten).
+//! After [`RelayHandle::inject_stop`] the other peer's RTP is forwarded
+//! again, renumbered (sequence, timestamp, SSRC) to continue after the
+//! injected packets, so the peer sees one stream throughout; the offsets
+//! hold until that source changes SSRC. Only then, and only for that
+//! direction, does the packet path touch an RTP header.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -962,6 +965,50 @@ struct InjectMap {
     out_ts: u32,
 }
 
+/// Offsets applied to the forwarded packets of one SSRC after an
+/// injection, so the peer's sequence and timestamp do not jump back.
+#[derive(Debug, Clone, Copy)]
+struct Renumber {
+    in_ssrc: u32,
+    out_ssrc: u32,
+    seq_offset: u16,
+    ts_offset: u32,
+}
+
+/// Rewrites a forwarded RTP packet (plain, about to be sent to `leg`'s
+/// peer) to continue the numbering that peer last received; off the usual
+/// path: only after an injection.
+#[cold]
+#[inline(never)]
+fn renumber(st: &mut StreamState, leg: usize, pkt: &mut [u8], now: Instant) {
+    if pkt.len() < 12 {
+        return;
+    }
+    let (_, seq, ts, ssrc) = rtp_header(pkt);
+    if std::mem::take(&mut st.resync[leg]) {
+        st.renumber[leg] = st.sent[leg].map(|last| {
+            let rate = st.clock_rate(last.pt);
+            let elapsed = now.saturating_duration_since(last.at).as_micros();
+            let gap = (elapsed * u128::from(rate) / 1_000_000).max(1) as u32;
+            Renumber {
+                in_ssrc: ssrc,
+                out_ssrc: last.ssrc,
+                seq_offset: last.seq.wrapping_add(1).wrapping_sub(seq),
+                ts_offset: last.ts.wrapping_add(gap).wrapping_sub(ts),
+            }
+        });
+    }
+    let Some(r) = st.renumber[leg] else { return };
+    if r.in_ssrc != ssrc {
+        // A new source: a new stream for the peer too, nothing to continue.
+        st.renumber[leg] = None;
+        return;
+    }
+    pkt[2..4].copy_from_slice(&seq.wrapping_add(r.seq_offset).to_be_bytes());
+    pkt[4..8].copy_from_slice(&ts.wrapping_add(r.ts_offset).to_be_bytes());
+    pkt[8..12].copy_from_slice(&r.out_ssrc.to_be_bytes());
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Injecting {
     suppress: bool,
@@ -977,6 +1024,12 @@ struct StreamState {
     sent: [Option<SentRtp>; 2],
     /// Per leg: an injection towards that leg's peer.
     inject: [Option<Injecting>; 2],
+    /// Per leg: after an injection, the renumbering of the forwarded RTP
+    /// so it continues what the peer last received.
+    renumber: [Option<Renumber>; 2],
+    /// Per leg: an injection ended; the next forwarded RTP packet sets
+    /// `renumber`.
+    resync: [bool; 2],
     clock_rates: Vec<(u8, u32)>,
 }
 
@@ -1012,6 +1065,8 @@ impl Stream {
                 legs: Default::default(),
                 sent: [None; 2],
                 inject: [None; 2],
+                renumber: [None; 2],
+                resync: [false; 2],
                 clock_rates: Vec::new(),
             },
             _ports: n.ports,
@@ -1129,7 +1184,12 @@ impl<O: PacketObserver + Clone> Task<O> {
             }
             Control::InjectStop { leg, stream } => {
                 if let Some(s) = self.stream_mut(stream) {
-                    s.st.inject[leg.index()] = None;
+                    let injected = s.st.inject[leg.index()]
+                        .take()
+                        .is_some_and(|i| i.map.is_some());
+                    // The other peer's stream resumes renumbered after
+                    // what was injected.
+                    s.st.resync[leg.index()] |= injected;
                 }
             }
             Control::Stats(reply) => {
@@ -1173,7 +1233,7 @@ impl<O: PacketObserver + Clone> Task<O> {
                                         dropped.foreign_source += 1;
                                         continue;
                                     };
-                                    let pkt = &self.slots[i][..batch.lens[i]];
+                                    let pkt = &mut self.slots[i][..batch.lens[i]];
                                     self.state.on_packet(socks, st, leg, kind, src, pkt, now);
                                 }
                             }
@@ -1238,10 +1298,11 @@ impl<O: PacketObserver + Clone> State<O> {
         leg: usize,
         kind: usize,
         src: SocketAddr,
-        pkt: &[u8],
+        pkt: &mut [u8],
         now: Instant,
     ) {
         let rtcp = kind == RTCP || is_muxed_rtcp(pkt);
+        let wire_len = pkt.len();
         let other = leg ^ 1;
         // The two legs' SRTP states, borrowed apart; SRTP is stream 0's.
         let (rx_crypto, tx_crypto) = if st.index == 0 {
@@ -1257,7 +1318,7 @@ impl<O: PacketObserver + Clone> State<O> {
         // Two scratch buffers kept by the task: the transforms write into
         // them, so an SRTP packet costs no allocation either.
         let [plain_buf, wire_buf] = &mut self.scratch;
-        let plain: &[u8] = match rx_crypto {
+        let plain: &mut [u8] = match rx_crypto {
             None => {
                 if !st.peers[leg][kind].accept(src, now, &self.config) {
                     st.legs[leg].dropped.foreign_source += 1;
@@ -1278,7 +1339,7 @@ impl<O: PacketObserver + Clone> State<O> {
                 match r {
                     Ok(()) => {
                         st.peers[leg][kind].note(src, now);
-                        plain_buf
+                        &mut plain_buf[..]
                     }
                     Err(SrtpError::NotRtp | SrtpError::TooShort) => {
                         st.legs[leg].dropped.not_srtp += 1;
@@ -1294,7 +1355,7 @@ impl<O: PacketObserver + Clone> State<O> {
                 }
             }
         };
-        st.legs[leg].rx.add(rtcp, pkt.len());
+        st.legs[leg].rx.add(rtcp, wire_len);
         // Quality is measured on the plain packets: after decryption.
         let from = Leg::from_index(leg);
         let observed = st.index == self.quality_stream;
@@ -1322,10 +1383,16 @@ impl<O: PacketObserver + Clone> State<O> {
             );
         }
 
-        if !rtcp && st.inject[other].is_some_and(|i| i.suppress) {
-            st.legs[other].suppressed += 1;
-            return;
+        if !rtcp {
+            if st.inject[other].is_some_and(|i| i.suppress) {
+                st.legs[other].suppressed += 1;
+                return;
+            }
+            if st.renumber[other].is_some() || st.resync[other] {
+                renumber(st, other, plain, now);
+            }
         }
+        let plain: &[u8] = plain;
         let Some(dest) = &st.peers[other][kind].dest else {
             st.legs[leg].dropped.no_peer += 1;
             return;

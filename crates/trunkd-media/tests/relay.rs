@@ -1092,9 +1092,24 @@ mod inject {
         assert_eq!(stats.a.injected, 5);
         assert_eq!(stats.a.suppressed, 3);
         assert_eq!(stats.a.tx.rtp_packets, 15);
-        // Stopped: B is heard again.
+        // Stopped: B is heard again, renumbered to continue after the
+        // injected packets (its own numbering went on while suppressed).
         call.relay.inject_stop(Leg::A, 0).unwrap();
-        b_talks(&call, &a, &b, 1013, 2);
+        let mut resumed_ts = 0;
+        for i in 0..3u16 {
+            let p = rtp_with(0, 1013 + i, (1013 + u32::from(i)) * 160, PEER_SSRC, 160);
+            b.rtp.send_to(&p, call.relay.local_rtp(Leg::B)).unwrap();
+            let got = recv(&a.rtp).0;
+            let (seq, ts, ssrc) = header(&got);
+            assert_eq!((seq, ssrc), (1015 + i, PEER_SSRC));
+            if i == 0 {
+                assert!(ts > first_ts + 4 * 160, "after the injected ones");
+                resumed_ts = ts;
+            } else {
+                assert_eq!(ts, resumed_ts + u32::from(i) * 160);
+            }
+            assert_eq!(&got[12..], &p[12..]);
+        }
     }
 
     #[test]
@@ -1163,5 +1178,17 @@ mod inject {
         }
         // Injected packets are not B's: the tap on B saw nothing new.
         assert!(tap.try_recv().is_err());
+        // B resumes with its own numbering; A gets it renumbered after the
+        // injected packets and still decrypts it (same rollover counter).
+        call.relay.inject_stop(Leg::A, 0).unwrap();
+        for i in 0..3u16 {
+            let p = rtp_with(0, 65535u16.wrapping_add(i), 0, PEER_SSRC, 160);
+            b.rtp.send_to(&p, call.relay.local_rtp(Leg::B)).unwrap();
+            let plain = phone_a
+                .unprotect_rtp(&recv(&a.rtp).0)
+                .expect("A decrypts B again");
+            assert_eq!(header(&plain).0, 3 + i);
+            assert_eq!(&plain[12..], &p[12..]);
+        }
     }
 }
