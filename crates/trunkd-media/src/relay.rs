@@ -114,9 +114,9 @@
 //! counters; a call is inactive only when no stream carries RTP. Quality
 //! (the observer) is measured on one stream, the call's first audio stream
 //! ([`RelayHandle::set_quality_stream`], stream 0 by default); the others
-//! are counted only. SRTP ([`RelayHandle::set_crypto`]) applies to stream 0:
-//! the anchor refuses an offer with more than one secured stream, so the
-//! other streams are plain on both legs.
+//! are counted only. SRTP is per stream and leg
+//! ([`RelayHandle::set_stream_crypto`]; [`RelayHandle::set_crypto`] is
+//! stream 0's): each `m=` line has its own SDES keys.
 //!
 //! # Taps and injection
 //!
@@ -522,6 +522,7 @@ enum Control<O> {
     },
     SetCrypto {
         leg: Leg,
+        stream: usize,
         crypto: Option<Box<LegCrypto>>,
     },
     AddStream(Box<NewStream>),
@@ -644,8 +645,20 @@ impl<O> RelayHandle<O> {
     /// context is dropped, so a new hop never decrypts with a previous
     /// hop's keys.
     pub fn set_crypto(&self, leg: Leg, crypto: Option<LegCrypto>) -> Result<(), RelayError> {
+        self.set_stream_crypto(leg, 0, crypto)
+    }
+
+    /// [`RelayHandle::set_crypto`] for stream `stream`: each `m=` line has
+    /// its own SDES keys (ignored by the task if the stream does not exist).
+    pub fn set_stream_crypto(
+        &self,
+        leg: Leg,
+        stream: usize,
+        crypto: Option<LegCrypto>,
+    ) -> Result<(), RelayError> {
         self.send(Control::SetCrypto {
             leg,
+            stream,
             crypto: crypto.map(Box::new),
         })
     }
@@ -835,7 +848,6 @@ pub fn spawn_with_observer<O: PacketObserver + Clone>(
             last_rtp: [now; 2],
             last_rtcp: None,
             inactive_reported: false,
-            crypto: [None, None],
             scratch: [Vec::new(), Vec::new()],
             taps: Vec::new(),
             tap_totals: TapStats::default(),
@@ -980,14 +992,21 @@ struct Renumber {
 /// path: only after an injection.
 #[cold]
 #[inline(never)]
-fn renumber(st: &mut StreamState, leg: usize, pkt: &mut [u8], now: Instant) {
+fn renumber(
+    renumber: &mut Option<Renumber>,
+    resync: &mut bool,
+    sent: Option<SentRtp>,
+    clock_rates: &[(u8, u32)],
+    pkt: &mut [u8],
+    now: Instant,
+) {
     if pkt.len() < 12 {
         return;
     }
     let (_, seq, ts, ssrc) = rtp_header(pkt);
-    if std::mem::take(&mut st.resync[leg]) {
-        st.renumber[leg] = st.sent[leg].map(|last| {
-            let rate = st.clock_rate(last.pt);
+    if std::mem::take(resync) {
+        *renumber = sent.map(|last| {
+            let rate = clock_rate(clock_rates, last.pt);
             let elapsed = now.saturating_duration_since(last.at).as_micros();
             let gap = (elapsed * u128::from(rate) / 1_000_000).max(1) as u32;
             Renumber {
@@ -998,10 +1017,10 @@ fn renumber(st: &mut StreamState, leg: usize, pkt: &mut [u8], now: Instant) {
             }
         });
     }
-    let Some(r) = st.renumber[leg] else { return };
+    let Some(r) = *renumber else { return };
     if r.in_ssrc != ssrc {
         // A new source: a new stream for the peer too, nothing to continue.
-        st.renumber[leg] = None;
+        *renumber = None;
         return;
     }
     pkt[2..4].copy_from_slice(&seq.wrapping_add(r.seq_offset).to_be_bytes());
@@ -1031,15 +1050,16 @@ struct StreamState {
     /// `renumber`.
     resync: [bool; 2],
     clock_rates: Vec<(u8, u32)>,
+    /// Per leg: SRTP transforms when the leg's stream is encrypted.
+    crypto: [Option<Box<LegCrypto>>; 2],
 }
 
-impl StreamState {
-    fn clock_rate(&self, pt: u8) -> u32 {
-        self.clock_rates
-            .iter()
-            .find(|(p, _)| *p == pt)
-            .map_or(DEFAULT_CLOCK_RATE, |(_, r)| (*r).max(1))
-    }
+/// A payload type's clock rate from the stream's list, else 8 kHz.
+fn clock_rate(rates: &[(u8, u32)], pt: u8) -> u32 {
+    rates
+        .iter()
+        .find(|(p, _)| *p == pt)
+        .map_or(DEFAULT_CLOCK_RATE, |(_, r)| (*r).max(1))
 }
 
 struct Stream {
@@ -1068,6 +1088,7 @@ impl Stream {
                 renumber: [None; 2],
                 resync: [false; 2],
                 clock_rates: Vec::new(),
+                crypto: [None, None],
             },
             _ports: n.ports,
         }
@@ -1091,8 +1112,6 @@ struct State<O> {
     last_rtp: [Instant; 2],
     last_rtcp: Option<Instant>,
     inactive_reported: bool,
-    /// Per leg: SRTP transforms when the leg is encrypted (stream 0).
-    crypto: [Option<Box<LegCrypto>>; 2],
     /// The SRTP transforms' output buffers (plain, protected), allocated
     /// on the first SRTP packet and reused.
     scratch: [Vec<u8>; 2],
@@ -1135,8 +1154,15 @@ impl<O: PacketObserver + Clone> Task<O> {
                     peers[RTCP].set_sdp(rtcp);
                 }
             }
-            Control::SetCrypto { leg, mut crypto } => {
-                let slot = &mut self.state.crypto[leg.index()];
+            Control::SetCrypto {
+                leg,
+                stream,
+                mut crypto,
+            } => {
+                let Some(s) = self.stream_mut(stream) else {
+                    return true;
+                };
+                let slot = &mut s.st.crypto[leg.index()];
                 // A rekey on the same leg keeps the streams' counters.
                 if let (Some(new), Some(old)) = (crypto.as_mut(), slot.as_ref()) {
                     new.inherit_streams(old);
@@ -1304,16 +1330,14 @@ impl<O: PacketObserver + Clone> State<O> {
         let rtcp = kind == RTCP || is_muxed_rtcp(pkt);
         let wire_len = pkt.len();
         let other = leg ^ 1;
-        // The two legs' SRTP states, borrowed apart; SRTP is stream 0's.
-        let (rx_crypto, tx_crypto) = if st.index == 0 {
-            let [a, b] = &mut self.crypto;
+        // The two legs' SRTP states, borrowed apart.
+        let (rx_crypto, tx_crypto) = {
+            let [a, b] = &mut st.crypto;
             if leg == 0 {
                 (a.as_deref_mut(), b.as_deref_mut())
             } else {
                 (b.as_deref_mut(), a.as_deref_mut())
             }
-        } else {
-            (None, None)
         };
         // Two scratch buffers kept by the task: the transforms write into
         // them, so an SRTP packet costs no allocation either.
@@ -1389,7 +1413,14 @@ impl<O: PacketObserver + Clone> State<O> {
                 return;
             }
             if st.renumber[other].is_some() || st.resync[other] {
-                renumber(st, other, plain, now);
+                renumber(
+                    &mut st.renumber[other],
+                    &mut st.resync[other],
+                    st.sent[other],
+                    &st.clock_rates,
+                    plain,
+                    now,
+                );
             }
         }
         let plain: &[u8] = plain;
@@ -1459,7 +1490,7 @@ impl<O: PacketObserver + Clone> State<O> {
         }
         let (pt, seq, ts, ssrc) = rtp_header(&rtp);
         let last = st.sent[leg];
-        let rate = last.map_or(DEFAULT_CLOCK_RATE, |l| st.clock_rate(l.pt));
+        let rate = last.map_or(DEFAULT_CLOCK_RATE, |l| clock_rate(&st.clock_rates, l.pt));
         let inj = st.inject[leg].get_or_insert_with(Injecting::default);
         let map = match inj.map {
             Some(m) if m.in_ssrc == ssrc => m,
@@ -1502,11 +1533,7 @@ impl<O: PacketObserver + Clone> State<O> {
             st.legs[leg ^ 1].dropped.no_peer += 1;
             return;
         };
-        let crypto = if st.index == 0 {
-            self.crypto[leg].as_deref_mut()
-        } else {
-            None
-        };
+        let crypto = st.crypto[leg].as_deref_mut();
         let wire_buf = &mut self.scratch[1];
         let out: &[u8] = match crypto {
             None => &rtp,
@@ -1546,11 +1573,7 @@ impl<O: PacketObserver + Clone> State<O> {
                 rtcp_peer: p[RTCP].latched.or(p[RTCP].sdp),
                 rtp_latched: p[RTP].latched.is_some(),
                 rtcp_latched: p[RTCP].latched.is_some(),
-                srtp: if st.index == 0 {
-                    self.crypto[i].as_ref().map(|c| c.suite())
-                } else {
-                    None
-                },
+                srtp: st.crypto[i].as_ref().map(|c| c.suite()),
                 injected: c.injected,
                 suppressed: c.suppressed,
             }
