@@ -1624,7 +1624,7 @@ impl<O: PacketObserver + Clone> State<O> {
 #[cold]
 #[inline(never)]
 fn tap_out(
-    taps: &mut [Tap],
+    taps: &mut Vec<Tap>,
     totals: &mut TapStats,
     leg: Leg,
     stream: usize,
@@ -1633,9 +1633,10 @@ fn tap_out(
     arrival: Instant,
 ) {
     let mut data: Option<Bytes> = None;
-    for t in taps.iter() {
+    // `retain` moves no memory it need not and allocates nothing.
+    taps.retain(|t| {
         if t.leg.is_some_and(|l| l != leg) || t.stream.is_some_and(|s| s != stream) {
-            continue;
+            return !t.tx.is_closed();
         }
         let packet = TappedPacket {
             leg,
@@ -1649,11 +1650,12 @@ fn tap_out(
         match t.tx.try_send(packet) {
             Ok(()) => totals.delivered += 1,
             Err(mpsc::error::TrySendError::Full(_)) => totals.dropped += 1,
-            // A gone consumer: the tap is removed at the next control
-            // message; nothing to count.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            // A gone consumer: its tap is removed; nobody to count a loss
+            // for.
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
         }
-    }
+        true
+    });
 }
 
 /// RFC 5761 §4: with RTP and RTCP on one port, a datagram whose second byte

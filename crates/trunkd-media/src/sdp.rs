@@ -1008,6 +1008,31 @@ a=rtcp:30009",
     }
 
     #[test]
+    fn each_section_gets_its_own_security() -> Result<(), SdpError> {
+        let offer = "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\nm=audio 4000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PEERAUDIO\nm=video 4002 RTP/SAVP 96\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PEERVIDEO\nm=video 0 RTP/SAVP 97\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PEERREJECTED\n";
+        let sdp = Sdp::parse(offer)?;
+        let audio = MediaSecurity {
+            proto: "RTP/SAVP".into(),
+            crypto: vec!["1 AES_CM_128_HMAC_SHA1_80 inline:OURAUDIO".into()],
+        };
+        let video = MediaSecurity {
+            proto: "RTP/AVP".into(),
+            crypto: vec![],
+        };
+        let out = sdp.rewrite_streams(
+            ours(),
+            &[Some((30000, 30001)), Some((30002, 30003)), None],
+            None,
+            &[Some(&audio), Some(&video), None],
+        )?;
+        assert_eq!(
+            out,
+            crlf("v=0\no=- 1 1 IN IP4 203.0.113.5\ns=-\nc=IN IP4 203.0.113.5\nt=0 0\nm=audio 30000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:OURAUDIO\nm=video 30002 RTP/AVP 96\nm=video 0 RTP/SAVP 97\n")
+        );
+        Ok(())
+    }
+
+    #[test]
     fn rewrite_two_media_one_rejected() -> Result<(), SdpError> {
         let offer = "v=0
 o=- 1 1 IN IP4 10.0.0.1
