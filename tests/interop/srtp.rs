@@ -401,3 +401,117 @@ voice_connector_id = "vc-east"
         "decrypted for the plain PBX"
     );
 }
+
+/// An even port on `ip` for a second stream.
+fn even_socket(ip: &str) -> std::net::UdpSocket {
+    loop {
+        let s = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        if s.local_addr().unwrap().port().is_multiple_of(2) {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            return s;
+        }
+    }
+}
+
+/// Each `m=` section's (port, `a=crypto` values) of an SDP body.
+fn sections(body: &str) -> Vec<(u16, Vec<CryptoAttr>)> {
+    let mut out: Vec<(u16, Vec<CryptoAttr>)> = Vec::new();
+    for l in body.lines() {
+        if let Some(rest) = l.strip_prefix("m=") {
+            let port = rest.split(' ').nth(1).unwrap().parse().unwrap();
+            out.push((port, Vec::new()));
+        } else if let Some(v) = l.strip_prefix("a=crypto:") {
+            out.last_mut()
+                .unwrap()
+                .1
+                .push(CryptoAttr::parse(v).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn srtp_audio_and_video_each_with_its_own_keys_interwork_with_a_plain_carrier() {
+    let ports = Ports::pick();
+    let (pbx, carrier) = (Ua::new(PBX), Ua::new(CARRIER));
+    let (pbx_video, carrier_video) = (even_socket(PBX), even_socket(CARRIER));
+    let d = Daemon::start(
+        "srtp-video",
+        ports,
+        &config(ports, carrier.sip_addr().port(), ""),
+    );
+    let audio_key = attr(1, CryptoSuite::Aes128CmHmacSha1_80);
+    let video_key = attr(1, CryptoSuite::Aes128CmHmacSha1_80);
+    let offer = pbx.sdp_with("RTP/SAVP", "sendrecv", &[audio_key.to_value()])
+        + &format!(
+            "m=video {} RTP/SAVP 96\r\na=rtpmap:96 H264/90000\r\na=crypto:{}\r\n",
+            pbx_video.local_addr().unwrap().port(),
+            video_key.to_value()
+        );
+    let answer = carrier.sdp("sendrecv")
+        + &format!(
+            "m=video {} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n",
+            carrier_video.local_addr().unwrap().port()
+        );
+    let (mut dialog, at_carrier, ok) = call_with(
+        &pbx,
+        &carrier,
+        d.sip(),
+        "+12065550199",
+        "+12065550100",
+        &offer,
+        &answer,
+    );
+    assert!(
+        !at_carrier.body().contains("crypto") && at_carrier.body().contains(" RTP/AVP 96\r\n"),
+        "the plain carrier gets plain streams and no key:\n{}",
+        at_carrier.body()
+    );
+    let to_pbx = sections(ok.body());
+    assert_eq!(to_pbx.len(), 2, "{}", ok.body());
+    assert!(to_pbx
+        .iter()
+        .all(|(port, keys)| *port != 0 && keys.len() == 1));
+    let (ours_audio, ours_video) = (&to_pbx[0].1[0], &to_pbx[1].1[0]);
+    assert_ne!(ours_audio.key, ours_video.key, "one key per stream");
+    let a_video = std::net::SocketAddr::new(dialog.trunkd_rtp.ip(), to_pbx[1].0);
+    let b_video =
+        std::net::SocketAddr::new(at_carrier.sdp_rtp().ip(), sections(at_carrier.body())[1].0);
+
+    // The PBX's video context: its own key out, trunkd's video key in.
+    let mut pbx_srtp = LegCrypto::new(&LegKeys {
+        suite: ours_video.suite,
+        peer: ours_video.key.clone(),
+        ours: video_key.key.clone(),
+    })
+    .unwrap();
+    let video = |seq: u16, ssrc: u32| {
+        let mut p = rtp_packet(seq, u32::from(seq) * 3000, ssrc);
+        p[1] = 96;
+        p
+    };
+    for seq in 0..30u16 {
+        let wire = pbx_srtp.protect_rtp(&video(seq, 0x7171)).unwrap();
+        pbx_video.send_to(&wire, a_video).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (got, src) = receive_rtp(&carrier_video, 30, Duration::from_secs(5));
+    assert_eq!(got.len(), 30, "every SRTP video packet reached the carrier");
+    assert_eq!(src, Some(b_video));
+    assert_eq!(got[11], video(11, 0x7171), "decrypted with the video key");
+    for seq in 0..30u16 {
+        carrier_video.send_to(&video(seq, 0x7272), b_video).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (got, src) = receive_rtp(&pbx_video, 30, Duration::from_secs(5));
+    assert_eq!(got.len(), 30);
+    assert_eq!(src, Some(a_video));
+    assert_eq!(
+        pbx_srtp.unprotect_rtp(&got[5]).unwrap(),
+        video(5, 0x7272),
+        "encrypted towards the PBX with trunkd's video key"
+    );
+    hang_up(&pbx, &carrier, &mut dialog, "+12065550100");
+    d.wait_metric("media_ports_in_use", 0.0);
+}

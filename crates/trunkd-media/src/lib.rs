@@ -12,7 +12,11 @@
 //!    with trunkd's address and that leg's ports.
 //! 3. Start the relay ([`relay::spawn`]) with each leg's sockets and peer
 //!    address from its SDP ([`sdp::Sdp::remote_rtp`]/[`sdp::Sdp::remote_rtcp`]);
-//!    later SDPs update it with [`relay::RelayHandle::update_peer`].
+//!    later SDPs update it with [`relay::RelayHandle::update_peer`]. Each
+//!    further `m=` line is a stream of its own
+//!    ([`relay::RelayHandle::add_stream`], up to [`relay::MAX_STREAMS`]).
+//!    Taps ([`relay::RelayHandle::tap`]) copy packets out; injection
+//!    ([`relay::RelayHandle::inject`]) sends trunkd's own RTP to a peer.
 //! 4. Every minute, [`relay::RelayHandle::stats`]; at the end, drop or
 //!    [`relay::RelayHandle::stop`] the handle: the sockets close and the
 //!    ports return to the pool.

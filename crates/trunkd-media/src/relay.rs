@@ -114,9 +114,9 @@
 //! counters; a call is inactive only when no stream carries RTP. Quality
 //! (the observer) is measured on one stream, the call's first audio stream
 //! ([`RelayHandle::set_quality_stream`], stream 0 by default); the others
-//! are counted only. SRTP ([`RelayHandle::set_crypto`]) applies to stream 0:
-//! the anchor refuses an offer with more than one secured stream, so the
-//! other streams are plain on both legs.
+//! are counted only. SRTP is per stream and leg
+//! ([`RelayHandle::set_stream_crypto`]; [`RelayHandle::set_crypto`] is
+//! stream 0's): each `m=` line has its own SDES keys.
 //!
 //! # Taps and injection
 //!
@@ -134,8 +134,11 @@
 //! and they are encrypted with the leg's SRTP context when the leg is SRTP.
 //! [`RelayHandle::inject_start`] with `suppress` stops forwarding the other
 //! peer's RTP to that peer meanwhile (replace; there is no mixing).
-//! After [`RelayHandle::inject_stop`] forwarding resumes with the other
-//! peer's own sequence numbers and timestamps (they are not rewritten).
+//! After [`RelayHandle::inject_stop`] the other peer's RTP is forwarded
+//! again, renumbered (sequence, timestamp, SSRC) to continue after the
+//! injected packets, so the peer sees one stream throughout; the offsets
+//! hold until that source changes SSRC. Only then, and only for that
+//! direction, does the packet path touch an RTP header.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -519,6 +522,7 @@ enum Control<O> {
     },
     SetCrypto {
         leg: Leg,
+        stream: usize,
         crypto: Option<Box<LegCrypto>>,
     },
     AddStream(Box<NewStream>),
@@ -641,8 +645,20 @@ impl<O> RelayHandle<O> {
     /// context is dropped, so a new hop never decrypts with a previous
     /// hop's keys.
     pub fn set_crypto(&self, leg: Leg, crypto: Option<LegCrypto>) -> Result<(), RelayError> {
+        self.set_stream_crypto(leg, 0, crypto)
+    }
+
+    /// [`RelayHandle::set_crypto`] for stream `stream`: each `m=` line has
+    /// its own SDES keys (ignored by the task if the stream does not exist).
+    pub fn set_stream_crypto(
+        &self,
+        leg: Leg,
+        stream: usize,
+        crypto: Option<LegCrypto>,
+    ) -> Result<(), RelayError> {
         self.send(Control::SetCrypto {
             leg,
+            stream,
             crypto: crypto.map(Box::new),
         })
     }
@@ -832,7 +848,6 @@ pub fn spawn_with_observer<O: PacketObserver + Clone>(
             last_rtp: [now; 2],
             last_rtcp: None,
             inactive_reported: false,
-            crypto: [None, None],
             scratch: [Vec::new(), Vec::new()],
             taps: Vec::new(),
             tap_totals: TapStats::default(),
@@ -962,6 +977,57 @@ struct InjectMap {
     out_ts: u32,
 }
 
+/// Offsets applied to the forwarded packets of one SSRC after an
+/// injection, so the peer's sequence and timestamp do not jump back.
+#[derive(Debug, Clone, Copy)]
+struct Renumber {
+    in_ssrc: u32,
+    out_ssrc: u32,
+    seq_offset: u16,
+    ts_offset: u32,
+}
+
+/// Rewrites a forwarded RTP packet (plain, about to be sent to `leg`'s
+/// peer) to continue the numbering that peer last received; off the usual
+/// path: only after an injection.
+#[cold]
+#[inline(never)]
+fn renumber(
+    renumber: &mut Option<Renumber>,
+    resync: &mut bool,
+    sent: Option<SentRtp>,
+    clock_rates: &[(u8, u32)],
+    pkt: &mut [u8],
+    now: Instant,
+) {
+    if pkt.len() < 12 {
+        return;
+    }
+    let (_, seq, ts, ssrc) = rtp_header(pkt);
+    if std::mem::take(resync) {
+        *renumber = sent.map(|last| {
+            let rate = clock_rate(clock_rates, last.pt);
+            let elapsed = now.saturating_duration_since(last.at).as_micros();
+            let gap = (elapsed * u128::from(rate) / 1_000_000).max(1) as u32;
+            Renumber {
+                in_ssrc: ssrc,
+                out_ssrc: last.ssrc,
+                seq_offset: last.seq.wrapping_add(1).wrapping_sub(seq),
+                ts_offset: last.ts.wrapping_add(gap).wrapping_sub(ts),
+            }
+        });
+    }
+    let Some(r) = *renumber else { return };
+    if r.in_ssrc != ssrc {
+        // A new source: a new stream for the peer too, nothing to continue.
+        *renumber = None;
+        return;
+    }
+    pkt[2..4].copy_from_slice(&seq.wrapping_add(r.seq_offset).to_be_bytes());
+    pkt[4..8].copy_from_slice(&ts.wrapping_add(r.ts_offset).to_be_bytes());
+    pkt[8..12].copy_from_slice(&r.out_ssrc.to_be_bytes());
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Injecting {
     suppress: bool,
@@ -977,16 +1043,23 @@ struct StreamState {
     sent: [Option<SentRtp>; 2],
     /// Per leg: an injection towards that leg's peer.
     inject: [Option<Injecting>; 2],
+    /// Per leg: after an injection, the renumbering of the forwarded RTP
+    /// so it continues what the peer last received.
+    renumber: [Option<Renumber>; 2],
+    /// Per leg: an injection ended; the next forwarded RTP packet sets
+    /// `renumber`.
+    resync: [bool; 2],
     clock_rates: Vec<(u8, u32)>,
+    /// Per leg: SRTP transforms when the leg's stream is encrypted.
+    crypto: [Option<Box<LegCrypto>>; 2],
 }
 
-impl StreamState {
-    fn clock_rate(&self, pt: u8) -> u32 {
-        self.clock_rates
-            .iter()
-            .find(|(p, _)| *p == pt)
-            .map_or(DEFAULT_CLOCK_RATE, |(_, r)| (*r).max(1))
-    }
+/// A payload type's clock rate from the stream's list, else 8 kHz.
+fn clock_rate(rates: &[(u8, u32)], pt: u8) -> u32 {
+    rates
+        .iter()
+        .find(|(p, _)| *p == pt)
+        .map_or(DEFAULT_CLOCK_RATE, |(_, r)| (*r).max(1))
 }
 
 struct Stream {
@@ -1012,7 +1085,10 @@ impl Stream {
                 legs: Default::default(),
                 sent: [None; 2],
                 inject: [None; 2],
+                renumber: [None; 2],
+                resync: [false; 2],
                 clock_rates: Vec::new(),
+                crypto: [None, None],
             },
             _ports: n.ports,
         }
@@ -1036,8 +1112,6 @@ struct State<O> {
     last_rtp: [Instant; 2],
     last_rtcp: Option<Instant>,
     inactive_reported: bool,
-    /// Per leg: SRTP transforms when the leg is encrypted (stream 0).
-    crypto: [Option<Box<LegCrypto>>; 2],
     /// The SRTP transforms' output buffers (plain, protected), allocated
     /// on the first SRTP packet and reused.
     scratch: [Vec<u8>; 2],
@@ -1080,8 +1154,15 @@ impl<O: PacketObserver + Clone> Task<O> {
                     peers[RTCP].set_sdp(rtcp);
                 }
             }
-            Control::SetCrypto { leg, mut crypto } => {
-                let slot = &mut self.state.crypto[leg.index()];
+            Control::SetCrypto {
+                leg,
+                stream,
+                mut crypto,
+            } => {
+                let Some(s) = self.stream_mut(stream) else {
+                    return true;
+                };
+                let slot = &mut s.st.crypto[leg.index()];
                 // A rekey on the same leg keeps the streams' counters.
                 if let (Some(new), Some(old)) = (crypto.as_mut(), slot.as_ref()) {
                     new.inherit_streams(old);
@@ -1129,7 +1210,12 @@ impl<O: PacketObserver + Clone> Task<O> {
             }
             Control::InjectStop { leg, stream } => {
                 if let Some(s) = self.stream_mut(stream) {
-                    s.st.inject[leg.index()] = None;
+                    let injected = s.st.inject[leg.index()]
+                        .take()
+                        .is_some_and(|i| i.map.is_some());
+                    // The other peer's stream resumes renumbered after
+                    // what was injected.
+                    s.st.resync[leg.index()] |= injected;
                 }
             }
             Control::Stats(reply) => {
@@ -1173,7 +1259,7 @@ impl<O: PacketObserver + Clone> Task<O> {
                                         dropped.foreign_source += 1;
                                         continue;
                                     };
-                                    let pkt = &self.slots[i][..batch.lens[i]];
+                                    let pkt = &mut self.slots[i][..batch.lens[i]];
                                     self.state.on_packet(socks, st, leg, kind, src, pkt, now);
                                 }
                             }
@@ -1238,26 +1324,25 @@ impl<O: PacketObserver + Clone> State<O> {
         leg: usize,
         kind: usize,
         src: SocketAddr,
-        pkt: &[u8],
+        pkt: &mut [u8],
         now: Instant,
     ) {
         let rtcp = kind == RTCP || is_muxed_rtcp(pkt);
+        let wire_len = pkt.len();
         let other = leg ^ 1;
-        // The two legs' SRTP states, borrowed apart; SRTP is stream 0's.
-        let (rx_crypto, tx_crypto) = if st.index == 0 {
-            let [a, b] = &mut self.crypto;
+        // The two legs' SRTP states, borrowed apart.
+        let (rx_crypto, tx_crypto) = {
+            let [a, b] = &mut st.crypto;
             if leg == 0 {
                 (a.as_deref_mut(), b.as_deref_mut())
             } else {
                 (b.as_deref_mut(), a.as_deref_mut())
             }
-        } else {
-            (None, None)
         };
         // Two scratch buffers kept by the task: the transforms write into
         // them, so an SRTP packet costs no allocation either.
         let [plain_buf, wire_buf] = &mut self.scratch;
-        let plain: &[u8] = match rx_crypto {
+        let plain: &mut [u8] = match rx_crypto {
             None => {
                 if !st.peers[leg][kind].accept(src, now, &self.config) {
                     st.legs[leg].dropped.foreign_source += 1;
@@ -1278,7 +1363,7 @@ impl<O: PacketObserver + Clone> State<O> {
                 match r {
                     Ok(()) => {
                         st.peers[leg][kind].note(src, now);
-                        plain_buf
+                        &mut plain_buf[..]
                     }
                     Err(SrtpError::NotRtp | SrtpError::TooShort) => {
                         st.legs[leg].dropped.not_srtp += 1;
@@ -1294,7 +1379,7 @@ impl<O: PacketObserver + Clone> State<O> {
                 }
             }
         };
-        st.legs[leg].rx.add(rtcp, pkt.len());
+        st.legs[leg].rx.add(rtcp, wire_len);
         // Quality is measured on the plain packets: after decryption.
         let from = Leg::from_index(leg);
         let observed = st.index == self.quality_stream;
@@ -1322,10 +1407,23 @@ impl<O: PacketObserver + Clone> State<O> {
             );
         }
 
-        if !rtcp && st.inject[other].is_some_and(|i| i.suppress) {
-            st.legs[other].suppressed += 1;
-            return;
+        if !rtcp {
+            if st.inject[other].is_some_and(|i| i.suppress) {
+                st.legs[other].suppressed += 1;
+                return;
+            }
+            if st.renumber[other].is_some() || st.resync[other] {
+                renumber(
+                    &mut st.renumber[other],
+                    &mut st.resync[other],
+                    st.sent[other],
+                    &st.clock_rates,
+                    plain,
+                    now,
+                );
+            }
         }
+        let plain: &[u8] = plain;
         let Some(dest) = &st.peers[other][kind].dest else {
             st.legs[leg].dropped.no_peer += 1;
             return;
@@ -1392,7 +1490,7 @@ impl<O: PacketObserver + Clone> State<O> {
         }
         let (pt, seq, ts, ssrc) = rtp_header(&rtp);
         let last = st.sent[leg];
-        let rate = last.map_or(DEFAULT_CLOCK_RATE, |l| st.clock_rate(l.pt));
+        let rate = last.map_or(DEFAULT_CLOCK_RATE, |l| clock_rate(&st.clock_rates, l.pt));
         let inj = st.inject[leg].get_or_insert_with(Injecting::default);
         let map = match inj.map {
             Some(m) if m.in_ssrc == ssrc => m,
@@ -1435,11 +1533,7 @@ impl<O: PacketObserver + Clone> State<O> {
             st.legs[leg ^ 1].dropped.no_peer += 1;
             return;
         };
-        let crypto = if st.index == 0 {
-            self.crypto[leg].as_deref_mut()
-        } else {
-            None
-        };
+        let crypto = st.crypto[leg].as_deref_mut();
         let wire_buf = &mut self.scratch[1];
         let out: &[u8] = match crypto {
             None => &rtp,
@@ -1479,11 +1573,7 @@ impl<O: PacketObserver + Clone> State<O> {
                 rtcp_peer: p[RTCP].latched.or(p[RTCP].sdp),
                 rtp_latched: p[RTP].latched.is_some(),
                 rtcp_latched: p[RTCP].latched.is_some(),
-                srtp: if st.index == 0 {
-                    self.crypto[i].as_ref().map(|c| c.suite())
-                } else {
-                    None
-                },
+                srtp: st.crypto[i].as_ref().map(|c| c.suite()),
                 injected: c.injected,
                 suppressed: c.suppressed,
             }
@@ -1534,7 +1624,7 @@ impl<O: PacketObserver + Clone> State<O> {
 #[cold]
 #[inline(never)]
 fn tap_out(
-    taps: &mut [Tap],
+    taps: &mut Vec<Tap>,
     totals: &mut TapStats,
     leg: Leg,
     stream: usize,
@@ -1543,9 +1633,10 @@ fn tap_out(
     arrival: Instant,
 ) {
     let mut data: Option<Bytes> = None;
-    for t in taps.iter() {
+    // `retain` moves no memory it need not and allocates nothing.
+    taps.retain(|t| {
         if t.leg.is_some_and(|l| l != leg) || t.stream.is_some_and(|s| s != stream) {
-            continue;
+            return !t.tx.is_closed();
         }
         let packet = TappedPacket {
             leg,
@@ -1559,11 +1650,12 @@ fn tap_out(
         match t.tx.try_send(packet) {
             Ok(()) => totals.delivered += 1,
             Err(mpsc::error::TrySendError::Full(_)) => totals.dropped += 1,
-            // A gone consumer: the tap is removed at the next control
-            // message; nothing to count.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            // A gone consumer: its tap is removed; nobody to count a loss
+            // for.
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
         }
-    }
+        true
+    });
 }
 
 /// RFC 5761 §4: with RTP and RTCP on one port, a datagram whose second byte

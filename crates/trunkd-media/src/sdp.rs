@@ -479,6 +479,23 @@ impl Sdp {
         origin: Option<OriginOverride<'_>>,
         security: Option<&MediaSecurity>,
     ) -> Result<String, SdpError> {
+        self.rewrite_streams(addr, ports, origin, &[security])
+    }
+
+    /// [`Sdp::rewrite_secured`] per media section: `security[i]` (missing:
+    /// `None`) is section `i`'s protocol and `a=crypto` lines (each
+    /// anchored stream has its own SDES keys). When any section has one,
+    /// every `a=crypto` line of the input is dropped, so a peer's keys never
+    /// reach the other leg, not even on a rejected section.
+    pub fn rewrite_streams(
+        &self,
+        addr: IpAddr,
+        ports: &[Option<(u16, u16)>],
+        origin: Option<OriginOverride<'_>>,
+        security: &[Option<&MediaSecurity>],
+    ) -> Result<String, SdpError> {
+        let drop_crypto = security.iter().any(Option::is_some);
+        let security = |i: usize| security.get(i).copied().flatten();
         if ports.len() != self.media.len() {
             return Err(SdpError::PortCount {
                 media: self.media.len(),
@@ -497,7 +514,7 @@ impl Sdp {
         for (line, role) in self.lines.iter().zip(&self.roles) {
             if *role == Role::MediaLine {
                 if let Some(prev) = section {
-                    self.end_section(&mut out, prev, ports[prev], security);
+                    self.end_section(&mut out, prev, ports[prev], security(prev));
                 }
                 section = Some(section.map_or(0, |s| s + 1));
             }
@@ -507,7 +524,7 @@ impl Sdp {
                     out.push_str(line);
                 }
                 Role::Ice => continue,
-                Role::Crypto if security.is_some() => continue,
+                Role::Crypto if drop_crypto => continue,
                 Role::Crypto => out.push_str(line),
                 Role::Origin => {
                     let o = &self.origin;
@@ -529,7 +546,7 @@ impl Sdp {
                     let _old_port = parts.next();
                     let rest = parts.next().unwrap_or("");
                     let port = pair.map_or(0, |(rtp, _)| rtp);
-                    match security.filter(|_| section == Some(0)) {
+                    match section.and_then(security) {
                         Some(sec) => {
                             let fmts = rest.split_once(' ').map_or("", |(_, f)| f);
                             let _ = write!(out, "m={kind} {port} {} {fmts}", sec.proto);
@@ -554,13 +571,13 @@ impl Sdp {
             out.push_str("\r\n");
         }
         if let Some(last) = section {
-            self.end_section(&mut out, last, ports[last], security);
+            self.end_section(&mut out, last, ports[last], security(last));
         }
         Ok(out)
     }
 
     /// Lines added at the end of media section `index`: `a=rtcp` when
-    /// needed, and trunkd's `a=crypto` lines on the anchored stream.
+    /// needed, and trunkd's `a=crypto` lines on a secured anchored stream.
     fn end_section(
         &self,
         out: &mut String,
@@ -569,7 +586,7 @@ impl Sdp {
         security: Option<&MediaSecurity>,
     ) {
         self.push_added_rtcp(out, index, pair);
-        if let (0, Some(sec), Some(_)) = (index, security, pair) {
+        if let (Some(sec), Some(_)) = (security, pair) {
             for c in &sec.crypto {
                 let _ = write!(out, "a=crypto:{c}\r\n");
             }
@@ -630,11 +647,23 @@ impl LegOrigin {
         ports: &[Option<(u16, u16)>],
         security: Option<&MediaSecurity>,
     ) -> Result<String, SdpError> {
+        self.rewrite_streams(sdp, addr, ports, &[security])
+    }
+
+    /// [`LegOrigin::rewrite`] with [`Sdp::rewrite_streams`]'s per-section
+    /// `security`.
+    pub fn rewrite_streams(
+        &mut self,
+        sdp: &Sdp,
+        addr: IpAddr,
+        ports: &[Option<(u16, u16)>],
+        security: &[Option<&MediaSecurity>],
+    ) -> Result<String, SdpError> {
         let (user, sid, version) = self.pinned.get_or_insert_with(|| {
             let o = sdp.origin();
             (o.username.clone(), o.session_id.clone(), o.version)
         });
-        let mut out = sdp.rewrite_secured(
+        let mut out = sdp.rewrite_streams(
             addr,
             ports,
             Some(OriginOverride {
@@ -646,7 +675,7 @@ impl LegOrigin {
         )?;
         if self.last_sent.as_ref().is_some_and(|last| *last != out) {
             *version = version.wrapping_add(1);
-            out = sdp.rewrite_secured(
+            out = sdp.rewrite_streams(
                 addr,
                 ports,
                 Some(OriginOverride {
@@ -974,6 +1003,31 @@ a=rtcp:30009",
         assert!(
             out.contains("m=audio 30000 RTP/SAVP 0 101\r\na=sendrecv\r\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:TRUNKDKEY\r\nm=video"),
             "{out}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn each_section_gets_its_own_security() -> Result<(), SdpError> {
+        let offer = "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\nm=audio 4000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PEERAUDIO\nm=video 4002 RTP/SAVP 96\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PEERVIDEO\nm=video 0 RTP/SAVP 97\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PEERREJECTED\n";
+        let sdp = Sdp::parse(offer)?;
+        let audio = MediaSecurity {
+            proto: "RTP/SAVP".into(),
+            crypto: vec!["1 AES_CM_128_HMAC_SHA1_80 inline:OURAUDIO".into()],
+        };
+        let video = MediaSecurity {
+            proto: "RTP/AVP".into(),
+            crypto: vec![],
+        };
+        let out = sdp.rewrite_streams(
+            ours(),
+            &[Some((30000, 30001)), Some((30002, 30003)), None],
+            None,
+            &[Some(&audio), Some(&video), None],
+        )?;
+        assert_eq!(
+            out,
+            crlf("v=0\no=- 1 1 IN IP4 203.0.113.5\ns=-\nc=IN IP4 203.0.113.5\nt=0 0\nm=audio 30000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:OURAUDIO\nm=video 30002 RTP/AVP 96\nm=video 0 RTP/SAVP 97\n")
         );
         Ok(())
     }

@@ -645,6 +645,51 @@ mod srtp {
     }
 
     #[test]
+    fn each_stream_has_its_own_srtp_context() {
+        let (a, b) = (Phone::new(), Phone::new());
+        let (av, bv) = (Phone::new(), Phone::new());
+        let call = start_counting(&a, &b, no_timeout(false));
+        let video = add_video(&call, &av, &bv);
+        let suite = CryptoSuite::Aes128CmHmacSha1_80;
+        let (k_audio, k_video) = (keys(suite), keys(suite));
+        call.relay
+            .set_crypto(Leg::A, Some(LegCrypto::new(&k_audio).unwrap()))
+            .unwrap();
+        call.relay
+            .set_stream_crypto(Leg::A, 1, Some(LegCrypto::new(&k_video).unwrap()))
+            .unwrap();
+        let (mut pa, mut pv) = (phone_side(&k_audio), phone_side(&k_video));
+        for i in 0..5u16 {
+            let audio = rtp_packet(i, 160);
+            let vid = rtp_with(96, i, 0, 0x71de, 900);
+            a.rtp
+                .send_to(
+                    &pa.protect_rtp(&audio).unwrap(),
+                    call.relay.local_rtp(Leg::A),
+                )
+                .unwrap();
+            av.rtp
+                .send_to(&pv.protect_rtp(&vid).unwrap(), video.rtp(Leg::A))
+                .unwrap();
+            assert_eq!(recv(&b.rtp).0, audio);
+            assert_eq!(recv(&bv.rtp).0, vid);
+            // And back, each encrypted with its own stream's key.
+            bv.rtp.send_to(&vid, video.rtp(Leg::B)).unwrap();
+            assert_eq!(pv.unprotect_rtp(&recv(&av.rtp).0).unwrap(), vid);
+        }
+        // Video encrypted with the audio key does not authenticate.
+        let wrong = pa.protect_rtp(&rtp_with(96, 9, 0, 0x71de, 900)).unwrap();
+        av.rtp.send_to(&wrong, video.rtp(Leg::A)).unwrap();
+        silent(&bv.rtp, Duration::from_millis(150));
+        let stats = call.rt.block_on(call.relay.stats()).unwrap();
+        let s1 = stats.stream(1).unwrap();
+        assert_eq!(s1.a.srtp, Some(suite));
+        assert_eq!(s1.a.dropped.srtp, 1);
+        assert_eq!(s1.a.rx.rtp_packets, 5);
+        assert_eq!(stats.stream(0).unwrap().a.dropped.srtp, 0);
+    }
+
+    #[test]
     fn both_legs_srtp_with_their_own_keys() {
         let (a, b) = (Phone::new(), Phone::new());
         let (rt, relay, _alloc) = start_observed(&a, &b);
@@ -1092,9 +1137,24 @@ mod inject {
         assert_eq!(stats.a.injected, 5);
         assert_eq!(stats.a.suppressed, 3);
         assert_eq!(stats.a.tx.rtp_packets, 15);
-        // Stopped: B is heard again.
+        // Stopped: B is heard again, renumbered to continue after the
+        // injected packets (its own numbering went on while suppressed).
         call.relay.inject_stop(Leg::A, 0).unwrap();
-        b_talks(&call, &a, &b, 1013, 2);
+        let mut resumed_ts = 0;
+        for i in 0..3u16 {
+            let p = rtp_with(0, 1013 + i, (1013 + u32::from(i)) * 160, PEER_SSRC, 160);
+            b.rtp.send_to(&p, call.relay.local_rtp(Leg::B)).unwrap();
+            let got = recv(&a.rtp).0;
+            let (seq, ts, ssrc) = header(&got);
+            assert_eq!((seq, ssrc), (1015 + i, PEER_SSRC));
+            if i == 0 {
+                assert!(ts > first_ts + 4 * 160, "after the injected ones");
+                resumed_ts = ts;
+            } else {
+                assert_eq!(ts, resumed_ts + u32::from(i) * 160);
+            }
+            assert_eq!(&got[12..], &p[12..]);
+        }
     }
 
     #[test]
@@ -1163,5 +1223,17 @@ mod inject {
         }
         // Injected packets are not B's: the tap on B saw nothing new.
         assert!(tap.try_recv().is_err());
+        // B resumes with its own numbering; A gets it renumbered after the
+        // injected packets and still decrypts it (same rollover counter).
+        call.relay.inject_stop(Leg::A, 0).unwrap();
+        for i in 0..3u16 {
+            let p = rtp_with(0, 65535u16.wrapping_add(i), 0, PEER_SSRC, 160);
+            b.rtp.send_to(&p, call.relay.local_rtp(Leg::B)).unwrap();
+            let plain = phone_a
+                .unprotect_rtp(&recv(&a.rtp).0)
+                .expect("A decrypts B again");
+            assert_eq!(header(&plain).0, 3 + i);
+            assert_eq!(&plain[12..], &p[12..]);
+        }
     }
 }

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, warn};
 use trunkd_b2bua::{Leg, MediaAnchor, MediaRefusal, SdpRole};
 use trunkd_core::SrtpPolicy;
 use trunkd_media::{
-    LegCrypto, LegKeys, LegOrigin, LegSdes, LegSetup, LegSockets, Media, MediaEvent, PortAllocator,
-    PortError, QualityObserver, RelayConfig, RelayHandle, Sdp, MAX_STREAMS,
+    LegCrypto, LegKeys, LegOrigin, LegSdes, LegSetup, LegSockets, Media, MediaEvent, MediaSecurity,
+    PortAllocator, PortError, QualityObserver, RelayConfig, RelayHandle, Sdp, MAX_STREAMS,
 };
 
 pub type Relay = Arc<RelayHandle<QualityObserver>>;
@@ -65,9 +65,11 @@ pub struct RelayAnchor {
     quality_stream: usize,
     advertised: IpAddr,
     origins: [LegOrigin; 2],
-    sdes: [LegSdes; 2],
-    /// The keys installed in the relay per leg, to install only changes.
-    installed: [Option<LegKeys>; 2],
+    /// SDES per leg and stream: each `m=` line has its own keys.
+    sdes: [[LegSdes; MAX_STREAMS]; 2],
+    /// The keys installed in the relay per leg and stream, to install only
+    /// changes.
+    installed: [[Option<LegKeys>; MAX_STREAMS]; 2],
 }
 
 impl RelayAnchor {
@@ -114,8 +116,11 @@ impl RelayAnchor {
                 quality_stream: 0,
                 advertised,
                 origins: [LegOrigin::new(), LegOrigin::new()],
-                sdes: [LegSdes::new(a_srtp), LegSdes::default()],
-                installed: [None, None],
+                sdes: [
+                    std::array::from_fn(|_| LegSdes::new(a_srtp)),
+                    Default::default(),
+                ],
+                installed: Default::default(),
             },
             relay,
         ))
@@ -130,11 +135,6 @@ fn setup(s: trunkd_media::BoundPair) -> LegSetup {
     }
 }
 
-/// Whether an `m=` section asks for SRTP (a secure profile or `a=crypto`).
-fn is_secured(m: &Media) -> bool {
-    m.proto().to_ascii_uppercase().contains("SAVP") || m.has_crypto()
-}
-
 /// The clock rates of an `m=` section's payload types: its `a=rtpmap`s,
 /// and the RFC 3551 static table for the others.
 fn clock_rates(m: &Media) -> Vec<(u8, u32)> {
@@ -146,11 +146,12 @@ fn clock_rates(m: &Media) -> Vec<(u8, u32)> {
 }
 
 impl RelayAnchor {
-    /// Installs `leg`'s negotiated keys in the relay if they changed.
-    fn sync_crypto(&mut self, leg: Leg) -> Result<(), MediaRefusal> {
+    /// Installs `leg`'s negotiated keys of `stream` in the relay if they
+    /// changed.
+    fn sync_crypto(&mut self, leg: Leg, stream: usize) -> Result<(), MediaRefusal> {
         let i = idx(leg);
-        let active = self.sdes[i].active();
-        if active == self.installed[i].as_ref() {
+        let active = self.sdes[i][stream].active();
+        if active == self.installed[i][stream].as_ref() {
             return Ok(());
         }
         let crypto = active
@@ -160,8 +161,8 @@ impl RelayAnchor {
                 status: 488,
                 reason: format!("Not Acceptable Here ({e})"),
             })?;
-        let _ = self.relay.set_crypto(media_leg(leg), crypto);
-        self.installed[i] = active.cloned();
+        let _ = self.relay.set_stream_crypto(media_leg(leg), stream, crypto);
+        self.installed[i][stream] = active.cloned();
         Ok(())
     }
 
@@ -224,59 +225,64 @@ impl MediaAnchor for RelayAnchor {
             reason: format!("Not Acceptable Here ({e})"),
         };
         let parsed = Sdp::parse_bytes(sdp).map_err(|e| refuse(&e))?;
-        // SRTP is terminated on the first stream only (one SDES context per
-        // leg): a second secured stream, or a secured stream that is not
-        // the first, cannot be anchored.
-        if parsed
-            .media()
-            .iter()
-            .enumerate()
-            .any(|(i, m)| i > 0 && !m.is_rejected() && is_secured(m))
-        {
-            return Err(refuse(&"SRTP on a stream other than the first"));
-        }
         let out = from.other();
         let (fi, oi) = (idx(from), idx(out));
-        let first = parsed.media().first();
-        let proto = first.map_or("RTP/AVP", |m| m.proto());
-        let crypto: Vec<&str> = first
-            .map(|m| m.crypto().iter().map(String::as_str).collect())
-            .unwrap_or_default();
-        // SDES per leg: what `from` sent settles or proposes its keys; the
-        // other leg gets trunkd's own offer or answer.
-        let security = match role {
-            SdpRole::Offer => self.sdes[fi]
-                .peer_offered(proto, &crypto)
-                .and_then(|()| self.sdes[oi].offer(proto)),
-            SdpRole::Answer => self.sdes[fi]
-                .peer_answered(proto, &crypto)
-                .and_then(|()| self.sdes[oi].answer()),
-        }
-        .map_err(|e| refuse(&e))?;
-        self.sync_crypto(from)?;
-        self.sync_crypto(out)?;
         // Every `m=` line is anchored on its own stream, up to
         // MAX_STREAMS; a stream the peer rejected (port 0) stays rejected
         // on the other leg and takes no ports, and so do the lines beyond
         // the cap.
-        let mut ports: Vec<Option<(u16, u16)>> = Vec::with_capacity(parsed.media().len());
+        let n = parsed.media().len();
+        let mut ports: Vec<Option<(u16, u16)>> = Vec::with_capacity(n);
+        let mut security: Vec<Option<MediaSecurity>> = Vec::with_capacity(n);
         for (i, m) in parsed.media().iter().enumerate() {
-            let pair = if m.is_rejected() || i >= MAX_STREAMS {
+            let mut pair = if m.is_rejected() || i >= MAX_STREAMS {
                 None
             } else {
                 self.stream_ports(i)
             };
-            if i < MAX_STREAMS && (pair.is_some() || self.streams[i].is_some()) {
-                let _ = self.relay.update_stream_peer(
-                    media_leg(from),
-                    i,
-                    parsed.remote_rtp(i),
-                    parsed.remote_rtcp(i),
-                );
+            let mut sec = None;
+            if pair.is_some() {
+                // SDES per leg and stream: what `from` sent settles or
+                // proposes its keys; the other leg gets trunkd's own offer
+                // or answer.
+                let proto = m.proto();
+                let crypto: Vec<&str> = m.crypto().iter().map(String::as_str).collect();
+                let negotiated = match role {
+                    SdpRole::Offer => self.sdes[fi][i]
+                        .peer_offered(proto, &crypto)
+                        .and_then(|()| self.sdes[oi][i].offer(proto)),
+                    SdpRole::Answer => self.sdes[fi][i]
+                        .peer_answered(proto, &crypto)
+                        .and_then(|()| self.sdes[oi][i].answer()),
+                };
+                match negotiated {
+                    Ok(s) => {
+                        self.sync_crypto(from, i)?;
+                        self.sync_crypto(out, i)?;
+                        sec = Some(s);
+                    }
+                    // The call's main stream decides the call.
+                    Err(e) if i == 0 => return Err(refuse(&e)),
+                    // A further stream that cannot be secured as the leg
+                    // requires is declined; the call goes on without it.
+                    Err(e) => {
+                        debug!(error = %e, stream = i, "media stream declined");
+                        pair = None;
+                    }
+                }
+            }
+            if i < MAX_STREAMS && self.streams[i].is_some() {
+                let (rtp, rtcp) = if pair.is_some() {
+                    (parsed.remote_rtp(i), parsed.remote_rtcp(i))
+                } else {
+                    (None, None)
+                };
+                let _ = self.relay.update_stream_peer(media_leg(from), i, rtp, rtcp);
                 self.rates[fi][i] = clock_rates(m);
                 self.sync_rates(i, fi);
             }
             ports.push(pair.map(|p| p[oi]));
+            security.push(sec);
         }
         // Quality on the first audio stream (the first stream otherwise:
         // T.38 after a fax re-INVITE, or a video-only call).
@@ -294,8 +300,9 @@ impl MediaAnchor for RelayAnchor {
                 .relay
                 .set_clock_rates(quality, self.rates_sent[quality].clone());
         }
+        let security: Vec<Option<&MediaSecurity>> = security.iter().map(Option::as_ref).collect();
         let text = self.origins[oi]
-            .rewrite_secured(&parsed, self.advertised, &ports, Some(&security))
+            .rewrite_streams(&parsed, self.advertised, &ports, &security)
             .map_err(|e| refuse(&e))?;
         Ok(Bytes::from(text))
     }
@@ -308,10 +315,10 @@ impl MediaAnchor for RelayAnchor {
                 let _ = self.relay.update_stream_peer(media_leg(leg), i, None, None);
             }
             self.rates[idx(leg)][i].clear();
-        }
-        self.sdes[idx(leg)].reset(srtp);
-        if self.installed[idx(leg)].take().is_some() {
-            let _ = self.relay.set_crypto(media_leg(leg), None);
+            self.sdes[idx(leg)][i].reset(srtp);
+            if self.installed[idx(leg)][i].take().is_some() {
+                let _ = self.relay.set_stream_crypto(media_leg(leg), i, None);
+            }
         }
     }
 }
@@ -402,28 +409,84 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn srtp_on_a_second_stream_is_refused_with_488() {
+    async fn each_secured_stream_gets_its_own_keys_on_each_leg() {
         let alloc = PortAllocator::new(31200, 31299).unwrap();
-        let (mut anchor, _relay, _events) = anchor(&alloc);
-        let key = "1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+        let (mut anchor, relay, _events) = anchor(&alloc);
+        // B's hop offers SRTP (as over TLS).
+        anchor.reset(Leg::B, SrtpPolicy::Offer);
+        let audio_key = "1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+        let video_key = "1 AES_CM_128_HMAC_SHA1_80 inline:d0RmdmcmVCspeEc3QGZiNWpVLFJhQX1cfHAwJSoj";
         let sdp = offer(&format!(
-            "m=audio 4000 RTP/SAVP 0\r\na=crypto:{key}\r\n\
-             m=video 4002 RTP/SAVP 96\r\na=crypto:{key}\r\n"
+            "m=audio 4000 RTP/SAVP 0\r\na=crypto:{audio_key}\r\n\
+             m=video 4002 RTP/SAVP 96\r\na=crypto:{video_key}\r\n"
         ));
-        let refusal = anchor.rewrite(Leg::A, SdpRole::Offer, &sdp).unwrap_err();
-        assert_eq!(refusal.status, 488);
-        assert_eq!(
-            refusal.reason,
-            "Not Acceptable Here (SRTP on a stream other than the first)"
+        let out = anchor.rewrite(Leg::A, SdpRole::Offer, &sdp).unwrap();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(!text.contains("WVNfX19"), "A's keys never reach B:\n{text}");
+        assert!(
+            !text.contains("d0RmdmcmV"),
+            "A's keys never reach B:\n{text}"
         );
-        // SRTP audio with plain video is anchored: crypto on the audio only.
+        let parsed = Sdp::parse_bytes(&out).unwrap();
+        let (audio, video) = (&parsed.media()[0], &parsed.media()[1]);
+        assert_eq!(audio.proto(), "RTP/SAVP");
+        assert_eq!(video.proto(), "RTP/SAVP");
+        assert!(audio.has_crypto() && video.has_crypto(), "{text}");
+        assert_ne!(audio.crypto(), video.crypto(), "one key per stream");
+        // A's side is settled when B answers with its own keys per stream.
+        let answer = offer(&format!(
+            "m=audio 5000 RTP/SAVP 0\r\na=crypto:{}\r\n\
+             m=video 5002 RTP/SAVP 96\r\na=crypto:{}\r\n",
+            answer_attr(audio.crypto(), "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk"),
+            answer_attr(video.crypto(), "MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkw"),
+        ));
+        let back = anchor.rewrite(Leg::B, SdpRole::Answer, &answer).unwrap();
+        let back = Sdp::parse_bytes(&back).unwrap();
+        assert!(back.media()[0].has_crypto() && back.media()[1].has_crypto());
+        assert_ne!(back.media()[0].crypto(), back.media()[1].crypto());
+        let stats = relay.stats().await.unwrap();
+        for stream in [0, 1] {
+            let s = stats.stream(stream).unwrap();
+            assert!(s.a.srtp.is_some() && s.b.srtp.is_some(), "stream {stream}");
+        }
+    }
+
+    /// An answer to trunkd's offered AES_CM_128_HMAC_SHA1_80 `a=crypto`:
+    /// same tag and suite, the answerer's own key (30 bytes, base64).
+    fn answer_attr(offered: &[String], key: &str) -> String {
+        let line = offered
+            .iter()
+            .find(|c| c.contains(" AES_CM_128_HMAC_SHA1_80 "))
+            .unwrap();
+        let tag = line.split(' ').next().unwrap();
+        format!("{tag} AES_CM_128_HMAC_SHA1_80 inline:{key}")
+    }
+
+    #[tokio::test]
+    async fn srtp_towards_a_plain_leg_leaks_no_key_and_plain_video_stays_plain() {
+        let alloc = PortAllocator::new(31300, 31399).unwrap();
+        let (mut anchor, relay, _events) = anchor(&alloc);
+        let key = "1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
         let sdp = offer(&format!(
             "m=audio 4000 RTP/SAVP 0\r\na=crypto:{key}\r\nm=video 4002 RTP/AVP 96\r\n"
         ));
         let out = anchor.rewrite(Leg::A, SdpRole::Offer, &sdp).unwrap();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(!text.contains("a=crypto"), "{text}");
         let parsed = Sdp::parse_bytes(&out).unwrap();
+        assert_eq!(parsed.media()[0].proto(), "RTP/AVP");
         assert_eq!(parsed.media()[1].proto(), "RTP/AVP");
-        assert!(!parsed.media()[1].has_crypto());
         assert_ne!(parsed.media()[1].port(), 0);
+        let answer = offer("m=audio 5000 RTP/AVP 0\r\nm=video 5002 RTP/AVP 96\r\n");
+        let back = anchor.rewrite(Leg::B, SdpRole::Answer, &answer).unwrap();
+        let back = Sdp::parse_bytes(&back).unwrap();
+        assert_eq!(back.media()[0].proto(), "RTP/SAVP");
+        assert!(back.media()[0].has_crypto());
+        assert_eq!(back.media()[1].proto(), "RTP/AVP");
+        assert!(!back.media()[1].has_crypto());
+        let stats = relay.stats().await.unwrap();
+        assert!(stats.stream(0).unwrap().a.srtp.is_some());
+        assert_eq!(stats.stream(1).unwrap().a.srtp, None);
+        assert_eq!(stats.stream(0).unwrap().b.srtp, None);
     }
 }
