@@ -836,8 +836,9 @@ pub fn spawn_with_observer<O: PacketObserver + Clone>(
     let (first, local) = prepare_stream(0, a, b)?;
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let timeout = config.inactivity_timeout.filter(|t| !t.is_zero());
-    let mut streams = Vec::with_capacity(MAX_STREAMS);
-    streams.push(Stream::new(first));
+    // Most calls carry one stream: room for more is made when one is added,
+    // not reserved in every call's memory.
+    let streams = vec![Stream::new(first)];
     let task = Task {
         streams,
         slots: Box::new([[0u8; rx::SLOT]; 2]),
