@@ -1451,6 +1451,40 @@ fn the_call_cap_answers_503_and_a_source_cannot_hold_every_connection() {
     );
 }
 
+/// One PBX call through a default lab to a SIPp carrier that traces what
+/// it receives: the PBX runs `scenario` with `args`; returns the messages
+/// the carrier received, after both sides finished.
+fn traced_carrier_call(tag: &str, scenario: &str, args: &[&str]) -> Vec<String> {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let trace = temp_dir(tag).join("carrier.msg");
+    let t = trace.to_str().unwrap().to_owned();
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier,
+        &["-m", "1", "-trace_msg", "-message_file", &t],
+    );
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let d = Daemon::start(tag, ports, &lab.config(ports));
+    let out = sipp_uac(scenario, PBX, d.sip(), args);
+    assert_ok(&out, tag);
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    received_messages(&trace)
+}
+
+/// The INVITE among `messages`.
+fn the_invite(messages: &[String]) -> &str {
+    messages
+        .iter()
+        .find(|m| m.starts_with("INVITE"))
+        .map(String::as_str)
+        .expect("the carrier got an INVITE")
+}
+
 /// Two digest challenges from a source capped at two calls, then its
 /// authenticated call: challenges are not calls, so it goes through (it
 /// used to get 503 Too Many Calls until restart).
@@ -1554,30 +1588,22 @@ fn group_failover_is_recorded_under_the_vc_that_carried_the_call() {
 /// carrier sees.
 #[test]
 fn the_calling_name_is_the_display_name_on_the_b_leg() {
-    let ports = Ports::pick();
-    let carrier = free_port_on(CARRIER);
-    let dir = temp_dir("calling-name");
-    let trace = dir.join("carrier.msg");
-    let t = trace.to_str().unwrap().to_owned();
-    let mut uas = SippBg::uas(
-        "uas_answer.xml",
-        CARRIER,
-        carrier,
-        &["-m", "1", "-trace_msg", "-message_file", &t],
+    let at_carrier = traced_carrier_call(
+        "calling-name",
+        "uac_call.xml",
+        &[
+            "-s",
+            "+12065550199",
+            "-key",
+            "caller",
+            "+12065550100",
+            "-m",
+            "1",
+            "-d",
+            "100",
+        ],
     );
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier, ""),
-        ..Default::default()
-    };
-    let d = Daemon::start("calling-name", ports, &lab.config(ports));
-    let out = pbx_calls("uac_call.xml", &d, &["-d", "100"]);
-    assert_ok(&out, "customer");
-    assert!(uas.wait(Duration::from_secs(10)).0);
-    let at_carrier = received_messages(&trace);
-    let invite = at_carrier
-        .iter()
-        .find(|m| m.starts_with("INVITE"))
-        .expect("the carrier got an INVITE");
+    let invite = the_invite(&at_carrier);
     assert!(
         invite.contains("From: \"East Office\" <sip:+12065550100@"),
         "{invite}"
@@ -1590,37 +1616,14 @@ fn the_calling_name_is_the_display_name_on_the_b_leg() {
 /// Geolocation headers.
 #[test]
 fn a_multipart_emergency_call_is_anchored_and_its_location_passes_untouched() {
-    let ports = Ports::pick();
-    let carrier = free_port_on(CARRIER);
-    let dir = temp_dir("ng911");
-    let trace = dir.join("carrier.msg");
-    let t = trace.to_str().unwrap().to_owned();
-    let mut uas = SippBg::uas(
-        "uas_answer.xml",
-        CARRIER,
-        carrier,
-        &["-m", "1", "-trace_msg", "-message_file", &t],
-    );
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier, ""),
-        ..Default::default()
-    };
-    let d = Daemon::start("ng911", ports, &lab.config(ports));
-    let out = sipp_uac(
+    let at_carrier = traced_carrier_call(
+        "ng911",
         "uac_emergency_multipart.xml",
-        PBX,
-        d.sip(),
         &[
             "-s", "911", "-key", "caller", "1001", "-m", "1", "-d", "100",
         ],
     );
-    assert_ok(&out, "emergency call");
-    assert!(uas.wait(Duration::from_secs(10)).0);
-    let at_carrier = received_messages(&trace);
-    let invite = at_carrier
-        .iter()
-        .find(|m| m.starts_with("INVITE"))
-        .expect("the carrier got the INVITE");
+    let invite = the_invite(&at_carrier);
     assert!(
         invite.contains("Geolocation: <cid:loc1@pbx.example>"),
         "{invite}"

@@ -356,39 +356,39 @@ fn terminate(
                     proxy_authenticate: rej.proxy_authenticate().to_vec(),
                 };
             }
-            return InviteDecision::Refuse(Refusal {
-                status: rej.status(),
-                reason: rej.reason_phrase().to_owned(),
-                retry_after: rej.retry_after(),
-                metric_reason: rej.metric_reason(),
-                scope: RefusalScope::Call {
-                    direction: Direction::Outbound,
-                    vc,
-                    source_number: from_user.unwrap_or_default(),
-                    destination_number: ruri_user,
-                    auth_failed: rej.metric_reason() == "auth_failed",
-                    throttled: rej.is_throttle(),
+            return refused_call(
+                Refusal {
+                    status: rej.status(),
+                    reason: rej.reason_phrase().to_owned(),
+                    retry_after: rej.retry_after(),
+                    metric_reason: rej.metric_reason(),
+                    scope: RefusalScope::Gate,
                 },
-            });
+                vc,
+                from_user.unwrap_or_default(),
+                ruri_user,
+                rej.metric_reason() == "auth_failed",
+                rej.is_throttle(),
+            );
         }
     };
     let Some(vc) = resources.voice_connector(admitted.vc_id.as_str()) else {
         // Admission found the VC in this same snapshot; a VC it names and
         // the snapshot lacks is a bug, answered rather than left hanging.
-        return InviteDecision::Refuse(Refusal {
-            status: 500,
-            reason: "Server Internal Error".to_owned(),
-            retry_after: None,
-            metric_reason: "internal",
-            scope: RefusalScope::Call {
-                direction: Direction::Outbound,
-                vc: Some(admitted.vc_id.clone()),
-                source_number: from_user.unwrap_or_default(),
-                destination_number: ruri_user,
-                auth_failed: false,
-                throttled: false,
+        return refused_call(
+            Refusal {
+                status: 500,
+                reason: "Server Internal Error".to_owned(),
+                retry_after: None,
+                metric_reason: "internal",
+                scope: RefusalScope::Gate,
             },
-        });
+            Some(admitted.vc_id.clone()),
+            from_user.unwrap_or_default(),
+            ruri_user,
+            false,
+            false,
+        );
     };
     let mut next = || rng.next_u32();
     let hops = termination_plan(resources, vc, &mut next, ctx.health, ctx.now);
@@ -439,6 +439,29 @@ fn terminate(
         ),
         emergency: admitted.is_emergency,
     }))
+}
+
+/// A termination call refused by admission: counted and recorded as a
+/// call of `vc` (the outbound direction).
+fn refused_call(
+    refusal: Refusal,
+    vc: Option<VcId>,
+    source_number: String,
+    destination_number: String,
+    auth_failed: bool,
+    throttled: bool,
+) -> InviteDecision {
+    InviteDecision::Refuse(Refusal {
+        scope: RefusalScope::Call {
+            direction: Direction::Outbound,
+            vc,
+            source_number,
+            destination_number,
+            auth_failed,
+            throttled,
+        },
+        ..refusal
+    })
 }
 
 fn transport_of(peer: Peer) -> trunkd_core::Transport {

@@ -379,6 +379,24 @@ impl Engine {
         }
     }
 
+    /// The call and leg owning the dialog (Call-ID) a message belongs to.
+    fn dialog_of(&self, headers: &trunkd_sip::Headers) -> Option<(CallKey, Leg)> {
+        self.by_call_id.get(headers.get("Call-ID")?).copied()
+    }
+
+    /// Delivers what `input` builds from a client transaction's leg and
+    /// branch to the call that started the transaction.
+    fn deliver_for_client_tx(
+        &mut self,
+        tx: ClientTxId,
+        input: impl FnOnce(Leg, Bytes) -> CallInput,
+    ) {
+        if let Some(c) = self.client_txs.get(&tx) {
+            let (call, leg, branch) = (c.call, c.leg, c.branch.clone());
+            self.deliver(call, input(leg, branch));
+        }
+    }
+
     fn on_tx_event(&mut self, now: Instant, arrival: Option<Arrival>, ev: TxEvent) {
         match ev {
             TxEvent::NewRequest { tx, request, peer } => match arrival {
@@ -386,10 +404,7 @@ impl Engine {
                 None => tracing::debug!("a new request without a message; ignored"),
             },
             TxEvent::Ack { request, peer: _ } => {
-                let Some(call_id) = request.headers.get("Call-ID").cloned() else {
-                    return;
-                };
-                if let Some(&(call, leg)) = self.by_call_id.get(&call_id) {
+                if let Some((call, leg)) = self.dialog_of(&request.headers) {
                     self.deliver(call, CallInput::Ack { leg, request });
                 }
             }
@@ -398,48 +413,23 @@ impl Engine {
                     self.deliver(call, CallInput::Cancelled);
                 }
             }
-            TxEvent::Response { tx, response } => {
-                if let Some(c) = self.client_txs.get(&tx).cloned() {
-                    self.deliver(
-                        c.call,
-                        CallInput::Response {
-                            leg: c.leg,
-                            branch: c.branch,
-                            response,
-                        },
-                    );
-                }
-            }
             TxEvent::StrayResponse { response, peer: _ } => {
-                let Some(call_id) = response.headers.get("Call-ID").cloned() else {
-                    return;
-                };
-                if let Some(&(call, leg)) = self.by_call_id.get(&call_id) {
+                if let Some((call, leg)) = self.dialog_of(&response.headers) {
                     self.deliver(call, CallInput::StrayResponse { leg, response });
                 }
             }
+            TxEvent::Response { tx, response } => {
+                self.deliver_for_client_tx(tx, |leg, branch| CallInput::Response {
+                    leg,
+                    branch,
+                    response,
+                })
+            }
             TxEvent::Timeout { tx } => {
-                if let Some(c) = self.client_txs.get(&tx).cloned() {
-                    self.deliver(
-                        c.call,
-                        CallInput::Timeout {
-                            leg: c.leg,
-                            branch: c.branch,
-                        },
-                    );
-                }
+                self.deliver_for_client_tx(tx, |leg, branch| CallInput::Timeout { leg, branch })
             }
-            TxEvent::TransportError { tx } => {
-                if let Some(c) = self.client_txs.get(&tx).cloned() {
-                    self.deliver(
-                        c.call,
-                        CallInput::TransportError {
-                            leg: c.leg,
-                            branch: c.branch,
-                        },
-                    );
-                }
-            }
+            TxEvent::TransportError { tx } => self
+                .deliver_for_client_tx(tx, |leg, branch| CallInput::TransportError { leg, branch }),
             TxEvent::AckTimeout { tx } => {
                 if let Some(&(call, leg)) = self.server_txs.get(&tx) {
                     self.deliver(call, CallInput::AckTimeout { leg });
