@@ -166,6 +166,47 @@ pub fn invite(
     }
 }
 
+/// The simulated network: every datagram takes `LATENCY`; with seeded loss
+/// and duplication (per mille) when set, as a lossy UDP path would.
+#[derive(Default)]
+pub struct Net {
+    /// Datagrams in flight: (deliver at, from, to, bytes).
+    flight: VecDeque<(Instant, SocketAddr, SocketAddr, Bytes)>,
+    pub loss_per_mille: u64,
+    pub dup_per_mille: u64,
+    rng: u64,
+    pub lost: u64,
+}
+
+impl Net {
+    fn chance(&mut self, per_mille: u64) -> bool {
+        // xorshift64*, seeded by the first draw.
+        if self.rng == 0 {
+            self.rng = 0x2545_F491_4F6C_DD1D;
+        }
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % 1000 < per_mille
+    }
+
+    fn send(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, bytes: Bytes) {
+        if self.chance(self.loss_per_mille) {
+            self.lost += 1;
+            return;
+        }
+        if self.chance(self.dup_per_mille) {
+            let later = now + LATENCY * 3;
+            self.flight.push_back((later, from, to, bytes.clone()));
+        }
+        self.flight.push_back((now + LATENCY, from, to, bytes));
+    }
+
+    fn next_delivery(&self) -> Option<Instant> {
+        self.flight.iter().map(|p| p.0).min()
+    }
+}
+
 pub struct Sim {
     pub now: Instant,
     pub engine: Engine,
@@ -173,8 +214,8 @@ pub struct Sim {
     pub calls: HashMap<CallKey, Call>,
     pub pbx: Ua,
     pub carrier: Ua,
-    /// Datagrams in flight: (deliver at, from, to, bytes).
-    net: VecDeque<(Instant, SocketAddr, SocketAddr, Bytes)>,
+    /// Datagrams in flight.
+    pub net: Net,
     /// What the shell was asked to do, for assertions.
     pub started: Vec<CallKey>,
     pub refused_records: Vec<(String, u16)>,
@@ -182,6 +223,8 @@ pub struct Sim {
     pub call_events: Vec<CallEvent>,
     /// Media ports are exhausted: calls the engine starts are not.
     pub no_media: bool,
+    /// The engine said it has no call left after a shutdown.
+    pub idle: bool,
     _dir: tempdir::Dir,
 }
 
@@ -224,12 +267,13 @@ impl Sim {
             calls: HashMap::new(),
             pbx: Ua::new(addr(PBX)),
             carrier,
-            net: VecDeque::new(),
+            net: Net::default(),
             started: Vec::new(),
             refused_records: Vec::new(),
             auth_failures: Vec::new(),
             call_events: Vec::new(),
             no_media: false,
+            idle: false,
             _dir: tempdir::Dir(dir),
         }
     }
@@ -250,6 +294,13 @@ impl Sim {
         self.pump();
     }
 
+    /// Asks the engine to hang up every call (SIGTERM).
+    pub fn shutdown(&mut self) {
+        self.engine
+            .handle(self.now, SystemTime::now(), EngineInput::Shutdown);
+        self.pump();
+    }
+
     /// Runs until nothing is in flight and no timer is due within
     /// `horizon`; at most `max_steps` steps.
     pub fn run_for(&mut self, horizon: Duration) {
@@ -257,7 +308,7 @@ impl Sim {
         for _ in 0..100_000 {
             self.pump();
             let next = [
-                self.net.iter().map(|p| p.0).min(),
+                self.net.next_delivery(),
                 self.engine.poll_timeout(),
                 self.pbx.endpoint.poll_timeout(),
                 self.carrier.endpoint.poll_timeout(),
@@ -282,8 +333,8 @@ impl Sim {
 
     fn tick(&mut self) {
         let now = self.now;
-        while let Some(i) = self.net.iter().position(|p| p.0 <= now) {
-            let Some((_, from, to, bytes)) = self.net.remove(i) else {
+        while let Some(i) = self.net.flight.iter().position(|p| p.0 <= now) {
+            let Some((_, from, to, bytes)) = self.net.flight.remove(i) else {
                 break;
             };
             let Ok(msg) = SipMessage::parse(bytes) else {
@@ -328,8 +379,7 @@ impl Sim {
             let mut moved = false;
             while let Some(t) = self.engine.poll_transmit() {
                 moved = true;
-                self.net
-                    .push_back((now + LATENCY, addr(TRUNKD), t.dest.addr, t.bytes));
+                self.net.send(now, addr(TRUNKD), t.dest.addr, t.bytes);
             }
             while let Some(ev) = self.engine.poll_event() {
                 moved = true;
@@ -392,7 +442,7 @@ impl Sim {
             }
             EngineEvent::RefusedCall(r) => self.refused_records.push((r.vc.to_string(), r.status)),
             EngineEvent::AuthFailed { source } => self.auth_failures.push(source),
-            EngineEvent::Idle => {}
+            EngineEvent::Idle => self.idle = true,
         }
     }
 
@@ -407,8 +457,7 @@ impl Sim {
         let mut moved = false;
         while let Some(t) = ua.endpoint.poll_transmit() {
             moved = true;
-            self.net
-                .push_back((now + LATENCY, ua.addr, t.dest.addr, t.bytes));
+            self.net.send(now, ua.addr, t.dest.addr, t.bytes);
         }
         while let Some(ev) = ua.endpoint.poll_event() {
             moved = true;

@@ -293,3 +293,52 @@ voice_connector_id = "vc-slow"
     );
     assert_eq!((sim.engine.calls(), sim.engine.sources_tracked()), (1, 1));
 }
+
+/// Over a lossy UDP path (10 % loss, 5 % duplication, seeded) every INVITE
+/// still gets its answer through retransmissions, the calls are hung up by
+/// a shutdown, and every count returns to zero.
+#[test]
+fn calls_survive_a_lossy_network_and_leave_nothing_behind() {
+    let mut sim = Sim::new(CAP_2, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    sim.net.loss_per_mille = 100;
+    sim.net.dup_per_mille = 50;
+    for i in 0..8 {
+        sim.pbx_sends(invite(
+            &format!("lossy-{i}"),
+            "+12065551234",
+            "+12065550100",
+            "",
+            SDP,
+            "application/sdp",
+        ));
+        sim.run_for(Duration::from_secs(40));
+    }
+    assert!(
+        sim.net.lost > 0,
+        "the network lost nothing: not a loss test"
+    );
+    // Each call answered once (duplicates and retransmissions aside).
+    let mut answered: Vec<String> = sim
+        .pbx
+        .finals
+        .iter()
+        .filter(|r| r.status.as_u16() != 407)
+        .map(|r| {
+            let id = r.headers.get("Call-ID").map_or(&[][..], |v| v);
+            format!("{} {}", String::from_utf8_lossy(id), r.status.as_u16())
+        })
+        .collect();
+    answered.sort();
+    answered.dedup();
+    // The cap is two calls in progress from one source: the first two are
+    // answered 200, the rest 503.
+    let ok = answered.iter().filter(|a| a.ends_with(" 200")).count();
+    let capped = answered.iter().filter(|a| a.ends_with(" 503")).count();
+    assert_eq!((ok, capped), (2, 6), "{answered:?}");
+    sim.shutdown();
+    sim.run_for(Duration::from_secs(60));
+    assert!(sim.idle, "the engine never reported idle");
+    assert_eq!((sim.engine.calls(), sim.engine.sources_tracked()), (0, 0));
+    assert!(sim.calls.is_empty());
+}
