@@ -20,6 +20,7 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod leg;
 pub mod net;
 pub mod player;
 pub mod recorder;
