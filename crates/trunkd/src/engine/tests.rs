@@ -342,3 +342,24 @@ fn calls_survive_a_lossy_network_and_leave_nothing_behind() {
     assert_eq!((sim.engine.calls(), sim.engine.sources_tracked()), (0, 0));
     assert!(sim.calls.is_empty());
 }
+
+/// SPEC §8: beyond `max_calls` calls in progress, 503 Too Many Calls before
+/// admission, counted at the gate and not as a call of any VC.
+#[test]
+fn the_daemons_call_cap_refuses_at_the_gate() {
+    let mut sim = Sim::new("max_calls = 1", "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    call(&mut sim, "c1", "+12065551234", "+12065550100");
+    call(&mut sim, "c2", "+12065551234", "+12065550100");
+    assert_eq!(finals(&sim), [407, 200, 503]);
+    assert_eq!(sim.pbx.finals[2].reason.as_ref(), b"Too Many Calls");
+    assert_eq!(
+        metric(&sim, "voice_connector_call_attempts_total", "vc-east", None),
+        1
+    );
+    let refused = sim.shared.metrics.encode();
+    assert!(
+        refused.contains("sip_requests_refused_total{reason=\"call_cap\"} 1"),
+        "{refused}"
+    );
+}
