@@ -79,6 +79,8 @@ cidr_allowed_list = ["198.51.100.0/24"]
 cps_limit = 100
 carriers = ["carrier-a"]
 credentials = [ {{ username = "pbx1", password = "s3cret" }} ]
+[voice_connectors.origination]
+routes = [ {{ host = "198.51.100.10", port = 5060, protocol = "UDP", priority = 1, weight = 10 }} ]
 [voice_connectors.emergency]
 calling_country = "US"
 emergency_phone_number = "+12065550199"
@@ -130,6 +132,27 @@ impl Ua {
 }
 
 pub const SDP: &str = "v=0\r\no=pbx 1 1 IN IP4 198.51.100.10\r\ns=-\r\nc=IN IP4 198.51.100.10\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+/// An INVITE from the carrier to `number` at trunkd (origination).
+pub fn carrier_invite(call_id: &str, number: &str) -> Request {
+    let text = format!(
+        "INVITE sip:{number}@{TRUNKD} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {CARRIER};branch=z9hG4bK-{call_id}-1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:+14155550123@{CARRIER}>;tag=carrier-{call_id}\r\n\
+         To: <sip:{number}@{TRUNKD}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:carrier@{CARRIER}>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{SDP}",
+        SDP.len()
+    );
+    match SipMessage::parse(Bytes::from(text)) {
+        Ok(SipMessage::Request(r)) => r,
+        other => panic!("test INVITE does not parse: {other:?}"),
+    }
+}
 
 /// An INVITE from the PBX to `user` at trunkd (`user@host` for another
 /// VC's host than vc-east's).
@@ -280,18 +303,26 @@ impl Sim {
 
     /// The PBX sends `req` to trunkd in a new client transaction.
     pub fn pbx_sends(&mut self, req: Request) {
-        let now = self.now;
-        match self
-            .pbx
+        Self::ua_sends(&mut self.pbx, self.now, req);
+        self.pump();
+    }
+
+    /// The carrier sends `req` to trunkd (origination).
+    pub fn carrier_sends(&mut self, req: Request) {
+        Self::ua_sends(&mut self.carrier, self.now, req);
+        self.pump();
+    }
+
+    fn ua_sends(ua: &mut Ua, now: Instant, req: Request) {
+        match ua
             .endpoint
             .send_request(now, req.clone(), udp(addr(TRUNKD)), None)
         {
             Ok(id) => {
-                self.pbx.invites.insert(id, (req, 1));
+                ua.invites.insert(id, (req, 1));
             }
-            Err(e) => panic!("PBX could not send: {e:?}"),
+            Err(e) => panic!("{} could not send: {e:?}", ua.addr),
         }
-        self.pump();
     }
 
     /// Asks the engine to hang up every call (SIGTERM).
@@ -486,7 +517,7 @@ impl Sim {
                         }
                     }
                     if (200..300).contains(&code) {
-                        let ack = ack_for(&req, &response, cseq);
+                        let ack = ack_for(ua.addr, &req, &response, cseq);
                         ua.endpoint
                             .send_stateless(SipMessage::Request(ack), udp(addr(TRUNKD)));
                     }
@@ -551,7 +582,7 @@ fn authorized(req: &Request, challenge: &Response, user: &str, pass: &str) -> Re
     }
 }
 
-fn ack_for(req: &Request, resp: &Response, cseq: u32) -> Request {
+fn ack_for(via: SocketAddr, req: &Request, resp: &Response, cseq: u32) -> Request {
     let to = resp
         .headers
         .get("To")
@@ -569,7 +600,7 @@ fn ack_for(req: &Request, resp: &Response, cseq: u32) -> Request {
         .unwrap_or_default();
     let uri = String::from_utf8_lossy(&req.uri.to_bytes()).into_owned();
     let text = format!(
-        "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {PBX};branch=z9hG4bK-ack-{call_id}-{cseq}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
+        "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK-ack-{call_id}-{cseq}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
     );
     match SipMessage::parse(Bytes::from(text)) {
         Ok(SipMessage::Request(r)) => r,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::sim::{invite, Sim, SDP};
+use super::sim::{carrier_invite, invite, Sim, SDP};
 
 const CAP_2: &str = "max_calls_per_source = 2";
 const NO_CAP: &str = "";
@@ -362,4 +362,61 @@ fn the_daemons_call_cap_refuses_at_the_gate() {
         refused.contains("sip_requests_refused_total{reason=\"call_cap\"} 1"),
         "{refused}"
     );
+}
+
+fn carrier_finals(sim: &Sim) -> Vec<u16> {
+    sim.carrier
+        .finals
+        .iter()
+        .map(|r| r.status.as_u16())
+        .collect()
+}
+
+/// SPEC §2.2: a carrier's call to a VC's number reaches the VC's route.
+#[test]
+fn origination_reaches_the_numbers_voice_connector() {
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.carrier_sends(carrier_invite("o1", "+12065550100"));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(carrier_finals(&sim), [200]);
+    assert_eq!(sim.pbx.requests.len(), 1, "the PBX got the INVITE");
+    assert_eq!(
+        metric(
+            &sim,
+            "voice_connector_call_attempts_total",
+            "vc-east",
+            Some("inbound")
+        ),
+        1
+    );
+}
+
+/// SPEC §2.2: an unknown number is 404, a failed inbound call; a number
+/// on a SIP rule is refused until SIP media applications run (480).
+#[test]
+fn origination_refusals_are_answered_and_counted() {
+    let rule = r#"
+[[numbers]]
+e164_phone_number = "+12065550150"
+product_type = "SipMediaApplicationDialIn"
+
+[[sip_media_applications]]
+id = "sma-ivr"
+endpoints = [ { url = "http://127.0.0.1:8080/sma", priority = 1 } ]
+
+[[sip_rules]]
+id = "rule-1"
+trigger_type = "ToPhoneNumber"
+trigger_value = "+12065550150"
+target_applications = [ { sip_media_application_id = "sma-ivr", priority = 1 } ]
+"#;
+    let mut sim = Sim::new(NO_CAP, rule);
+    sim.carrier_sends(carrier_invite("o1", "+12065559876"));
+    sim.carrier_sends(carrier_invite("o2", "+12065550150"));
+    sim.run_for(Duration::from_secs(1));
+    let mut got = carrier_finals(&sim);
+    got.sort();
+    assert_eq!(got, [404, 480]);
+    assert!(sim.pbx.requests.is_empty());
+    assert_eq!(sim.engine.calls(), 0);
 }
