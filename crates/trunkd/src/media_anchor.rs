@@ -228,11 +228,7 @@ impl RelayAnchor {
     /// peer's addresses learnt. The other leg's sockets stay without a peer,
     /// so the relay forwards nothing (it counts `no_peer` drops) while its
     /// taps and inactivity timer see every packet.
-    fn anchor_local_answer(
-        &mut self,
-        leg: Leg,
-        sdp: &Bytes,
-    ) -> Result<LocalAnswer, MediaRefusal> {
+    fn anchor_local_answer(&mut self, leg: Leg, sdp: &Bytes) -> Result<LocalAnswer, MediaRefusal> {
         let refuse = |e: &dyn std::fmt::Display| MediaRefusal {
             status: 488,
             reason: format!("Not Acceptable Here ({e})"),
