@@ -183,3 +183,70 @@ fn a_siprec_session_is_answered_recvonly_and_recorded_to_wav() {
     );
     d.wait_metric("sip_engine_calls", 0.0);
 }
+
+/// A record-only session (`X-Voice-Connector-Record-Only: true`, plain SDP)
+/// on a VC with no wav sink: still answered (a recorder never fails the
+/// recorded call), media received and counted, nothing written; and with
+/// no media left, the inactivity timeout ends it with trunkd's BYE. Its
+/// CDR says `Streaming: false`.
+#[test]
+fn a_record_only_session_without_a_sink_is_answered_counted_and_ended_by_inactivity() {
+    use crate::ua::Ua;
+    let ports = Ports::pick();
+    let lab = Lab {
+        hosts: &host(CARRIER, 9, ""),
+        top: "[media]\ninactivity_timeout_seconds = 1\n",
+        ..Default::default()
+    };
+    let d = Daemon::start("record-only", ports, &lab.config(ports));
+    let src = Ua::new(PBX);
+    let sdp = src.sdp("sendonly");
+    let me = src.sip_addr();
+    let trunkd = d.sip();
+    let call_id = format!("record-only-{}", std::process::id());
+    src.send(
+        trunkd,
+        &format!(
+            "INVITE sip:recorder@{trunkd} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}-1;rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:src@{PBX}>;tag=src1\r\nTo: <sip:recorder@{trunkd}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+             Contact: <sip:src@{me}>\r\nX-Voice-Connector-Record-Only: true\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ),
+    );
+    let ok = src.recv_until(Duration::from_secs(5), |m| {
+        m.status().is_some_and(|s| s >= 200)
+    });
+    assert_eq!(ok.status(), Some(200), "{}", ok.text);
+    assert!(ok.body().contains("a=recvonly\r\n"), "{}", ok.body());
+    let to = ok.header("To").unwrap();
+    src.send(
+        trunkd,
+        &format!(
+            "ACK sip:trunkd@{trunkd} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}-ack\r\nMax-Forwards: 70\r\n\
+             From: <sip:src@{PBX}>;tag=src1\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        ),
+    );
+    let answered = ok.sdp_rtp();
+    for seq in 0..10 {
+        let (pkt, _) = packet(0, 0, seq);
+        src.rtp.send_to(&pkt, answered).unwrap();
+    }
+    // Silence from here: trunkd hangs up after the inactivity timeout.
+    let bye = src.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    src.respond(&bye, "200 OK", None);
+    let cdrs = wait_cdrs(&records(&d), 1);
+    assert_eq!(cdrs.len(), 1, "{}", d.log());
+    assert_eq!(cdrs[0]["Streaming"], false);
+    assert_eq!(cdrs[0]["Status"], "Completed");
+    d.wait_metric("recording_sessions_total{outcome=\"not_recorded\"}", 1.0);
+    d.wait_metric("recording_packets_total{result=\"unrecorded\"}", 10.0);
+    d.wait_metric("recording_packets_total{result=\"recorded\"}", 0.0);
+    d.wait_metric("media_inactivity_hangups_total", 1.0);
+    let warnings = d
+        .log()
+        .matches("without an enabled wav streaming sink")
+        .count();
+    assert_eq!(warnings, 1, "one warning per session");
+}
