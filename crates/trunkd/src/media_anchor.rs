@@ -567,4 +567,53 @@ mod tests {
         assert!(!parsed.media()[1].has_crypto());
         assert_ne!(parsed.media()[1].port(), 0);
     }
+
+    /// A session trunkd answers itself: the A side anchored and answered
+    /// recvonly, RTP from the peer reaches the tap, nothing is forwarded
+    /// (the B side has no peer), and the `o=` version moves only when the
+    /// answer does.
+    #[tokio::test]
+    async fn a_recvonly_answer_anchors_the_a_side_and_forwards_nothing() {
+        let alloc = PortAllocator::new(31300, 31399).unwrap();
+        let (anchor, relay, _events) = anchor(&alloc);
+        let (mut rec, answered) = RecvOnlyAnchor::new(anchor, 77);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer_port = peer.local_addr().unwrap().port();
+        let offer_with = |label: &str| {
+            Bytes::from(format!(
+                "v=0\r\no=src 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio {peer_port} RTP/AVP 0\r\na=label:{label}\r\na=sendonly\r\nm=audio 0 RTP/AVP 0\r\n"
+            ))
+        };
+        let offer = offer_with("1");
+        let sdp = rec.answer(&offer).unwrap();
+        let a_port = relay.local_rtp(trunkd_media::Leg::A).port();
+        let expected = |version: u64, label: &str| {
+            format!(
+                "v=0\r\no=trunkd 77 {version} IN IP4 127.0.0.1\r\ns=trunkd\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio {a_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:{label}\r\na=recvonly\r\nm=audio 0 RTP/AVP 0\r\n"
+            )
+        };
+        assert_eq!(String::from_utf8_lossy(&sdp), expected(1, "1"));
+        assert_eq!(answered.lock().unwrap().len(), 2);
+        // The same offer (a refresh): the same answer, the same version.
+        assert_eq!(rec.answer(&offer).unwrap(), sdp);
+        let changed = rec.answer(&offer_with("7")).unwrap();
+        assert_eq!(String::from_utf8_lossy(&changed), expected(2, "7"));
+        assert_eq!(alloc.capacity() - alloc.available(), 2, "one stream");
+
+        let mut tap = relay.tap(Some(trunkd_media::Leg::A), None, 8).unwrap();
+        let mut rtp = vec![0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 9];
+        rtp.extend_from_slice(&[0xff; 160]);
+        peer.send_to(&rtp, ("127.0.0.1", a_port)).unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(2), tap.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.data, rtp);
+        let stats = relay.stats().await.unwrap();
+        assert_eq!(stats.a.rx.rtp_packets, 1);
+        assert_eq!(stats.b.tx.rtp_packets, 0, "nothing forwarded");
+        assert_eq!(stats.a.dropped.no_peer, 1);
+    }
 }

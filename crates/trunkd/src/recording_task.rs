@@ -321,3 +321,111 @@ fn open_stream(dir: &Path, name: &str, stream: usize, answered: &Answered) -> St
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use trunkd_media::endpoint::g711::alaw_decode;
+    use trunkd_media::{AnsweredCodec, AnsweredStream, Direction, Leg};
+
+    use super::*;
+
+    fn stream(kind: &str, pt: u8, encoding: &str) -> AnsweredStream {
+        AnsweredStream {
+            kind: kind.into(),
+            ports: Some((40000, 40001)),
+            direction: Direction::RecvOnly,
+            codec: Some(AnsweredCodec {
+                payload_type: pt,
+                encoding: encoding.into(),
+                clock_rate: 8000,
+            }),
+            telephone_event: None,
+            label: None,
+        }
+    }
+
+    fn packet(stream: usize, pt: u8, seq: u16, rtcp: bool) -> (TappedPacket, Vec<u8>) {
+        let payload: Vec<u8> = (0..160u16).map(|i| (i * 5 + seq) as u8).collect();
+        let mut data = vec![0x80, pt];
+        data.extend_from_slice(&seq.to_be_bytes());
+        data.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        data.extend_from_slice(&[0, 0, 0, 7]);
+        data.extend_from_slice(&payload);
+        (
+            TappedPacket {
+                leg: Leg::A,
+                stream,
+                rtcp,
+                arrival: Instant::now(),
+                data: Bytes::from(data),
+            },
+            payload,
+        )
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("trunkd-rec-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn each_g711_audio_stream_gets_its_file_and_nothing_else_does() {
+        let dir = temp_dir("files");
+        // Stream 0: PCMA on a dynamic type; 1: G.722; 2: video.
+        let answered: Answered = Arc::new(std::sync::Mutex::new(vec![
+            stream("audio", 96, "PCMA"),
+            stream("audio", 9, "G722"),
+            stream("video", 97, "H264"),
+        ]));
+        let (tx, rx) = mpsc::channel(64);
+        let mut expected = Vec::new();
+        for seq in 0..5 {
+            let (p, payload) = packet(0, 96, seq, false);
+            expected.extend(payload.iter().map(|b| alaw_decode(*b)));
+            tx.try_send(p).unwrap();
+            tx.try_send(packet(1, 9, seq, false).0).unwrap();
+            tx.try_send(packet(2, 97, seq, false).0).unwrap();
+        }
+        tx.try_send(packet(0, 200, 0, true).0).unwrap();
+        drop(tx);
+        let report = write_streams(rx, Some(&dir), "txn", &answered);
+        assert_eq!((report.received, report.recorded), (15, 5));
+        assert_eq!(report.files, [dir.join("txn-0.wav")]);
+        let samples = trunkd_media::endpoint::wav::read_wav_file_8k(dir.join("txn-0.wav")).unwrap();
+        assert_eq!(samples, expected);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn without_a_directory_packets_are_counted_and_nothing_is_written() {
+        let answered: Answered = Arc::new(std::sync::Mutex::new(vec![stream("audio", 0, "PCMU")]));
+        let (tx, rx) = mpsc::channel(8);
+        for seq in 0..3 {
+            tx.try_send(packet(0, 0, seq, false).0).unwrap();
+        }
+        drop(tx);
+        let report = write_streams(rx, None, "txn", &answered);
+        assert_eq!((report.received, report.recorded), (3, 0));
+        assert!(report.files.is_empty());
+    }
+
+    #[test]
+    fn an_uncreatable_file_loses_the_recording_not_the_session() {
+        // A directory that is a file: nothing can be created under it.
+        let blocker = temp_dir("blocked");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let answered: Answered = Arc::new(std::sync::Mutex::new(vec![stream("audio", 0, "PCMU")]));
+        let (tx, rx) = mpsc::channel(8);
+        tx.try_send(packet(0, 0, 0, false).0).unwrap();
+        drop(tx);
+        let report = write_streams(rx, Some(&blocker.join("audio")), "txn", &answered);
+        assert_eq!((report.received, report.recorded), (1, 0));
+        assert!(report.files.is_empty());
+        let _ = std::fs::remove_file(&blocker);
+    }
+}
