@@ -7,6 +7,7 @@ mod baresip;
 mod calls;
 mod foundation;
 mod media;
+mod recording;
 mod srtp;
 mod tls;
 mod ua;

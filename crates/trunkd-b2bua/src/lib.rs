@@ -9,6 +9,9 @@
 //! Call-IDs, and events for records and metrics) and sleeps until
 //! [`Call::poll_timeout`].
 //!
+//! A [`UasCall`] is the one-leg call trunkd answers itself (a recording
+//! session, an application call), with the same inputs and outputs.
+//!
 //! Topology hiding is structural: a message for one leg is always built from
 //! that leg's own dialog state; from the other leg only the body and an
 //! explicit list of end-to-end headers ([`leg::END_TO_END`]) are copied, never
@@ -18,12 +21,14 @@ pub mod call;
 pub mod leg;
 pub mod media;
 mod rng;
+pub mod uas;
 
 use std::net::SocketAddr;
 
 pub use call::{Call, CallEnd, CallEvent, CallInput, CallOutput, Hop, NewCall};
 pub use leg::LegState;
 pub use media::{MediaAnchor, MediaRefusal, PassThrough, SdpRole};
+pub use uas::{NewUasCall, SdpAnswerer, UasCall};
 
 pub use trunkd_sip::transaction::{Peer, ServerTxId, TxTransport};
 

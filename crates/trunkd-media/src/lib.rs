@@ -22,7 +22,8 @@
 //!    ports return to the pool.
 //!
 //! Calls trunkd answers itself (IVR) use the sans-IO pieces in [`endpoint`]:
-//! G.711, WAV, a prompt player, RFC 4733 DTMF and a recorder.
+//! G.711, WAV, a prompt player, RFC 4733 DTMF and a recorder; a session it
+//! only receives (SIPREC) is answered by [`recvonly::recvonly_answer`].
 //!
 //! The quality math (loss, jitter, RTT, MOS) lives in `trunkd-core::quality`
 //! and plugs in through [`relay::PacketObserver`].
@@ -30,6 +31,7 @@
 pub mod endpoint;
 pub mod ports;
 pub mod quality;
+pub mod recvonly;
 pub mod relay;
 mod rx;
 pub mod sdes;
@@ -38,6 +40,7 @@ pub mod srtp;
 
 pub use ports::{BoundPair, PortAllocator, PortError, PortPair};
 pub use quality::{PeerReport, QualityObserver};
+pub use recvonly::{recvonly_answer, AnsweredCodec, AnsweredStream, RecvOnlyAnswer};
 pub use relay::{
     bare_relay, spawn, spawn_with_observer, DirCounters, DropCounters, InjectOptions, Leg,
     LegSetup, LegSockets, LegStats, LocalAddrs, MediaEvent, NoopObserver, PacketObserver,

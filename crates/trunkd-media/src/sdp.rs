@@ -445,6 +445,23 @@ impl Sdp {
         Some(SocketAddr::new(ip, m.rtcp_port()?))
     }
 
+    /// The attribute lines of media section `index`, without `a=` and in
+    /// order (`rtpmap:0 PCMU/8000`, `label:1`, `sendonly`, …); empty for a
+    /// section that does not exist.
+    pub fn media_attributes(&self, index: usize) -> Vec<&str> {
+        let Some(m) = self.media.get(index) else {
+            return Vec::new();
+        };
+        let end = self
+            .media
+            .get(index + 1)
+            .map_or(self.lines.len(), |next| next.m_line);
+        self.lines[m.m_line + 1..end]
+            .iter()
+            .filter_map(|l| l.strip_prefix("a="))
+            .collect()
+    }
+
     /// Whether any media section carries `a=crypto` (SPEC §2.4: an encrypted
     /// VC refuses an offer without SRTP).
     pub fn has_crypto(&self) -> bool {

@@ -14,6 +14,7 @@ mod media_anchor;
 mod media_lines;
 mod metrics;
 mod pidfile;
+mod recording_task;
 mod records;
 mod resolver;
 mod sip_service;

@@ -15,11 +15,12 @@ use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
-use trunkd_b2bua::{Leg, MediaAnchor, MediaRefusal, SdpRole};
+use trunkd_b2bua::{Leg, MediaAnchor, MediaRefusal, SdpAnswerer, SdpRole};
 use trunkd_core::SrtpPolicy;
 use trunkd_media::{
-    LegCrypto, LegKeys, LegOrigin, LegSdes, LegSetup, LegSockets, Media, MediaEvent, MediaSecurity,
-    PortAllocator, PortError, QualityObserver, RelayConfig, RelayHandle, Sdp, MAX_STREAMS,
+    AnsweredStream, LegCrypto, LegKeys, LegOrigin, LegSdes, LegSetup, LegSockets, Media,
+    MediaEvent, MediaSecurity, OriginOverride, PortAllocator, PortError, QualityObserver,
+    RecvOnlyAnswer, RelayConfig, RelayHandle, Sdp, MAX_STREAMS,
 };
 
 pub type Relay = Arc<RelayHandle<QualityObserver>>;
@@ -135,6 +136,11 @@ fn setup(s: trunkd_media::BoundPair) -> LegSetup {
     }
 }
 
+/// Whether an `m=` section asks for SRTP.
+fn is_secured(m: &Media) -> bool {
+    m.proto().to_ascii_uppercase().contains("SAVP") || m.has_crypto()
+}
+
 /// The clock rates of an `m=` section's payload types: its `a=rtpmap`s,
 /// and the RFC 3551 static table for the others.
 fn clock_rates(m: &Media) -> Vec<(u8, u32)> {
@@ -215,6 +221,148 @@ impl RelayAnchor {
             let _ = self.relay.set_clock_rates(stream, merged.clone());
             self.rates_sent[stream] = merged;
         }
+    }
+}
+
+/// An offer anchored for trunkd's own answer: the parsed offer, trunkd's
+/// (RTP, RTCP) ports per stream (`None`: refused), and the SDES answer.
+type LocalAnswer = (Sdp, Vec<Option<(u16, u16)>>, MediaSecurity);
+
+impl RelayAnchor {
+    /// Anchors an offer from `leg` that trunkd answers itself (no other
+    /// leg): SDES with that leg only, its side of every stream's ports, the
+    /// peer's addresses learnt. The other leg's sockets stay without a peer,
+    /// so the relay forwards nothing (it counts `no_peer` drops) while its
+    /// taps and inactivity timer see every packet.
+    fn anchor_local_answer(&mut self, leg: Leg, sdp: &Bytes) -> Result<LocalAnswer, MediaRefusal> {
+        let refuse = |e: &dyn std::fmt::Display| MediaRefusal {
+            status: 488,
+            reason: format!("Not Acceptable Here ({e})"),
+        };
+        let parsed = Sdp::parse_bytes(sdp).map_err(|e| refuse(&e))?;
+        if parsed
+            .media()
+            .iter()
+            .enumerate()
+            .any(|(i, m)| i > 0 && !m.is_rejected() && is_secured(m))
+        {
+            return Err(refuse(&"SRTP on a stream other than the first"));
+        }
+        let i = idx(leg);
+        let first = parsed.media().first();
+        let proto = first.map_or("RTP/AVP", |m| m.proto());
+        let crypto: Vec<&str> = first
+            .map(|m| m.crypto().iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        // SDES on the first stream only for a session trunkd answers itself
+        // (recording servers send one secured stream per call, if any).
+        let security = self.sdes[i][0]
+            .peer_offered(proto, &crypto)
+            .and_then(|()| self.sdes[i][0].answer())
+            .map_err(|e| refuse(&e))?;
+        self.sync_crypto(leg, 0)?;
+        let mut ports = Vec::with_capacity(parsed.media().len());
+        for (s, m) in parsed.media().iter().enumerate() {
+            let pair = if m.is_rejected() || s >= MAX_STREAMS {
+                None
+            } else {
+                self.stream_ports(s)
+            };
+            if pair.is_some() {
+                let _ = self.relay.update_stream_peer(
+                    media_leg(leg),
+                    s,
+                    parsed.remote_rtp(s),
+                    parsed.remote_rtcp(s),
+                );
+                self.rates[i][s] = clock_rates(m);
+                self.sync_rates(s, i);
+            }
+            ports.push(pair.map(|p| p[i]));
+        }
+        let quality = parsed
+            .media()
+            .iter()
+            .take(MAX_STREAMS)
+            .position(|m| m.kind().eq_ignore_ascii_case("audio") && !m.is_rejected())
+            .unwrap_or(0);
+        if quality != self.quality_stream {
+            self.quality_stream = quality;
+            let _ = self.relay.set_quality_stream(quality);
+            let _ = self
+                .relay
+                .set_clock_rates(quality, self.rates_sent[quality].clone());
+        }
+        Ok((parsed, ports, security))
+    }
+}
+
+/// What a recording session answered, per offered stream (the recorder
+/// reads it to know which streams are audio and in which codec).
+pub type Answered = Arc<std::sync::Mutex<Vec<AnsweredStream>>>;
+
+/// The media side of a session trunkd only receives (SIPREC, SPEC §2.6):
+/// the A leg's streams anchored on the relay, answered `recvonly` with
+/// [`trunkd_media::recvonly_answer`]. The relay's B side is never given a
+/// peer: nothing received is forwarded.
+pub struct RecvOnlyAnchor {
+    anchor: RelayAnchor,
+    session_id: String,
+    /// RFC 3264 §8: `o=` version, bumped when the answer changes.
+    version: u64,
+    last: Option<String>,
+    answered: Answered,
+}
+
+impl RecvOnlyAnchor {
+    /// `session_id` is the `o=` session id of trunkd's SDPs in the dialog.
+    pub fn new(anchor: RelayAnchor, session_id: u64) -> (RecvOnlyAnchor, Answered) {
+        let answered = Answered::default();
+        (
+            RecvOnlyAnchor {
+                anchor,
+                session_id: session_id.to_string(),
+                version: 1,
+                last: None,
+                answered: answered.clone(),
+            },
+            answered,
+        )
+    }
+
+    fn build(
+        &self,
+        offer: &Sdp,
+        ports: &[Option<(u16, u16)>],
+        sec: &MediaSecurity,
+    ) -> RecvOnlyAnswer {
+        trunkd_media::recvonly_answer(
+            offer,
+            self.anchor.advertised,
+            ports,
+            OriginOverride {
+                username: "trunkd",
+                session_id: &self.session_id,
+                version: self.version,
+            },
+            Some(sec),
+        )
+    }
+}
+
+impl SdpAnswerer for RecvOnlyAnchor {
+    fn answer(&mut self, offer: &Bytes) -> Result<Bytes, MediaRefusal> {
+        let (parsed, ports, security) = self.anchor.anchor_local_answer(Leg::A, offer)?;
+        let mut answer = self.build(&parsed, &ports, &security);
+        if self.last.as_ref().is_some_and(|l| *l != answer.sdp) {
+            self.version += 1;
+            answer = self.build(&parsed, &ports, &security);
+        }
+        self.last = Some(answer.sdp.clone());
+        if let Ok(mut a) = self.answered.lock() {
+            *a = answer.streams;
+        }
+        Ok(Bytes::from(answer.sdp))
     }
 }
 
@@ -488,5 +636,54 @@ mod tests {
         assert!(stats.stream(0).unwrap().a.srtp.is_some());
         assert_eq!(stats.stream(1).unwrap().a.srtp, None);
         assert_eq!(stats.stream(0).unwrap().b.srtp, None);
+    }
+
+    /// A session trunkd answers itself: the A side anchored and answered
+    /// recvonly, RTP from the peer reaches the tap, nothing is forwarded
+    /// (the B side has no peer), and the `o=` version moves only when the
+    /// answer does.
+    #[tokio::test]
+    async fn a_recvonly_answer_anchors_the_a_side_and_forwards_nothing() {
+        let alloc = PortAllocator::new(31300, 31399).unwrap();
+        let (anchor, relay, _events) = anchor(&alloc);
+        let (mut rec, answered) = RecvOnlyAnchor::new(anchor, 77);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer_port = peer.local_addr().unwrap().port();
+        let offer_with = |label: &str| {
+            Bytes::from(format!(
+                "v=0\r\no=src 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio {peer_port} RTP/AVP 0\r\na=label:{label}\r\na=sendonly\r\nm=audio 0 RTP/AVP 0\r\n"
+            ))
+        };
+        let offer = offer_with("1");
+        let sdp = rec.answer(&offer).unwrap();
+        let a_port = relay.local_rtp(trunkd_media::Leg::A).port();
+        let expected = |version: u64, label: &str| {
+            format!(
+                "v=0\r\no=trunkd 77 {version} IN IP4 127.0.0.1\r\ns=trunkd\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio {a_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:{label}\r\na=recvonly\r\nm=audio 0 RTP/AVP 0\r\n"
+            )
+        };
+        assert_eq!(String::from_utf8_lossy(&sdp), expected(1, "1"));
+        assert_eq!(answered.lock().unwrap().len(), 2);
+        // The same offer (a refresh): the same answer, the same version.
+        assert_eq!(rec.answer(&offer).unwrap(), sdp);
+        let changed = rec.answer(&offer_with("7")).unwrap();
+        assert_eq!(String::from_utf8_lossy(&changed), expected(2, "7"));
+        assert_eq!(alloc.capacity() - alloc.available(), 2, "one stream");
+
+        let mut tap = relay.tap(Some(trunkd_media::Leg::A), None, 8).unwrap();
+        let mut rtp = vec![0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 9];
+        rtp.extend_from_slice(&[0xff; 160]);
+        peer.send_to(&rtp, ("127.0.0.1", a_port)).unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(2), tap.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.data, rtp);
+        let stats = relay.stats().await.unwrap();
+        assert_eq!(stats.a.rx.rtp_packets, 1);
+        assert_eq!(stats.b.tx.rtp_packets, 0, "nothing forwarded");
+        assert_eq!(stats.a.dropped.no_peer, 1);
     }
 }

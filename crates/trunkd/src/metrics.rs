@@ -125,6 +125,11 @@ pub struct RefusedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecordLabels {
     pub kind: &'static str,
 }
@@ -164,6 +169,14 @@ pub struct Metrics {
     pub media_port_exhaustions: Counter,
     pub media_packets_dropped: Family<MediaDropLabels, Counter>,
     pub media_inactivity_hangups: Counter,
+    /// Recording sessions (SPEC §2.6) that ended, by outcome: recorded
+    /// (a WAV file written) | not_recorded (no sink, or nothing to write)
+    /// | failed (not answered).
+    pub recording_sessions: Family<OutcomeLabel, Counter>,
+    /// RTP packets of recording sessions: recorded | dropped (the writer
+    /// fell behind: the relay's tap lost them) | unrecorded (no sink,
+    /// another codec, a file that failed).
+    pub recording_packets: Family<ResultLabel, Counter>,
     pub vc_sip_responses: Family<VcClassLabels, Counter>,
     pub route_up: Family<RouteLabels, Gauge>,
     pub route_failures: Family<RouteLabels, Counter>,
@@ -400,6 +413,18 @@ impl Metrics {
             "Calls ended because no RTP flowed either way for media.inactivity_timeout_seconds",
             media_inactivity_hangups.clone(),
         );
+        let recording_sessions = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "recording_sessions",
+            "Recording sessions (SIPREC, record-only) that ended, by outcome",
+            recording_sessions.clone(),
+        );
+        let recording_packets = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "recording_packets",
+            "RTP packets received on recording sessions, by what became of them",
+            recording_packets.clone(),
+        );
 
         let vc_sip_responses = Family::<VcClassLabels, Counter>::default();
         registry.register(
@@ -469,6 +494,8 @@ impl Metrics {
             media_port_exhaustions,
             media_packets_dropped,
             media_inactivity_hangups,
+            recording_sessions,
+            recording_packets,
             vc_sip_responses,
             route_up,
             route_failures,

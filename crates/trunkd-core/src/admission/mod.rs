@@ -16,6 +16,7 @@ pub mod termination;
 pub use origination::{called_number, origination_source, origination_target, OriginationTarget};
 pub use rejection::{OriginationRejection, Rejection};
 pub use termination::{
-    admit_termination, voice_connector_by_source, voice_connector_for, AdmissionState, Admitted,
-    CallerId, Destination, IdentifiedBy, Now, TerminationPolicy, TerminationRequest,
+    admit_recording, admit_termination, voice_connector_by_source, voice_connector_for,
+    AdmissionState, Admitted, AdmittedRecording, CallerId, Destination, IdentifiedBy, Now,
+    TerminationPolicy, TerminationRequest,
 };

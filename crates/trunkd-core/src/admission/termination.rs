@@ -208,6 +208,125 @@ pub fn admit_termination(
     now: Now,
     salt: [u8; NONCE_SALT_LEN],
 ) -> Result<Admitted, Rejection> {
+    let Authenticated {
+        vc,
+        identified_by,
+        auth_user,
+    } = authenticate(resources, policy, state, req, now, salt)?;
+    let t = &vc.termination;
+    // 6 (known before 5): an emergency call.
+    let emergency = emergency_destination(vc, req.request_uri_user, policy.emergency_numbers);
+    // 5. An emergency call is not refused for want of encryption: a PBX
+    // that fell back to UDP or plain RTP still reaches the PSAP. The
+    // client certificate, like the digest, is authentication and stays.
+    check_encryption(vc, req, emergency.is_some())?;
+    let destination = match emergency {
+        Some(d) => d,
+        None => {
+            // 7.
+            state
+                .cps
+                .try_take(&vc.id, t.cps_limit, now.instant)
+                .map_err(Rejection::Cps)?;
+            // 8.
+            let n = E164::parse_lenient(req.request_uri_user).map_err(|_| Rejection::NotE164 {
+                destination: req.request_uri_user.to_owned(),
+            })?;
+            if !t.calling_regions.is_empty() {
+                let c = country::country_of(n);
+                if !c.is_some_and(|c| t.calling_regions.contains(&c)) {
+                    return Err(Rejection::calling_plan(c));
+                }
+            }
+            Destination::Number(n)
+        }
+    };
+    // 9. An emergency call is never blocked by its caller ID (SPEC §2.5),
+    // and never given an invented one ([`CallerId`]).
+    let is_emergency = matches!(destination, Destination::Emergency { .. });
+    let (caller_id, caller_id_overridden) = match t.default_phone_number {
+        Some(n) => (CallerId::Number(n), true),
+        None => match presented_caller_id(resources, vc, req) {
+            Ok(n) => (CallerId::Number(n), false),
+            Err(_) if is_emergency => (emergency_caller_id(vc, req), false),
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(Admitted {
+        vc_id: vc.id.clone(),
+        identified_by,
+        is_emergency,
+        destination,
+        caller_id,
+        caller_id_overridden,
+        auth_user,
+    })
+}
+
+/// An admitted recording session (SPEC §2.6, SIPREC).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdmittedRecording {
+    pub vc_id: VcId,
+    pub identified_by: IdentifiedBy,
+    /// The digest username that authenticated the session (CDR
+    /// `SipAuthUser`).
+    pub auth_user: Option<String>,
+}
+
+/// Admits or refuses a recording session (SIPREC, RFC 7866, or an INVITE
+/// marked record-only) sent to a VC.
+///
+/// A recording session reaches no carrier: trunkd answers it and only
+/// receives media. So it passes the rules that say *who* may send it —
+/// [`admit_termination`]'s 1–5: the VC identified the same way, termination
+/// not disabled, the source in `cidr_allowed_list`, digest authentication,
+/// encryption (with no emergency exemption: a recording is no emergency
+/// call) and the client certificate — and none of the rules about the call
+/// to be placed (SPEC §2.6): no CPS token is spent, the request-URI user
+/// may be absent or any string (no E.164, no calling plan), and the caller
+/// ID is not checked (the recording client presents whatever the recorded
+/// call had).
+///
+/// # Errors
+/// The [`Rejection`] of the first rule that fails (a challenge included).
+pub fn admit_recording(
+    resources: &Resources,
+    policy: &TerminationPolicy<'_>,
+    state: &mut AdmissionState,
+    req: &TerminationRequest<'_>,
+    now: Now,
+    salt: [u8; NONCE_SALT_LEN],
+) -> Result<AdmittedRecording, Rejection> {
+    let Authenticated {
+        vc,
+        identified_by,
+        auth_user,
+    } = authenticate(resources, policy, state, req, now, salt)?;
+    check_encryption(vc, req, false)?;
+    Ok(AdmittedRecording {
+        vc_id: vc.id.clone(),
+        identified_by,
+        auth_user,
+    })
+}
+
+/// Who sent a request, once rules 1–4 held.
+struct Authenticated<'r> {
+    vc: &'r VoiceConnector,
+    identified_by: IdentifiedBy,
+    auth_user: Option<String>,
+}
+
+/// Rules 1–4 of [`admit_termination`]: the VC, termination enabled, the
+/// source address, digest authentication.
+fn authenticate<'r>(
+    resources: &'r Resources,
+    policy: &TerminationPolicy<'_>,
+    state: &mut AdmissionState,
+    req: &TerminationRequest<'_>,
+    now: Now,
+    salt: [u8; NONCE_SALT_LEN],
+) -> Result<Authenticated<'r>, Rejection> {
     let realm = policy.outbound_host_domain;
     let challenge = |credentials: &[DigestCredential], stale: bool, cause: Option<DigestError>| {
         Rejection::Challenge {
@@ -270,58 +389,30 @@ pub fn admit_termination(
             Err(e) => return Err(challenge(&t.credentials, false, Some(e))),
         }
     };
-    // 6 (known before 5): an emergency call.
-    let emergency = emergency_destination(vc, req.request_uri_user, policy.emergency_numbers);
-    // 5. An emergency call is not refused for want of encryption: a PBX
-    // that fell back to UDP or plain RTP still reaches the PSAP. The
-    // client certificate, like the digest, is authentication and stays.
-    if vc.require_encryption && emergency.is_none() && !(req.over_tls && req.offers_srtp) {
-        return Err(Rejection::EncryptionRequired);
-    }
-    if t.require_client_certificate && !(req.over_tls && req.client_certificate_verified) {
-        return Err(Rejection::ClientCertificateRequired);
-    }
-    let destination = match emergency {
-        Some(d) => d,
-        None => {
-            // 7.
-            state
-                .cps
-                .try_take(&vc.id, t.cps_limit, now.instant)
-                .map_err(Rejection::Cps)?;
-            // 8.
-            let n = E164::parse_lenient(req.request_uri_user).map_err(|_| Rejection::NotE164 {
-                destination: req.request_uri_user.to_owned(),
-            })?;
-            if !t.calling_regions.is_empty() {
-                let c = country::country_of(n);
-                if !c.is_some_and(|c| t.calling_regions.contains(&c)) {
-                    return Err(Rejection::calling_plan(c));
-                }
-            }
-            Destination::Number(n)
-        }
-    };
-    // 9. An emergency call is never blocked by its caller ID (SPEC §2.5),
-    // and never given an invented one ([`CallerId`]).
-    let is_emergency = matches!(destination, Destination::Emergency { .. });
-    let (caller_id, caller_id_overridden) = match t.default_phone_number {
-        Some(n) => (CallerId::Number(n), true),
-        None => match presented_caller_id(resources, vc, req) {
-            Ok(n) => (CallerId::Number(n), false),
-            Err(_) if is_emergency => (emergency_caller_id(vc, req), false),
-            Err(e) => return Err(e),
-        },
-    };
-    Ok(Admitted {
-        vc_id: vc.id.clone(),
+    Ok(Authenticated {
+        vc,
         identified_by,
-        is_emergency,
-        destination,
-        caller_id,
-        caller_id_overridden,
         auth_user,
     })
+}
+
+/// Rule 5: TLS and SRTP when the VC requires encryption (unless
+/// `exempt`: an emergency call), then a verified client certificate when
+/// it requires one (never exempt: it is authentication).
+fn check_encryption(
+    vc: &VoiceConnector,
+    req: &TerminationRequest<'_>,
+    exempt: bool,
+) -> Result<(), Rejection> {
+    if vc.require_encryption && !exempt && !(req.over_tls && req.offers_srtp) {
+        return Err(Rejection::EncryptionRequired);
+    }
+    if vc.termination.require_client_certificate
+        && !(req.over_tls && req.client_certificate_verified)
+    {
+        return Err(Rejection::ClientCertificateRequired);
+    }
+    Ok(())
 }
 
 enum Identity<'r> {

@@ -1015,3 +1015,160 @@ fn rule_9_an_emergency_call_from_an_extension_keeps_a_caller_id_nobody_invented(
         .unwrap();
     assert_eq!(a.caller_id, CallerId::Number(e164("+12065559999")));
 }
+
+// ----- recording sessions (SPEC §2.6) ---------------------------------------
+
+impl World {
+    fn record(&mut self, req: &TerminationRequest<'_>) -> Result<AdmittedRecording, Rejection> {
+        let policy = TerminationPolicy {
+            outbound_host_domain: DOMAIN,
+            emergency_numbers: &self.emergency_numbers,
+            nonce_issuer: &self.issuer,
+        };
+        self.salt += 1;
+        admit_recording(
+            &self.resources,
+            &policy,
+            &mut self.state,
+            req,
+            self.now,
+            self.salt.to_be_bytes(),
+        )
+    }
+
+    /// [`World::record`] after answering the 407 with `user`/`pw`.
+    fn record_with(
+        &mut self,
+        req: &TerminationRequest<'_>,
+        user: &str,
+        pw: &str,
+        nc: u32,
+    ) -> Result<AdmittedRecording, Rejection> {
+        let first = self.record(req);
+        let Err(Rejection::Challenge {
+            proxy_authenticate, ..
+        }) = first
+        else {
+            panic!("expected a challenge, got {first:?}");
+        };
+        let c = Challenge::best(proxy_authenticate.iter().map(String::as_str)).unwrap();
+        let header = answer_challenge(
+            &c,
+            user,
+            pw,
+            "INVITE",
+            "sip:+12065550123@trunkd.local",
+            "cn",
+            nc,
+        );
+        self.record(&TerminationRequest {
+            proxy_authorization: Some(&header),
+            ..*req
+        })
+    }
+}
+
+#[test]
+fn recording_any_request_uri_user_no_caller_id_no_calling_plan() {
+    let mut w = World::new();
+    // vc-east: US/CA calling plan, caller ID must be its own number. None
+    // of it applies to a recording session.
+    for (user, from) in [
+        ("", None),
+        ("recorder", Some("srs")),
+        ("+442071838750", Some("+19995550000")),
+        ("911", None),
+    ] {
+        let req = TerminationRequest {
+            request_uri_user: user,
+            from_user: from,
+            ..good()
+        };
+        let a = w.record_with(&req, "pbx1", "s3cret", 1).unwrap();
+        assert_eq!(
+            a,
+            AdmittedRecording {
+                vc_id: vc_id("vc-east"),
+                identified_by: IdentifiedBy::Host,
+                auth_user: Some("pbx1".into()),
+            },
+            "{user:?}"
+        );
+    }
+}
+
+#[test]
+fn recording_spends_no_cps_token() {
+    let mut w = World::new();
+    // vc-west: no credentials, CPS 1. Ten sessions in the same instant.
+    let base = west("anything", "srs");
+    for _ in 0..10 {
+        assert!(w.record(&base).is_ok());
+    }
+    // …and the routine call still has its token.
+    assert!(w.admit(&west("+12065550123", "+12065550300")).is_ok());
+}
+
+#[test]
+fn recording_keeps_identification_source_and_authentication() {
+    let mut w = World::new();
+    // Unknown VC by host.
+    let r = w.record(&TerminationRequest {
+        request_uri_host: "vc-north.trunkd.local",
+        ..good()
+    });
+    assert_eq!(r, Err(Rejection::UnknownVoiceConnector));
+    // Outside the CIDRs.
+    let r = w.record(&TerminationRequest {
+        source: "203.0.113.1".parse().unwrap(),
+        ..good()
+    });
+    assert_eq!(r, Err(Rejection::SourceNotAllowed));
+    // No credentials: challenged; wrong ones: 403.
+    assert!(matches!(
+        w.record(&good()),
+        Err(Rejection::Challenge { .. })
+    ));
+    assert_eq!(
+        w.record_with(&good(), "pbx1", "wrong", 1),
+        Err(Rejection::AuthFailed)
+    );
+    // Termination disabled.
+    let mut v = east();
+    v.termination.disabled = true;
+    let mut w = World::with(vec![v]);
+    assert_eq!(w.record(&good()), Err(Rejection::TerminationDisabled));
+}
+
+#[test]
+fn recording_keeps_encryption_and_the_client_certificate() {
+    let mut v = vc("vc-west");
+    v.require_encryption = true;
+    let mut w = World::with(vec![v]);
+    let base = west("911", "srs");
+    // No emergency exemption: a recording is no emergency call.
+    assert_eq!(w.record(&base), Err(Rejection::EncryptionRequired));
+    let secure = TerminationRequest {
+        over_tls: true,
+        offers_srtp: true,
+        ..base
+    };
+    assert!(w.record(&secure).is_ok());
+    let mut v = vc("vc-west");
+    v.termination.require_client_certificate = true;
+    let mut w = World::with(vec![v]);
+    assert_eq!(
+        w.record(&TerminationRequest {
+            over_tls: true,
+            ..base
+        }),
+        Err(Rejection::ClientCertificateRequired)
+    );
+    assert!(w
+        .record(&TerminationRequest {
+            over_tls: true,
+            client_certificate_verified: true,
+            ..base
+        })
+        .is_ok());
+}

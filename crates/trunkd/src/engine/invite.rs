@@ -6,7 +6,9 @@
 //! termination (VC identification, CIDR, digest, encryption, CPS, calling
 //! plan, caller ID), then routing into a plan of hops — and returns an
 //! [`InviteDecision`]: refuse with a status and reason, challenge for
-//! credentials, or admit with a plan and the kind of call to start. It
+//! credentials, or admit with a plan and the kind of call to start: a
+//! bridge, or a recording session (SPEC §2.6, [`is_recording_session`])
+//! that trunkd answers itself. It
 //! touches no socket, clock or random source: the engine passes `now`, the
 //! admission state (CPS buckets, nonce counters) and a seeded generator,
 //! and counts and answers from the decision, in one place.
@@ -17,8 +19,8 @@ use std::time::{Instant, SystemTime};
 use trunkd_b2bua::{Hop, Peer, TxTransport};
 use trunkd_config::Config;
 use trunkd_core::admission::{
-    admit_termination, called_number, origination_source, origination_target, AdmissionState, Now,
-    OriginationTarget, TerminationPolicy, TerminationRequest,
+    admit_recording, admit_termination, called_number, origination_source, origination_target,
+    AdmissionState, Now, OriginationTarget, Rejection, TerminationPolicy, TerminationRequest,
 };
 use trunkd_core::cdr::Direction;
 use trunkd_core::digest::NonceIssuer;
@@ -63,6 +65,10 @@ pub enum CallKind {
     /// Two legs: the A leg is bridged to a B leg trunkd places through
     /// a plan of hops (termination and origination).
     Bridge,
+    /// One leg trunkd answers itself and only receives media on (SIPREC,
+    /// RFC 7866, or an INVITE marked record-only; SPEC §2.6): recorded,
+    /// never forwarded. The plan is empty.
+    Recording,
 }
 
 /// The engine's answer to a new INVITE.
@@ -207,8 +213,44 @@ pub fn decide(
     };
     match carrier {
         Some(_) => originate(ctx, rng, invite, &ruri_host),
+        // A recording session goes to a VC, never comes from a carrier.
+        None if is_recording_session(req) => record(ctx, state, rng, invite, &ruri_host),
         None => terminate(ctx, state, rng, invite, &ruri_host),
     }
+}
+
+/// The header (and Request-URI parameter) that marks an INVITE as a
+/// recording-only session without SIPREC metadata (SPEC §2.6).
+pub const RECORD_ONLY: &str = "X-Voice-Connector-Record-Only";
+
+/// Whether an INVITE asks for a recording session (SPEC §2.6): a
+/// multipart body with SIPREC metadata (RFC 7866 §9:
+/// `application/rs-metadata+xml`, or the `application/rs-metadata` of
+/// earlier drafts that recorders still send), or `X-Voice-Connector-Record-Only: true`
+/// as a header or a Request-URI parameter. `Require: siprec` alone does
+/// not decide (it comes with the metadata), and it is never refused: the
+/// bridge passes option tags end to end and trunkd answers 420 to none.
+pub fn is_recording_session(req: &Request) -> bool {
+    let yes = |v: &[u8]| v.trim_ascii().eq_ignore_ascii_case(b"true");
+    if req.headers.get_all(RECORD_ONLY).any(|v| yes(v)) {
+        return true;
+    }
+    if req
+        .uri
+        .as_sip()
+        .and_then(|u| u.params.value(RECORD_ONLY))
+        .is_some_and(|v| yes(v))
+    {
+        return true;
+    }
+    let Some(ct) = req.headers.get("Content-Type") else {
+        return false;
+    };
+    trunkd_sip::Multipart::parse_with(ct, &req.body).is_ok_and(|m| {
+        m.parts().iter().any(|p| {
+            p.is_type("application", "rs-metadata+xml") || p.is_type("application", "rs-metadata")
+        })
+    })
 }
 
 /// Origination: carrier → customer (SPEC §2.2).
@@ -350,26 +392,7 @@ fn terminate(
         Ok(a) => a,
         Err(rej) => {
             let vc = vc_for(resources, domain, ruri_host, source);
-            if !rej.proxy_authenticate().is_empty() {
-                return InviteDecision::Challenge {
-                    vc,
-                    proxy_authenticate: rej.proxy_authenticate().to_vec(),
-                };
-            }
-            return refused_call(
-                Refusal {
-                    status: rej.status(),
-                    reason: rej.reason_phrase().to_owned(),
-                    retry_after: rej.retry_after(),
-                    metric_reason: rej.metric_reason(),
-                    scope: RefusalScope::Gate,
-                },
-                vc,
-                from_user.unwrap_or_default(),
-                ruri_user,
-                rej.metric_reason() == "auth_failed",
-                rej.is_throttle(),
-            );
+            return termination_refused(&rej, vc, from_user.unwrap_or_default(), ruri_user);
         }
     };
     let Some(vc) = resources.voice_connector(admitted.vc_id.as_str()) else {
@@ -462,6 +485,107 @@ fn refused_call(
         },
         ..refusal
     })
+}
+
+/// The decision for a termination (or recording) request admission
+/// refused: a challenge, or a refusal counted against `vc`.
+fn termination_refused(
+    rej: &Rejection,
+    vc: Option<VcId>,
+    source_number: String,
+    destination_number: String,
+) -> InviteDecision {
+    if !rej.proxy_authenticate().is_empty() {
+        return InviteDecision::Challenge {
+            vc,
+            proxy_authenticate: rej.proxy_authenticate().to_vec(),
+        };
+    }
+    refused_call(
+        Refusal {
+            status: rej.status(),
+            reason: rej.reason_phrase().to_owned(),
+            retry_after: rej.retry_after(),
+            metric_reason: rej.metric_reason(),
+            scope: RefusalScope::Gate,
+        },
+        vc,
+        source_number,
+        destination_number,
+        rej.metric_reason() == "auth_failed",
+        rej.is_throttle(),
+    )
+}
+
+/// A recording session/// A recording session to a VC (SPEC §2.6): admitted by who sends it
+/// (`admit_recording`: VC, CIDR, digest, encryption, client certificate),
+/// not by what it would dial (no CPS, E.164, calling plan or caller ID).
+fn record(
+    ctx: &InviteContext<'_>,
+    state: &mut AdmissionState,
+    rng: &mut Rng,
+    invite: &NewInvite<'_>,
+    ruri_host: &str,
+) -> InviteDecision {
+    let req = invite.request;
+    let resources = &ctx.config.resources;
+    let settings = &ctx.config.settings;
+    let domain = &settings.daemon.outbound_host_domain;
+    let ruri_user = trunkd_b2bua::leg::request_uri_user(req).unwrap_or_default();
+    let from_user = trunkd_b2bua::leg::header_user(&req.headers, "From");
+    let proxy_auth = req
+        .headers
+        .get("Proxy-Authorization")
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    let source = invite.peer.addr.ip();
+    let treq = TerminationRequest {
+        method: "INVITE",
+        request_uri_user: &ruri_user,
+        request_uri_host: ruri_host,
+        source,
+        over_tls: invite.peer.transport == TxTransport::Tls,
+        client_certificate_verified: invite.client_verified,
+        offers_srtp: trunkd_media::sdes::offers_srtp(&crate::engine::session_sdp(req)),
+        from_user: from_user.as_deref(),
+        pai_user: None,
+        proxy_authorization: proxy_auth.as_deref(),
+    };
+    let policy = TerminationPolicy {
+        outbound_host_domain: domain,
+        emergency_numbers: &settings.routing.emergency_numbers,
+        nonce_issuer: ctx.nonce_issuer,
+    };
+    let mut salt = [0u8; 8];
+    salt[..4].copy_from_slice(&rng.next_u32().to_le_bytes());
+    salt[4..].copy_from_slice(&rng.next_u32().to_le_bytes());
+    let now = Now {
+        instant: ctx.now,
+        wall: ctx.wall,
+    };
+    let source_number = from_user.clone().unwrap_or_default();
+    let admitted = match admit_recording(resources, &policy, state, &treq, now, salt) {
+        Ok(a) => a,
+        Err(rej) => {
+            let vc = vc_for(resources, domain, ruri_host, source);
+            return termination_refused(&rej, vc, source_number, ruri_user);
+        }
+    };
+    let required = resources
+        .voice_connector(admitted.vc_id.as_str())
+        .is_some_and(|v| v.require_encryption);
+    InviteDecision::Admit(Box::new(Admission {
+        kind: CallKind::Recording,
+        direction: Direction::Outbound,
+        vc: Some(admitted.vc_id),
+        b_user: ruri_user,
+        caller: source_number.clone(),
+        caller_name: None,
+        auth_user: admitted.auth_user,
+        source_number,
+        plan: Vec::new(),
+        a_srtp: SrtpPolicy::for_hop(transport_of(invite.peer), required, None),
+        emergency: false,
+    }))
 }
 
 fn transport_of(peer: Peer) -> trunkd_core::Transport {

@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use trunkd_b2bua::{CallInput, CallOutput, Leg, LocalAddrs, MediaAnchor, NewCall};
+use trunkd_b2bua::{
+    CallInput, CallOutput, Leg, LocalAddrs, MediaAnchor, NewCall, NewUasCall, SdpAnswerer,
+};
 use trunkd_config::Config;
 use trunkd_core::admission::AdmissionState;
 use trunkd_core::cdr::Direction;
@@ -125,6 +127,29 @@ impl CallSetup {
             hop_timeout: settings.routing.hop_timeout,
             routing_deadline: settings.routing.deadline,
             media,
+        }
+    }
+}
+
+impl CallSetup {
+    /// The state machine start of a call trunkd answers itself (a
+    /// recording session), its SDP answered by `answerer`. A recording
+    /// server names itself in its Contact (`+sip.srs`, RFC 7866 §6.1.2).
+    pub fn new_uas_call(&self, answerer: Box<dyn SdpAnswerer>) -> NewUasCall {
+        let feature = match self.admission.kind {
+            super::invite::CallKind::Recording => Some("+sip.srs"),
+            super::invite::CallKind::Bridge => None,
+        };
+        NewUasCall {
+            seed: self.seed,
+            now: self.now,
+            wall: self.wall,
+            local: self.local.clone(),
+            invite: self.invite.clone(),
+            invite_tx: self.invite_tx,
+            a_dest: self.a_dest,
+            contact_feature: feature,
+            answerer,
         }
     }
 }
@@ -634,6 +659,7 @@ impl Engine {
                     direction = label,
                     dest = %admission.b_user,
                     emergency = admission.emergency,
+                    kind = ?admission.kind,
                     "call admitted"
                 );
                 let key = self.next_call;

@@ -17,6 +17,7 @@ use trunkd_core::Route;
 use trunkd_sip::transaction::{Peer, TxId};
 use trunkd_sip::SipMessage;
 
+use super::invite::CallKind;
 use super::machine::{CallKey, CallSetup, Engine, EngineEvent, EngineInput, RefusedCall};
 use crate::call_task::{self, CallContext};
 use crate::daemon::Shared;
@@ -203,16 +204,26 @@ impl EngineTask {
     }
 
     /// Starts an admitted call: its media anchor (a port pair facing each
-    /// leg and the relay) and its task. No ports left: the engine answers
-    /// 503.
+    /// leg and the relay) and the task of its kind. No ports left: the
+    /// engine answers 503.
     fn start_call(&mut self, setup: Box<CallSetup>) {
         match setup.admission.kind {
-            super::invite::CallKind::Bridge => self.start_bridge(setup),
+            CallKind::Bridge => self.start_bridge(setup),
+            CallKind::Recording => self.start_recording(setup),
         }
     }
 
-    /// A two-leg call: the A leg bridged to the plan's B legs.
-    fn start_bridge(&mut self, setup: Box<CallSetup>) {
+    /// The call's media anchor and relay, or `None` after telling the
+    /// engine the call could not start (no media ports).
+    fn start_anchor(
+        &mut self,
+        setup: Box<CallSetup>,
+    ) -> Option<(
+        Box<CallSetup>,
+        crate::media_anchor::RelayAnchor,
+        crate::media_anchor::Relay,
+        mpsc::Receiver<trunkd_media::MediaEvent>,
+    )> {
         let (media_tx, media_rx) = mpsc::channel(4);
         let media = &setup.config.settings.media;
         let relay_config = trunkd_media::RelayConfig {
@@ -221,7 +232,7 @@ impl EngineTask {
             ..Default::default()
         };
         let advertised = media.advertised_address.unwrap_or(media.address);
-        let anchor = match crate::media_anchor::RelayAnchor::start(
+        let started = crate::media_anchor::RelayAnchor::start(
             &self.ports,
             media.address,
             advertised,
@@ -229,7 +240,8 @@ impl EngineTask {
             setup.admission.a_srtp,
             media_tx,
             Some(self.shared.metrics.media_ports_in_use.clone()),
-        ) {
+        );
+        let (anchor, relay) = match started {
             Ok(a) => a,
             Err(e) => {
                 warn!(error = %e, "no media anchor for a new call");
@@ -238,14 +250,21 @@ impl EngineTask {
                     SystemTime::now(),
                     EngineInput::CallNotStarted { setup },
                 );
-                return;
+                return None;
             }
         };
         self.shared
             .metrics
             .media_ports_in_use
             .set((self.ports.capacity() - self.ports.available()) as i64);
-        let (anchor, relay) = anchor;
+        Some((setup, anchor, relay, media_rx))
+    }
+
+    /// A two-leg call: the A leg bridged to the plan's B legs.
+    fn start_bridge(&mut self, setup: Box<CallSetup>) {
+        let Some((setup, anchor, relay, media_rx)) = self.start_anchor(setup) else {
+            return;
+        };
         let new = setup.new_call(Box::new(anchor));
         let (call_tx, call_rx) = mpsc::channel(64);
         let a = &setup.admission;
@@ -268,6 +287,36 @@ impl EngineTask {
         };
         self.calls.insert(setup.key, call_tx);
         tokio::spawn(call_task::run(ctx, new, call_rx));
+    }
+
+    /// A recording session (SPEC §2.6): one leg trunkd answers, its
+    /// streams anchored receive-only and recorded.
+    fn start_recording(&mut self, setup: Box<CallSetup>) {
+        let Some((setup, anchor, relay, media_rx)) = self.start_anchor(setup) else {
+            return;
+        };
+        let (answerer, answered) =
+            crate::media_anchor::RecvOnlyAnchor::new(anchor, setup.seed >> 1);
+        let new = setup.new_uas_call(Box::new(answerer));
+        let (call_tx, call_rx) = mpsc::channel(64);
+        let a = &setup.admission;
+        let ctx = crate::recording_task::RecordingContext {
+            key: setup.key,
+            transaction_id: setup.transaction_id,
+            vc_id: a.vc.clone(),
+            auth_user: a.auth_user.clone(),
+            source_number: a.source_number.clone(),
+            destination_number: a.b_user.clone(),
+            config: setup.config.clone(),
+            engine: self.self_tx.clone(),
+            shared: self.shared.clone(),
+            relay,
+            answered,
+            media_events: media_rx,
+            ports: self.ports.clone(),
+        };
+        self.calls.insert(setup.key, call_tx);
+        tokio::spawn(crate::recording_task::run(ctx, new, call_rx));
     }
 }
 

@@ -4,8 +4,9 @@
 //! The PBX and the carrier are `trunkd_sip` transaction endpoints with a
 //! few lines of user-agent logic each; trunkd is the sans-IO [`Engine`]
 //! plus a sans-IO `trunkd_b2bua::Call` per call it starts (with a
-//! pass-through media anchor), exactly what the shell would run, minus
-//! sockets and tasks. Datagrams take `LATENCY`; the clock jumps to the next
+//! pass-through media anchor), or a `trunkd_b2bua::UasCall` for a session
+//! trunkd answers itself (with the recording answer on fixed ports),
+//! exactly what the shell would run, minus sockets and tasks. Datagrams take `LATENCY`; the clock jumps to the next
 //! delivery or timer, so a Timer B of 32 s takes microseconds.
 
 use std::collections::{HashMap, VecDeque};
@@ -14,7 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use trunkd_b2bua::{Call, CallEvent, LocalAddrs, PassThrough};
+use trunkd_b2bua::{
+    Call, CallEvent, CallInput, CallOutput, LocalAddrs, MediaRefusal, PassThrough, SdpAnswerer,
+    UasCall,
+};
 use trunkd_core::digest::{answer_challenge, Challenge};
 use trunkd_sip::transaction::{
     ClientTxId, Endpoint, Limits, Peer, TimerConfig, TxEvent, TxTransport,
@@ -110,6 +114,8 @@ pub struct Ua {
     pub finals: Vec<Response>,
     /// Requests this UA received.
     pub requests: Vec<Request>,
+    /// Every final response this UA received, to any request.
+    pub all_finals: Vec<Response>,
     /// The carrier answers INVITEs with this status (200: with SDP).
     pub answer: u16,
     /// The PBX answers 407s with these credentials.
@@ -124,6 +130,7 @@ impl Ua {
             addr,
             finals: Vec::new(),
             requests: Vec::new(),
+            all_finals: Vec::new(),
             answer: 200,
             credentials: None,
             invites: HashMap::new(),
@@ -230,11 +237,76 @@ impl Net {
     }
 }
 
+/// A call actor as the shell runs it, by kind.
+pub enum Actor {
+    Bridge(Box<Call>),
+    Uas(Box<UasCall>),
+}
+
+impl Actor {
+    fn poll_output(&mut self) -> Option<CallOutput> {
+        match self {
+            Actor::Bridge(c) => c.poll_output(),
+            Actor::Uas(c) => c.poll_output(),
+        }
+    }
+    fn is_ended(&self) -> bool {
+        match self {
+            Actor::Bridge(c) => c.is_ended(),
+            Actor::Uas(c) => c.is_ended(),
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Actor::Bridge(c) => c.poll_timeout(),
+            Actor::Uas(c) => c.poll_timeout(),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Actor::Bridge(c) => c.handle_timeout(now),
+            Actor::Uas(c) => c.handle_timeout(now),
+        }
+    }
+    fn handle(&mut self, now: Instant, input: CallInput) {
+        match self {
+            Actor::Bridge(c) => c.handle(now, input),
+            Actor::Uas(c) => c.handle(now, input),
+        }
+    }
+}
+
+/// The recording answer (`trunkd_media::recvonly_answer`) on ports
+/// 40000 + 10·stream, as the anchor would give them.
+struct FixedPorts;
+
+impl SdpAnswerer for FixedPorts {
+    fn answer(&mut self, offer: &Bytes) -> Result<Bytes, MediaRefusal> {
+        let sdp = trunkd_media::Sdp::parse_bytes(offer).map_err(|e| MediaRefusal {
+            status: 488,
+            reason: e.to_string(),
+        })?;
+        let ports: Vec<Option<(u16, u16)>> = (0..sdp.media().len())
+            .map(|i| {
+                let p = 40000 + 10 * i as u16;
+                Some((p, p + 1))
+            })
+            .collect();
+        let origin = trunkd_media::OriginOverride {
+            username: "trunkd",
+            session_id: "1",
+            version: 1,
+        };
+        let a = trunkd_media::recvonly_answer(&sdp, addr(TRUNKD).ip(), &ports, origin, None);
+        Ok(Bytes::from(a.sdp))
+    }
+}
+
 pub struct Sim {
     pub now: Instant,
     pub engine: Engine,
     pub shared: Arc<Shared>,
-    pub calls: HashMap<CallKey, Call>,
+    pub calls: HashMap<CallKey, Actor>,
     pub pbx: Ua,
     pub carrier: Ua,
     /// Datagrams in flight.
@@ -329,6 +401,20 @@ impl Sim {
     pub fn shutdown(&mut self) {
         self.engine
             .handle(self.now, SystemTime::now(), EngineInput::Shutdown);
+        self.pump();
+    }
+
+    /// The PBX sends `req` (an in-dialog request) to trunkd; its final
+    /// response lands in `pbx.all_finals` only.
+    pub fn pbx_sends_in_dialog(&mut self, req: Request) {
+        let now = self.now;
+        if let Err(e) = self
+            .pbx
+            .endpoint
+            .send_request(now, req, udp(addr(TRUNKD)), None)
+        {
+            panic!("PBX could not send: {e:?}");
+        }
         self.pump();
     }
 
@@ -463,8 +549,17 @@ impl Sim {
                     return;
                 }
                 self.started.push(setup.key);
-                let call = Call::new(setup.new_call(Box::new(PassThrough)));
-                self.calls.insert(setup.key, call);
+                let actor = match setup.admission.kind {
+                    super::invite::CallKind::Bridge => {
+                        Actor::Bridge(Box::new(Call::new(setup.new_call(Box::new(PassThrough)))))
+                    }
+                    super::invite::CallKind::Recording => {
+                        let mut call = UasCall::new(setup.new_uas_call(Box::new(FixedPorts)));
+                        call.answer(now);
+                        Actor::Uas(Box::new(call))
+                    }
+                };
+                self.calls.insert(setup.key, actor);
             }
             EngineEvent::ToCall { call, input } => {
                 if let Some(c) = self.calls.get_mut(&call) {
@@ -498,6 +593,7 @@ impl Sim {
                     if code < 200 {
                         continue;
                     }
+                    ua.all_finals.push(response.clone());
                     let Some((req, cseq)) = ua.invites.get(&tx).cloned() else {
                         continue;
                     };
@@ -605,5 +701,18 @@ fn ack_for(via: SocketAddr, req: &Request, resp: &Response, cseq: u32) -> Reques
     match SipMessage::parse(Bytes::from(text)) {
         Ok(SipMessage::Request(r)) => r,
         other => panic!("ACK does not parse: {other:?}"),
+    }
+}
+
+/// The PBX's BYE in the dialog `resp` (a 2xx to `req`) established.
+pub fn bye_for(req: &Request, resp: &Response) -> Request {
+    let text =
+        String::from_utf8_lossy(&SipMessage::Request(ack_for(addr(PBX), req, resp, 1)).to_bytes())
+            .replace("ACK ", "BYE ")
+            .replace("CSeq: 1 ACK", "CSeq: 9 BYE")
+            .replace("branch=z9hG4bK-ack-", "branch=z9hG4bK-bye-");
+    match SipMessage::parse(Bytes::from(text)) {
+        Ok(SipMessage::Request(r)) => r,
+        other => panic!("BYE does not parse: {other:?}"),
     }
 }

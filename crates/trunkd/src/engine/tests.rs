@@ -420,3 +420,148 @@ target_applications = [ { sip_media_application_id = "sma-ivr", priority = 1 } ]
     assert!(sim.pbx.requests.is_empty());
     assert_eq!(sim.engine.calls(), 0);
 }
+
+// ----- recording sessions (SPEC §2.6) ---------------------------------------
+
+/// A SIPREC offer: two audio streams the SRC sends, labelled 1 and 2.
+const SIPREC_SDP: &str =
+    "v=0\r\no=src 1 1 IN IP4 198.51.100.10\r\ns=-\r\nc=IN IP4 198.51.100.10\r\nt=0 0\r\n\
+m=audio 30000 RTP/AVP 0\r\na=label:1\r\na=sendonly\r\n\
+m=audio 30010 RTP/AVP 0\r\na=label:2\r\na=sendonly\r\n";
+
+/// The multipart/mixed body of a SIPREC INVITE (RFC 7866 §8.1.1).
+fn siprec_body() -> String {
+    format!(
+        "--sep\r\nContent-Type: application/sdp\r\n\r\n{SIPREC_SDP}\r\n--sep\r\n\
+         Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-session\r\n\r\n\
+         <?xml version=\"1.0\"?><recording xmlns=\"urn:ietf:params:xml:ns:recording:1\"><datamode>complete</datamode></recording>\r\n\
+         --sep--\r\n"
+    )
+}
+
+/// trunkd's answer to [`SIPREC_SDP`] in the simulation (ports from the
+/// sim's fixed answerer).
+const SIPREC_ANSWER: &str =
+    "v=0\r\no=trunkd 1 1 IN IP4 127.0.0.1\r\ns=trunkd\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:1\r\na=recvonly\r\n\
+m=audio 40010 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:2\r\na=recvonly\r\n";
+
+/// A SIPREC INVITE: the Request-URI user is no number and no From number
+/// is ours, so a bridge would be refused (404 not E.164, 403 caller ID);
+/// a recording session is answered by trunkd itself and reaches no carrier.
+#[test]
+fn a_siprec_invite_is_answered_by_trunkd_and_reaches_no_carrier() {
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    let inv = invite(
+        "rec1",
+        "srs",
+        "src",
+        "Require: siprec\r\n",
+        &siprec_body(),
+        "multipart/mixed;boundary=sep",
+    );
+    sim.pbx_sends(inv.clone());
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(finals(&sim), [407, 200]);
+    let ok = &sim.pbx.finals[1];
+    assert_eq!(ok.body, SIPREC_ANSWER.as_bytes());
+    assert_eq!(
+        ok.headers.get("Content-Type").map(|v| v.as_ref()),
+        Some(&b"application/sdp"[..])
+    );
+    let contact = String::from_utf8_lossy(ok.headers.get("Contact").map_or(&[][..], |v| v));
+    assert_eq!(contact, "<sip:trunkd@127.0.0.1:5060>;+sip.srs");
+    assert!(sim.carrier.requests.is_empty(), "nothing reaches a carrier");
+    assert_eq!(sim.engine.calls(), 1);
+    assert_eq!(
+        metric(
+            &sim,
+            "voice_connector_call_attempts_total",
+            "vc-east",
+            Some("outbound")
+        ),
+        1
+    );
+    // The SRC hangs up: 200, and the session is over.
+    sim.pbx_sends_in_dialog(super::sim::bye_for(&inv, ok));
+    sim.run_for(Duration::from_secs(1));
+    let bye_ok = sim.pbx.all_finals.last().map(|r| r.status.as_u16());
+    assert_eq!(bye_ok, Some(200));
+    assert_eq!(sim.engine.calls(), 0);
+    assert!(matches!(
+        sim.call_events.last(),
+        Some(trunkd_b2bua::CallEvent::Ended(e))
+            if e.outcome == trunkd_core::cdr::CallOutcome::Answered
+    ));
+    assert!(sim.carrier.requests.is_empty());
+}
+
+/// `X-Voice-Connector-Record-Only: true`, as a header or as a Request-URI
+/// parameter, makes a plain SDP INVITE a recording session too.
+#[test]
+fn the_record_only_header_or_uri_parameter_makes_a_recording_session() {
+    for (i, (user, header)) in [
+        (
+            "anything@vc-east.trunkd.local",
+            "X-Voice-Connector-Record-Only: true\r\n",
+        ),
+        (
+            "anything@vc-east.trunkd.local;X-Voice-Connector-Record-Only=TRUE",
+            "",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut sim = Sim::new(NO_CAP, "");
+        sim.pbx.credentials = Some(("pbx1", "s3cret"));
+        sim.pbx_sends(invite(
+            &format!("ro{i}"),
+            user,
+            "src",
+            header,
+            SIPREC_SDP,
+            "application/sdp",
+        ));
+        sim.run_for(Duration::from_secs(1));
+        assert_eq!(finals(&sim), [407, 200], "{user} {header}");
+        assert_eq!(sim.pbx.finals[1].body, SIPREC_ANSWER.as_bytes());
+        assert!(sim.carrier.requests.is_empty());
+    }
+    // `false` is an ordinary call: refused here, its user is no number.
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    sim.pbx_sends(invite(
+        "ro-no",
+        "anything",
+        "+12065550100",
+        "X-Voice-Connector-Record-Only: false\r\n",
+        SIPREC_SDP,
+        "application/sdp",
+    ));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(finals(&sim), [407, 404]);
+}
+
+/// SPEC §2.6 keeps who may send: a SIPREC INVITE from outside the VC's
+/// CIDRs is refused 403 before any challenge, like any termination.
+#[test]
+fn a_siprec_invite_from_outside_the_cidrs_is_refused_403() {
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.pbx.addr = super::sim::addr("192.0.2.99:5060");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    sim.pbx_sends(invite(
+        "rec-out",
+        "srs",
+        "src",
+        "Require: siprec\r\n",
+        &siprec_body(),
+        "multipart/mixed;boundary=sep",
+    ));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(finals(&sim), [403]);
+    assert_eq!(sim.refused_records, [("vc-east".to_owned(), 403)]);
+    assert!(sim.started.is_empty());
+    assert!(sim.carrier.requests.is_empty());
+}

@@ -1,0 +1,431 @@
+//! The task that owns one recording session (SPEC §2.6): it runs the
+//! sans-IO `trunkd_b2bua::UasCall`, answers at once with every stream
+//! receive-only, records each audio stream to a WAV file, and when the
+//! session ends writes its CDR (`Streaming: true` when a file was written)
+//! and counts it. Everything it spawned ends with it.
+//!
+//! Recording is off the call's path: the relay copies the A leg's packets
+//! into a bounded tap channel (a full channel loses packets, counted;
+//! the relay never waits), and a blocking thread drains it into one
+//! `trunkd_media::endpoint::recorder::Recorder` per stream, so a slow disk
+//! costs packets, never the session. A recorder that cannot write never
+//! fails the recorded session either.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, info_span, warn, Instrument};
+use trunkd_b2bua::{CallEnd, CallEvent, CallInput, CallOutput, NewUasCall, UasCall};
+use trunkd_config::Config;
+use trunkd_core::cdr::{CallFacts, CallOutcome, Direction};
+use trunkd_core::{StreamingSink, TransactionId, VcId};
+use trunkd_media::endpoint::g711::G711;
+use trunkd_media::endpoint::recorder::{RecordError, Recorder, RecorderConfig};
+use trunkd_media::TappedPacket;
+
+use crate::daemon::Shared;
+use crate::engine::{EngineTx, Input};
+use crate::media_anchor::Answered;
+
+/// Packets the tap holds while the writer is behind: about ten seconds of
+/// two 20 ms streams.
+const TAP_CAPACITY: usize = 1024;
+
+/// What the recording task knows beyond the state machine.
+pub struct RecordingContext {
+    pub key: u64,
+    pub transaction_id: TransactionId,
+    pub vc_id: Option<VcId>,
+    pub auth_user: Option<String>,
+    pub source_number: String,
+    pub destination_number: String,
+    /// The snapshot the session started with: it keeps it to the end.
+    pub config: Arc<Config>,
+    pub engine: EngineTx,
+    pub shared: Arc<Shared>,
+    pub relay: crate::media_anchor::Relay,
+    /// What the answerer answered, per stream.
+    pub answered: Answered,
+    pub media_events: mpsc::Receiver<trunkd_media::MediaEvent>,
+    pub ports: trunkd_media::PortAllocator,
+}
+
+pub async fn run(ctx: RecordingContext, new: NewUasCall, rx: mpsc::Receiver<CallInput>) {
+    let span = info_span!("recording", txn = %ctx.transaction_id, vc = ctx.vc_id.as_ref().map(|v| v.as_str()).unwrap_or("-"));
+    drive(ctx, new, rx).instrument(span).await
+}
+
+/// The `directory` of the VC's first `wav` sink while its streaming is
+/// enabled.
+pub fn wav_directory(config: &Config, vc: Option<&VcId>) -> Option<PathBuf> {
+    let vc = config.resources.voice_connector(vc?.as_str())?;
+    if vc.streaming.disabled {
+        return None;
+    }
+    vc.streaming.sinks.iter().find_map(|s| match s {
+        StreamingSink::Wav { directory } => Some(directory.clone()),
+        StreamingSink::WebSocket { .. } => None,
+    })
+}
+
+async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receiver<CallInput>) {
+    let start = new.wall;
+    let metrics = &ctx.shared.metrics;
+    let resources = &ctx.config.resources;
+    let active = metrics.calls_active(ctx.vc_id.as_ref(), resources, "outbound");
+    active.inc();
+    let dir = wav_directory(&ctx.config, ctx.vc_id.as_ref());
+    if dir.is_none() {
+        // Once per session: the session is still answered and its media
+        // received and counted, but nothing is written.
+        warn!("recording session on a voice connector without an enabled wav streaming sink: nothing is recorded");
+    }
+    // Tapped before the answer goes out, so the first packet is seen.
+    let writer = match ctx
+        .relay
+        .tap(Some(trunkd_media::Leg::A), None, TAP_CAPACITY)
+    {
+        Ok(tap) => {
+            let (dir, answered) = (dir.clone(), ctx.answered.clone());
+            let name = ctx.transaction_id.to_string();
+            Some(tokio::task::spawn_blocking(move || {
+                write_streams(tap, dir.as_deref(), &name, &answered)
+            }))
+        }
+        Err(e) => {
+            warn!(error = %e, "no tap on the recording's relay");
+            None
+        }
+    };
+    let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
+    let mut call = UasCall::new(new);
+    call.answer(Instant::now());
+    let call_id = String::from_utf8_lossy(call.call_id()).into_owned();
+    let mut ended: Option<CallEnd> = None;
+    'session: loop {
+        while let Some(out) = call.poll_output() {
+            match out {
+                CallOutput::Event(CallEvent::Answered { .. }) => {
+                    info!("recording session answered");
+                    metrics.answered(ctx.vc_id.as_ref(), resources, "outbound");
+                }
+                CallOutput::Event(CallEvent::Ended(end)) => {
+                    info!(outcome = ?end.outcome, "recording session ended");
+                    ended = Some(end);
+                }
+                CallOutput::Event(CallEvent::HopFailed { .. }) => {}
+                out => {
+                    if ctx
+                        .engine
+                        .send(Input::FromCall { call: ctx.key, out })
+                        .await
+                        .is_err()
+                    {
+                        // The engine is gone: the daemon is stopping.
+                        break 'session;
+                    }
+                }
+            }
+        }
+        if call.is_ended() {
+            break;
+        }
+        tokio::select! {
+            input = rx.recv() => {
+                let input = input.unwrap_or(CallInput::Hangup);
+                call.handle(Instant::now(), input);
+            }
+            Some(event) = media_events.recv() => {
+                let trunkd_media::MediaEvent::Inactive { idle, .. } = event;
+                info!(idle_s = idle.as_secs(), "no media on the recording session; hanging up");
+                metrics.media_inactivity_hangups.inc();
+                call.handle(Instant::now(), CallInput::Hangup);
+            }
+        }
+    }
+    let tap_dropped = ctx.relay.stats().await.map_or(0, |s| s.taps.dropped);
+    // The answerer's handle goes with the call; ours is then the last:
+    // stop the relay (which closes the tap, so the writer finishes) and
+    // wait until its ports are back in the pool.
+    drop(call);
+    if let Ok(relay) = Arc::try_unwrap(ctx.relay) {
+        let _ = relay.stop().await;
+    }
+    metrics
+        .media_ports_in_use
+        .set((ctx.ports.capacity() - ctx.ports.available()) as i64);
+    let report = match writer {
+        Some(w) => w.await.unwrap_or_default(),
+        None => WriteReport::default(),
+    };
+    let packets = |result: &'static str, n: u64| {
+        metrics
+            .recording_packets
+            .get_or_create(&crate::metrics::ResultLabel { result })
+            .inc_by(n);
+    };
+    packets("recorded", report.recorded);
+    packets(
+        "unrecorded",
+        report.received.saturating_sub(report.recorded),
+    );
+    packets("dropped", tap_dropped);
+    if tap_dropped > 0 {
+        warn!(
+            dropped = tap_dropped,
+            "the recording writer fell behind; packets lost"
+        );
+    }
+    let streaming = !report.files.is_empty();
+    let answered = ended.as_ref().is_some_and(|e| e.answered.is_some());
+    let outcome = match (answered, streaming) {
+        (false, _) => "failed",
+        (true, true) => "recorded",
+        (true, false) => "not_recorded",
+    };
+    metrics
+        .recording_sessions
+        .get_or_create(&crate::metrics::OutcomeLabel { outcome })
+        .inc();
+    if let Some(end) = &ended {
+        info!(files = ?report.files, packets = report.received, recorded = report.recorded, "recording finished");
+        if !matches!(end.outcome, CallOutcome::Answered) {
+            metrics.failed(ctx.vc_id.as_ref(), resources, "outbound");
+        }
+        if let Some(vc_id) = &ctx.vc_id {
+            let facts = CallFacts {
+                transaction_id: ctx.transaction_id,
+                call_id: &call_id,
+                voice_connector_id: vc_id,
+                direction: Direction::Outbound,
+                source_phone_number: &ctx.source_number,
+                destination_phone_number: &ctx.destination_number,
+                sip_auth_user: ctx.auth_user.as_deref(),
+                start,
+                answered: end.answered,
+                end: end.end,
+                outcome: end.outcome.clone(),
+                streaming,
+            };
+            crate::records::write_cdr(&ctx.config, &facts, metrics);
+        }
+    }
+    active.dec();
+    let _ = ctx.engine.send(Input::CallDone { call: ctx.key }).await;
+}
+
+/// What the writer did.
+#[derive(Debug, Default)]
+struct WriteReport {
+    /// RTP packets the tap delivered (RTCP is not counted).
+    received: u64,
+    /// Packets whose audio went into a file.
+    recorded: u64,
+    /// The files completed.
+    files: Vec<PathBuf>,
+}
+
+/// One stream's file, or why there is none.
+enum StreamFile {
+    Open(PathBuf, Box<Recorder<BufWriter<File>>>),
+    /// Not recorded: not audio, not G.711, or the file failed.
+    None,
+}
+
+/// Drains the tap into one WAV per audio stream until the relay closes it
+/// (blocking: run on a blocking thread).
+fn write_streams(
+    mut tap: mpsc::Receiver<TappedPacket>,
+    dir: Option<&Path>,
+    name: &str,
+    answered: &Answered,
+) -> WriteReport {
+    let mut report = WriteReport::default();
+    let mut files: BTreeMap<usize, StreamFile> = BTreeMap::new();
+    while let Some(p) = tap.blocking_recv() {
+        if p.rtcp {
+            continue;
+        }
+        report.received += 1;
+        let Some(dir) = dir else { continue };
+        let file = files
+            .entry(p.stream)
+            .or_insert_with(|| open_stream(dir, name, p.stream, answered));
+        if let StreamFile::Open(path, rec) = file {
+            match rec.handle_packet(&p.data) {
+                Ok(()) | Err(RecordError::Rtp(_)) => {}
+                Err(e) => {
+                    warn!(error = %e, path = %path.display(), "recording file failed; stream no longer recorded");
+                    *file = StreamFile::None;
+                }
+            }
+        }
+    }
+    for (_, file) in files {
+        if let StreamFile::Open(path, rec) = file {
+            match rec.finish() {
+                Ok(stats) => {
+                    report.recorded += stats.packets;
+                    report.files.push(path);
+                }
+                Err(e) => warn!(error = %e, path = %path.display(), "recording file not completed"),
+            }
+        }
+    }
+    report
+}
+
+/// `<dir>/<name>-<stream>.wav` for an answered G.711 audio stream.
+fn open_stream(dir: &Path, name: &str, stream: usize, answered: &Answered) -> StreamFile {
+    let codec = match answered.lock() {
+        Ok(a) => a
+            .get(stream)
+            .filter(|s| s.kind.eq_ignore_ascii_case("audio"))
+            .and_then(|s| s.codec.clone()),
+        Err(_) => None,
+    };
+    let Some(codec) = codec else {
+        debug!(
+            stream,
+            "packets on a stream that is not answered audio; not recorded"
+        );
+        return StreamFile::None;
+    };
+    let law = match codec.encoding.as_str() {
+        "PCMU" => G711::Pcmu,
+        "PCMA" => G711::Pcma,
+        other => {
+            warn!(stream, codec = other, "only G.711 streams are recorded");
+            return StreamFile::None;
+        }
+    };
+    let mut config = RecorderConfig::default();
+    config
+        .payload_types
+        .retain(|(pt, _)| *pt != codec.payload_type);
+    config.payload_types.push((codec.payload_type, law));
+    let path = dir.join(format!("{name}-{stream}.wav"));
+    let created = std::fs::create_dir_all(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| Recorder::create(&path, config).map_err(|e| e.to_string()));
+    match created {
+        Ok(rec) => StreamFile::Open(path, Box::new(rec)),
+        Err(e) => {
+            warn!(error = %e, path = %path.display(), "cannot create the recording file");
+            StreamFile::None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use trunkd_media::endpoint::g711::alaw_decode;
+    use trunkd_media::{AnsweredCodec, AnsweredStream, Direction, Leg};
+
+    use super::*;
+
+    fn stream(kind: &str, pt: u8, encoding: &str) -> AnsweredStream {
+        AnsweredStream {
+            kind: kind.into(),
+            ports: Some((40000, 40001)),
+            direction: Direction::RecvOnly,
+            codec: Some(AnsweredCodec {
+                payload_type: pt,
+                encoding: encoding.into(),
+                clock_rate: 8000,
+            }),
+            telephone_event: None,
+            label: None,
+        }
+    }
+
+    fn packet(stream: usize, pt: u8, seq: u16, rtcp: bool) -> (TappedPacket, Vec<u8>) {
+        let payload: Vec<u8> = (0..160u16).map(|i| (i * 5 + seq) as u8).collect();
+        let mut data = vec![0x80, pt];
+        data.extend_from_slice(&seq.to_be_bytes());
+        data.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        data.extend_from_slice(&[0, 0, 0, 7]);
+        data.extend_from_slice(&payload);
+        (
+            TappedPacket {
+                leg: Leg::A,
+                stream,
+                rtcp,
+                arrival: Instant::now(),
+                data: Bytes::from(data),
+            },
+            payload,
+        )
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("trunkd-rec-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn each_g711_audio_stream_gets_its_file_and_nothing_else_does() {
+        let dir = temp_dir("files");
+        // Stream 0: PCMA on a dynamic type; 1: G.722; 2: video.
+        let answered: Answered = Arc::new(std::sync::Mutex::new(vec![
+            stream("audio", 96, "PCMA"),
+            stream("audio", 9, "G722"),
+            stream("video", 97, "H264"),
+        ]));
+        let (tx, rx) = mpsc::channel(64);
+        let mut expected = Vec::new();
+        for seq in 0..5 {
+            let (p, payload) = packet(0, 96, seq, false);
+            expected.extend(payload.iter().map(|b| alaw_decode(*b)));
+            tx.try_send(p).unwrap();
+            tx.try_send(packet(1, 9, seq, false).0).unwrap();
+            tx.try_send(packet(2, 97, seq, false).0).unwrap();
+        }
+        tx.try_send(packet(0, 200, 0, true).0).unwrap();
+        drop(tx);
+        let report = write_streams(rx, Some(&dir), "txn", &answered);
+        assert_eq!((report.received, report.recorded), (15, 5));
+        assert_eq!(report.files, [dir.join("txn-0.wav")]);
+        let samples = trunkd_media::endpoint::wav::read_wav_file_8k(dir.join("txn-0.wav")).unwrap();
+        assert_eq!(samples, expected);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn without_a_directory_packets_are_counted_and_nothing_is_written() {
+        let answered: Answered = Arc::new(std::sync::Mutex::new(vec![stream("audio", 0, "PCMU")]));
+        let (tx, rx) = mpsc::channel(8);
+        for seq in 0..3 {
+            tx.try_send(packet(0, 0, seq, false).0).unwrap();
+        }
+        drop(tx);
+        let report = write_streams(rx, None, "txn", &answered);
+        assert_eq!((report.received, report.recorded), (3, 0));
+        assert!(report.files.is_empty());
+    }
+
+    #[test]
+    fn an_uncreatable_file_loses_the_recording_not_the_session() {
+        // A directory that is a file: nothing can be created under it.
+        let blocker = temp_dir("blocked");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let answered: Answered = Arc::new(std::sync::Mutex::new(vec![stream("audio", 0, "PCMU")]));
+        let (tx, rx) = mpsc::channel(8);
+        tx.try_send(packet(0, 0, 0, false).0).unwrap();
+        drop(tx);
+        let report = write_streams(rx, Some(&blocker.join("audio")), "txn", &answered);
+        assert_eq!((report.received, report.recorded), (1, 0));
+        assert!(report.files.is_empty());
+        let _ = std::fs::remove_file(&blocker);
+    }
+}
