@@ -286,7 +286,21 @@ impl UasCall {
                 self.end(now);
             }
             Method::Invite | Method::Update => self.on_offer(tx, req),
-            Method::Options | Method::Info | Method::Notify | Method::Message | Method::Prack => {
+            Method::Info => {
+                self.respond(tx, &req, StatusCode::OK, "OK");
+                if !req.body.is_empty() {
+                    let content_type = req
+                        .headers
+                        .get("Content-Type")
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default();
+                    self.out.push_back(CallOutput::Event(CallEvent::Info {
+                        content_type,
+                        body: req.body.clone(),
+                    }));
+                }
+            }
+            Method::Options | Method::Notify | Method::Message | Method::Prack => {
                 self.respond(tx, &req, StatusCode::OK, "OK")
             }
             _ => {

@@ -40,7 +40,9 @@ pub mod srtp;
 
 pub use ports::{BoundPair, PortAllocator, PortError, PortPair};
 pub use quality::{PeerReport, QualityObserver};
-pub use recvonly::{recvonly_answer, AnsweredCodec, AnsweredStream, RecvOnlyAnswer};
+pub use recvonly::{
+    application_answer, recvonly_answer, AnsweredCodec, AnsweredStream, RecvOnlyAnswer,
+};
 pub use relay::{
     bare_relay, spawn, spawn_with_observer, DirCounters, DropCounters, InjectOptions, Leg,
     LegSetup, LegSockets, LegStats, LocalAddrs, MediaEvent, NoopObserver, PacketObserver,

@@ -1,0 +1,625 @@
+//! The task that owns one application call (SPEC §6): trunkd is the far
+//! end of the A leg. It runs the sans-IO `trunkd_b2bua::UasCall`, takes
+//! [`AppAction`]s from its driver one at a time, in order, and reports
+//! [`AppEvent`]s back (see [`crate::application`]).
+//!
+//! Media goes through the call's relay, like every call's: the A side is
+//! answered `sendrecv` on trunkd's ports ([`crate::media_anchor::AppAnchor`]),
+//! prompts and RFC 4733 digits are injected into it
+//! (`trunkd_media::endpoint::leg::LegEndpoint::play`), the caller's digits
+//! come from a relay tap (RFC 4733) and from in-dialog INFO
+//! (`application/dtmf-relay`, `application/dtmf`), and a recording drains
+//! another tap into a WAV file on a blocking thread, so a slow disk costs
+//! packets, never the call.
+//!
+//! The SIP side never waits for media: the running action is a task of
+//! its own, aborted when the call ends. Everything the call spawned ends
+//! with it; the driver's last event is [`AppEvent::Hangup`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, info_span, warn, Instrument};
+use trunkd_b2bua::{CallEnd, CallEvent, CallInput, CallOutput, NewUasCall, UasCall};
+use trunkd_config::Config;
+use trunkd_core::cdr::CallOutcome;
+use trunkd_core::{RuleId, SmaId, TransactionId};
+use trunkd_media::endpoint::dtmf::{parse_info_dtmf, DtmfDigit, DtmfSendConfig, DtmfSender};
+use trunkd_media::endpoint::g711::G711;
+use trunkd_media::endpoint::leg::LegEndpoint;
+use trunkd_media::endpoint::player::{Player, PlayerConfig, Repeat};
+use trunkd_media::endpoint::recorder::{RecordError, Recorder, RecorderConfig};
+use trunkd_media::endpoint::{RtpContinuity, SAMPLE_RATE};
+use trunkd_media::QualityObserver;
+
+use crate::application::{ActionData, AppAction, AppChannels, AppEvent, DigitCollection, HangupBy};
+use crate::daemon::Shared;
+use crate::engine::{EngineTx, Input};
+use crate::media_anchor::{Answered, Relay};
+
+/// Packets a recording may fall behind by before the relay drops them for
+/// it (about twenty seconds of one 20 ms stream).
+const RECORD_TAP_CAPACITY: usize = 1024;
+
+/// Digits pressed and not yet taken by an action or reported.
+const DIGIT_QUEUE: usize = 64;
+
+/// What the application task knows beyond the state machine.
+pub struct AppContext {
+    pub key: u64,
+    pub transaction_id: TransactionId,
+    pub sma_id: SmaId,
+    pub rule_id: RuleId,
+    /// The snapshot the call started with.
+    pub config: Arc<Config>,
+    pub engine: EngineTx,
+    pub shared: Arc<Shared>,
+    pub relay: Relay,
+    /// What the answerer answered, per stream.
+    pub answered: Answered,
+    pub media_events: mpsc::Receiver<trunkd_media::MediaEvent>,
+    pub ports: trunkd_media::PortAllocator,
+    /// The driver: actions in, events out.
+    pub driver: AppChannels,
+    /// Seeds the SSRCs of what trunkd plays.
+    pub seed: u64,
+}
+
+pub async fn run(ctx: AppContext, new: NewUasCall, rx: mpsc::Receiver<CallInput>) {
+    let span = info_span!("application", txn = %ctx.transaction_id, sma = %ctx.sma_id, rule = %ctx.rule_id);
+    drive(ctx, new, rx).instrument(span).await
+}
+
+/// The answered stream trunkd plays into and listens to.
+#[derive(Clone)]
+struct Media {
+    endpoint: Arc<LegEndpoint<QualityObserver>>,
+    relay: Relay,
+    stream: usize,
+    codec: G711,
+    payload_type: u8,
+    telephone_event: Option<u8>,
+}
+
+/// The first stream the answer took, if it is G.711.
+fn answered_media(relay: &Relay, answered: &Answered) -> Option<Media> {
+    let streams = answered.lock().ok()?;
+    let (stream, s) = streams
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.ports.is_some())?;
+    let codec = s.codec.as_ref()?;
+    let law = match codec.encoding.as_str() {
+        "PCMU" => G711::Pcmu,
+        "PCMA" => G711::Pcma,
+        _ => return None,
+    };
+    Some(Media {
+        endpoint: Arc::new(LegEndpoint::new(
+            relay.clone(),
+            trunkd_media::Leg::A,
+            stream,
+        )),
+        relay: relay.clone(),
+        stream,
+        codec: law,
+        payload_type: codec.payload_type,
+        telephone_event: s.telephone_event,
+    })
+}
+
+/// A running action: its outcome, and the digit queue it borrowed.
+type Running = JoinHandle<(Option<AppEvent>, mpsc::Receiver<char>)>;
+
+async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<CallInput>) {
+    let metrics = &ctx.shared.metrics;
+    let resources = &ctx.config.resources;
+    let active = metrics.calls_active(None, resources, "inbound");
+    active.inc();
+    let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
+    let events = ctx.driver.events.clone();
+    let mut call = UasCall::new(new);
+    let (digit_tx, digit_rx) = mpsc::channel::<char>(DIGIT_QUEUE);
+    let mut idle_digits = Some(digit_rx);
+    let mut running: Option<Running> = None;
+    let mut pending: Option<AppAction> = None;
+    let mut driver_open = true;
+    let mut media: Option<Media> = None;
+    let mut pump: Option<JoinHandle<()>> = None;
+    let mut by = HangupBy::Caller;
+    let mut ended: Option<CallEnd> = None;
+    let mut plays: u32 = 0;
+    'call: loop {
+        while let Some(out) = call.poll_output() {
+            match out {
+                CallOutput::Event(CallEvent::Answered { .. }) => {
+                    info!("application call answered");
+                    metrics.answered(None, resources, "inbound");
+                    media = answered_media(&ctx.relay, &ctx.answered);
+                    if let Some(m) = &media {
+                        pump = start_digit_pump(m, digit_tx.clone());
+                    }
+                    let _ = events.send(AppEvent::Answered).await;
+                }
+                CallOutput::Event(CallEvent::Info { content_type, body }) => {
+                    match parse_info_dtmf(&content_type, &body) {
+                        Ok(d) => {
+                            // A full queue loses the key; the caller presses again.
+                            let _ = digit_tx.try_send(d.digit.to_char());
+                        }
+                        Err(e) => debug!(error = %e, "INFO that is not DTMF ignored"),
+                    }
+                }
+                CallOutput::Event(CallEvent::Ended(end)) => {
+                    info!(outcome = ?end.outcome, "application call ended");
+                    ended = Some(end);
+                }
+                CallOutput::Event(CallEvent::HopFailed { .. }) => {}
+                out => {
+                    if ctx
+                        .engine
+                        .send(Input::FromCall { call: ctx.key, out })
+                        .await
+                        .is_err()
+                    {
+                        // The engine is gone: the daemon is stopping.
+                        by = HangupBy::Application;
+                        break 'call;
+                    }
+                }
+            }
+        }
+        if call.is_ended() {
+            break;
+        }
+        // The next action, once the previous one is over.
+        if running.is_none() {
+            if let Some(action) = pending.take() {
+                match action {
+                    AppAction::Answer => call.answer(Instant::now()),
+                    AppAction::Hangup { sip_response_code } => {
+                        by = HangupBy::Application;
+                        if call.is_answered() {
+                            call.handle(Instant::now(), CallInput::Hangup);
+                        } else {
+                            call.reject(
+                                Instant::now(),
+                                sip_response_code,
+                                reason(sip_response_code),
+                            );
+                        }
+                    }
+                    action if !call.is_answered() => {
+                        // Media actions answer first, as the managed
+                        // service does; the action runs once the answer's
+                        // outputs are out (a refused offer ends the call).
+                        call.answer(Instant::now());
+                        pending = Some(action);
+                    }
+                    action => match (&media, idle_digits.take()) {
+                        (Some(m), Some(digits)) => {
+                            plays += 1;
+                            let ssrc = (ctx.seed as u32) ^ plays.wrapping_mul(0x9E37_79B9);
+                            running = Some(tokio::spawn(
+                                execute(action, m.clone(), digits, ssrc).in_current_span(),
+                            ));
+                        }
+                        (_, digits) => {
+                            idle_digits = digits;
+                            let _ = events
+                                .send(AppEvent::ActionFailed {
+                                    action: action.name(),
+                                    error_type: "SystemError",
+                                    message: "no media stream to play or listen on".into(),
+                                })
+                                .await;
+                        }
+                    },
+                }
+                continue 'call;
+            }
+        }
+        tokio::select! {
+            input = rx.recv() => {
+                let input = input.unwrap_or(CallInput::Hangup);
+                if matches!(input, CallInput::Hangup) {
+                    by = HangupBy::Application;
+                }
+                call.handle(Instant::now(), input);
+            }
+            Some(event) = media_events.recv() => {
+                let trunkd_media::MediaEvent::Inactive { idle, .. } = event;
+                info!(idle_s = idle.as_secs(), "no media on the application call; hanging up");
+                metrics.media_inactivity_hangups.inc();
+                by = HangupBy::Application;
+                call.handle(Instant::now(), CallInput::Hangup);
+            }
+            done = join(&mut running) => {
+                running = None;
+                match done {
+                    Ok((event, digits)) => {
+                        idle_digits = Some(digits);
+                        if let Some(e) = event {
+                            let _ = events.send(e).await;
+                        }
+                    }
+                    Err(e) => {
+                        // A panicked action: no digits any more, the call goes on.
+                        warn!(error = %e, "application action failed");
+                        let (_, rx) = mpsc::channel(1);
+                        idle_digits = Some(rx);
+                    }
+                }
+            }
+            Some(d) = next_digit(&mut idle_digits), if running.is_none() => {
+                let _ = events.send(AppEvent::Digits { digits: d.to_string() }).await;
+            }
+            action = ctx.driver.actions.recv(), if running.is_none() && pending.is_none() && driver_open => {
+                match action {
+                    Some(a) => pending = Some(a),
+                    None => {
+                        // A call nobody drives cannot go on.
+                        info!("the application driver is gone; hanging up");
+                        driver_open = false;
+                        pending = Some(AppAction::Hangup { sip_response_code: 480 });
+                    }
+                }
+            }
+        }
+    }
+    if let Some(r) = running.take() {
+        r.abort();
+        let _ = r.await;
+    }
+    if let Some(p) = pump.take() {
+        p.abort();
+        let _ = p.await;
+    }
+    drop(media);
+    let _ = events.send(AppEvent::Hangup { by }).await;
+    // The answerer's handle goes with the call; ours is then the last:
+    // stop the relay and wait until its ports are back in the pool.
+    drop(call);
+    if let Ok(relay) = Arc::try_unwrap(ctx.relay) {
+        let _ = relay.stop().await;
+    }
+    metrics
+        .media_ports_in_use
+        .set((ctx.ports.capacity() - ctx.ports.available()) as i64);
+    if let Some(end) = &ended {
+        if !matches!(end.outcome, CallOutcome::Answered) {
+            metrics.failed(None, resources, "inbound");
+        }
+        // No CDR: the records of SPEC §5.1 are per voice connector, and an
+        // application call has none (the webhook driver will report the
+        // call to its application instead).
+    }
+    active.dec();
+    let _ = ctx.engine.send(Input::CallDone { call: ctx.key }).await;
+}
+
+/// The reason phrase of a final status trunkd sends for an application.
+fn reason(code: u16) -> &'static str {
+    match code {
+        403 => "Forbidden",
+        404 => "Not Found",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        503 => "Service Unavailable",
+        603 => "Decline",
+        _ => "Rejected",
+    }
+}
+
+async fn join(
+    running: &mut Option<Running>,
+) -> Result<(Option<AppEvent>, mpsc::Receiver<char>), tokio::task::JoinError> {
+    match running {
+        Some(r) => r.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_digit(digits: &mut Option<mpsc::Receiver<char>>) -> Option<char> {
+    match digits {
+        Some(d) => d.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// RFC 4733 digits from the caller into the digit queue, until the relay
+/// stops; `None` when the answer kept no telephone-event.
+fn start_digit_pump(m: &Media, tx: mpsc::Sender<char>) -> Option<JoinHandle<()>> {
+    let pt = m.telephone_event?;
+    let mut listener = match m.endpoint.digits(pt) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "no digit listener on the application call");
+            return None;
+        }
+    };
+    Some(tokio::spawn(
+        async move {
+            while let Some(d) = listener.next().await {
+                debug!(digit = %d.digit, "digit (RFC 4733)");
+                if tx.send(d.digit.to_char()).await.is_err() {
+                    return;
+                }
+            }
+        }
+        .in_current_span(),
+    ))
+}
+
+fn succeeded(action: &AppAction, data: ActionData) -> Option<AppEvent> {
+    Some(AppEvent::ActionSucceeded {
+        action: action.name(),
+        data,
+    })
+}
+
+fn failed(action: &AppAction, error_type: &'static str, message: String) -> Option<AppEvent> {
+    Some(AppEvent::ActionFailed {
+        action: action.name(),
+        error_type,
+        message,
+    })
+}
+
+/// Runs one media action to its end; returns its event and the digit queue.
+async fn execute(
+    action: AppAction,
+    m: Media,
+    mut digits: mpsc::Receiver<char>,
+    ssrc: u32,
+) -> (Option<AppEvent>, mpsc::Receiver<char>) {
+    let start = RtpContinuity {
+        ssrc,
+        next_seq: 0,
+        next_ts: 0,
+    };
+    let player = |samples: &Arc<[i16]>, repeat: u32| {
+        Player::new(
+            samples.clone(),
+            PlayerConfig {
+                codec: m.codec,
+                payload_type: m.payload_type,
+                start,
+                repeat: Repeat::Times(repeat),
+                marker_on_first: true,
+            },
+        )
+    };
+    let event = match &action {
+        AppAction::Pause { duration } => {
+            tokio::time::sleep(*duration).await;
+            succeeded(&action, ActionData::None)
+        }
+        AppAction::PlayAudio { samples, repeat } => {
+            let mut p = player(samples, *repeat);
+            match m.endpoint.play(&mut p).await {
+                Ok(_) => succeeded(&action, ActionData::None),
+                Err(e) => failed(&action, "SystemError", e.to_string()),
+            }
+        }
+        AppAction::PlayAudioAndGetDigits {
+            samples,
+            digits: spec,
+        } => {
+            while digits.try_recv().is_ok() {}
+            let mut got = Collected::default();
+            let mut p = player(samples, 1);
+            {
+                let play = m.endpoint.play(&mut p);
+                tokio::pin!(play);
+                tokio::select! {
+                    _ = &mut play => {}
+                    d = digits.recv() => {
+                        // Barge-in: the prompt stops at the first key.
+                        if let Some(c) = d {
+                            got.take(spec, c);
+                        }
+                    }
+                }
+            }
+            let _ = m.endpoint.stop();
+            collect(spec, &mut digits, got)
+                .await
+                .into_event(&action, spec)
+        }
+        AppAction::ReceiveDigits { digits: spec } => {
+            collect(spec, &mut digits, Collected::default())
+                .await
+                .into_event(&action, spec)
+        }
+        AppAction::SendDigits {
+            digits: keys,
+            tone_duration,
+        } => send_digits(&action, &m, keys, *tone_duration, start).await,
+        AppAction::RecordAudio {
+            path,
+            max_duration,
+            terminators,
+        } => {
+            record(
+                &action,
+                &m,
+                path.clone(),
+                *max_duration,
+                terminators,
+                &mut digits,
+            )
+            .await
+        }
+        // Handled by the call's loop.
+        AppAction::Answer | AppAction::Hangup { .. } => None,
+    };
+    (event, digits)
+}
+
+/// Digits collected so far.
+#[derive(Default)]
+struct Collected {
+    digits: String,
+    terminated: bool,
+}
+
+impl Collected {
+    fn take(&mut self, spec: &DigitCollection, c: char) {
+        if spec.terminators.contains(&c) {
+            self.terminated = true;
+        } else if self.digits.len() < spec.max_digits {
+            self.digits.push(c);
+        }
+    }
+
+    fn done(&self, spec: &DigitCollection) -> bool {
+        self.terminated || self.digits.len() >= spec.max_digits
+    }
+
+    fn into_event(self, action: &AppAction, spec: &DigitCollection) -> Option<AppEvent> {
+        if self.digits.len() >= spec.min_digits {
+            succeeded(action, ActionData::Digits(self.digits))
+        } else {
+            failed(
+                action,
+                "InvalidDigitsReceived",
+                format!(
+                    "{} digits received, at least {} expected",
+                    self.digits.len(),
+                    spec.min_digits
+                ),
+            )
+        }
+    }
+}
+
+/// Collects until the spec is met, a terminator, or `timeout` without a key.
+async fn collect(
+    spec: &DigitCollection,
+    digits: &mut mpsc::Receiver<char>,
+    mut got: Collected,
+) -> Collected {
+    while !got.done(spec) {
+        match tokio::time::timeout(spec.timeout, digits.recv()).await {
+            Ok(Some(c)) => got.take(spec, c),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
+}
+
+async fn send_digits(
+    action: &AppAction,
+    m: &Media,
+    keys: &str,
+    tone_duration: Duration,
+    mut start: RtpContinuity,
+) -> Option<AppEvent> {
+    let Some(pt) = m.telephone_event else {
+        return failed(
+            action,
+            "ActionNotSupported",
+            "the caller did not offer telephone-event".into(),
+        );
+    };
+    let parsed: Option<Vec<DtmfDigit>> = keys.chars().map(DtmfDigit::from_char).collect();
+    let Some(parsed) = parsed else {
+        return failed(
+            action,
+            "InvalidActionParameter",
+            format!("not DTMF keys: {keys:?}"),
+        );
+    };
+    for d in parsed {
+        let mut config = DtmfSendConfig::new(pt, start);
+        config.duration = tone_duration;
+        let mut sender = DtmfSender::new(d, config);
+        if let Err(e) = m.endpoint.play(&mut sender).await {
+            return failed(action, "SystemError", e.to_string());
+        }
+        start = sender.continuity();
+        // The gap between two key presses (RFC 4733 §2.5.1.1 senders
+        // leave one; receivers need none).
+        tokio::time::sleep(tone_duration / 2).await;
+    }
+    succeeded(action, ActionData::None)
+}
+
+/// Records the caller's stream to `path` until `max_duration`, a
+/// terminator key, or the end of the call.
+async fn record(
+    action: &AppAction,
+    m: &Media,
+    path: PathBuf,
+    max_duration: Duration,
+    terminators: &[char],
+    digits: &mut mpsc::Receiver<char>,
+) -> Option<AppEvent> {
+    while digits.try_recv().is_ok() {}
+    let mut tap = match m.relay.tap(
+        Some(trunkd_media::Leg::A),
+        Some(m.stream),
+        RECORD_TAP_CAPACITY,
+    ) {
+        Ok(t) => t,
+        Err(e) => return failed(action, "SystemError", e.to_string()),
+    };
+    let mut config = RecorderConfig::default();
+    config.payload_types.retain(|(pt, _)| *pt != m.payload_type);
+    config.payload_types.push((m.payload_type, m.codec));
+    let (packets, queue) = std::sync::mpsc::sync_channel::<bytes::Bytes>(RECORD_TAP_CAPACITY);
+    let file = path.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        let mut rec = Recorder::create(&file, config).map_err(|e| e.to_string())?;
+        for p in queue {
+            match rec.handle_packet(&p) {
+                Ok(()) | Err(RecordError::Rtp(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        rec.finish().map_err(|e| e.to_string())
+    });
+    let deadline = tokio::time::sleep(max_duration);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => break,
+            p = tap.recv() => match p {
+                Some(p) if !p.rtcp => {
+                    // A writer behind loses packets, never the call.
+                    if packets.try_send(p.data).is_err() {
+                        debug!("recording writer behind; packet lost");
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            },
+            d = digits.recv() => match d {
+                Some(c) if terminators.contains(&c) => break,
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    drop(tap);
+    drop(packets);
+    match writer.await {
+        Ok(Ok(stats)) => {
+            let samples = stats.audio_samples + stats.silence_samples;
+            let duration = Duration::from_micros(samples * 1_000_000 / u64::from(SAMPLE_RATE));
+            succeeded(action, ActionData::Recording { path, duration })
+        }
+        Ok(Err(e)) => failed(action, "SystemError", e),
+        Err(e) => failed(action, "SystemError", e.to_string()),
+    }
+}
