@@ -623,3 +623,371 @@ async fn record(
         Err(e) => failed(action, "SystemError", e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The task over real sockets on 127.0.0.1: a UDP "phone" at the far
+    //! end of the A leg, the engine's side read from its channel.
+
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::SystemTime;
+
+    use bytes::Bytes;
+    use trunkd_b2bua::{Leg, LocalAddrs};
+    use trunkd_core::SrtpPolicy;
+    use trunkd_media::endpoint::net::send_paced;
+    use trunkd_media::endpoint::{parse_rtp, write_rtp_header};
+    use trunkd_media::{PortAllocator, RelayConfig};
+    use trunkd_sip::transaction::{Endpoint, Limits, Peer, ServerTxId, TimerConfig, TxEvent};
+    use trunkd_sip::{Method, Request, SipMessage};
+
+    use super::*;
+    use crate::application::{channels, DriverChannels};
+
+    const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    const WAIT: Duration = Duration::from_secs(3);
+
+    fn request(text: &str) -> Request {
+        match SipMessage::parse(Bytes::from(text.to_owned())) {
+            Ok(SipMessage::Request(r)) => r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    fn invite(phone_port: u16) -> Request {
+        let sdp = format!(
+            "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {phone_port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        );
+        request(&format!(
+            "INVITE sip:+12065550150@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-app-1\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+14155550123@127.0.0.1>;tag=phone\r\n\
+             To: <sip:+12065550150@127.0.0.1>\r\n\
+             Call-ID: app-call-1\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:phone@127.0.0.1:5099>\r\n\
+             Content-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ))
+    }
+
+    fn info(to_tag: &str, digit: char) -> Request {
+        let body = format!("Signal={digit}\r\nDuration=160\r\n");
+        request(&format!(
+            "INFO sip:trunkd@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-app-info\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+14155550123@127.0.0.1>;tag=phone\r\n\
+             To: <sip:+12065550150@127.0.0.1>;tag={to_tag}\r\n\
+             Call-ID: app-call-1\r\n\
+             CSeq: 2 INFO\r\n\
+             Content-Type: application/dtmf-relay\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    /// The server transaction ids a transaction layer gives `reqs`.
+    fn server_txs(reqs: &[&Request]) -> Vec<ServerTxId> {
+        let mut ep = Endpoint::new(TimerConfig::default(), Limits::default());
+        let mut ids = Vec::new();
+        for r in reqs {
+            ep.handle_message(
+                Instant::now(),
+                SipMessage::Request((*r).clone()),
+                Peer::udp("127.0.0.1:5099".parse().unwrap()),
+            );
+            while let Some(ev) = ep.poll_event() {
+                if let TxEvent::NewRequest { tx, .. } = ev {
+                    ids.push(tx);
+                }
+            }
+        }
+        ids
+    }
+
+    /// The next output the task hands the engine (skipping registrations).
+    async fn next_out(engine: &mut mpsc::Receiver<Input>) -> CallOutput {
+        loop {
+            match tokio::time::timeout(WAIT, engine.recv()).await {
+                Ok(Some(Input::FromCall { out, .. })) => match out {
+                    CallOutput::Register { .. } | CallOutput::Unregister { .. } => {}
+                    out => return out,
+                },
+                Ok(Some(_)) => {}
+                other => panic!("no output from the task: {}", other.is_ok()),
+            }
+        }
+    }
+
+    async fn next_event(drv: &mut DriverChannels) -> AppEvent {
+        tokio::time::timeout(WAIT, drv.events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the task is alive")
+    }
+
+    async fn recv_rtp(phone: &tokio::net::UdpSocket) -> Vec<u8> {
+        let mut buf = [0u8; 2000];
+        let (n, _) = tokio::time::timeout(WAIT, phone.recv_from(&mut buf))
+            .await
+            .expect("RTP in time")
+            .unwrap();
+        buf[..n].to_vec()
+    }
+
+    /// The whole application call: answered 200 with the sendrecv answer,
+    /// a prompt the phone hears as sent (within G.711), digits "12#" over
+    /// RFC 4733 collected as "12", an INFO digit reported, the phone's audio
+    /// recorded exactly, and the application's Hangup a BYE.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_application_call_plays_listens_records_and_hangs_up() {
+        let dir = std::env::temp_dir().join(format!("trunkd-app-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let config = crate::engine::sim::config(&dir, "", "");
+        let tls = crate::tls::TlsConfigs::load(&Default::default()).unwrap();
+        let shared = Arc::new(Shared::new(config, tls));
+        let alloc = PortAllocator::new(31600, 31699).unwrap();
+        let (media_tx, media_rx) = mpsc::channel(4);
+        let (anchor, relay) = crate::media_anchor::RelayAnchor::start(
+            &alloc,
+            LO,
+            LO,
+            RelayConfig {
+                inactivity_timeout: None,
+                ..Default::default()
+            },
+            SrtpPolicy::default(),
+            media_tx,
+            None,
+        )
+        .unwrap();
+        let (answerer, answered) = crate::media_anchor::AppAnchor::new(anchor, 5);
+        let phone = tokio::net::UdpSocket::bind((LO, 0)).await.unwrap();
+        let phone_port = phone.local_addr().unwrap().port();
+        let inv = invite(phone_port);
+        let txs = server_txs(&[&inv, &info("x", '7')]);
+        let new = NewUasCall {
+            seed: 11,
+            now: Instant::now(),
+            wall: SystemTime::now(),
+            local: LocalAddrs {
+                udp: Some("127.0.0.1:5060".parse().unwrap()),
+                tcp: None,
+                tls: None,
+                advertised: None,
+            },
+            invite: inv,
+            invite_tx: txs[0],
+            a_dest: Peer::udp("127.0.0.1:5099".parse().unwrap()),
+            contact_feature: None,
+            answerer: Box::new(answerer),
+        };
+        let (engine_tx, mut engine) = mpsc::channel(64);
+        let (call_tx, call_rx) = mpsc::channel(64);
+        let (app, mut drv) = channels();
+        let ctx = AppContext {
+            key: 1,
+            transaction_id: TransactionId::from_random_bytes([3; 16]),
+            sma_id: "sma-ivr".parse().unwrap(),
+            rule_id: "rule-1".parse().unwrap(),
+            config: shared.config(),
+            engine: engine_tx,
+            shared: shared.clone(),
+            relay: relay.clone(),
+            answered,
+            media_events: media_rx,
+            ports: alloc.clone(),
+            driver: app,
+            seed: 99,
+        };
+        drop(relay);
+        let task = tokio::spawn(run(ctx, new, call_rx));
+
+        // Answer: 200 with trunkd's sendrecv SDP on its A-side port.
+        drv.actions.send(AppAction::Answer).await.unwrap();
+        let CallOutput::SendResponse { response, .. } = next_out(&mut engine).await else {
+            panic!("no 200");
+        };
+        assert_eq!(response.status.as_u16(), 200);
+        let sdp = String::from_utf8_lossy(&response.body).into_owned();
+        let a_port: u16 = sdp
+            .split("m=audio ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        assert!(
+            sdp.ends_with(&format!(
+                "m=audio {a_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+            )),
+            "{sdp}"
+        );
+        let to_tag = response
+            .headers
+            .get("To")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .and_then(|t| t.split("tag=").nth(1).map(str::to_owned))
+            .unwrap();
+        assert_eq!(next_event(&mut drv).await, AppEvent::Answered);
+        let trunkd: SocketAddr = (LO, a_port).into();
+
+        // PlayAudio: five packets the phone decodes to the prompt.
+        let prompt: Vec<i16> = (0..800).map(|i| ((i * 91) % 4000 - 2000) as i16).collect();
+        drv.actions
+            .send(AppAction::PlayAudio {
+                samples: prompt.clone().into(),
+                repeat: 1,
+            })
+            .await
+            .unwrap();
+        let mut heard = Vec::new();
+        for _ in 0..5 {
+            let p = recv_rtp(&phone).await;
+            let p = parse_rtp(&p).unwrap();
+            assert_eq!(p.payload_type, 0);
+            G711::Pcmu.decode_into(p.payload, &mut heard);
+        }
+        let mut expected = Vec::new();
+        let mut encoded = Vec::new();
+        G711::Pcmu.encode_into(&prompt, &mut encoded);
+        G711::Pcmu.decode_into(&encoded, &mut expected);
+        assert_eq!(heard, expected);
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::ActionSucceeded {
+                action: "PlayAudio",
+                data: ActionData::None
+            }
+        );
+
+        // PlayAudioAndGetDigits: the phone presses 1, 2, # once the
+        // prompt is heard.
+        drv.actions
+            .send(AppAction::PlayAudioAndGetDigits {
+                samples: prompt.clone().into(),
+                digits: DigitCollection {
+                    min_digits: 1,
+                    max_digits: 5,
+                    terminators: vec!['#'],
+                    timeout: Duration::from_secs(2),
+                },
+            })
+            .await
+            .unwrap();
+        recv_rtp(&phone).await;
+        let mut cont = RtpContinuity {
+            ssrc: 0xFACE,
+            next_seq: 1,
+            next_ts: 1000,
+        };
+        for c in ['1', '2', '#'] {
+            let mut config = DtmfSendConfig::new(101, cont);
+            config.interval = Duration::from_millis(20);
+            let mut s = DtmfSender::new(DtmfDigit::from_char(c).unwrap(), config);
+            send_paced(&phone, trunkd, &mut s).await.unwrap();
+            cont = s.continuity();
+        }
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::ActionSucceeded {
+                action: "PlayAudioAndGetDigits",
+                data: ActionData::Digits("12".into())
+            }
+        );
+
+        // An INFO digit while no action listens: answered 200, reported.
+        call_tx
+            .send(CallInput::Request {
+                leg: Leg::A,
+                tx: txs[1],
+                request: info(&to_tag, '7'),
+            })
+            .await
+            .unwrap();
+        let CallOutput::SendResponse { response, .. } = next_out(&mut engine).await else {
+            panic!("no answer to the INFO");
+        };
+        assert_eq!(response.status.as_u16(), 200);
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::Digits { digits: "7".into() }
+        );
+
+        // RecordAudio until '#': the WAV holds what the phone sent.
+        let path = dir.join("rec").join("caller.wav");
+        drv.actions
+            .send(AppAction::RecordAudio {
+                path: path.clone(),
+                max_duration: Duration::from_secs(5),
+                terminators: vec!['#'],
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut sent = Vec::new();
+        for i in 0..10u16 {
+            let payload: Vec<u8> = (0..160u16).map(|j| (j * 3 + i * 7) as u8).collect();
+            G711::Pcmu.decode_into(&payload, &mut sent);
+            let mut p = Vec::new();
+            write_rtp_header(
+                &mut p,
+                i == 0,
+                0,
+                cont.next_seq.wrapping_add(i),
+                cont.next_ts + 160 * u32::from(i),
+                0xFACE,
+            );
+            p.extend_from_slice(&payload);
+            phone.send_to(&p, trunkd).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut config = DtmfSendConfig::new(
+            101,
+            RtpContinuity {
+                ssrc: 0xFACE,
+                next_seq: cont.next_seq.wrapping_add(10),
+                next_ts: cont.next_ts + 1600,
+            },
+        );
+        config.interval = Duration::from_millis(20);
+        let mut s = DtmfSender::new(DtmfDigit::from_char('#').unwrap(), config);
+        send_paced(&phone, trunkd, &mut s).await.unwrap();
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::ActionSucceeded {
+                action: "RecordAudio",
+                data: ActionData::Recording {
+                    path: path.clone(),
+                    duration: Duration::from_millis(200)
+                }
+            }
+        );
+        let recorded = trunkd_media::endpoint::wav::read_wav_file_8k(&path).unwrap();
+        assert_eq!(recorded, sent);
+
+        // Hangup: trunkd's BYE, the last event, the task done.
+        drv.actions
+            .send(AppAction::Hangup {
+                sip_response_code: 480,
+            })
+            .await
+            .unwrap();
+        let CallOutput::SendRequest { request, .. } = next_out(&mut engine).await else {
+            panic!("no BYE");
+        };
+        assert_eq!(request.method, Method::Bye);
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::Hangup {
+                by: HangupBy::Application
+            }
+        );
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+        assert_eq!(alloc.available(), alloc.capacity(), "ports returned");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
