@@ -739,18 +739,26 @@ mod tests {
         buf[..n].to_vec()
     }
 
-    /// The whole application call: answered 200 with the sendrecv answer,
-    /// a prompt the phone hears as sent (within G.711), digits "12#" over
-    /// RFC 4733 collected as "12", an INFO digit reported, the phone's audio
-    /// recorded exactly, and the application's Hangup a BYE.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_application_call_plays_listens_records_and_hangs_up() {
-        let dir = std::env::temp_dir().join(format!("trunkd-app-{}", std::process::id()));
+    /// A started application call and everything around it.
+    struct Rig {
+        dir: std::path::PathBuf,
+        alloc: PortAllocator,
+        phone: tokio::net::UdpSocket,
+        /// The INVITE's and an INFO's server transactions.
+        txs: Vec<ServerTxId>,
+        engine: mpsc::Receiver<Input>,
+        call_tx: mpsc::Sender<CallInput>,
+        drv: DriverChannels,
+        task: JoinHandle<()>,
+    }
+
+    async fn rig(port_base: u16, tag: &str) -> Rig {
+        let dir = std::env::temp_dir().join(format!("trunkd-app-{tag}-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let config = crate::engine::sim::config(&dir, "", "");
         let tls = crate::tls::TlsConfigs::load(&Default::default()).unwrap();
         let shared = Arc::new(Shared::new(config, tls));
-        let alloc = PortAllocator::new(31600, 31699).unwrap();
+        let alloc = PortAllocator::new(port_base, port_base + 99).unwrap();
         let (media_tx, media_rx) = mpsc::channel(4);
         let (anchor, relay) = crate::media_anchor::RelayAnchor::start(
             &alloc,
@@ -786,9 +794,9 @@ mod tests {
             contact_feature: None,
             answerer: Box::new(answerer),
         };
-        let (engine_tx, mut engine) = mpsc::channel(64);
+        let (engine_tx, engine) = mpsc::channel(64);
         let (call_tx, call_rx) = mpsc::channel(64);
-        let (app, mut drv) = channels();
+        let (app, drv) = channels();
         let ctx = AppContext {
             key: 1,
             transaction_id: TransactionId::from_random_bytes([3; 16]),
@@ -806,6 +814,34 @@ mod tests {
         };
         drop(relay);
         let task = tokio::spawn(run(ctx, new, call_rx));
+        Rig {
+            dir,
+            alloc,
+            phone,
+            txs,
+            engine,
+            call_tx,
+            drv,
+            task,
+        }
+    }
+
+    /// The whole application call: answered 200 with the sendrecv answer,
+    /// a prompt the phone hears as sent (within G.711), digits "12#" over
+    /// RFC 4733 collected as "12", an INFO digit reported, the phone's audio
+    /// recorded exactly, and the application's Hangup a BYE.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_application_call_plays_listens_records_and_hangs_up() {
+        let Rig {
+            dir,
+            alloc,
+            phone,
+            txs,
+            mut engine,
+            call_tx,
+            mut drv,
+            task,
+        } = rig(31600, "full").await;
 
         // Answer: 200 with trunkd's sendrecv SDP on its A-side port.
         drv.actions.send(AppAction::Answer).await.unwrap();
@@ -984,6 +1020,66 @@ mod tests {
             next_event(&mut drv).await,
             AppEvent::Hangup {
                 by: HangupBy::Application
+            }
+        );
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+        assert_eq!(alloc.available(), alloc.capacity(), "ports returned");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A media action before any Answer answers first (the managed
+    /// service's implicit answer); the caller's BYE ends the running
+    /// action and the call: the driver's last event is Hangup by the
+    /// caller, and the task ends with its ports returned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_media_action_answers_implicitly_and_the_callers_bye_ends_the_call() {
+        let Rig {
+            dir,
+            alloc,
+            txs,
+            mut engine,
+            call_tx,
+            mut drv,
+            task,
+            ..
+        } = rig(31700, "bye").await;
+        drv.actions
+            .send(AppAction::Pause {
+                duration: Duration::from_secs(60),
+            })
+            .await
+            .unwrap();
+        let CallOutput::SendResponse { response, .. } = next_out(&mut engine).await else {
+            panic!("no 200");
+        };
+        assert_eq!(response.status.as_u16(), 200);
+        assert_eq!(next_event(&mut drv).await, AppEvent::Answered);
+        let to_tag = response
+            .headers
+            .get("To")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .and_then(|t| t.split("tag=").nth(1).map(str::to_owned))
+            .unwrap();
+        let bye = info(&to_tag, '1').to_bytes().to_vec();
+        let bye = String::from_utf8_lossy(&bye)
+            .replace("INFO sip:", "BYE sip:")
+            .replace("CSeq: 2 INFO", "CSeq: 3 BYE");
+        call_tx
+            .send(CallInput::Request {
+                leg: Leg::A,
+                tx: txs[1],
+                request: request(&bye),
+            })
+            .await
+            .unwrap();
+        let CallOutput::SendResponse { response, .. } = next_out(&mut engine).await else {
+            panic!("no answer to the BYE");
+        };
+        assert_eq!(response.status.as_u16(), 200);
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::Hangup {
+                by: HangupBy::Caller
             }
         );
         tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
