@@ -1005,6 +1005,32 @@ mod tests {
         let recorded = trunkd_media::endpoint::wav::read_wav_file_8k(&path).unwrap();
         assert_eq!(recorded, sent);
 
+        // SendDigits: the phone gets RFC 4733 events for 5 on type 101,
+        // ending with end packets (leftover prompt packets skipped).
+        drv.actions
+            .send(AppAction::SendDigits {
+                digits: "5".into(),
+                tone_duration: Duration::from_millis(100),
+            })
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        while events.last().is_none_or(|e: &(u8, bool)| !e.1) {
+            let p = recv_rtp(&phone).await;
+            let p = parse_rtp(&p).unwrap();
+            if p.payload_type == 101 {
+                events.push((p.payload[0], p.payload[1] & 0x80 != 0));
+            }
+        }
+        assert!(events.iter().all(|e| e.0 == 5), "{events:?}");
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::ActionSucceeded {
+                action: "SendDigits",
+                data: ActionData::None
+            }
+        );
+
         // Hangup: trunkd's BYE, the last event, the task done.
         drv.actions
             .send(AppAction::Hangup {
@@ -1085,5 +1111,46 @@ mod tests {
         tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
         assert_eq!(alloc.available(), alloc.capacity(), "ports returned");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// PlayAudioAndGetDigits' rules: digits up to `max_digits`, a
+    /// terminator ends and is not kept, fewer than `min_digits` fails.
+    #[test]
+    fn digit_collection_stops_at_max_or_a_terminator_and_checks_min() {
+        let spec = DigitCollection {
+            min_digits: 2,
+            max_digits: 3,
+            terminators: vec!['#', '*'],
+            timeout: Duration::from_secs(1),
+        };
+        let run = |keys: &str| {
+            let mut got = Collected::default();
+            for c in keys.chars() {
+                if got.done(&spec) {
+                    break;
+                }
+                got.take(&spec, c);
+            }
+            let action = AppAction::ReceiveDigits {
+                digits: spec.clone(),
+            };
+            got.into_event(&action, &spec)
+        };
+        let ok = |d: &str| {
+            Some(AppEvent::ActionSucceeded {
+                action: "ReceiveDigits",
+                data: ActionData::Digits(d.into()),
+            })
+        };
+        assert_eq!(run("12#9"), ok("12"));
+        assert_eq!(run("12345"), ok("123"));
+        assert_eq!(
+            run("4*"),
+            Some(AppEvent::ActionFailed {
+                action: "ReceiveDigits",
+                error_type: "InvalidDigitsReceived",
+                message: "1 digits received, at least 2 expected".into(),
+            })
+        );
     }
 }
