@@ -179,7 +179,13 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
         if running.is_none() {
             if let Some(action) = pending.take() {
                 match action {
-                    AppAction::Answer => call.answer(Instant::now()),
+                    AppAction::Answer => {
+                        call.answer(Instant::now());
+                        if !call.is_answered() {
+                            // The offer was refused (488): trunkd ended it.
+                            by = HangupBy::Application;
+                        }
+                    }
                     AppAction::Hangup { sip_response_code } => {
                         by = HangupBy::Application;
                         if call.is_answered() {
@@ -197,7 +203,18 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
                         // service does; the action runs once the answer's
                         // outputs are out (a refused offer ends the call).
                         call.answer(Instant::now());
-                        pending = Some(action);
+                        if call.is_answered() {
+                            pending = Some(action);
+                        } else {
+                            by = HangupBy::Application;
+                            let _ = events
+                                .send(AppEvent::ActionFailed {
+                                    action: action.name(),
+                                    error_type: "SystemError",
+                                    message: "the call could not be answered".into(),
+                                })
+                                .await;
+                        }
                     }
                     action => match (&media, idle_digits.take()) {
                         (Some(m), Some(digits)) => {
@@ -401,39 +418,59 @@ async fn execute(
             tokio::time::sleep(*duration).await;
             succeeded(&action, ActionData::None)
         }
-        AppAction::PlayAudio { samples, repeat } => {
+        AppAction::PlayAudio {
+            samples,
+            repeat,
+            terminators,
+        } => {
+            while digits.try_recv().is_ok() {}
             let mut p = player(samples, *repeat);
-            match m.endpoint.play(&mut p).await {
-                Ok(_) => succeeded(&action, ActionData::None),
+            let played = {
+                let play = m.endpoint.play(&mut p);
+                tokio::pin!(play);
+                loop {
+                    tokio::select! {
+                        r = &mut play => break r.map(|_| ()),
+                        Some(c) = digits.recv() => {
+                            if terminators.contains(&c) {
+                                break Ok(());
+                            }
+                        }
+                    }
+                }
+            };
+            let _ = m.endpoint.stop();
+            match played {
+                Ok(()) => succeeded(&action, ActionData::None),
                 Err(e) => failed(&action, "SystemError", e.to_string()),
             }
         }
         AppAction::PlayAudioAndGetDigits {
             samples,
+            failure_samples,
+            attempts,
             digits: spec,
         } => {
-            while digits.try_recv().is_ok() {}
-            let mut got = Collected::default();
-            let mut p = player(samples, 1);
-            {
-                let play = m.endpoint.play(&mut p);
-                tokio::pin!(play);
-                tokio::select! {
-                    _ = &mut play => {}
-                    d = digits.recv() => {
-                        // Barge-in: the prompt stops at the first key.
-                        if let Some(c) = d {
-                            got.take(spec, c);
-                        }
+            let mut outcome = None;
+            for attempt in 0..(*attempts).max(1) {
+                if attempt > 0 {
+                    if let Some(f) = failure_samples {
+                        let mut p = player(f, 1);
+                        let _ = m.endpoint.play(&mut p).await;
                     }
                 }
+                while digits.try_recv().is_ok() {}
+                let got = prompt_and_collect(&m, player(samples, 1), spec, &mut digits).await;
+                let event = got.into_event(&action, spec);
+                let done = matches!(event, Some(AppEvent::ActionSucceeded { .. }));
+                outcome = event;
+                if done {
+                    break;
+                }
             }
-            let _ = m.endpoint.stop();
-            collect(spec, &mut digits, got)
-                .await
-                .into_event(&action, spec)
+            outcome
         }
-        AppAction::ReceiveDigits { digits: spec } => {
+        AppAction::CollectDigits { digits: spec } => {
             collect(spec, &mut digits, Collected::default())
                 .await
                 .into_event(&action, spec)
@@ -498,6 +535,27 @@ impl Collected {
             )
         }
     }
+}
+
+/// Plays a prompt, stopped by the first key (barge-in, which counts), then
+/// collects the rest.
+async fn prompt_and_collect(
+    m: &Media,
+    mut prompt: Player,
+    spec: &DigitCollection,
+    digits: &mut mpsc::Receiver<char>,
+) -> Collected {
+    let mut got = Collected::default();
+    {
+        let play = m.endpoint.play(&mut prompt);
+        tokio::pin!(play);
+        tokio::select! {
+            _ = &mut play => {}
+            Some(c) = digits.recv() => got.take(spec, c),
+        }
+    }
+    let _ = m.endpoint.stop();
+    collect(spec, digits, got).await
 }
 
 /// Collects until the spec is met, a terminator, or `timeout` without a key.
@@ -877,6 +935,7 @@ mod tests {
             .send(AppAction::PlayAudio {
                 samples: prompt.clone().into(),
                 repeat: 1,
+                terminators: vec!['#'],
             })
             .await
             .unwrap();
@@ -905,6 +964,8 @@ mod tests {
         drv.actions
             .send(AppAction::PlayAudioAndGetDigits {
                 samples: prompt.clone().into(),
+                failure_samples: None,
+                attempts: 1,
                 digits: DigitCollection {
                     min_digits: 1,
                     max_digits: 5,
@@ -1054,7 +1115,8 @@ mod tests {
     }
 
     /// A media action before any Answer answers first (the managed
-    /// service's implicit answer); the caller's BYE ends the running
+    /// service's implicit answer); too few digits fail after the failure
+    /// prompt and the retry; the caller's BYE ends the running
     /// action and the call: the driver's last event is Hangup by the
     /// caller, and the task ends with its ports returned.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1062,16 +1124,27 @@ mod tests {
         let Rig {
             dir,
             alloc,
+            phone,
             txs,
             mut engine,
             call_tx,
             mut drv,
             task,
-            ..
         } = rig(31700, "bye").await;
+        // No key pressed: prompt, failure prompt, prompt again, then the
+        // action fails.
+        let (prompt, failure) = (vec![1000i16; 160], vec![-3000i16; 160]);
         drv.actions
-            .send(AppAction::Pause {
-                duration: Duration::from_secs(60),
+            .send(AppAction::PlayAudioAndGetDigits {
+                samples: prompt.into(),
+                failure_samples: Some(failure.into()),
+                attempts: 2,
+                digits: DigitCollection {
+                    min_digits: 1,
+                    max_digits: 4,
+                    terminators: vec!['#'],
+                    timeout: Duration::from_millis(300),
+                },
             })
             .await
             .unwrap();
@@ -1080,6 +1153,27 @@ mod tests {
         };
         assert_eq!(response.status.as_u16(), 200);
         assert_eq!(next_event(&mut drv).await, AppEvent::Answered);
+        let mut heard = Vec::new();
+        for _ in 0..3 {
+            let p = recv_rtp(&phone).await;
+            heard.push(parse_rtp(&p).unwrap().payload[0]);
+        }
+        let (p, f) = (G711::Pcmu.encode(1000), G711::Pcmu.encode(-3000));
+        assert_eq!(heard, [p, f, p]);
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::ActionFailed {
+                action: "PlayAudioAndGetDigits",
+                error_type: "InvalidDigitsReceived",
+                message: "0 digits received, at least 1 expected".into(),
+            }
+        );
+        drv.actions
+            .send(AppAction::Pause {
+                duration: Duration::from_secs(60),
+            })
+            .await
+            .unwrap();
         let to_tag = response
             .headers
             .get("To")
@@ -1131,14 +1225,14 @@ mod tests {
                 }
                 got.take(&spec, c);
             }
-            let action = AppAction::ReceiveDigits {
+            let action = AppAction::CollectDigits {
                 digits: spec.clone(),
             };
             got.into_event(&action, &spec)
         };
         let ok = |d: &str| {
             Some(AppEvent::ActionSucceeded {
-                action: "ReceiveDigits",
+                action: "CollectDigits",
                 data: ActionData::Digits(d.into()),
             })
         };
@@ -1147,7 +1241,7 @@ mod tests {
         assert_eq!(
             run("4*"),
             Some(AppEvent::ActionFailed {
-                action: "ReceiveDigits",
+                action: "CollectDigits",
                 error_type: "InvalidDigitsReceived",
                 message: "1 digits received, at least 2 expected".into(),
             })

@@ -41,16 +41,27 @@ pub enum AppAction {
     Answer,
     /// Do nothing for `duration` (the call stays up; answers implicitly).
     Pause { duration: Duration },
-    /// Play `samples` (8 kHz mono) `repeat` times.
-    PlayAudio { samples: Arc<[i16]>, repeat: u32 },
+    /// Play `samples` (8 kHz mono) `repeat` times; a key of
+    /// `terminators` (`PlaybackTerminators`) stops it.
+    PlayAudio {
+        samples: Arc<[i16]>,
+        repeat: u32,
+        terminators: Vec<char>,
+    },
     /// Play a prompt and collect digits; a digit pressed during the
-    /// prompt stops it (barge-in) and counts.
+    /// prompt stops it (barge-in) and counts. Too few digits: play
+    /// `failure_samples` (if any) and try again, `attempts` times in all
+    /// (the managed service's `Repeat`), then fail.
     PlayAudioAndGetDigits {
         samples: Arc<[i16]>,
+        failure_samples: Option<Arc<[i16]>>,
+        attempts: u32,
         digits: DigitCollection,
     },
-    /// Collect digits without a prompt.
-    ReceiveDigits { digits: DigitCollection },
+    /// Collect digits without a prompt, in the foreground (not the
+    /// managed service's background `ReceiveDigits`, which the driver
+    /// builds from [`AppEvent::Digits`]: keys no action collects).
+    CollectDigits { digits: DigitCollection },
     /// Send `digits` (0-9, *, #, A-D) to the caller as RFC 4733 events,
     /// each pressed for `tone_duration`.
     SendDigits {
@@ -77,7 +88,7 @@ impl AppAction {
             AppAction::Pause { .. } => "Pause",
             AppAction::PlayAudio { .. } => "PlayAudio",
             AppAction::PlayAudioAndGetDigits { .. } => "PlayAudioAndGetDigits",
-            AppAction::ReceiveDigits { .. } => "ReceiveDigits",
+            AppAction::CollectDigits { .. } => "CollectDigits",
             AppAction::SendDigits { .. } => "SendDigits",
             AppAction::RecordAudio { .. } => "RecordAudio",
             AppAction::Hangup { .. } => "Hangup",
