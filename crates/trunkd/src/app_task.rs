@@ -808,6 +808,26 @@ mod tests {
         call_tx: mpsc::Sender<CallInput>,
         drv: DriverChannels,
         task: JoinHandle<()>,
+        /// The call's relay, not kept alive by the test.
+        relay: std::sync::Weak<trunkd_media::RelayHandle<QualityObserver>>,
+    }
+
+    /// Waits until `relay` has `n` taps open (an action listening).
+    async fn taps_open(
+        relay: &std::sync::Weak<trunkd_media::RelayHandle<QualityObserver>>,
+        n: usize,
+    ) {
+        for _ in 0..300 {
+            let open = match relay.upgrade() {
+                Some(r) => r.stats().await.map_or(0, |s| s.taps.open),
+                None => 0,
+            };
+            if open == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{n} taps never opened");
     }
 
     async fn rig(port_base: u16, tag: &str) -> Rig {
@@ -870,9 +890,11 @@ mod tests {
             driver: app,
             seed: 99,
         };
+        let weak = Arc::downgrade(&relay);
         drop(relay);
         let task = tokio::spawn(run(ctx, new, call_rx));
         Rig {
+            relay: weak,
             dir,
             alloc,
             phone,
@@ -899,6 +921,7 @@ mod tests {
             call_tx,
             mut drv,
             task,
+            relay,
         } = rig(31600, "full").await;
 
         // Answer: 200 with trunkd's sendrecv SDP on its A-side port.
@@ -1024,7 +1047,8 @@ mod tests {
             })
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The digit listener's tap and the recording's.
+        taps_open(&relay, 2).await;
         let mut sent = Vec::new();
         for i in 0..10u16 {
             let payload: Vec<u8> = (0..160u16).map(|j| (j * 3 + i * 7) as u8).collect();
@@ -1130,6 +1154,7 @@ mod tests {
             call_tx,
             mut drv,
             task,
+            ..
         } = rig(31700, "bye").await;
         // No key pressed: prompt, failure prompt, prompt again, then the
         // action fails.
