@@ -13,9 +13,11 @@
 //! and [`CallOutput`]s (always on [`Leg::A`]), so the engine and the shell
 //! treat both alike. The dialog handling here knows nothing of what the
 //! call is for: what it answers is the [`SdpAnswerer`]'s business (a
-//! recording answers every stream `recvonly`; an application call will
-//! answer `sendrecv` and play into the stream), and when it answers is the
-//! owner's ([`UasCall::answer`], [`UasCall::reject`]).
+//! recording answers every stream `recvonly`; an application call
+//! answers `sendrecv` and plays into the stream), and when it answers is
+//! the owner's ([`UasCall::answer`], [`UasCall::reject`]). An in-dialog
+//! INFO with a body is answered 200 and its body handed to the owner
+//! ([`CallEvent::Info`]: DTMF for an application).
 
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};

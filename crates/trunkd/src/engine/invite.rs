@@ -7,8 +7,10 @@
 //! plan, caller ID), then routing into a plan of hops — and returns an
 //! [`InviteDecision`]: refuse with a status and reason, challenge for
 //! credentials, or admit with a plan and the kind of call to start: a
-//! bridge, or a recording session (SPEC §2.6, [`is_recording_session`])
-//! that trunkd answers itself. It
+//! bridge, a recording session (SPEC §2.6, [`is_recording_session`])
+//! that trunkd answers itself, or an application call (SPEC §6) to a
+//! number on a SIP rule, when the engine has a driver for those
+//! ([`InviteContext::applications`]; refused 480 otherwise). It
 //! touches no socket, clock or random source: the engine passes `now`, the
 //! admission state (CPS buckets, nonce counters) and a seeded generator,
 //! and counts and answers from the decision, in one place.
