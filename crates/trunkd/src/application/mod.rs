@@ -14,6 +14,11 @@
 //! webhook driver itself is the next piece of work, and until it exists no
 //! driver is registered in the daemon (see [`DriverFactory`]).
 //!
+//! The driver must keep reading events: the channel is bounded, and a
+//! full one holds the call's task (its signalling included) until the
+//! driver catches up — backpressure rather than lost events. A driver that
+//! drops its action sender ends the call (Hangup, 480 before the answer).
+//!
 //! Prompts arrive as samples (8 kHz, decoded by the driver from a WAV with
 //! `trunkd_media::endpoint::wav`): the task never touches files it did not
 //! create.
