@@ -22,6 +22,9 @@
 //!   trunkd never sends;
 //! * `a=rtcp` when trunkd's RTCP port is not RTP + 1; SDES keys
 //!   ([`MediaSecurity`]) on the first stream, which the relay decrypts.
+//!
+//! [`application_answer`] is the sibling for an application call (trunkd
+//! plays and listens): one G.711 audio stream, `sendrecv`.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
