@@ -139,6 +139,10 @@ pub enum CallEvent {
     Answered { hop: usize },
     /// The call is over; this is what the records need.
     Ended(CallEnd),
+    /// An in-dialog INFO a [`crate::UasCall`] answered 200, with its body
+    /// (DTMF as `application/dtmf-relay`, RFC 2976 usage): what the call's
+    /// owner may act on. A bridged call relays INFO instead.
+    Info { content_type: String, body: Bytes },
 }
 
 #[derive(Debug, Clone)]

@@ -13,9 +13,11 @@
 //! and [`CallOutput`]s (always on [`Leg::A`]), so the engine and the shell
 //! treat both alike. The dialog handling here knows nothing of what the
 //! call is for: what it answers is the [`SdpAnswerer`]'s business (a
-//! recording answers every stream `recvonly`; an application call will
-//! answer `sendrecv` and play into the stream), and when it answers is the
-//! owner's ([`UasCall::answer`], [`UasCall::reject`]).
+//! recording answers every stream `recvonly`; an application call
+//! answers `sendrecv` and plays into the stream), and when it answers is
+//! the owner's ([`UasCall::answer`], [`UasCall::reject`]). An in-dialog
+//! INFO with a body is answered 200 and its body handed to the owner
+//! ([`CallEvent::Info`]: DTMF for an application).
 
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
@@ -286,7 +288,21 @@ impl UasCall {
                 self.end(now);
             }
             Method::Invite | Method::Update => self.on_offer(tx, req),
-            Method::Options | Method::Info | Method::Notify | Method::Message | Method::Prack => {
+            Method::Info => {
+                self.respond(tx, &req, StatusCode::OK, "OK");
+                if !req.body.is_empty() {
+                    let content_type = req
+                        .headers
+                        .get("Content-Type")
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default();
+                    self.out.push_back(CallOutput::Event(CallEvent::Info {
+                        content_type,
+                        body: req.body.clone(),
+                    }));
+                }
+            }
+            Method::Options | Method::Notify | Method::Message | Method::Prack => {
                 self.respond(tx, &req, StatusCode::OK, "OK")
             }
             _ => {

@@ -407,3 +407,40 @@ fn requests_before_the_answer_are_481() {
     t.in_dialog("INFO", 102, 1, "", "");
     assert_eq!(responses(&t.drain()), [(t.txs[1], 481)]);
 }
+
+#[test]
+fn an_info_with_a_body_is_answered_200_and_handed_to_the_owner() {
+    let mut t = T::new(SIPREC_INVITE, false);
+    t.call.answer(t.now);
+    t.drain();
+    t.in_dialog(
+        "INFO",
+        102,
+        1,
+        "Content-Type: application/dtmf-relay\r\n",
+        "Signal=5\r\nDuration=160\r\n",
+    );
+    let outs = t.drain();
+    assert_eq!(responses(&outs), [(t.txs[1], 200)]);
+    let info: Vec<_> = outs
+        .iter()
+        .filter_map(|o| match o {
+            CallOutput::Event(CallEvent::Info { content_type, body }) => {
+                Some((content_type.clone(), body.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        info,
+        [(
+            "application/dtmf-relay".to_owned(),
+            Bytes::from_static(b"Signal=5\r\nDuration=160\r\n")
+        )]
+    );
+    // An INFO without a body (a keep-alive) is only answered.
+    t.in_dialog("INFO", 103, 2, "", "");
+    let outs = t.drain();
+    assert_eq!(responses(&outs), [(t.txs[2], 200)]);
+    assert_eq!(outs.len(), 1);
+}

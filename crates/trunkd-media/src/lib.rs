@@ -23,7 +23,9 @@
 //!
 //! Calls trunkd answers itself (IVR) use the sans-IO pieces in [`endpoint`]:
 //! G.711, WAV, a prompt player, RFC 4733 DTMF and a recorder; a session it
-//! only receives (SIPREC) is answered by [`recvonly::recvonly_answer`].
+//! only receives (SIPREC) is answered by [`recvonly::recvonly_answer`], an
+//! application call (one G.711 stream both ways) by
+//! [`recvonly::application_answer`].
 //!
 //! The quality math (loss, jitter, RTT, MOS) lives in `trunkd-core::quality`
 //! and plugs in through [`relay::PacketObserver`].
@@ -40,7 +42,9 @@ pub mod srtp;
 
 pub use ports::{BoundPair, PortAllocator, PortError, PortPair};
 pub use quality::{PeerReport, QualityObserver};
-pub use recvonly::{recvonly_answer, AnsweredCodec, AnsweredStream, RecvOnlyAnswer};
+pub use recvonly::{
+    application_answer, recvonly_answer, AnsweredCodec, AnsweredStream, RecvOnlyAnswer,
+};
 pub use relay::{
     bare_relay, spawn, spawn_with_observer, DirCounters, DropCounters, InjectOptions, Leg,
     LegSetup, LegSockets, LegStats, LocalAddrs, MediaEvent, NoopObserver, PacketObserver,

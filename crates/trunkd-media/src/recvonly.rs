@@ -22,6 +22,9 @@
 //!   trunkd never sends;
 //! * `a=rtcp` when trunkd's RTCP port is not RTP + 1; SDES keys
 //!   ([`MediaSecurity`]) on the first stream, which the relay decrypts.
+//!
+//! [`application_answer`] is the sibling for an application call (trunkd
+//! plays and listens): one G.711 audio stream, `sendrecv`.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -87,9 +90,9 @@ fn encoding_of(offer: &Sdp, i: usize, pt: u8) -> Option<(String, u32)> {
     Some((name.to_owned(), m.clock_rate(pt).unwrap_or(8000)))
 }
 
-/// The codec of media section `i`: the first PCMU/PCMA, else the first
-/// format that is neither an event nor comfort noise.
-fn choose_codec(offer: &Sdp, i: usize) -> Option<AnsweredCodec> {
+/// The codec of media section `i`: the first PCMU/PCMA, else (unless
+/// `g711_only`) the first format that is neither an event nor comfort noise.
+fn choose_codec(offer: &Sdp, i: usize, g711_only: bool) -> Option<AnsweredCodec> {
     let m = offer.media().get(i)?;
     let candidates: Vec<AnsweredCodec> = m
         .formats()
@@ -109,7 +112,7 @@ fn choose_codec(offer: &Sdp, i: usize) -> Option<AnsweredCodec> {
     candidates
         .iter()
         .find(|c| c.encoding == "PCMU" || c.encoding == "PCMA")
-        .or(candidates.first())
+        .or(candidates.first().filter(|_| !g711_only))
         .cloned()
 }
 
@@ -134,6 +137,48 @@ pub fn recvonly_answer(
     origin: OriginOverride<'_>,
     security: Option<&MediaSecurity>,
 ) -> RecvOnlyAnswer {
+    build_answer(offer, addr, ports, origin, security, Mode::Record)
+}
+
+/// Builds the answer of an application call (SPEC §6: trunkd answers, plays
+/// and listens): like [`recvonly_answer`], except that
+///
+/// * only the first audio stream with a PCMU or PCMA format is taken (what
+///   trunkd plays and records); every other stream is refused (port 0);
+/// * its direction mirrors the offer's: `sendrecv` for `sendrecv` (or
+///   none), `recvonly` for `sendonly`, `sendonly` for `recvonly`,
+///   `inactive` for `inactive` (RFC 3264 §6.1).
+///
+/// The `telephone-event` format at 8 kHz is kept when offered: digits are
+/// what an application listens for.
+pub fn application_answer(
+    offer: &Sdp,
+    addr: IpAddr,
+    ports: &[Option<(u16, u16)>],
+    origin: OriginOverride<'_>,
+    security: Option<&MediaSecurity>,
+) -> RecvOnlyAnswer {
+    build_answer(offer, addr, ports, origin, security, Mode::Application)
+}
+
+/// Who answers: a recorder (every stream, receive only) or an application
+/// (one G.711 audio stream, both ways).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Record,
+    Application,
+}
+
+fn build_answer(
+    offer: &Sdp,
+    addr: IpAddr,
+    ports: &[Option<(u16, u16)>],
+    origin: OriginOverride<'_>,
+    security: Option<&MediaSecurity>,
+    mode: Mode,
+) -> RecvOnlyAnswer {
+    let app = mode == Mode::Application;
+    let mut taken = false;
     let family = match addr {
         IpAddr::V4(_) => "IP4",
         IpAddr::V6(_) => "IP6",
@@ -152,7 +197,10 @@ pub fn recvonly_answer(
             .iter()
             .find_map(|a| a.strip_prefix("label:"))
             .map(|l| l.trim().to_owned());
-        let codec = is_rtp(m.proto()).then(|| choose_codec(offer, i)).flatten();
+        let wanted = !app || (!taken && m.kind().eq_ignore_ascii_case("audio"));
+        let codec = (is_rtp(m.proto()) && wanted)
+            .then(|| choose_codec(offer, i, app))
+            .flatten();
         let pair = ports.get(i).copied().flatten().filter(|_| !m.is_rejected());
         let (Some(codec), Some((rtp, rtcp))) = (codec, pair) else {
             // RFC 3264 §6: a refused stream keeps its line, port 0, with
@@ -183,9 +231,16 @@ pub fn recvonly_answer(
                         .any(|f| f.parse::<u8>().ok() == Some(r.payload_type))
             })
             .map(|r| r.payload_type);
-        let direction = match offer.direction(i) {
-            Some(Direction::SendRecv | Direction::SendOnly) | None => Direction::RecvOnly,
-            Some(Direction::RecvOnly | Direction::Inactive) => Direction::Inactive,
+        taken = true;
+        let direction = match (mode, offer.direction(i)) {
+            (Mode::Record, Some(Direction::SendRecv | Direction::SendOnly) | None) => {
+                Direction::RecvOnly
+            }
+            (Mode::Record, Some(Direction::RecvOnly | Direction::Inactive)) => Direction::Inactive,
+            (Mode::Application, Some(Direction::SendRecv) | None) => Direction::SendRecv,
+            (Mode::Application, Some(Direction::SendOnly)) => Direction::RecvOnly,
+            (Mode::Application, Some(Direction::RecvOnly)) => Direction::SendOnly,
+            (Mode::Application, Some(Direction::Inactive)) => Direction::Inactive,
         };
         let proto = match security.filter(|_| i == 0) {
             Some(sec) if !sec.proto.is_empty() => sec.proto.as_str(),
@@ -232,7 +287,9 @@ pub fn recvonly_answer(
             "a={}\r\n",
             match direction {
                 Direction::Inactive => "inactive",
-                _ => "recvonly",
+                Direction::RecvOnly => "recvonly",
+                Direction::SendOnly => "sendonly",
+                Direction::SendRecv => "sendrecv",
             }
         );
         streams.push(AnsweredStream {
@@ -438,5 +495,65 @@ m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA\r\n",
 m=audio 6000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
 a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:BBBB\r\na=recvonly\r\n"
         );
+    }
+
+    #[test]
+    fn an_application_answers_the_first_g711_audio_stream_sendrecv_and_refuses_the_rest() {
+        // Video first, then an audio stream without G.711, then the one
+        // taken (PCMA preferred over G.722 by being G.711; telephone-event
+        // kept), then a second G.711 audio stream.
+        let offer = Sdp::parse(
+            "v=0\r\no=phone 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+m=audio 5002 RTP/AVP 18\r\n\
+m=audio 5004 RTP/AVP 9 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
+m=audio 5006 RTP/AVP 0\r\na=sendonly\r\n",
+        )
+        .unwrap();
+        let ports: Vec<_> = (0..4u16)
+            .map(|i| Some((42000 + 2 * i, 42001 + 2 * i)))
+            .collect();
+        let a = application_answer(&offer, TRUNKD, &ports, origin(1), None);
+        assert_eq!(
+            a.sdp,
+            "v=0\r\n\
+o=trunkd 7 1 IN IP4 127.0.0.1\r\n\
+s=trunkd\r\n\
+c=IN IP4 127.0.0.1\r\n\
+t=0 0\r\n\
+m=video 0 RTP/AVP 96\r\n\
+m=audio 0 RTP/AVP 18\r\n\
+m=audio 42004 RTP/AVP 8 101\r\n\
+a=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-15\r\n\
+a=sendrecv\r\n\
+m=audio 0 RTP/AVP 0\r\n"
+        );
+        let taken: Vec<_> = a.streams.iter().map(|s| s.ports.is_some()).collect();
+        assert_eq!(taken, [false, false, true, false]);
+        assert_eq!(a.streams[2].direction, Direction::SendRecv);
+        assert_eq!(a.streams[2].telephone_event, Some(101));
+        assert_eq!(
+            a.streams[2].codec.as_ref().map(|c| c.encoding.as_str()),
+            Some("PCMA")
+        );
+    }
+
+    #[test]
+    fn an_application_answer_mirrors_a_one_way_offer() {
+        let one = |dir: &str| {
+            let offer = Sdp::parse(&format!(
+                "v=0\r\no=x 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 0\r\n{dir}"
+            ))
+            .unwrap();
+            let a = application_answer(&offer, TRUNKD, &[Some((6000, 6001))], origin(1), None);
+            a.sdp.rsplit("\r\n").nth(1).unwrap_or_default().to_owned()
+        };
+        assert_eq!(one(""), "a=sendrecv");
+        assert_eq!(one("a=sendonly\r\n"), "a=recvonly");
+        assert_eq!(one("a=recvonly\r\n"), "a=sendonly");
+        assert_eq!(one("a=inactive\r\n"), "a=inactive");
     }
 }

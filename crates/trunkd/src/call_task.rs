@@ -118,6 +118,8 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                                 .await;
                         }
                     }
+                    // A bridged call relays INFO; only a UasCall reports it.
+                    CallEvent::Info { .. } => {}
                     CallEvent::Ended(end) => {
                         info!(outcome = ?end.outcome, "call ended");
                         if answered_hop.is_some() && ticker.finish() {

@@ -5,6 +5,8 @@
 //! listener around the libraries. See docs/architecture.md.
 
 mod admin;
+mod app_task;
+mod application;
 mod call_task;
 mod cli_reload;
 mod daemon;

@@ -307,6 +307,8 @@ pub type Answered = Arc<std::sync::Mutex<Vec<AnsweredStream>>>;
 /// peer: nothing received is forwarded.
 pub struct RecvOnlyAnchor {
     anchor: RelayAnchor,
+    /// `trunkd_media::recvonly_answer`, or the application answer.
+    builder: AnswerBuilder,
     session_id: String,
     /// RFC 3264 §8: `o=` version, bumped when the answer changes.
     version: u64,
@@ -321,6 +323,7 @@ impl RecvOnlyAnchor {
         (
             RecvOnlyAnchor {
                 anchor,
+                builder: trunkd_media::recvonly_answer,
                 session_id: session_id.to_string(),
                 version: 1,
                 last: None,
@@ -336,7 +339,7 @@ impl RecvOnlyAnchor {
         ports: &[Option<(u16, u16)>],
         sec: &MediaSecurity,
     ) -> RecvOnlyAnswer {
-        trunkd_media::recvonly_answer(
+        (self.builder)(
             offer,
             self.anchor.advertised,
             ports,
@@ -363,6 +366,52 @@ impl SdpAnswerer for RecvOnlyAnchor {
             *a = answer.streams;
         }
         Ok(Bytes::from(answer.sdp))
+    }
+}
+
+/// The signature of the answer builders of `trunkd_media::recvonly`.
+type AnswerBuilder = fn(
+    &Sdp,
+    IpAddr,
+    &[Option<(u16, u16)>],
+    OriginOverride<'_>,
+    Option<&MediaSecurity>,
+) -> RecvOnlyAnswer;
+
+/// The media side of an application call (SPEC §6): the A leg's first
+/// G.711 audio stream anchored on the relay and answered `sendrecv`
+/// (`trunkd_media::application_answer`) on trunkd's A-side ports; the
+/// other streams refused. trunkd plays into the stream and listens to it
+/// through the relay (`trunkd_media::endpoint::leg::LegEndpoint`).
+pub struct AppAnchor(RecvOnlyAnchor);
+
+impl AppAnchor {
+    /// `session_id` is the `o=` session id of trunkd's SDPs in the dialog.
+    pub fn new(anchor: RelayAnchor, session_id: u64) -> (AppAnchor, Answered) {
+        let (mut inner, answered) = RecvOnlyAnchor::new(anchor, session_id);
+        inner.builder = trunkd_media::application_answer;
+        (AppAnchor(inner), answered)
+    }
+}
+
+impl SdpAnswerer for AppAnchor {
+    /// # Errors
+    /// 488 for an offer without a G.711 audio stream: an application has
+    /// nothing to play or hear in it.
+    fn answer(&mut self, offer: &Bytes) -> Result<Bytes, MediaRefusal> {
+        let sdp = self.0.answer(offer)?;
+        let taken = self
+            .0
+            .answered
+            .lock()
+            .is_ok_and(|a| a.iter().any(|s| s.ports.is_some()));
+        if !taken {
+            return Err(MediaRefusal {
+                status: 488,
+                reason: "Not Acceptable Here (no G.711 audio stream)".to_owned(),
+            });
+        }
+        Ok(sdp)
     }
 }
 
@@ -685,5 +734,46 @@ mod tests {
         assert_eq!(stats.a.rx.rtp_packets, 1);
         assert_eq!(stats.b.tx.rtp_packets, 0, "nothing forwarded");
         assert_eq!(stats.a.dropped.no_peer, 1);
+    }
+
+    /// An application call: the first audio stream answered `sendrecv` on
+    /// the A side, the video refused, and what trunkd injects reaches the
+    /// phone.
+    #[tokio::test]
+    async fn an_application_answer_is_sendrecv_on_the_a_side_and_injection_reaches_the_phone() {
+        let alloc = PortAllocator::new(31400, 31499).unwrap();
+        let (anchor, relay, _events) = anchor(&alloc);
+        let (mut app, answered) = AppAnchor::new(anchor, 9);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let peer_port = peer.local_addr().unwrap().port();
+        let offer = Bytes::from(format!(
+            "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {peer_port} RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+             m=video 6000 RTP/AVP 96\r\n"
+        ));
+        let sdp = app.answer(&offer).unwrap();
+        let a_port = relay.local_rtp(trunkd_media::Leg::A).port();
+        assert_eq!(
+            String::from_utf8_lossy(&sdp),
+            format!(
+                "v=0\r\no=trunkd 9 1 IN IP4 127.0.0.1\r\ns=trunkd\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio {a_port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+                 a=sendrecv\r\nm=video 0 RTP/AVP 96\r\n"
+            )
+        );
+        assert_eq!(answered.lock().unwrap()[0].telephone_event, Some(101));
+        let mut rtp = vec![0x80, 8, 0, 1, 0, 0, 0, 160, 0, 0, 0, 9];
+        rtp.extend_from_slice(&[0xd5; 160]);
+        relay.inject(trunkd_media::Leg::A, 0, rtp).unwrap();
+        // The relay has sent it once it answers (a blocking receive before
+        // that would stall this single-threaded runtime).
+        let st = relay.stats().await.unwrap();
+        assert_eq!(st.stream(0).unwrap().a.injected, 1);
+        let mut buf = [0u8; 400];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(from.port(), a_port);
+        assert_eq!((n, &buf[12..n]), (172, &[0xd5u8; 160][..]));
     }
 }

@@ -118,7 +118,7 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                     info!(outcome = ?end.outcome, "recording session ended");
                     ended = Some(end);
                 }
-                CallOutput::Event(CallEvent::HopFailed { .. }) => {}
+                CallOutput::Event(CallEvent::HopFailed { .. } | CallEvent::Info { .. }) => {}
                 out => {
                     if ctx
                         .engine

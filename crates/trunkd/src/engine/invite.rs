@@ -7,8 +7,10 @@
 //! plan, caller ID), then routing into a plan of hops — and returns an
 //! [`InviteDecision`]: refuse with a status and reason, challenge for
 //! credentials, or admit with a plan and the kind of call to start: a
-//! bridge, or a recording session (SPEC §2.6, [`is_recording_session`])
-//! that trunkd answers itself. It
+//! bridge, a recording session (SPEC §2.6, [`is_recording_session`])
+//! that trunkd answers itself, or an application call (SPEC §6) to a
+//! number on a SIP rule, when the engine has a driver for those
+//! ([`InviteContext::applications`]; refused 480 otherwise). It
 //! touches no socket, clock or random source: the engine passes `now`, the
 //! admission state (CPS buckets, nonce counters) and a seeded generator,
 //! and counts and answers from the decision, in one place.
@@ -25,7 +27,7 @@ use trunkd_core::admission::{
 use trunkd_core::cdr::Direction;
 use trunkd_core::digest::NonceIssuer;
 use trunkd_core::routing::{origination_plan, termination_plan, RouteHealthTable};
-use trunkd_core::{Host, Route, SrtpPolicy, VcId};
+use trunkd_core::{Host, Route, RuleId, SmaId, SrtpPolicy, VcId};
 use trunkd_sip::Request;
 
 use crate::resolver::HostCache;
@@ -49,6 +51,11 @@ pub struct InviteContext<'a> {
     pub now: Instant,
     pub wall: SystemTime,
     pub load: Load,
+    /// Application calls can be driven (a driver is registered): a
+    /// carrier call to a number on a SIP rule is admitted as
+    /// [`CallKind::Application`]; without, it is refused 480 (the one
+    /// place that choice is made).
+    pub applications: bool,
 }
 
 /// A new INVITE and what the transport knows of its sender.
@@ -60,7 +67,7 @@ pub struct NewInvite<'a> {
 }
 
 /// The call actor the engine starts for an admitted INVITE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallKind {
     /// Two legs: the A leg is bridged to a B leg trunkd places through
     /// a plan of hops (termination and origination).
@@ -69,6 +76,11 @@ pub enum CallKind {
     /// RFC 7866, or an INVITE marked record-only; SPEC §2.6): recorded,
     /// never forwarded. The plan is empty.
     Recording,
+    /// One leg trunkd answers itself and drives as a SIP media
+    /// application (SPEC §6): it plays, listens and records as its driver
+    /// asks. A carrier call to a number on SIP rule `rule_id`, whose first
+    /// target is `sma_id`. The plan is empty.
+    Application { sma_id: SmaId, rule_id: RuleId },
 }
 
 /// The engine's answer to a new INVITE.
@@ -295,12 +307,40 @@ fn originate(
             },
         })
     };
-    if matches!(target, OriginationTarget::SipRule(_)) {
-        return refuse(
-            480,
-            "SIP Media Applications Not Available",
-            "sip_media_application",
-        );
+    if let OriginationTarget::SipRule(rule_id) = &target {
+        // The rule's first target by priority (the managed service tries
+        // further targets in other regions; trunkd is one region).
+        let sma_id = resources
+            .sip_rules()
+            .iter()
+            .find(|r| &r.id == rule_id && !r.disabled)
+            .and_then(|r| r.target_applications.first())
+            .map(|t| t.sip_media_application_id.clone());
+        return match sma_id {
+            Some(sma_id) if ctx.applications => InviteDecision::Admit(Box::new(Admission {
+                kind: CallKind::Application {
+                    sma_id,
+                    rule_id: rule_id.clone(),
+                },
+                direction: Direction::Inbound,
+                vc: None,
+                b_user: called_text,
+                source_number: caller.clone(),
+                caller,
+                caller_name: None,
+                auth_user: None,
+                plan: Vec::new(),
+                a_srtp: SrtpPolicy::for_hop(transport_of(invite.peer), false, None),
+                emergency: false,
+            })),
+            // No driver (the daemon until the webhook driver exists), or
+            // a rule with no application to run.
+            _ => refuse(
+                480,
+                "SIP Media Applications Not Available",
+                "sip_media_application",
+            ),
+        };
     }
     let mut next = || rng.next_u32();
     let legs = origination_plan(resources, &target, &mut next, ctx.health, ctx.now);

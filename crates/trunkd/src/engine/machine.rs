@@ -138,7 +138,7 @@ impl CallSetup {
     pub fn new_uas_call(&self, answerer: Box<dyn SdpAnswerer>) -> NewUasCall {
         let feature = match self.admission.kind {
             super::invite::CallKind::Recording => Some("+sip.srs"),
-            super::invite::CallKind::Bridge => None,
+            super::invite::CallKind::Bridge | super::invite::CallKind::Application { .. } => None,
         };
         NewUasCall {
             seed: self.seed,
@@ -210,6 +210,8 @@ pub struct Engine {
     next_call: CallKey,
     shutting_down: bool,
     events: VecDeque<EngineEvent>,
+    /// Application calls are admitted (the shell has a driver for them).
+    applications: bool,
 }
 
 impl Engine {
@@ -239,7 +241,15 @@ impl Engine {
             next_call: 1,
             shutting_down: false,
             events: VecDeque::new(),
+            applications: false,
         }
+    }
+
+    /// Whether carrier calls to numbers on SIP rules are admitted as
+    /// application calls (the shell turns it on when it has a driver for
+    /// them); off, they are refused 480.
+    pub fn set_applications(&mut self, on: bool) {
+        self.applications = on;
     }
 
     /// Calls in progress.
@@ -616,6 +626,7 @@ impl Engine {
                     calls: self.calls.len(),
                     calls_from_source: self.calls_by_source.get(&source).copied().unwrap_or(0),
                 },
+                applications: self.applications,
             };
             let new = NewInvite {
                 request: &req,

@@ -16,7 +16,7 @@ pub mod machine;
 pub mod shell;
 
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 #[cfg(test)]
 mod tests;
 

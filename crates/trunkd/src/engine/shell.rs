@@ -58,6 +58,10 @@ pub struct EngineTask {
     calls: HashMap<CallKey, mpsc::Sender<CallInput>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     ports: trunkd_media::PortAllocator,
+    /// The drivers of application calls. `None` in the daemon until the
+    /// webhook driver exists (calls to numbers on SIP rules are refused
+    /// 480 meanwhile); set by [`EngineTask::set_application_driver`].
+    app_driver: Option<crate::application::DriverFactory>,
 }
 
 impl EngineTask {
@@ -83,7 +87,19 @@ impl EngineTask {
             calls: HashMap::new(),
             shutdown: None,
             ports,
+            app_driver: None,
         })
+    }
+
+    /// Registers the driver of application calls: from now on a carrier
+    /// call to a number on a SIP rule is answered by trunkd and driven by
+    /// what `factory` returns, instead of refused 480.
+    // The webhook driver (the next issue) registers itself here; the
+    // daemon has no driver yet.
+    #[allow(dead_code)]
+    pub fn set_application_driver(&mut self, factory: crate::application::DriverFactory) {
+        self.app_driver = Some(factory);
+        self.engine.set_applications(true);
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
@@ -210,6 +226,7 @@ impl EngineTask {
         match setup.admission.kind {
             CallKind::Bridge => self.start_bridge(setup),
             CallKind::Recording => self.start_recording(setup),
+            CallKind::Application { .. } => self.start_application(setup),
         }
     }
 
@@ -317,6 +334,64 @@ impl EngineTask {
         };
         self.calls.insert(setup.key, call_tx);
         tokio::spawn(crate::recording_task::run(ctx, new, call_rx));
+    }
+}
+
+impl EngineTask {
+    /// An application call (SPEC §6): one leg trunkd answers `sendrecv`
+    /// and drives as its driver asks.
+    fn start_application(&mut self, setup: Box<CallSetup>) {
+        let CallKind::Application { sma_id, rule_id } = setup.admission.kind.clone() else {
+            return;
+        };
+        let Some(factory) = self.app_driver.clone() else {
+            // The engine admits none without a driver; a call that got
+            // here anyway is not started (503) rather than left hanging.
+            self.engine.handle(
+                Instant::now(),
+                SystemTime::now(),
+                EngineInput::CallNotStarted { setup },
+            );
+            return;
+        };
+        let Some((setup, anchor, relay, media_rx)) = self.start_anchor(setup) else {
+            return;
+        };
+        let (answerer, answered) = crate::media_anchor::AppAnchor::new(anchor, setup.seed >> 1);
+        let new = setup.new_uas_call(Box::new(answerer));
+        let a = &setup.admission;
+        let call_id = setup
+            .invite
+            .headers
+            .get("Call-ID")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let driver = factory(crate::application::AppCall {
+            transaction_id: setup.transaction_id,
+            sma_id: sma_id.clone(),
+            rule_id: rule_id.clone(),
+            from_number: a.source_number.clone(),
+            to_number: a.b_user.clone(),
+            call_id,
+        });
+        let (call_tx, call_rx) = mpsc::channel(64);
+        let ctx = crate::app_task::AppContext {
+            key: setup.key,
+            transaction_id: setup.transaction_id,
+            sma_id,
+            rule_id,
+            config: setup.config.clone(),
+            engine: self.self_tx.clone(),
+            shared: self.shared.clone(),
+            relay,
+            answered,
+            media_events: media_rx,
+            ports: self.ports.clone(),
+            driver,
+            seed: setup.seed,
+        };
+        self.calls.insert(setup.key, call_tx);
+        tokio::spawn(crate::app_task::run(ctx, new, call_rx));
     }
 }
 

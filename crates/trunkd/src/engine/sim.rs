@@ -26,6 +26,7 @@ use trunkd_sip::transaction::{
 use trunkd_sip::{Request, Response, SipMessage, StatusCode};
 
 use super::machine::{CallKey, Engine, EngineEvent, EngineInput};
+use crate::application::AppAction;
 use crate::daemon::Shared;
 
 pub const TRUNKD: &str = "127.0.0.1:5060";
@@ -241,38 +242,86 @@ impl Net {
 pub enum Actor {
     Bridge(Box<Call>),
     Uas(Box<UasCall>),
+    /// An application call and what its scripted driver does when: the
+    /// SIP side of `crate::app_task` (Answer and Hangup; media actions
+    /// need sockets and are tested there).
+    App(Box<UasCall>, VecDeque<(Instant, AppAction)>),
 }
 
 impl Actor {
     fn poll_output(&mut self) -> Option<CallOutput> {
         match self {
             Actor::Bridge(c) => c.poll_output(),
-            Actor::Uas(c) => c.poll_output(),
+            Actor::Uas(c) | Actor::App(c, _) => c.poll_output(),
         }
     }
     fn is_ended(&self) -> bool {
         match self {
             Actor::Bridge(c) => c.is_ended(),
-            Actor::Uas(c) => c.is_ended(),
+            Actor::Uas(c) | Actor::App(c, _) => c.is_ended(),
         }
     }
     fn poll_timeout(&self) -> Option<Instant> {
         match self {
             Actor::Bridge(c) => c.poll_timeout(),
             Actor::Uas(c) => c.poll_timeout(),
+            Actor::App(c, script) if !c.is_ended() => script.front().map(|s| s.0),
+            Actor::App(..) => None,
         }
     }
     fn handle_timeout(&mut self, now: Instant) {
         match self {
             Actor::Bridge(c) => c.handle_timeout(now),
             Actor::Uas(c) => c.handle_timeout(now),
+            Actor::App(c, script) => {
+                while script.front().is_some_and(|s| s.0 <= now) {
+                    let Some((_, action)) = script.pop_front() else {
+                        break;
+                    };
+                    match action {
+                        AppAction::Answer => c.answer(now),
+                        AppAction::Hangup { sip_response_code } if !c.is_answered() => {
+                            c.reject(now, sip_response_code, "Rejected")
+                        }
+                        AppAction::Hangup { .. } => c.handle(now, CallInput::Hangup),
+                        // Media actions answer implicitly.
+                        _ => c.answer(now),
+                    }
+                }
+            }
         }
     }
     fn handle(&mut self, now: Instant, input: CallInput) {
         match self {
             Actor::Bridge(c) => c.handle(now, input),
-            Actor::Uas(c) => c.handle(now, input),
+            Actor::Uas(c) | Actor::App(c, _) => c.handle(now, input),
         }
+    }
+}
+
+/// The application answer (`trunkd_media::application_answer`) on ports
+/// 42000 + 10·stream.
+struct AppPorts;
+
+impl SdpAnswerer for AppPorts {
+    fn answer(&mut self, offer: &Bytes) -> Result<Bytes, MediaRefusal> {
+        let sdp = trunkd_media::Sdp::parse_bytes(offer).map_err(|e| MediaRefusal {
+            status: 488,
+            reason: e.to_string(),
+        })?;
+        let ports: Vec<Option<(u16, u16)>> = (0..sdp.media().len())
+            .map(|i| {
+                let p = 42000 + 10 * i as u16;
+                Some((p, p + 1))
+            })
+            .collect();
+        let origin = trunkd_media::OriginOverride {
+            username: "trunkd",
+            session_id: "2",
+            version: 1,
+        };
+        let a = trunkd_media::application_answer(&sdp, addr(TRUNKD).ip(), &ports, origin, None);
+        Ok(Bytes::from(a.sdp))
     }
 }
 
@@ -320,6 +369,11 @@ pub struct Sim {
     pub no_media: bool,
     /// The engine said it has no call left after a shutdown.
     pub idle: bool,
+    /// The scripted driver of application calls: each action this long
+    /// after the call starts (see [`Sim::enable_applications`]).
+    pub app_script: Vec<(Duration, AppAction)>,
+    /// The kinds of the calls started, in order.
+    pub kinds: Vec<super::invite::CallKind>,
     _dir: tempdir::Dir,
 }
 
@@ -369,8 +423,17 @@ impl Sim {
             call_events: Vec::new(),
             no_media: false,
             idle: false,
+            app_script: Vec::new(),
+            kinds: Vec::new(),
             _dir: tempdir::Dir(dir),
         }
+    }
+
+    /// Registers a scripted application driver, as the shell does with
+    /// its driver factory: application calls are admitted from now on.
+    pub fn enable_applications(&mut self, script: Vec<(Duration, AppAction)>) {
+        self.engine.set_applications(true);
+        self.app_script = script;
     }
 
     /// The PBX sends `req` to trunkd in a new client transaction.
@@ -549,6 +612,7 @@ impl Sim {
                     return;
                 }
                 self.started.push(setup.key);
+                self.kinds.push(setup.admission.kind.clone());
                 let actor = match setup.admission.kind {
                     super::invite::CallKind::Bridge => {
                         Actor::Bridge(Box::new(Call::new(setup.new_call(Box::new(PassThrough)))))
@@ -557,6 +621,15 @@ impl Sim {
                         let mut call = UasCall::new(setup.new_uas_call(Box::new(FixedPorts)));
                         call.answer(now);
                         Actor::Uas(Box::new(call))
+                    }
+                    super::invite::CallKind::Application { .. } => {
+                        let call = UasCall::new(setup.new_uas_call(Box::new(AppPorts)));
+                        let script = self
+                            .app_script
+                            .iter()
+                            .map(|(after, a)| (now + *after, a.clone()))
+                            .collect();
+                        Actor::App(Box::new(call), script)
                     }
                 };
                 self.calls.insert(setup.key, actor);

@@ -391,8 +391,97 @@ fn origination_reaches_the_numbers_voice_connector() {
     );
 }
 
+/// A number on a SIP rule with its SIP media application.
+const SIP_RULE: &str = r#"
+[[numbers]]
+e164_phone_number = "+12065550150"
+product_type = "SipMediaApplicationDialIn"
+
+[[sip_media_applications]]
+id = "sma-ivr"
+endpoints = [ { url = "http://127.0.0.1:8080/sma", priority = 1 } ]
+
+[[sip_rules]]
+id = "rule-1"
+trigger_type = "ToPhoneNumber"
+trigger_value = "+12065550150"
+target_applications = [ { sip_media_application_id = "sma-ivr", priority = 1 } ]
+"#;
+
+/// SPEC §6: with an application driver, a carrier's call to a number on
+/// a SIP rule is answered by trunkd itself (no PBX, no carrier leg), with
+/// its `sendrecv` answer; the driver's Hangup is trunkd's BYE.
+#[test]
+fn an_application_call_is_answered_by_trunkd_and_its_hangup_is_a_bye() {
+    use crate::application::AppAction;
+    let mut sim = Sim::new(NO_CAP, SIP_RULE);
+    sim.enable_applications(vec![
+        (Duration::from_millis(100), AppAction::Answer),
+        (
+            Duration::from_secs(5),
+            AppAction::Hangup {
+                sip_response_code: 480,
+            },
+        ),
+    ]);
+    sim.carrier_sends(carrier_invite("app1", "+12065550150"));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(carrier_finals(&sim), [200]);
+    assert_eq!(
+        sim.kinds,
+        [super::invite::CallKind::Application {
+            sma_id: "sma-ivr".parse().unwrap(),
+            rule_id: "rule-1".parse().unwrap(),
+        }]
+    );
+    let ok = &sim.carrier.finals[0];
+    assert_eq!(
+        String::from_utf8_lossy(&ok.body),
+        "v=0\r\no=trunkd 2 1 IN IP4 127.0.0.1\r\ns=trunkd\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 42000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    );
+    assert!(sim.pbx.requests.is_empty(), "no PBX involved");
+    assert_eq!(sim.engine.calls(), 1);
+    // Nothing but the ACK'd answer until the driver hangs up.
+    assert!(sim.carrier.requests.is_empty());
+    sim.run_for(Duration::from_secs(5));
+    let methods: Vec<_> = sim
+        .carrier
+        .requests
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(methods, [trunkd_sip::Method::Bye]);
+    assert_eq!(
+        sim.carrier.requests[0]
+            .headers
+            .get("Call-ID")
+            .map(|v| &v[..]),
+        Some(&b"app1"[..])
+    );
+    assert_eq!(sim.engine.calls(), 0);
+}
+
+/// Before its answer, an application's Hangup is the final status it asks.
+#[test]
+fn an_application_hangup_before_the_answer_is_its_status() {
+    use crate::application::AppAction;
+    let mut sim = Sim::new(NO_CAP, SIP_RULE);
+    sim.enable_applications(vec![(
+        Duration::from_millis(50),
+        AppAction::Hangup {
+            sip_response_code: 486,
+        },
+    )]);
+    sim.carrier_sends(carrier_invite("app2", "+12065550150"));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(carrier_finals(&sim), [486]);
+    assert_eq!(sim.engine.calls(), 0);
+}
+
 /// SPEC §2.2: an unknown number is 404, a failed inbound call; a number
-/// on a SIP rule is refused until SIP media applications run (480).
+/// on a SIP rule is refused while no application driver is registered
+/// (the daemon today): 480.
 #[test]
 fn origination_refusals_are_answered_and_counted() {
     let rule = r#"

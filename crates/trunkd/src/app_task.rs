@@ -1,0 +1,1275 @@
+//! The task that owns one application call (SPEC §6): trunkd is the far
+//! end of the A leg. It runs the sans-IO `trunkd_b2bua::UasCall`, takes
+//! [`AppAction`]s from its driver one at a time, in order, and reports
+//! [`AppEvent`]s back (see [`crate::application`]).
+//!
+//! Media goes through the call's relay, like every call's: the A side is
+//! answered `sendrecv` on trunkd's ports ([`crate::media_anchor::AppAnchor`]),
+//! prompts and RFC 4733 digits are injected into it
+//! (`trunkd_media::endpoint::leg::LegEndpoint::play`), the caller's digits
+//! come from a relay tap (RFC 4733) and from in-dialog INFO
+//! (`application/dtmf-relay`, `application/dtmf`), and a recording drains
+//! another tap into a WAV file on a blocking thread, so a slow disk costs
+//! packets, never the call.
+//!
+//! The SIP side never waits for media: the running action is a task of
+//! its own, aborted when the call ends. Everything the call spawned ends
+//! with it; the driver's last event is [`AppEvent::Hangup`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, info_span, warn, Instrument};
+use trunkd_b2bua::{CallEnd, CallEvent, CallInput, CallOutput, NewUasCall, UasCall};
+use trunkd_config::Config;
+use trunkd_core::cdr::CallOutcome;
+use trunkd_core::{RuleId, SmaId, TransactionId};
+use trunkd_media::endpoint::dtmf::{parse_info_dtmf, DtmfDigit, DtmfSendConfig, DtmfSender};
+use trunkd_media::endpoint::g711::G711;
+use trunkd_media::endpoint::leg::LegEndpoint;
+use trunkd_media::endpoint::player::{Player, PlayerConfig, Repeat};
+use trunkd_media::endpoint::recorder::{RecordError, Recorder, RecorderConfig};
+use trunkd_media::endpoint::{RtpContinuity, SAMPLE_RATE};
+use trunkd_media::QualityObserver;
+
+use crate::application::{ActionData, AppAction, AppChannels, AppEvent, DigitCollection, HangupBy};
+use crate::daemon::Shared;
+use crate::engine::{EngineTx, Input};
+use crate::media_anchor::{Answered, Relay};
+
+/// Packets a recording may fall behind by before the relay drops them for
+/// it (about twenty seconds of one 20 ms stream).
+const RECORD_TAP_CAPACITY: usize = 1024;
+
+/// Digits pressed and not yet taken by an action or reported.
+const DIGIT_QUEUE: usize = 64;
+
+/// What the application task knows beyond the state machine.
+pub struct AppContext {
+    pub key: u64,
+    pub transaction_id: TransactionId,
+    pub sma_id: SmaId,
+    pub rule_id: RuleId,
+    /// The snapshot the call started with.
+    pub config: Arc<Config>,
+    pub engine: EngineTx,
+    pub shared: Arc<Shared>,
+    pub relay: Relay,
+    /// What the answerer answered, per stream.
+    pub answered: Answered,
+    pub media_events: mpsc::Receiver<trunkd_media::MediaEvent>,
+    pub ports: trunkd_media::PortAllocator,
+    /// The driver: actions in, events out.
+    pub driver: AppChannels,
+    /// Seeds the SSRCs of what trunkd plays.
+    pub seed: u64,
+}
+
+pub async fn run(ctx: AppContext, new: NewUasCall, rx: mpsc::Receiver<CallInput>) {
+    let span = info_span!("application", txn = %ctx.transaction_id, sma = %ctx.sma_id, rule = %ctx.rule_id);
+    drive(ctx, new, rx).instrument(span).await
+}
+
+/// The answered stream trunkd plays into and listens to.
+#[derive(Clone)]
+struct Media {
+    endpoint: Arc<LegEndpoint<QualityObserver>>,
+    relay: Relay,
+    stream: usize,
+    codec: G711,
+    payload_type: u8,
+    telephone_event: Option<u8>,
+}
+
+/// The first stream the answer took, if it is G.711.
+fn answered_media(relay: &Relay, answered: &Answered) -> Option<Media> {
+    let streams = answered.lock().ok()?;
+    let (stream, s) = streams
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.ports.is_some())?;
+    let codec = s.codec.as_ref()?;
+    let law = match codec.encoding.as_str() {
+        "PCMU" => G711::Pcmu,
+        "PCMA" => G711::Pcma,
+        _ => return None,
+    };
+    Some(Media {
+        endpoint: Arc::new(LegEndpoint::new(
+            relay.clone(),
+            trunkd_media::Leg::A,
+            stream,
+        )),
+        relay: relay.clone(),
+        stream,
+        codec: law,
+        payload_type: codec.payload_type,
+        telephone_event: s.telephone_event,
+    })
+}
+
+/// A running action: its outcome, and the digit queue it borrowed.
+type Running = JoinHandle<(Option<AppEvent>, mpsc::Receiver<char>)>;
+
+async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<CallInput>) {
+    let metrics = &ctx.shared.metrics;
+    let resources = &ctx.config.resources;
+    let active = metrics.calls_active(None, resources, "inbound");
+    active.inc();
+    let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
+    let events = ctx.driver.events.clone();
+    let mut call = UasCall::new(new);
+    let (digit_tx, digit_rx) = mpsc::channel::<char>(DIGIT_QUEUE);
+    let mut idle_digits = Some(digit_rx);
+    let mut running: Option<Running> = None;
+    let mut pending: Option<AppAction> = None;
+    let mut driver_open = true;
+    let mut media: Option<Media> = None;
+    let mut pump: Option<JoinHandle<()>> = None;
+    let mut by = HangupBy::Caller;
+    let mut ended: Option<CallEnd> = None;
+    let mut plays: u32 = 0;
+    'call: loop {
+        while let Some(out) = call.poll_output() {
+            match out {
+                CallOutput::Event(CallEvent::Answered { .. }) => {
+                    info!("application call answered");
+                    metrics.answered(None, resources, "inbound");
+                    media = answered_media(&ctx.relay, &ctx.answered);
+                    if let Some(m) = &media {
+                        pump = start_digit_pump(m, digit_tx.clone());
+                    }
+                    let _ = events.send(AppEvent::Answered).await;
+                }
+                CallOutput::Event(CallEvent::Info { content_type, body }) => {
+                    match parse_info_dtmf(&content_type, &body) {
+                        Ok(d) => {
+                            // A full queue loses the key; the caller presses again.
+                            let _ = digit_tx.try_send(d.digit.to_char());
+                        }
+                        Err(e) => debug!(error = %e, "INFO that is not DTMF ignored"),
+                    }
+                }
+                CallOutput::Event(CallEvent::Ended(end)) => {
+                    info!(outcome = ?end.outcome, "application call ended");
+                    ended = Some(end);
+                }
+                CallOutput::Event(CallEvent::HopFailed { .. }) => {}
+                out => {
+                    if ctx
+                        .engine
+                        .send(Input::FromCall { call: ctx.key, out })
+                        .await
+                        .is_err()
+                    {
+                        // The engine is gone: the daemon is stopping.
+                        by = HangupBy::Application;
+                        break 'call;
+                    }
+                }
+            }
+        }
+        if call.is_ended() {
+            break;
+        }
+        // The next action, once the previous one is over.
+        if running.is_none() {
+            if let Some(action) = pending.take() {
+                match action {
+                    AppAction::Answer => {
+                        call.answer(Instant::now());
+                        if !call.is_answered() {
+                            // The offer was refused (488): trunkd ended it.
+                            by = HangupBy::Application;
+                        }
+                    }
+                    AppAction::Hangup { sip_response_code } => {
+                        by = HangupBy::Application;
+                        if call.is_answered() {
+                            call.handle(Instant::now(), CallInput::Hangup);
+                        } else {
+                            call.reject(
+                                Instant::now(),
+                                sip_response_code,
+                                reason(sip_response_code),
+                            );
+                        }
+                    }
+                    action if !call.is_answered() => {
+                        // Media actions answer first, as the managed
+                        // service does; the action runs once the answer's
+                        // outputs are out (a refused offer ends the call).
+                        call.answer(Instant::now());
+                        if call.is_answered() {
+                            pending = Some(action);
+                        } else {
+                            by = HangupBy::Application;
+                            let _ = events
+                                .send(AppEvent::ActionFailed {
+                                    action: action.name(),
+                                    error_type: "SystemError",
+                                    message: "the call could not be answered".into(),
+                                })
+                                .await;
+                        }
+                    }
+                    action => match (&media, idle_digits.take()) {
+                        (Some(m), Some(digits)) => {
+                            plays += 1;
+                            let ssrc = (ctx.seed as u32) ^ plays.wrapping_mul(0x9E37_79B9);
+                            running = Some(tokio::spawn(
+                                execute(action, m.clone(), digits, ssrc).in_current_span(),
+                            ));
+                        }
+                        (_, digits) => {
+                            idle_digits = digits;
+                            let _ = events
+                                .send(AppEvent::ActionFailed {
+                                    action: action.name(),
+                                    error_type: "SystemError",
+                                    message: "no media stream to play or listen on".into(),
+                                })
+                                .await;
+                        }
+                    },
+                }
+                continue 'call;
+            }
+        }
+        tokio::select! {
+            input = rx.recv() => {
+                let input = input.unwrap_or(CallInput::Hangup);
+                if matches!(input, CallInput::Hangup) {
+                    by = HangupBy::Application;
+                }
+                call.handle(Instant::now(), input);
+            }
+            Some(event) = media_events.recv() => {
+                let trunkd_media::MediaEvent::Inactive { idle, .. } = event;
+                info!(idle_s = idle.as_secs(), "no media on the application call; hanging up");
+                metrics.media_inactivity_hangups.inc();
+                by = HangupBy::Application;
+                call.handle(Instant::now(), CallInput::Hangup);
+            }
+            done = join(&mut running) => {
+                running = None;
+                match done {
+                    Ok((event, digits)) => {
+                        idle_digits = Some(digits);
+                        if let Some(e) = event {
+                            let _ = events.send(e).await;
+                        }
+                    }
+                    Err(e) => {
+                        // A panicked action: no digits any more, the call goes on.
+                        warn!(error = %e, "application action failed");
+                        let (_, rx) = mpsc::channel(1);
+                        idle_digits = Some(rx);
+                    }
+                }
+            }
+            Some(d) = next_digit(&mut idle_digits), if running.is_none() => {
+                let _ = events.send(AppEvent::Digits { digits: d.to_string() }).await;
+            }
+            action = ctx.driver.actions.recv(), if running.is_none() && pending.is_none() && driver_open => {
+                match action {
+                    Some(a) => pending = Some(a),
+                    None => {
+                        // A call nobody drives cannot go on.
+                        info!("the application driver is gone; hanging up");
+                        driver_open = false;
+                        pending = Some(AppAction::Hangup { sip_response_code: 480 });
+                    }
+                }
+            }
+        }
+    }
+    if let Some(r) = running.take() {
+        r.abort();
+        let _ = r.await;
+    }
+    if let Some(p) = pump.take() {
+        p.abort();
+        let _ = p.await;
+    }
+    drop(media);
+    let _ = events.send(AppEvent::Hangup { by }).await;
+    // The answerer's handle goes with the call; ours is then the last:
+    // stop the relay and wait until its ports are back in the pool.
+    drop(call);
+    if let Ok(relay) = Arc::try_unwrap(ctx.relay) {
+        let _ = relay.stop().await;
+    }
+    metrics
+        .media_ports_in_use
+        .set((ctx.ports.capacity() - ctx.ports.available()) as i64);
+    if let Some(end) = &ended {
+        if !matches!(end.outcome, CallOutcome::Answered) {
+            metrics.failed(None, resources, "inbound");
+        }
+        // No CDR: the records of SPEC §5.1 are per voice connector, and an
+        // application call has none (the webhook driver will report the
+        // call to its application instead).
+    }
+    active.dec();
+    let _ = ctx.engine.send(Input::CallDone { call: ctx.key }).await;
+}
+
+/// The reason phrase of a final status trunkd sends for an application.
+fn reason(code: u16) -> &'static str {
+    match code {
+        403 => "Forbidden",
+        404 => "Not Found",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        503 => "Service Unavailable",
+        603 => "Decline",
+        _ => "Rejected",
+    }
+}
+
+async fn join(
+    running: &mut Option<Running>,
+) -> Result<(Option<AppEvent>, mpsc::Receiver<char>), tokio::task::JoinError> {
+    match running {
+        Some(r) => r.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_digit(digits: &mut Option<mpsc::Receiver<char>>) -> Option<char> {
+    match digits {
+        Some(d) => d.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// RFC 4733 digits from the caller into the digit queue, until the relay
+/// stops; `None` when the answer kept no telephone-event.
+fn start_digit_pump(m: &Media, tx: mpsc::Sender<char>) -> Option<JoinHandle<()>> {
+    let pt = m.telephone_event?;
+    let mut listener = match m.endpoint.digits(pt) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "no digit listener on the application call");
+            return None;
+        }
+    };
+    Some(tokio::spawn(
+        async move {
+            while let Some(d) = listener.next().await {
+                debug!(digit = %d.digit, "digit (RFC 4733)");
+                if tx.send(d.digit.to_char()).await.is_err() {
+                    return;
+                }
+            }
+        }
+        .in_current_span(),
+    ))
+}
+
+fn succeeded(action: &AppAction, data: ActionData) -> Option<AppEvent> {
+    Some(AppEvent::ActionSucceeded {
+        action: action.name(),
+        data,
+    })
+}
+
+fn failed(action: &AppAction, error_type: &'static str, message: String) -> Option<AppEvent> {
+    Some(AppEvent::ActionFailed {
+        action: action.name(),
+        error_type,
+        message,
+    })
+}
+
+/// Runs one media action to its end; returns its event and the digit queue.
+async fn execute(
+    action: AppAction,
+    m: Media,
+    mut digits: mpsc::Receiver<char>,
+    ssrc: u32,
+) -> (Option<AppEvent>, mpsc::Receiver<char>) {
+    let start = RtpContinuity {
+        ssrc,
+        next_seq: 0,
+        next_ts: 0,
+    };
+    let player = |samples: &Arc<[i16]>, repeat: u32| {
+        Player::new(
+            samples.clone(),
+            PlayerConfig {
+                codec: m.codec,
+                payload_type: m.payload_type,
+                start,
+                repeat: Repeat::Times(repeat),
+                marker_on_first: true,
+            },
+        )
+    };
+    let event = match &action {
+        AppAction::Pause { duration } => {
+            tokio::time::sleep(*duration).await;
+            succeeded(&action, ActionData::None)
+        }
+        AppAction::PlayAudio {
+            samples,
+            repeat,
+            terminators,
+        } => {
+            while digits.try_recv().is_ok() {}
+            let mut p = player(samples, *repeat);
+            let played = {
+                let play = m.endpoint.play(&mut p);
+                tokio::pin!(play);
+                loop {
+                    tokio::select! {
+                        r = &mut play => break r.map(|_| ()),
+                        Some(c) = digits.recv() => {
+                            if terminators.contains(&c) {
+                                break Ok(());
+                            }
+                        }
+                    }
+                }
+            };
+            let _ = m.endpoint.stop();
+            match played {
+                Ok(()) => succeeded(&action, ActionData::None),
+                Err(e) => failed(&action, "SystemError", e.to_string()),
+            }
+        }
+        AppAction::PlayAudioAndGetDigits {
+            samples,
+            failure_samples,
+            attempts,
+            digits: spec,
+        } => {
+            let mut outcome = None;
+            for attempt in 0..(*attempts).max(1) {
+                if attempt > 0 {
+                    if let Some(f) = failure_samples {
+                        let mut p = player(f, 1);
+                        let _ = m.endpoint.play(&mut p).await;
+                    }
+                }
+                while digits.try_recv().is_ok() {}
+                let got = prompt_and_collect(&m, player(samples, 1), spec, &mut digits).await;
+                let event = got.into_event(&action, spec);
+                let done = matches!(event, Some(AppEvent::ActionSucceeded { .. }));
+                outcome = event;
+                if done {
+                    break;
+                }
+            }
+            outcome
+        }
+        AppAction::CollectDigits { digits: spec } => {
+            collect(spec, &mut digits, Collected::default())
+                .await
+                .into_event(&action, spec)
+        }
+        AppAction::SendDigits {
+            digits: keys,
+            tone_duration,
+        } => send_digits(&action, &m, keys, *tone_duration, start).await,
+        AppAction::RecordAudio {
+            path,
+            max_duration,
+            terminators,
+        } => {
+            record(
+                &action,
+                &m,
+                path.clone(),
+                *max_duration,
+                terminators,
+                &mut digits,
+            )
+            .await
+        }
+        // Handled by the call's loop.
+        AppAction::Answer | AppAction::Hangup { .. } => None,
+    };
+    (event, digits)
+}
+
+/// Digits collected so far.
+#[derive(Default)]
+struct Collected {
+    digits: String,
+    terminated: bool,
+}
+
+impl Collected {
+    fn take(&mut self, spec: &DigitCollection, c: char) {
+        if spec.terminators.contains(&c) {
+            self.terminated = true;
+        } else if self.digits.len() < spec.max_digits {
+            self.digits.push(c);
+        }
+    }
+
+    fn done(&self, spec: &DigitCollection) -> bool {
+        self.terminated || self.digits.len() >= spec.max_digits
+    }
+
+    fn into_event(self, action: &AppAction, spec: &DigitCollection) -> Option<AppEvent> {
+        if self.digits.len() >= spec.min_digits {
+            succeeded(action, ActionData::Digits(self.digits))
+        } else {
+            failed(
+                action,
+                "InvalidDigitsReceived",
+                format!(
+                    "{} digits received, at least {} expected",
+                    self.digits.len(),
+                    spec.min_digits
+                ),
+            )
+        }
+    }
+}
+
+/// Plays a prompt, stopped by the first key (barge-in, which counts), then
+/// collects the rest.
+async fn prompt_and_collect(
+    m: &Media,
+    mut prompt: Player,
+    spec: &DigitCollection,
+    digits: &mut mpsc::Receiver<char>,
+) -> Collected {
+    let mut got = Collected::default();
+    {
+        let play = m.endpoint.play(&mut prompt);
+        tokio::pin!(play);
+        tokio::select! {
+            _ = &mut play => {}
+            Some(c) = digits.recv() => got.take(spec, c),
+        }
+    }
+    let _ = m.endpoint.stop();
+    collect(spec, digits, got).await
+}
+
+/// Collects until the spec is met, a terminator, or `timeout` without a key.
+async fn collect(
+    spec: &DigitCollection,
+    digits: &mut mpsc::Receiver<char>,
+    mut got: Collected,
+) -> Collected {
+    while !got.done(spec) {
+        match tokio::time::timeout(spec.timeout, digits.recv()).await {
+            Ok(Some(c)) => got.take(spec, c),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
+}
+
+async fn send_digits(
+    action: &AppAction,
+    m: &Media,
+    keys: &str,
+    tone_duration: Duration,
+    mut start: RtpContinuity,
+) -> Option<AppEvent> {
+    let Some(pt) = m.telephone_event else {
+        return failed(
+            action,
+            "ActionNotSupported",
+            "the caller did not offer telephone-event".into(),
+        );
+    };
+    let parsed: Option<Vec<DtmfDigit>> = keys.chars().map(DtmfDigit::from_char).collect();
+    let Some(parsed) = parsed else {
+        return failed(
+            action,
+            "InvalidActionParameter",
+            format!("not DTMF keys: {keys:?}"),
+        );
+    };
+    for d in parsed {
+        let mut config = DtmfSendConfig::new(pt, start);
+        config.duration = tone_duration;
+        let mut sender = DtmfSender::new(d, config);
+        if let Err(e) = m.endpoint.play(&mut sender).await {
+            return failed(action, "SystemError", e.to_string());
+        }
+        start = sender.continuity();
+        // The gap between two key presses (RFC 4733 §2.5.1.1 senders
+        // leave one; receivers need none).
+        tokio::time::sleep(tone_duration / 2).await;
+    }
+    succeeded(action, ActionData::None)
+}
+
+/// Records the caller's stream to `path` until `max_duration`, a
+/// terminator key, or the end of the call.
+async fn record(
+    action: &AppAction,
+    m: &Media,
+    path: PathBuf,
+    max_duration: Duration,
+    terminators: &[char],
+    digits: &mut mpsc::Receiver<char>,
+) -> Option<AppEvent> {
+    while digits.try_recv().is_ok() {}
+    let mut tap = match m.relay.tap(
+        Some(trunkd_media::Leg::A),
+        Some(m.stream),
+        RECORD_TAP_CAPACITY,
+    ) {
+        Ok(t) => t,
+        Err(e) => return failed(action, "SystemError", e.to_string()),
+    };
+    let mut config = RecorderConfig::default();
+    config.payload_types.retain(|(pt, _)| *pt != m.payload_type);
+    config.payload_types.push((m.payload_type, m.codec));
+    let (packets, queue) = std::sync::mpsc::sync_channel::<bytes::Bytes>(RECORD_TAP_CAPACITY);
+    let file = path.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        let mut rec = Recorder::create(&file, config).map_err(|e| e.to_string())?;
+        for p in queue {
+            match rec.handle_packet(&p) {
+                Ok(()) | Err(RecordError::Rtp(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        rec.finish().map_err(|e| e.to_string())
+    });
+    let deadline = tokio::time::sleep(max_duration);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => break,
+            p = tap.recv() => match p {
+                Some(p) if !p.rtcp => {
+                    // A writer behind loses packets, never the call.
+                    if packets.try_send(p.data).is_err() {
+                        debug!("recording writer behind; packet lost");
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            },
+            d = digits.recv() => match d {
+                Some(c) if terminators.contains(&c) => break,
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    drop(tap);
+    drop(packets);
+    match writer.await {
+        Ok(Ok(stats)) => {
+            let samples = stats.audio_samples + stats.silence_samples;
+            let duration = Duration::from_micros(samples * 1_000_000 / u64::from(SAMPLE_RATE));
+            succeeded(action, ActionData::Recording { path, duration })
+        }
+        Ok(Err(e)) => failed(action, "SystemError", e),
+        Err(e) => failed(action, "SystemError", e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The task over real sockets on 127.0.0.1: a UDP "phone" at the far
+    //! end of the A leg, the engine's side read from its channel.
+
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::SystemTime;
+
+    use bytes::Bytes;
+    use trunkd_b2bua::{Leg, LocalAddrs};
+    use trunkd_core::SrtpPolicy;
+    use trunkd_media::endpoint::net::send_paced;
+    use trunkd_media::endpoint::{parse_rtp, write_rtp_header};
+    use trunkd_media::{PortAllocator, RelayConfig};
+    use trunkd_sip::transaction::{Endpoint, Limits, Peer, ServerTxId, TimerConfig, TxEvent};
+    use trunkd_sip::{Method, Request, SipMessage};
+
+    use super::*;
+    use crate::application::{channels, DriverChannels};
+
+    const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    const WAIT: Duration = Duration::from_secs(3);
+
+    fn request(text: &str) -> Request {
+        match SipMessage::parse(Bytes::from(text.to_owned())) {
+            Ok(SipMessage::Request(r)) => r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    fn invite(phone_port: u16) -> Request {
+        let sdp = format!(
+            "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {phone_port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        );
+        request(&format!(
+            "INVITE sip:+12065550150@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-app-1\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+14155550123@127.0.0.1>;tag=phone\r\n\
+             To: <sip:+12065550150@127.0.0.1>\r\n\
+             Call-ID: app-call-1\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:phone@127.0.0.1:5099>\r\n\
+             Content-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ))
+    }
+
+    fn info(to_tag: &str, digit: char) -> Request {
+        let body = format!("Signal={digit}\r\nDuration=160\r\n");
+        request(&format!(
+            "INFO sip:trunkd@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-app-info\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+14155550123@127.0.0.1>;tag=phone\r\n\
+             To: <sip:+12065550150@127.0.0.1>;tag={to_tag}\r\n\
+             Call-ID: app-call-1\r\n\
+             CSeq: 2 INFO\r\n\
+             Content-Type: application/dtmf-relay\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    /// The server transaction ids a transaction layer gives `reqs`.
+    fn server_txs(reqs: &[&Request]) -> Vec<ServerTxId> {
+        let mut ep = Endpoint::new(TimerConfig::default(), Limits::default());
+        let mut ids = Vec::new();
+        for r in reqs {
+            ep.handle_message(
+                Instant::now(),
+                SipMessage::Request((*r).clone()),
+                Peer::udp("127.0.0.1:5099".parse().unwrap()),
+            );
+            while let Some(ev) = ep.poll_event() {
+                if let TxEvent::NewRequest { tx, .. } = ev {
+                    ids.push(tx);
+                }
+            }
+        }
+        ids
+    }
+
+    /// The next output the task hands the engine (skipping registrations).
+    async fn next_out(engine: &mut mpsc::Receiver<Input>) -> CallOutput {
+        loop {
+            match tokio::time::timeout(WAIT, engine.recv()).await {
+                Ok(Some(Input::FromCall { out, .. })) => match out {
+                    CallOutput::Register { .. } | CallOutput::Unregister { .. } => {}
+                    out => return out,
+                },
+                Ok(Some(_)) => {}
+                other => panic!("no output from the task: {}", other.is_ok()),
+            }
+        }
+    }
+
+    async fn next_event(drv: &mut DriverChannels) -> AppEvent {
+        tokio::time::timeout(WAIT, drv.events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the task is alive")
+    }
+
+    async fn recv_rtp(phone: &tokio::net::UdpSocket) -> Vec<u8> {
+        let mut buf = [0u8; 2000];
+        let (n, _) = tokio::time::timeout(WAIT, phone.recv_from(&mut buf))
+            .await
+            .expect("RTP in time")
+            .unwrap();
+        buf[..n].to_vec()
+    }
+
+    /// A started application call and everything around it.
+    struct Rig {
+        dir: std::path::PathBuf,
+        alloc: PortAllocator,
+        phone: tokio::net::UdpSocket,
+        /// The INVITE's and an INFO's server transactions.
+        txs: Vec<ServerTxId>,
+        engine: mpsc::Receiver<Input>,
+        call_tx: mpsc::Sender<CallInput>,
+        drv: DriverChannels,
+        task: JoinHandle<()>,
+        /// The call's relay, not kept alive by the test.
+        relay: std::sync::Weak<trunkd_media::RelayHandle<QualityObserver>>,
+    }
+
+    /// Waits until `relay` has `n` taps open (an action listening).
+    async fn taps_open(
+        relay: &std::sync::Weak<trunkd_media::RelayHandle<QualityObserver>>,
+        n: usize,
+    ) {
+        for _ in 0..300 {
+            let open = match relay.upgrade() {
+                Some(r) => r.stats().await.map_or(0, |s| s.taps.open),
+                None => 0,
+            };
+            if open == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{n} taps never opened");
+    }
+
+    async fn rig(port_base: u16, tag: &str) -> Rig {
+        let dir = std::env::temp_dir().join(format!("trunkd-app-{tag}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let config = crate::engine::sim::config(&dir, "", "");
+        let tls = crate::tls::TlsConfigs::load(&Default::default()).unwrap();
+        let shared = Arc::new(Shared::new(config, tls));
+        let alloc = PortAllocator::new(port_base, port_base + 99).unwrap();
+        let (media_tx, media_rx) = mpsc::channel(4);
+        let (anchor, relay) = crate::media_anchor::RelayAnchor::start(
+            &alloc,
+            LO,
+            LO,
+            RelayConfig {
+                inactivity_timeout: None,
+                ..Default::default()
+            },
+            SrtpPolicy::default(),
+            media_tx,
+            None,
+        )
+        .unwrap();
+        let (answerer, answered) = crate::media_anchor::AppAnchor::new(anchor, 5);
+        let phone = tokio::net::UdpSocket::bind((LO, 0)).await.unwrap();
+        let phone_port = phone.local_addr().unwrap().port();
+        let inv = invite(phone_port);
+        let txs = server_txs(&[&inv, &info("x", '7')]);
+        let new = NewUasCall {
+            seed: 11,
+            now: Instant::now(),
+            wall: SystemTime::now(),
+            local: LocalAddrs {
+                udp: Some("127.0.0.1:5060".parse().unwrap()),
+                tcp: None,
+                tls: None,
+                advertised: None,
+            },
+            invite: inv,
+            invite_tx: txs[0],
+            a_dest: Peer::udp("127.0.0.1:5099".parse().unwrap()),
+            contact_feature: None,
+            answerer: Box::new(answerer),
+        };
+        let (engine_tx, engine) = mpsc::channel(64);
+        let (call_tx, call_rx) = mpsc::channel(64);
+        let (app, drv) = channels();
+        let ctx = AppContext {
+            key: 1,
+            transaction_id: TransactionId::from_random_bytes([3; 16]),
+            sma_id: "sma-ivr".parse().unwrap(),
+            rule_id: "rule-1".parse().unwrap(),
+            config: shared.config(),
+            engine: engine_tx,
+            shared: shared.clone(),
+            relay: relay.clone(),
+            answered,
+            media_events: media_rx,
+            ports: alloc.clone(),
+            driver: app,
+            seed: 99,
+        };
+        let weak = Arc::downgrade(&relay);
+        drop(relay);
+        let task = tokio::spawn(run(ctx, new, call_rx));
+        Rig {
+            relay: weak,
+            dir,
+            alloc,
+            phone,
+            txs,
+            engine,
+            call_tx,
+            drv,
+            task,
+        }
+    }
+
+    /// The whole application call: answered 200 with the sendrecv answer,
+    /// a prompt the phone hears as sent (within G.711), digits "12#" over
+    /// RFC 4733 collected as "12", an INFO digit reported, the phone's audio
+    /// recorded exactly, and the application's Hangup a BYE.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_application_call_plays_listens_records_and_hangs_up() {
+        let Rig {
+            dir,
+            alloc,
+            phone,
+            txs,
+            mut engine,
+            call_tx,
+            mut drv,
+            task,
+            relay,
+        } = rig(31600, "full").await;
+
+        // Answer: 200 with trunkd's sendrecv SDP on its A-side port.
+        drv.actions.send(AppAction::Answer).await.unwrap();
+        let CallOutput::SendResponse { response, .. } = next_out(&mut engine).await else {
+            panic!("no 200");
+        };
+        assert_eq!(response.status.as_u16(), 200);
+        let sdp = String::from_utf8_lossy(&response.body).into_owned();
+        let a_port: u16 = sdp
+            .split("m=audio ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        assert!(
+            sdp.ends_with(&format!(
+                "m=audio {a_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+            )),
+            "{sdp}"
+        );
+        let to_tag = response
+            .headers
+            .get("To")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .and_then(|t| t.split("tag=").nth(1).map(str::to_owned))
+            .unwrap();
+        assert_eq!(next_event(&mut drv).await, AppEvent::Answered);
+        let trunkd: SocketAddr = (LO, a_port).into();
+
+        // PlayAudio: five packets the phone decodes to the prompt.
+        let prompt: Vec<i16> = (0..800).map(|i| ((i * 91) % 4000 - 2000) as i16).collect();
+        drv.actions
+            .send(AppAction::PlayAudio {
+                samples: prompt.clone().into(),
+                repeat: 1,
+                terminators: vec!['#'],
+            })
+            .await
+            .unwrap();
+        let mut heard = Vec::new();
+        for _ in 0..5 {
+            let p = recv_rtp(&phone).await;
+            let p = parse_rtp(&p).unwrap();
+            assert_eq!(p.payload_type, 0);
+            G711::Pcmu.decode_into(p.payload, &mut heard);
+        }
+        let mut expected = Vec::new();
+        let mut encoded = Vec::new();
+        G711::Pcmu.encode_into(&prompt, &mut encoded);
+        G711::Pcmu.decode_into(&encoded, &mut expected);
+        assert_eq!(heard, expected);
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::ActionSucceeded {
+                action: "PlayAudio",
+                data: ActionData::None
+            }
+        );
+
+        // PlayAudioAndGetDigits: the phone presses 1, 2, # once the
+        // prompt is heard.
+        drv.actions
+            .send(AppAction::PlayAudioAndGetDigits {
+                samples: prompt.clone().into(),
+                failure_samples: None,
+                attempts: 1,
+                digits: DigitCollection {
+                    min_digits: 1,
+                    max_digits: 5,
+                    terminators: vec!['#'],
+                    timeout: Duration::from_secs(2),
+                },
+            })
+            .await
+            .unwrap();
+        recv_rtp(&phone).await;
+        let mut cont = RtpContinuity {
+            ssrc: 0xFACE,
+            next_seq: 1,
+            next_ts: 1000,
+        };
+        for c in ['1', '2', '#'] {
+            let mut config = DtmfSendConfig::new(101, cont);
+            config.interval = Duration::from_millis(20);
+            let mut s = DtmfSender::new(DtmfDigit::from_char(c).unwrap(), config);
+            send_paced(&phone, trunkd, &mut s).await.unwrap();
+            cont = s.continuity();
+        }
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::ActionSucceeded {
+                action: "PlayAudioAndGetDigits",
+                data: ActionData::Digits("12".into())
+            }
+        );
+
+        // An INFO digit while no action listens: answered 200, reported.
+        call_tx
+            .send(CallInput::Request {
+                leg: Leg::A,
+                tx: txs[1],
+                request: info(&to_tag, '7'),
+            })
+            .await
+            .unwrap();
+        let CallOutput::SendResponse { response, .. } = next_out(&mut engine).await else {
+            panic!("no answer to the INFO");
+        };
+        assert_eq!(response.status.as_u16(), 200);
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::Digits { digits: "7".into() }
+        );
+
+        // RecordAudio until '#': the WAV holds what the phone sent.
+        let path = dir.join("rec").join("caller.wav");
+        drv.actions
+            .send(AppAction::RecordAudio {
+                path: path.clone(),
+                max_duration: Duration::from_secs(5),
+                terminators: vec!['#'],
+            })
+            .await
+            .unwrap();
+        // The digit listener's tap and the recording's.
+        taps_open(&relay, 2).await;
+        let mut sent = Vec::new();
+        for i in 0..10u16 {
+            let payload: Vec<u8> = (0..160u16).map(|j| (j * 3 + i * 7) as u8).collect();
+            G711::Pcmu.decode_into(&payload, &mut sent);
+            let mut p = Vec::new();
+            write_rtp_header(
+                &mut p,
+                i == 0,
+                0,
+                cont.next_seq.wrapping_add(i),
+                cont.next_ts + 160 * u32::from(i),
+                0xFACE,
+            );
+            p.extend_from_slice(&payload);
+            phone.send_to(&p, trunkd).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut config = DtmfSendConfig::new(
+            101,
+            RtpContinuity {
+                ssrc: 0xFACE,
+                next_seq: cont.next_seq.wrapping_add(10),
+                next_ts: cont.next_ts + 1600,
+            },
+        );
+        config.interval = Duration::from_millis(20);
+        let mut s = DtmfSender::new(DtmfDigit::from_char('#').unwrap(), config);
+        send_paced(&phone, trunkd, &mut s).await.unwrap();
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::ActionSucceeded {
+                action: "RecordAudio",
+                data: ActionData::Recording {
+                    path: path.clone(),
+                    duration: Duration::from_millis(200)
+                }
+            }
+        );
+        let recorded = trunkd_media::endpoint::wav::read_wav_file_8k(&path).unwrap();
+        assert_eq!(recorded, sent);
+
+        // SendDigits: the phone gets RFC 4733 events for 5 on type 101,
+        // ending with end packets (leftover prompt packets skipped).
+        drv.actions
+            .send(AppAction::SendDigits {
+                digits: "5".into(),
+                tone_duration: Duration::from_millis(100),
+            })
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        while events.last().is_none_or(|e: &(u8, bool)| !e.1) {
+            let p = recv_rtp(&phone).await;
+            let p = parse_rtp(&p).unwrap();
+            if p.payload_type == 101 {
+                events.push((p.payload[0], p.payload[1] & 0x80 != 0));
+            }
+        }
+        assert!(events.iter().all(|e| e.0 == 5), "{events:?}");
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::ActionSucceeded {
+                action: "SendDigits",
+                data: ActionData::None
+            }
+        );
+
+        // Hangup: trunkd's BYE, the last event, the task done.
+        drv.actions
+            .send(AppAction::Hangup {
+                sip_response_code: 480,
+            })
+            .await
+            .unwrap();
+        let CallOutput::SendRequest { request, .. } = next_out(&mut engine).await else {
+            panic!("no BYE");
+        };
+        assert_eq!(request.method, Method::Bye);
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::Hangup {
+                by: HangupBy::Application
+            }
+        );
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+        assert_eq!(alloc.available(), alloc.capacity(), "ports returned");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A media action before any Answer answers first (the managed
+    /// service's implicit answer); too few digits fail after the failure
+    /// prompt and the retry; the caller's BYE ends the running
+    /// action and the call: the driver's last event is Hangup by the
+    /// caller, and the task ends with its ports returned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_media_action_answers_implicitly_and_the_callers_bye_ends_the_call() {
+        let Rig {
+            dir,
+            alloc,
+            phone,
+            txs,
+            mut engine,
+            call_tx,
+            mut drv,
+            task,
+            ..
+        } = rig(31700, "bye").await;
+        // No key pressed: prompt, failure prompt, prompt again, then the
+        // action fails.
+        let (prompt, failure) = (vec![1000i16; 160], vec![-3000i16; 160]);
+        drv.actions
+            .send(AppAction::PlayAudioAndGetDigits {
+                samples: prompt.into(),
+                failure_samples: Some(failure.into()),
+                attempts: 2,
+                digits: DigitCollection {
+                    min_digits: 1,
+                    max_digits: 4,
+                    terminators: vec!['#'],
+                    timeout: Duration::from_millis(300),
+                },
+            })
+            .await
+            .unwrap();
+        let CallOutput::SendResponse { response, .. } = next_out(&mut engine).await else {
+            panic!("no 200");
+        };
+        assert_eq!(response.status.as_u16(), 200);
+        assert_eq!(next_event(&mut drv).await, AppEvent::Answered);
+        let mut heard = Vec::new();
+        for _ in 0..3 {
+            let p = recv_rtp(&phone).await;
+            heard.push(parse_rtp(&p).unwrap().payload[0]);
+        }
+        let (p, f) = (G711::Pcmu.encode(1000), G711::Pcmu.encode(-3000));
+        assert_eq!(heard, [p, f, p]);
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::ActionFailed {
+                action: "PlayAudioAndGetDigits",
+                error_type: "InvalidDigitsReceived",
+                message: "0 digits received, at least 1 expected".into(),
+            }
+        );
+        drv.actions
+            .send(AppAction::Pause {
+                duration: Duration::from_secs(60),
+            })
+            .await
+            .unwrap();
+        let to_tag = response
+            .headers
+            .get("To")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .and_then(|t| t.split("tag=").nth(1).map(str::to_owned))
+            .unwrap();
+        let bye = info(&to_tag, '1').to_bytes().to_vec();
+        let bye = String::from_utf8_lossy(&bye)
+            .replace("INFO sip:", "BYE sip:")
+            .replace("CSeq: 2 INFO", "CSeq: 3 BYE");
+        call_tx
+            .send(CallInput::Request {
+                leg: Leg::A,
+                tx: txs[1],
+                request: request(&bye),
+            })
+            .await
+            .unwrap();
+        let CallOutput::SendResponse { response, .. } = next_out(&mut engine).await else {
+            panic!("no answer to the BYE");
+        };
+        assert_eq!(response.status.as_u16(), 200);
+        assert_eq!(
+            next_event(&mut drv).await,
+            AppEvent::Hangup {
+                by: HangupBy::Caller
+            }
+        );
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+        assert_eq!(alloc.available(), alloc.capacity(), "ports returned");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// PlayAudioAndGetDigits' rules: digits up to `max_digits`, a
+    /// terminator ends and is not kept, fewer than `min_digits` fails.
+    #[test]
+    fn digit_collection_stops_at_max_or_a_terminator_and_checks_min() {
+        let spec = DigitCollection {
+            min_digits: 2,
+            max_digits: 3,
+            terminators: vec!['#', '*'],
+            timeout: Duration::from_secs(1),
+        };
+        let run = |keys: &str| {
+            let mut got = Collected::default();
+            for c in keys.chars() {
+                if got.done(&spec) {
+                    break;
+                }
+                got.take(&spec, c);
+            }
+            let action = AppAction::CollectDigits {
+                digits: spec.clone(),
+            };
+            got.into_event(&action, &spec)
+        };
+        let ok = |d: &str| {
+            Some(AppEvent::ActionSucceeded {
+                action: "CollectDigits",
+                data: ActionData::Digits(d.into()),
+            })
+        };
+        assert_eq!(run("12#9"), ok("12"));
+        assert_eq!(run("12345"), ok("123"));
+        assert_eq!(
+            run("4*"),
+            Some(AppEvent::ActionFailed {
+                action: "CollectDigits",
+                error_type: "InvalidDigitsReceived",
+                message: "1 digits received, at least 2 expected".into(),
+            })
+        );
+    }
+}
