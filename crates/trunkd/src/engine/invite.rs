@@ -383,49 +383,17 @@ fn terminate(
     invite: &NewInvite<'_>,
     ruri_host: &str,
 ) -> InviteDecision {
-    let req = invite.request;
     let resources = &ctx.config.resources;
-    let settings = &ctx.config.settings;
-    let domain = &settings.daemon.outbound_host_domain;
-    let ruri_user = trunkd_b2bua::leg::request_uri_user(req).unwrap_or_default();
-    let from_user = trunkd_b2bua::leg::header_user(&req.headers, "From");
-    let pai_user = trunkd_b2bua::leg::header_user(&req.headers, "P-Asserted-Identity");
-    let proxy_auth = req
-        .headers
-        .get("Proxy-Authorization")
-        .map(|v| String::from_utf8_lossy(v).into_owned());
-    let offers_srtp = trunkd_media::sdes::offers_srtp(&crate::engine::session_sdp(req));
-
-    let source = invite.peer.addr.ip();
-    let treq = TerminationRequest {
-        method: "INVITE",
-        request_uri_user: &ruri_user,
-        request_uri_host: ruri_host,
-        source,
-        over_tls: invite.peer.transport == TxTransport::Tls,
-        client_certificate_verified: invite.client_verified,
-        offers_srtp,
-        from_user: from_user.as_deref(),
-        pai_user: pai_user.as_deref(),
-        proxy_authorization: proxy_auth.as_deref(),
-    };
-    let policy = TerminationPolicy {
-        outbound_host_domain: domain,
-        emergency_numbers: &settings.routing.emergency_numbers,
-        nonce_issuer: ctx.nonce_issuer,
-    };
-    let mut salt = [0u8; 8];
-    salt[..4].copy_from_slice(&rng.next_u32().to_le_bytes());
-    salt[4..].copy_from_slice(&rng.next_u32().to_le_bytes());
+    let domain = &ctx.config.settings.daemon.outbound_host_domain;
+    let c = CustomerRequest::read(invite);
+    let (ruri_user, from_user, source) = (c.ruri_user.clone(), c.from_user.clone(), c.source);
+    let (policy, now, salt) = c.admission_inputs(ctx, rng);
     let admitted = admit_termination(
         resources,
         &policy,
         state,
-        &treq,
-        Now {
-            instant: ctx.now,
-            wall: ctx.wall,
-        },
+        &c.termination_request(invite, ruri_host, true),
+        now,
         salt,
     );
     let admitted = match admitted {
@@ -557,7 +525,7 @@ fn termination_refused(
     )
 }
 
-/// A recording session/// A recording session to a VC (SPEC §2.6): admitted by who sends it
+/// A recording session to a VC (SPEC §2.6): admitted by who sends it
 /// (`admit_recording`: VC, CIDR, digest, encryption, client certificate),
 /// not by what it would dial (no CPS, E.164, calling plan or caller ID).
 fn record(
@@ -567,41 +535,14 @@ fn record(
     invite: &NewInvite<'_>,
     ruri_host: &str,
 ) -> InviteDecision {
-    let req = invite.request;
     let resources = &ctx.config.resources;
-    let settings = &ctx.config.settings;
-    let domain = &settings.daemon.outbound_host_domain;
-    let ruri_user = trunkd_b2bua::leg::request_uri_user(req).unwrap_or_default();
-    let from_user = trunkd_b2bua::leg::header_user(&req.headers, "From");
-    let proxy_auth = req
-        .headers
-        .get("Proxy-Authorization")
-        .map(|v| String::from_utf8_lossy(v).into_owned());
-    let source = invite.peer.addr.ip();
-    let treq = TerminationRequest {
-        method: "INVITE",
-        request_uri_user: &ruri_user,
-        request_uri_host: ruri_host,
-        source,
-        over_tls: invite.peer.transport == TxTransport::Tls,
-        client_certificate_verified: invite.client_verified,
-        offers_srtp: trunkd_media::sdes::offers_srtp(&crate::engine::session_sdp(req)),
-        from_user: from_user.as_deref(),
-        pai_user: None,
-        proxy_authorization: proxy_auth.as_deref(),
-    };
-    let policy = TerminationPolicy {
-        outbound_host_domain: domain,
-        emergency_numbers: &settings.routing.emergency_numbers,
-        nonce_issuer: ctx.nonce_issuer,
-    };
-    let mut salt = [0u8; 8];
-    salt[..4].copy_from_slice(&rng.next_u32().to_le_bytes());
-    salt[4..].copy_from_slice(&rng.next_u32().to_le_bytes());
-    let now = Now {
-        instant: ctx.now,
-        wall: ctx.wall,
-    };
+    let domain = &ctx.config.settings.daemon.outbound_host_domain;
+    let c = CustomerRequest::read(invite);
+    let (ruri_user, from_user, source) = (c.ruri_user.clone(), c.from_user.clone(), c.source);
+    let (policy, now, salt) = c.admission_inputs(ctx, rng);
+    // A recording's caller ID is the recorded call's business, not trunkd's:
+    // no PAI is read.
+    let treq = c.termination_request(invite, ruri_host, false);
     let source_number = from_user.clone().unwrap_or_default();
     let admitted = match admit_recording(resources, &policy, state, &treq, now, salt) {
         Ok(a) => a,
@@ -626,6 +567,78 @@ fn record(
         a_srtp: SrtpPolicy::for_hop(transport_of(invite.peer), required, None),
         emergency: false,
     }))
+}
+
+/// What termination and recording admission read from a customer's
+/// INVITE, parsed once.
+struct CustomerRequest {
+    ruri_user: String,
+    from_user: Option<String>,
+    pai_user: Option<String>,
+    proxy_authorization: Option<String>,
+    offers_srtp: bool,
+    source: IpAddr,
+}
+
+impl CustomerRequest {
+    fn read(invite: &NewInvite<'_>) -> CustomerRequest {
+        let req = invite.request;
+        CustomerRequest {
+            ruri_user: trunkd_b2bua::leg::request_uri_user(req).unwrap_or_default(),
+            from_user: trunkd_b2bua::leg::header_user(&req.headers, "From"),
+            pai_user: trunkd_b2bua::leg::header_user(&req.headers, "P-Asserted-Identity"),
+            proxy_authorization: req
+                .headers
+                .get("Proxy-Authorization")
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            offers_srtp: trunkd_media::sdes::offers_srtp(&crate::engine::session_sdp(req)),
+            source: invite.peer.addr.ip(),
+        }
+    }
+
+    /// The admission input; `with_pai`: whether the P-Asserted-Identity
+    /// user counts as the caller.
+    fn termination_request<'a>(
+        &'a self,
+        invite: &NewInvite<'_>,
+        ruri_host: &'a str,
+        with_pai: bool,
+    ) -> TerminationRequest<'a> {
+        TerminationRequest {
+            method: "INVITE",
+            request_uri_user: &self.ruri_user,
+            request_uri_host: ruri_host,
+            source: self.source,
+            over_tls: invite.peer.transport == TxTransport::Tls,
+            client_certificate_verified: invite.client_verified,
+            offers_srtp: self.offers_srtp,
+            from_user: self.from_user.as_deref(),
+            pai_user: self.pai_user.as_deref().filter(|_| with_pai),
+            proxy_authorization: self.proxy_authorization.as_deref(),
+        }
+    }
+
+    /// The policy, the time and a fresh nonce salt for admission.
+    fn admission_inputs<'c>(
+        &self,
+        ctx: &InviteContext<'c>,
+        rng: &mut Rng,
+    ) -> (TerminationPolicy<'c>, Now, [u8; 8]) {
+        let settings = &ctx.config.settings;
+        let policy = TerminationPolicy {
+            outbound_host_domain: &settings.daemon.outbound_host_domain,
+            emergency_numbers: &settings.routing.emergency_numbers,
+            nonce_issuer: ctx.nonce_issuer,
+        };
+        let mut salt = [0u8; 8];
+        salt[..4].copy_from_slice(&rng.next_u32().to_le_bytes());
+        salt[4..].copy_from_slice(&rng.next_u32().to_le_bytes());
+        let now = Now {
+            instant: ctx.now,
+            wall: ctx.wall,
+        };
+        (policy, now, salt)
+    }
 }
 
 fn transport_of(peer: Peer) -> trunkd_core::Transport {
