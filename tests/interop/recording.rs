@@ -159,6 +159,21 @@ fn a_siprec_session_is_answered_recvonly_and_recorded_to_wav() {
     assert_eq!(c["VoiceConnectorId"], "vc-east");
     assert_eq!(c["DestinationPhoneNumber"], "srs");
     let txn = c["TransactionId"].as_str().unwrap();
+    // SPEC §5.2: the recorded session's SDR, joined to its CDR by the
+    // TransactionId, under the same key layout.
+    let sdrs = sdrs(&records(&d));
+    assert_eq!(sdrs.len(), 1, "{sdrs:?}");
+    let sdr = &sdrs[0];
+    assert_eq!(sdr["TransactionId"], txn);
+    assert_eq!(sdr["SchemaVersion"], "1.0");
+    assert_eq!(sdr["Status"], "Completed");
+    assert_eq!(sdr["StatusMessage"], "Streaming succeeded");
+    assert_eq!(sdr["VoiceConnectorId"], "vc-east");
+    assert_eq!(sdr["UsageType"], "local-VC-kinesis-audio-streaming");
+    assert_eq!(
+        sdr["_key"].as_str().unwrap().replace("-SDRs/", "-CDRs/"),
+        c["_key"].as_str().unwrap()
+    );
     for (stream, samples) in expected.iter().enumerate() {
         let path = d.dir.join("audio").join(format!("{txn}-{stream}.wav"));
         let got = trunkd_media::endpoint::wav::read_wav_file_8k(&path)
@@ -240,6 +255,8 @@ fn a_record_only_session_without_a_sink_is_answered_counted_and_ended_by_inactiv
     assert_eq!(cdrs.len(), 1, "{}", d.log());
     assert_eq!(cdrs[0]["Streaming"], false);
     assert_eq!(cdrs[0]["Status"], "Completed");
+    // Nothing was configured to stream to: no SDR.
+    assert!(sdrs(&records(&d)).is_empty());
     d.wait_metric("recording_sessions_total{outcome=\"not_recorded\"}", 1.0);
     d.wait_metric("recording_packets_total{result=\"unrecorded\"}", 10.0);
     d.wait_metric("recording_packets_total{result=\"recorded\"}", 0.0);

@@ -461,6 +461,16 @@ pub fn free_port_on(ip: &str) -> u16 {
 
 /// Every CDR file under `dir`, parsed.
 pub fn cdrs(dir: &Path) -> Vec<serde_json::Value> {
+    records_in(dir, "Amazon-Chime-Voice-Connector-CDRs")
+}
+
+/// Every SDR under a records directory (SPEC §5.2).
+pub fn sdrs(dir: &Path) -> Vec<serde_json::Value> {
+    records_in(dir, "Amazon-Chime-Voice-Connector-SDRs")
+}
+
+/// Every record under `dir` whose key has `folder` in it.
+fn records_in(dir: &Path, folder: &str) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -471,7 +481,8 @@ pub fn cdrs(dir: &Path) -> Vec<serde_json::Value> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if !p.to_string_lossy().ends_with(".tmp") {
+            } else if !p.to_string_lossy().ends_with(".tmp") && p.to_string_lossy().contains(folder)
+            {
                 let text = std::fs::read_to_string(&p).unwrap();
                 let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
                 v["_key"] = serde_json::Value::String(

@@ -2,6 +2,7 @@
 //! sans-IO `trunkd_b2bua::UasCall`, answers at once with every stream
 //! receive-only, records each audio stream to a WAV file, and when the
 //! session ends writes its CDR (`Streaming: true` when a file was written)
+//! and its SDR (SPEC §5.2)
 //! and counts it. Everything it spawned ends with it.
 //!
 //! Recording is off the call's path: the relay copies the A leg's packets
@@ -22,7 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 use trunkd_b2bua::{CallEnd, CallEvent, CallInput, CallOutput, NewUasCall, UasCall};
 use trunkd_config::Config;
-use trunkd_core::cdr::{CallFacts, CallOutcome, Direction};
+use trunkd_core::cdr::{CallFacts, CallOutcome, Direction, StreamFacts, StreamOutcome};
 use trunkd_core::{StreamingSink, TransactionId, VcId};
 use trunkd_media::endpoint::g711::G711;
 use trunkd_media::endpoint::recorder::{RecordError, Recorder, RecorderConfig};
@@ -213,6 +214,27 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                 streaming,
             };
             crate::records::write_cdr(&ctx.config, &facts, metrics);
+            // SPEC §2.6/§5.2: a recorded session also has an SDR, with the
+            // same TransactionId; a session whose sink could not take the
+            // audio has a failed one.
+            if let (Some(answered_at), Some(_)) = (end.answered, &dir) {
+                let outcome = if streaming {
+                    StreamOutcome::Succeeded
+                } else {
+                    StreamOutcome::Failed {
+                        reason: "Recording could not be written".to_owned(),
+                    }
+                };
+                let facts = StreamFacts {
+                    transaction_id: ctx.transaction_id,
+                    call_id: &call_id,
+                    voice_connector_id: vc_id,
+                    start: answered_at,
+                    end: end.end,
+                    outcome,
+                };
+                crate::records::write_sdr(&ctx.config, &facts, start, metrics);
+            }
         }
     }
     active.dec();

@@ -1,5 +1,5 @@
-//! Writing records: one JSON file per CDR under the managed service's key
-//! layout (SPEC §5.1), atomically (temp file, fsync, rename), so a reader
+//! Writing records: one JSON file per CDR and per SDR under the managed
+//! service's key layout (SPEC §5.1, §5.2), atomically (temp file, fsync, rename), so a reader
 //! never sees half a record and a record written before SIGTERM survives.
 
 use std::io::Write;
@@ -7,19 +7,16 @@ use std::path::Path;
 
 use tracing::{error, warn};
 use trunkd_config::Config;
-use trunkd_core::cdr::{build_cdr, cdr_key, CallFacts, CdrSettings};
+use trunkd_core::cdr::{
+    build_cdr, build_sdr, cdr_key, sdr_key, CallFacts, CdrSettings, StreamFacts,
+};
 
 use crate::metrics::Metrics;
 
 pub fn write_cdr(config: &Config, facts: &CallFacts<'_>, metrics: &Metrics) {
     let s = &config.settings;
-    if !s.records.enabled {
+    let Some(settings) = settings_of(config) else {
         return;
-    }
-    let settings = CdrSettings {
-        account_id: &s.daemon.account_id,
-        region: &s.daemon.region,
-        service_code: &s.records.service_code,
     };
     let cdr = build_cdr(facts, &settings, &config.resources);
     let key = cdr_key(
@@ -28,19 +25,61 @@ pub fn write_cdr(config: &Config, facts: &CallFacts<'_>, metrics: &Metrics) {
         facts.start,
         facts.transaction_id,
     );
-    let json = match serde_json::to_vec(&cdr) {
+    write_record(config, "cdr", &key, &cdr, metrics);
+}
+
+/// The SDR of a streamed call; `call_start` is the call's start, which
+/// names its key like the CDR's (the two share the folder layout and the
+/// TransactionId).
+pub fn write_sdr(
+    config: &Config,
+    facts: &StreamFacts<'_>,
+    call_start: std::time::SystemTime,
+    metrics: &Metrics,
+) {
+    let Some(settings) = settings_of(config) else {
+        return;
+    };
+    let sdr = build_sdr(facts, &settings, &config.resources);
+    let key = sdr_key(
+        &config.settings.records.key_prefix,
+        facts.voice_connector_id,
+        call_start,
+        facts.transaction_id,
+    );
+    write_record(config, "sdr", &key, &sdr, metrics);
+}
+
+/// What records are written with; `None` when records are off.
+fn settings_of(config: &Config) -> Option<CdrSettings<'_>> {
+    let s = &config.settings;
+    s.records.enabled.then_some(CdrSettings {
+        account_id: &s.daemon.account_id,
+        region: &s.daemon.region,
+        service_code: &s.records.service_code,
+    })
+}
+
+fn write_record<T: serde::Serialize>(
+    config: &Config,
+    kind: &'static str,
+    key: &str,
+    record: &T,
+    metrics: &Metrics,
+) {
+    let json = match serde_json::to_vec(record) {
         Ok(j) => j,
         Err(e) => {
-            error!(error = %e, "CDR could not be serialised");
+            error!(error = %e, kind, "record could not be serialised");
             return;
         }
     };
-    let path = s.records.directory.join(&key);
+    let path = config.settings.records.directory.join(key);
     match write_atomically(&path, &json) {
-        Ok(()) => metrics.record_written("cdr"),
+        Ok(()) => metrics.record_written(kind),
         Err(e) => {
-            metrics.record_failed("cdr");
-            warn!(path = %path.display(), error = %e, "CDR write failed");
+            metrics.record_failed(kind);
+            warn!(path = %path.display(), error = %e, kind, "record write failed");
         }
     }
 }

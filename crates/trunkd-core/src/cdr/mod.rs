@@ -20,6 +20,7 @@
 
 pub mod billing;
 pub mod key;
+pub mod sdr;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,7 @@ use serde::Serialize;
 
 pub use billing::{billable_seconds, MinuteTenths};
 pub use key::{cdr_key, record_key, CDR_FOLDER, SDR_FOLDER};
+pub use sdr::{build_sdr, sdr_key, Sdr, SdrStatus, StreamFacts, StreamOutcome};
 
 use crate::country::country_of;
 use crate::transaction_id::TransactionId;
