@@ -432,6 +432,14 @@ fn daemon_settings() {
         &["F: logging.format: \"xml\" is not one of text, json"],
     );
     assert_errors(
+        &format!("[logging]\nsip_log_max_bytes = 100\nsip_log_max_age_hours = 0\nsip_log_keep_files = -1\n{VALID}"),
+        &[
+            "F: logging.sip_log_max_bytes: 100 is out of range 4096..=1099511627776",
+            "F: logging.sip_log_max_age_hours: 0 is out of range 1..=8760",
+            "F: logging.sip_log_keep_files: -1 is out of range 0..=1000",
+        ],
+    );
+    assert_errors(
         &with("region = \"local\"", "region = \"Local Site\""),
         &["F: daemon.region: \"Local Site\" must be 1 to 32 characters of a-z, 0-9 and '-'"],
     );
