@@ -122,3 +122,94 @@ fn sip_logs_of_a_digest_authenticated_call_are_json_keyed_by_the_cdr_and_redacte
     assert!(written >= firsts.len() as f64, "{written}");
     assert_eq!(d.metric("sip_log_lines_total{result=\"dropped\"}"), None);
 }
+
+/// An SRTP call (SDES keys offered by the PBX, answered with trunkd's
+/// own): every key is out of the log, the lines that carried them are in
+/// with the key material replaced.
+#[test]
+fn sip_logs_of_an_srtp_call_carry_no_sdes_key() {
+    use trunkd_media::sdes::{CryptoAttr, KeyMaterial};
+    use trunkd_media::CryptoSuite;
+
+    use crate::ua::*;
+
+    let ports = Ports::pick();
+    let (pbx, carrier) = (Ua::new(crate::media::PBX), Ua::new(crate::media::CARRIER));
+    let text = crate::media::config(ports, carrier.sip_addr().port(), "").replace(
+        "enable_media_metric_logs = true",
+        "enable_media_metric_logs = true\nenable_sip_logs = true",
+    );
+    let d = Daemon::start("siplog-srtp", ports, &text);
+    let keys: Vec<CryptoAttr> = [
+        (1, CryptoSuite::Aes128CmHmacSha1_80),
+        (2, CryptoSuite::Aes256CmHmacSha1_80),
+    ]
+    .into_iter()
+    .map(|(tag, suite)| CryptoAttr {
+        tag,
+        suite,
+        key: KeyMaterial::generate(suite).unwrap(),
+    })
+    .collect();
+    let offer = pbx.sdp_with(
+        "RTP/SAVP",
+        "sendrecv",
+        &keys.iter().map(|k| k.to_value()).collect::<Vec<_>>(),
+    );
+    let (mut dialog, _at_carrier, ok) = call_with(
+        &pbx,
+        &carrier,
+        d.sip(),
+        "+12065550199",
+        "+12065550100",
+        &offer,
+        &carrier.sdp("sendrecv"),
+    );
+    let ours: Vec<String> = ok
+        .body()
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .map(key_of)
+        .collect();
+    assert_eq!(ours.len(), 1, "{}", ok.body());
+    hang_up(&pbx, &carrier, &mut dialog, "+12065550100");
+
+    let path = d
+        .dir
+        .join("var/logs/aws/ChimeVoiceConnectorSipMessages/vc-east");
+    let text = wait_log(&path);
+    for key in keys.iter().map(|k| key_of(&k.to_value())).chain(ours) {
+        assert!(!text.contains(&key), "an SDES key leaked: {key}\n{text}");
+    }
+    let redacted: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let msg = v["sip_message"].as_str()?.to_owned();
+            Some(
+                msg.lines()
+                    .filter(|l| l.starts_with("a=crypto:"))
+                    .map(|l| format!("{} {l}", v["direction"].as_str().unwrap_or("")))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        redacted,
+        [
+            "in a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:<redacted>",
+            "in a=crypto:2 AES_256_CM_HMAC_SHA1_80 inline:<redacted>",
+            "out a=crypto:2 AES_256_CM_HMAC_SHA1_80 inline:<redacted>",
+        ],
+        "{text}"
+    );
+}
+
+/// The key material of an `a=crypto` value (`tag suite inline:KEY|…`).
+fn key_of(value: &str) -> String {
+    let key = value.split("inline:").nth(1).unwrap_or("");
+    let key = key.split(['|', ' ']).next().unwrap_or("");
+    assert!(key.len() >= 40, "a key: {value}");
+    key.to_owned()
+}
