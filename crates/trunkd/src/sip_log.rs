@@ -42,12 +42,17 @@ pub struct SipLogWriter {
 impl SipLogWriter {
     /// Starts the writer thread; it ends when every writer is dropped.
     pub fn start(shared: Arc<Shared>) -> std::io::Result<SipLogWriter> {
-        let (tx, rx) = sync_channel(QUEUE_LINES);
-        let thread_shared = shared.clone();
+        let (writer, rx) = SipLogWriter::queue(shared.clone(), QUEUE_LINES);
         std::thread::Builder::new()
             .name("sip-log".into())
-            .spawn(move || run(thread_shared, rx))?;
-        Ok(SipLogWriter { tx, shared })
+            .spawn(move || run(shared, rx))?;
+        Ok(writer)
+    }
+
+    /// The queue of `lines` and its receiving end, with no thread.
+    fn queue(shared: Arc<Shared>, lines: usize) -> (SipLogWriter, Receiver<Stamped>) {
+        let (tx, rx) = sync_channel(lines);
+        (SipLogWriter { tx, shared }, rx)
     }
 
     /// Queues a line; never blocks.
@@ -300,6 +305,86 @@ mod tests {
 
     fn at(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    fn shared() -> (Arc<Shared>, std::path::PathBuf) {
+        shared_with("")
+    }
+
+    fn shared_with(extra: &str) -> (Arc<Shared>, std::path::PathBuf) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "trunkd-siplog-cfg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = crate::engine::sim::config(&dir, "", extra);
+        let tls = crate::tls::TlsConfigs::load(&Default::default()).unwrap();
+        (Arc::new(Shared::new(config, tls)), dir)
+    }
+
+    fn stamped(bytes: &str) -> Stamped {
+        Stamped {
+            log: SipLog {
+                vc: trunkd_core::VcId::new("vc-east").unwrap(),
+                transaction_id: trunkd_core::TransactionId::from_random_bytes([7; 16]),
+                direction: crate::engine::machine::SipDirection::In,
+                peer: trunkd_sip::transaction::Peer {
+                    addr: "198.51.100.10:5060".parse().unwrap(),
+                    transport: trunkd_sip::transaction::TxTransport::Tcp,
+                },
+                bytes: bytes::Bytes::copy_from_slice(bytes.as_bytes()),
+            },
+            wall: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_never_waits() {
+        let (shared, dir) = shared();
+        let (writer, rx) = SipLogWriter::queue(shared.clone(), 1);
+        for _ in 0..3 {
+            writer.push(stamped("BYE sip:a SIP/2.0\r\n\r\n"));
+        }
+        assert!(rx.try_recv().is_ok());
+        let text = shared.metrics.encode();
+        assert!(
+            text.contains("sip_log_lines_total{result=\"dropped\"} 2"),
+            "{text}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_configured_passwords_are_the_secrets() {
+        let (shared, dir) =
+            shared_with("[carriers.credentials]\nusername = \"gw\"\npassword = \"carrier-pw\"\n");
+        // Longest first, so a password containing another goes whole.
+        assert_eq!(secrets(&shared.config()), ["carrier-pw", "s3cret"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_line_has_the_spec_fields_and_no_secret() {
+        let (shared, dir) = shared();
+        let s = stamped("INVITE sip:a SIP/2.0\r\nProxy-Authorization: Digest username=\"pbx1\", response=\"ab\"\r\nX-Leak: s3cret\r\n\r\n");
+        let line = render(&shared.config(), &s, &["s3cret"]);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "voice_connector_id": "vc-east",
+                "aws_region": "local",
+                "event_timestamp": 1_700_000_000_123u64,
+                "call_id": trunkd_core::TransactionId::from_random_bytes([7; 16]).to_string(),
+                "sip_message": "INVITE sip:a SIP/2.0\r\nProxy-Authorization: Digest <redacted>\r\nX-Leak: <redacted>\r\n\r\n",
+                "direction": "in",
+                "peer": "198.51.100.10:5060 tcp",
+            })
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
