@@ -213,3 +213,59 @@ fn key_of(value: &str) -> String {
     assert!(key.len() >= 40, "a key: {value}");
     key.to_owned()
 }
+
+/// The carrier challenges (401) and trunkd answers with the carrier
+/// credentials: the challenge is logged, trunkd's `Authorization` is not.
+#[test]
+fn sip_logs_of_a_carrier_challenge_carry_no_carrier_credential() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_auth.xml", CARRIER, carrier, &["-m", "1"]);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        east_termination: "[voice_connectors.logging]\nenable_sip_logs = true",
+        ..Default::default()
+    };
+    let text = lab.config(ports).replace(
+        "source_cidrs = [\"127.0.0.2/32\"]",
+        "source_cidrs = [\"127.0.0.2/32\"]\ncredentials = { username = \"gw\", password = \"secret\" }",
+    );
+    let d = Daemon::start("siplog-carrier-auth", ports, &text);
+    let out = pbx_calls("uac_call.xml", &d, &["-d", "100"]);
+    assert_ok(&out, "customer");
+    let (ok, log) = uas.wait(Duration::from_secs(10));
+    assert!(ok, "the carrier verified trunkd's credentials: {log}");
+
+    let path = d
+        .dir
+        .join("var/logs/aws/ChimeVoiceConnectorSipMessages/vc-east");
+    let text = wait_log(&path);
+    assert!(!text.contains("response="), "{text}");
+    let messages: Vec<(String, String)> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["direction"].as_str().unwrap().to_owned(),
+                v["sip_message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|(d, m)| d == "in" && m.starts_with("SIP/2.0 401 ")),
+        "{text}"
+    );
+    let answered: Vec<&String> = messages
+        .iter()
+        .filter(|(d, m)| d == "out" && m.starts_with("INVITE ") && m.contains("Authorization"))
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(answered.len(), 1, "{text}");
+    assert!(
+        answered[0].contains("\r\nAuthorization: Digest <redacted>\r\n"),
+        "{}",
+        answered[0]
+    );
+}
