@@ -71,7 +71,8 @@ impl SipLogWriter {
 }
 
 fn run(shared: Arc<Shared>, rx: Receiver<Stamped>) {
-    let mut files: HashMap<String, OpenLog> = HashMap::new();
+    // Keyed by path: a reload that moves `logging.directory` opens new files.
+    let mut files: HashMap<std::path::PathBuf, OpenLog> = HashMap::new();
     let mut secrets_of: Option<(Arc<Config>, Vec<String>)> = None;
     while let Ok(s) = rx.recv() {
         let config = shared.config();
@@ -95,14 +96,14 @@ fn run(shared: Arc<Shared>, rx: Receiver<Stamped>) {
         };
         let path = logging.directory.join(SUBDIR).join(s.log.vc.as_str());
         let result = files
-            .entry(s.log.vc.as_str().to_owned())
+            .entry(path.clone())
             .or_insert_with(OpenLog::new)
             .append(&path, &line, s.wall, &limits);
         let result = match result {
             Ok(()) => "written",
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "SIP message log write failed");
-                files.remove(s.log.vc.as_str());
+                files.remove(&path);
                 "failed"
             }
         };
