@@ -8,6 +8,7 @@ mod calls;
 mod foundation;
 mod media;
 mod recording;
+mod sip_logs;
 mod srtp;
 mod tls;
 mod ua;

@@ -108,6 +108,9 @@ pub struct Logging {
     pub directory: Option<String>,
     pub format: Option<String>,
     pub level: Option<String>,
+    pub sip_log_max_bytes: Option<i64>,
+    pub sip_log_max_age_hours: Option<i64>,
+    pub sip_log_keep_files: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -124,6 +124,12 @@ pub struct LoggingSettings {
     pub directory: PathBuf,
     pub format: LogFormat,
     pub level: String,
+    /// A VC's SIP message log is rotated before it grows past this.
+    pub sip_log_max_bytes: u64,
+    /// … or once it is this old.
+    pub sip_log_max_age: Duration,
+    /// Rotated SIP message logs kept per VC; older ones are deleted.
+    pub sip_log_keep_files: usize,
 }
 
 /// How calls are routed and failed over (SPEC §2.1 item 3, §2.2 item 3).

@@ -916,7 +916,26 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             format!("{level:?} is not one of trace, debug, info, warn, error"),
         );
     }
+    let sip_log_max_bytes = c.range(
+        "sip_log_max_bytes",
+        l.sip_log_max_bytes,
+        64 << 20,
+        4096,
+        1 << 40,
+    ) as u64;
+    let sip_log_max_age_hours = c.range(
+        "sip_log_max_age_hours",
+        l.sip_log_max_age_hours,
+        24,
+        1,
+        8760,
+    ) as u64;
+    let sip_log_keep_files =
+        c.range("sip_log_keep_files", l.sip_log_keep_files, 10, 0, 1000) as usize;
     let logging = LoggingSettings {
+        sip_log_max_bytes,
+        sip_log_max_age: Duration::from_secs(sip_log_max_age_hours * 3600),
+        sip_log_keep_files,
         directory: l
             .directory
             .as_deref()

@@ -432,6 +432,14 @@ fn daemon_settings() {
         &["F: logging.format: \"xml\" is not one of text, json"],
     );
     assert_errors(
+        &format!("[logging]\nsip_log_max_bytes = 100\nsip_log_max_age_hours = 0\nsip_log_keep_files = -1\n{VALID}"),
+        &[
+            "F: logging.sip_log_max_bytes: 100 is out of range 4096..=1099511627776",
+            "F: logging.sip_log_max_age_hours: 0 is out of range 1..=8760",
+            "F: logging.sip_log_keep_files: -1 is out of range 0..=1000",
+        ],
+    );
+    assert_errors(
         &with("region = \"local\"", "region = \"Local Site\""),
         &["F: daemon.region: \"Local Site\" must be 1 to 32 characters of a-z, 0-9 and '-'"],
     );
@@ -507,4 +515,25 @@ fn the_bundled_example_is_valid() {
         (2, 1, 1, 1)
     );
     assert!(n.carriers >= 2 && n.numbers >= 5);
+}
+
+/// SPEC §5.3: SIP message logs rotate at 64 MiB or a day, ten kept, unless
+/// `[logging]` says otherwise.
+#[test]
+fn sip_log_rotation_defaults_and_overrides() {
+    let c = trunkd_config::load(&write(VALID)).unwrap();
+    let l = &c.settings.logging;
+    assert_eq!(
+        (l.sip_log_max_bytes, l.sip_log_max_age, l.sip_log_keep_files),
+        (64 << 20, std::time::Duration::from_secs(86_400), 10)
+    );
+    let text = format!(
+        "[logging]\nsip_log_max_bytes = 4096\nsip_log_max_age_hours = 2\nsip_log_keep_files = 0\n{VALID}"
+    );
+    let c = trunkd_config::load(&write(&text)).unwrap();
+    let l = &c.settings.logging;
+    assert_eq!(
+        (l.sip_log_max_bytes, l.sip_log_max_age, l.sip_log_keep_files),
+        (4096, std::time::Duration::from_secs(7200), 0)
+    );
 }

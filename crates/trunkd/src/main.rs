@@ -19,6 +19,8 @@ mod pidfile;
 mod recording_task;
 mod records;
 mod resolver;
+mod sip_log;
+mod sip_redact;
 mod sip_service;
 mod tls;
 mod transport;

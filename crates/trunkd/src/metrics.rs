@@ -177,6 +177,9 @@ pub struct Metrics {
     /// fell behind: the relay's tap lost them) | unrecorded (no sink,
     /// another codec, a file that failed).
     pub recording_packets: Family<ResultLabel, Counter>,
+    /// SIP message log lines (SPEC §5.3): written | dropped (the writer's
+    /// queue was full: the engine never waits) | failed (a file error).
+    pub sip_log_lines: Family<ResultLabel, Counter>,
     pub vc_sip_responses: Family<VcClassLabels, Counter>,
     pub route_up: Family<RouteLabels, Gauge>,
     pub route_failures: Family<RouteLabels, Counter>,
@@ -425,6 +428,12 @@ impl Metrics {
             "RTP packets received on recording sessions, by what became of them",
             recording_packets.clone(),
         );
+        let sip_log_lines = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "sip_log_lines",
+            "SIP message log lines, by result: written, dropped (queue full), failed (file error)",
+            sip_log_lines.clone(),
+        );
 
         let vc_sip_responses = Family::<VcClassLabels, Counter>::default();
         registry.register(
@@ -496,6 +505,7 @@ impl Metrics {
             media_inactivity_hangups,
             recording_sessions,
             recording_packets,
+            sip_log_lines,
             vc_sip_responses,
             route_up,
             route_failures,

@@ -90,6 +90,26 @@ pub enum EngineEvent {
     Idle,
 }
 
+/// Which way a logged SIP message went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SipDirection {
+    In,
+    Out,
+}
+
+/// One SIP message of a call whose VC has `enable_sip_logs` on (SPEC
+/// §5.3), for [`Engine::poll_sip_log`]: as received (re-encoded from the
+/// parsed message) or as transmitted, retransmissions included. The shell
+/// stamps the time and hands it to the writer.
+#[derive(Clone, Debug)]
+pub struct SipLog {
+    pub vc: VcId,
+    pub transaction_id: TransactionId,
+    pub direction: SipDirection,
+    pub peer: Peer,
+    pub bytes: Bytes,
+}
+
 /// An admitted call, ready for its actor.
 pub struct CallSetup {
     pub key: CallKey,
@@ -177,6 +197,9 @@ struct Arrival {
 
 struct CallEntry {
     vc: Option<VcId>,
+    /// Set when the call's VC has `enable_sip_logs` on: the VC and the
+    /// call's transaction id, for its [`SipLog`]s.
+    sip_log: Option<(VcId, TransactionId)>,
     /// The A leg's source, when it was counted for
     /// `security.max_calls_per_source` (only while that cap is on).
     counted_source: Option<IpAddr>,
@@ -212,7 +235,17 @@ pub struct Engine {
     events: VecDeque<EngineEvent>,
     /// Application calls are admitted (the shell has a driver for them).
     applications: bool,
+    /// The Call-IDs (both legs) of calls with SIP logs on. Empty when no
+    /// such call is in progress: then no message is looked at for logging.
+    sip_log_ids: HashMap<Bytes, CallKey>,
+    sip_logs: VecDeque<SipLog>,
+    /// Ended calls whose messages are still logged until the deadline.
+    sip_log_lingering: HashMap<CallKey, ((VcId, TransactionId), Instant)>,
 }
+
+/// How long the messages of an ended call are still logged: 64·T1, the
+/// life of its last transactions (RFC 3261 Timer F/H).
+const SIP_LOG_LINGER: Duration = Duration::from_secs(32);
 
 impl Engine {
     /// `nonce_key` signs digest nonces; `seed` drives tags, transaction ids
@@ -242,6 +275,9 @@ impl Engine {
             shutting_down: false,
             events: VecDeque::new(),
             applications: false,
+            sip_log_ids: HashMap::new(),
+            sip_logs: VecDeque::new(),
+            sip_log_lingering: HashMap::new(),
         }
     }
 
@@ -266,7 +302,37 @@ impl Engine {
 
     /// The next bytes to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.endpoint.poll_transmit()
+        let t = self.endpoint.poll_transmit()?;
+        if !self.sip_log_ids.is_empty() {
+            let call = crate::sip_redact::call_id_of(&t.bytes)
+                .and_then(|id| self.sip_log_ids.get(id).copied());
+            if let Some(call) = call {
+                self.log_sip(call, SipDirection::Out, t.dest, t.bytes.clone());
+            }
+        }
+        Some(t)
+    }
+
+    /// The next SIP message to log (calls whose VC has `enable_sip_logs`
+    /// on). Drain after [`Engine::poll_transmit`].
+    pub fn poll_sip_log(&mut self) -> Option<SipLog> {
+        self.sip_logs.pop_front()
+    }
+
+    fn log_sip(&mut self, call: CallKey, direction: SipDirection, peer: Peer, bytes: Bytes) {
+        let log = match self.calls.get(&call) {
+            Some(c) => c.sip_log.clone(),
+            None => self.sip_log_lingering.get(&call).map(|(l, _)| l.clone()),
+        };
+        if let Some((vc, transaction_id)) = log {
+            self.sip_logs.push_back(SipLog {
+                vc,
+                transaction_id,
+                direction,
+                peer,
+                bytes,
+            });
+        }
     }
 
     /// The next thing the shell must do. Drain after every input.
@@ -279,7 +345,22 @@ impl Engine {
         self.endpoint.poll_timeout()
     }
 
+    /// Stops logging the messages of ended calls past their linger time.
+    fn expire_sip_logs(&mut self, now: Instant) {
+        if self.sip_log_lingering.is_empty() {
+            return;
+        }
+        let before = self.sip_log_lingering.len();
+        self.sip_log_lingering.retain(|_, (_, until)| *until > now);
+        if self.sip_log_lingering.len() != before {
+            let (calls, lingering) = (&self.calls, &self.sip_log_lingering);
+            self.sip_log_ids
+                .retain(|_, c| calls.contains_key(c) || lingering.contains_key(c));
+        }
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire_sip_logs(now);
         self.endpoint.handle_timeout(now);
         self.drain_endpoint(now, None);
     }
@@ -290,12 +371,22 @@ impl Engine {
         if !Arc::ptr_eq(&current, &self.config) {
             self.config = current;
         }
+        self.expire_sip_logs(now);
         match input {
             EngineInput::Message {
                 msg,
                 peer,
                 client_verified,
             } => {
+                if !self.sip_log_ids.is_empty() {
+                    let call = msg
+                        .headers()
+                        .get("Call-ID")
+                        .and_then(|id| self.sip_log_ids.get(id).copied());
+                    if let Some(call) = call {
+                        self.log_sip(call, SipDirection::In, peer, msg.to_bytes());
+                    }
+                }
                 self.endpoint.handle_message(now, msg, peer);
                 self.drain_endpoint(
                     now,
@@ -307,9 +398,9 @@ impl Engine {
                 return;
             }
             EngineInput::FromCall { call, out } => self.on_call_output(now, call, out),
-            EngineInput::CallDone { call } => self.forget_call(call),
+            EngineInput::CallDone { call } => self.forget_call(now, call),
             EngineInput::CallNotStarted { setup } => {
-                self.forget_call(setup.key);
+                self.forget_call(now, setup.key);
                 self.server_txs.remove(&setup.invite_tx);
                 self.shared.metrics.media_port_exhaustions.inc();
                 let refusal = Refusal {
@@ -375,8 +466,14 @@ impl Engine {
         self.drain_endpoint(now, None);
     }
 
-    fn forget_call(&mut self, call: CallKey) {
+    fn forget_call(&mut self, now: Instant, call: CallKey) {
         if let Some(entry) = self.calls.remove(&call) {
+            if let Some(log) = entry.sip_log.clone() {
+                // The last messages (the BYE's 200, retransmissions) come
+                // after the call's actor is done: still the call's.
+                self.sip_log_lingering
+                    .insert(call, (log, now + SIP_LOG_LINGER));
+            }
             if let Some(source) = entry.counted_source {
                 if let std::collections::hash_map::Entry::Occupied(mut n) =
                     self.calls_by_source.entry(source)
@@ -679,14 +776,32 @@ impl Engine {
                 if cap_on {
                     *self.calls_by_source.entry(source).or_insert(0) += 1;
                 }
+                let sip_log = admission
+                    .vc
+                    .as_ref()
+                    .filter(|vc| {
+                        resources
+                            .voice_connector(vc.as_str())
+                            .is_some_and(|v| v.logging.enable_sip_logs)
+                    })
+                    .map(|vc| (vc.clone(), transaction_id));
+                if sip_log.is_some() {
+                    // The INVITE that started the call is logged here: its
+                    // Call-ID was not known as a logged call's on arrival.
+                    if let Some(id) = req.headers.get("Call-ID") {
+                        self.sip_log_ids.insert(id.clone(), key);
+                    }
+                }
                 self.calls.insert(
                     key,
                     CallEntry {
+                        sip_log,
                         vc: admission.vc.clone(),
                         counted_source: cap_on.then_some(source),
                     },
                 );
                 self.server_txs.insert(tx, (key, Leg::A));
+                self.log_sip(key, SipDirection::In, peer, req.to_bytes());
                 self.shared
                     .metrics
                     .engine_calls
@@ -860,6 +975,9 @@ impl Engine {
                 }
             }
             CallOutput::Register { call_id, leg } => {
+                if self.calls.get(&call).is_some_and(|c| c.sip_log.is_some()) {
+                    self.sip_log_ids.insert(call_id.clone(), call);
+                }
                 self.by_call_id.insert(call_id, (call, leg));
             }
             CallOutput::Unregister { call_id } => {

@@ -62,6 +62,8 @@ pub struct EngineTask {
     /// webhook driver exists (calls to numbers on SIP rules are refused
     /// 480 meanwhile); set by [`EngineTask::set_application_driver`].
     app_driver: Option<crate::application::DriverFactory>,
+    /// The queue to the SIP message log writer (SPEC §5.3).
+    sip_log: crate::sip_log::SipLogWriter,
 }
 
 impl EngineTask {
@@ -79,7 +81,10 @@ impl EngineTask {
         getrandom::fill(&mut key)
             .and_then(|()| getrandom::fill(&mut seed))
             .map_err(|e| anyhow::anyhow!("the OS random number generator is unavailable: {e}"))?;
+        let sip_log = crate::sip_log::SipLogWriter::start(shared.clone())
+            .map_err(|e| anyhow::anyhow!("could not start the SIP message log writer: {e}"))?;
         Ok(EngineTask {
+            sip_log,
             engine: Engine::new(shared.clone(), local, key, u64::from_le_bytes(seed)),
             shared,
             sender,
@@ -174,6 +179,12 @@ impl EngineTask {
                         );
                     }
                 }
+            }
+            while let Some(log) = self.engine.poll_sip_log() {
+                self.sip_log.push(crate::sip_log::Stamped {
+                    log,
+                    wall: SystemTime::now(),
+                });
             }
             while let Some(ev) = self.engine.poll_event() {
                 progressed = true;

@@ -374,6 +374,8 @@ pub struct Sim {
     pub app_script: Vec<(Duration, AppAction)>,
     /// The kinds of the calls started, in order.
     pub kinds: Vec<super::invite::CallKind>,
+    /// The SIP message log lines the engine emitted, in order.
+    pub sip_logs: Vec<super::machine::SipLog>,
     _dir: tempdir::Dir,
 }
 
@@ -425,6 +427,7 @@ impl Sim {
             idle: false,
             app_script: Vec::new(),
             kinds: Vec::new(),
+            sip_logs: Vec::new(),
             _dir: tempdir::Dir(dir),
         }
     }
@@ -560,6 +563,9 @@ impl Sim {
             while let Some(t) = self.engine.poll_transmit() {
                 moved = true;
                 self.net.send(now, addr(TRUNKD), t.dest.addr, t.bytes);
+            }
+            while let Some(l) = self.engine.poll_sip_log() {
+                self.sip_logs.push(l);
             }
             while let Some(ev) = self.engine.poll_event() {
                 moved = true;

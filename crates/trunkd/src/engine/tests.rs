@@ -654,3 +654,98 @@ fn a_siprec_invite_from_outside_the_cidrs_is_refused_403() {
     assert!(sim.started.is_empty());
     assert!(sim.carrier.requests.is_empty());
 }
+
+/// The first line of each logged message and its direction.
+fn logged(sim: &Sim) -> Vec<String> {
+    sim.sip_logs
+        .iter()
+        .map(|l| {
+            let text = String::from_utf8_lossy(&l.bytes);
+            let first = text.lines().next().unwrap_or("").to_owned();
+            let dir = match l.direction {
+                super::machine::SipDirection::In => "in",
+                super::machine::SipDirection::Out => "out",
+            };
+            format!("{dir} {}:{} {first}", l.peer.addr.ip(), l.peer.addr.port())
+        })
+        .collect()
+}
+
+/// SPEC §5.3: with `enable_sip_logs` on, every message of the call on
+/// both legs is logged with the VC and the call's transaction id; the
+/// challenge before the call is not (no call exists yet).
+#[test]
+fn a_call_through_a_vc_with_sip_logs_logs_every_message_of_both_legs() {
+    let mut sim = Sim::new(
+        NO_CAP,
+        "[voice_connectors.logging]\nenable_sip_logs = true\n",
+    );
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    let inv = invite(
+        "c1",
+        "+12065551234",
+        "+12065550100",
+        "",
+        SDP,
+        "application/sdp",
+    );
+    sim.pbx_sends(inv.clone());
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(finals(&sim), [407, 200]);
+    let ok = sim.pbx.finals[1].clone();
+    sim.pbx_sends_in_dialog(super::sim::bye_for(&inv, &ok));
+    sim.run_for(Duration::from_secs(1));
+    let pbx = "198.51.100.10:5060";
+    let carrier = "203.0.113.20:5060";
+    let want: Vec<String> = [
+        format!("in {pbx} INVITE sip:+12065551234@vc-east.trunkd.local SIP/2.0"),
+        format!("out {pbx} SIP/2.0 100 Trying"),
+        format!("out {carrier} INVITE sip:+12065551234@203.0.113.20:5060 SIP/2.0"),
+        format!("in {carrier} SIP/2.0 100 Trying"),
+        format!("in {carrier} SIP/2.0 200 Sim"),
+        format!("out {pbx} SIP/2.0 200 Sim"),
+        format!("in {pbx} ACK sip:+12065551234@vc-east.trunkd.local SIP/2.0"),
+        format!("out {carrier} ACK sip:c@203.0.113.20:5060 SIP/2.0"),
+        format!("in {pbx} BYE sip:+12065551234@vc-east.trunkd.local SIP/2.0"),
+        format!("out {pbx} SIP/2.0 200 OK"),
+        format!("out {carrier} BYE sip:c@203.0.113.20:5060 SIP/2.0"),
+        // After the call's actor is done: still logged (linger).
+        format!("in {carrier} SIP/2.0 200 Sim"),
+    ]
+    .to_vec();
+    assert_eq!(logged(&sim), want);
+    // The authenticated INVITE as received, credentials included (the
+    // writer redacts).
+    let first = String::from_utf8_lossy(&sim.sip_logs[0].bytes).into_owned();
+    assert!(first.contains("Proxy-Authorization: Digest "), "{first}");
+    let tid = sim.sip_logs[0].transaction_id;
+    assert!(sim
+        .sip_logs
+        .iter()
+        .all(|l| l.transaction_id == tid && l.vc.as_str() == "vc-east"));
+}
+
+#[test]
+fn a_call_through_a_vc_without_sip_logs_logs_nothing() {
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    let inv = invite(
+        "c1",
+        "+12065551234",
+        "+12065550100",
+        "",
+        SDP,
+        "application/sdp",
+    );
+    sim.pbx_sends(inv.clone());
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(finals(&sim), [407, 200]);
+    let ok = sim.pbx.finals[1].clone();
+    sim.pbx_sends_in_dialog(super::sim::bye_for(&inv, &ok));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        sim.pbx.all_finals.last().map(|r| r.status.as_u16()),
+        Some(200)
+    );
+    assert!(sim.sip_logs.is_empty());
+}
