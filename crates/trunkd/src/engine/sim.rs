@@ -299,35 +299,32 @@ impl Actor {
     }
 }
 
-/// The application answer (`trunkd_media::application_answer`) on ports
-/// 42000 + 10·stream.
-struct AppPorts;
-
-impl SdpAnswerer for AppPorts {
-    fn answer(&mut self, offer: &Bytes) -> Result<Bytes, MediaRefusal> {
-        let sdp = trunkd_media::Sdp::parse_bytes(offer).map_err(|e| MediaRefusal {
-            status: 488,
-            reason: e.to_string(),
-        })?;
-        let ports: Vec<Option<(u16, u16)>> = (0..sdp.media().len())
-            .map(|i| {
-                let p = 42000 + 10 * i as u16;
-                Some((p, p + 1))
-            })
-            .collect();
-        let origin = trunkd_media::OriginOverride {
-            username: "trunkd",
-            session_id: "2",
-            version: 1,
-        };
-        let a = trunkd_media::application_answer(&sdp, addr(TRUNKD).ip(), &ports, origin, None);
-        Ok(Bytes::from(a.sdp))
-    }
+/// An answer as the anchor would give it, on ports `base + 10·stream`:
+/// the recording answer (`trunkd_media::recvonly_answer`) or the
+/// application one (`trunkd_media::application_answer`).
+struct FixedPorts {
+    base: u16,
+    session_id: &'static str,
+    build: fn(
+        &trunkd_media::Sdp,
+        IpAddr,
+        &[Option<(u16, u16)>],
+        trunkd_media::OriginOverride<'_>,
+        Option<&trunkd_media::MediaSecurity>,
+    ) -> trunkd_media::RecvOnlyAnswer,
 }
 
-/// The recording answer (`trunkd_media::recvonly_answer`) on ports
-/// 40000 + 10·stream, as the anchor would give them.
-struct FixedPorts;
+const RECORDING_PORTS: FixedPorts = FixedPorts {
+    base: 40000,
+    session_id: "1",
+    build: trunkd_media::recvonly_answer,
+};
+
+const APP_PORTS: FixedPorts = FixedPorts {
+    base: 42000,
+    session_id: "2",
+    build: trunkd_media::application_answer,
+};
 
 impl SdpAnswerer for FixedPorts {
     fn answer(&mut self, offer: &Bytes) -> Result<Bytes, MediaRefusal> {
@@ -337,16 +334,16 @@ impl SdpAnswerer for FixedPorts {
         })?;
         let ports: Vec<Option<(u16, u16)>> = (0..sdp.media().len())
             .map(|i| {
-                let p = 40000 + 10 * i as u16;
+                let p = self.base + 10 * i as u16;
                 Some((p, p + 1))
             })
             .collect();
         let origin = trunkd_media::OriginOverride {
             username: "trunkd",
-            session_id: "1",
+            session_id: self.session_id,
             version: 1,
         };
-        let a = trunkd_media::recvonly_answer(&sdp, addr(TRUNKD).ip(), &ports, origin, None);
+        let a = (self.build)(&sdp, addr(TRUNKD).ip(), &ports, origin, None);
         Ok(Bytes::from(a.sdp))
     }
 }
@@ -624,12 +621,12 @@ impl Sim {
                         Actor::Bridge(Box::new(Call::new(setup.new_call(Box::new(PassThrough)))))
                     }
                     super::invite::CallKind::Recording => {
-                        let mut call = UasCall::new(setup.new_uas_call(Box::new(FixedPorts)));
+                        let mut call = UasCall::new(setup.new_uas_call(Box::new(RECORDING_PORTS)));
                         call.answer(now);
                         Actor::Uas(Box::new(call))
                     }
                     super::invite::CallKind::Application { .. } => {
-                        let call = UasCall::new(setup.new_uas_call(Box::new(AppPorts)));
+                        let call = UasCall::new(setup.new_uas_call(Box::new(APP_PORTS)));
                         let script = self
                             .app_script
                             .iter()

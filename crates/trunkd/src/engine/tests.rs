@@ -674,12 +674,9 @@ fn logged(sim: &Sim) -> Vec<String> {
 /// SPEC §5.3: with `enable_sip_logs` on, every message of the call on
 /// both legs is logged with the VC and the call's transaction id; the
 /// challenge before the call is not (no call exists yet).
-#[test]
-fn a_call_through_a_vc_with_sip_logs_logs_every_message_of_both_legs() {
-    let mut sim = Sim::new(
-        NO_CAP,
-        "[voice_connectors.logging]\nenable_sip_logs = true\n",
-    );
+/// The PBX places one authenticated call, the carrier answers, and the
+/// PBX hangs up.
+fn authenticated_call_then_bye(sim: &mut Sim) {
     sim.pbx.credentials = Some(("pbx1", "s3cret"));
     let inv = invite(
         "c1",
@@ -691,10 +688,19 @@ fn a_call_through_a_vc_with_sip_logs_logs_every_message_of_both_legs() {
     );
     sim.pbx_sends(inv.clone());
     sim.run_for(Duration::from_secs(1));
-    assert_eq!(finals(&sim), [407, 200]);
+    assert_eq!(finals(sim), [407, 200]);
     let ok = sim.pbx.finals[1].clone();
     sim.pbx_sends_in_dialog(super::sim::bye_for(&inv, &ok));
     sim.run_for(Duration::from_secs(1));
+}
+
+#[test]
+fn a_call_through_a_vc_with_sip_logs_logs_every_message_of_both_legs() {
+    let mut sim = Sim::new(
+        NO_CAP,
+        "[voice_connectors.logging]\nenable_sip_logs = true\n",
+    );
+    authenticated_call_then_bye(&mut sim);
     let pbx = "198.51.100.10:5060";
     let carrier = "203.0.113.20:5060";
     let want: Vec<String> = [
@@ -728,21 +734,7 @@ fn a_call_through_a_vc_with_sip_logs_logs_every_message_of_both_legs() {
 #[test]
 fn a_call_through_a_vc_without_sip_logs_logs_nothing() {
     let mut sim = Sim::new(NO_CAP, "");
-    sim.pbx.credentials = Some(("pbx1", "s3cret"));
-    let inv = invite(
-        "c1",
-        "+12065551234",
-        "+12065550100",
-        "",
-        SDP,
-        "application/sdp",
-    );
-    sim.pbx_sends(inv.clone());
-    sim.run_for(Duration::from_secs(1));
-    assert_eq!(finals(&sim), [407, 200]);
-    let ok = sim.pbx.finals[1].clone();
-    sim.pbx_sends_in_dialog(super::sim::bye_for(&inv, &ok));
-    sim.run_for(Duration::from_secs(1));
+    authenticated_call_then_bye(&mut sim);
     assert_eq!(
         sim.pbx.all_finals.last().map(|r| r.status.as_u16()),
         Some(200)
