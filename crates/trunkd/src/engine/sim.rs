@@ -305,14 +305,17 @@ impl Actor {
 struct FixedPorts {
     base: u16,
     session_id: &'static str,
-    build: fn(
-        &trunkd_media::Sdp,
-        IpAddr,
-        &[Option<(u16, u16)>],
-        trunkd_media::OriginOverride<'_>,
-        Option<&trunkd_media::MediaSecurity>,
-    ) -> trunkd_media::RecvOnlyAnswer,
+    build: AnswerBuilder,
 }
+
+/// `trunkd_media::recvonly_answer` or `trunkd_media::application_answer`.
+type AnswerBuilder = fn(
+    &trunkd_media::Sdp,
+    IpAddr,
+    &[Option<(u16, u16)>],
+    trunkd_media::OriginOverride<'_>,
+    Option<&trunkd_media::MediaSecurity>,
+) -> trunkd_media::RecvOnlyAnswer;
 
 const RECORDING_PORTS: FixedPorts = FixedPorts {
     base: 40000,
