@@ -213,10 +213,10 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                 outcome: end.outcome.clone(),
                 streaming,
             };
-            crate::records::write_cdr(&ctx.config, &facts, metrics);
             // SPEC §2.6/§5.2: a recorded session also has an SDR, with the
             // same TransactionId; a session whose sink could not take the
-            // audio has a failed one.
+            // audio has a failed one. The SDR is written first, so a reader
+            // that sees the CDR also finds the SDR it joins to.
             if let (Some(answered_at), Some(_)) = (end.answered, &dir) {
                 let outcome = if streaming {
                     StreamOutcome::Succeeded
@@ -225,7 +225,7 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                         reason: "Recording could not be written".to_owned(),
                     }
                 };
-                let facts = StreamFacts {
+                let sfacts = StreamFacts {
                     transaction_id: ctx.transaction_id,
                     call_id: &call_id,
                     voice_connector_id: vc_id,
@@ -233,8 +233,9 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                     end: end.end,
                     outcome,
                 };
-                crate::records::write_sdr(&ctx.config, &facts, start, metrics);
+                crate::records::write_sdr(&ctx.config, &sfacts, start, metrics);
             }
+            crate::records::write_cdr(&ctx.config, &facts, metrics);
         }
     }
     active.dec();
