@@ -137,6 +137,72 @@ impl Check<'_, '_, '_> {
         }
     }
 
+    /// A secret given one of three ways (SPEC §3.2): inline as `<field>`,
+    /// in a file named by `<field>_file` (its content, one trailing newline
+    /// trimmed), or in the environment variable named by `<field>_env`.
+    /// Exactly one must be set; a missing file or variable is an error
+    /// naming the field, never the secret. `None` when no way is set and
+    /// `required` is false, or on error.
+    // Used by the event targets and record sinks being added (issue 10).
+    #[allow(dead_code)]
+    fn secret(
+        &mut self,
+        field: &str,
+        source: &SecretSource<'_>,
+        base: &Path,
+        required: bool,
+    ) -> Option<Secret> {
+        let file_field = format!("{field}_file");
+        let env_field = format!("{field}_env");
+        let given = [source.inline, source.file, source.env]
+            .iter()
+            .filter(|v| v.is_some())
+            .count();
+        if given > 1 {
+            self.err(
+                field,
+                format!("set only one of {field}, {file_field}, {env_field}"),
+            );
+            return None;
+        }
+        let value = if let Some(v) = source.inline {
+            v.to_owned()
+        } else if let Some(f) = source.file {
+            let path = resolve(base, f);
+            match std::fs::read_to_string(&path) {
+                Ok(v) => v.strip_suffix('\n').unwrap_or(&v).to_owned(),
+                Err(e) => {
+                    self.err(&file_field, format!("{}: {e}", path.display()));
+                    return None;
+                }
+            }
+        } else if let Some(name) = source.env {
+            match std::env::var(name) {
+                Ok(v) => v,
+                Err(_) => {
+                    self.err(
+                        &env_field,
+                        format!("environment variable {name:?} is not set"),
+                    );
+                    return None;
+                }
+            }
+        } else {
+            if required {
+                self.err(
+                    field,
+                    format!("is required (or {file_field}, or {env_field})"),
+                );
+            }
+            return None;
+        };
+        if value.is_empty() {
+            self.err(field, "must not be empty");
+            return None;
+        }
+        Some(Secret::new(value))
+    }
+
     fn range(&mut self, field: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
         let v = value.unwrap_or(default);
         if (min..=max).contains(&v) {
@@ -251,6 +317,15 @@ pub fn parse_cidr(s: &str) -> Option<IpNet> {
         return Some(n);
     }
     s.parse::<IpAddr>().ok().map(IpNet::from)
+}
+
+/// The three ways a secret can be given in the file; see [`Check::secret`].
+#[allow(dead_code)]
+#[derive(Debug, Default, Clone, Copy)]
+struct SecretSource<'v> {
+    inline: Option<&'v str>,
+    file: Option<&'v str>,
+    env: Option<&'v str>,
 }
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
@@ -1799,4 +1874,96 @@ fn sip_rule(
         disabled: r.disabled,
         target_applications: targets,
     })
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    fn check(source: SecretSource<'_>, required: bool) -> (Option<String>, Vec<String>) {
+        let file = Path::new("trunkd.toml");
+        let mut report = Report::new(file);
+        let mut c = Check {
+            report: &mut report,
+            at: At::resource("event_targets[ops]"),
+        };
+        let base = std::env::temp_dir();
+        let got = c.secret("secret", &source, &base, required);
+        let errors = report
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.reason))
+            .collect();
+        (got.map(|s| s.expose().to_owned()), errors)
+    }
+
+    #[test]
+    fn a_secret_comes_inline_from_a_file_or_from_the_environment() {
+        let inline = SecretSource {
+            inline: Some("whsec_abc"),
+            ..Default::default()
+        };
+        assert_eq!(check(inline, true), (Some("whsec_abc".into()), vec![]));
+
+        let path = std::env::temp_dir().join(format!("trunkd-secret-{}", std::process::id()));
+        std::fs::write(&path, "from-file\n").unwrap();
+        let name = path.to_string_lossy().into_owned();
+        let file = SecretSource {
+            file: Some(&name),
+            ..Default::default()
+        };
+        assert_eq!(check(file, true), (Some("from-file".into()), vec![]));
+        std::fs::remove_file(&path).unwrap();
+
+        std::env::set_var("TRUNKD_TEST_SECRET_SOURCE", "from-env");
+        let env = SecretSource {
+            env: Some("TRUNKD_TEST_SECRET_SOURCE"),
+            ..Default::default()
+        };
+        assert_eq!(check(env, true), (Some("from-env".into()), vec![]));
+    }
+
+    #[test]
+    fn two_ways_a_missing_way_or_an_empty_secret_are_errors_that_never_show_it() {
+        let both = SecretSource {
+            inline: Some("s3cr3t"),
+            env: Some("X"),
+            ..Default::default()
+        };
+        let (got, errors) = check(both, true);
+        assert_eq!(got, None);
+        assert_eq!(
+            errors,
+            vec!["secret: set only one of secret, secret_file, secret_env".to_owned()]
+        );
+        assert!(!errors.concat().contains("s3cr3t"));
+
+        let (got, errors) = check(SecretSource::default(), true);
+        assert_eq!(got, None);
+        assert_eq!(
+            errors,
+            vec!["secret: is required (or secret_file, or secret_env)".to_owned()]
+        );
+        assert_eq!(check(SecretSource::default(), false), (None, vec![]));
+
+        let unset = SecretSource {
+            env: Some("TRUNKD_TEST_SECRET_SOURCE_UNSET"),
+            ..Default::default()
+        };
+        assert_eq!(
+            check(unset, true).1,
+            vec![
+                "secret_env: environment variable \"TRUNKD_TEST_SECRET_SOURCE_UNSET\" is not set"
+                    .to_owned()
+            ]
+        );
+        let empty = SecretSource {
+            inline: Some(""),
+            ..Default::default()
+        };
+        assert_eq!(
+            check(empty, true).1,
+            vec!["secret: must not be empty".to_owned()]
+        );
+    }
 }
