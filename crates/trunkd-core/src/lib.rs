@@ -16,6 +16,7 @@
 //! - [`routing`]: priority/weight route order with hold-down, and the
 //!   termination and origination plans;
 //! - [`cdr`]: the §5.1 call detail record, billing and record keys;
+//! - [`backoff`]: when a webhook delivery or record upload is retried;
 //! - [`civil`], [`transaction_id`]: UTC calendar time and the call's UUID.
 //!
 //! Stateful parts (`CpsLimiter`, `NonceCounter`, `RouteHealthTable`) are
@@ -27,6 +28,7 @@
 
 pub mod admission;
 pub mod auth_failures;
+pub mod backoff;
 pub mod cdr;
 pub mod civil;
 pub mod country;
