@@ -6,6 +6,7 @@ mod support;
 mod baresip;
 mod calls;
 mod foundation;
+mod journal;
 mod media;
 mod recording;
 mod sip_logs;

@@ -160,6 +160,35 @@ impl Daemon {
         d
     }
 
+    /// SIGKILL, as a crash would: nothing is flushed, nothing cleaned up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts trunkd again on the same directory and configuration (its
+    /// log appended to the same file); returns once `/healthz` answers.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill it first");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("trunkd.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new(TRUNKD)
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn trunkd"),
+        );
+        self.wait_healthy();
+    }
+
     pub fn admin(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports.admin))
     }

@@ -103,6 +103,24 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                     CallEvent::Answered { hop } => {
                         info!(hop, "answered");
                         answered_hop = Some(hop);
+                        if let Some(vc_id) = &ctx.vc_id {
+                            let now = std::time::SystemTime::now();
+                            let facts = CallFacts {
+                                transaction_id: ctx.transaction_id,
+                                call_id: &a_call_id,
+                                voice_connector_id: vc_id,
+                                direction: ctx.direction,
+                                source_phone_number: &ctx.source_number,
+                                destination_phone_number: &ctx.destination_number,
+                                sip_auth_user: ctx.auth_user.as_deref(),
+                                start,
+                                answered: Some(now),
+                                end: now,
+                                outcome: CallOutcome::Answered,
+                                streaming: false,
+                            };
+                            ctx.shared.journal.answered(&facts, now);
+                        }
                         metrics.answered(
                             ctx.vc_id.as_ref(),
                             &ctx.config.resources,
@@ -148,6 +166,9 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                                 streaming: false,
                             };
                             crate::records::write_cdr(&ctx.config, &facts, metrics);
+                            if answered_hop.is_some() {
+                                ctx.shared.journal.ended(ctx.transaction_id);
+                            }
                         }
                     }
                 },

@@ -39,6 +39,8 @@ pub struct Shared {
     auth_failures: std::sync::Mutex<trunkd_core::auth_failures::AuthFailures>,
     /// Addresses of the host names routes use (`resolver`).
     pub hosts: crate::resolver::HostCache,
+    /// Answered calls, so a crash leaves no call unbilled (`journal`).
+    pub journal: crate::journal::Journal,
 }
 
 impl Shared {
@@ -54,6 +56,7 @@ impl Shared {
             reloading: Default::default(),
             auth_failures: Default::default(),
             hosts: Default::default(),
+            journal: Default::default(),
         }
     }
 
@@ -208,7 +211,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if !settings.tls.as_ref().is_none_or(|t| t.verify_server) {
         warn!("tls.verify_server = false: carrier and route certificates are not verified (lab use only)");
     }
-    let shared = Arc::new(Shared::new(config, tls));
+    let mut shared = Shared::new(config, tls);
+    // Calls the last run left unfinished get their CDRs before any new
+    // call starts; then this run's calls are journalled.
+    if shared.config().settings.records.enabled {
+        let config = shared.config();
+        let dir = crate::journal::directory(&config);
+        let recovered = crate::journal::recover(&dir, &config, &shared.metrics);
+        if recovered > 0 {
+            warn!(
+                recovered,
+                "CDRs written for calls the last stop interrupted"
+            );
+        }
+        shared.journal = crate::journal::Journal::start(dir.clone(), &shared.metrics)
+            .with_context(|| format!("starting the call journal in {}", dir.display()))?;
+    }
+    let shared = Arc::new(shared);
     let sip = Arc::new(SipService::new(shared.clone()));
     let mut tasks = JoinSet::new();
     let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(65_536);

@@ -155,6 +155,8 @@ pub struct Metrics {
     pub options_last_ping: Family<VcOnlyLabels, Gauge<f64, AtomicU64>>,
     pub records_written: Family<RecordLabels, Counter>,
     pub records_failed: Family<RecordLabels, Counter>,
+    /// Call journal writes and recoveries, by result.
+    pub call_journal: Family<ResultLabel, Counter>,
     /// Calls the engine routes to (a consistency check on call tasks).
     pub engine_calls: Gauge,
     pub rtp_packets: Family<MediaLabels, Counter>,
@@ -331,6 +333,12 @@ impl Metrics {
             "Records that could not be written, by kind",
             records_failed.clone(),
         );
+        let call_journal = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "call_journal",
+            "Answered calls journalled (written), not journalled (dropped: queue full; failed: disk), and CDRs written at start for calls a stop interrupted (recovered)",
+            call_journal.clone(),
+        );
         let engine_calls = Gauge::default();
         registry.register(
             "sip_engine_calls",
@@ -490,6 +498,7 @@ impl Metrics {
             options_last_ping,
             records_written,
             records_failed,
+            call_journal,
             engine_calls,
             rtp_packets,
             rtp_bytes,

@@ -114,6 +114,24 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                 CallOutput::Event(CallEvent::Answered { .. }) => {
                     info!("recording session answered");
                     metrics.answered(ctx.vc_id.as_ref(), resources, "outbound");
+                    if let Some(vc_id) = &ctx.vc_id {
+                        let now = std::time::SystemTime::now();
+                        let facts = CallFacts {
+                            transaction_id: ctx.transaction_id,
+                            call_id: &call_id,
+                            voice_connector_id: vc_id,
+                            direction: Direction::Outbound,
+                            source_phone_number: &ctx.source_number,
+                            destination_phone_number: &ctx.destination_number,
+                            sip_auth_user: ctx.auth_user.as_deref(),
+                            start,
+                            answered: Some(now),
+                            end: now,
+                            outcome: CallOutcome::Answered,
+                            streaming: dir.is_some(),
+                        };
+                        ctx.shared.journal.answered(&facts, now);
+                    }
                 }
                 CallOutput::Event(CallEvent::Ended(end)) => {
                     info!(outcome = ?end.outcome, "recording session ended");
@@ -236,6 +254,9 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                 crate::records::write_sdr(&ctx.config, &sfacts, start, metrics);
             }
             crate::records::write_cdr(&ctx.config, &facts, metrics);
+            if end.answered.is_some() {
+                ctx.shared.journal.ended(ctx.transaction_id);
+            }
         }
     }
     active.dec();

@@ -9,7 +9,10 @@
 //! - `Status`: `Completed` (answered; ended by either side), `Failed` (a
 //!   final response ≥ 300 other than 487, including trunkd's own admission
 //!   refusals and exhausted routes), `Cancelled` (CANCEL before answer, or
-//!   a 487). `StatusMessage`: `OK`, or the final response's reason phrase.
+//!   a 487), `Interrupted` (answered, and trunkd stopped before the call
+//!   ended: written from the call journal at the next start, see
+//!   [`journal`]). `StatusMessage`: `OK`, or the final response's reason
+//!   phrase.
 //! - Every field is always present: unknown values are `null` (no auth
 //!   user, a number without a name, a number without a country).
 //! - `UsageType`: `<region>-<src>-<dst>-<inbound|outbound>-minutes` with
@@ -19,6 +22,7 @@
 //!   daemon's `region` (SPEC §3.1).
 
 pub mod billing;
+pub mod journal;
 pub mod key;
 pub mod sdr;
 
@@ -64,6 +68,7 @@ pub enum CdrStatus {
     Completed,
     Failed,
     Cancelled,
+    Interrupted,
 }
 
 /// How a call ended, as the call layer saw it.
@@ -76,6 +81,9 @@ pub enum CallOutcome {
     /// Ended before answer with this final status (a 487 counts as
     /// cancelled).
     Failed { status: u16, reason: String },
+    /// Answered, and trunkd stopped (crash, SIGKILL, power loss) before
+    /// the call ended; the end is the journal's last heartbeat.
+    Interrupted,
 }
 
 /// Everything about a finished call that the CDR needs.
@@ -151,6 +159,10 @@ pub fn status_of(outcome: &CallOutcome) -> (CdrStatus, String) {
             reason,
         } => (CdrStatus::Cancelled, reason.clone()),
         CallOutcome::Failed { reason, .. } => (CdrStatus::Failed, reason.clone()),
+        CallOutcome::Interrupted => (
+            CdrStatus::Interrupted,
+            "trunkd stopped during the call".to_owned(),
+        ),
     }
 }
 
@@ -185,7 +197,7 @@ pub fn build_cdr(facts: &CallFacts<'_>, settings: &CdrSettings<'_>, resources: &
     );
     let (src_country, dst_country) = (src.and_then(country_of), dst.and_then(country_of));
     let answered_ms = match (&facts.outcome, facts.answered) {
-        (CallOutcome::Answered, Some(a)) => facts
+        (CallOutcome::Answered | CallOutcome::Interrupted, Some(a)) => facts
             .end
             .duration_since(a)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
