@@ -5,14 +5,16 @@
 //! turns it into a JSON line and appends it to
 //! `<logging.directory>/aws/ChimeVoiceConnectorSipMessages/<vcId>`, rotating
 //! the file by size and age and keeping a bounded number of old ones.
+//! Written lines reach the disk (fsync) within a second, and before a
+//! file is rotated.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use trunkd_config::Config;
 
@@ -74,7 +76,20 @@ fn run(shared: Arc<Shared>, rx: Receiver<Stamped>) {
     // Keyed by path: a reload that moves `logging.directory` opens new files.
     let mut files: HashMap<std::path::PathBuf, OpenLog> = HashMap::new();
     let mut secrets_of: Option<(Arc<Config>, Vec<String>)> = None;
-    while let Ok(s) = rx.recv() {
+    let mut last_sync = Instant::now();
+    loop {
+        let s = match rx.recv_timeout(SYNC_EVERY) {
+            Ok(s) => s,
+            Err(RecvTimeoutError::Timeout) => {
+                sync_all(&mut files);
+                last_sync = Instant::now();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                sync_all(&mut files);
+                return;
+            }
+        };
         let config = shared.config();
         // The secrets are collected once per configuration snapshot.
         if !secrets_of
@@ -112,6 +127,23 @@ fn run(shared: Arc<Shared>, rx: Receiver<Stamped>) {
             .sip_log_lines
             .get_or_create(&ResultLabel { result })
             .inc();
+        if last_sync.elapsed() >= SYNC_EVERY {
+            sync_all(&mut files);
+            last_sync = Instant::now();
+        }
+    }
+}
+
+/// How often written lines are forced to the disk: a crash loses at most
+/// this much of a SIP log, and a busy log costs one fsync per interval,
+/// not one per line.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+fn sync_all(files: &mut HashMap<std::path::PathBuf, OpenLog>) {
+    for (path, log) in files.iter_mut() {
+        if let Err(e) = log.sync() {
+            tracing::warn!(path = %path.display(), error = %e, "SIP message log sync failed");
+        }
     }
 }
 
@@ -216,6 +248,8 @@ struct OpenLog {
     file: Option<File>,
     size: u64,
     opened: SystemTime,
+    /// Lines written since the last sync.
+    dirty: bool,
 }
 
 impl OpenLog {
@@ -224,7 +258,16 @@ impl OpenLog {
             file: None,
             size: 0,
             opened: SystemTime::now(),
+            dirty: false,
         }
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        if let (true, Some(f)) = (self.dirty, &self.file) {
+            f.sync_data()?;
+        }
+        self.dirty = false;
+        Ok(())
     }
 
     fn open(&mut self, path: &Path, now: SystemTime) -> std::io::Result<()> {
@@ -259,6 +302,7 @@ impl OpenLog {
             self.open(path, now)?;
         }
         if must_rotate(self.size, self.opened, line.len() as u64, now, limits) {
+            self.sync()?;
             self.file = None;
             rotate(path, now, limits.keep)?;
             self.open(path, now)?;
@@ -266,6 +310,7 @@ impl OpenLog {
         if let Some(f) = self.file.as_mut() {
             f.write_all(line)?;
             self.size += line.len() as u64;
+            self.dirty = true;
         }
         Ok(())
     }
