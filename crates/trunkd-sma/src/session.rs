@@ -473,8 +473,8 @@ impl Session {
     }
 
     fn on_answer(&mut self, kind: InvocationEventType, body: &[u8]) {
-        if self.ended || kind == InvocationEventType::Hangup {
-            // Nothing left to act on.
+        if self.ended {
+            // No participant left: nothing to act on.
             return;
         }
         match parse_answer(body, &self.config.limits) {
