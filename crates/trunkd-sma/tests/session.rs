@@ -292,7 +292,7 @@ fn an_invalid_answer_to_invalid_lambda_response_ends_the_call() {
 fn too_many_actions_are_refused_whole() {
     let mut app = App::inbound(&[PRIMARY]);
     let inv = app.invoked();
-    let eleven = vec![r#"{"Type":"Answer"}"#; 11].join(",");
+    let eleven = [r#"{"Type":"Answer"}"#; 11].join(",");
     app.answers(
         &inv,
         &format!(r#"{{"SchemaVersion":"1.0","Actions":[{eleven}]}}"#),
