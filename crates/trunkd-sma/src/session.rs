@@ -272,8 +272,6 @@ pub struct Session {
     list: u64,
     running: Option<Running>,
     digits: Option<DigitMatcher>,
-    /// The application's Hangup, echoed in the HANGUP events it causes.
-    hangup: Option<Action>,
     answered: bool,
     /// EndCall was asked for: nothing more is run.
     ending: bool,
@@ -310,7 +308,6 @@ impl Session {
             list: 0,
             running: None,
             digits: None,
-            hangup: None,
             answered: false,
             ending: false,
             ended: false,
@@ -511,7 +508,13 @@ impl Session {
             return;
         };
         p.status = ParticipantStatus::Disconnected;
-        let data = self.hangup.as_ref().map(ActionData::of);
+        // The application's Hangup, while it runs, is echoed in the HANGUP
+        // events it causes.
+        let data = self
+            .running
+            .as_ref()
+            .filter(|r| matches!(r.action, Action::Hangup(_)))
+            .map(|r| ActionData::of(&r.action));
         self.queue
             .push_back(Pending::new(InvocationEventType::Hangup, data));
         let anyone = self
@@ -621,9 +624,6 @@ impl Session {
                     self.finished(r, Ok(result));
                 }
                 action => {
-                    if matches!(action, Action::Hangup(_)) {
-                        self.hangup = Some(action.clone());
-                    }
                     self.outputs.push_back(Output::Run(action.clone()));
                     self.running = Some(r);
                 }

@@ -663,3 +663,41 @@ fn too_many_transaction_attributes_are_refused_in_the_managed_service_words() {
         "Transaction Attributes has too many mappings. Maximum number of mappings is 10"
     );
 }
+
+#[test]
+fn hanging_up_one_leg_lets_the_list_go_on() {
+    let mut app = App::inbound(&[PRIMARY]);
+    let inv = app.invoked();
+    app.answers(&inv, "");
+    app.input(Input::ParticipantJoined(leg_b()));
+    app.input(Input::UpdateRequested {
+        arguments: args(&[("drop", "agent")]),
+    });
+    let inv = app.invoked();
+    app.answers(
+        &inv,
+        r#"{"SchemaVersion":"1.0","Actions":[
+            {"Type":"Hangup","Parameters":{"ParticipantTag":"LEG-B"}},
+            {"Type":"PlayAudio","Parameters":{"AudioSource":{"Type":"File","Path":"survey.wav"}}}]}"#,
+    );
+    assert!(matches!(app.runs(), Action::Hangup(_)));
+    app.hangup(ParticipantTag::LegB);
+    // LEG-B's HANGUP echoes the Hangup; the survey plays meanwhile.
+    let out = app.outputs();
+    let [Output::Run(Action::PlayAudio(_)), Output::Invoke(inv)] = out.as_slice() else {
+        panic!("the survey and HANGUP for LEG-B")
+    };
+    let inv = inv.clone();
+    assert_eq!(
+        body(&inv)["ActionData"],
+        json!({"Type":"Hangup","Parameters":{"SipResponseCode":0,"ParticipantTag":"LEG-B"}})
+    );
+    app.answers(&inv, "");
+    app.succeeded();
+    let inv = app.invoked();
+    assert_eq!(body(&inv)["ActionData"]["Type"], "PlayAudio");
+    app.answers(&inv, "");
+    // The caller leaves on their own: no echo.
+    app.hangup(ParticipantTag::LegA);
+    assert!(body(&app.invoked()).get("ActionData").is_none());
+}
