@@ -701,3 +701,44 @@ fn hanging_up_one_leg_lets_the_list_go_on() {
     app.hangup(ParticipantTag::LegA);
     assert!(body(&app.invoked()).get("ActionData").is_none());
 }
+
+#[test]
+fn a_caller_gone_before_the_first_answer_gets_no_actions_run() {
+    let mut app = App::inbound(&[PRIMARY]);
+    let first = app.invoked();
+    app.hangup(ParticipantTag::LegA);
+    // HANGUP waits for NEW_INBOUND_CALL's answer, whose actions are moot.
+    app.nothing();
+    app.answers(&first, MENU);
+    let inv = app.invoked();
+    assert_eq!((event_type(&inv).as_str(), inv.sequence), ("HANGUP", 2));
+    app.answers(&inv, "");
+    assert!(app.s.is_finished());
+    assert_eq!(app.s.poll_timeout(), None);
+}
+
+#[test]
+fn receive_digits_buffers_at_most_128_keys() {
+    let mut app = App::inbound(&[PRIMARY]);
+    let inv = app.invoked();
+    app.answers(
+        &inv,
+        r#"{"SchemaVersion":"1.0","Actions":[{"Type":"ReceiveDigits","Parameters":{
+            "InputDigitsRegex":"^\\d+$","InBetweenDigitsDurationInMilliseconds":500,
+            "FlushDigitsDurationInMilliseconds":60000}}]}"#,
+    );
+    let inv = app.invoked();
+    app.answers(&inv, "");
+    app.press(&"7".repeat(200));
+    // Not keys: ignored.
+    app.press("xyz");
+    assert_eq!(
+        app.s.poll_timeout(),
+        Some(app.now + Duration::from_millis(500))
+    );
+    app.advance(Duration::from_millis(500));
+    assert_eq!(
+        body(&app.invoked())["ActionData"]["ReceivedDigits"],
+        "7".repeat(128)
+    );
+}
