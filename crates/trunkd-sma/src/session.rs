@@ -484,10 +484,8 @@ impl Session {
                     self.actions = answer.actions.into();
                 }
             }
-            Err(e) if kind == InvocationEventType::InvalidLambdaResponse => {
-                let _ = e;
-                self.end_call();
-            }
+            // Invalid twice in a row: the application cannot run this call.
+            Err(_) if kind == InvocationEventType::InvalidLambdaResponse => self.end_call(),
             Err(e) => {
                 self.queue.push_front(Pending {
                     kind: InvocationEventType::InvalidLambdaResponse,
@@ -547,21 +545,18 @@ impl Session {
         let mut data = ActionData::of(&r.action);
         match outcome {
             Ok(result) => {
-                let result = match (&r.action, result) {
-                    (Action::PlayAudioAndGetDigits(a), res) => {
-                        match (&a.input_digits_regex, &res.received_digits) {
-                            (Some(re), Some(d)) if !re.is_match(d) => {
-                                return self.fail(
-                                    data,
-                                    "InvalidDigitsReceived".into(),
-                                    format!("{d:?} does not match InputDigitsRegex"),
-                                )
-                            }
-                            _ => res,
-                        }
+                // The call collects; the regex is checked here.
+                if let (Action::PlayAudioAndGetDigits(a), Some(d)) =
+                    (&r.action, &result.received_digits)
+                {
+                    if a.input_digits_regex
+                        .as_ref()
+                        .is_some_and(|re| !re.is_match(d))
+                    {
+                        let message = format!("{d:?} does not match InputDigitsRegex");
+                        return self.fail(data, "InvalidDigitsReceived".into(), message);
                     }
-                    (_, res) => res,
-                };
+                }
                 if self.actions.is_empty() {
                     data.received_digits = result.received_digits;
                     data.recording_destination = result.recording_destination;
