@@ -742,3 +742,43 @@ fn receive_digits_buffers_at_most_128_keys() {
         "7".repeat(128)
     );
 }
+
+#[test]
+fn barge_in_through_receive_digits_while_a_prompt_plays() {
+    let mut app = App::inbound(&[PRIMARY]);
+    let inv = app.invoked();
+    // Listen in the background, then play a long menu and wait.
+    app.answers(
+        &inv,
+        r##"{"SchemaVersion":"1.0","Actions":[
+            {"Type":"ReceiveDigits","Parameters":{"InputDigitsRegex":"^[1-3]$",
+              "InBetweenDigitsDurationInMilliseconds":200,"FlushDigitsDurationInMilliseconds":2000}},
+            {"Type":"PlayAudio","Parameters":{"AudioSource":{"Type":"File","Path":"menu.wav"}}},
+            {"Type":"Pause","Parameters":{"DurationInMilliseconds":5000}}]}"##,
+    );
+    assert!(matches!(app.runs(), Action::PlayAudio(_)));
+    // The caller presses 2 over the prompt.
+    app.advance(Duration::from_millis(800));
+    app.press("2");
+    app.advance(Duration::from_millis(200));
+    let inv = app.invoked();
+    let ev = body(&inv);
+    assert_eq!(ev["InvocationEventType"], "DIGITS_RECEIVED");
+    assert_eq!(ev["ActionData"]["ReceivedDigits"], "2");
+    // The application routes the caller: its list replaces the Pause.
+    app.answers(
+        &inv,
+        r#"{"SchemaVersion":"1.0","Actions":[{"Type":"PlayAudio","Parameters":{"AudioSource":{"Type":"File","Path":"sales.wav"}}}]}"#,
+    );
+    app.nothing();
+    app.succeeded();
+    let Action::PlayAudio(next) = app.runs() else {
+        panic!("the new list")
+    };
+    assert_eq!(
+        next.audio_source,
+        trunkd_sma::MediaRef::File {
+            path: "sales.wav".into()
+        }
+    );
+}
