@@ -39,6 +39,8 @@ pub struct Shared {
     auth_failures: std::sync::Mutex<trunkd_core::auth_failures::AuthFailures>,
     /// Addresses of the host names routes use (`resolver`).
     pub hosts: crate::resolver::HostCache,
+    /// Where events go (SPEC §5.4); `serve` starts its task.
+    pub events: crate::events::Events,
 }
 
 impl Shared {
@@ -46,7 +48,9 @@ impl Shared {
         let metrics = Metrics::new();
         metrics.set_resources(&config.resources);
         metrics.config_last_reload_success.set(unix_now());
+        let events = crate::events::Events::new(metrics.events.clone());
         Shared {
+            events,
             path: config.path.clone(),
             config: ArcSwap::from_pointee(config),
             metrics,
@@ -86,6 +90,53 @@ impl Shared {
             .is_ok_and(|t| !t.is_empty() && t.is_blocked(ip, std::time::Instant::now()))
     }
 
+    /// Emits "trunkd Route State Change" (docs/events.md) for a carrier
+    /// host or origination route that went down or came back up: to the
+    /// `notification_targets` of every VC whose origination routes include
+    /// it, and to the daemon-wide targets when it is a carrier's host.
+    pub fn route_state_changed(&self, route: &trunkd_core::Route, up: bool) {
+        let config = self.config();
+        let same = |r: &trunkd_core::Route| {
+            r.host == route.host && r.port == route.port && r.protocol == route.protocol
+        };
+        let mut targets: Vec<trunkd_core::events::TargetId> = Vec::new();
+        let mut vcs = Vec::new();
+        for vc in config.resources.voice_connectors() {
+            if vc.origination.routes.iter().any(same) {
+                vcs.push(vc.id.to_string());
+                targets.extend(vc.streaming.notification_targets.iter().cloned());
+            }
+        }
+        let carriers: Vec<String> = config
+            .resources
+            .carriers()
+            .iter()
+            .filter(|c| c.hosts.iter().any(same))
+            .map(|c| c.id.to_string())
+            .collect();
+        if !carriers.is_empty() {
+            targets.extend(config.settings.events.targets.iter().cloned());
+        }
+        targets.sort();
+        targets.dedup();
+        let state = if up { "UP" } else { "DOWN" };
+        info!(route = %format!("{}:{}/{}", route.host, route.port, route.protocol), state, "route state changed");
+        self.events.emit_to(
+            &targets,
+            trunkd_core::events::envelope::DAEMON_ORDERING_KEY,
+            trunkd_core::events::envelope::ROUTE_STATE_CHANGE,
+            serde_json::json!({
+                "route": format!("{}:{}/{}", route.host, route.port, route.protocol),
+                "host": route.host.to_string(),
+                "port": route.port.get(),
+                "protocol": route.protocol.to_string(),
+                "state": state,
+                "voiceConnectorIds": vcs,
+                "carrierIds": carriers,
+            }),
+        );
+    }
+
     /// The snapshot in force now. A caller keeps the `Arc` for as long as it
     /// needs a consistent view (a call keeps it for its whole life).
     pub fn config(&self) -> Arc<Config> {
@@ -123,7 +174,9 @@ impl Shared {
                 // New route names resolve before the file is in force, so
                 // the first call after the reload can use them.
                 self.hosts.refresh(&new.resources).await;
-                self.config.store(Arc::new(new));
+                let new = Arc::new(new);
+                self.config.store(new.clone());
+                self.events.reconfigure(new);
                 self.tls.store(tls);
                 self.metrics
                     .config_reloads
@@ -144,6 +197,15 @@ impl Shared {
                 error!(
                     errors = errors.len(),
                     "configuration reload failed; the running configuration stays"
+                );
+                // Validation errors name files, resources and fields,
+                // never a secret's value.
+                self.events.emit_daemon_event(
+                    trunkd_core::events::envelope::RELOAD_FAILED,
+                    serde_json::json!({
+                        "file": self.path.display().to_string(),
+                        "errors": errors,
+                    }),
                 );
                 Err(errors.join("\n"))
             }
@@ -209,6 +271,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         warn!("tls.verify_server = false: carrier and route certificates are not verified (lab use only)");
     }
     let shared = Arc::new(Shared::new(config, tls));
+    shared.events.start(shared.config());
     let sip = Arc::new(SipService::new(shared.clone()));
     let mut tasks = JoinSet::new();
     let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(65_536);

@@ -11,6 +11,7 @@ mod call_task;
 mod cli_reload;
 mod daemon;
 mod engine;
+mod events;
 mod logging;
 mod media_anchor;
 mod media_lines;
