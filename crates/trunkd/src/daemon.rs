@@ -236,6 +236,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if o.daemon.pid_file != n.daemon.pid_file {
         v.push("daemon.pid_file");
     }
+    if o.events.queue_directory != n.events.queue_directory {
+        v.push("events.queue_directory");
+    }
     v
 }
 

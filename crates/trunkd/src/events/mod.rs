@@ -165,6 +165,35 @@ impl Events {
         }
     }
 
+    /// The events emitted so far, for tests that never start the task:
+    /// (targets, ordering key, detail-type, detail); `["*daemon"]` for
+    /// the daemon-wide targets.
+    #[cfg(test)]
+    pub fn pending(&self) -> Vec<(Vec<String>, String, String, serde_json::Value)> {
+        let mut out = Vec::new();
+        let Ok(mut rx) = self.rx.lock() else {
+            return out;
+        };
+        let Some(rx) = rx.as_mut() else { return out };
+        while let Ok(cmd) = rx.try_recv() {
+            if let Command::Emit {
+                targets,
+                ordering_key,
+                detail_type,
+                detail,
+                ..
+            } = cmd
+            {
+                let targets = match targets {
+                    Targets::Daemon => vec!["*daemon".to_owned()],
+                    Targets::Listed(t) => t.iter().map(|t| t.to_string()).collect(),
+                };
+                out.push((targets, ordering_key, detail_type, detail));
+            }
+        }
+        out
+    }
+
     fn emit(
         &self,
         targets: Targets,
@@ -450,6 +479,9 @@ impl Task {
 fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
+        // A redirected POST would lose its body or its signature's
+        // meaning: a 3xx is a failed attempt.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("trunkd/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_default()
