@@ -132,11 +132,11 @@ fn targets(port: u16, file: bool, events: &str) -> String {
     t
 }
 
-fn streaming(notification_targets: &str) -> String {
+fn streaming(directory: &str, notification_targets: &str) -> String {
     format!(
         "[voice_connectors.streaming]\n\
          disabled = false\n\
-         sinks = [ {{ type = \"wav\", directory = \"audio\" }} ]\n\
+         sinks = [ {{ type = \"wav\", directory = \"{directory}\" }} ]\n\
          notification_targets = {notification_targets}\n"
     )
 }
@@ -220,7 +220,7 @@ fn recording_sessions_emit_signed_streaming_events_that_survive_failures() {
     let receiver = Receiver::start(port, &dir.join("events.jsonl"), 5);
     let ports = Ports::pick();
     let top = targets(port, true, "");
-    let east = streaming(r#"["ops", "log"]"#);
+    let east = streaming("audio", r#"["ops", "log"]"#);
     let lab = Lab {
         hosts: CARRIER_HOST,
         top: &top,
@@ -472,4 +472,50 @@ fn an_event_past_its_maximum_age_is_dropped_and_counted() {
         files_under(&d.dir.join("var/events")),
         Vec::<PathBuf>::new()
     );
+}
+
+/// A session whose WAV files cannot be created (the sink's directory is
+/// under a regular file): STARTED, then FAILED with the reason, per stream.
+#[test]
+fn a_recording_that_cannot_be_written_is_a_failed_streaming_event() {
+    let ports = Ports::pick();
+    let top = "[[event_targets]]\nid = \"log\"\ntype = \"file\"\npath = \"var/events.jsonl\"\n";
+    let east = streaming("trunkd.toml/audio", r#"["log"]"#);
+    let lab = Lab {
+        hosts: CARRIER_HOST,
+        top,
+        east_termination: &east,
+        ..Default::default()
+    };
+    let d = Daemon::start("events-failed", ports, &lab.config(ports));
+    siprec_session(&d, 0);
+    d.wait_metric("events_total{target=\"log\",result=\"delivered\"}", 4.0);
+    let events = json_lines(&d.dir.join("var/events.jsonl"));
+    let got: Vec<(u64, String)> = events
+        .iter()
+        .map(|e| {
+            let detail = &e["detail"];
+            (
+                detail["sdp"]["mediaIndex"].as_u64().unwrap(),
+                detail["streamingStatus"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, "STARTED".to_owned()),
+            (1, "STARTED".to_owned()),
+            (0, "FAILED".to_owned()),
+            (1, "FAILED".to_owned())
+        ]
+    );
+    for e in &events[2..] {
+        assert_eq!(
+            e["detail"]["failureReason"],
+            "Recording could not be written"
+        );
+        assert!(e["detail"]["failTime"].as_str().unwrap().ends_with('Z'));
+        assert!(e["detail"].get("endTime").is_none());
+    }
 }
