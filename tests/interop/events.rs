@@ -263,7 +263,14 @@ fn recording_sessions_emit_signed_streaming_events_that_survive_failures() {
         assert_eq!(detail["streamArn"], format!("file://{}", wav.display()));
         let status = detail["streamingStatus"].as_str().unwrap().to_owned();
         match status.as_str() {
-            "STARTED" => assert!(detail.get("endTime").is_none()),
+            "STARTED" => {
+                assert!(detail.get("endTime").is_none());
+                let xml = detail["siprecMetadata"].as_str().unwrap();
+                assert!(
+                    xml.contains(r#"<recording xmlns="urn:ietf:params:xml:ns:recording:1">"#),
+                    "{xml}"
+                );
+            }
             "ENDED" => assert!(
                 detail["endTime"].as_str().unwrap() >= detail["startTime"].as_str().unwrap()
             ),

@@ -265,6 +265,8 @@ struct StatusEvents {
     from_number: String,
     to_number: String,
     invite_headers: BTreeMap<String, String>,
+    /// The INVITE's SIPREC metadata (RFC 7866 `rs-metadata+xml`), as sent.
+    siprec_metadata: Option<String>,
     answered: Answered,
     dir: PathBuf,
     /// (index, label, file) of each answered audio stream, known once the
@@ -299,8 +301,17 @@ impl StatusEvents {
                 invite_headers.insert(name.to_owned(), String::from_utf8_lossy(v).into_owned());
             }
         }
+        let siprec_metadata = invite.headers.get("Content-Type").and_then(|ct| {
+            let m = trunkd_sip::Multipart::parse_with(ct, &invite.body).ok()?;
+            let part = m.parts().iter().find(|p| {
+                p.is_type("application", "rs-metadata+xml")
+                    || p.is_type("application", "rs-metadata")
+            })?;
+            Some(String::from_utf8_lossy(part.body()).into_owned())
+        });
         Some(StatusEvents {
             vc,
+            siprec_metadata,
             shared: ctx.shared.clone(),
             config: ctx.config.clone(),
             transaction_id: ctx.transaction_id,
@@ -340,7 +351,10 @@ impl StatusEvents {
                 media_index: stream.0,
                 media_label: stream.1.clone(),
             },
-            siprec_metadata: None,
+            // With STARTED, as the managed service sends it.
+            siprec_metadata: matches!(status, StreamingStatus::Started)
+                .then(|| self.siprec_metadata.clone())
+                .flatten(),
             start_time: start,
             end_time: ended.then(|| now.clone()),
             fail_time: failed.then(|| now.clone()),
