@@ -546,3 +546,49 @@ fn append_line(path: &std::path::Path, body: &str) -> AttemptResult {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_channel_drops_and_counts_instead_of_waiting() {
+        let metrics = EventMetrics::default();
+        let events = Events::new(metrics.clone());
+        for _ in 0..CHANNEL_CAPACITY + 3 {
+            events.emit_daemon_event("x", serde_json::json!({}));
+        }
+        let dropped = metrics
+            .total
+            .get_or_create(&TargetResultLabels {
+                target: "*".into(),
+                result: "dropped_queue_full",
+            })
+            .get();
+        assert_eq!(dropped, 3);
+        assert_eq!(events.pending().len(), CHANNEL_CAPACITY);
+    }
+
+    #[test]
+    fn a_vc_without_notification_targets_emits_nothing() {
+        let events = Events::new(EventMetrics::default());
+        events.emit_to(&[], "k", "x", serde_json::json!({}));
+        assert!(events.pending().is_empty());
+    }
+
+    #[test]
+    fn a_file_target_gets_one_line_per_event() {
+        let dir = std::env::temp_dir().join(format!("trunkd-events-file-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sub/events.jsonl");
+        assert_eq!(append_line(&path, r#"{"a":1}"#), AttemptResult::Delivered);
+        assert_eq!(append_line(&path, r#"{"b":2}"#), AttemptResult::Delivered);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n"
+        );
+        // A directory where the file should be: a failure to retry.
+        assert_eq!(append_line(&dir, "{}"), AttemptResult::Transient);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
