@@ -346,6 +346,8 @@ fn a_failed_reload_is_an_event_with_its_errors() {
         ..Default::default()
     };
     let d = Daemon::start("events-reload", ports, &lab.config(ports));
+    // Every configured target has its gauge from the start.
+    d.wait_metric("events_queued{target=\"ops\"}", 0.0);
     let valid = break_and_reload(&d);
     let got = receiver.wait(1, || d.log());
     assert_eq!(got.len(), 1, "{got:#?}");

@@ -442,8 +442,10 @@ impl Task {
         }
     }
 
+    /// `events_queued` of every configured target (0 included, so the
+    /// series exists before the first event) and of any still queued.
     fn gauges(&self) {
-        for target in self.outbox.targets() {
+        for target in self.targets.keys().chain(self.outbox.targets()) {
             self.metrics
                 .queued
                 .get_or_create(&TargetLabels {
@@ -514,8 +516,8 @@ async fn post(
             AttemptResult::Status(resp.status().as_u16())
         }
         Err(e) => {
-            // reqwest's error names the URL, never the headers.
-            debug!(target = %t.target, error = %e, attempt = t.attempt, "webhook delivery failed");
+            // Without the URL: it may carry a token in its query.
+            debug!(target = %t.target, error = %e.without_url(), attempt = t.attempt, "webhook delivery failed");
             AttemptResult::Transient
         }
     }
