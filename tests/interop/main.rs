@@ -5,6 +5,7 @@ mod support;
 
 mod baresip;
 mod calls;
+mod events;
 mod foundation;
 mod journal;
 mod media;

@@ -16,7 +16,7 @@ use crate::support::*;
 const PACKETS: u16 = 40;
 
 /// The messages a SIPp peer received, whole, with LF line ends.
-fn received(trace: &Path) -> Vec<String> {
+pub(crate) fn received(trace: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(trace).unwrap_or_default();
     text.split("----------------------------------------------- ")
         .filter(|block| block.contains("message received"))
@@ -26,7 +26,7 @@ fn received(trace: &Path) -> Vec<String> {
 
 /// Waits (bounded) for the 200 to the INVITE in SIPp's trace; returns its
 /// SDP body (LF line ends).
-fn wait_answer(trace: &Path) -> String {
+pub(crate) fn wait_answer(trace: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let answer = received(trace).into_iter().find(|m| {
@@ -43,7 +43,7 @@ fn wait_answer(trace: &Path) -> String {
 }
 
 /// The `m=` ports of an SDP, in order.
-fn m_ports(sdp: &str) -> Vec<u16> {
+pub(crate) fn m_ports(sdp: &str) -> Vec<u16> {
     sdp.lines()
         .filter_map(|l| l.strip_prefix("m=audio "))
         .filter_map(|l| l.split(' ').next()?.parse().ok())
@@ -52,7 +52,7 @@ fn m_ports(sdp: &str) -> Vec<u16> {
 
 /// One RTP packet of stream `stream`: payload type `pt`, 160 payload bytes
 /// that differ per stream and per packet.
-fn packet(stream: u8, pt: u8, seq: u16) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn packet(stream: u8, pt: u8, seq: u16) -> (Vec<u8>, Vec<u8>) {
     let mut p = vec![0x80, pt];
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());

@@ -11,13 +11,14 @@ use crate::validate::{resource_label, Report};
 
 /// Top-level sections that are arrays of resources: a path into one of them
 /// is shown with the resource's id instead of its index.
-const RESOURCE_SECTIONS: [&str; 6] = [
+const RESOURCE_SECTIONS: [&str; 7] = [
     "carriers",
     "voice_connectors",
     "voice_connector_groups",
     "numbers",
     "sip_media_applications",
     "sip_rules",
+    "event_targets",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

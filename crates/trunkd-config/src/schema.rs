@@ -31,6 +31,8 @@ pub struct File {
     pub numbers: Vec<Number>,
     pub sip_media_applications: Vec<SipMediaApplication>,
     pub sip_rules: Vec<SipRule>,
+    pub event_targets: Vec<EventTarget>,
+    pub events: Events,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,6 +246,7 @@ pub struct Streaming {
     pub disabled: bool,
     pub data_retention_in_hours: Option<i64>,
     pub sinks: Vec<StreamingSink>,
+    pub notification_targets: Option<Vec<String>>,
 }
 
 impl Default for Streaming {
@@ -252,6 +255,7 @@ impl Default for Streaming {
             disabled: true,
             data_retention_in_hours: None,
             sinks: Vec::new(),
+            notification_targets: None,
         }
     }
 }
@@ -328,4 +332,31 @@ pub struct SipRule {
     pub trigger_value: Option<String>,
     pub disabled: bool,
     pub target_applications: Vec<RuleTarget>,
+}
+
+/// `[[event_targets]]` (SPEC §3.2, §5.4).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct EventTarget {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub secret: Option<String>,
+    pub secret_file: Option<String>,
+    pub secret_env: Option<String>,
+    pub path: Option<String>,
+}
+
+/// `[events]`: the delivery queue (docs/events.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Events {
+    pub queue_directory: Option<String>,
+    pub max_queued_events: Option<i64>,
+    pub max_age_seconds: Option<i64>,
+    pub retry_initial_ms: Option<i64>,
+    pub retry_max_seconds: Option<i64>,
+    pub request_timeout_seconds: Option<i64>,
+    pub targets: Option<Vec<String>>,
 }

@@ -17,6 +17,9 @@ pub struct Settings {
     pub logging: LoggingSettings,
     pub routing: RoutingSettings,
     pub security: SecuritySettings,
+    pub events: EventsSettings,
+    /// `[[event_targets]]`, in file order.
+    pub event_targets: Vec<EventTarget>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,4 +180,40 @@ pub enum RateLimitAction {
     Drop,
     /// `503 Service Unavailable` with `Retry-After`.
     Reject,
+}
+
+/// `[events]`: how events are queued and retried (docs/events.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsSettings {
+    /// One journal file per queued (event, target) pair.
+    pub queue_directory: PathBuf,
+    /// Per target; a new event that does not fit is dropped and counted.
+    pub max_queued_events: usize,
+    /// An event not delivered by then is dropped and counted.
+    pub max_age: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// A webhook request without a response by then is a failed attempt.
+    pub request_timeout: Duration,
+    /// The targets of daemon-wide events (reload failed, sink backlog).
+    pub targets: Vec<trunkd_core::events::TargetId>,
+}
+
+/// One `[[event_targets]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTarget {
+    pub id: trunkd_core::events::TargetId,
+    pub kind: EventTargetKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventTargetKind {
+    /// An HTTP(S) POST per event, signed with the Standard Webhooks scheme.
+    Webhook {
+        url: String,
+        /// Decoded from the `whsec_` secret; its `Debug` is redacted.
+        key: trunkd_core::events::signing::WebhookKey,
+    },
+    /// One JSON line per event appended to `path`.
+    File { path: PathBuf },
 }

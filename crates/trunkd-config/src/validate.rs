@@ -143,8 +143,6 @@ impl Check<'_, '_, '_> {
     /// Exactly one must be set; a missing file or variable is an error
     /// naming the field, never the secret. `None` when no way is set and
     /// `required` is false, or on error.
-    // Used by the event targets and record sinks being added (issue 10).
-    #[allow(dead_code)]
     fn secret(
         &mut self,
         field: &str,
@@ -320,7 +318,6 @@ pub fn parse_cidr(s: &str) -> Option<IpNet> {
 }
 
 /// The three ways a secret can be given in the file; see [`Check::secret`].
-#[allow(dead_code)]
 #[derive(Debug, Default, Clone, Copy)]
 struct SecretSource<'v> {
     inline: Option<&'v str>,
@@ -366,6 +363,7 @@ pub(crate) fn resource_label(section: &str, file: &schema::File, i: usize) -> St
             .get(i)
             .and_then(|r| r.id.as_deref()),
         "sip_rules" => file.sip_rules.get(i).and_then(|r| r.id.as_deref()),
+        "event_targets" => file.event_targets.get(i).and_then(|r| r.id.as_deref()),
         _ => None,
     };
     label(section, "id", id, i)
@@ -649,6 +647,8 @@ pub(crate) fn validate(
         rules.push(rule);
     }
 
+    notification_target_references(raw, report);
+
     if !report.errors.is_empty() {
         return None;
     }
@@ -665,6 +665,34 @@ pub(crate) fn validate(
         settings: settings?,
         resources,
     })
+}
+
+/// Each VC's `notification_targets` must name `[[event_targets]]` ids.
+fn notification_target_references(raw: &schema::File, report: &mut Report<'_>) {
+    let known: HashSet<&str> = raw
+        .event_targets
+        .iter()
+        .filter_map(|t| t.id.as_deref())
+        .collect();
+    for (i, v) in raw.voice_connectors.iter().enumerate() {
+        let Some(list) = v
+            .streaming
+            .as_ref()
+            .and_then(|s| s.notification_targets.as_ref())
+        else {
+            continue;
+        };
+        let lbl = resource_label("voice_connectors", raw, i);
+        for (j, t) in list.iter().enumerate() {
+            if !known.contains(t.as_str()) {
+                report.push(
+                    Some(&lbl),
+                    format!("streaming.notification_targets[{j}]"),
+                    format!("{t:?} is not the id of an [[event_targets]] entry"),
+                );
+            }
+        }
+    }
 }
 
 fn limits(raw: &schema::File, report: &mut Report<'_>) -> Limits {
@@ -1128,6 +1156,8 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         auth_block,
     };
 
+    let (events, event_targets) = events(raw, report, base, &state_dir);
+
     (report.errors.len() == before).then_some(Settings {
         daemon: DaemonSettings {
             region,
@@ -1144,7 +1174,168 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         logging,
         routing,
         security,
+        events,
+        event_targets,
     })
+}
+
+/// `[[event_targets]]` and `[events]` (SPEC §3.2, docs/events.md).
+fn events(
+    raw: &schema::File,
+    report: &mut Report<'_>,
+    base: &Path,
+    state_dir: &Path,
+) -> (EventsSettings, Vec<EventTarget>) {
+    use trunkd_core::events::signing::WebhookKey;
+    use trunkd_core::events::TargetId;
+
+    let ids: Vec<Option<TargetId>> = ids(report, "event_targets", &raw.event_targets, |t| {
+        t.id.as_deref()
+    });
+    let mut targets = Vec::new();
+    for (i, (t, id)) in raw.event_targets.iter().zip(ids).enumerate() {
+        let lbl = label("event_targets", "id", t.id.as_deref(), i);
+        let mut c = Check {
+            report,
+            at: At::resource(&lbl),
+        };
+        let kind = match t.kind.as_deref() {
+            Some("webhook") => {
+                let url = match c.required("url", &t.url) {
+                    Some(u)
+                        if (u.starts_with("http://") || u.starts_with("https://"))
+                            && u.len() > "https://".len() =>
+                    {
+                        Some(u.to_owned())
+                    }
+                    Some(u) => {
+                        c.err("url", format!("{u:?} is not an http:// or https:// URL"));
+                        None
+                    }
+                    None => None,
+                };
+                let source = SecretSource {
+                    inline: t.secret.as_deref(),
+                    file: t.secret_file.as_deref(),
+                    env: t.secret_env.as_deref(),
+                };
+                let key = c.secret("secret", &source, base, true).and_then(|s| {
+                    WebhookKey::from_whsec(s.expose())
+                        .map_err(|e| c.err("secret", e))
+                        .ok()
+                });
+                if t.path.is_some() {
+                    c.err("path", "is only used with type = \"file\"");
+                }
+                url.zip(key)
+                    .map(|(url, key)| EventTargetKind::Webhook { url, key })
+            }
+            Some("file") => {
+                for (field, set) in [
+                    ("url", t.url.is_some()),
+                    (
+                        "secret",
+                        t.secret.is_some() || t.secret_file.is_some() || t.secret_env.is_some(),
+                    ),
+                ] {
+                    if set {
+                        c.err(field, "is only used with type = \"webhook\"");
+                    }
+                }
+                c.required("path", &t.path).map(|p| EventTargetKind::File {
+                    path: resolve(base, p),
+                })
+            }
+            Some(other) => {
+                c.err("type", format!("{other:?} is not one of webhook, file"));
+                None
+            }
+            None => {
+                c.err("type", "is required (webhook or file)");
+                None
+            }
+        };
+        if let (Some(id), Some(kind)) = (id, kind) {
+            targets.push(EventTarget { id, kind });
+        }
+    }
+
+    let e = &raw.events;
+    let mut c = Check {
+        report,
+        at: At::section("events"),
+    };
+    let queue_directory = e
+        .queue_directory
+        .as_deref()
+        .map(|p| resolve(base, p))
+        .unwrap_or_else(|| state_dir.join("events"));
+    let max_queued_events = c.range(
+        "max_queued_events",
+        e.max_queued_events,
+        10_000,
+        1,
+        10_000_000,
+    ) as usize;
+    let max_age =
+        Duration::from_secs(
+            c.range("max_age_seconds", e.max_age_seconds, 86_400, 1, 30 * 86_400) as u64,
+        );
+    let retry_initial =
+        Duration::from_millis(
+            c.range("retry_initial_ms", e.retry_initial_ms, 1000, 1, 3_600_000) as u64,
+        );
+    let retry_max =
+        Duration::from_secs(
+            c.range("retry_max_seconds", e.retry_max_seconds, 300, 1, 86_400) as u64,
+        );
+    if retry_max < retry_initial {
+        c.err(
+            "retry_max_seconds",
+            "must not be shorter than retry_initial_ms",
+        );
+    }
+    let request_timeout = Duration::from_secs(c.range(
+        "request_timeout_seconds",
+        e.request_timeout_seconds,
+        5,
+        1,
+        300,
+    ) as u64);
+    let known: HashSet<&str> = raw
+        .event_targets
+        .iter()
+        .filter_map(|t| t.id.as_deref())
+        .collect();
+    let daemon_targets = match &e.targets {
+        None => targets.iter().map(|t| t.id.clone()).collect(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, s) in list.iter().enumerate() {
+                if !known.contains(s.as_str()) {
+                    c.err(
+                        format!("targets[{i}]"),
+                        format!("{s:?} is not the id of an [[event_targets]] entry"),
+                    );
+                } else if let Ok(id) = s.parse::<TargetId>() {
+                    out.push(id);
+                }
+            }
+            out
+        }
+    };
+    (
+        EventsSettings {
+            queue_directory,
+            max_queued_events,
+            max_age,
+            retry_initial,
+            retry_max,
+            request_timeout,
+            targets: daemon_targets,
+        },
+        targets,
+    )
 }
 
 fn carrier(
@@ -1458,10 +1649,27 @@ fn voice_connector(
             if !s.disabled && s.sinks.is_empty() {
                 sc.err("sinks", "streaming is enabled but has no sinks");
             }
+            // Whether each names a configured target is checked once every
+            // target is known (`notification_target_references`).
+            let mut notification_targets = Vec::new();
+            if let Some(list) = &s.notification_targets {
+                if !(1..=3).contains(&list.len()) {
+                    sc.err(
+                        "notification_targets",
+                        format!("has {} ids; 1 to 3 are allowed", list.len()),
+                    );
+                }
+                for (i, t) in list.iter().enumerate() {
+                    if let Some(id) = sc.parse(&format!("notification_targets[{i}]"), t) {
+                        notification_targets.push(id);
+                    }
+                }
+            }
             Streaming {
                 disabled: s.disabled,
                 data_retention_in_hours: hours,
                 sinks,
+                notification_targets,
             }
         }
     };

@@ -537,3 +537,221 @@ fn sip_log_rotation_defaults_and_overrides() {
         (4096, std::time::Duration::from_secs(7200), 0)
     );
 }
+
+/// A valid `whsec_` secret (the Standard Webhooks specification's example).
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn with_events(extra: &str) -> String {
+    format!("{VALID}\n{extra}")
+}
+
+#[test]
+fn event_targets_events_and_notification_targets_are_read_with_their_defaults() {
+    let text = with_events(&format!(
+        r#"
+[[event_targets]]
+id = "ops"
+type = "webhook"
+url = "https://127.0.0.1:8081/events"
+secret = "{WHSEC}"
+
+[[event_targets]]
+id = "log.file_1"
+type = "file"
+path = "var/events.jsonl"
+"#
+    ))
+    .replacen(
+        "[voice_connectors.origination]\nroutes = [ { host = \"127.0.0.1\", port = 5093 } ]",
+        "[voice_connectors.origination]\nroutes = [ { host = \"127.0.0.1\", port = 5093 } ]\n\n[voice_connectors.streaming]\nnotification_targets = [\"ops\", \"log.file_1\"]",
+        1,
+    );
+    assert_errors(&text, &[]);
+    let path = write(&text);
+    let dir = path.parent().unwrap().to_path_buf();
+    let c = trunkd_config::load(&path).unwrap();
+    let e = &c.settings.events;
+    assert_eq!(e.queue_directory, dir.join("var").join("events"));
+    assert_eq!(e.max_queued_events, 10_000);
+    assert_eq!(e.max_age, std::time::Duration::from_secs(86_400));
+    assert_eq!(e.retry_initial, std::time::Duration::from_millis(1000));
+    assert_eq!(e.retry_max, std::time::Duration::from_secs(300));
+    assert_eq!(e.request_timeout, std::time::Duration::from_secs(5));
+    let ids: Vec<&str> = e.targets.iter().map(|t| t.as_str()).collect();
+    assert_eq!(ids, ["ops", "log.file_1"], "every target by default");
+    let t = &c.settings.event_targets;
+    match &t[0].kind {
+        trunkd_config::EventTargetKind::Webhook { url, key } => {
+            assert_eq!(url, "https://127.0.0.1:8081/events");
+            assert_eq!(
+                key.sign(
+                    "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                    1614265330,
+                    br#"{"test": 2432232314}"#
+                ),
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        t[1].kind,
+        trunkd_config::EventTargetKind::File {
+            path: dir.join("var/events.jsonl")
+        }
+    );
+    let vc = c.resources.voice_connector("vc-west").unwrap();
+    let n: Vec<&str> = vc
+        .streaming
+        .notification_targets
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
+    assert_eq!(n, ["ops", "log.file_1"]);
+    // The secret never shows in the settings' Debug output.
+    let debug = format!("{:?}", c.settings);
+    assert!(
+        !debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "{debug}"
+    );
+    assert!(debug.contains("WebhookKey(<redacted>)"));
+}
+
+#[test]
+fn the_events_section_overrides_the_defaults() {
+    let text = with_events(
+        r#"
+[[event_targets]]
+id = "a"
+type = "file"
+path = "/tmp/a.jsonl"
+
+[[event_targets]]
+id = "b"
+type = "file"
+path = "b.jsonl"
+
+[events]
+queue_directory = "/var/spool/trunkd-events"
+max_queued_events = 5
+max_age_seconds = 60
+retry_initial_ms = 200
+retry_max_seconds = 2
+request_timeout_seconds = 1
+targets = ["b"]
+"#,
+    );
+    let c = trunkd_config::load(&write(&text)).unwrap();
+    let e = &c.settings.events;
+    assert_eq!(
+        e.queue_directory,
+        std::path::PathBuf::from("/var/spool/trunkd-events")
+    );
+    assert_eq!(
+        (
+            e.max_queued_events,
+            e.max_age.as_secs(),
+            e.retry_initial.as_millis(),
+            e.retry_max.as_secs(),
+            e.request_timeout.as_secs()
+        ),
+        (5, 60, 200, 2, 1)
+    );
+    assert_eq!(e.targets.len(), 1);
+    assert_eq!(e.targets[0].as_str(), "b");
+}
+
+#[test]
+fn event_target_errors_name_the_target_and_field_never_the_secret() {
+    let text = with_events(
+        r#"
+[[event_targets]]
+id = "ops"
+type = "webhook"
+url = "ftp://x/events"
+secret = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+[[event_targets]]
+id = "ops"
+type = "file"
+
+[[event_targets]]
+id = "bad id"
+type = "mail"
+
+[[event_targets]]
+id = "short"
+type = "webhook"
+url = "http://127.0.0.1:1/e"
+secret = "whsec_c2VjcmV0LXRvby1zaG9ydA=="
+
+[[event_targets]]
+id = "nokey"
+type = "webhook"
+url = "http://127.0.0.1:1/e"
+
+[[event_targets]]
+id = "twice"
+type = "webhook"
+url = "http://127.0.0.1:1/e"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+secret_env = "TRUNKD_NOT_SET_EVER"
+path = "x"
+
+[events]
+max_queued_events = 0
+retry_initial_ms = 5000
+retry_max_seconds = 1
+targets = ["nope"]
+"#,
+    );
+    let errs = errors(&text);
+    assert_eq!(
+        errs,
+        [
+            "F: event_targets[id=ops].id: is a duplicate: another resource of this kind has the same id",
+            "F: event_targets[id=bad id].id: \"bad id\" must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+            "F: event_targets[id=ops].url: \"ftp://x/events\" is not an http:// or https:// URL",
+            "F: event_targets[id=ops].secret: must start with \"whsec_\" (a Standard Webhooks secret)",
+            "F: event_targets[id=ops].path: is required",
+            "F: event_targets[id=bad id].type: \"mail\" is not one of webhook, file",
+            "F: event_targets[id=short].secret: decodes to 16 bytes; the key must be 24 to 64 bytes long",
+            "F: event_targets[id=nokey].secret: is required (or secret_file, or secret_env)",
+            "F: event_targets[id=twice].secret: set only one of secret, secret_file, secret_env",
+            "F: event_targets[id=twice].path: is only used with type = \"file\"",
+            "F: events.max_queued_events: 0 is out of range 1..=10000000",
+            "F: events.retry_max_seconds: must not be shorter than retry_initial_ms",
+            "F: events.targets[0]: \"nope\" is not the id of an [[event_targets]] entry",
+        ]
+    );
+    for e in &errs {
+        assert!(!e.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{e}");
+        assert!(!e.contains("c2VjcmV0LXRvby1zaG9ydA"), "{e}");
+    }
+}
+
+#[test]
+fn notification_targets_must_be_one_to_three_configured_ids() {
+    let vc = "[voice_connectors.origination]\nroutes = [ { host = \"127.0.0.1\", port = 5093 } ]";
+    let target = "\n[[event_targets]]\nid = \"ops\"\ntype = \"file\"\npath = \"e.jsonl\"\n";
+    let case = |list: &str| {
+        with_events(target).replacen(
+            vc,
+            &format!("{vc}\n\n[voice_connectors.streaming]\nnotification_targets = {list}"),
+            1,
+        )
+    };
+    assert_errors(&case(r#"["ops"]"#), &[]);
+    assert_errors(
+        &case(r#"["ops", "missing"]"#),
+        &["F: voice_connectors[id=vc-west].streaming.notification_targets[1]: \"missing\" is not the id of an [[event_targets]] entry"],
+    );
+    assert_errors(
+        &case("[]"),
+        &["F: voice_connectors[id=vc-west].streaming.notification_targets: has 0 ids; 1 to 3 are allowed"],
+    );
+    assert_errors(
+        &case(r#"["ops", "ops", "ops", "ops"]"#),
+        &["F: voice_connectors[id=vc-west].streaming.notification_targets: has 4 ids; 1 to 3 are allowed"],
+    );
+}

@@ -17,6 +17,8 @@
 //!   termination and origination plans;
 //! - [`cdr`]: the §5.1 call detail record, billing and record keys;
 //! - [`backoff`]: when a webhook delivery or record upload is retried;
+//! - [`events`]: the §5.4 event envelope, webhook signing and the
+//!   delivery outbox;
 //! - [`civil`], [`transaction_id`]: UTC calendar time and the call's UUID.
 //!
 //! Stateful parts (`CpsLimiter`, `NonceCounter`, `RouteHealthTable`) are
@@ -35,6 +37,7 @@ pub mod country;
 pub mod cps;
 pub mod digest;
 pub mod e164;
+pub mod events;
 #[cfg(test)]
 mod fixtures;
 pub mod ids;

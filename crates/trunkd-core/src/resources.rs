@@ -79,6 +79,9 @@ pub struct Streaming {
     pub disabled: bool,
     pub data_retention_in_hours: u32,
     pub sinks: Vec<StreamingSink>,
+    /// Event targets (SPEC §3.2 `notification_targets`, 0..3) that get
+    /// this VC's events: streaming status, route down/up.
+    pub notification_targets: Vec<crate::events::TargetId>,
 }
 
 impl Default for Streaming {
@@ -87,6 +90,7 @@ impl Default for Streaming {
             disabled: true,
             data_retention_in_hours: 0,
             sinks: Vec::new(),
+            notification_targets: Vec::new(),
         }
     }
 }

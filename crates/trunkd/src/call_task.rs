@@ -119,7 +119,7 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                                 outcome: CallOutcome::Answered,
                                 streaming: false,
                             };
-                            ctx.shared.journal.answered(&facts, now);
+                            ctx.shared.call_journal.answered(&facts, now);
                         }
                         metrics.answered(
                             ctx.vc_id.as_ref(),
@@ -167,7 +167,7 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                             };
                             crate::records::write_cdr(&ctx.config, &facts, metrics);
                             if answered_hop.is_some() {
-                                ctx.shared.journal.ended(ctx.transaction_id);
+                                ctx.shared.call_journal.ended(ctx.transaction_id);
                             }
                         }
                     }

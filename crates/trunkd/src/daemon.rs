@@ -39,8 +39,10 @@ pub struct Shared {
     auth_failures: std::sync::Mutex<trunkd_core::auth_failures::AuthFailures>,
     /// Addresses of the host names routes use (`resolver`).
     pub hosts: crate::resolver::HostCache,
-    /// Answered calls, so a crash leaves no call unbilled (`journal`).
-    pub journal: crate::journal::Journal,
+    /// Answered calls, so a crash leaves no call unbilled (`call_journal`).
+    pub call_journal: crate::call_journal::Journal,
+    /// Where events go (SPEC §5.4); `serve` starts its task.
+    pub events: crate::events::Events,
 }
 
 impl Shared {
@@ -48,7 +50,9 @@ impl Shared {
         let metrics = Metrics::new();
         metrics.set_resources(&config.resources);
         metrics.config_last_reload_success.set(unix_now());
+        let events = crate::events::Events::new(metrics.events.clone());
         Shared {
+            events,
             path: config.path.clone(),
             config: ArcSwap::from_pointee(config),
             metrics,
@@ -56,7 +60,7 @@ impl Shared {
             reloading: Default::default(),
             auth_failures: Default::default(),
             hosts: Default::default(),
-            journal: Default::default(),
+            call_journal: Default::default(),
         }
     }
 
@@ -87,6 +91,53 @@ impl Shared {
         self.auth_failures
             .lock()
             .is_ok_and(|t| !t.is_empty() && t.is_blocked(ip, std::time::Instant::now()))
+    }
+
+    /// Emits "trunkd Route State Change" (docs/events.md) for a carrier
+    /// host or origination route that went down or came back up: to the
+    /// `notification_targets` of every VC whose origination routes include
+    /// it, and to the daemon-wide targets when it is a carrier's host.
+    pub fn route_state_changed(&self, route: &trunkd_core::Route, up: bool) {
+        let config = self.config();
+        let same = |r: &trunkd_core::Route| {
+            r.host == route.host && r.port == route.port && r.protocol == route.protocol
+        };
+        let mut targets: Vec<trunkd_core::events::TargetId> = Vec::new();
+        let mut vcs = Vec::new();
+        for vc in config.resources.voice_connectors() {
+            if vc.origination.routes.iter().any(same) {
+                vcs.push(vc.id.to_string());
+                targets.extend(vc.streaming.notification_targets.iter().cloned());
+            }
+        }
+        let carriers: Vec<String> = config
+            .resources
+            .carriers()
+            .iter()
+            .filter(|c| c.hosts.iter().any(same))
+            .map(|c| c.id.to_string())
+            .collect();
+        if !carriers.is_empty() {
+            targets.extend(config.settings.events.targets.iter().cloned());
+        }
+        targets.sort();
+        targets.dedup();
+        let state = if up { "UP" } else { "DOWN" };
+        info!(route = %format!("{}:{}/{}", route.host, route.port, route.protocol), state, "route state changed");
+        self.events.emit_to(
+            &targets,
+            trunkd_core::events::envelope::DAEMON_ORDERING_KEY,
+            trunkd_core::events::envelope::ROUTE_STATE_CHANGE,
+            serde_json::json!({
+                "route": format!("{}:{}/{}", route.host, route.port, route.protocol),
+                "host": route.host.to_string(),
+                "port": route.port.get(),
+                "protocol": route.protocol.to_string(),
+                "state": state,
+                "voiceConnectorIds": vcs,
+                "carrierIds": carriers,
+            }),
+        );
     }
 
     /// The snapshot in force now. A caller keeps the `Arc` for as long as it
@@ -126,7 +177,9 @@ impl Shared {
                 // New route names resolve before the file is in force, so
                 // the first call after the reload can use them.
                 self.hosts.refresh(&new.resources).await;
-                self.config.store(Arc::new(new));
+                let new = Arc::new(new);
+                self.config.store(new.clone());
+                self.events.reconfigure(new);
                 self.tls.store(tls);
                 self.metrics
                     .config_reloads
@@ -147,6 +200,15 @@ impl Shared {
                 error!(
                     errors = errors.len(),
                     "configuration reload failed; the running configuration stays"
+                );
+                // Validation errors name files, resources and fields,
+                // never a secret's value.
+                self.events.emit_daemon_event(
+                    trunkd_core::events::envelope::RELOAD_FAILED,
+                    serde_json::json!({
+                        "file": self.path.display().to_string(),
+                        "errors": errors,
+                    }),
                 );
                 Err(errors.join("\n"))
             }
@@ -176,6 +238,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if o.daemon.pid_file != n.daemon.pid_file {
         v.push("daemon.pid_file");
+    }
+    if o.events.queue_directory != n.events.queue_directory {
+        v.push("events.queue_directory");
     }
     v
 }
@@ -216,18 +281,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // call starts; then this run's calls are journalled.
     if shared.config().settings.records.enabled {
         let config = shared.config();
-        let dir = crate::journal::directory(&config);
-        let recovered = crate::journal::recover(&dir, &config, &shared.metrics);
+        let dir = crate::call_journal::directory(&config);
+        let recovered = crate::call_journal::recover(&dir, &config, &shared.metrics);
         if recovered > 0 {
             warn!(
                 recovered,
                 "CDRs written for calls the last stop interrupted"
             );
         }
-        shared.journal = crate::journal::Journal::start(dir.clone(), &shared.metrics)
+        shared.call_journal = crate::call_journal::Journal::start(dir.clone(), &shared.metrics)
             .with_context(|| format!("starting the call journal in {}", dir.display()))?;
     }
     let shared = Arc::new(shared);
+    shared.events.start(shared.config());
     let sip = Arc::new(SipService::new(shared.clone()));
     let mut tasks = JoinSet::new();
     let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(65_536);

@@ -7,11 +7,12 @@
 mod admin;
 mod app_task;
 mod application;
+mod call_journal;
 mod call_task;
 mod cli_reload;
 mod daemon;
 mod engine;
-mod journal;
+mod events;
 mod logging;
 mod media_anchor;
 mod media_lines;

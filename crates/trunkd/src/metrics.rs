@@ -18,6 +18,19 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// An event target (`[[event_targets]] id`; `*` before routing).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetResultLabels {
+    pub target: String,
+    /// delivered | retried | dropped_max_age | dropped_queue_full | rejected
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
@@ -188,6 +201,8 @@ pub struct Metrics {
     pub sip_refused: Family<RefusedLabels, Counter>,
     pub sip_auth_failures: Counter,
     pub sip_sources_blocked: Counter,
+    /// `events_queued{target}`, `events_total{target,result}` (SPEC §5.4).
+    pub events: crate::events::EventMetrics,
 }
 
 fn jitter_buckets() -> Histogram {
@@ -477,6 +492,18 @@ impl Metrics {
             sip_refused.clone(),
         );
 
+        let events = crate::events::EventMetrics::default();
+        registry.register(
+            "events_queued",
+            "Events waiting for delivery to a target (journalled, in flight included)",
+            events.queued.clone(),
+        );
+        registry.register(
+            "events",
+            "Event deliveries by target and result: delivered, retried (an attempt failed), dropped_max_age, dropped_queue_full, rejected (a 4xx)",
+            events.total.clone(),
+        );
+
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
@@ -521,6 +548,7 @@ impl Metrics {
             sip_refused,
             sip_auth_failures,
             sip_sources_blocked,
+            events,
         }
     }
 
@@ -671,6 +699,15 @@ impl Metrics {
                 class: class_of(code),
             })
             .inc();
+    }
+
+    /// Whether `route` is up as `route_up` shows it; `None`: no outcome
+    /// seen yet (a route is assumed up until its first failure).
+    pub fn route_is_up(&self, route: &trunkd_core::Route) -> Option<bool> {
+        let labels = RouteLabels {
+            route: format!("{}:{}/{}", route.host, route.port, route.protocol),
+        };
+        self.route_up.get(&labels).map(|g| g.get() != 0)
     }
 
     pub fn route_outcome(&self, route: &trunkd_core::Route, ok: bool) {

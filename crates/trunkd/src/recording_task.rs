@@ -24,6 +24,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use trunkd_b2bua::{CallEnd, CallEvent, CallInput, CallOutput, NewUasCall, UasCall};
 use trunkd_config::Config;
 use trunkd_core::cdr::{CallFacts, CallOutcome, Direction, StreamFacts, StreamOutcome};
+use trunkd_core::events::envelope::{
+    iso8601_seconds, SdpRef, StreamingDetail, StreamingStatus, STREAMING_STATUS,
+};
 use trunkd_core::{StreamingSink, TransactionId, VcId};
 use trunkd_media::endpoint::g711::G711;
 use trunkd_media::endpoint::recorder::{RecordError, Recorder, RecorderConfig};
@@ -104,6 +107,7 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
         }
     };
     let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
+    let mut status = StatusEvents::new(&ctx, &new.invite, dir.as_deref());
     let mut call = UasCall::new(new);
     call.answer(Instant::now());
     let call_id = String::from_utf8_lossy(call.call_id()).into_owned();
@@ -113,6 +117,9 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
             match out {
                 CallOutput::Event(CallEvent::Answered { .. }) => {
                     info!("recording session answered");
+                    if let Some(s) = &mut status {
+                        s.started(&call_id);
+                    }
                     metrics.answered(ctx.vc_id.as_ref(), resources, "outbound");
                     if let Some(vc_id) = &ctx.vc_id {
                         let now = std::time::SystemTime::now();
@@ -130,7 +137,7 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                             outcome: CallOutcome::Answered,
                             streaming: dir.is_some(),
                         };
-                        ctx.shared.journal.answered(&facts, now);
+                        ctx.shared.call_journal.answered(&facts, now);
                     }
                 }
                 CallOutput::Event(CallEvent::Ended(end)) => {
@@ -211,6 +218,9 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
         .recording_sessions
         .get_or_create(&crate::metrics::OutcomeLabel { outcome })
         .inc();
+    if let Some(s) = &status {
+        s.finished(&call_id, &report.files);
+    }
     if let Some(end) = &ended {
         info!(files = ?report.files, packets = report.received, recorded = report.recorded, "recording finished");
         if !matches!(end.outcome, CallOutcome::Answered) {
@@ -255,12 +265,181 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
             }
             crate::records::write_cdr(&ctx.config, &facts, metrics);
             if end.answered.is_some() {
-                ctx.shared.journal.ended(ctx.transaction_id);
+                ctx.shared.call_journal.ended(ctx.transaction_id);
             }
         }
     }
     active.dec();
     let _ = ctx.engine.send(Input::CallDone { call: ctx.key }).await;
+}
+
+/// The streaming status events of one recording session (SPEC §5.4,
+/// docs/events.md): one STARTED per answered audio stream when the session
+/// is answered, then ENDED for each stream whose WAV file was written or
+/// FAILED for each whose file could not be, to the VC's
+/// `notification_targets`. Only sessions with a `wav` sink stream.
+struct StatusEvents {
+    vc: VcId,
+    shared: Arc<crate::daemon::Shared>,
+    config: Arc<Config>,
+    transaction_id: TransactionId,
+    from_number: String,
+    to_number: String,
+    invite_headers: BTreeMap<String, String>,
+    /// The INVITE's SIPREC metadata (RFC 7866 `rs-metadata+xml`), as sent.
+    siprec_metadata: Option<String>,
+    answered: Answered,
+    dir: PathBuf,
+    /// (index, label, file) of each answered audio stream, known once the
+    /// session is answered.
+    streams: Vec<(usize, Option<String>, PathBuf)>,
+    /// When it was answered (ISO-8601); `None` before.
+    start: Option<String>,
+}
+
+impl StatusEvents {
+    fn new(
+        ctx: &RecordingContext,
+        invite: &trunkd_sip::Request,
+        dir: Option<&Path>,
+    ) -> Option<StatusEvents> {
+        let (vc, dir) = (ctx.vc_id.clone()?, dir?);
+        let vcr = ctx.config.resources.voice_connector(vc.as_str())?;
+        if vcr.streaming.notification_targets.is_empty() {
+            return None;
+        }
+        let mut invite_headers = BTreeMap::new();
+        for name in [
+            "from",
+            "to",
+            "call-id",
+            "cseq",
+            "contact",
+            "content-type",
+            "content-length",
+        ] {
+            if let Some(v) = invite.headers.get(name) {
+                invite_headers.insert(name.to_owned(), String::from_utf8_lossy(v).into_owned());
+            }
+        }
+        let siprec_metadata = invite.headers.get("Content-Type").and_then(|ct| {
+            let m = trunkd_sip::Multipart::parse_with(ct, &invite.body).ok()?;
+            let part = m.parts().iter().find(|p| {
+                p.is_type("application", "rs-metadata+xml")
+                    || p.is_type("application", "rs-metadata")
+            })?;
+            Some(String::from_utf8_lossy(part.body()).into_owned())
+        });
+        Some(StatusEvents {
+            vc,
+            siprec_metadata,
+            shared: ctx.shared.clone(),
+            config: ctx.config.clone(),
+            transaction_id: ctx.transaction_id,
+            from_number: ctx.source_number.clone(),
+            to_number: ctx.destination_number.clone(),
+            invite_headers,
+            answered: ctx.answered.clone(),
+            dir: dir.to_path_buf(),
+            streams: Vec::new(),
+            start: None,
+        })
+    }
+
+    fn emit(
+        &self,
+        call_id: &str,
+        stream: &(usize, Option<String>, PathBuf),
+        status: StreamingStatus,
+        failure: Option<&str>,
+    ) {
+        let now = iso8601_seconds(unix_ms());
+        let start = self.start.clone().unwrap_or_else(|| now.clone());
+        let ended = matches!(status, StreamingStatus::Ended);
+        let failed = matches!(status, StreamingStatus::Failed);
+        let detail = StreamingDetail {
+            streaming_status: status,
+            call_id: call_id.to_owned(),
+            direction: "Outbound".to_owned(),
+            from_number: self.from_number.clone(),
+            to_number: self.to_number.clone(),
+            invite_headers: self.invite_headers.clone(),
+            // SIPREC: the first stream is the one of the call's caller
+            // (RFC 7866 metadata is not interpreted).
+            is_caller: stream.0 == 0,
+            media_type: "audio/L16",
+            sdp: SdpRef {
+                media_index: stream.0,
+                media_label: stream.1.clone(),
+            },
+            // With STARTED, as the managed service sends it.
+            siprec_metadata: matches!(status, StreamingStatus::Started)
+                .then(|| self.siprec_metadata.clone())
+                .flatten(),
+            start_time: start,
+            end_time: ended.then(|| now.clone()),
+            fail_time: failed.then(|| now.clone()),
+            failure_reason: failure.map(str::to_owned),
+            stream_arn: format!("file://{}", stream.2.display()),
+            transaction_id: self.transaction_id.to_string(),
+            voice_connector_id: self.vc.to_string(),
+            version: "0",
+        };
+        self.shared.events.emit_vc_event(
+            &self.config,
+            &self.vc,
+            &self.transaction_id.to_string(),
+            STREAMING_STATUS,
+            detail.to_value(),
+        );
+    }
+
+    fn started(&mut self, call_id: &str) {
+        self.start = Some(iso8601_seconds(unix_ms()));
+        let name = self.transaction_id.to_string();
+        self.streams = self
+            .answered
+            .lock()
+            .map(|a| {
+                a.iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.kind.eq_ignore_ascii_case("audio") && s.ports.is_some())
+                    .map(|(i, s)| {
+                        let file = self.dir.join(format!("{name}-{i}.wav"));
+                        (i, s.label.clone(), file)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for stream in &self.streams {
+            self.emit(call_id, stream, StreamingStatus::Started, None);
+        }
+    }
+
+    /// Only for a session that was answered (a STARTED was sent).
+    fn finished(&self, call_id: &str, files: &[PathBuf]) {
+        if self.start.is_none() {
+            return;
+        }
+        for stream in &self.streams {
+            if files.contains(&stream.2) {
+                self.emit(call_id, stream, StreamingStatus::Ended, None);
+            } else {
+                self.emit(
+                    call_id,
+                    stream,
+                    StreamingStatus::Failed,
+                    Some("Recording could not be written"),
+                );
+            }
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What the writer did.

@@ -442,7 +442,13 @@ impl Engine {
             }
             EngineInput::SendFailed { tx } => self.endpoint.transport_error(tx),
             EngineInput::HopOutcome { route, ok } => {
+                // A first failure, or a change after one, is an event
+                // (docs/events.md); a first success is not (up is assumed).
+                let was_up = self.shared.metrics.route_is_up(&route).unwrap_or(true);
                 self.shared.metrics.route_outcome(&route, ok);
+                if was_up != ok {
+                    self.shared.route_state_changed(&route, ok);
+                }
                 if ok {
                     self.health.record_success(&route);
                 } else {

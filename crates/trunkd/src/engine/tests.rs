@@ -741,3 +741,93 @@ fn a_call_through_a_vc_without_sip_logs_logs_nothing() {
     );
     assert!(sim.sip_logs.is_empty());
 }
+
+const EVENT_TARGETS: &str = r#"
+[[event_targets]]
+id = "ops"
+type = "file"
+path = "ops.jsonl"
+
+[[event_targets]]
+id = "all"
+type = "file"
+path = "all.jsonl"
+
+[events]
+targets = ["all"]
+
+[[voice_connectors]]
+id = "vc-west"
+[voice_connectors.origination]
+routes = [ { host = "198.51.100.10", port = 5060 } ]
+[voice_connectors.streaming]
+notification_targets = ["ops"]
+"#;
+
+#[test]
+fn a_route_going_down_then_up_is_one_event_each_to_the_targets_of_its_vcs() {
+    use super::machine::EngineInput;
+    use trunkd_core::events::envelope::ROUTE_STATE_CHANGE;
+    let mut sim = Sim::new(NO_CAP, EVENT_TARGETS);
+    let config = sim.shared.config();
+    let route = config
+        .resources
+        .voice_connector("vc-west")
+        .unwrap()
+        .origination
+        .routes[0]
+        .clone();
+    let carrier = config.resources.carriers()[0].hosts[0].clone();
+    let (now, wall) = (sim.now, std::time::SystemTime::now());
+    // Up (assumed), up, down, down, up, up: two changes.
+    for ok in [true, false, false, true, true] {
+        sim.engine.handle(
+            now,
+            wall,
+            EngineInput::HopOutcome {
+                route: route.clone(),
+                ok,
+            },
+        );
+    }
+    sim.engine.handle(
+        now,
+        wall,
+        EngineInput::HopOutcome {
+            route: carrier,
+            ok: false,
+        },
+    );
+    let detail = |state: &str| {
+        serde_json::json!({
+            "route": "198.51.100.10:5060/UDP", "host": "198.51.100.10", "port": 5060,
+            "protocol": "UDP", "state": state,
+            "voiceConnectorIds": ["vc-east", "vc-west"], "carrierIds": [],
+        })
+    };
+    let event = |targets: &[&str], detail: serde_json::Value| {
+        (
+            targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+            "daemon".to_owned(),
+            ROUTE_STATE_CHANGE.to_owned(),
+            detail,
+        )
+    };
+    assert_eq!(
+        sim.shared.events.pending(),
+        [
+            // vc-east has no notification_targets: only vc-west's.
+            event(&["ops"], detail("DOWN")),
+            event(&["ops"], detail("UP")),
+            // A carrier's host: the daemon-wide targets.
+            event(
+                &["all"],
+                serde_json::json!({
+                    "route": "203.0.113.20:5060/UDP", "host": "203.0.113.20", "port": 5060,
+                    "protocol": "UDP", "state": "DOWN",
+                    "voiceConnectorIds": [], "carrierIds": ["carrier-a"],
+                })
+            ),
+        ]
+    );
+}
