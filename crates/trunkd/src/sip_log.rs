@@ -147,7 +147,8 @@ fn sync_all(files: &mut HashMap<std::path::PathBuf, OpenLog>) {
     }
 }
 
-/// Every digest password of the snapshot: VC credentials and carriers'.
+/// Every secret of the snapshot a SIP message could carry: VC and
+/// carrier digest passwords, SIP media application webhook secrets.
 fn secrets(config: &Config) -> Vec<String> {
     let r = &config.resources;
     let mut out: Vec<String> = Vec::new();
@@ -162,6 +163,11 @@ fn secrets(config: &Config) -> Vec<String> {
     for c in r.carriers() {
         if let Some(cred) = &c.credentials {
             out.push(cred.password.expose().to_owned());
+        }
+    }
+    for sma in r.sip_media_applications() {
+        if let Some(secret) = &sma.webhook_secret {
+            out.push(secret.expose().to_owned());
         }
     }
     out.retain(|s| !s.is_empty());
@@ -404,10 +410,21 @@ mod tests {
 
     #[test]
     fn the_configured_passwords_are_the_secrets() {
-        let (shared, dir) =
-            shared_with("[carriers.credentials]\nusername = \"gw\"\npassword = \"carrier-pw\"\n");
+        let (shared, dir) = shared_with(
+            "[carriers.credentials]\nusername = \"gw\"\npassword = \"carrier-pw\"\n\
+             [[sip_media_applications]]\nid = \"sma-1\"\n\
+             endpoints = [ { url = \"http://127.0.0.1:9/sma\", priority = 1 } ]\n\
+             webhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+        );
         // Longest first, so a password containing another goes whole.
-        assert_eq!(secrets(&shared.config()), ["carrier-pw", "s3cret"]);
+        assert_eq!(
+            secrets(&shared.config()),
+            [
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "carrier-pw",
+                "s3cret"
+            ]
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
