@@ -174,7 +174,57 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if o.daemon.pid_file != n.daemon.pid_file {
         v.push("daemon.pid_file");
     }
+    let (or, nr) = (&o.records, &n.records);
+    if or.sinks != nr.sinks
+        || or.spool_directory != nr.spool_directory
+        || or.max_spool_bytes != nr.max_spool_bytes
+        || or.upload_retry_initial != nr.upload_retry_initial
+        || or.upload_retry_max != nr.upload_retry_max
+    {
+        v.push("records (spool and sinks)");
+    }
     v
+}
+
+/// Opens the spool (re-queuing what a previous run left), installs it for
+/// `write_cdr`/`write_sdr`, starts one uploader per remote sink and a
+/// once-a-second refresh of the spool's gauges. Sinks are read at start
+/// only: a reload that changes them applies after a restart.
+fn start_records(
+    shared: &Arc<Shared>,
+    records: &trunkd_config::RecordsSettings,
+) -> anyhow::Result<()> {
+    let sinks = records.sinks.iter().map(|s| s.id.clone()).collect();
+    let spool =
+        crate::records::Spool::open(&records.spool_directory, sinks, records.max_spool_bytes)
+            .with_context(|| {
+                format!(
+                    "opening the records spool {}",
+                    records.spool_directory.display()
+                )
+            })?;
+    let spool = Arc::new(spool);
+    if !crate::records::install(spool.clone()) {
+        warn!("a records spool was already installed; keeping it");
+        return Ok(());
+    }
+    crate::records::upload::start(
+        &spool,
+        records,
+        Arc::new(crate::records::upload::SharedMetrics(shared.clone())),
+    );
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let backlog = spool.backlog();
+            shared
+                .metrics
+                .set_spool(&backlog, spool.oldest_age().as_secs());
+        }
+    });
+    Ok(())
 }
 
 fn unix_now() -> f64 {
@@ -212,6 +262,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let sip = Arc::new(SipService::new(shared.clone()));
     let mut tasks = JoinSet::new();
     let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(65_536);
+    start_records(&shared, &settings.records)?;
 
     let mut udp_sockets = Vec::new();
     for addr in &settings.sip.udp {
