@@ -7,6 +7,7 @@ mod baresip;
 mod calls;
 mod foundation;
 mod media;
+mod record_store;
 mod recording;
 mod sip_logs;
 mod srtp;
