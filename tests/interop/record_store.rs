@@ -74,7 +74,10 @@ impl Weed {
         let mut last = String::new();
         while Instant::now() < deadline {
             let mut c = Command::new(weed_bin())
-                .args(["shell", &format!("-master=127.0.0.1:{}.{}", self.ports[0], self.ports[1])])
+                .args([
+                    "shell",
+                    &format!("-master=127.0.0.1:{}.{}", self.ports[0], self.ports[1]),
+                ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -675,4 +678,55 @@ fn a_hanging_or_failing_store_does_not_slow_calls() {
     });
     assert_eq!(b["sinks"][0]["id"], "hang");
     assert_eq!(b["sinks"][1]["id"], "fail");
+}
+
+/// A fuller figure than the test above (docs/performance.md):
+/// `scripts/bench-records` runs it. 300 calls at 80/s through trunkd with
+/// no remote sink, with SeaweedFS, and with a hanging and a failing sink.
+#[test]
+#[ignore = "a benchmark: scripts/bench-records"]
+fn bench_calls_with_record_sinks() {
+    const CALLS: u32 = 300;
+    const RATE: u32 = 80;
+    let mut figures = Vec::new();
+    {
+        let (d, mut uas, _) = lab("bench-none", CALLS, "");
+        figures.push(("no remote sink", timed_calls(&d, CALLS, RATE)));
+        assert!(uas.wait(Duration::from_secs(10)).0);
+    }
+    {
+        let weed = Weed::start("bench");
+        let endpoint = weed.endpoint();
+        let (d, mut uas, _) = lab(
+            "bench-weed",
+            CALLS,
+            &records_section(&[("s3", &endpoint, SECRET_KEY)]),
+        );
+        figures.push(("SeaweedFS up", timed_calls(&d, CALLS, RATE)));
+        assert!(uas.wait(Duration::from_secs(10)).0);
+        let out = flush(&d, "60");
+        assert!(out.status.success());
+        assert_eq!(weed.objects().len(), CALLS as usize);
+    }
+    {
+        let hang = FakeStore::start(false);
+        let fail = FakeStore::start(true);
+        let (h, u) = (
+            format!("http://{}", hang.addr),
+            format!("http://{}", fail.addr),
+        );
+        let (d, mut uas, _) = lab(
+            "bench-hang",
+            CALLS,
+            &records_section(&[("hang", &h, SECRET_KEY), ("fail", &u, SECRET_KEY)]),
+        );
+        figures.push(("a hanging and a 500 sink", timed_calls(&d, CALLS, RATE)));
+        assert!(uas.wait(Duration::from_secs(10)).0);
+    }
+    for (what, t) in figures {
+        eprintln!(
+            "bench-records: {CALLS} calls at {RATE}/s, {what}: {:.2} s",
+            t.as_secs_f64()
+        );
+    }
 }

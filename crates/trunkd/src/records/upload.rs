@@ -23,7 +23,6 @@ use trunkd_core::backoff::Backoff;
 
 use super::book::RetrySchedule;
 use super::spool::{SinkQueue, Spool};
-use crate::metrics::Metrics;
 
 /// Uploads in flight per sink.
 pub const MAX_IN_FLIGHT: usize = 8;
@@ -119,12 +118,6 @@ pub fn start(spool: &Arc<Spool>, settings: &RecordsSettings, metrics: Arc<dyn Up
 /// Where the uploader counts (the daemon's metrics; a no-op in tests).
 pub trait UploadMetrics: Send + Sync + 'static {
     fn upload(&self, sink: &str, result: &'static str);
-}
-
-impl UploadMetrics for Metrics {
-    fn upload(&self, sink: &str, result: &'static str) {
-        self.record_upload(sink, result);
-    }
 }
 
 /// The daemon's metrics live in `Shared`; this reaches them.
