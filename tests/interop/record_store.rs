@@ -730,3 +730,21 @@ fn bench_calls_with_record_sinks() {
         );
     }
 }
+
+#[test]
+fn past_max_spool_bytes_records_are_kept_locally_and_counted() {
+    // A CDR is about 1 KiB: none fits in 100 bytes. The sink's port is
+    // closed; it is never asked for anything.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let records = records_section(&[("s3", &closed, SECRET_KEY)])
+        .replace("[records]\n", "[records]\nmax_spool_bytes = 100\n");
+    let (d, mut uas, _) = lab("store-full", 3, &records);
+    place_calls(&d, 3, 10);
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    d.wait_metric("records_spool_rejected_total", 3.0);
+    assert_eq!(local_records(&d).len(), 3);
+    assert_eq!(spool_files(&d), Vec::<String>::new());
+    let b = wait_backlog(&d, Duration::from_secs(2), |_| true);
+    assert_eq!(pending(&b), 0);
+    assert!(d.log().contains("spool full"), "{}", d.log());
+}
