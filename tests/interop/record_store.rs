@@ -324,6 +324,19 @@ fn local_records(d: &Daemon) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// Polls (bounded) until `n` local records exist: SIPp sees the BYE's 200
+/// a moment before the call task has written the CDR.
+fn wait_local(d: &Daemon, n: usize) -> BTreeMap<String, Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = local_records(d);
+        if l.len() >= n || Instant::now() > deadline {
+            return l;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn spool_files(d: &Daemon) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(d.dir.join("var/spool"))
         .map(|rd| {
@@ -371,7 +384,7 @@ fn pending(v: &serde_json::Value) -> u64 {
 /// The bucket holds exactly the local records, under `<prefix><key>`,
 /// byte for byte.
 fn assert_bucket_mirrors_local(weed: &Weed, d: &Daemon, n: usize) {
-    let local = local_records(d);
+    let local = wait_local(d, n);
     assert_eq!(local.len(), n, "local records: {:?}", local.keys());
     let remote = weed.objects();
     let expected: BTreeMap<String, Vec<u8>> = local
@@ -428,7 +441,7 @@ fn a_wrong_secret_is_refused_and_the_records_wait_until_the_right_one() {
         d.metric("records_uploads_total{sink=\"s3\",result=\"ok\"}"),
         None
     );
-    assert_eq!(local_records(&d).len(), 3);
+    assert_eq!(wait_local(&d, 3).len(), 3);
     assert_eq!(
         spool_files(&d)
             .iter()
@@ -663,7 +676,7 @@ fn a_hanging_or_failing_store_does_not_slow_calls() {
         with_sinks < baseline * 2 + Duration::from_secs(2),
         "calls slowed by the sinks: {with_sinks:?} against {baseline:?} without"
     );
-    assert_eq!(local_records(&d).len(), CALLS as usize);
+    assert_eq!(wait_local(&d, CALLS as usize).len(), CALLS as usize);
     let deadline = Instant::now() + Duration::from_secs(10);
     while d
         .metric("records_uploads_total{sink=\"fail\",result=\"retry\"}")
@@ -742,7 +755,7 @@ fn past_max_spool_bytes_records_are_kept_locally_and_counted() {
     place_calls(&d, 3, 10);
     assert!(uas.wait(Duration::from_secs(10)).0);
     d.wait_metric("records_spool_rejected_total", 3.0);
-    assert_eq!(local_records(&d).len(), 3);
+    assert_eq!(wait_local(&d, 3).len(), 3);
     assert_eq!(spool_files(&d), Vec::<String>::new());
     let b = wait_backlog(&d, Duration::from_secs(2), |_| true);
     assert_eq!(pending(&b), 0);

@@ -195,14 +195,18 @@ fn start_records(
     records: &trunkd_config::RecordsSettings,
 ) -> anyhow::Result<()> {
     let sinks = records.sinks.iter().map(|s| s.id.clone()).collect();
-    let spool =
-        crate::records::Spool::open(&records.spool_directory, sinks, records.max_spool_bytes)
-            .with_context(|| {
-                format!(
-                    "opening the records spool {}",
-                    records.spool_directory.display()
-                )
-            })?;
+    let spool = crate::records::Spool::open(
+        &records.spool_directory,
+        records.enabled.then_some(records.directory.as_path()),
+        sinks,
+        records.max_spool_bytes,
+    )
+    .with_context(|| {
+        format!(
+            "opening the records spool {}",
+            records.spool_directory.display()
+        )
+    })?;
     let spool = Arc::new(spool);
     if !crate::records::install(spool.clone()) {
         warn!("a records spool was already installed; keeping it");

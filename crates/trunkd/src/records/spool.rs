@@ -63,7 +63,16 @@ impl Spool {
     /// files: every entry some configured sink lacks is pending again;
     /// entries every sink has, half-written temp files and orphan markers
     /// are deleted.
-    pub fn open(dir: &Path, sinks: Vec<String>, max_bytes: u64) -> std::io::Result<Spool> {
+    ///
+    /// A record is spooled before its local copy is written: an entry
+    /// found here whose copy under `local_dir` is missing (a crash between
+    /// the two) gets it now, so neither copy is lost.
+    pub fn open(
+        dir: &Path,
+        local_dir: Option<&Path>,
+        sinks: Vec<String>,
+        max_bytes: u64,
+    ) -> std::io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
         let mut recs = BTreeMap::new();
         let mut markers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -93,6 +102,9 @@ impl Spool {
             let done = markers.remove(name).unwrap_or_default();
             let (key, bytes) = match read_entry(path) {
                 Ok((key, data)) => {
+                    if let Some(local) = local_dir {
+                        restore_local(local, &key, &data);
+                    }
                     let bytes = (key.len() + 1 + data.len()) as u64;
                     (key, bytes)
                 }
@@ -294,6 +306,31 @@ fn read_entry(path: &Path) -> std::io::Result<(String, Vec<u8>)> {
     Ok((key, data[nl + 1..].to_vec()))
 }
 
+/// Writes the local copy of a spooled record if it is missing.
+fn restore_local(local_dir: &Path, key: &str, body: &[u8]) {
+    // Keys come from our own files; refuse any that would leave the directory.
+    if key
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        warn!(
+            key,
+            "spool entry with an unusable key: local copy not restored"
+        );
+        return;
+    }
+    let path = local_dir.join(key);
+    if path.exists() {
+        return;
+    }
+    match super::write_atomically(&path, body) {
+        Ok(()) => info!(path = %path.display(), "local copy of a spooled record restored"),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "local copy of a spooled record not restored")
+        }
+    }
+}
+
 /// When the entry was written, from its name.
 fn created_of(name: &str) -> SystemTime {
     let ms = name
@@ -350,7 +387,7 @@ mod tests {
     fn an_entry_survives_a_restart_until_every_sink_marked_it() {
         let dir = tempdir("restart");
         let sinks = vec!["a".to_string(), "b".to_string()];
-        let s = Spool::open(&dir, sinks.clone(), 1 << 20).unwrap();
+        let s = Spool::open(&dir, None, sinks.clone(), 1 << 20).unwrap();
         assert_eq!(s.put("x/k1", b"{\"a\":1}").unwrap(), Spooled::Yes);
         let name = s.pending_for("a").remove(0);
         assert_eq!(
@@ -362,7 +399,7 @@ mod tests {
         drop(s);
         // A half-written record from a crash is dropped on start.
         std::fs::write(dir.join("0000000000001-1-00000000.tmp"), b"x").unwrap();
-        let s = Spool::open(&dir, sinks, 1 << 20).unwrap();
+        let s = Spool::open(&dir, None, sinks, 1 << 20).unwrap();
         assert_eq!(s.pending_for("a"), Vec::<String>::new());
         assert_eq!(s.pending_for("b"), vec![name.clone()]);
         assert_eq!(s.backlog().spool_bytes, 12, "the key line and the body");
@@ -373,14 +410,33 @@ mod tests {
     }
 
     #[test]
+    fn a_local_copy_lost_to_a_crash_is_restored_from_the_spool() {
+        let dir = tempdir("restore");
+        let local = dir.join("records");
+        let spool = dir.join("spool");
+        let s = Spool::open(&spool, Some(&local), vec!["a".into()], 1 << 20).unwrap();
+        s.put("x/y/k1", b"body-1").unwrap();
+        s.put("x/y/k2", b"body-2").unwrap();
+        drop(s);
+        // k2's local copy was written before the crash, k1's was not.
+        std::fs::create_dir_all(local.join("x/y")).unwrap();
+        std::fs::write(local.join("x/y/k2"), b"as written").unwrap();
+        let s = Spool::open(&spool, Some(&local), vec!["a".into()], 1 << 20).unwrap();
+        assert_eq!(std::fs::read(local.join("x/y/k1")).unwrap(), b"body-1");
+        assert_eq!(std::fs::read(local.join("x/y/k2")).unwrap(), b"as written");
+        assert_eq!(s.pending_for("a").len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_sink_removed_from_the_file_no_longer_holds_records() {
         let dir = tempdir("removed");
-        let s = Spool::open(&dir, vec!["a".into(), "b".into()], 1 << 20).unwrap();
+        let s = Spool::open(&dir, None, vec!["a".into(), "b".into()], 1 << 20).unwrap();
         s.put("k", b"body").unwrap();
         let name = s.pending_for("a").remove(0);
         s.mark_done(&name, "a").unwrap();
         drop(s);
-        let s = Spool::open(&dir, vec!["a".into()], 1 << 20).unwrap();
+        let s = Spool::open(&dir, None, vec!["a".into()], 1 << 20).unwrap();
         assert!(s.backlog().sinks[0].pending_records == 0);
         assert_eq!(files(&dir), Vec::<String>::new());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -389,7 +445,7 @@ mod tests {
     #[test]
     fn past_the_cap_a_record_is_refused_counted_and_reported_once() {
         let dir = tempdir("cap");
-        let s = Spool::open(&dir, vec!["a".into()], 20).unwrap();
+        let s = Spool::open(&dir, None, vec!["a".into()], 20).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
         s.set_pressure_hook(Box::new(move |p| seen2.lock().unwrap().push(p.clone())));
@@ -418,7 +474,7 @@ mod tests {
     #[test]
     fn without_a_remote_sink_nothing_is_spooled() {
         let dir = tempdir("nosink");
-        let s = Spool::open(&dir, vec![], 1 << 20).unwrap();
+        let s = Spool::open(&dir, None, vec![], 1 << 20).unwrap();
         assert_eq!(s.put("k", b"x").unwrap(), Spooled::NoSinks);
         assert_eq!(files(&dir), Vec::<String>::new());
         std::fs::remove_dir_all(&dir).unwrap();
