@@ -12,7 +12,7 @@ use crate::support::*;
 const CALLS: usize = 10;
 
 fn journal_entries(d: &Daemon) -> Vec<std::path::PathBuf> {
-    let dir = d.dir.join("var/journal");
+    let dir = d.dir.join("var/spool/journal");
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .map(|r| r.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();

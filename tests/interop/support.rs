@@ -138,10 +138,20 @@ impl Daemon {
     /// Writes `text` as the config in a fresh directory and starts trunkd
     /// on it; returns once `/healthz` answers.
     pub fn start(tag: &str, ports: Ports, text: &str) -> Daemon {
-        let dir = temp_dir(tag);
+        Daemon::start_in(temp_dir(tag), ports, text)
+    }
+
+    /// Like [`Daemon::start`] in an existing directory: a restart that
+    /// finds the previous run's state (spool, records). The log is
+    /// appended to.
+    pub fn start_in(dir: PathBuf, ports: Ports, text: &str) -> Daemon {
         let config = dir.join("trunkd.toml");
         std::fs::write(&config, text).unwrap();
-        let log = std::fs::File::create(dir.join("trunkd.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("trunkd.log"))
+            .unwrap();
         let child = Command::new(TRUNKD)
             .args(["run", "--config"])
             .arg(&config)

@@ -102,6 +102,28 @@ pub struct Records {
     pub directory: Option<String>,
     pub key_prefix: Option<String>,
     pub service_code: Option<String>,
+    pub spool_directory: Option<String>,
+    pub max_spool_bytes: Option<i64>,
+    pub upload_retry_initial_ms: Option<i64>,
+    pub upload_retry_max_seconds: Option<i64>,
+    pub sinks: Vec<RecordSink>,
+}
+
+/// `[[records.sinks]]`: a remote copy of every record (SPEC §3.2).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RecordSink {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub endpoint: Option<String>,
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    pub prefix: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub secret_access_key_file: Option<String>,
+    pub secret_access_key_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

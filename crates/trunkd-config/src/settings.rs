@@ -114,6 +114,31 @@ pub struct RecordsSettings {
     pub directory: PathBuf,
     pub key_prefix: String,
     pub service_code: String,
+    /// Where records wait, durably, until every remote sink has them.
+    pub spool_directory: PathBuf,
+    /// Past this many bytes in the spool, records still reach `directory`
+    /// but are no longer queued for remote sinks.
+    pub max_spool_bytes: u64,
+    /// The first retry delay of a failed upload (full jitter, doubling).
+    pub upload_retry_initial: Duration,
+    /// The longest retry delay of a failed upload.
+    pub upload_retry_max: Duration,
+    /// Remote copies; the local directory needs none.
+    pub sinks: Vec<RecordSinkSettings>,
+}
+
+/// One S3-compatible bucket that receives every record under
+/// `<prefix><key>`, addressed path-style (self-hosted stores).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSinkSettings {
+    pub id: String,
+    /// An `http://` or `https://` URL.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub prefix: String,
+    pub access_key_id: String,
+    pub secret_access_key: trunkd_core::secret::Secret,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -325,6 +325,108 @@ struct SecretSource<'v> {
     env: Option<&'v str>,
 }
 
+/// `[[records.sinks]]`: each with a unique id, type "s3", an http(s)
+/// endpoint, a bucket, an access key id and its secret.
+fn record_sinks(
+    report: &mut Report<'_>,
+    base: &Path,
+    raw: &[schema::RecordSink],
+) -> Vec<RecordSinkSettings> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, s) in raw.iter().enumerate() {
+        let lbl = label("records.sinks", "id", s.id.as_deref(), i);
+        let mut c = Check {
+            report,
+            at: At::resource(&lbl),
+        };
+        let id = match s.id.as_deref() {
+            None => {
+                c.err("id", "is required");
+                None
+            }
+            Some("") => {
+                c.err("id", "must not be empty");
+                None
+            }
+            Some(id)
+                if !id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) =>
+            {
+                c.err("id", "may hold only letters, digits, '-', '_' and '.'");
+                None
+            }
+            Some(id) => {
+                if !seen.insert(id) {
+                    c.err("id", "is a duplicate: another records sink has the same id");
+                }
+                Some(id.to_owned())
+            }
+        };
+        match c.required("type", &s.kind) {
+            Some("s3") | None => {}
+            Some(t) => c.err("type", format!("{t:?} is not one of s3")),
+        }
+        let endpoint = c.required("endpoint", &s.endpoint).and_then(|e| {
+            let rest = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.starts_with('/') => Some(e.to_owned()),
+                _ => {
+                    c.err(
+                        "endpoint",
+                        format!("{e:?} is not an http:// or https:// URL"),
+                    );
+                    None
+                }
+            }
+        });
+        let bucket = c.required("bucket", &s.bucket).and_then(|b| {
+            let ok = (3..=63).contains(&b.len())
+                && b.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "-.".contains(ch));
+            if ok {
+                Some(b.to_owned())
+            } else {
+                c.err(
+                    "bucket",
+                    format!("{b:?} is not a bucket name (3 to 63 of a-z, 0-9, '-', '.')"),
+                );
+                None
+            }
+        });
+        let access_key_id = c
+            .required("access_key_id", &s.access_key_id)
+            .map(str::to_owned);
+        let secret = c.secret(
+            "secret_access_key",
+            &SecretSource {
+                inline: s.secret_access_key.as_deref(),
+                file: s.secret_access_key_file.as_deref(),
+                env: s.secret_access_key_env.as_deref(),
+            },
+            base,
+            true,
+        );
+        if let (Some(id), Some(endpoint), Some(bucket), Some(access_key_id), Some(secret)) =
+            (id, endpoint, bucket, access_key_id, secret)
+        {
+            out.push(RecordSinkSettings {
+                id,
+                endpoint,
+                bucket,
+                region: s.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                prefix: s.prefix.clone().unwrap_or_default(),
+                access_key_id,
+                secret_access_key: secret,
+            });
+        }
+    }
+    out
+}
+
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -982,6 +1084,25 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
     };
 
     let r = &raw.records;
+    let mut c = Check {
+        report,
+        at: At::section("records"),
+    };
+    let max_spool_bytes = c.range("max_spool_bytes", r.max_spool_bytes, 1 << 30, 0, i64::MAX);
+    let retry_initial_ms = c.range(
+        "upload_retry_initial_ms",
+        r.upload_retry_initial_ms,
+        1000,
+        1,
+        3_600_000,
+    );
+    let retry_max_s = c.range(
+        "upload_retry_max_seconds",
+        r.upload_retry_max_seconds,
+        60,
+        1,
+        86_400,
+    );
     let records = RecordsSettings {
         enabled: r.enabled.unwrap_or(true),
         directory: r
@@ -994,6 +1115,15 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             .service_code
             .clone()
             .unwrap_or_else(|| "AmazonChimeVoiceConnector".into()),
+        spool_directory: r
+            .spool_directory
+            .as_deref()
+            .map(|p| resolve(base, p))
+            .unwrap_or_else(|| state_dir.join("spool")),
+        max_spool_bytes: max_spool_bytes as u64,
+        upload_retry_initial: Duration::from_millis(retry_initial_ms as u64),
+        upload_retry_max: Duration::from_secs(retry_max_s as u64),
+        sinks: record_sinks(report, base, &r.sinks),
     };
 
     let l = &raw.logging;

@@ -755,3 +755,127 @@ fn notification_targets_must_be_one_to_three_configured_ids() {
         &["F: voice_connectors[id=vc-west].streaming.notification_targets: has 4 ids; 1 to 3 are allowed"],
     );
 }
+
+/// `VALID` with a `[records]` section (which it lacks) appended.
+fn with_records(records: &str) -> String {
+    format!("{VALID}\n{records}")
+}
+
+const SINK: &str = r#"
+[records]
+spool_directory = "var/spool-x"
+max_spool_bytes = 4096
+upload_retry_initial_ms = 250
+upload_retry_max_seconds = 5
+
+[[records.sinks]]
+id = "s3-main"
+type = "s3"
+endpoint = "http://127.0.0.1:8333"
+bucket = "trunkd-records"
+prefix = "site-a/"
+access_key_id = "AKEXAMPLE"
+secret_access_key = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
+"#;
+
+#[test]
+fn a_records_sink_is_read_with_its_defaults() {
+    let path = write(&with_records(SINK));
+    let c = trunkd_config::load(&path).unwrap();
+    let r = &c.settings.records;
+    let dir = path.parent().unwrap();
+    assert_eq!(r.spool_directory, dir.join("var/spool-x"));
+    assert_eq!(r.max_spool_bytes, 4096);
+    assert_eq!(
+        r.upload_retry_initial,
+        std::time::Duration::from_millis(250)
+    );
+    assert_eq!(r.upload_retry_max, std::time::Duration::from_secs(5));
+    assert_eq!(r.sinks.len(), 1);
+    let s = &r.sinks[0];
+    assert_eq!(
+        (
+            s.id.as_str(),
+            s.endpoint.as_str(),
+            s.bucket.as_str(),
+            s.region.as_str(),
+            s.prefix.as_str(),
+            s.access_key_id.as_str(),
+            s.secret_access_key.expose()
+        ),
+        (
+            "s3-main",
+            "http://127.0.0.1:8333",
+            "trunkd-records",
+            "us-east-1",
+            "site-a/",
+            "AKEXAMPLE",
+            "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
+        )
+    );
+    let dump = format!("{c:?}");
+    assert!(
+        !dump.contains("wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"),
+        "secret_access_key leaked in Debug"
+    );
+}
+
+#[test]
+fn the_spool_defaults_to_the_state_directory_and_one_gib() {
+    let path = write(VALID);
+    let c = trunkd_config::load(&path).unwrap();
+    let r = &c.settings.records;
+    let dir = path.parent().unwrap();
+    assert_eq!(r.spool_directory, dir.join("var").join("spool"));
+    assert_eq!(r.max_spool_bytes, 1 << 30);
+    assert_eq!(r.upload_retry_initial, std::time::Duration::from_secs(1));
+    assert_eq!(r.upload_retry_max, std::time::Duration::from_secs(60));
+    assert!(r.sinks.is_empty());
+}
+
+#[test]
+fn a_bad_records_sink_names_the_file_the_sink_and_the_field_never_the_secret() {
+    let bad = SINK
+        .replace("http://127.0.0.1:8333", "ftp://store")
+        .replace("trunkd-records", "Bad_Bucket")
+        .replace("type = \"s3\"", "type = \"gcs\"")
+        .replace(
+            "secret_access_key = \"wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY\"",
+            "secret_access_key = \"wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY\"\nsecret_access_key_env = \"X\"",
+        )
+        .replace("max_spool_bytes = 4096", "max_spool_bytes = -1");
+    let errs = errors(&with_records(&bad));
+    assert_eq!(
+        errs,
+        [
+            "F: records.max_spool_bytes: -1 is out of range 0..=9223372036854775807",
+            "F: records.sinks[id=s3-main].type: \"gcs\" is not one of s3",
+            "F: records.sinks[id=s3-main].endpoint: \"ftp://store\" is not an http:// or https:// URL",
+            "F: records.sinks[id=s3-main].bucket: \"Bad_Bucket\" is not a bucket name (3 to 63 of a-z, 0-9, '-', '.')",
+            "F: records.sinks[id=s3-main].secret_access_key: set only one of secret_access_key, secret_access_key_file, secret_access_key_env",
+        ]
+    );
+    assert!(errs
+        .iter()
+        .all(|e| !e.contains("wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY")));
+}
+
+#[test]
+fn records_sinks_need_unique_ids_and_every_required_field() {
+    let two = format!(
+        "{SINK}\n[[records.sinks]]\nid = \"s3-main\"\ntype = \"s3\"\nendpoint = \"https://s3.example.net\"\nbucket = \"other\"\naccess_key_id = \"AK2\"\nsecret_access_key_file = \"/nonexistent/trunkd-secret\"\n\n[[records.sinks]]\n"
+    );
+    assert_errors(
+        &with_records(&two),
+        &[
+            "F: records.sinks[id=s3-main].id: is a duplicate: another records sink has the same id",
+            "F: records.sinks[id=s3-main].secret_access_key_file: /nonexistent/trunkd-secret: No such file or directory (os error 2)",
+            "F: records.sinks[2].id: is required",
+            "F: records.sinks[2].type: is required",
+            "F: records.sinks[2].endpoint: is required",
+            "F: records.sinks[2].bucket: is required",
+            "F: records.sinks[2].access_key_id: is required",
+            "F: records.sinks[2].secret_access_key: is required (or secret_access_key_file, or secret_access_key_env)",
+        ],
+    );
+}

@@ -1,5 +1,6 @@
-//! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz`, and
-//! `POST /reload`. Bound to loopback by default (SPEC §8).
+//! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz`,
+//! `POST /reload`, and the record spool's `GET /records/backlog` and
+//! `POST /records/flush`. Bound to loopback by default (SPEC §8).
 
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/reload", post(reload))
+        .route("/records/backlog", get(records_backlog))
+        .route("/records/flush", post(records_flush))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
         error!(error = %e, "admin listener failed");
@@ -44,4 +47,32 @@ async fn reload(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         Ok(summary) => (StatusCode::OK, summary + "\n"),
         Err(errors) => (StatusCode::UNPROCESSABLE_ENTITY, errors + "\n"),
     }
+}
+
+fn backlog_json() -> String {
+    let backlog = crate::records::spool()
+        .map(|s| s.backlog())
+        .unwrap_or(crate::records::Backlog {
+            sinks: Vec::new(),
+            spool_bytes: 0,
+        });
+    serde_json::to_string(&backlog).unwrap_or_else(|_| "{}".into()) + "\n"
+}
+
+/// `{"sinks":[{"id","pending_records","pending_bytes","oldest_age_seconds"}],"spool_bytes"}`
+async fn records_backlog() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], backlog_json())
+}
+
+/// Every sink's uploader retries its pending records now; answers with
+/// the backlog as it stands (`trunkd records flush` polls until empty).
+async fn records_flush() -> impl IntoResponse {
+    if let Some(s) = crate::records::spool() {
+        s.flush();
+    }
+    (
+        StatusCode::ACCEPTED,
+        [(header::CONTENT_TYPE, "application/json")],
+        backlog_json(),
+    )
 }

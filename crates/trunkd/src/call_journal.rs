@@ -1,5 +1,5 @@
 //! The call journal on disk (see `trunkd_core::cdr::journal` for the why):
-//! `<state_dir>/journal/<transaction id>.json` per answered call, removed
+//! `<records.spool_directory>/journal/<transaction id>.json` per answered call, removed
 //! once the call's CDR is written, and `heartbeat`, rewritten every
 //! [`HEARTBEAT`].
 //!
@@ -60,9 +60,10 @@ fn count(counts: &Family<ResultLabel, Counter>, result: &'static str) {
     counts.get_or_create(&ResultLabel { result }).inc();
 }
 
-/// The journal's directory under the state directory.
+/// The journal's directory: in the records spool, next to the records
+/// waiting for their sinks.
 pub fn directory(config: &Config) -> PathBuf {
-    config.settings.daemon.state_dir.join("journal")
+    config.settings.records.spool_directory.join("journal")
 }
 
 impl Journal {

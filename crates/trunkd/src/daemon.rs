@@ -242,7 +242,95 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if o.events.queue_directory != n.events.queue_directory {
         v.push("events.queue_directory");
     }
+    let (or, nr) = (&o.records, &n.records);
+    if or.sinks != nr.sinks
+        || or.spool_directory != nr.spool_directory
+        || or.max_spool_bytes != nr.max_spool_bytes
+        || or.upload_retry_initial != nr.upload_retry_initial
+        || or.upload_retry_max != nr.upload_retry_max
+    {
+        v.push("records (spool and sinks)");
+    }
     v
+}
+
+/// Opens the spool (re-queuing what a previous run left) and installs it
+/// for `write_cdr`/`write_sdr`: before the call journal's recovery, so the
+/// CDRs of interrupted calls reach the remote sinks like any other.
+fn open_records(
+    records: &trunkd_config::RecordsSettings,
+) -> anyhow::Result<Arc<crate::records::Spool>> {
+    let sinks = records.sinks.iter().map(|s| s.id.clone()).collect();
+    let spool = crate::records::Spool::open(
+        &records.spool_directory,
+        records.enabled.then_some(records.directory.as_path()),
+        sinks,
+        records.max_spool_bytes,
+    )
+    .with_context(|| {
+        format!(
+            "opening the records spool {}",
+            records.spool_directory.display()
+        )
+    })?;
+    let spool = Arc::new(spool);
+    if !crate::records::install(spool.clone()) {
+        warn!("a records spool was already installed; keeping it");
+    }
+    Ok(spool)
+}
+
+/// Starts one uploader per remote sink and a once-a-second refresh of the
+/// spool's gauges. Sinks are read at start only: a reload that changes
+/// them applies after a restart.
+fn start_records(
+    shared: &Arc<Shared>,
+    spool: Arc<crate::records::Spool>,
+    records: &trunkd_config::RecordsSettings,
+) {
+    // The spool's pressure (full, or a sink far behind) is an operator
+    // event (docs/events.md), once per episode.
+    let events = shared.events.clone();
+    spool.set_pressure_hook(Box::new(move |p| {
+        use crate::records::book::Pressure;
+        let detail = match p {
+            Pressure::SpoolFull {
+                spool_bytes,
+                max_bytes,
+            } => serde_json::json!({
+                "reason": "spool_full",
+                "spoolBytes": spool_bytes,
+                "maxSpoolBytes": max_bytes,
+            }),
+            Pressure::SinkBacklogHigh {
+                sink,
+                pending_records,
+                pending_bytes,
+            } => serde_json::json!({
+                "reason": "backlog_high",
+                "sink": sink,
+                "pendingRecords": pending_records,
+                "pendingBytes": pending_bytes,
+            }),
+        };
+        events.emit_daemon_event(trunkd_core::events::envelope::SINK_BACKLOG_HIGH, detail);
+    }));
+    crate::records::upload::start(
+        &spool,
+        records,
+        Arc::new(crate::records::upload::SharedMetrics(shared.clone())),
+    );
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let backlog = spool.backlog();
+            shared
+                .metrics
+                .set_spool(&backlog, spool.oldest_age().as_secs());
+        }
+    });
 }
 
 fn unix_now() -> f64 {
@@ -277,6 +365,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         warn!("tls.verify_server = false: carrier and route certificates are not verified (lab use only)");
     }
     let mut shared = Shared::new(config, tls);
+    let spool = open_records(&settings.records)?;
     // Calls the last run left unfinished get their CDRs before any new
     // call starts; then this run's calls are journalled.
     if shared.config().settings.records.enabled {
@@ -297,6 +386,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let sip = Arc::new(SipService::new(shared.clone()));
     let mut tasks = JoinSet::new();
     let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(65_536);
+    start_records(&shared, spool, &settings.records);
 
     let mut udp_sockets = Vec::new();
     for addr in &settings.sip.udp {

@@ -9,6 +9,7 @@ mod app_task;
 mod application;
 mod call_journal;
 mod call_task;
+mod cli_records;
 mod cli_reload;
 mod daemon;
 mod engine;
@@ -60,8 +61,27 @@ enum Command {
         #[arg(long, short, default_value = "config/trunkd.toml")]
         config: PathBuf,
     },
+    /// Work with the record store (spool and remote sinks).
+    Records {
+        #[command(subcommand)]
+        command: RecordsCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum RecordsCommand {
+    /// Ask the running daemon to retry every pending upload now and wait
+    /// until no sink lacks a record; prints the backlog per sink. Exits 0
+    /// only when the backlog is empty.
+    Flush {
+        #[arg(long, short, default_value = "config/trunkd.toml")]
+        config: PathBuf,
+        /// How long to wait for the backlog to empty.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +102,23 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("trunkd reload: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Records {
+            command: RecordsCommand::Flush { config, timeout },
+        } => match cli_records::flush(&config, std::time::Duration::from_secs(timeout)) {
+            Ok((report, true)) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Ok((report, false)) => {
+                println!("{report}");
+                eprintln!("trunkd records flush: records still pending after {timeout} s");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("trunkd records flush: {e:#}");
                 ExitCode::FAILURE
             }
         },

@@ -143,6 +143,18 @@ pub struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UploadLabels {
+    pub sink: String,
+    /// ok | retry (down, 5xx, timeout) | failed (refused: 4xx)
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecordLabels {
     pub kind: &'static str,
 }
@@ -170,6 +182,12 @@ pub struct Metrics {
     pub records_failed: Family<RecordLabels, Counter>,
     /// Call journal writes and recoveries, by result.
     pub call_journal: Family<ResultLabel, Counter>,
+    /// Records too big for the spool's cap: local copy only.
+    pub records_spool_rejected: Counter,
+    pub records_spool_bytes: Gauge,
+    pub records_spool_oldest_age: Gauge,
+    pub records_sink_pending: Family<SinkLabel, Gauge>,
+    pub records_uploads: Family<UploadLabels, Counter>,
     /// Calls the engine routes to (a consistency check on call tasks).
     pub engine_calls: Gauge,
     pub rtp_packets: Family<MediaLabels, Counter>,
@@ -354,6 +372,38 @@ impl Metrics {
             "Answered calls journalled (written), not journalled (dropped: queue full; failed: disk), and CDRs written at start for calls a stop interrupted (recovered)",
             call_journal.clone(),
         );
+        let records_spool_rejected = Counter::default();
+        registry.register(
+            "records_spool_rejected",
+            "Records past records.max_spool_bytes: written locally, not queued for remote sinks",
+            records_spool_rejected.clone(),
+        );
+        let records_spool_bytes = Gauge::default();
+        registry.register_with_unit(
+            "records_spool",
+            "Bytes of records waiting in the spool for a remote sink",
+            Unit::Bytes,
+            records_spool_bytes.clone(),
+        );
+        let records_spool_oldest_age = Gauge::default();
+        registry.register_with_unit(
+            "records_spool_oldest_age",
+            "Age of the oldest record in the spool (0 when empty)",
+            Unit::Seconds,
+            records_spool_oldest_age.clone(),
+        );
+        let records_sink_pending = Family::<SinkLabel, Gauge>::default();
+        registry.register(
+            "records_sink_pending",
+            "Records a remote sink does not have yet",
+            records_sink_pending.clone(),
+        );
+        let records_uploads = Family::<UploadLabels, Counter>::default();
+        registry.register(
+            "records_uploads",
+            "Record uploads to remote sinks, by sink and result",
+            records_uploads.clone(),
+        );
         let engine_calls = Gauge::default();
         registry.register(
             "sip_engine_calls",
@@ -526,6 +576,11 @@ impl Metrics {
             records_written,
             records_failed,
             call_journal,
+            records_spool_rejected,
+            records_spool_bytes,
+            records_spool_oldest_age,
+            records_sink_pending,
+            records_uploads,
             engine_calls,
             rtp_packets,
             rtp_bytes,
@@ -660,6 +715,28 @@ impl Metrics {
         self.records_written
             .get_or_create(&RecordLabels { kind })
             .inc();
+    }
+
+    pub fn record_upload(&self, sink: &str, result: &'static str) {
+        self.records_uploads
+            .get_or_create(&UploadLabels {
+                sink: sink.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// The spool's gauges from its backlog (called every second).
+    pub fn set_spool(&self, backlog: &crate::records::Backlog, oldest_age_seconds: u64) {
+        self.records_spool_bytes
+            .set(i64::try_from(backlog.spool_bytes).unwrap_or(i64::MAX));
+        self.records_spool_oldest_age
+            .set(i64::try_from(oldest_age_seconds).unwrap_or(i64::MAX));
+        for s in &backlog.sinks {
+            self.records_sink_pending
+                .get_or_create(&SinkLabel { sink: s.id.clone() })
+                .set(i64::try_from(s.pending_records).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn record_failed(&self, kind: &'static str) {

@@ -1,9 +1,71 @@
 //! Writing records: one JSON file per CDR and per SDR under the managed
 //! service's key layout (SPEC §5.1, §5.2), atomically (temp file, fsync, rename), so a reader
 //! never sees half a record and a record written before SIGTERM survives.
+//!
+//! With remote sinks (`[[records.sinks]]`), a record first goes durably
+//! into the spool ([`spool`]), then to the local directory, then to each
+//! sink's uploader ([`upload`]); see docs/records.md.
+
+pub mod book;
+pub mod spool;
+pub mod upload;
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+pub use book::Backlog;
+// The pressure hook's API, for the events the lead wires (issue 10).
+#[allow(unused_imports)]
+pub use book::{Pressure, SinkBacklog};
+#[allow(unused_imports)]
+pub use spool::PressureHook;
+pub use spool::{Spool, Spooled};
+
+/// The daemon's spool, set once at start by [`install`]. A global because
+/// `write_cdr`/`write_sdr` are called from every call task with only the
+/// config and the metrics; without it (in-process tests) records go only
+/// to the local directory, as before sinks existed.
+static SPOOL: OnceLock<Arc<Spool>> = OnceLock::new();
+
+/// Makes `spool` the one records go through. Returns false if one was
+/// installed already (it stays).
+pub fn install(spool: Arc<Spool>) -> bool {
+    SPOOL.set(spool).is_ok()
+}
+
+/// The installed spool, if any.
+pub fn spool() -> Option<&'static Arc<Spool>> {
+    SPOOL.get()
+}
+
+/// Puts a record in: the spool (when a remote sink is configured and it
+/// fits), then the local copy under `records.directory/<key>`, then the
+/// sinks' queues. Never waits on a sink. The lead's crash journal can call
+/// this with any key and body.
+pub fn put_record(config: &Config, kind: &'static str, key: &str, body: &[u8], metrics: &Metrics) {
+    let spooled = match spool() {
+        Some(s) => match s.put(key, body) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!(dir = %s.dir().display(), error = %e, kind, "record not spooled: remote sinks will not get it");
+                None
+            }
+        },
+        None => None,
+    };
+    if spooled == Some(Spooled::Full) {
+        metrics.records_spool_rejected.inc();
+    }
+    let path = config.settings.records.directory.join(key);
+    match write_atomically(&path, body) {
+        Ok(()) => metrics.record_written(kind),
+        Err(e) => {
+            metrics.record_failed(kind);
+            warn!(path = %path.display(), error = %e, kind, "record write failed");
+        }
+    }
+}
 
 use tracing::{error, warn};
 use trunkd_config::Config;
@@ -74,14 +136,7 @@ fn write_record<T: serde::Serialize>(
             return;
         }
     };
-    let path = config.settings.records.directory.join(key);
-    match write_atomically(&path, &json) {
-        Ok(()) => metrics.record_written(kind),
-        Err(e) => {
-            metrics.record_failed(kind);
-            warn!(path = %path.display(), error = %e, kind, "record write failed");
-        }
-    }
+    put_record(config, kind, key, &json, metrics);
 }
 
 /// Writes `data` to `path` so that `path` either does not exist or holds
@@ -98,5 +153,10 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
         f.write_all(data)?;
         f.sync_data()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    // The rename itself must survive a crash too.
+    match path.parent() {
+        Some(dir) => spool::sync_dir(dir),
+        None => Ok(()),
+    }
 }

@@ -1,0 +1,89 @@
+//! `trunkd records flush`: ask the running daemon to retry every pending
+//! upload now (`POST /records/flush` on its admin listener), then poll
+//! `GET /records/backlog` until no sink lacks a record or the timeout
+//! passes. Prints the backlog per sink; succeeds only when it is empty.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+struct Backlog {
+    sinks: Vec<SinkBacklog>,
+    spool_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct SinkBacklog {
+    id: String,
+    pending_records: u64,
+    pending_bytes: u64,
+    oldest_age_seconds: u64,
+}
+
+/// The report to print, and whether the backlog is empty.
+pub fn flush(config: &Path, timeout: Duration) -> anyhow::Result<(String, bool)> {
+    let (admin, _) = trunkd_config::daemon_endpoints(config);
+    let (status, body) = http(admin, "POST", "/records/flush")?;
+    if status != 202 && status != 200 {
+        bail!(
+            "the daemon answered HTTP {status} to POST /records/flush: {}",
+            body.trim()
+        );
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (status, body) = http(admin, "GET", "/records/backlog")?;
+        if status != 200 {
+            bail!("the daemon answered HTTP {status} to GET /records/backlog");
+        }
+        let backlog: Backlog = serde_json::from_str(body.trim())
+            .with_context(|| format!("not a backlog from {admin}"))?;
+        let pending: u64 = backlog.sinks.iter().map(|s| s.pending_records).sum();
+        if pending == 0 || Instant::now() >= deadline {
+            return Ok((render(&backlog), pending == 0));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn render(b: &Backlog) -> String {
+    let mut out = String::new();
+    for s in &b.sinks {
+        out.push_str(&format!(
+            "{}: {} records pending ({} bytes), oldest {} s\n",
+            s.id, s.pending_records, s.pending_bytes, s.oldest_age_seconds
+        ));
+    }
+    if b.sinks.is_empty() {
+        out.push_str("no remote records sink configured\n");
+    }
+    out.push_str(&format!("spool: {} bytes", b.spool_bytes));
+    out
+}
+
+fn http(admin: SocketAddr, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2))
+        .with_context(|| format!("connecting to the admin listener {admin}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("not an HTTP response from {admin}"))?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
