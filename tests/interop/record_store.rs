@@ -777,16 +777,9 @@ fn past_max_spool_bytes_records_are_kept_locally_and_counted() {
     // One operator event for the episode, not one per record.
     let events = d.dir.join("var/events.jsonl");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let mut lines: Vec<serde_json::Value> = Vec::new();
-    while std::time::Instant::now() < deadline {
-        lines = std::fs::read_to_string(&events)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if !lines.is_empty() {
-            break;
-        }
+    while std::time::Instant::now() < deadline
+        && std::fs::read_to_string(&events).unwrap_or_default().is_empty()
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
