@@ -148,7 +148,8 @@ fn sync_all(files: &mut HashMap<std::path::PathBuf, OpenLog>) {
 }
 
 /// Every secret of the snapshot a SIP message could carry: VC and
-/// carrier digest passwords, SIP media application webhook secrets.
+/// carrier digest passwords, SIP media application webhook secrets,
+/// record sinks' secret keys.
 fn secrets(config: &Config) -> Vec<String> {
     let r = &config.resources;
     let mut out: Vec<String> = Vec::new();
@@ -169,6 +170,9 @@ fn secrets(config: &Config) -> Vec<String> {
         if let Some(secret) = &sma.webhook_secret {
             out.push(secret.expose().to_owned());
         }
+    }
+    for sink in &config.settings.records.sinks {
+        out.push(sink.secret_access_key.expose().to_owned());
     }
     out.retain(|s| !s.is_empty());
     // Longest first: a password containing another is removed whole.
