@@ -358,7 +358,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let ports = trunkd_media::PortAllocator::new(settings.media.port_min, settings.media.port_max)
         .map_err(|e| anyhow!("media port range: {e}"))?;
-    let engine = EngineTask::new(shared.clone(), sender, local, engine_tx.clone(), ports)?;
+    let mut engine = EngineTask::new(shared.clone(), sender, local, engine_tx.clone(), ports)?;
+    // Numbers on SIP rules are answered and run by their application.
+    engine.set_application_driver(crate::application::webhook::factory(shared.clone()));
     tasks.spawn(engine.run(engine_rx));
 
     let admin = tokio::net::TcpListener::bind(settings.admin.listen)
