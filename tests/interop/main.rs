@@ -11,6 +11,7 @@ mod journal;
 mod media;
 mod recording;
 mod sip_logs;
+mod sma;
 mod srtp;
 mod tls;
 mod ua;
