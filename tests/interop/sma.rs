@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::calls::{host, Lab, CARRIER};
+use crate::calls::{host, records, Lab, CARRIER};
 use crate::support::*;
 use crate::ua::*;
 
@@ -506,6 +506,75 @@ fn sma_ivr_plays_collects_digits_records_and_hangs_up() {
         "the recording is not the caller's audio ({loud} of {} loud)",
         samples.len()
     );
+    // The call's CDR, filed under the SMA id (it has no voice connector).
+    let cdrs = wait_cdrs(&records(&d), 1);
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    let c = &cdrs[0];
+    assert!(
+        c["_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("Amazon-Chime-Voice-Connector-CDRs/json/sma-ivr/"),
+        "{c}"
+    );
+    assert_eq!(c["TransactionId"], json!(txn));
+    assert_eq!(c["CallId"], json!(call.call_id));
+    assert_eq!(c["VoiceConnectorId"], json!("sma-ivr"));
+    assert_eq!(c["Direction"], json!("Inbound"));
+    assert_eq!(c["Status"], json!("Completed"));
+    assert_eq!(c["SourcePhoneNumber"], json!(CALLER));
+    assert_eq!(c["DestinationPhoneNumber"], json!(NUMBER));
+    wait_gauges_zero(&d);
+}
+
+/// A background ReceiveDigits hears keys pressed during a Pause: the
+/// application gets DIGITS_RECEIVED with them while the Pause runs, and
+/// its answer runs once the Pause is over.
+#[test]
+fn sma_receive_digits_hears_keys_pressed_during_a_pause() {
+    let dir = temp_dir("sma-rd-app");
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "ReceiveDigits", "Parameters": {
+                    "InputDigitsRegex": "^\\d{2}$",
+                    "InBetweenDigitsDurationInMilliseconds": 800,
+                    "FlushDigitsDurationInMilliseconds": 5000}},
+                {"Type": "Pause", "Parameters": {"DurationInMilliseconds": 6000}}]}},
+            {"expect": "DIGITS_RECEIVED", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "Hangup", "Parameters": {}}]}}
+        ]),
+        None,
+    );
+    let d = daemon(
+        "sma-rd",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        "",
+        "",
+    );
+    let mut call = Call::place(&d);
+    std::thread::sleep(Duration::from_millis(200));
+    call.info_key('4');
+    call.info_key('2');
+    // Heard while the Pause still runs (keys are not held until it ends).
+    let pressed = Instant::now();
+    app.wait_requests(2);
+    assert!(
+        pressed.elapsed() < Duration::from_secs(3),
+        "DIGITS_RECEIVED came only after the Pause: {:?}",
+        pressed.elapsed()
+    );
+    call.expect_bye();
+    let got = app.wait_requests(3);
+    assert_eq!(
+        types(&got),
+        ["NEW_INBOUND_CALL", "DIGITS_RECEIVED", "HANGUP"]
+    );
+    let data = &got[1]["event"]["ActionData"];
+    assert_eq!(data["Type"], json!("ReceiveDigits"));
+    assert_eq!(data["ReceivedDigits"], json!("42"));
     wait_gauges_zero(&d);
 }
 
@@ -588,6 +657,10 @@ fn sma_500_moves_to_the_next_endpoint_and_garbage_twice_ends_the_call() {
         m.status().is_some_and(|s| s >= 200)
     });
     assert_eq!(fin.status(), Some(480), "{}", fin.text);
+    let cdrs = wait_cdrs(&records(&d), 1);
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    assert_eq!(cdrs[0]["VoiceConnectorId"], json!("sma-ivr"));
+    assert_eq!(cdrs[0]["Status"], json!("Failed"), "{}", cdrs[0]);
     // Every invocation starts at the first endpoint; it answers the HANGUP.
     let f = first.wait_requests(3);
     assert_eq!(

@@ -130,7 +130,12 @@ pub enum AppEvent {
         error_type: &'static str,
         message: String,
     },
-    /// Digits the caller pressed while no action collected them.
+    /// Digits the caller pressed that no action took: while no action
+    /// runs, and those the running one does not use (PlayAudio's keys
+    /// other than its terminators, any key during Pause or RecordAudio
+    /// other than its terminators) — what a background ReceiveDigits
+    /// listens to. Keys pressed during SendDigits are reported when it
+    /// ends.
     Digits { digits: String },
     /// The call is over; the last event.
     Hangup { by: HangupBy },

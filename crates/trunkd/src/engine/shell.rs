@@ -379,7 +379,7 @@ impl EngineTask {
             rule_id: rule_id.clone(),
             from_number: a.source_number.clone(),
             to_number: a.b_user.clone(),
-            call_id,
+            call_id: call_id.clone(),
         });
         let (call_tx, call_rx) = mpsc::channel(64);
         let ctx = crate::app_task::AppContext {
@@ -396,6 +396,9 @@ impl EngineTask {
             ports: self.ports.clone(),
             driver,
             seed: setup.seed,
+            call_id,
+            source_number: a.source_number.clone(),
+            destination_number: a.b_user.clone(),
         };
         self.calls.insert(setup.key, call_tx);
         tokio::spawn(crate::app_task::run(ctx, new, call_rx));
