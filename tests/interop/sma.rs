@@ -757,3 +757,103 @@ fn sma_no_endpoint_reachable_is_480() {
         Some(1.0)
     );
 }
+
+/// SIPp as the caller: keys by RFC 4733 from Debian's captures
+/// (`dtmf_2833_1.pcap`, `dtmf_2833_9.pcap`) and by SIP INFO, interleaved;
+/// the application gets exactly those keys, in order.
+#[test]
+fn sma_sipp_caller_keys_by_rfc4733_captures_and_info() {
+    let dir = temp_dir("sma-sipp-app");
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "PlayAudioAndGetDigits", "Parameters": {
+                    "AudioSource": {"Type": "File", "Path": "prompt.wav"},
+                    "MinNumberOfDigits": 1, "MaxNumberOfDigits": 8,
+                    "TerminatorDigits": ["#"],
+                    "InBetweenDigitsDurationInMilliseconds": 5000}}]}},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "Hangup", "Parameters": {}}]}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon(
+        "sma-sipp",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        &format!("webhook_secret = \"{SECRET}\""),
+        "",
+    );
+    write_wav(&d.dir.join("prompt.wav"), &prompt_samples(4000));
+    let media = free_port_on(CARRIER).to_string();
+    let out = sipp_uac(
+        "uac_sma_ivr.xml",
+        CARRIER,
+        d.sip(),
+        &[
+            "-s", NUMBER, "-key", "caller", CALLER, "-m", "1", "-mp", &media,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "sipp: {}\n{}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    let got = app.wait_requests(3);
+    assert_eq!(
+        types(&got),
+        ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP"]
+    );
+    assert!(got.iter().all(|r| r["signature_ok"] == json!(true)));
+    assert_eq!(
+        got[1]["event"]["ActionData"]["ReceivedDigits"],
+        json!("159")
+    );
+    wait_gauges_zero(&d);
+}
+
+/// An answered call whose application then answers garbage twice is
+/// ended with a BYE.
+#[test]
+fn sma_garbage_twice_after_the_answer_is_a_bye() {
+    let dir = temp_dir("sma-garbage-app");
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "Pause", "Parameters": {"DurationInMilliseconds": 300}}]}},
+            {"expect": "ACTION_SUCCESSFUL", "answer": "garbage"},
+            {"expect": "INVALID_LAMBDA_RESPONSE", "answer": "garbage"}
+        ]),
+        None,
+    );
+    let d = daemon(
+        "sma-garbage",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        "",
+        "",
+    );
+    let call = Call::place(&d);
+    call.expect_bye();
+    let got = app.wait_requests(4);
+    assert_eq!(
+        types(&got),
+        [
+            "NEW_INBOUND_CALL",
+            "ACTION_SUCCESSFUL",
+            "INVALID_LAMBDA_RESPONSE",
+            "HANGUP"
+        ]
+    );
+    let ilr = &got[2]["event"];
+    assert_eq!(ilr["ErrorType"], json!("InvalidLambdaResponse"));
+    assert!(ilr["ErrorMessage"]
+        .as_str()
+        .unwrap()
+        .starts_with("The response is not valid JSON"));
+    wait_gauges_zero(&d);
+}
