@@ -31,7 +31,17 @@ struct App {
 
 impl App {
     fn start(dir: &Path, name: &str, script: Value, secret: Option<&str>) -> App {
-        let port = free_port();
+        Self::start_with(dir, name, script, secret, free_port(), &[])
+    }
+
+    fn start_with(
+        dir: &Path,
+        name: &str,
+        script: Value,
+        secret: Option<&str>,
+        port: u16,
+        extra: &[&str],
+    ) -> App {
         let script_path = dir.join(format!("{name}.json"));
         std::fs::write(&script_path, script.to_string()).unwrap();
         let log = dir.join(format!("{name}.jsonl"));
@@ -44,6 +54,7 @@ impl App {
         if let Some(s) = secret {
             cmd.args(["--secret", s]);
         }
+        cmd.args(extra);
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -60,6 +71,17 @@ impl App {
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/sma", self.port)
+    }
+
+    /// The paths of the GETs received so far (audio fetched).
+    fn gets(&self) -> Vec<String> {
+        let mut p = self.log.clone().into_os_string();
+        p.push(".gets");
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Every request received so far, as logged.
@@ -855,5 +877,106 @@ fn sma_garbage_twice_after_the_answer_is_a_bye() {
         .as_str()
         .unwrap()
         .starts_with("The response is not valid JSON"));
+    wait_gauges_zero(&d);
+}
+
+/// A URL audio source is fetched once and served from the cache to the
+/// next call (the caller hears it exactly both times); a missing file and
+/// an S3 source (no record store here) fail the action with
+/// InvalidAudioSource and the call goes on.
+#[test]
+fn sma_url_audio_is_fetched_once_and_bad_sources_fail_the_action() {
+    let dir = temp_dir("sma-url-app");
+    let prompt = prompt_samples(1600);
+    let media = dir.join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    write_wav(&media.join("hello.wav"), &prompt);
+    let port_hint = "{URL}";
+    let play = |source: Value| json!({"Type": "PlayAudio", "Parameters": {"AudioSource": source}});
+    let answer = |actions: Vec<Value>| json!({"SchemaVersion": "1.0", "Actions": actions});
+    // The URL is only known once the app runs: the script names it by a
+    // placeholder the app's own port replaces.
+    let url = json!({"Type": "URL", "Uri": port_hint});
+    let script = json!([
+        {"expect": "NEW_INBOUND_CALL", "answer": answer(vec![play(url.clone())])},
+        {"expect": "ACTION_SUCCESSFUL", "answer": answer(vec![play(json!({"Type": "File", "Path": "missing.wav"}))])},
+        {"expect": "ACTION_FAILED", "answer": answer(vec![play(json!({"Type": "S3", "BucketName": "b", "Key": "k.wav"}))])},
+        {"expect": "ACTION_FAILED", "answer": answer(vec![json!({"Type": "Hangup", "Parameters": {}})])},
+        {"expect": "HANGUP", "answer": answer(vec![])},
+        {"expect": "NEW_INBOUND_CALL", "answer": answer(vec![play(url), json!({"Type": "Hangup", "Parameters": {}})])},
+        {"expect": "HANGUP", "answer": answer(vec![])}
+    ]);
+    let port = free_port();
+    let text = script.to_string().replace(
+        port_hint,
+        &format!("http://127.0.0.1:{port}/media/hello.wav"),
+    );
+    let app = App::start_with(
+        &dir,
+        "app",
+        serde_json::from_str(&text).unwrap(),
+        None,
+        port,
+        &["--media", media.to_str().unwrap()],
+    );
+    let d = daemon(
+        "sma-url",
+        &format!(
+            "[ {} ]",
+            endpoint(&format!("http://127.0.0.1:{port}/sma"), 1)
+        ),
+        "",
+        "",
+    );
+    for round in 0..2 {
+        let call = Call::place(&d);
+        let heard = receive_audio(&call.ua.rtp, prompt.len());
+        assert_eq!(heard, prompt, "call {round}: the prompt arrived altered");
+        call.expect_bye();
+        // The script is one for both calls: the first call's HANGUP first.
+        app.wait_requests(5);
+    }
+    let got = app.wait_requests(7);
+    assert_eq!(
+        types(&got),
+        [
+            "NEW_INBOUND_CALL",
+            "ACTION_SUCCESSFUL",
+            "ACTION_FAILED",
+            "ACTION_FAILED",
+            "HANGUP",
+            "NEW_INBOUND_CALL",
+            "HANGUP"
+        ]
+    );
+    let missing = &got[2]["event"]["ActionData"];
+    assert_eq!(missing["ErrorType"], json!("InvalidAudioSource"));
+    assert!(
+        missing["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("missing.wav"),
+        "{missing}"
+    );
+    let s3 = &got[3]["event"]["ActionData"];
+    assert_eq!(s3["ErrorType"], json!("InvalidAudioSource"));
+    assert!(
+        s3["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("record store"),
+        "{s3}"
+    );
+    assert_eq!(
+        app.gets(),
+        ["/media/hello.wav"],
+        "fetched once, then cached"
+    );
+    assert_eq!(
+        d.metric(
+            "sma_action_failures_total{sip_media_application_id=\"sma-ivr\",error_type=\"InvalidAudioSource\"}"
+        ),
+        Some(2.0)
+    );
     wait_gauges_zero(&d);
 }

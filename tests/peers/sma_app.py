@@ -2,6 +2,7 @@
 """A SIP media application for trunkd's interop tests (SPEC 6), stdlib only.
 
   sma_app.py --port P --script steps.json --log events.jsonl [--secret whsec_...]
+             [--media DIR]
 
 The script is a JSON list of steps, used one per request, in order:
   {"expect": "NEW_INBOUND_CALL", "answer": {...}}   answer 200 with this JSON
@@ -16,6 +17,9 @@ Every request is appended to --log as one JSON line:
 With --secret the Standard Webhooks signature is verified independently
 (HMAC-SHA256 over "{id}.{timestamp}.{body}" with the base64 key after
 "whsec_"); signature_ok is null without --secret. Listens on 127.0.0.1 only.
+
+With --media, GET /media/<name> serves DIR/<name> (audio for URL sources;
+404 if missing) and appends the path as one line to <log>.gets.
 """
 
 import argparse
@@ -23,6 +27,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import signal
 import sys
 import threading
@@ -56,6 +61,7 @@ def main():
     ap.add_argument("--script", required=True)
     ap.add_argument("--log", required=True)
     ap.add_argument("--secret")
+    ap.add_argument("--media")
     args = ap.parse_args()
     with open(args.script) as f:
         steps = json.load(f)
@@ -72,6 +78,29 @@ def main():
 
         def log_message(self, *a):
             pass
+
+        def do_GET(self):
+            with lock:
+                with open(args.log + ".gets", "a") as out:
+                    out.write(self.path + "\n")
+            name = self.path.removeprefix("/media/")
+            data = None
+            if args.media and self.path.startswith("/media/") and "/" not in name:
+                try:
+                    with open(os.path.join(args.media, name), "rb") as f:
+                        data = f.read()
+                except OSError:
+                    pass
+            if data is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/wav")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def do_POST(self):
             n = int(self.headers.get("Content-Length") or 0)
