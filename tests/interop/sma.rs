@@ -980,3 +980,100 @@ fn sma_url_audio_is_fetched_once_and_bad_sources_fail_the_action() {
     );
     wait_gauges_zero(&d);
 }
+
+/// `POST` with a JSON body to the admin listener: (status, body).
+fn admin_post(d: &Daemon, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&d.admin(), Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        d.admin(),
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// UpdateSipMediaApplicationCall: the admin operation reaches the call's
+/// application as CALL_UPDATE_REQUESTED with its arguments, and the
+/// answer's actions run (here a Hangup once the running Pause is over).
+#[test]
+fn sma_update_call_sends_call_update_requested() {
+    let dir = temp_dir("sma-update-app");
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "Answer", "Parameters": {}},
+                {"Type": "Pause", "Parameters": {"DurationInMilliseconds": 1500}}]}},
+            {"expect": "CALL_UPDATE_REQUESTED", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "Hangup", "Parameters": {}}]}}
+        ]),
+        None,
+    );
+    let d = daemon(
+        "sma-update",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        "",
+        "",
+    );
+    let call = Call::place(&d);
+    let txn = app.wait_requests(1)[0]["event"]["CallDetails"]["TransactionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = admin_post(
+        &d,
+        &format!("/sip-media-applications/other-sma/calls/{txn}"),
+        r#"{"Arguments":{"a":"1"}}"#,
+    );
+    assert_eq!(status, 404, "another application's call");
+    let (status, body) = admin_post(
+        &d,
+        &format!("/sip-media-applications/sma-ivr/calls/{txn}"),
+        r#"{"Arguments":{"a":1}}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = admin_post(
+        &d,
+        &format!("/sip-media-applications/sma-ivr/calls/{txn}"),
+        r#"{"Arguments":{"Key":"Value","n":"2"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v,
+        json!({"SipMediaApplicationCall": {"TransactionId": txn}})
+    );
+    call.expect_bye();
+    let got = app.wait_requests(3);
+    assert_eq!(
+        types(&got),
+        ["NEW_INBOUND_CALL", "CALL_UPDATE_REQUESTED", "HANGUP"]
+    );
+    assert_eq!(
+        got[1]["event"]["ActionData"],
+        json!({"Type": "CallUpdateRequest", "Parameters": {"Arguments": {"Key": "Value", "n": "2"}}})
+    );
+    wait_gauges_zero(&d);
+    let (status, _) = admin_post(
+        &d,
+        &format!("/sip-media-applications/sma-ivr/calls/{txn}"),
+        r#"{"Arguments":{}}"#,
+    );
+    assert_eq!(status, 404, "the call is over");
+}

@@ -43,6 +43,9 @@ pub struct Shared {
     pub call_journal: crate::call_journal::Journal,
     /// Where events go (SPEC §5.4); `serve` starts its task.
     pub events: crate::events::Events,
+    /// Application calls in progress, for UpdateSipMediaApplicationCall
+    /// (`POST /sip-media-applications/{id}/calls/{transaction id}`).
+    pub sma_calls: crate::application::webhook::SmaCalls,
 }
 
 impl Shared {
@@ -61,6 +64,7 @@ impl Shared {
             auth_failures: Default::default(),
             hosts: Default::default(),
             call_journal: Default::default(),
+            sma_calls: Default::default(),
         }
     }
 

@@ -15,8 +15,9 @@
 //! The task ends when the session is over: every participant left and the
 //! application was told (HANGUP delivered, or every endpoint failed).
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
@@ -41,6 +42,61 @@ use crate::metrics::{SmaFailureLabels, SmaInvocationLabels, SmaLabel};
 
 /// The managed service's error type for an audio source it cannot use.
 const INVALID_AUDIO_SOURCE: &str = "InvalidAudioSource";
+
+/// Arguments of an UpdateSipMediaApplicationCall.
+pub type Arguments = BTreeMap<String, String>;
+
+/// Application calls in progress by transaction id: where an
+/// UpdateSipMediaApplicationCall goes (CALL_UPDATE_REQUESTED).
+#[derive(Default)]
+pub struct SmaCalls {
+    calls: Mutex<HashMap<String, (String, mpsc::Sender<Arguments>)>>,
+}
+
+/// Why an update was not delivered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpdateError {
+    /// No call of that application with that transaction id is in progress.
+    NotFound,
+    /// The call has updates waiting already (at most [`UPDATE_QUEUE`]).
+    Busy,
+}
+
+/// Updates a call holds before it refuses more (each is an invocation).
+pub const UPDATE_QUEUE: usize = 4;
+
+impl SmaCalls {
+    /// Hands `arguments` to the call `transaction_id` of `sma_id`.
+    pub fn update(
+        &self,
+        sma_id: &str,
+        transaction_id: &str,
+        arguments: Arguments,
+    ) -> Result<(), UpdateError> {
+        let calls = self.calls.lock().map_err(|_| UpdateError::NotFound)?;
+        match calls.get(transaction_id) {
+            Some((sma, tx)) if sma == sma_id => tx.try_send(arguments).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => UpdateError::Busy,
+                mpsc::error::TrySendError::Closed(_) => UpdateError::NotFound,
+            }),
+            _ => Err(UpdateError::NotFound),
+        }
+    }
+
+    fn insert(&self, transaction_id: &str, sma_id: &str) -> mpsc::Receiver<Arguments> {
+        let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.insert(transaction_id.to_owned(), (sma_id.to_owned(), tx));
+        }
+        rx
+    }
+
+    fn remove(&self, transaction_id: &str) {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.remove(transaction_id);
+        }
+    }
+}
 
 /// The driver factory the daemon registers: one [`run`] task per call.
 pub fn factory(shared: Arc<Shared>) -> DriverFactory {
@@ -150,6 +206,7 @@ pub async fn run(
         config,
     };
     info!("application call started");
+    let mut updates = shared.sma_calls.insert(&d.transaction_id, &d.sma_id);
     let mut events_open = true;
     let mut hung_up = false;
     loop {
@@ -189,9 +246,13 @@ pub async fn run(
                     }
                 }
             },
+            Some(arguments) = updates.recv() => {
+                d.session.handle(Instant::now(), Input::UpdateRequested { arguments });
+            }
             () = sleep_until(deadline) => d.session.handle_timeout(Instant::now()),
         }
     }
+    shared.sma_calls.remove(&d.transaction_id);
     if let Some(r) = d.request.take() {
         r.task.abort();
     }
