@@ -511,6 +511,7 @@ fn sma_ivr_plays_collects_digits_records_and_hangs_up() {
         .unwrap()
         .to_owned();
     assert_eq!(path, d.dir.join("messages").join(format!("{txn}-1.wav")));
+    assert!(rec.get("RecordingTerminatorUsed").is_none(), "{rec}");
     let hangup = &got[3]["event"];
     assert_eq!(
         hangup["CallDetails"]["Participants"][0]["Status"],
@@ -1076,4 +1077,99 @@ fn sma_update_call_sends_call_update_requested() {
         r#"{"Arguments":{}}"#,
     );
     assert_eq!(status, 404, "the call is over");
+}
+
+/// A recording ended by one of its terminators says which; without a
+/// destination it goes to `[applications] recording_directory`.
+#[test]
+fn sma_record_audio_stopped_by_a_terminator_reports_it() {
+    let dir = temp_dir("sma-rec-app");
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "RecordAudio", "Parameters": {
+                    "DurationInSeconds": 30, "RecordingTerminators": ["*", "#"]}}]}},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "Hangup", "Parameters": {}}]}}
+        ]),
+        None,
+    );
+    let d = daemon(
+        "sma-rec",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        "",
+        "recording_directory = \"recs\"",
+    );
+    let mut call = Call::place(&d);
+    let (rtp, sender) = caller_rtp(&call.ua.rtp, call.trunkd_rtp);
+    std::thread::sleep(Duration::from_millis(700));
+    call.info_key('*');
+    call.expect_bye();
+    rtp.send(Rtp::Stop).unwrap();
+    sender.join().unwrap();
+    let got = app.wait_requests(3);
+    assert_eq!(
+        types(&got),
+        ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP"]
+    );
+    let rec = &got[1]["event"]["ActionData"];
+    assert_eq!(rec["RecordingTerminatorUsed"], json!("*"));
+    let txn = got[0]["event"]["CallDetails"]["TransactionId"]
+        .as_str()
+        .unwrap();
+    let path = d.dir.join("recs").join(format!("{txn}-1.wav"));
+    assert_eq!(
+        rec["RecordingDestination"],
+        json!({"Type": "File", "Path": path.display().to_string()})
+    );
+    let (_, samples) = read_wav(&path);
+    let secs = samples.len() as f64 / 8000.0;
+    assert!((0.3..=1.5).contains(&secs), "recorded {secs} s");
+    wait_gauges_zero(&d);
+}
+
+/// The caller gives up (CANCEL) while the application has not answered
+/// yet: 487, and the application still hears of the call's end.
+#[test]
+fn sma_caller_cancels_before_the_application_answers() {
+    let dir = temp_dir("sma-cancel-app");
+    let app = App::start(
+        &dir,
+        "app",
+        json!([{"expect": "NEW_INBOUND_CALL", "sleep": 1.5, "answer": {"SchemaVersion": "1.0", "Actions": [
+            {"Type": "Answer", "Parameters": {}}]}}]),
+        None,
+    );
+    let d = daemon(
+        "sma-cancel",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        "",
+        "",
+    );
+    let ua = Ua::new(CARRIER);
+    let call_id = send_invite(&ua, d.sip(), NUMBER, CALLER, &ua.sdp("sendrecv"));
+    app.wait_requests(1);
+    let cancel = format!(
+        "CANCEL sip:{NUMBER}@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}-1;rport\r\nMax-Forwards: 70\r\n\
+         From: <sip:{CALLER}@{ip}>;tag={tag}\r\nTo: <sip:{NUMBER}@{t}>\r\nCall-ID: {call_id}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+        t = d.sip(),
+        me = ua.sip_addr(),
+        ip = ua.ip,
+        tag = ua.tag,
+    );
+    ua.send(d.sip(), &cancel);
+    let fin = ua.recv_until(Duration::from_secs(10), |m| {
+        m.status().is_some_and(|s| s >= 200)
+            && m.header("CSeq").is_some_and(|c| c.ends_with("INVITE"))
+    });
+    assert_eq!(fin.status(), Some(487), "{}", fin.text);
+    let got = app.wait_requests(2);
+    assert_eq!(types(&got), ["NEW_INBOUND_CALL", "HANGUP"]);
+    assert_eq!(
+        got[1]["event"]["CallDetails"]["Participants"][0]["Status"],
+        json!("Disconnected")
+    );
+    wait_gauges_zero(&d);
 }

@@ -735,6 +735,7 @@ async fn record(
     });
     let deadline = tokio::time::sleep(max_duration);
     tokio::pin!(deadline);
+    let mut terminator = None;
     loop {
         tokio::select! {
             () = &mut deadline => break,
@@ -749,7 +750,10 @@ async fn record(
                 None => break,
             },
             d = digits.recv() => match d {
-                Some(c) if terminators.contains(&c) => break,
+                Some(c) if terminators.contains(&c) => {
+                    terminator = Some(c);
+                    break;
+                }
                 Some(c) => unused(events, c).await,
                 None => break,
             },
@@ -761,7 +765,14 @@ async fn record(
         Ok(Ok(stats)) => {
             let samples = stats.audio_samples + stats.silence_samples;
             let duration = Duration::from_micros(samples * 1_000_000 / u64::from(SAMPLE_RATE));
-            succeeded(action, ActionData::Recording { path, duration })
+            succeeded(
+                action,
+                ActionData::Recording {
+                    path,
+                    duration,
+                    terminator,
+                },
+            )
         }
         Ok(Err(e)) => failed(action, "SystemError", e),
         Err(e) => failed(action, "SystemError", e.to_string()),
@@ -1184,7 +1195,8 @@ mod tests {
                 action: "RecordAudio",
                 data: ActionData::Recording {
                     path: path.clone(),
-                    duration: Duration::from_millis(200)
+                    duration: Duration::from_millis(200),
+                    terminator: Some('#'),
                 }
             }
         );

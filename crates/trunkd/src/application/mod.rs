@@ -151,6 +151,8 @@ pub enum ActionData {
     Recording {
         path: PathBuf,
         duration: Duration,
+        /// The key of `terminators` that ended it (`RecordingTerminatorUsed`).
+        terminator: Option<char>,
     },
 }
 

@@ -343,10 +343,13 @@ impl Driver {
                 match data {
                     ActionData::None => {}
                     ActionData::Digits(d) => result.received_digits = Some(d),
-                    ActionData::Recording { path, .. } => {
+                    ActionData::Recording {
+                        path, terminator, ..
+                    } => {
                         result.recording_destination = Some(MediaRef::File {
                             path: path.display().to_string(),
                         });
+                        result.recording_terminator_used = terminator.map(String::from);
                     }
                 }
                 self.session.handle(now, Input::ActionSucceeded(result));
