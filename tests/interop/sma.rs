@@ -1173,3 +1173,64 @@ fn sma_caller_cancels_before_the_application_answers() {
     );
     wait_gauges_zero(&d);
 }
+
+/// InputDigitsRegex as the managed service applies it: keys that do not
+/// match are a failed attempt — the FailureAudioSource plays and the
+/// prompt again (Repeat 2) — and the keys of the next attempt count.
+#[test]
+fn sma_digits_not_matching_the_regex_play_the_failure_prompt_and_retry() {
+    let dir = temp_dir("sma-regex-app");
+    let prompt = prompt_samples(800);
+    let failure: Vec<i16> = prompt.iter().rev().copied().collect();
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "PlayAudioAndGetDigits", "Parameters": {
+                    "AudioSource": {"Type": "File", "Path": "prompt.wav"},
+                    "FailureAudioSource": {"Type": "File", "Path": "failure.wav"},
+                    "InputDigitsRegex": "^1\\d$",
+                    "MinNumberOfDigits": 2, "MaxNumberOfDigits": 4,
+                    "TerminatorDigits": ["#"], "Repeat": 2,
+                    "InBetweenDigitsDurationInMilliseconds": 3000}}]}},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "Hangup", "Parameters": {}}]}}
+        ]),
+        None,
+    );
+    let d = daemon(
+        "sma-regex",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        "",
+        "",
+    );
+    write_wav(&d.dir.join("prompt.wav"), &prompt);
+    write_wav(&d.dir.join("failure.wav"), &failure);
+    let mut call = Call::place(&d);
+    assert_eq!(receive_audio(&call.ua.rtp, prompt.len()), prompt);
+    for k in ['5', '5', '#'] {
+        call.info_key(k);
+    }
+    assert_eq!(
+        receive_audio(&call.ua.rtp, failure.len()),
+        failure,
+        "the failure prompt"
+    );
+    assert_eq!(
+        receive_audio(&call.ua.rtp, prompt.len()),
+        prompt,
+        "the prompt again"
+    );
+    for k in ['1', '2', '#'] {
+        call.info_key(k);
+    }
+    call.expect_bye();
+    let got = app.wait_requests(3);
+    assert_eq!(
+        types(&got),
+        ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP"]
+    );
+    assert_eq!(got[1]["event"]["ActionData"]["ReceivedDigits"], json!("12"));
+    wait_gauges_zero(&d);
+}

@@ -532,6 +532,7 @@ async fn execute(
             failure_samples,
             attempts,
             digits: spec,
+            regex,
         } => {
             let mut outcome = None;
             for attempt in 0..(*attempts).max(1) {
@@ -543,7 +544,20 @@ async fn execute(
                 }
                 while digits.try_recv().is_ok() {}
                 let got = prompt_and_collect(&m, player(samples, 1), spec, &mut digits).await;
-                let event = got.into_event(&action, spec);
+                let event = match regex {
+                    // Enough digits, but not what the application accepts:
+                    // a failed attempt, as the managed service counts it.
+                    Some(re)
+                        if got.digits.len() >= spec.min_digits && !re.is_match(&got.digits) =>
+                    {
+                        failed(
+                            &action,
+                            "InvalidDigitsReceived",
+                            format!("{:?} does not match InputDigitsRegex", got.digits),
+                        )
+                    }
+                    _ => got.into_event(&action, spec),
+                };
                 let done = matches!(event, Some(AppEvent::ActionSucceeded { .. }));
                 outcome = event;
                 if done {
@@ -1107,6 +1121,7 @@ mod tests {
                     terminators: vec!['#'],
                     timeout: Duration::from_secs(2),
                 },
+                regex: None,
             })
             .await
             .unwrap();
@@ -1283,6 +1298,7 @@ mod tests {
                     terminators: vec!['#'],
                     timeout: Duration::from_millis(300),
                 },
+                regex: None,
             })
             .await
             .unwrap();

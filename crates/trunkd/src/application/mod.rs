@@ -52,14 +52,16 @@ pub enum AppAction {
         terminators: Vec<char>,
     },
     /// Play a prompt and collect digits; a digit pressed during the
-    /// prompt stops it (barge-in) and counts. Too few digits: play
-    /// `failure_samples` (if any) and try again, `attempts` times in all
-    /// (the managed service's `Repeat`), then fail.
+    /// prompt stops it (barge-in) and counts. Too few digits, or digits
+    /// `regex` does not match (`InputDigitsRegex`): play `failure_samples`
+    /// (if any) and try again, `attempts` times in all (the managed
+    /// service's `Repeat`), then fail (`InvalidDigitsReceived`).
     PlayAudioAndGetDigits {
         samples: Arc<[i16]>,
         failure_samples: Option<Arc<[i16]>>,
         attempts: u32,
         digits: DigitCollection,
+        regex: Option<trunkd_sma::action::DigitsRegex>,
     },
     /// Collect digits without a prompt, in the foreground (not the
     /// managed service's background `ReceiveDigits`, which the driver

@@ -622,6 +622,7 @@ async fn build(source: &Source, action: Action) -> Result<AppAction, (String, St
                     terminators: p.terminator_digits,
                     timeout: Duration::from_millis(p.in_between_digits_duration_in_milliseconds),
                 },
+                regex: p.input_digits_regex,
             })
         }
         other => Err((
