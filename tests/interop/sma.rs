@@ -450,7 +450,16 @@ fn sma_ivr_plays_collects_digits_records_and_hangs_up() {
         "",
     );
     write_wav(&d.dir.join("prompt.wav"), &prompt);
+    // The series exists before the first call.
+    assert_eq!(
+        d.metric("sma_active_calls{sip_media_application_id=\"sma-ivr\"}"),
+        Some(0.0)
+    );
     let mut call = Call::place(&d);
+    d.wait_metric(
+        "sma_active_calls{sip_media_application_id=\"sma-ivr\"}",
+        1.0,
+    );
     let (rtp, sender) = caller_rtp(&call.ua.rtp, call.trunkd_rtp);
     // The prompt, exactly.
     let heard = receive_audio(&call.ua.rtp, prompt.len());

@@ -108,6 +108,13 @@ pub fn factory(shared: Arc<Shared>) -> DriverFactory {
         .build()
         .unwrap_or_default();
     let cache = Arc::new(AudioCache::new());
+    // A zero series per configured application from the start, so a
+    // dashboard sees SmaActiveCallCount before the first call.
+    for sma in shared.config().resources.sip_media_applications() {
+        let _ = shared.metrics.sma_active_calls.get_or_create(&SmaLabel {
+            sip_media_application_id: sma.id.to_string(),
+        });
+    }
     Arc::new(move |call: AppCall| {
         let (app, drv) = channels();
         let span = info_span!("sma", txn = %call.transaction_id, sma = %call.sma_id);
