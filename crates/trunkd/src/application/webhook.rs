@@ -722,3 +722,142 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `post` against a one-shot HTTP server on 127.0.0.1.
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use trunkd_sma::session::RequestId;
+    use trunkd_sma::InvocationEventType;
+
+    use super::*;
+
+    /// Serves one request with `status` and a body of `body_len` bytes;
+    /// returns the request's head and body.
+    async fn one_shot(
+        status: u16,
+        body_len: usize,
+    ) -> (String, tokio::task::JoinHandle<(String, Vec<u8>)>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/sma", l.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let (head, body) = loop {
+                let mut chunk = [0u8; 4096];
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some((head, _)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let start = head.len() + 4;
+                    if buf.len() >= start + len {
+                        break (head.to_owned(), buf[start..start + len].to_vec());
+                    }
+                }
+            };
+            let answer = vec![b'x'; body_len];
+            let resp = format!(
+                "HTTP/1.1 {status} X\r\ncontent-length: {body_len}\r\nconnection: close\r\n\r\n"
+            );
+            s.write_all(resp.as_bytes()).await.unwrap();
+            let _ = s.write_all(&answer).await;
+            (head, body)
+        });
+        (url, task)
+    }
+
+    fn invocation(url: String) -> Invocation {
+        Invocation {
+            id: RequestId(7),
+            endpoint: 0,
+            url,
+            sequence: 3,
+            event_type: InvocationEventType::Hangup,
+            body: r#"{"SchemaVersion":"1.0"}"#.to_owned(),
+        }
+    }
+
+    fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+        head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    #[tokio::test]
+    async fn an_invocation_is_signed_and_a_long_answer_is_cut_one_byte_past_the_limit() {
+        let key = WebhookKey::from_whsec("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let (url, server) = one_shot(200, 5000).await;
+        let http = reqwest::Client::new();
+        let (input, result) = post(
+            &http,
+            Some(&key),
+            "msg_t_3",
+            &invocation(url),
+            Duration::from_secs(5),
+            1000,
+        )
+        .await;
+        assert_eq!(result, "ok");
+        match input {
+            Input::Response { id, status, body } => {
+                assert_eq!((id, status), (RequestId(7), 200));
+                assert!(body.len() > 1000 && body.len() <= 5000, "{}", body.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        let (head, body) = server.await.unwrap();
+        assert!(head.starts_with("POST /sma HTTP/1.1"), "{head}");
+        assert_eq!(body, br#"{"SchemaVersion":"1.0"}"#);
+        assert_eq!(header(&head, "content-type"), Some("application/json"));
+        assert_eq!(header(&head, "webhook-id"), Some("msg_t_3"));
+        let ts: u64 = header(&head, "webhook-timestamp").unwrap().parse().unwrap();
+        let sig = header(&head, "webhook-signature").unwrap();
+        assert!(key.verify("msg_t_3", ts, &body, sig), "{sig}");
+    }
+
+    #[tokio::test]
+    async fn statuses_and_an_unsigned_request_are_classified() {
+        let http = reqwest::Client::new();
+        for (status, label) in [(500, "http_5xx"), (404, "http_4xx"), (302, "http_other")] {
+            let (url, server) = one_shot(status, 2).await;
+            let (input, result) = post(
+                &http,
+                None,
+                "m",
+                &invocation(url),
+                Duration::from_secs(5),
+                1000,
+            )
+            .await;
+            assert_eq!(result, label);
+            assert!(matches!(input, Input::Response { status: s, .. } if s == status));
+            let (head, _) = server.await.unwrap();
+            assert_eq!(header(&head, "webhook-signature"), None);
+            assert_eq!(header(&head, "webhook-id"), Some("m"));
+        }
+        // Nobody listening.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (input, result) = post(
+            &http,
+            None,
+            "m",
+            &invocation(format!("http://127.0.0.1:{port}/")),
+            Duration::from_secs(5),
+            1000,
+        )
+        .await;
+        assert_eq!(result, "unreachable");
+        assert_eq!(input, Input::Unreachable { id: RequestId(7) });
+    }
+}
