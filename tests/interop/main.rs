@@ -12,6 +12,7 @@ mod media;
 mod record_store;
 mod recording;
 mod sip_logs;
+mod sma;
 mod srtp;
 mod tls;
 mod ua;

@@ -782,7 +782,9 @@ fn past_max_spool_bytes_records_are_kept_locally_and_counted() {
     let events = d.dir.join("var/events.jsonl");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while std::time::Instant::now() < deadline
-        && std::fs::read_to_string(&events).unwrap_or_default().is_empty()
+        && std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .is_empty()
     {
         std::thread::sleep(Duration::from_millis(50));
     }

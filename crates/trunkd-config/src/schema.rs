@@ -33,6 +33,7 @@ pub struct File {
     pub sip_rules: Vec<SipRule>,
     pub event_targets: Vec<EventTarget>,
     pub events: Events,
+    pub applications: Applications,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -335,6 +336,8 @@ pub struct SipMediaApplication {
     pub aws_region: Option<String>,
     pub endpoints: Vec<SmaEndpoint>,
     pub webhook_secret: Option<String>,
+    pub webhook_secret_file: Option<String>,
+    pub webhook_secret_env: Option<String>,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -381,4 +384,15 @@ pub struct Events {
     pub retry_max_seconds: Option<i64>,
     pub request_timeout_seconds: Option<i64>,
     pub targets: Option<Vec<String>>,
+}
+
+/// `[applications]`: how SIP media application calls are run (SPEC §6).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Applications {
+    pub response_timeout_ms: Option<i64>,
+    pub max_actions: Option<i64>,
+    pub audio_cache_bytes: Option<i64>,
+    pub audio_max_file_bytes: Option<i64>,
+    pub recording_directory: Option<String>,
 }

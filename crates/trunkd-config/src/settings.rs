@@ -20,6 +20,7 @@ pub struct Settings {
     pub events: EventsSettings,
     /// `[[event_targets]]`, in file order.
     pub event_targets: Vec<EventTarget>,
+    pub applications: ApplicationsSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,4 +242,21 @@ pub enum EventTargetKind {
     },
     /// One JSON line per event appended to `path`.
     File { path: PathBuf },
+}
+
+/// `[applications]`: how SIP media application calls are run (SPEC §6,
+/// docs/sma.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplicationsSettings {
+    /// How long one endpoint has to answer one invocation.
+    pub response_timeout: Duration,
+    /// Actions accepted in one answer (the managed service's 10).
+    pub max_actions: usize,
+    /// Audio fetched from URLs, kept in memory (decoded), in all.
+    pub audio_cache_bytes: u64,
+    /// One audio file (File or URL) larger than this is refused.
+    pub audio_max_file_bytes: u64,
+    /// Where a RecordAudio without a destination writes (relative
+    /// `File` destinations too).
+    pub recording_directory: PathBuf,
 }

@@ -687,6 +687,7 @@ pub(crate) fn validate(
                 s,
                 id,
                 &region,
+                base,
             )
         })
         .collect();
@@ -1287,6 +1288,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
     };
 
     let (events, event_targets) = events(raw, report, base, &state_dir);
+    let applications = applications(raw, report, base, &state_dir);
 
     (report.errors.len() == before).then_some(Settings {
         daemon: DaemonSettings {
@@ -1306,7 +1308,56 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         security,
         events,
         event_targets,
+        applications,
     })
+}
+
+/// `[applications]` (SPEC §6, docs/sma.md).
+fn applications(
+    raw: &schema::File,
+    report: &mut Report<'_>,
+    base: &Path,
+    state_dir: &Path,
+) -> ApplicationsSettings {
+    let a = &raw.applications;
+    let mut c = Check {
+        report,
+        at: At::section("applications"),
+    };
+    let response_timeout = Duration::from_millis(c.range(
+        "response_timeout_ms",
+        a.response_timeout_ms,
+        5000,
+        100,
+        60_000,
+    ) as u64);
+    let max_actions = c.range("max_actions", a.max_actions, 10, 1, 100) as usize;
+    let audio_cache_bytes = c.range(
+        "audio_cache_bytes",
+        a.audio_cache_bytes,
+        64 * 1024 * 1024,
+        0,
+        16 * 1024 * 1024 * 1024,
+    ) as u64;
+    let audio_max_file_bytes = c.range(
+        "audio_max_file_bytes",
+        a.audio_max_file_bytes,
+        8 * 1024 * 1024,
+        1024,
+        128 * 1024 * 1024,
+    ) as u64;
+    let recording_directory = a
+        .recording_directory
+        .as_deref()
+        .map(|p| resolve(base, p))
+        .unwrap_or_else(|| state_dir.join("sma-recordings"));
+    ApplicationsSettings {
+        response_timeout,
+        max_actions,
+        audio_cache_bytes,
+        audio_max_file_bytes,
+        recording_directory,
+    }
 }
 
 /// `[[event_targets]]` and `[events]` (SPEC §3.2, docs/events.md).
@@ -2066,6 +2117,7 @@ fn sma(
     s: &schema::SipMediaApplication,
     id: Option<SmaId>,
     region: &str,
+    base: &Path,
 ) -> Option<SipMediaApplication> {
     let before = report.errors.len();
     let mut c = Check {
@@ -2109,6 +2161,19 @@ fn sma(
         }
     }
     endpoints.sort_by_key(|e| e.priority);
+    // A `whsec_` key (Standard Webhooks), as event targets take theirs.
+    let source = SecretSource {
+        inline: s.webhook_secret.as_deref(),
+        file: s.webhook_secret_file.as_deref(),
+        env: s.webhook_secret_env.as_deref(),
+    };
+    let webhook_secret = c
+        .secret("webhook_secret", &source, base, false)
+        .and_then(|k| {
+            trunkd_core::events::signing::WebhookKey::from_whsec(k.expose())
+                .map_err(|e| c.err("webhook_secret", e))
+                .ok()
+        });
     if report.errors.len() != before {
         return None;
     }
@@ -2117,7 +2182,7 @@ fn sma(
         name,
         aws_region: s.aws_region.clone().unwrap_or_else(|| region.to_owned()),
         endpoints,
-        webhook_secret: s.webhook_secret.clone().map(Secret::new),
+        webhook_secret,
         tags,
     })
 }

@@ -879,3 +879,65 @@ fn records_sinks_need_unique_ids_and_every_required_field() {
         ],
     );
 }
+
+/// An SMA's `webhook_secret` is a `whsec_` key given one of three ways;
+/// `[applications]` has its defaults and ranges (docs/configuration.md).
+#[test]
+fn sma_webhook_secrets_and_applications_settings() {
+    let sma = "endpoints = [ { url = \"http://127.0.0.1:8080/sma\", priority = 1 } ]";
+    let bad = with(sma, &format!("{sma}\nwebhook_secret = \"change-me\""))
+        + "\n[applications]\nresponse_timeout_ms = 50\nmax_actions = 0\naudio_max_file_bytes = 10\n";
+    let errs = errors(&bad);
+    assert_eq!(
+        errs,
+        [
+            "F: applications.response_timeout_ms: 50 is out of range 100..=60000",
+            "F: applications.max_actions: 0 is out of range 1..=100",
+            "F: applications.audio_max_file_bytes: 10 is out of range 1024..=134217728",
+            "F: sip_media_applications[id=sma-ivr].webhook_secret: must start with \"whsec_\" (a Standard Webhooks secret)",
+        ]
+    );
+    assert!(errs.iter().all(|e| !e.contains("change-me")));
+    let two = with(
+        sma,
+        &format!("{sma}\nwebhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nwebhook_secret_env = \"X\""),
+    );
+    assert_errors(
+        &two,
+        &["F: sip_media_applications[id=sma-ivr].webhook_secret: set only one of webhook_secret, webhook_secret_file, webhook_secret_env"],
+    );
+
+    // From a file next to the configuration, with the defaults.
+    let path = write(&with(
+        sma,
+        &format!("{sma}\nwebhook_secret_file = \"sma.key\""),
+    ));
+    let dir = path.parent().unwrap();
+    std::fs::write(
+        dir.join("sma.key"),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+    )
+    .unwrap();
+    let c = trunkd_config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let key = c.resources.sip_media_applications()[0]
+        .webhook_secret
+        .as_ref()
+        .expect("the key");
+    assert_eq!(
+        Some(key),
+        trunkd_core::events::signing::WebhookKey::from_whsec(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        )
+        .ok()
+        .as_ref()
+    );
+    let a = &c.settings.applications;
+    assert_eq!(a.response_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(a.max_actions, 10);
+    assert_eq!(a.audio_cache_bytes, 64 << 20);
+    assert_eq!(a.audio_max_file_bytes, 8 << 20);
+    assert_eq!(
+        a.recording_directory,
+        dir.join("var").join("sma-recordings")
+    );
+}

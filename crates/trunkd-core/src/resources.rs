@@ -243,7 +243,8 @@ pub struct SipMediaApplication {
     pub aws_region: String,
     /// Sorted by priority: alternates tried in order on failure.
     pub endpoints: Vec<SmaEndpoint>,
-    pub webhook_secret: Option<Secret>,
+    /// Signs the invocations (Standard Webhooks); `Debug` is redacted.
+    pub webhook_secret: Option<crate::events::signing::WebhookKey>,
     pub tags: Tags,
 }
 

@@ -1,10 +1,12 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz`,
-//! `POST /reload`, and the record spool's `GET /records/backlog` and
-//! `POST /records/flush`. Bound to loopback by default (SPEC §8).
+//! `POST /reload`, the record spool's `GET /records/backlog` and
+//! `POST /records/flush`, and `POST /sip-media-applications/{id}/calls/{txn}`
+//! (UpdateSipMediaApplicationCall). Bound to loopback by default (SPEC §8).
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -20,6 +22,10 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         .route("/reload", post(reload))
         .route("/records/backlog", get(records_backlog))
         .route("/records/flush", post(records_flush))
+        .route(
+            "/sip-media-applications/{sma_id}/calls/{transaction_id}",
+            post(update_sma_call),
+        )
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
         error!(error = %e, "admin listener failed");
@@ -75,4 +81,97 @@ async fn records_flush() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         backlog_json(),
     )
+}
+
+/// Arguments an update may carry (trunkd's bounds).
+const MAX_ARGUMENTS: usize = 20;
+const MAX_ARGUMENT_BYTES: usize = 1024;
+
+/// UpdateSipMediaApplicationCall: `{"Arguments": {"k": "v", …}}` becomes
+/// a CALL_UPDATE_REQUESTED to the call's application. 200 with
+/// `{"SipMediaApplicationCall":{"TransactionId":…}}` as the managed
+/// service answers; 400 for a bad body, 404 for no such call, 429 when
+/// the call has updates waiting already.
+async fn update_sma_call(
+    State(shared): State<Arc<Shared>>,
+    Path((sma_id, transaction_id)): Path<(String, String)>,
+    body: Bytes,
+) -> impl IntoResponse {
+    let arguments = match parse_arguments(&body) {
+        Ok(a) => a,
+        Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")),
+    };
+    use crate::application::webhook::UpdateError;
+    match shared.sma_calls.update(&sma_id, &transaction_id, arguments) {
+        Ok(()) => (
+            StatusCode::OK,
+            serde_json::json!({"SipMediaApplicationCall": {"TransactionId": transaction_id}})
+                .to_string(),
+        ),
+        Err(UpdateError::NotFound) => (
+            StatusCode::NOT_FOUND,
+            "no such call of this SIP media application in progress\n".to_owned(),
+        ),
+        Err(UpdateError::Busy) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "the call has updates waiting; try again\n".to_owned(),
+        ),
+    }
+}
+
+fn parse_arguments(body: &[u8]) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let Some(args) = v.get("Arguments").and_then(|a| a.as_object()) else {
+        return Err("Arguments (an object of strings) is required".into());
+    };
+    if args.len() > MAX_ARGUMENTS {
+        return Err(format!("at most {MAX_ARGUMENTS} Arguments are accepted"));
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in args {
+        let Some(v) = v.as_str() else {
+            return Err(format!("the value of Argument {k:?} is not a string"));
+        };
+        if k.len() > MAX_ARGUMENT_BYTES || v.len() > MAX_ARGUMENT_BYTES {
+            return Err(format!(
+                "Argument {k:?}: keys and values are at most {MAX_ARGUMENT_BYTES} bytes"
+            ));
+        }
+        out.insert(k.clone(), v.to_owned());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_arguments;
+
+    #[test]
+    fn update_arguments_are_an_object_of_strings() {
+        let ok = parse_arguments(br#"{"Arguments":{"b":"2","a":"1"}}"#).unwrap();
+        assert_eq!(
+            ok.into_iter().collect::<Vec<_>>(),
+            [("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+        assert_eq!(
+            parse_arguments(br#"{"Arguments":{"a":1}}"#).unwrap_err(),
+            "the value of Argument \"a\" is not a string"
+        );
+        assert_eq!(
+            parse_arguments(b"{}").unwrap_err(),
+            "Arguments (an object of strings) is required"
+        );
+        assert!(parse_arguments(b"nope")
+            .unwrap_err()
+            .starts_with("the body is not JSON"));
+        let many: serde_json::Map<String, serde_json::Value> = (0..21)
+            .map(|i| (format!("k{i}"), serde_json::Value::String("v".into())))
+            .collect();
+        let body = serde_json::json!({ "Arguments": many }).to_string();
+        assert_eq!(
+            parse_arguments(body.as_bytes()).unwrap_err(),
+            "at most 20 Arguments are accepted"
+        );
+    }
 }

@@ -18,14 +18,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
 use trunkd_b2bua::{CallEnd, CallEvent, CallInput, CallOutput, NewUasCall, UasCall};
 use trunkd_config::Config;
-use trunkd_core::cdr::CallOutcome;
+use trunkd_core::cdr::{CallFacts, CallOutcome, Direction};
 use trunkd_core::{RuleId, SmaId, TransactionId};
 use trunkd_media::endpoint::dtmf::{parse_info_dtmf, DtmfDigit, DtmfSendConfig, DtmfSender};
 use trunkd_media::endpoint::g711::G711;
@@ -66,6 +66,51 @@ pub struct AppContext {
     pub driver: AppChannels,
     /// Seeds the SSRCs of what trunkd plays.
     pub seed: u64,
+    /// The A leg's Call-ID and numbers, for the CDR and the journal.
+    pub call_id: String,
+    pub source_number: String,
+    pub destination_number: String,
+}
+
+/// The voice connector id an application call's CDR is filed under: an
+/// application call has no voice connector, so its SIP media
+/// application's id stands in, lowercased and with every character a
+/// voice connector id cannot hold made `-` (docs/sma.md).
+pub fn cdr_vc_id(sma: &SmaId) -> Option<trunkd_core::VcId> {
+    let id: String = sma
+        .as_str()
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    trunkd_core::VcId::new(&id).ok()
+}
+
+/// The facts of an application call for its CDR and journal entry.
+fn facts<'a>(
+    ctx: &'a AppContext,
+    vc: &'a trunkd_core::VcId,
+    start: SystemTime,
+    answered: Option<SystemTime>,
+    end: SystemTime,
+    outcome: CallOutcome,
+) -> CallFacts<'a> {
+    CallFacts {
+        transaction_id: ctx.transaction_id,
+        call_id: &ctx.call_id,
+        voice_connector_id: vc,
+        direction: Direction::Inbound,
+        source_phone_number: &ctx.source_number,
+        destination_phone_number: &ctx.destination_number,
+        sip_auth_user: None,
+        start,
+        answered,
+        end,
+        outcome,
+        streaming: false,
+    }
 }
 
 pub async fn run(ctx: AppContext, new: NewUasCall, rx: mpsc::Receiver<CallInput>) {
@@ -132,12 +177,19 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
     let mut by = HangupBy::Caller;
     let mut ended: Option<CallEnd> = None;
     let mut plays: u32 = 0;
+    let start = SystemTime::now();
+    let cdr_vc = cdr_vc_id(&ctx.sma_id);
     'call: loop {
         while let Some(out) = call.poll_output() {
             match out {
                 CallOutput::Event(CallEvent::Answered { .. }) => {
                     info!("application call answered");
                     metrics.answered(None, resources, "inbound");
+                    if let Some(vc) = &cdr_vc {
+                        let now = SystemTime::now();
+                        let f = facts(&ctx, vc, start, Some(now), now, CallOutcome::Answered);
+                        ctx.shared.call_journal.answered(&f, now);
+                    }
                     media = answered_media(&ctx.relay, &ctx.answered);
                     if let Some(m) = &media {
                         pump = start_digit_pump(m, digit_tx.clone());
@@ -221,7 +273,8 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
                             plays += 1;
                             let ssrc = (ctx.seed as u32) ^ plays.wrapping_mul(0x9E37_79B9);
                             running = Some(tokio::spawn(
-                                execute(action, m.clone(), digits, ssrc).in_current_span(),
+                                execute(action, m.clone(), digits, ssrc, events.clone())
+                                    .in_current_span(),
                             ));
                         }
                         (_, digits) => {
@@ -296,6 +349,13 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
         let _ = p.await;
     }
     drop(media);
+    if let (Some(end), Some(vc)) = (&ended, &cdr_vc) {
+        let f = facts(&ctx, vc, start, end.answered, end.end, end.outcome.clone());
+        crate::records::write_cdr(&ctx.config, &f, metrics);
+        if end.answered.is_some() {
+            ctx.shared.call_journal.ended(ctx.transaction_id);
+        }
+    }
     let _ = events.send(AppEvent::Hangup { by }).await;
     // The answerer's handle goes with the call; ours is then the last:
     // stop the relay and wait until its ports are back in the pool.
@@ -310,9 +370,6 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
         if !matches!(end.outcome, CallOutcome::Answered) {
             metrics.failed(None, resources, "inbound");
         }
-        // No CDR: the records of SPEC §5.1 are per voice connector, and an
-        // application call has none (the webhook driver will report the
-        // call to its application instead).
     }
     active.dec();
     let _ = ctx.engine.send(Input::CallDone { call: ctx.key }).await;
@@ -389,12 +446,26 @@ fn failed(action: &AppAction, error_type: &'static str, message: String) -> Opti
     })
 }
 
+/// Reports a key the running action does not use, so that the driver's
+/// background listener (the managed service's ReceiveDigits) hears keys
+/// pressed over a prompt, a pause or a recording.
+async fn unused(events: &mpsc::Sender<AppEvent>, c: char) {
+    let _ = events
+        .send(AppEvent::Digits {
+            digits: c.to_string(),
+        })
+        .await;
+}
+
 /// Runs one media action to its end; returns its event and the digit queue.
+/// Keys the action does not take are reported as they come
+/// ([`AppEvent::Digits`]).
 async fn execute(
     action: AppAction,
     m: Media,
     mut digits: mpsc::Receiver<char>,
     ssrc: u32,
+    events: mpsc::Sender<AppEvent>,
 ) -> (Option<AppEvent>, mpsc::Receiver<char>) {
     let start = RtpContinuity {
         ssrc,
@@ -415,7 +486,14 @@ async fn execute(
     };
     let event = match &action {
         AppAction::Pause { duration } => {
-            tokio::time::sleep(*duration).await;
+            let sleep = tokio::time::sleep(*duration);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    Some(c) = digits.recv() => unused(&events, c).await,
+                }
+            }
             succeeded(&action, ActionData::None)
         }
         AppAction::PlayAudio {
@@ -423,7 +501,10 @@ async fn execute(
             repeat,
             terminators,
         } => {
-            while digits.try_recv().is_ok() {}
+            // Keys pressed before the prompt are not for it.
+            while let Ok(c) = digits.try_recv() {
+                unused(&events, c).await;
+            }
             let mut p = player(samples, *repeat);
             let played = {
                 let play = m.endpoint.play(&mut p);
@@ -435,6 +516,7 @@ async fn execute(
                             if terminators.contains(&c) {
                                 break Ok(());
                             }
+                            unused(&events, c).await;
                         }
                     }
                 }
@@ -450,6 +532,7 @@ async fn execute(
             failure_samples,
             attempts,
             digits: spec,
+            regex,
         } => {
             let mut outcome = None;
             for attempt in 0..(*attempts).max(1) {
@@ -461,7 +544,20 @@ async fn execute(
                 }
                 while digits.try_recv().is_ok() {}
                 let got = prompt_and_collect(&m, player(samples, 1), spec, &mut digits).await;
-                let event = got.into_event(&action, spec);
+                let event = match regex {
+                    // Enough digits, but not what the application accepts:
+                    // a failed attempt, as the managed service counts it.
+                    Some(re)
+                        if got.digits.len() >= spec.min_digits && !re.is_match(&got.digits) =>
+                    {
+                        failed(
+                            &action,
+                            "InvalidDigitsReceived",
+                            format!("{:?} does not match InputDigitsRegex", got.digits),
+                        )
+                    }
+                    _ => got.into_event(&action, spec),
+                };
                 let done = matches!(event, Some(AppEvent::ActionSucceeded { .. }));
                 outcome = event;
                 if done {
@@ -491,6 +587,7 @@ async fn execute(
                 *max_duration,
                 terminators,
                 &mut digits,
+                &events,
             )
             .await
         }
@@ -619,8 +716,11 @@ async fn record(
     max_duration: Duration,
     terminators: &[char],
     digits: &mut mpsc::Receiver<char>,
+    events: &mpsc::Sender<AppEvent>,
 ) -> Option<AppEvent> {
-    while digits.try_recv().is_ok() {}
+    while let Ok(c) = digits.try_recv() {
+        unused(events, c).await;
+    }
     let mut tap = match m.relay.tap(
         Some(trunkd_media::Leg::A),
         Some(m.stream),
@@ -649,6 +749,7 @@ async fn record(
     });
     let deadline = tokio::time::sleep(max_duration);
     tokio::pin!(deadline);
+    let mut terminator = None;
     loop {
         tokio::select! {
             () = &mut deadline => break,
@@ -663,8 +764,11 @@ async fn record(
                 None => break,
             },
             d = digits.recv() => match d {
-                Some(c) if terminators.contains(&c) => break,
-                Some(_) => {}
+                Some(c) if terminators.contains(&c) => {
+                    terminator = Some(c);
+                    break;
+                }
+                Some(c) => unused(events, c).await,
                 None => break,
             },
         }
@@ -675,10 +779,29 @@ async fn record(
         Ok(Ok(stats)) => {
             let samples = stats.audio_samples + stats.silence_samples;
             let duration = Duration::from_micros(samples * 1_000_000 / u64::from(SAMPLE_RATE));
-            succeeded(action, ActionData::Recording { path, duration })
+            succeeded(
+                action,
+                ActionData::Recording {
+                    path,
+                    duration,
+                    terminator,
+                },
+            )
         }
         Ok(Err(e)) => failed(action, "SystemError", e),
         Err(e) => failed(action, "SystemError", e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod cdr_tests {
+    use super::cdr_vc_id;
+
+    #[test]
+    fn an_application_calls_cdr_is_filed_under_its_sma_id_in_voice_connector_form() {
+        let id = |s: &str| cdr_vc_id(&s.parse().unwrap()).map(|v| v.to_string());
+        assert_eq!(id("sma-ivr").as_deref(), Some("sma-ivr"));
+        assert_eq!(id("Main_IVR.v2").as_deref(), Some("main-ivr-v2"));
     }
 }
 
@@ -889,6 +1012,9 @@ mod tests {
             ports: alloc.clone(),
             driver: app,
             seed: 99,
+            call_id: "app-call-1".into(),
+            source_number: "+14155550123".into(),
+            destination_number: "+12065550150".into(),
         };
         let weak = Arc::downgrade(&relay);
         drop(relay);
@@ -995,6 +1121,7 @@ mod tests {
                     terminators: vec!['#'],
                     timeout: Duration::from_secs(2),
                 },
+                regex: None,
             })
             .await
             .unwrap();
@@ -1083,7 +1210,8 @@ mod tests {
                 action: "RecordAudio",
                 data: ActionData::Recording {
                     path: path.clone(),
-                    duration: Duration::from_millis(200)
+                    duration: Duration::from_millis(200),
+                    terminator: Some('#'),
                 }
             }
         );
@@ -1170,6 +1298,7 @@ mod tests {
                     terminators: vec!['#'],
                     timeout: Duration::from_millis(300),
                 },
+                regex: None,
             })
             .await
             .unwrap();

@@ -43,6 +43,9 @@ pub struct Shared {
     pub call_journal: crate::call_journal::Journal,
     /// Where events go (SPEC §5.4); `serve` starts its task.
     pub events: crate::events::Events,
+    /// Application calls in progress, for UpdateSipMediaApplicationCall
+    /// (`POST /sip-media-applications/{id}/calls/{transaction id}`).
+    pub sma_calls: crate::application::webhook::SmaCalls,
 }
 
 impl Shared {
@@ -61,6 +64,7 @@ impl Shared {
             auth_failures: Default::default(),
             hosts: Default::default(),
             call_journal: Default::default(),
+            sma_calls: Default::default(),
         }
     }
 
@@ -448,7 +452,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let ports = trunkd_media::PortAllocator::new(settings.media.port_min, settings.media.port_max)
         .map_err(|e| anyhow!("media port range: {e}"))?;
-    let engine = EngineTask::new(shared.clone(), sender, local, engine_tx.clone(), ports)?;
+    let mut engine = EngineTask::new(shared.clone(), sender, local, engine_tx.clone(), ports)?;
+    // Numbers on SIP rules are answered and run by their application.
+    engine.set_application_driver(crate::application::webhook::factory(shared.clone()));
     tasks.spawn(engine.run(engine_rx));
 
     let admin = tokio::net::TcpListener::bind(settings.admin.listen)

@@ -159,6 +159,26 @@ pub struct RecordLabels {
     pub kind: &'static str,
 }
 
+/// A SIP media application (`[[sip_media_applications]] id`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SmaLabel {
+    pub sip_media_application_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SmaInvocationLabels {
+    pub sip_media_application_id: String,
+    pub event_type: &'static str,
+    /// ok (2xx) | http_4xx | http_5xx | http_other | timeout | unreachable
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SmaFailureLabels {
+    pub sip_media_application_id: String,
+    pub error_type: String,
+}
+
 /// Every metric the daemon exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -221,6 +241,14 @@ pub struct Metrics {
     pub sip_sources_blocked: Counter,
     /// `events_queued{target}`, `events_total{target,result}` (SPEC §5.4).
     pub events: crate::events::EventMetrics,
+    /// SIP media application calls in progress (their driver running).
+    pub sma_active_calls: Family<SmaLabel, Gauge>,
+    /// HTTP invocations of applications, by event type and result.
+    pub sma_invocations: Family<SmaInvocationLabels, Counter>,
+    /// How long an application took to answer an invocation (any status).
+    pub sma_invocation_duration: Histogram,
+    /// Actions the application asked for that failed, by error type.
+    pub sma_action_failures: Family<SmaFailureLabels, Counter>,
 }
 
 fn jitter_buckets() -> Histogram {
@@ -554,8 +582,40 @@ impl Metrics {
             events.total.clone(),
         );
 
+        let sma_active_calls = Family::<SmaLabel, Gauge>::default();
+        registry.register(
+            "sma_active_calls",
+            "SIP media application calls in progress",
+            sma_active_calls.clone(),
+        );
+        let sma_invocations = Family::<SmaInvocationLabels, Counter>::default();
+        registry.register(
+            "sma_invocations",
+            "Invocations of SIP media applications (one per HTTP request, retries included), by event type and result",
+            sma_invocations.clone(),
+        );
+        let sma_invocation_duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        registry.register_with_unit(
+            "sma_invocation_duration",
+            "Time from sending an invocation to its HTTP response",
+            Unit::Seconds,
+            sma_invocation_duration.clone(),
+        );
+        let sma_action_failures = Family::<SmaFailureLabels, Counter>::default();
+        registry.register(
+            "sma_action_failures",
+            "Actions of SIP media applications that failed (ACTION_FAILED), by error type",
+            sma_action_failures.clone(),
+        );
+
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
+            sma_active_calls,
+            sma_invocations,
+            sma_invocation_duration,
+            sma_action_failures,
             registry,
             config_reloads,
             config_resources,

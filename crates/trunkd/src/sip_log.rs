@@ -148,8 +148,8 @@ fn sync_all(files: &mut HashMap<std::path::PathBuf, OpenLog>) {
 }
 
 /// Every secret of the snapshot a SIP message could carry: VC and
-/// carrier digest passwords, SIP media application webhook secrets,
-/// record sinks' secret keys.
+/// carrier digest passwords, SIP media application and event target
+/// webhook secrets, record sinks' secret keys.
 fn secrets(config: &Config) -> Vec<String> {
     let r = &config.resources;
     let mut out: Vec<String> = Vec::new();
@@ -167,8 +167,13 @@ fn secrets(config: &Config) -> Vec<String> {
         }
     }
     for sma in r.sip_media_applications() {
-        if let Some(secret) = &sma.webhook_secret {
-            out.push(secret.expose().to_owned());
+        if let Some(key) = &sma.webhook_secret {
+            out.push(key.to_whsec());
+        }
+    }
+    for target in &config.settings.event_targets {
+        if let trunkd_config::EventTargetKind::Webhook { key, .. } = &target.kind {
+            out.push(key.to_whsec());
         }
     }
     for sink in &config.settings.records.sinks {

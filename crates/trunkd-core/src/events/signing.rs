@@ -53,6 +53,12 @@ impl WebhookKey {
         Ok(WebhookKey(key))
     }
 
+    /// The secret as it was written (`whsec_` and the key in base64), for
+    /// the code that makes sure it never appears in a log.
+    pub fn to_whsec(&self) -> String {
+        format!("whsec_{}", STANDARD.encode(&self.0))
+    }
+
     /// The `webhook-signature` header value for one attempt.
     pub fn sign(&self, msg_id: &str, timestamp: u64, body: &[u8]) -> String {
         format!("v1,{}", STANDARD.encode(self.mac(msg_id, timestamp, body)))
@@ -134,6 +140,12 @@ mod tests {
         assert!(!key.verify(id, ts, body, "v1,not base64!"));
         let other = WebhookKey::from_whsec("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
         assert!(!other.verify(id, ts, body, &sig));
+    }
+
+    #[test]
+    fn a_key_gives_back_the_secret_it_was_read_from() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        assert_eq!(WebhookKey::from_whsec(secret).unwrap().to_whsec(), secret);
     }
 
     #[test]

@@ -10,9 +10,8 @@
 //! `Answer` and `Hangup`, which report [`AppEvent::Answered`] and
 //! [`AppEvent::Hangup`]). The names follow the managed service's actions
 //! (`PlayAudio`, `PlayAudioAndGetDigits`, `SendDigits`, `RecordAudio`,
-//! `Pause`, `Hangup`) so that the webhook driver maps them one to one; the
-//! webhook driver itself is the next piece of work, and until it exists no
-//! driver is registered in the daemon (see [`DriverFactory`]).
+//! `Pause`, `Hangup`) so that the webhook driver ([`webhook`]) maps them
+//! one to one; the daemon registers it (see [`DriverFactory`]).
 //!
 //! The driver must keep reading events: the channel is bounded, and a
 //! full one holds the call's task (its signalling included) until the
@@ -23,9 +22,8 @@
 //! `trunkd_media::endpoint::wav`): the task never touches files it did not
 //! create.
 
-// The actions are built by drivers: the scripted one in the tests today,
-// the webhook driver next. Until it lands the daemon constructs none.
-#![allow(dead_code)]
+pub mod audio;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,18 +52,23 @@ pub enum AppAction {
         terminators: Vec<char>,
     },
     /// Play a prompt and collect digits; a digit pressed during the
-    /// prompt stops it (barge-in) and counts. Too few digits: play
-    /// `failure_samples` (if any) and try again, `attempts` times in all
-    /// (the managed service's `Repeat`), then fail.
+    /// prompt stops it (barge-in) and counts. Too few digits, or digits
+    /// `regex` does not match (`InputDigitsRegex`): play `failure_samples`
+    /// (if any) and try again, `attempts` times in all (the managed
+    /// service's `Repeat`), then fail (`InvalidDigitsReceived`).
     PlayAudioAndGetDigits {
         samples: Arc<[i16]>,
         failure_samples: Option<Arc<[i16]>>,
         attempts: u32,
         digits: DigitCollection,
+        regex: Option<trunkd_sma::action::DigitsRegex>,
     },
     /// Collect digits without a prompt, in the foreground (not the
     /// managed service's background `ReceiveDigits`, which the driver
-    /// builds from [`AppEvent::Digits`]: keys no action collects).
+    /// builds from [`AppEvent::Digits`]: keys no action collects). The
+    /// webhook driver has no use for it (the managed service has no such
+    /// action); the task's tests drive it.
+    #[allow(dead_code)]
     CollectDigits { digits: DigitCollection },
     /// Send `digits` (0-9, *, #, A-D) to the caller as RFC 4733 events,
     /// each pressed for `tone_duration`.
@@ -129,7 +132,12 @@ pub enum AppEvent {
         error_type: &'static str,
         message: String,
     },
-    /// Digits the caller pressed while no action collected them.
+    /// Digits the caller pressed that no action took: while no action
+    /// runs, and those the running one does not use (PlayAudio's keys
+    /// other than its terminators, any key during Pause or RecordAudio
+    /// other than its terminators) — what a background ReceiveDigits
+    /// listens to. Keys pressed during SendDigits are reported when it
+    /// ends.
     Digits { digits: String },
     /// The call is over; the last event.
     Hangup { by: HangupBy },
@@ -145,6 +153,8 @@ pub enum ActionData {
     Recording {
         path: PathBuf,
         duration: Duration,
+        /// The key of `terminators` that ended it (`RecordingTerminatorUsed`).
+        terminator: Option<char>,
     },
 }
 
@@ -198,6 +208,5 @@ pub struct AppCall {
 /// Makes the driver of each new application call (the webhook driver will
 /// post the call to the SIP media application and turn its answers into
 /// actions). The engine only admits application calls when a factory is
-/// registered; the daemon registers none yet, so a call to a number on a
-/// SIP rule is still refused 480 there.
+/// registered; the daemon registers [`webhook::factory`].
 pub type DriverFactory = Arc<dyn Fn(AppCall) -> AppChannels + Send + Sync>;

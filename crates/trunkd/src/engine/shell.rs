@@ -58,9 +58,8 @@ pub struct EngineTask {
     calls: HashMap<CallKey, mpsc::Sender<CallInput>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     ports: trunkd_media::PortAllocator,
-    /// The drivers of application calls. `None` in the daemon until the
-    /// webhook driver exists (calls to numbers on SIP rules are refused
-    /// 480 meanwhile); set by [`EngineTask::set_application_driver`].
+    /// The drivers of application calls (the daemon registers the
+    /// webhook driver); set by [`EngineTask::set_application_driver`].
     app_driver: Option<crate::application::DriverFactory>,
     /// The queue to the SIP message log writer (SPEC §5.3).
     sip_log: crate::sip_log::SipLogWriter,
@@ -99,9 +98,6 @@ impl EngineTask {
     /// Registers the driver of application calls: from now on a carrier
     /// call to a number on a SIP rule is answered by trunkd and driven by
     /// what `factory` returns, instead of refused 480.
-    // The webhook driver (the next issue) registers itself here; the
-    // daemon has no driver yet.
-    #[allow(dead_code)]
     pub fn set_application_driver(&mut self, factory: crate::application::DriverFactory) {
         self.app_driver = Some(factory);
         self.engine.set_applications(true);
@@ -383,7 +379,7 @@ impl EngineTask {
             rule_id: rule_id.clone(),
             from_number: a.source_number.clone(),
             to_number: a.b_user.clone(),
-            call_id,
+            call_id: call_id.clone(),
         });
         let (call_tx, call_rx) = mpsc::channel(64);
         let ctx = crate::app_task::AppContext {
@@ -400,6 +396,9 @@ impl EngineTask {
             ports: self.ports.clone(),
             driver,
             seed: setup.seed,
+            call_id,
+            source_number: a.source_number.clone(),
+            destination_number: a.b_user.clone(),
         };
         self.calls.insert(setup.key, call_tx);
         tokio::spawn(crate::app_task::run(ctx, new, call_rx));
