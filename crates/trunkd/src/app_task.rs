@@ -23,7 +23,10 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
-use trunkd_b2bua::{CallEnd, CallEvent, CallInput, CallOutput, NewUasCall, UasCall};
+use trunkd_b2bua::{
+    CallEnd, CallEvent, CallInput, CallOutput, Leg, NewUacLeg, NewUasCall, UacEvent, UacLeg,
+    UasCall,
+};
 use trunkd_config::Config;
 use trunkd_core::cdr::{CallFacts, CallOutcome, Direction};
 use trunkd_core::{RuleId, SmaId, TransactionId};
@@ -58,6 +61,9 @@ pub struct AppContext {
     pub engine: EngineTx,
     pub shared: Arc<Shared>,
     pub relay: Relay,
+    /// The address trunkd's SDPs name for the relay (a bridged leg's
+    /// offer).
+    pub media_ip: std::net::IpAddr,
     /// What the answerer answered, per stream.
     pub answered: Answered,
     pub media_events: mpsc::Receiver<trunkd_media::MediaEvent>,
@@ -166,6 +172,7 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
     active.inc();
     let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
     let events = ctx.driver.events.clone();
+    let local = new.local.clone();
     let mut call = UasCall::new(new);
     let (digit_tx, digit_rx) = mpsc::channel::<char>(DIGIT_QUEUE);
     let mut idle_digits = Some(digit_rx);
@@ -177,6 +184,9 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
     let mut by = HangupBy::Caller;
     let mut ended: Option<CallEnd> = None;
     let mut plays: u32 = 0;
+    // CallAndBridge's leg, and whether its action is still running.
+    let mut bridge: Option<Bridged> = None;
+    let mut bridging = false;
     let start = SystemTime::now();
     let cdr_vc = cdr_vc_id(&ctx.sma_id);
     'call: loop {
@@ -224,11 +234,57 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
                 }
             }
         }
+        if let Some(b) = bridge.as_mut() {
+            let mut again = true;
+            while again {
+                again = false;
+                while let Some(out) = b.leg.poll_output() {
+                    if ctx
+                        .engine
+                        .send(Input::FromCall { call: ctx.key, out })
+                        .await
+                        .is_err()
+                    {
+                        by = HangupBy::Application;
+                        break 'call;
+                    }
+                }
+                while let Some(ev) = b.leg.poll_event() {
+                    let (event, more) = on_bridge_event(&ctx, b, ev);
+                    again |= more;
+                    if let Some(done) = event {
+                        if !matches!(done, BridgeOutcome::Left { .. }) {
+                            bridging = false;
+                        }
+                        for e in done.events(b) {
+                            let _ = events.send(e).await;
+                        }
+                    }
+                }
+            }
+            if b.leg.is_ended() {
+                bridge = None;
+            }
+        }
         if call.is_ended() {
+            if let Some(mut b) = bridge.take() {
+                // The caller left: the bridged leg goes too (its BYE or
+                // CANCEL leaves before the task ends).
+                b.leg.hang_up();
+                while let Some(out) = b.leg.poll_output() {
+                    let _ = ctx
+                        .engine
+                        .send(Input::FromCall { call: ctx.key, out })
+                        .await;
+                }
+                if b.joined {
+                    let _ = events.send(AppEvent::BridgeLeft).await;
+                }
+            }
             break;
         }
         // The next action, once the previous one is over.
-        if running.is_none() {
+        if running.is_none() && !bridging {
             if let Some(action) = pending.take() {
                 match action {
                     AppAction::Answer => {
@@ -248,6 +304,39 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
                                 sip_response_code,
                                 reason(sip_response_code),
                             );
+                        }
+                    }
+                    AppAction::HangupBridged => {
+                        if let Some(b) = bridge.as_mut() {
+                            b.leg.hang_up();
+                        }
+                    }
+                    AppAction::CallAndBridge {
+                        to,
+                        caller_id,
+                        timeout,
+                        headers,
+                    } if call.is_answered() => {
+                        let spec = BridgeSpec {
+                            to,
+                            caller_id,
+                            timeout,
+                            headers,
+                        };
+                        match start_bridge(&ctx, &local, media.as_ref(), spec) {
+                            Ok(b) => {
+                                bridging = true;
+                                bridge = Some(b);
+                            }
+                            Err(message) => {
+                                let _ = events
+                                    .send(AppEvent::ActionFailed {
+                                        action: "CallAndBridge",
+                                        error_type: "SystemException",
+                                        message,
+                                    })
+                                    .await;
+                            }
                         }
                     }
                     action if !call.is_answered() => {
@@ -298,7 +387,11 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
                 if matches!(input, CallInput::Hangup) {
                     by = HangupBy::Application;
                 }
-                call.handle(Instant::now(), input);
+                match (leg_of(&input), bridge.as_mut()) {
+                    (Leg::B, Some(b)) => b.leg.handle(Instant::now(), input),
+                    (Leg::B, None) => {}
+                    (Leg::A, _) => call.handle(Instant::now(), input),
+                }
             }
             Some(event) = media_events.recv() => {
                 let trunkd_media::MediaEvent::Inactive { idle, .. } = event;
@@ -327,7 +420,12 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
             Some(d) = next_digit(&mut idle_digits), if running.is_none() => {
                 let _ = events.send(AppEvent::Digits { digits: d.to_string() }).await;
             }
-            action = ctx.driver.actions.recv(), if running.is_none() && pending.is_none() && driver_open => {
+            () = sleep_until(bridge.as_ref().and_then(|b| b.leg.poll_timeout())) => {
+                if let Some(b) = bridge.as_mut() {
+                    b.leg.handle_timeout(Instant::now());
+                }
+            }
+            action = ctx.driver.actions.recv(), if running.is_none() && !bridging && pending.is_none() && driver_open => {
                 match action {
                     Some(a) => pending = Some(a),
                     None => {
@@ -373,6 +471,204 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
     }
     active.dec();
     let _ = ctx.engine.send(Input::CallDone { call: ctx.key }).await;
+}
+
+/// CallAndBridge's leg (SPEC §6): a `UacLeg` whose media is the B side
+/// of the call's relay (see [`crate::application::bridge`]).
+struct Bridged {
+    leg: UacLeg,
+    /// The relay stream bridged (the caller's answered one).
+    stream: usize,
+    /// Answered and not over: its end is reported.
+    joined: bool,
+    to: String,
+    from: String,
+}
+
+/// What CallAndBridge asks.
+struct BridgeSpec {
+    to: String,
+    caller_id: String,
+    timeout: Duration,
+    headers: Vec<(String, String)>,
+}
+
+/// How a bridged leg's event ends up for the driver.
+enum BridgeOutcome {
+    Joined,
+    Failed {
+        error_type: &'static str,
+        message: String,
+    },
+    Left {
+        was_joined: bool,
+    },
+}
+
+impl BridgeOutcome {
+    fn events(self, b: &Bridged) -> Vec<AppEvent> {
+        match self {
+            BridgeOutcome::Joined => vec![
+                AppEvent::BridgeJoined {
+                    call_id: b
+                        .leg
+                        .call_id()
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .unwrap_or_default(),
+                    to: b.to.clone(),
+                    from: b.from.clone(),
+                },
+                AppEvent::ActionSucceeded {
+                    action: "CallAndBridge",
+                    data: ActionData::None,
+                },
+            ],
+            BridgeOutcome::Failed {
+                error_type,
+                message,
+            } => vec![AppEvent::ActionFailed {
+                action: "CallAndBridge",
+                error_type,
+                message,
+            }],
+            BridgeOutcome::Left { was_joined: true } => vec![AppEvent::BridgeLeft],
+            BridgeOutcome::Left { was_joined: false } => Vec::new(),
+        }
+    }
+}
+
+/// Places CallAndBridge's leg: the callee is offered the relay's B side
+/// with the caller's codec, through every carrier.
+fn start_bridge(
+    ctx: &AppContext,
+    local: &trunkd_b2bua::LocalAddrs,
+    media: Option<&Media>,
+    spec: BridgeSpec,
+) -> Result<Bridged, String> {
+    use crate::application::bridge;
+    let m = media.ok_or_else(|| "no media stream to bridge".to_owned())?;
+    if m.stream != 0 {
+        return Err("only the first media stream can be bridged".to_owned());
+    }
+    let codec = bridge::BridgeCodec {
+        encoding: match m.codec {
+            G711::Pcmu => "PCMU",
+            G711::Pcma => "PCMA",
+        }
+        .to_owned(),
+        payload_type: m.payload_type,
+        telephone_event: m.telephone_event,
+    };
+    let plan = bridge::plan(&ctx.config, &ctx.shared.hosts, ctx.seed.rotate_left(29));
+    if plan.is_empty() {
+        return Err("no carrier to place the call through".to_owned());
+    }
+    let rtp = ctx.relay.local_rtp(trunkd_media::Leg::B).port();
+    let offer = bridge::offer(ctx.media_ip, rtp, ctx.seed >> 3, &codec);
+    info!(to = %spec.to, hops = plan.len(), "CallAndBridge: calling");
+    let leg = UacLeg::new(NewUacLeg {
+        seed: ctx.seed.rotate_left(17) ^ 0x5bd1_e995,
+        now: Instant::now(),
+        wall: SystemTime::now(),
+        local: local.clone(),
+        callee: spec.to.clone(),
+        caller: spec.caller_id.clone(),
+        plan,
+        offer,
+        headers: spec.headers,
+        hop_timeout: ctx.config.settings.routing.hop_timeout,
+        ring_timeout: spec.timeout,
+        reoffer: None,
+    });
+    Ok(Bridged {
+        leg,
+        stream: m.stream,
+        joined: false,
+        to: spec.to,
+        from: spec.caller_id,
+    })
+}
+
+/// Acts on a bridged leg's event. The flag says whether the leg has new
+/// outputs to send (it hung itself up).
+fn on_bridge_event(
+    ctx: &AppContext,
+    b: &mut Bridged,
+    ev: UacEvent,
+) -> (Option<BridgeOutcome>, bool) {
+    match ev {
+        UacEvent::Ringing { .. } => (None, false),
+        UacEvent::Answered { sdp, .. } => match crate::application::bridge::answer_peer(&sdp) {
+            Some((rtp, rtcp)) => {
+                info!(peer = %rtp, "CallAndBridge: answered; bridging media");
+                if let Err(e) =
+                    ctx.relay
+                        .update_stream_peer(trunkd_media::Leg::B, b.stream, Some(rtp), rtcp)
+                {
+                    warn!(error = %e, "the bridged leg's media could not be set");
+                }
+                b.joined = true;
+                (Some(BridgeOutcome::Joined), false)
+            }
+            None => {
+                b.leg.hang_up();
+                (
+                    Some(BridgeOutcome::Failed {
+                        error_type: "SystemException",
+                        message: "the callee's answer has no audio stream".to_owned(),
+                    }),
+                    true,
+                )
+            }
+        },
+        UacEvent::Failed(f) => {
+            info!(
+                status = f.status,
+                timed_out = f.timed_out,
+                "CallAndBridge: not answered"
+            );
+            let message = if f.timed_out {
+                "the callee did not answer in CallTimeoutSeconds".to_owned()
+            } else {
+                format!("the callee answered {} {}", f.status, f.reason)
+            };
+            (
+                Some(BridgeOutcome::Failed {
+                    error_type: "CallNotAnswered",
+                    message,
+                }),
+                false,
+            )
+        }
+        UacEvent::Ended { by_callee } => {
+            info!(by_callee, "CallAndBridge: the bridged leg ended");
+            let was_joined = std::mem::replace(&mut b.joined, false);
+            (Some(BridgeOutcome::Left { was_joined }), false)
+        }
+    }
+}
+
+/// The leg an input from the engine belongs to (inputs without one are
+/// the caller's).
+fn leg_of(input: &CallInput) -> Leg {
+    match input {
+        CallInput::Request { leg, .. }
+        | CallInput::Ack { leg, .. }
+        | CallInput::Response { leg, .. }
+        | CallInput::Timeout { leg, .. }
+        | CallInput::TransportError { leg, .. }
+        | CallInput::AckTimeout { leg }
+        | CallInput::StrayResponse { leg, .. } => *leg,
+        CallInput::Cancelled | CallInput::Hangup => Leg::A,
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The reason phrase of a final status trunkd sends for an application.
@@ -592,7 +888,10 @@ async fn execute(
             .await
         }
         // Handled by the call's loop.
-        AppAction::Answer | AppAction::Hangup { .. } => None,
+        AppAction::Answer
+        | AppAction::Hangup { .. }
+        | AppAction::HangupBridged
+        | AppAction::CallAndBridge { .. } => None,
     };
     (event, digits)
 }
@@ -1007,6 +1306,7 @@ mod tests {
             engine: engine_tx,
             shared: shared.clone(),
             relay: relay.clone(),
+            media_ip: "127.0.0.1".parse().unwrap(),
             answered,
             media_events: media_rx,
             ports: alloc.clone(),

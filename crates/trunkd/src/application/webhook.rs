@@ -26,7 +26,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use trunkd_config::Config;
 use trunkd_core::events::signing::WebhookKey;
 use trunkd_core::resources::SipMediaApplication;
-use trunkd_sma::action::{Action, MediaRef, ParseLimits};
+use trunkd_sma::action::{Action, BridgeEndpointType, MediaRef, ParseLimits};
 use trunkd_sma::session::{
     ActionResult, Input, Invocation, NewCall, Output, Session, SessionConfig, SmaEndpoint,
 };
@@ -371,6 +371,24 @@ impl Driver {
                     self.session.handle(now, Input::Digit(c));
                 }
             }
+            AppEvent::BridgeJoined { call_id, to, from } => self.session.handle(
+                now,
+                Input::ParticipantJoined(Participant {
+                    call_id,
+                    participant_tag: ParticipantTag::LegB,
+                    to,
+                    from,
+                    direction: Direction::Outbound,
+                    start_time_in_milliseconds: unix_ms(),
+                    status: ParticipantStatus::Connected,
+                }),
+            ),
+            AppEvent::BridgeLeft => self.session.handle(
+                now,
+                Input::Hangup {
+                    participant: ParticipantTag::LegB,
+                },
+            ),
             // Handled by the loop.
             AppEvent::Hangup { .. } => {}
         }
@@ -464,6 +482,10 @@ impl Driver {
         debug!(action = action.name(), "running");
         let ready = match &action {
             Action::Answer(_) => Ok(AppAction::Answer),
+            // The bridged leg only: the caller stays (SPEC §6, CallAndBridge).
+            Action::Hangup(h) if h.target.participant_tag == Some(ParticipantTag::LegB) => {
+                Ok(AppAction::HangupBridged)
+            }
             Action::Hangup(h) => Ok(AppAction::Hangup {
                 sip_response_code: match h.sip_response_code {
                     0 => 480,
@@ -489,9 +511,26 @@ impl Driver {
                 self.prepare(action);
                 return;
             }
-            Action::CallAndBridge(_)
-            | Action::StartCallRecording(_)
-            | Action::StopCallRecording(_) => Err((
+            Action::CallAndBridge(b) => match b.endpoints.first() {
+                Some(e) if e.bridge_endpoint_type == BridgeEndpointType::Pstn => {
+                    Ok(AppAction::CallAndBridge {
+                        to: e.uri.clone(),
+                        caller_id: b.caller_id_number.clone(),
+                        timeout: Duration::from_secs(u64::from(b.call_timeout_seconds)),
+                        headers: b
+                            .sip_headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    })
+                }
+                _ => Err((
+                    "SystemException".to_owned(),
+                    "CallAndBridge to a voice connector (AWS) is not supported by trunkd yet"
+                        .to_owned(),
+                )),
+            },
+            Action::StartCallRecording(_) | Action::StopCallRecording(_) => Err((
                 "SystemException".to_owned(),
                 format!("{} is not supported by trunkd yet", action.name()),
             )),

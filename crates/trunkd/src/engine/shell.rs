@@ -364,6 +364,7 @@ impl EngineTask {
         let Some((setup, anchor, relay, media_rx)) = self.start_anchor(setup) else {
             return;
         };
+        let media_ip = anchor.advertised();
         let (answerer, answered) = crate::media_anchor::AppAnchor::new(anchor, setup.seed >> 1);
         let new = setup.new_uas_call(Box::new(answerer));
         let a = &setup.admission;
@@ -391,6 +392,7 @@ impl EngineTask {
             engine: self.self_tx.clone(),
             shared: self.shared.clone(),
             relay,
+            media_ip,
             answered,
             media_events: media_rx,
             ports: self.ports.clone(),
