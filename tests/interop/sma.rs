@@ -183,7 +183,7 @@ fn ulaw(byte: u8) -> i16 {
 
 /// A prompt of `n` samples that μ-law carries exactly: decoded bytes of a
 /// fixed pseudo-random sequence.
-fn prompt_samples(n: usize) -> Vec<i16> {
+pub(crate) fn prompt_samples(n: usize) -> Vec<i16> {
     let mut x: u32 = 0x1234_5678;
     (0..n)
         .map(|_| {
@@ -194,7 +194,7 @@ fn prompt_samples(n: usize) -> Vec<i16> {
 }
 
 /// A 16-bit mono 8 kHz WAV file.
-fn write_wav(path: &Path, samples: &[i16]) {
+pub(crate) fn write_wav(path: &Path, samples: &[i16]) {
     let data = (samples.len() * 2) as u32;
     let mut b = Vec::new();
     b.extend_from_slice(b"RIFF");
@@ -389,7 +389,7 @@ impl Call {
 }
 
 /// Receives PCMU packets (PT 0) until `samples` samples arrived.
-fn receive_audio(sock: &UdpSocket, samples: usize) -> Vec<i16> {
+pub(crate) fn receive_audio(sock: &UdpSocket, samples: usize) -> Vec<i16> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut out = Vec::new();
     let mut buf = [0u8; 2048];
@@ -992,7 +992,7 @@ fn sma_url_audio_is_fetched_once_and_bad_sources_fail_the_action() {
 }
 
 /// `POST` with a JSON body to the admin listener: (status, body).
-fn admin_post(d: &Daemon, path: &str, body: &str) -> (u16, String) {
+pub(crate) fn admin_post(d: &Daemon, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&d.admin(), Duration::from_secs(2)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -10,7 +10,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::calls::{host, Lab, CARRIER};
-use crate::sma::{endpoint, types, wait_gauges_zero, App, Call, CALLER, NUMBER, SECRET};
+use crate::sma::{
+    admin_post, endpoint, prompt_samples, receive_audio, types, wait_gauges_zero, write_wav, App,
+    Call, CALLER, NUMBER, SECRET,
+};
 use crate::support::*;
 use crate::ua::*;
 
@@ -278,5 +281,104 @@ fn sma_call_and_bridge_cancels_a_callee_ringing_past_call_timeout_seconds() {
     assert_eq!(ev["ActionData"]["ErrorType"], "CallNotAnswered");
     call.expect_bye();
     app.wait_requests(3);
+    wait_gauges_zero(&d);
+}
+
+/// CreateSipMediaApplicationCall: the admin API places a call through the
+/// carrier; the application hears NEW_OUTBOUND_CALL (with its arguments),
+/// RINGING and CALL_ANSWERED, then plays a prompt the callee hears sample
+/// for sample, and hangs up.
+#[test]
+fn sma_create_call_rings_answers_plays_and_hangs_up() {
+    let dir = temp_dir("sma-outbound-app");
+    let callee = Ua::new(CARRIER);
+    let prompt = prompt_samples(4000);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_OUTBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "RINGING", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "CALL_ANSWERED", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "PlayAudio", "Parameters": {
+                    "AudioSource": {"Type": "File", "Path": "prompt.wav"}}},
+                {"Type": "Hangup", "Parameters": {"SipResponseCode": "0"}}]}},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-outbound", &app, &callee);
+    write_wav(&d.dir.join("prompt.wav"), &prompt);
+
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        "{\"FromPhoneNumber\":\"+14155550100\"}",
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = admin_post(
+        &d,
+        "/sip-media-applications/nope/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE}).to_string(),
+    );
+    assert_eq!(status, 404);
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE,
+                "SipHeaders": {"X-Campaign": "c7"},
+                "ArgumentsMap": {"campaign": "c7"}})
+        .to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    let txn = created["SipMediaApplicationCall"]["TransactionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let invite = expect_invite(&callee);
+    assert_eq!(
+        invite.first_line(),
+        format!("INVITE sip:{CALLEE}@{} SIP/2.0", callee.sip_addr())
+    );
+    assert_eq!(invite.header("X-Campaign").as_deref(), Some("c7"));
+    let from = invite.header("From").unwrap();
+    assert!(from.starts_with(&format!("<sip:{CALLER_ID}@")), "{from}");
+    let r = app.wait_requests(1);
+    let ev = &r[0]["event"];
+    assert_eq!(ev["InvocationEventType"], "NEW_OUTBOUND_CALL");
+    assert_eq!(ev["CallDetails"]["TransactionId"], txn.as_str());
+    assert_eq!(
+        ev["ActionData"],
+        json!({"Type": "CallCreateRequest", "Parameters": {"Arguments": {"campaign": "c7"}}})
+    );
+    let leg_a = &ev["CallDetails"]["Participants"][0];
+    assert_eq!(leg_a["Direction"], "Outbound");
+    assert_eq!(leg_a["CallId"], invite.header("Call-ID").unwrap().as_str());
+
+    callee.respond(&invite, "180 Ringing", None);
+    app.wait_requests(2);
+    callee.respond(&invite, "200 OK", Some(&callee.sdp("sendrecv")));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    // The prompt reaches the callee exactly, then trunkd's BYE.
+    let heard = receive_audio(&callee.rtp, prompt.len());
+    assert_eq!(
+        heard[..prompt.len()],
+        prompt[..],
+        "the prompt arrived altered"
+    );
+    let bye = callee.recv_until(Duration::from_secs(10), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    callee.respond(&bye, "200 OK", None);
+    let r = app.wait_requests(4);
+    assert_eq!(
+        types(&r),
+        ["NEW_OUTBOUND_CALL", "RINGING", "CALL_ANSWERED", "HANGUP"]
+    );
+    assert!(r.iter().all(|x| x["signature_ok"] == true));
     wait_gauges_zero(&d);
 }

@@ -246,6 +246,11 @@ impl UacLeg {
         self.handle_timeout(now);
     }
 
+    /// How trunkd appears on the wire for this leg.
+    pub fn local(&self) -> &LocalAddrs {
+        &self.local
+    }
+
     /// The Call-ID of the current attempt.
     pub fn call_id(&self) -> Option<&Bytes> {
         self.leg.as_ref().map(|l| &l.call_id)

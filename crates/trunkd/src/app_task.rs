@@ -76,6 +76,8 @@ pub struct AppContext {
     pub call_id: String,
     pub source_number: String,
     pub destination_number: String,
+    /// trunkd placed the call (CreateSipMediaApplicationCall).
+    pub outbound: bool,
 }
 
 /// The voice connector id an application call's CDR is filed under: an
@@ -107,7 +109,11 @@ fn facts<'a>(
         transaction_id: ctx.transaction_id,
         call_id: &ctx.call_id,
         voice_connector_id: vc,
-        direction: Direction::Inbound,
+        direction: if ctx.outbound {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        },
         source_phone_number: &ctx.source_number,
         destination_phone_number: &ctx.destination_number,
         sip_auth_user: None,
@@ -121,7 +127,199 @@ fn facts<'a>(
 
 pub async fn run(ctx: AppContext, new: NewUasCall, rx: mpsc::Receiver<CallInput>) {
     let span = info_span!("application", txn = %ctx.transaction_id, sma = %ctx.sma_id, rule = %ctx.rule_id);
-    drive(ctx, new, rx).instrument(span).await
+    drive(ctx, Start::Inbound(Box::new(new)), rx)
+        .instrument(span)
+        .await
+}
+
+/// An application call trunkd places itself (CreateSipMediaApplicationCall):
+/// its first leg is `leg`, offered the relay's A side; `anchor` holds the
+/// relay's ports for the call's lifetime.
+pub async fn run_outbound(
+    ctx: AppContext,
+    leg: UacLeg,
+    anchor: crate::media_anchor::RelayAnchor,
+    rx: mpsc::Receiver<CallInput>,
+) {
+    let span = info_span!("application", txn = %ctx.transaction_id, sma = %ctx.sma_id, direction = "outbound");
+    drive(ctx, Start::Outbound(Box::new((leg, anchor))), rx)
+        .instrument(span)
+        .await
+}
+
+/// How an application call starts.
+enum Start {
+    /// A carrier's INVITE trunkd answers.
+    Inbound(Box<NewUasCall>),
+    /// A call trunkd places (the leg and the relay anchor it uses).
+    Outbound(Box<(UacLeg, crate::media_anchor::RelayAnchor)>),
+}
+
+/// What the caller's leg reports, beyond a call's outputs (a value that
+/// lives for one loop turn: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum FirstOut {
+    Call(CallOutput),
+    /// The callee of an outbound call rings.
+    Ringing,
+}
+
+/// The application call's first leg: the INVITE trunkd answered
+/// (`UasCall`), or the call it placed (`UacLeg`, whose media is the
+/// relay's A side). Both look alike to [`drive`].
+enum FirstLeg {
+    Uas(Box<UasCall>),
+    Uac(Box<Placed>),
+}
+
+struct Placed {
+    leg: UacLeg,
+    /// Keeps the relay's ports until the call is dropped.
+    _anchor: crate::media_anchor::RelayAnchor,
+    relay: Relay,
+    answered: Answered,
+    codec: crate::application::bridge::BridgeCodec,
+    start: Instant,
+    wall: SystemTime,
+    /// Ended events turned into outputs.
+    out: std::collections::VecDeque<FirstOut>,
+}
+
+impl FirstLeg {
+    fn poll_output(&mut self) -> Option<FirstOut> {
+        match self {
+            FirstLeg::Uas(c) => c.poll_output().map(FirstOut::Call),
+            FirstLeg::Uac(p) => {
+                if let Some(o) = p.leg.poll_output() {
+                    return Some(FirstOut::Call(o));
+                }
+                while let Some(ev) = p.leg.poll_event() {
+                    p.on_event(ev);
+                }
+                p.out.pop_front()
+            }
+        }
+    }
+
+    fn is_ended(&self) -> bool {
+        match self {
+            FirstLeg::Uas(c) => c.is_ended(),
+            FirstLeg::Uac(p) => p.leg.is_ended() && p.out.is_empty(),
+        }
+    }
+
+    fn is_outbound(&self) -> bool {
+        matches!(self, FirstLeg::Uac(_))
+    }
+
+    fn is_answered(&self) -> bool {
+        match self {
+            FirstLeg::Uas(c) => c.is_answered(),
+            FirstLeg::Uac(p) => p.leg.is_connected(),
+        }
+    }
+
+    /// Answers an inbound call; an outbound one is answered by its callee.
+    fn answer(&mut self, now: Instant) {
+        if let FirstLeg::Uas(c) = self {
+            c.answer(now);
+        }
+    }
+
+    /// Ends an unanswered call: the status to the caller, or CANCEL.
+    fn reject(&mut self, now: Instant, status: u16, reason: &str) {
+        match self {
+            FirstLeg::Uas(c) => c.reject(now, status, reason),
+            FirstLeg::Uac(p) => p.leg.hang_up(),
+        }
+    }
+
+    fn handle(&mut self, now: Instant, input: CallInput) {
+        match self {
+            FirstLeg::Uas(c) => c.handle(now, input),
+            FirstLeg::Uac(p) => p.leg.handle(now, input),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            FirstLeg::Uas(_) => None,
+            FirstLeg::Uac(p) => p.leg.poll_timeout(),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if let FirstLeg::Uac(p) = self {
+            p.leg.handle_timeout(now);
+        }
+    }
+}
+
+impl Placed {
+    fn on_event(&mut self, ev: UacEvent) {
+        let wall = |p: &Placed| p.wall + p.start.elapsed();
+        match ev {
+            UacEvent::Ringing { .. } => self.out.push_back(FirstOut::Ringing),
+            UacEvent::Answered { sdp, .. } => {
+                match crate::application::bridge::answer_peer(&sdp) {
+                    Some((rtp, rtcp)) => {
+                        if let Err(e) =
+                            self.relay
+                                .update_stream_peer(trunkd_media::Leg::A, 0, Some(rtp), rtcp)
+                        {
+                            warn!(error = %e, "the outbound call's media could not be set");
+                        }
+                    }
+                    None => warn!("the callee's answer has no audio stream"),
+                }
+                let c = &self.codec;
+                if let Ok(mut a) = self.answered.lock() {
+                    *a = vec![trunkd_media::recvonly::AnsweredStream {
+                        kind: "audio".into(),
+                        ports: Some((
+                            self.relay.local_rtp(trunkd_media::Leg::A).port(),
+                            self.relay.local_rtcp(trunkd_media::Leg::A).port(),
+                        )),
+                        direction: trunkd_media::sdp::Direction::SendRecv,
+                        codec: Some(trunkd_media::recvonly::AnsweredCodec {
+                            payload_type: c.payload_type,
+                            encoding: c.encoding.clone(),
+                            clock_rate: 8000,
+                        }),
+                        telephone_event: c.telephone_event,
+                        label: None,
+                    }];
+                }
+                self.out
+                    .push_back(FirstOut::Call(CallOutput::Event(CallEvent::Answered {
+                        hop: 0,
+                    })));
+            }
+            UacEvent::Failed(f) => {
+                let end = CallEnd {
+                    outcome: CallOutcome::Failed {
+                        status: f.status,
+                        reason: f.reason,
+                    },
+                    answered: None,
+                    end: wall(self),
+                    hop: None,
+                };
+                self.out
+                    .push_back(FirstOut::Call(CallOutput::Event(CallEvent::Ended(end))));
+            }
+            UacEvent::Ended { .. } => {
+                let end = CallEnd {
+                    outcome: CallOutcome::Answered,
+                    answered: self.leg.answered_wall(),
+                    end: wall(self),
+                    hop: None,
+                };
+                self.out
+                    .push_back(FirstOut::Call(CallOutput::Event(CallEvent::Ended(end))));
+            }
+        }
+    }
 }
 
 /// The answered stream trunkd plays into and listens to.
@@ -165,15 +363,44 @@ fn answered_media(relay: &Relay, answered: &Answered) -> Option<Media> {
 /// A running action: its outcome, and the digit queue it borrowed.
 type Running = JoinHandle<(Option<AppEvent>, mpsc::Receiver<char>)>;
 
-async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<CallInput>) {
+async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<CallInput>) {
     let metrics = &ctx.shared.metrics;
     let resources = &ctx.config.resources;
-    let active = metrics.calls_active(None, resources, "inbound");
+    let direction_label = match start_with {
+        Start::Inbound(_) => "inbound",
+        Start::Outbound(_) => "outbound",
+    };
+    let active = metrics.calls_active(None, resources, direction_label);
     active.inc();
     let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
     let events = ctx.driver.events.clone();
-    let local = new.local.clone();
-    let mut call = UasCall::new(new);
+    let (local, mut call) = match start_with {
+        Start::Inbound(new) => (
+            new.local.clone(),
+            FirstLeg::Uas(Box::new(UasCall::new(*new))),
+        ),
+        Start::Outbound(b) => {
+            let (leg, anchor) = *b;
+            let codec = crate::application::bridge::BridgeCodec {
+                encoding: "PCMU".into(),
+                payload_type: 0,
+                telephone_event: Some(101),
+            };
+            (
+                leg.local().clone(),
+                FirstLeg::Uac(Box::new(Placed {
+                    leg,
+                    _anchor: anchor,
+                    relay: ctx.relay.clone(),
+                    answered: ctx.answered.clone(),
+                    codec,
+                    start: Instant::now(),
+                    wall: SystemTime::now(),
+                    out: Default::default(),
+                })),
+            )
+        }
+    };
     let (digit_tx, digit_rx) = mpsc::channel::<char>(DIGIT_QUEUE);
     let mut idle_digits = Some(digit_rx);
     let mut running: Option<Running> = None;
@@ -191,10 +418,17 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
     let cdr_vc = cdr_vc_id(&ctx.sma_id);
     'call: loop {
         while let Some(out) = call.poll_output() {
+            let out = match out {
+                FirstOut::Call(o) => o,
+                FirstOut::Ringing => {
+                    let _ = events.send(AppEvent::Ringing).await;
+                    continue;
+                }
+            };
             match out {
                 CallOutput::Event(CallEvent::Answered { .. }) => {
                     info!("application call answered");
-                    metrics.answered(None, resources, "inbound");
+                    metrics.answered(None, resources, direction_label);
                     if let Some(vc) = &cdr_vc {
                         let now = SystemTime::now();
                         let f = facts(&ctx, vc, start, Some(now), now, CallOutcome::Answered);
@@ -283,8 +517,9 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
             }
             break;
         }
-        // The next action, once the previous one is over.
-        if running.is_none() && !bridging {
+        // The next action, once the previous one is over (and, on a call
+        // trunkd placed, once the callee answered).
+        if running.is_none() && !bridging && (call.is_answered() || !call.is_outbound()) {
             if let Some(action) = pending.take() {
                 match action {
                     AppAction::Answer => {
@@ -316,7 +551,7 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
                         caller_id,
                         timeout,
                         headers,
-                    } if call.is_answered() => {
+                    } if call.is_answered() && !call.is_outbound() => {
                         let spec = BridgeSpec {
                             to,
                             caller_id,
@@ -338,6 +573,17 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
                                     .await;
                             }
                         }
+                    }
+                    AppAction::CallAndBridge { .. } if call.is_outbound() => {
+                        let _ = events
+                            .send(AppEvent::ActionFailed {
+                                action: "CallAndBridge",
+                                error_type: "SystemException",
+                                message:
+                                    "CallAndBridge on a call trunkd placed is not supported yet"
+                                        .into(),
+                            })
+                            .await;
                     }
                     action if !call.is_answered() => {
                         // Media actions answer first, as the managed
@@ -387,10 +633,11 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
                 if matches!(input, CallInput::Hangup) {
                     by = HangupBy::Application;
                 }
+                // A placed call's own leg is a UAC leg, on `Leg::B` too.
                 match (leg_of(&input), bridge.as_mut()) {
                     (Leg::B, Some(b)) => b.leg.handle(Instant::now(), input),
-                    (Leg::B, None) => {}
-                    (Leg::A, _) => call.handle(Instant::now(), input),
+                    (Leg::B, None) if !call.is_outbound() => {}
+                    _ => call.handle(Instant::now(), input),
                 }
             }
             Some(event) = media_events.recv() => {
@@ -425,6 +672,7 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
                     b.leg.handle_timeout(Instant::now());
                 }
             }
+            () = sleep_until(call.poll_timeout()) => call.handle_timeout(Instant::now()),
             action = ctx.driver.actions.recv(), if running.is_none() && !bridging && pending.is_none() && driver_open => {
                 match action {
                     Some(a) => pending = Some(a),
@@ -466,7 +714,7 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
         .set((ctx.ports.capacity() - ctx.ports.available()) as i64);
     if let Some(end) = &ended {
         if !matches!(end.outcome, CallOutcome::Answered) {
-            metrics.failed(None, resources, "inbound");
+            metrics.failed(None, resources, direction_label);
         }
     }
     active.dec();
@@ -1315,6 +1563,7 @@ mod tests {
             call_id: "app-call-1".into(),
             source_number: "+14155550123".into(),
             destination_number: "+12065550150".into(),
+            outbound: false,
         };
         let weak = Arc::downgrade(&relay);
         drop(relay);

@@ -154,6 +154,8 @@ pub enum AppEvent {
     /// listens to. Keys pressed during SendDigits are reported when it
     /// ends.
     Digits { digits: String },
+    /// The callee of a call trunkd placed rings.
+    Ringing,
     /// The bridged leg answered (before CallAndBridge's
     /// `ActionSucceeded`): its Call-ID and numbers.
     BridgeJoined {
@@ -228,6 +230,24 @@ pub struct AppCall {
     pub from_number: String,
     pub to_number: String,
     pub call_id: String,
+    /// A call trunkd places (CreateSipMediaApplicationCall) with these
+    /// `ArgumentsMap`; `None` for a carrier's call to a SIP rule.
+    pub arguments: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// A call a SIP media application asks trunkd to place
+/// (CreateSipMediaApplicationCall, `POST /sip-media-applications/{id}/calls`).
+#[derive(Debug, Clone)]
+pub struct OutboundCall {
+    pub transaction_id: TransactionId,
+    pub sma_id: SmaId,
+    /// `FromPhoneNumber` (the caller ID) and `ToPhoneNumber`.
+    pub from: String,
+    pub to: String,
+    /// `SipHeaders` for the INVITE.
+    pub headers: Vec<(String, String)>,
+    /// `ArgumentsMap`, handed to NEW_OUTBOUND_CALL.
+    pub arguments: std::collections::BTreeMap<String, String>,
 }
 
 /// Makes the driver of each new application call (the webhook driver will

@@ -298,17 +298,22 @@ fn new_call(config: &Config, sma: &SipMediaApplication, call: &AppCall) -> NewCa
         account_id: config.settings.daemon.account_id.clone(),
         region: sma.aws_region.clone(),
         sma_id: sma.id.clone(),
-        rule_id: Some(call.rule_id.clone()),
+        // A call trunkd placed answers to no SIP rule.
+        rule_id: call.arguments.is_none().then(|| call.rule_id.clone()),
         leg_a: Participant {
             call_id: call.call_id.clone(),
             participant_tag: ParticipantTag::LegA,
             to: call.to_number.clone(),
             from: call.from_number.clone(),
-            direction: Direction::Inbound,
+            direction: if call.arguments.is_some() {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            },
             start_time_in_milliseconds: unix_ms(),
             status: ParticipantStatus::Connected,
         },
-        arguments: Default::default(),
+        arguments: call.arguments.clone().unwrap_or_default(),
     }
 }
 
@@ -345,6 +350,7 @@ impl Driver {
         let now = Instant::now();
         match e {
             AppEvent::Answered => self.session.handle(now, Input::Answered),
+            AppEvent::Ringing => self.session.handle(now, Input::Ringing),
             AppEvent::ActionSucceeded { data, .. } => {
                 let mut result = ActionResult::default();
                 match data {
