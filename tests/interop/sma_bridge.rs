@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::calls::{host, Lab, CARRIER};
+use crate::calls::{host, records, Lab, CARRIER};
 use crate::sma::{
     admin_post, endpoint, prompt_samples, receive_audio, types, wait_gauges_zero, write_wav, App,
     Call, CALLER, NUMBER, SECRET,
@@ -380,5 +380,59 @@ fn sma_create_call_rings_answers_plays_and_hangs_up() {
         ["NEW_OUTBOUND_CALL", "RINGING", "CALL_ANSWERED", "HANGUP"]
     );
     assert!(r.iter().all(|x| x["signature_ok"] == true));
+    let cdrs = wait_cdrs(&records(&d), 1);
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    assert_eq!(cdrs[0]["TransactionId"], json!(txn));
+    assert_eq!(cdrs[0]["Direction"], json!("Outbound"));
+    assert_eq!(cdrs[0]["Status"], json!("Completed"));
+    assert_eq!(cdrs[0]["SourcePhoneNumber"], json!(CALLER_ID));
+    assert_eq!(cdrs[0]["DestinationPhoneNumber"], json!(CALLEE));
+    wait_gauges_zero(&d);
+}
+
+/// The caller hangs up a bridged call: the callee gets BYE in the same
+/// turn, the application HANGUP for LEG-B then for LEG-A, and the call has
+/// one CDR.
+#[test]
+fn sma_call_and_bridge_caller_hangup_ends_the_bridged_leg_with_one_cdr() {
+    let dir = temp_dir("sma-bridge-caller-bye-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_action(20)},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-bridge-caller-bye", &app, &callee);
+    let mut call = Call::place(&d);
+    let invite = expect_invite(&callee);
+    callee.respond(&invite, "200 OK", Some(&callee.sdp("sendrecv")));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    app.wait_requests(2);
+    call.bye();
+    let bye = callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    assert_eq!(
+        bye.header("Call-ID"),
+        invite.header("Call-ID"),
+        "the bridged leg is hung up"
+    );
+    assert_eq!(bye.header("CSeq").as_deref(), Some("2 BYE"));
+    callee.respond(&bye, "200 OK", None);
+    let r = app.wait_requests(3);
+    let kinds = types(&r);
+    assert_eq!(kinds[..2], ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL"]);
+    assert!(kinds[2..].iter().all(|k| k == "HANGUP"), "{kinds:?}");
+    let cdrs = wait_cdrs(&records(&d), 1);
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    assert_eq!(cdrs[0]["VoiceConnectorId"], json!("sma-ivr"));
+    assert_eq!(cdrs[0]["Status"], json!("Completed"));
+    assert_eq!(cdrs[0]["DestinationPhoneNumber"], json!(NUMBER));
     wait_gauges_zero(&d);
 }
