@@ -1,6 +1,8 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz`,
 //! `POST /reload`, the record spool's `GET /records/backlog` and
-//! `POST /records/flush`, and `POST /sip-media-applications/{id}/calls/{txn}`
+//! `POST /records/flush`, `POST /sip-media-applications/{id}/calls`
+//! (CreateSipMediaApplicationCall) and
+//! `POST /sip-media-applications/{id}/calls/{txn}`
 //! (UpdateSipMediaApplicationCall). Bound to loopback by default (SPEC §8).
 
 use std::sync::Arc;
