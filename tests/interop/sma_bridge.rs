@@ -436,3 +436,39 @@ fn sma_call_and_bridge_caller_hangup_ends_the_bridged_leg_with_one_cdr() {
     assert_eq!(cdrs[0]["DestinationPhoneNumber"], json!(NUMBER));
     wait_gauges_zero(&d);
 }
+
+/// A placed call the callee rejects: the application hears
+/// NEW_OUTBOUND_CALL then HANGUP, and the CDR says why.
+#[test]
+fn sma_create_call_to_a_busy_callee_ends_with_hangup_and_a_failed_cdr() {
+    let dir = temp_dir("sma-outbound-busy-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_OUTBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-outbound-busy", &app, &callee);
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let invite = expect_invite(&callee);
+    callee.respond(&invite, "486 Busy Here", None);
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let r = app.wait_requests(2);
+    assert_eq!(types(&r), ["NEW_OUTBOUND_CALL", "HANGUP"]);
+    let cdrs = wait_cdrs(&records(&d), 1);
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    assert_eq!(cdrs[0]["Direction"], json!("Outbound"));
+    assert_eq!(cdrs[0]["Status"], json!("Failed"), "{}", cdrs[0]);
+    wait_gauges_zero(&d);
+}

@@ -519,7 +519,10 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
         }
         // The next action, once the previous one is over (and, on a call
         // trunkd placed, once the callee answered).
-        if running.is_none() && !bridging && (call.is_answered() || !call.is_outbound()) {
+        let ready = call.is_answered()
+            || !call.is_outbound()
+            || matches!(pending, Some(AppAction::Hangup { .. }));
+        if running.is_none() && !bridging && ready {
             if let Some(action) = pending.take() {
                 match action {
                     AppAction::Answer => {
