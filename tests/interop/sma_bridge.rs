@@ -472,3 +472,61 @@ fn sma_create_call_to_a_busy_callee_ends_with_hangup_and_a_failed_cdr() {
     assert_eq!(cdrs[0]["Status"], json!("Failed"), "{}", cdrs[0]);
     wait_gauges_zero(&d);
 }
+
+/// The application's Hangup with `ParticipantTag: LEG-B` hangs up the
+/// callee only: HANGUP for LEG-B, the caller still connected until the
+/// application hangs LEG-A up.
+#[test]
+fn sma_hangup_of_leg_b_ends_only_the_bridged_leg() {
+    let dir = temp_dir("sma-bridge-hangup-b-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_action(20)},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "Hangup", "Parameters": {"SipResponseCode": "0", "ParticipantTag": "LEG-B"}}]}},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "ACTION_SUCCESSFUL", "answer": hangup_a()},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-bridge-hangup-b", &app, &callee);
+    let call = Call::place(&d);
+    let invite = expect_invite(&callee);
+    callee.respond(&invite, "200 OK", Some(&callee.sdp("sendrecv")));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let bye = callee.recv_until(Duration::from_secs(10), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    assert_eq!(bye.header("Call-ID"), invite.header("Call-ID"));
+    callee.respond(&bye, "200 OK", None);
+    let r = app.wait_requests(3);
+    let legs = &r[2]["event"]["CallDetails"]["Participants"];
+    assert_eq!(r[2]["event"]["InvocationEventType"], "HANGUP");
+    assert_eq!(legs[0]["Status"], "Connected");
+    assert_eq!(legs[1]["Status"], "Disconnected");
+    assert_eq!(r[2]["event"]["ActionData"]["Type"], "Hangup");
+    // The Hangup of one leg succeeded; the application ends the call.
+    call.expect_bye();
+    let r = app.wait_requests(5);
+    assert_eq!(
+        types(&r),
+        [
+            "NEW_INBOUND_CALL",
+            "ACTION_SUCCESSFUL",
+            "HANGUP",
+            "ACTION_SUCCESSFUL",
+            "HANGUP"
+        ]
+    );
+    assert_eq!(
+        r[4]["event"]["CallDetails"]["Participants"][0]["Status"],
+        "Disconnected"
+    );
+    wait_gauges_zero(&d);
+}

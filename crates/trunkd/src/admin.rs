@@ -282,7 +282,56 @@ fn parse_arguments(body: &[u8]) -> Result<std::collections::BTreeMap<String, Str
 
 #[cfg(test)]
 mod tests {
-    use super::parse_arguments;
+    use super::{parse_arguments, parse_create_call};
+
+    #[test]
+    fn a_create_call_needs_e164_numbers_and_takes_only_x_headers() {
+        let (from, to, headers, args) = parse_create_call(
+            br#"{"FromPhoneNumber":"+14155550100","ToPhoneNumber":"+12065550100",
+                "SipHeaders":{"X-Campaign":"c7","User-to-User":"00ff"},
+                "ArgumentsMap":{"k":"v"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (from.as_str(), to.as_str()),
+            ("+14155550100", "+12065550100")
+        );
+        assert_eq!(
+            headers,
+            [
+                ("User-to-User".to_owned(), "00ff".to_owned()),
+                ("X-Campaign".to_owned(), "c7".to_owned())
+            ]
+        );
+        assert_eq!(args.get("k").map(String::as_str), Some("v"));
+        let refused = |body: &str| parse_create_call(body.as_bytes()).unwrap_err();
+        assert_eq!(
+            refused(r#"{"FromPhoneNumber":"4155550100","ToPhoneNumber":"+12065550100"}"#),
+            "FromPhoneNumber \"4155550100\" is not an E.164 number"
+        );
+        assert_eq!(
+            refused(r#"{"FromPhoneNumber":"+14155550100"}"#),
+            "ToPhoneNumber (an E.164 number) is required"
+        );
+        assert_eq!(
+            refused(
+                r#"{"FromPhoneNumber":"+14155550100","ToPhoneNumber":"+12065550100","SipHeaders":{"Via":"x"}}"#
+            ),
+            "SipHeader \"Via\" is not allowed"
+        );
+        assert_eq!(
+            refused(
+                r#"{"FromPhoneNumber":"+14155550100","ToPhoneNumber":"+12065550100","SipHeaders":{"X-A":"a\r\nVia: x"}}"#
+            ),
+            "SipHeader \"X-A\" is not allowed"
+        );
+        assert_eq!(
+            refused(
+                r#"{"FromPhoneNumber":"+14155550100","ToPhoneNumber":"+12065550100","ArgumentsMap":{"a":1}}"#
+            ),
+            "the value of argument \"a\" is not a string"
+        );
+    }
 
     #[test]
     fn update_arguments_are_an_object_of_strings() {
