@@ -23,8 +23,13 @@ const CALLER_ID: &str = "+14155550100";
 /// A daemon whose `sma-ivr` answers `NUMBER` through `app`; the carrier's
 /// only host is the callee's UA.
 fn daemon(tag: &str, app: &App, callee: &Ua) -> Daemon {
+    daemon_to(tag, app, callee.sip_addr().port())
+}
+
+/// [`daemon`] with the carrier's host on `CARRIER:port`.
+fn daemon_to(tag: &str, app: &App, port: u16) -> Daemon {
     let ports = Ports::pick();
-    let hosts = host(CARRIER, callee.sip_addr().port(), "");
+    let hosts = host(CARRIER, port, "");
     let lab = Lab {
         hosts: &hosts,
         ..Default::default()
@@ -526,6 +531,82 @@ fn sma_hangup_of_leg_b_ends_only_the_bridged_leg() {
     );
     assert_eq!(
         r[4]["event"]["CallDetails"]["Participants"][0]["Status"],
+        "Disconnected"
+    );
+    wait_gauges_zero(&d);
+}
+
+/// CreateSipMediaApplicationCall to SIPp as the carrier's callee
+/// (uas_answer.xml: answers, then waits for trunkd's BYE); the
+/// application plays a short prompt and hangs up.
+#[test]
+fn sma_create_call_to_a_sipp_callee() {
+    let dir = temp_dir("sma-outbound-sipp-app");
+    let port = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_answer.xml", CARRIER, port, &["-m", "1"]);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_OUTBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "RINGING", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "CALL_ANSWERED", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "PlayAudio", "Parameters": {
+                    "AudioSource": {"Type": "File", "Path": "prompt.wav"}}},
+                {"Type": "Hangup", "Parameters": {"SipResponseCode": "0"}}]}},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon_to("sma-outbound-sipp", &app, port);
+    write_wav(&d.dir.join("prompt.wav"), &prompt_samples(1600));
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (ok, out) = uas.wait(Duration::from_secs(20));
+    assert!(ok, "the SIPp callee failed:\n{out}\n{}", d.log());
+    let r = app.wait_requests(4);
+    assert_eq!(
+        types(&r),
+        ["NEW_OUTBOUND_CALL", "RINGING", "CALL_ANSWERED", "HANGUP"]
+    );
+    wait_gauges_zero(&d);
+}
+
+/// CallAndBridge to SIPp as the carrier's callee (uas_bye.xml: answers,
+/// then hangs up after 500 ms): HANGUP for LEG-B, then the application
+/// ends the caller's leg.
+#[test]
+fn sma_call_and_bridge_to_a_sipp_callee_that_hangs_up() {
+    let dir = temp_dir("sma-bridge-sipp-app");
+    let port = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_bye.xml", CARRIER, port, &["-m", "1"]);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_action(20)},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "HANGUP", "answer": hangup_a()},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon_to("sma-bridge-sipp", &app, port);
+    let call = Call::place(&d);
+    let (ok, out) = uas.wait(Duration::from_secs(20));
+    assert!(ok, "the SIPp callee failed:\n{out}\n{}", d.log());
+    call.expect_bye();
+    let r = app.wait_requests(4);
+    assert_eq!(
+        types(&r),
+        ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP", "HANGUP"]
+    );
+    assert_eq!(
+        r[2]["event"]["CallDetails"]["Participants"][1]["Status"],
         "Disconnected"
     );
     wait_gauges_zero(&d);
