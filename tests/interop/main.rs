@@ -13,6 +13,7 @@ mod record_store;
 mod recording;
 mod sip_logs;
 mod sma;
+mod sma_bridge;
 mod srtp;
 mod tls;
 mod ua;

@@ -18,19 +18,19 @@ use crate::support::*;
 use crate::ua::*;
 
 /// The Standard Webhooks example secret.
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const NUMBER: &str = "+12065550150";
-const CALLER: &str = "+14155550123";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const NUMBER: &str = "+12065550150";
+pub(crate) const CALLER: &str = "+14155550123";
 
 /// The application: a Python process answering from `script`.
-struct App {
+pub(crate) struct App {
     child: Child,
     log: PathBuf,
     port: u16,
 }
 
 impl App {
-    fn start(dir: &Path, name: &str, script: Value, secret: Option<&str>) -> App {
+    pub(crate) fn start(dir: &Path, name: &str, script: Value, secret: Option<&str>) -> App {
         Self::start_with(dir, name, script, secret, free_port(), &[])
     }
 
@@ -69,7 +69,7 @@ impl App {
         App { child, log, port }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/sma", self.port)
     }
 
@@ -94,7 +94,7 @@ impl App {
     }
 
     /// Waits (bounded) until `n` requests arrived; returns them.
-    fn wait_requests(&self, n: usize) -> Vec<Value> {
+    pub(crate) fn wait_requests(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let r = self.requests();
@@ -119,7 +119,7 @@ impl Drop for App {
 }
 
 /// The event types of `requests`, in order.
-fn types(requests: &[Value]) -> Vec<String> {
+pub(crate) fn types(requests: &[Value]) -> Vec<String> {
     requests
         .iter()
         .map(|r| {
@@ -164,7 +164,7 @@ target_applications = [ {{ sip_media_application_id = "sma-ivr", priority = 1 }}
     Daemon::start(tag, ports, &text)
 }
 
-fn endpoint(url: &str, priority: u8) -> String {
+pub(crate) fn endpoint(url: &str, priority: u8) -> String {
     format!("{{ url = \"{url}\", priority = {priority} }}")
 }
 
@@ -183,7 +183,7 @@ fn ulaw(byte: u8) -> i16 {
 
 /// A prompt of `n` samples that μ-law carries exactly: decoded bytes of a
 /// fixed pseudo-random sequence.
-fn prompt_samples(n: usize) -> Vec<i16> {
+pub(crate) fn prompt_samples(n: usize) -> Vec<i16> {
     let mut x: u32 = 0x1234_5678;
     (0..n)
         .map(|_| {
@@ -194,7 +194,7 @@ fn prompt_samples(n: usize) -> Vec<i16> {
 }
 
 /// A 16-bit mono 8 kHz WAV file.
-fn write_wav(path: &Path, samples: &[i16]) {
+pub(crate) fn write_wav(path: &Path, samples: &[i16]) {
     let data = (samples.len() * 2) as u32;
     let mut b = Vec::new();
     b.extend_from_slice(b"RIFF");
@@ -307,18 +307,18 @@ fn caller_rtp(
 }
 
 /// The caller's answered call.
-struct Call {
-    ua: Ua,
+pub(crate) struct Call {
+    pub(crate) ua: Ua,
     call_id: String,
     to: String,
     trunkd: SocketAddr,
-    trunkd_rtp: SocketAddr,
+    pub(crate) trunkd_rtp: SocketAddr,
     cseq: u32,
 }
 
 impl Call {
     /// Calls the rule's number; returns once trunkd answered (and ACKs).
-    fn place(d: &Daemon) -> Call {
+    pub(crate) fn place(d: &Daemon) -> Call {
         let ua = Ua::new(CARRIER);
         let call_id = send_invite(&ua, d.sip(), NUMBER, CALLER, &ua.sdp("sendrecv"));
         let ok = ua.recv_until(Duration::from_secs(10), |m| {
@@ -369,7 +369,7 @@ impl Call {
     }
 
     /// Waits for trunkd's BYE and answers it.
-    fn expect_bye(&self) {
+    pub(crate) fn expect_bye(&self) {
         let bye = self.ua.recv_until(Duration::from_secs(10), |m| {
             m.first_line().starts_with("BYE ")
         });
@@ -377,7 +377,7 @@ impl Call {
     }
 
     /// The caller hangs up; waits for the 200.
-    fn bye(&mut self) {
+    pub(crate) fn bye(&mut self) {
         self.cseq += 1;
         self.in_dialog("BYE", self.cseq, None);
         let cseq = format!("{} BYE", self.cseq);
@@ -389,7 +389,7 @@ impl Call {
 }
 
 /// Receives PCMU packets (PT 0) until `samples` samples arrived.
-fn receive_audio(sock: &UdpSocket, samples: usize) -> Vec<i16> {
+pub(crate) fn receive_audio(sock: &UdpSocket, samples: usize) -> Vec<i16> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut out = Vec::new();
     let mut buf = [0u8; 2048];
@@ -408,7 +408,7 @@ fn receive_audio(sock: &UdpSocket, samples: usize) -> Vec<i16> {
     out
 }
 
-fn wait_gauges_zero(d: &Daemon) {
+pub(crate) fn wait_gauges_zero(d: &Daemon) {
     d.wait_metric(
         "sma_active_calls{sip_media_application_id=\"sma-ivr\"}",
         0.0,
@@ -992,7 +992,7 @@ fn sma_url_audio_is_fetched_once_and_bad_sources_fail_the_action() {
 }
 
 /// `POST` with a JSON body to the admin listener: (status, body).
-fn admin_post(d: &Daemon, path: &str, body: &str) -> (u16, String) {
+pub(crate) fn admin_post(d: &Daemon, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&d.admin(), Duration::from_secs(2)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

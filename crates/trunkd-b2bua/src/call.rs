@@ -1147,11 +1147,11 @@ impl Call {
 
 /// 408, 3xx and 5xx move on to the next hop (SPEC §2.1 item 3, §2.2 item 3);
 /// other 4xx and 6xx are the callee's answer and go back to the caller.
-fn failover_status(code: u16) -> bool {
+pub(crate) fn failover_status(code: u16) -> bool {
     code == 408 || (300..400).contains(&code) || (500..600).contains(&code)
 }
 
-fn reason(resp: &Response) -> String {
+pub(crate) fn reason(resp: &Response) -> String {
     let r = String::from_utf8_lossy(&resp.reason).trim().to_owned();
     if r.is_empty() {
         resp.status.canonical_reason().unwrap_or("").to_owned()
@@ -1160,7 +1160,7 @@ fn reason(resp: &Response) -> String {
     }
 }
 
-fn strip_tag(v: &Bytes) -> String {
+pub(crate) fn strip_tag(v: &Bytes) -> String {
     match trunkd_sip::NameAddr::parse(v, false) {
         Ok(mut na) => {
             na.params.remove("tag");
@@ -1177,7 +1177,7 @@ fn is_invite(resp: &Response) -> bool {
         .is_some_and(|c| c.method == Method::Invite)
 }
 
-fn cseq_num(resp: &Response) -> Option<u32> {
+pub(crate) fn cseq_num(resp: &Response) -> Option<u32> {
     resp.headers.cseq().ok().map(|c| c.seq)
 }
 

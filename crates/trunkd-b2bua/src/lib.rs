@@ -21,6 +21,7 @@ pub mod call;
 pub mod leg;
 pub mod media;
 mod rng;
+pub mod uac;
 pub mod uas;
 
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use std::net::SocketAddr;
 pub use call::{Call, CallEnd, CallEvent, CallInput, CallOutput, Hop, NewCall};
 pub use leg::LegState;
 pub use media::{MediaAnchor, MediaRefusal, PassThrough, SdpRole};
+pub use uac::{NewUacLeg, UacEvent, UacFailure, UacLeg};
 pub use uas::{NewUasCall, SdpAnswerer, UasCall};
 
 pub use trunkd_sip::transaction::{Peer, ServerTxId, TxTransport};

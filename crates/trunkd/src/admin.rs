@@ -1,6 +1,8 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz`,
 //! `POST /reload`, the record spool's `GET /records/backlog` and
-//! `POST /records/flush`, and `POST /sip-media-applications/{id}/calls/{txn}`
+//! `POST /records/flush`, `POST /sip-media-applications/{id}/calls`
+//! (CreateSipMediaApplicationCall) and
+//! `POST /sip-media-applications/{id}/calls/{txn}`
 //! (UpdateSipMediaApplicationCall). Bound to loopback by default (SPEC §8).
 
 use std::sync::Arc;
@@ -25,6 +27,10 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         .route(
             "/sip-media-applications/{sma_id}/calls/{transaction_id}",
             post(update_sma_call),
+        )
+        .route(
+            "/sip-media-applications/{sma_id}/calls",
+            post(create_sma_call),
         )
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
@@ -87,6 +93,137 @@ async fn records_flush() -> impl IntoResponse {
 const MAX_ARGUMENTS: usize = 20;
 const MAX_ARGUMENT_BYTES: usize = 1024;
 
+/// CreateSipMediaApplicationCall: `{"FromPhoneNumber", "ToPhoneNumber",
+/// "SipHeaders"?, "ArgumentsMap"?}` places a call through the carriers
+/// whose application gets NEW_OUTBOUND_CALL (with the arguments), RINGING
+/// and CALL_ANSWERED. 201 with `{"SipMediaApplicationCall":
+/// {"TransactionId":…}}`; 400 for a bad body, 404 for no such
+/// application, 503 when the daemon cannot place calls.
+async fn create_sma_call(
+    State(shared): State<Arc<Shared>>,
+    Path(sma_id): Path<String>,
+    body: Bytes,
+) -> impl IntoResponse {
+    let config = shared.config();
+    let Some(sma) = config.resources.sip_media_application(&sma_id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no such SIP media application\n".to_owned(),
+        );
+    };
+    let request = match parse_create_call(&body) {
+        Ok(r) => r,
+        Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")),
+    };
+    let Some(engine) = shared.engine_tx.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the SIP engine is not running\n".to_owned(),
+        );
+    };
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no OS randomness\n".to_owned(),
+        );
+    }
+    let transaction_id = trunkd_core::TransactionId::from_random_bytes(bytes);
+    let (from, to, headers, arguments) = request;
+    let call = crate::application::OutboundCall {
+        transaction_id,
+        sma_id: sma.id.clone(),
+        from,
+        to,
+        headers,
+        arguments,
+    };
+    if engine
+        .send(crate::engine::shell::Input::PlaceApplicationCall(Box::new(
+            call,
+        )))
+        .await
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the SIP engine is not running\n".to_owned(),
+        );
+    }
+    (
+        StatusCode::CREATED,
+        serde_json::json!({"SipMediaApplicationCall": {"TransactionId": transaction_id.to_string()}})
+            .to_string(),
+    )
+}
+
+/// The numbers, headers and arguments of a CreateSipMediaApplicationCall.
+type CreateCall = (
+    String,
+    String,
+    Vec<(String, String)>,
+    std::collections::BTreeMap<String, String>,
+);
+
+fn parse_create_call(body: &[u8]) -> Result<CreateCall, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let number = |name: &str| -> Result<String, String> {
+        let n = v
+            .get(name)
+            .and_then(|n| n.as_str())
+            .ok_or_else(|| format!("{name} (an E.164 number) is required"))?;
+        let digits = n.strip_prefix('+').unwrap_or("");
+        if !(2..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{name} {n:?} is not an E.164 number"));
+        }
+        Ok(n.to_owned())
+    };
+    let from = number("FromPhoneNumber")?;
+    let to = number("ToPhoneNumber")?;
+    let mut headers = Vec::new();
+    if let Some(h) = v.get("SipHeaders") {
+        let Some(h) = h.as_object() else {
+            return Err("SipHeaders must be an object of strings".into());
+        };
+        for (k, val) in h {
+            let Some(val) = val.as_str() else {
+                return Err(format!("the value of SipHeader {k:?} is not a string"));
+            };
+            // Only the headers the managed service lets an application set:
+            // `X-` headers and User-to-User, no line breaks.
+            let allowed = k.len() > 2 && k[..2].eq_ignore_ascii_case("x-")
+                || k.eq_ignore_ascii_case("User-to-User");
+            let clean = |s: &str| !s.is_empty() && s.bytes().all(|b| b >= 0x20 && b != 0x7f);
+            if !allowed || !clean(k) || !clean(val) || k.contains(':') || k.contains(' ') {
+                return Err(format!("SipHeader {k:?} is not allowed"));
+            }
+            headers.push((k.clone(), val.to_owned()));
+        }
+    }
+    let mut arguments = std::collections::BTreeMap::new();
+    if let Some(a) = v.get("ArgumentsMap") {
+        let Some(a) = a.as_object() else {
+            return Err("ArgumentsMap must be an object of strings".into());
+        };
+        if a.len() > MAX_ARGUMENTS {
+            return Err(format!("at most {MAX_ARGUMENTS} arguments are accepted"));
+        }
+        for (k, val) in a {
+            let Some(val) = val.as_str() else {
+                return Err(format!("the value of argument {k:?} is not a string"));
+            };
+            if k.len() > MAX_ARGUMENT_BYTES || val.len() > MAX_ARGUMENT_BYTES {
+                return Err(format!(
+                    "argument {k:?}: keys and values are at most {MAX_ARGUMENT_BYTES} bytes"
+                ));
+            }
+            arguments.insert(k.clone(), val.to_owned());
+        }
+    }
+    Ok((from, to, headers, arguments))
+}
+
 /// UpdateSipMediaApplicationCall: `{"Arguments": {"k": "v", …}}` becomes
 /// a CALL_UPDATE_REQUESTED to the call's application. 200 with
 /// `{"SipMediaApplicationCall":{"TransactionId":…}}` as the managed
@@ -145,7 +282,56 @@ fn parse_arguments(body: &[u8]) -> Result<std::collections::BTreeMap<String, Str
 
 #[cfg(test)]
 mod tests {
-    use super::parse_arguments;
+    use super::{parse_arguments, parse_create_call};
+
+    #[test]
+    fn a_create_call_needs_e164_numbers_and_takes_only_x_headers() {
+        let (from, to, headers, args) = parse_create_call(
+            br#"{"FromPhoneNumber":"+14155550100","ToPhoneNumber":"+12065550100",
+                "SipHeaders":{"X-Campaign":"c7","User-to-User":"00ff"},
+                "ArgumentsMap":{"k":"v"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (from.as_str(), to.as_str()),
+            ("+14155550100", "+12065550100")
+        );
+        assert_eq!(
+            headers,
+            [
+                ("User-to-User".to_owned(), "00ff".to_owned()),
+                ("X-Campaign".to_owned(), "c7".to_owned())
+            ]
+        );
+        assert_eq!(args.get("k").map(String::as_str), Some("v"));
+        let refused = |body: &str| parse_create_call(body.as_bytes()).unwrap_err();
+        assert_eq!(
+            refused(r#"{"FromPhoneNumber":"4155550100","ToPhoneNumber":"+12065550100"}"#),
+            "FromPhoneNumber \"4155550100\" is not an E.164 number"
+        );
+        assert_eq!(
+            refused(r#"{"FromPhoneNumber":"+14155550100"}"#),
+            "ToPhoneNumber (an E.164 number) is required"
+        );
+        assert_eq!(
+            refused(
+                r#"{"FromPhoneNumber":"+14155550100","ToPhoneNumber":"+12065550100","SipHeaders":{"Via":"x"}}"#
+            ),
+            "SipHeader \"Via\" is not allowed"
+        );
+        assert_eq!(
+            refused(
+                r#"{"FromPhoneNumber":"+14155550100","ToPhoneNumber":"+12065550100","SipHeaders":{"X-A":"a\r\nVia: x"}}"#
+            ),
+            "SipHeader \"X-A\" is not allowed"
+        );
+        assert_eq!(
+            refused(
+                r#"{"FromPhoneNumber":"+14155550100","ToPhoneNumber":"+12065550100","ArgumentsMap":{"a":1}}"#
+            ),
+            "the value of argument \"a\" is not a string"
+        );
+    }
 
     #[test]
     fn update_arguments_are_an_object_of_strings() {

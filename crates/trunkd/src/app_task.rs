@@ -23,7 +23,10 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
-use trunkd_b2bua::{CallEnd, CallEvent, CallInput, CallOutput, NewUasCall, UasCall};
+use trunkd_b2bua::{
+    CallEnd, CallEvent, CallInput, CallOutput, Leg, NewUacLeg, NewUasCall, UacEvent, UacLeg,
+    UasCall,
+};
 use trunkd_config::Config;
 use trunkd_core::cdr::{CallFacts, CallOutcome, Direction};
 use trunkd_core::{RuleId, SmaId, TransactionId};
@@ -58,6 +61,9 @@ pub struct AppContext {
     pub engine: EngineTx,
     pub shared: Arc<Shared>,
     pub relay: Relay,
+    /// The address trunkd's SDPs name for the relay (a bridged leg's
+    /// offer).
+    pub media_ip: std::net::IpAddr,
     /// What the answerer answered, per stream.
     pub answered: Answered,
     pub media_events: mpsc::Receiver<trunkd_media::MediaEvent>,
@@ -70,6 +76,8 @@ pub struct AppContext {
     pub call_id: String,
     pub source_number: String,
     pub destination_number: String,
+    /// trunkd placed the call (CreateSipMediaApplicationCall).
+    pub outbound: bool,
 }
 
 /// The voice connector id an application call's CDR is filed under: an
@@ -101,7 +109,11 @@ fn facts<'a>(
         transaction_id: ctx.transaction_id,
         call_id: &ctx.call_id,
         voice_connector_id: vc,
-        direction: Direction::Inbound,
+        direction: if ctx.outbound {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        },
         source_phone_number: &ctx.source_number,
         destination_phone_number: &ctx.destination_number,
         sip_auth_user: None,
@@ -115,7 +127,199 @@ fn facts<'a>(
 
 pub async fn run(ctx: AppContext, new: NewUasCall, rx: mpsc::Receiver<CallInput>) {
     let span = info_span!("application", txn = %ctx.transaction_id, sma = %ctx.sma_id, rule = %ctx.rule_id);
-    drive(ctx, new, rx).instrument(span).await
+    drive(ctx, Start::Inbound(Box::new(new)), rx)
+        .instrument(span)
+        .await
+}
+
+/// An application call trunkd places itself (CreateSipMediaApplicationCall):
+/// its first leg is `leg`, offered the relay's A side; `anchor` holds the
+/// relay's ports for the call's lifetime.
+pub async fn run_outbound(
+    ctx: AppContext,
+    leg: UacLeg,
+    anchor: crate::media_anchor::RelayAnchor,
+    rx: mpsc::Receiver<CallInput>,
+) {
+    let span = info_span!("application", txn = %ctx.transaction_id, sma = %ctx.sma_id, direction = "outbound");
+    drive(ctx, Start::Outbound(Box::new((leg, anchor))), rx)
+        .instrument(span)
+        .await
+}
+
+/// How an application call starts.
+enum Start {
+    /// A carrier's INVITE trunkd answers.
+    Inbound(Box<NewUasCall>),
+    /// A call trunkd places (the leg and the relay anchor it uses).
+    Outbound(Box<(UacLeg, crate::media_anchor::RelayAnchor)>),
+}
+
+/// What the caller's leg reports, beyond a call's outputs (a value that
+/// lives for one loop turn: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum FirstOut {
+    Call(CallOutput),
+    /// The callee of an outbound call rings.
+    Ringing,
+}
+
+/// The application call's first leg: the INVITE trunkd answered
+/// (`UasCall`), or the call it placed (`UacLeg`, whose media is the
+/// relay's A side). Both look alike to [`drive`].
+enum FirstLeg {
+    Uas(Box<UasCall>),
+    Uac(Box<Placed>),
+}
+
+struct Placed {
+    leg: UacLeg,
+    /// Keeps the relay's ports until the call is dropped.
+    _anchor: crate::media_anchor::RelayAnchor,
+    relay: Relay,
+    answered: Answered,
+    codec: crate::application::bridge::BridgeCodec,
+    start: Instant,
+    wall: SystemTime,
+    /// Ended events turned into outputs.
+    out: std::collections::VecDeque<FirstOut>,
+}
+
+impl FirstLeg {
+    fn poll_output(&mut self) -> Option<FirstOut> {
+        match self {
+            FirstLeg::Uas(c) => c.poll_output().map(FirstOut::Call),
+            FirstLeg::Uac(p) => {
+                if let Some(o) = p.leg.poll_output() {
+                    return Some(FirstOut::Call(o));
+                }
+                while let Some(ev) = p.leg.poll_event() {
+                    p.on_event(ev);
+                }
+                p.out.pop_front()
+            }
+        }
+    }
+
+    fn is_ended(&self) -> bool {
+        match self {
+            FirstLeg::Uas(c) => c.is_ended(),
+            FirstLeg::Uac(p) => p.leg.is_ended() && p.out.is_empty(),
+        }
+    }
+
+    fn is_outbound(&self) -> bool {
+        matches!(self, FirstLeg::Uac(_))
+    }
+
+    fn is_answered(&self) -> bool {
+        match self {
+            FirstLeg::Uas(c) => c.is_answered(),
+            FirstLeg::Uac(p) => p.leg.is_connected(),
+        }
+    }
+
+    /// Answers an inbound call; an outbound one is answered by its callee.
+    fn answer(&mut self, now: Instant) {
+        if let FirstLeg::Uas(c) = self {
+            c.answer(now);
+        }
+    }
+
+    /// Ends an unanswered call: the status to the caller, or CANCEL.
+    fn reject(&mut self, now: Instant, status: u16, reason: &str) {
+        match self {
+            FirstLeg::Uas(c) => c.reject(now, status, reason),
+            FirstLeg::Uac(p) => p.leg.hang_up(),
+        }
+    }
+
+    fn handle(&mut self, now: Instant, input: CallInput) {
+        match self {
+            FirstLeg::Uas(c) => c.handle(now, input),
+            FirstLeg::Uac(p) => p.leg.handle(now, input),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            FirstLeg::Uas(_) => None,
+            FirstLeg::Uac(p) => p.leg.poll_timeout(),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if let FirstLeg::Uac(p) = self {
+            p.leg.handle_timeout(now);
+        }
+    }
+}
+
+impl Placed {
+    fn on_event(&mut self, ev: UacEvent) {
+        let wall = |p: &Placed| p.wall + p.start.elapsed();
+        match ev {
+            UacEvent::Ringing { .. } => self.out.push_back(FirstOut::Ringing),
+            UacEvent::Answered { sdp, .. } => {
+                match crate::application::bridge::answer_peer(&sdp) {
+                    Some((rtp, rtcp)) => {
+                        if let Err(e) =
+                            self.relay
+                                .update_stream_peer(trunkd_media::Leg::A, 0, Some(rtp), rtcp)
+                        {
+                            warn!(error = %e, "the outbound call's media could not be set");
+                        }
+                    }
+                    None => warn!("the callee's answer has no audio stream"),
+                }
+                let c = &self.codec;
+                if let Ok(mut a) = self.answered.lock() {
+                    *a = vec![trunkd_media::recvonly::AnsweredStream {
+                        kind: "audio".into(),
+                        ports: Some((
+                            self.relay.local_rtp(trunkd_media::Leg::A).port(),
+                            self.relay.local_rtcp(trunkd_media::Leg::A).port(),
+                        )),
+                        direction: trunkd_media::sdp::Direction::SendRecv,
+                        codec: Some(trunkd_media::recvonly::AnsweredCodec {
+                            payload_type: c.payload_type,
+                            encoding: c.encoding.clone(),
+                            clock_rate: 8000,
+                        }),
+                        telephone_event: c.telephone_event,
+                        label: None,
+                    }];
+                }
+                self.out
+                    .push_back(FirstOut::Call(CallOutput::Event(CallEvent::Answered {
+                        hop: 0,
+                    })));
+            }
+            UacEvent::Failed(f) => {
+                let end = CallEnd {
+                    outcome: CallOutcome::Failed {
+                        status: f.status,
+                        reason: f.reason,
+                    },
+                    answered: None,
+                    end: wall(self),
+                    hop: None,
+                };
+                self.out
+                    .push_back(FirstOut::Call(CallOutput::Event(CallEvent::Ended(end))));
+            }
+            UacEvent::Ended { .. } => {
+                let end = CallEnd {
+                    outcome: CallOutcome::Answered,
+                    answered: self.leg.answered_wall(),
+                    end: wall(self),
+                    hop: None,
+                };
+                self.out
+                    .push_back(FirstOut::Call(CallOutput::Event(CallEvent::Ended(end))));
+            }
+        }
+    }
 }
 
 /// The answered stream trunkd plays into and listens to.
@@ -159,14 +363,44 @@ fn answered_media(relay: &Relay, answered: &Answered) -> Option<Media> {
 /// A running action: its outcome, and the digit queue it borrowed.
 type Running = JoinHandle<(Option<AppEvent>, mpsc::Receiver<char>)>;
 
-async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<CallInput>) {
+async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<CallInput>) {
     let metrics = &ctx.shared.metrics;
     let resources = &ctx.config.resources;
-    let active = metrics.calls_active(None, resources, "inbound");
+    let direction_label = match start_with {
+        Start::Inbound(_) => "inbound",
+        Start::Outbound(_) => "outbound",
+    };
+    let active = metrics.calls_active(None, resources, direction_label);
     active.inc();
     let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
     let events = ctx.driver.events.clone();
-    let mut call = UasCall::new(new);
+    let (local, mut call) = match start_with {
+        Start::Inbound(new) => (
+            new.local.clone(),
+            FirstLeg::Uas(Box::new(UasCall::new(*new))),
+        ),
+        Start::Outbound(b) => {
+            let (leg, anchor) = *b;
+            let codec = crate::application::bridge::BridgeCodec {
+                encoding: "PCMU".into(),
+                payload_type: 0,
+                telephone_event: Some(101),
+            };
+            (
+                leg.local().clone(),
+                FirstLeg::Uac(Box::new(Placed {
+                    leg,
+                    _anchor: anchor,
+                    relay: ctx.relay.clone(),
+                    answered: ctx.answered.clone(),
+                    codec,
+                    start: Instant::now(),
+                    wall: SystemTime::now(),
+                    out: Default::default(),
+                })),
+            )
+        }
+    };
     let (digit_tx, digit_rx) = mpsc::channel::<char>(DIGIT_QUEUE);
     let mut idle_digits = Some(digit_rx);
     let mut running: Option<Running> = None;
@@ -177,14 +411,24 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
     let mut by = HangupBy::Caller;
     let mut ended: Option<CallEnd> = None;
     let mut plays: u32 = 0;
+    // CallAndBridge's leg, and whether its action is still running.
+    let mut bridge: Option<Bridged> = None;
+    let mut bridging = false;
     let start = SystemTime::now();
     let cdr_vc = cdr_vc_id(&ctx.sma_id);
     'call: loop {
         while let Some(out) = call.poll_output() {
+            let out = match out {
+                FirstOut::Call(o) => o,
+                FirstOut::Ringing => {
+                    let _ = events.send(AppEvent::Ringing).await;
+                    continue;
+                }
+            };
             match out {
                 CallOutput::Event(CallEvent::Answered { .. }) => {
                     info!("application call answered");
-                    metrics.answered(None, resources, "inbound");
+                    metrics.answered(None, resources, direction_label);
                     if let Some(vc) = &cdr_vc {
                         let now = SystemTime::now();
                         let f = facts(&ctx, vc, start, Some(now), now, CallOutcome::Answered);
@@ -224,11 +468,61 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
                 }
             }
         }
+        if let Some(b) = bridge.as_mut() {
+            let mut again = true;
+            while again {
+                again = false;
+                while let Some(out) = b.leg.poll_output() {
+                    if ctx
+                        .engine
+                        .send(Input::FromCall { call: ctx.key, out })
+                        .await
+                        .is_err()
+                    {
+                        by = HangupBy::Application;
+                        break 'call;
+                    }
+                }
+                while let Some(ev) = b.leg.poll_event() {
+                    let (event, more) = on_bridge_event(&ctx, b, ev);
+                    again |= more;
+                    if let Some(done) = event {
+                        if !matches!(done, BridgeOutcome::Left { .. }) {
+                            bridging = false;
+                        }
+                        for e in done.events(b) {
+                            let _ = events.send(e).await;
+                        }
+                    }
+                }
+            }
+            if b.leg.is_ended() {
+                bridge = None;
+            }
+        }
         if call.is_ended() {
+            if let Some(mut b) = bridge.take() {
+                // The caller left: the bridged leg goes too (its BYE or
+                // CANCEL leaves before the task ends).
+                b.leg.hang_up();
+                while let Some(out) = b.leg.poll_output() {
+                    let _ = ctx
+                        .engine
+                        .send(Input::FromCall { call: ctx.key, out })
+                        .await;
+                }
+                if b.joined {
+                    let _ = events.send(AppEvent::BridgeLeft).await;
+                }
+            }
             break;
         }
-        // The next action, once the previous one is over.
-        if running.is_none() {
+        // The next action, once the previous one is over (and, on a call
+        // trunkd placed, once the callee answered).
+        let ready = call.is_answered()
+            || !call.is_outbound()
+            || matches!(pending, Some(AppAction::Hangup { .. }));
+        if running.is_none() && !bridging && ready {
             if let Some(action) = pending.take() {
                 match action {
                     AppAction::Answer => {
@@ -249,6 +543,50 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
                                 reason(sip_response_code),
                             );
                         }
+                    }
+                    AppAction::HangupBridged => {
+                        if let Some(b) = bridge.as_mut() {
+                            b.leg.hang_up();
+                        }
+                    }
+                    AppAction::CallAndBridge {
+                        to,
+                        caller_id,
+                        timeout,
+                        headers,
+                    } if call.is_answered() && !call.is_outbound() => {
+                        let spec = BridgeSpec {
+                            to,
+                            caller_id,
+                            timeout,
+                            headers,
+                        };
+                        match start_bridge(&ctx, &local, media.as_ref(), spec) {
+                            Ok(b) => {
+                                bridging = true;
+                                bridge = Some(b);
+                            }
+                            Err(message) => {
+                                let _ = events
+                                    .send(AppEvent::ActionFailed {
+                                        action: "CallAndBridge",
+                                        error_type: "SystemException",
+                                        message,
+                                    })
+                                    .await;
+                            }
+                        }
+                    }
+                    AppAction::CallAndBridge { .. } if call.is_outbound() => {
+                        let _ = events
+                            .send(AppEvent::ActionFailed {
+                                action: "CallAndBridge",
+                                error_type: "SystemException",
+                                message:
+                                    "CallAndBridge on a call trunkd placed is not supported yet"
+                                        .into(),
+                            })
+                            .await;
                     }
                     action if !call.is_answered() => {
                         // Media actions answer first, as the managed
@@ -298,7 +636,12 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
                 if matches!(input, CallInput::Hangup) {
                     by = HangupBy::Application;
                 }
-                call.handle(Instant::now(), input);
+                // A placed call's own leg is a UAC leg, on `Leg::B` too.
+                match (leg_of(&input), bridge.as_mut()) {
+                    (Leg::B, Some(b)) => b.leg.handle(Instant::now(), input),
+                    (Leg::B, None) if !call.is_outbound() => {}
+                    _ => call.handle(Instant::now(), input),
+                }
             }
             Some(event) = media_events.recv() => {
                 let trunkd_media::MediaEvent::Inactive { idle, .. } = event;
@@ -327,7 +670,13 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
             Some(d) = next_digit(&mut idle_digits), if running.is_none() => {
                 let _ = events.send(AppEvent::Digits { digits: d.to_string() }).await;
             }
-            action = ctx.driver.actions.recv(), if running.is_none() && pending.is_none() && driver_open => {
+            () = sleep_until(bridge.as_ref().and_then(|b| b.leg.poll_timeout())) => {
+                if let Some(b) = bridge.as_mut() {
+                    b.leg.handle_timeout(Instant::now());
+                }
+            }
+            () = sleep_until(call.poll_timeout()) => call.handle_timeout(Instant::now()),
+            action = ctx.driver.actions.recv(), if running.is_none() && !bridging && pending.is_none() && driver_open => {
                 match action {
                     Some(a) => pending = Some(a),
                     None => {
@@ -368,11 +717,209 @@ async fn drive(mut ctx: AppContext, new: NewUasCall, mut rx: mpsc::Receiver<Call
         .set((ctx.ports.capacity() - ctx.ports.available()) as i64);
     if let Some(end) = &ended {
         if !matches!(end.outcome, CallOutcome::Answered) {
-            metrics.failed(None, resources, "inbound");
+            metrics.failed(None, resources, direction_label);
         }
     }
     active.dec();
     let _ = ctx.engine.send(Input::CallDone { call: ctx.key }).await;
+}
+
+/// CallAndBridge's leg (SPEC §6): a `UacLeg` whose media is the B side
+/// of the call's relay (see [`crate::application::bridge`]).
+struct Bridged {
+    leg: UacLeg,
+    /// The relay stream bridged (the caller's answered one).
+    stream: usize,
+    /// Answered and not over: its end is reported.
+    joined: bool,
+    to: String,
+    from: String,
+}
+
+/// What CallAndBridge asks.
+struct BridgeSpec {
+    to: String,
+    caller_id: String,
+    timeout: Duration,
+    headers: Vec<(String, String)>,
+}
+
+/// How a bridged leg's event ends up for the driver.
+enum BridgeOutcome {
+    Joined,
+    Failed {
+        error_type: &'static str,
+        message: String,
+    },
+    Left {
+        was_joined: bool,
+    },
+}
+
+impl BridgeOutcome {
+    fn events(self, b: &Bridged) -> Vec<AppEvent> {
+        match self {
+            BridgeOutcome::Joined => vec![
+                AppEvent::BridgeJoined {
+                    call_id: b
+                        .leg
+                        .call_id()
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .unwrap_or_default(),
+                    to: b.to.clone(),
+                    from: b.from.clone(),
+                },
+                AppEvent::ActionSucceeded {
+                    action: "CallAndBridge",
+                    data: ActionData::None,
+                },
+            ],
+            BridgeOutcome::Failed {
+                error_type,
+                message,
+            } => vec![AppEvent::ActionFailed {
+                action: "CallAndBridge",
+                error_type,
+                message,
+            }],
+            BridgeOutcome::Left { was_joined: true } => vec![AppEvent::BridgeLeft],
+            BridgeOutcome::Left { was_joined: false } => Vec::new(),
+        }
+    }
+}
+
+/// Places CallAndBridge's leg: the callee is offered the relay's B side
+/// with the caller's codec, through every carrier.
+fn start_bridge(
+    ctx: &AppContext,
+    local: &trunkd_b2bua::LocalAddrs,
+    media: Option<&Media>,
+    spec: BridgeSpec,
+) -> Result<Bridged, String> {
+    use crate::application::bridge;
+    let m = media.ok_or_else(|| "no media stream to bridge".to_owned())?;
+    if m.stream != 0 {
+        return Err("only the first media stream can be bridged".to_owned());
+    }
+    let codec = bridge::BridgeCodec {
+        encoding: match m.codec {
+            G711::Pcmu => "PCMU",
+            G711::Pcma => "PCMA",
+        }
+        .to_owned(),
+        payload_type: m.payload_type,
+        telephone_event: m.telephone_event,
+    };
+    let plan = bridge::plan(&ctx.config, &ctx.shared.hosts, ctx.seed.rotate_left(29));
+    if plan.is_empty() {
+        return Err("no carrier to place the call through".to_owned());
+    }
+    let rtp = ctx.relay.local_rtp(trunkd_media::Leg::B).port();
+    let offer = bridge::offer(ctx.media_ip, rtp, ctx.seed >> 3, &codec);
+    info!(to = %spec.to, hops = plan.len(), "CallAndBridge: calling");
+    let leg = UacLeg::new(NewUacLeg {
+        seed: ctx.seed.rotate_left(17) ^ 0x5bd1_e995,
+        now: Instant::now(),
+        wall: SystemTime::now(),
+        local: local.clone(),
+        callee: spec.to.clone(),
+        caller: spec.caller_id.clone(),
+        plan,
+        offer,
+        headers: spec.headers,
+        hop_timeout: ctx.config.settings.routing.hop_timeout,
+        ring_timeout: spec.timeout,
+        reoffer: None,
+    });
+    Ok(Bridged {
+        leg,
+        stream: m.stream,
+        joined: false,
+        to: spec.to,
+        from: spec.caller_id,
+    })
+}
+
+/// Acts on a bridged leg's event. The flag says whether the leg has new
+/// outputs to send (it hung itself up).
+fn on_bridge_event(
+    ctx: &AppContext,
+    b: &mut Bridged,
+    ev: UacEvent,
+) -> (Option<BridgeOutcome>, bool) {
+    match ev {
+        UacEvent::Ringing { .. } => (None, false),
+        UacEvent::Answered { sdp, .. } => match crate::application::bridge::answer_peer(&sdp) {
+            Some((rtp, rtcp)) => {
+                info!(peer = %rtp, "CallAndBridge: answered; bridging media");
+                if let Err(e) =
+                    ctx.relay
+                        .update_stream_peer(trunkd_media::Leg::B, b.stream, Some(rtp), rtcp)
+                {
+                    warn!(error = %e, "the bridged leg's media could not be set");
+                }
+                b.joined = true;
+                (Some(BridgeOutcome::Joined), false)
+            }
+            None => {
+                b.leg.hang_up();
+                (
+                    Some(BridgeOutcome::Failed {
+                        error_type: "SystemException",
+                        message: "the callee's answer has no audio stream".to_owned(),
+                    }),
+                    true,
+                )
+            }
+        },
+        UacEvent::Failed(f) => {
+            info!(
+                status = f.status,
+                timed_out = f.timed_out,
+                "CallAndBridge: not answered"
+            );
+            let message = if f.timed_out {
+                "the callee did not answer in CallTimeoutSeconds".to_owned()
+            } else {
+                format!("the callee answered {} {}", f.status, f.reason)
+            };
+            (
+                Some(BridgeOutcome::Failed {
+                    error_type: "CallNotAnswered",
+                    message,
+                }),
+                false,
+            )
+        }
+        UacEvent::Ended { by_callee } => {
+            info!(by_callee, "CallAndBridge: the bridged leg ended");
+            let was_joined = std::mem::replace(&mut b.joined, false);
+            (Some(BridgeOutcome::Left { was_joined }), false)
+        }
+    }
+}
+
+/// The leg an input from the engine belongs to (inputs without one are
+/// the caller's).
+fn leg_of(input: &CallInput) -> Leg {
+    match input {
+        CallInput::Request { leg, .. }
+        | CallInput::Ack { leg, .. }
+        | CallInput::Response { leg, .. }
+        | CallInput::Timeout { leg, .. }
+        | CallInput::TransportError { leg, .. }
+        | CallInput::AckTimeout { leg }
+        | CallInput::StrayResponse { leg, .. } => *leg,
+        CallInput::Cancelled | CallInput::Hangup => Leg::A,
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The reason phrase of a final status trunkd sends for an application.
@@ -592,7 +1139,10 @@ async fn execute(
             .await
         }
         // Handled by the call's loop.
-        AppAction::Answer | AppAction::Hangup { .. } => None,
+        AppAction::Answer
+        | AppAction::Hangup { .. }
+        | AppAction::HangupBridged
+        | AppAction::CallAndBridge { .. } => None,
     };
     (event, digits)
 }
@@ -1007,6 +1557,7 @@ mod tests {
             engine: engine_tx,
             shared: shared.clone(),
             relay: relay.clone(),
+            media_ip: "127.0.0.1".parse().unwrap(),
             answered,
             media_events: media_rx,
             ports: alloc.clone(),
@@ -1015,6 +1566,7 @@ mod tests {
             call_id: "app-call-1".into(),
             source_number: "+14155550123".into(),
             destination_number: "+12065550150".into(),
+            outbound: false,
         };
         let weak = Arc::downgrade(&relay);
         drop(relay);

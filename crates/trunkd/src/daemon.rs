@@ -46,6 +46,9 @@ pub struct Shared {
     /// Application calls in progress, for UpdateSipMediaApplicationCall
     /// (`POST /sip-media-applications/{id}/calls/{transaction id}`).
     pub sma_calls: crate::application::webhook::SmaCalls,
+    /// The engine task, for calls placed from the admin API
+    /// (CreateSipMediaApplicationCall); set once it runs.
+    pub engine_tx: std::sync::OnceLock<crate::engine::EngineTx>,
 }
 
 impl Shared {
@@ -65,6 +68,7 @@ impl Shared {
             hosts: Default::default(),
             call_journal: Default::default(),
             sma_calls: Default::default(),
+            engine_tx: Default::default(),
         }
     }
 
@@ -455,6 +459,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut engine = EngineTask::new(shared.clone(), sender, local, engine_tx.clone(), ports)?;
     // Numbers on SIP rules are answered and run by their application.
     engine.set_application_driver(crate::application::webhook::factory(shared.clone()));
+    let _ = shared.engine_tx.set(engine_tx.clone());
     tasks.spawn(engine.run(engine_rx));
 
     let admin = tokio::net::TcpListener::bind(settings.admin.listen)

@@ -74,6 +74,13 @@ pub struct RelayAnchor {
 }
 
 impl RelayAnchor {
+    /// The address trunkd's SDPs name for this relay's sockets.
+    pub fn advertised(&self) -> IpAddr {
+        self.advertised
+    }
+}
+
+impl RelayAnchor {
     /// Binds a port pair per leg on `bind_ip` for the first stream and
     /// starts the relay; peers are learnt from the SDPs that cross
     /// ([`MediaAnchor::rewrite`]), which also add the other streams.

@@ -225,6 +225,32 @@ pub fn termination_plan<'r>(
     demote_held(plan, |h| &h.route, health, now)
 }
 
+/// The hosts a PSTN call placed by a SIP media application tries
+/// (CallAndBridge with `BridgeEndpointType: PSTN`,
+/// CreateSipMediaApplicationCall): an application call has no voice
+/// connector, so it takes the default of [`termination_plan`] — the hosts
+/// of all carriers pooled by priority and weight, held-down hosts last.
+pub fn application_plan<'r>(
+    resources: &'r Resources,
+    rng: &mut impl FnMut() -> u32,
+    health: &RouteHealthTable,
+    now: Instant,
+) -> Vec<TerminationHop<'r>> {
+    let pooled = resources
+        .carriers()
+        .iter()
+        .flat_map(|c| {
+            c.hosts.iter().map(|r| TerminationHop {
+                carrier_id: c.id.clone(),
+                route: r.clone(),
+                credentials: c.credentials.as_ref(),
+            })
+        })
+        .collect();
+    let plan = order_by_priority_and_weight(pooled, |h| &h.route, rng);
+    demote_held(plan, |h| &h.route, health, now)
+}
+
 /// The routes of one VC an origination call tries before moving on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OriginationLeg {

@@ -225,6 +225,27 @@ fn termination_plan_default_pools_all_carriers_by_host_priority() {
 }
 
 #[test]
+fn an_application_call_pools_every_carrier_like_a_vc_without_carriers() {
+    let res = resources(vec![], vec![], carriers(), vec![], vec![]);
+    let t0 = Instant::now();
+    let plan = application_plan(&res, &mut rng(1), &no_health(), t0);
+    let order = hosts(&plan);
+    assert_eq!(order.len(), 4);
+    assert_eq!(order[0], "carrier-b:192.0.2.20", "the only priority-1 host");
+    assert_eq!(order[3], "carrier-a:192.0.2.11", "the only priority-3 host");
+    assert_eq!(plan[0].credentials.map(|c| c.username.as_str()), Some("gw"));
+    let mut h = no_health();
+    h.record_failure(&plan[0].route, t0);
+    let order = hosts(&application_plan(&res, &mut rng(1), &h, t0));
+    assert_eq!(
+        order.last().map(String::as_str),
+        Some("carrier-b:192.0.2.20")
+    );
+    let empty = resources(vec![], vec![], vec![], vec![], vec![]);
+    assert!(application_plan(&empty, &mut rng(1), &no_health(), t0).is_empty());
+}
+
+#[test]
 fn origination_plan_for_a_vc_and_a_group() {
     let mut east = vc("vc-east");
     east.origination.routes = vec![

@@ -23,6 +23,7 @@
 //! create.
 
 pub mod audio;
+pub mod bridge;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -86,6 +87,19 @@ pub enum AppAction {
     /// End the call: BYE once answered, else `sip_response_code` (4xx–6xx)
     /// to the INVITE.
     Hangup { sip_response_code: u16 },
+    /// Call `to` through the carriers from `caller_id` with the extra
+    /// `headers`, ringing at most `timeout`, and bridge the caller to it
+    /// (answers first). Ends with [`AppEvent::BridgeJoined`] then
+    /// `ActionSucceeded`, or `ActionFailed`; the callee's hangup later is
+    /// [`AppEvent::BridgeLeft`].
+    CallAndBridge {
+        to: String,
+        caller_id: String,
+        timeout: Duration,
+        headers: Vec<(String, String)>,
+    },
+    /// Hang up the bridged leg only (Hangup with `ParticipantTag` LEG-B).
+    HangupBridged,
 }
 
 impl AppAction {
@@ -99,7 +113,8 @@ impl AppAction {
             AppAction::CollectDigits { .. } => "CollectDigits",
             AppAction::SendDigits { .. } => "SendDigits",
             AppAction::RecordAudio { .. } => "RecordAudio",
-            AppAction::Hangup { .. } => "Hangup",
+            AppAction::Hangup { .. } | AppAction::HangupBridged => "Hangup",
+            AppAction::CallAndBridge { .. } => "CallAndBridge",
         }
     }
 }
@@ -139,6 +154,18 @@ pub enum AppEvent {
     /// listens to. Keys pressed during SendDigits are reported when it
     /// ends.
     Digits { digits: String },
+    /// The callee of a call trunkd placed rings.
+    Ringing,
+    /// The bridged leg answered (before CallAndBridge's
+    /// `ActionSucceeded`): its Call-ID and numbers.
+    BridgeJoined {
+        call_id: String,
+        to: String,
+        from: String,
+    },
+    /// The bridged leg is over (the callee hung up, or the application
+    /// hung it up); the caller's leg goes on.
+    BridgeLeft,
     /// The call is over; the last event.
     Hangup { by: HangupBy },
 }
@@ -203,6 +230,24 @@ pub struct AppCall {
     pub from_number: String,
     pub to_number: String,
     pub call_id: String,
+    /// A call trunkd places (CreateSipMediaApplicationCall) with these
+    /// `ArgumentsMap`; `None` for a carrier's call to a SIP rule.
+    pub arguments: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// A call a SIP media application asks trunkd to place
+/// (CreateSipMediaApplicationCall, `POST /sip-media-applications/{id}/calls`).
+#[derive(Debug, Clone)]
+pub struct OutboundCall {
+    pub transaction_id: TransactionId,
+    pub sma_id: SmaId,
+    /// `FromPhoneNumber` (the caller ID) and `ToPhoneNumber`.
+    pub from: String,
+    pub to: String,
+    /// `SipHeaders` for the INVITE.
+    pub headers: Vec<(String, String)>,
+    /// `ArgumentsMap`, handed to NEW_OUTBOUND_CALL.
+    pub arguments: std::collections::BTreeMap<String, String>,
 }
 
 /// Makes the driver of each new application call (the webhook driver will

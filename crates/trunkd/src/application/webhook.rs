@@ -26,7 +26,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use trunkd_config::Config;
 use trunkd_core::events::signing::WebhookKey;
 use trunkd_core::resources::SipMediaApplication;
-use trunkd_sma::action::{Action, MediaRef, ParseLimits};
+use trunkd_sma::action::{Action, BridgeEndpointType, MediaRef, ParseLimits};
 use trunkd_sma::session::{
     ActionResult, Input, Invocation, NewCall, Output, Session, SessionConfig, SmaEndpoint,
 };
@@ -298,17 +298,22 @@ fn new_call(config: &Config, sma: &SipMediaApplication, call: &AppCall) -> NewCa
         account_id: config.settings.daemon.account_id.clone(),
         region: sma.aws_region.clone(),
         sma_id: sma.id.clone(),
-        rule_id: Some(call.rule_id.clone()),
+        // A call trunkd placed answers to no SIP rule.
+        rule_id: call.arguments.is_none().then(|| call.rule_id.clone()),
         leg_a: Participant {
             call_id: call.call_id.clone(),
             participant_tag: ParticipantTag::LegA,
             to: call.to_number.clone(),
             from: call.from_number.clone(),
-            direction: Direction::Inbound,
+            direction: if call.arguments.is_some() {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            },
             start_time_in_milliseconds: unix_ms(),
             status: ParticipantStatus::Connected,
         },
-        arguments: Default::default(),
+        arguments: call.arguments.clone().unwrap_or_default(),
     }
 }
 
@@ -345,6 +350,7 @@ impl Driver {
         let now = Instant::now();
         match e {
             AppEvent::Answered => self.session.handle(now, Input::Answered),
+            AppEvent::Ringing => self.session.handle(now, Input::Ringing),
             AppEvent::ActionSucceeded { data, .. } => {
                 let mut result = ActionResult::default();
                 match data {
@@ -371,6 +377,24 @@ impl Driver {
                     self.session.handle(now, Input::Digit(c));
                 }
             }
+            AppEvent::BridgeJoined { call_id, to, from } => self.session.handle(
+                now,
+                Input::ParticipantJoined(Participant {
+                    call_id,
+                    participant_tag: ParticipantTag::LegB,
+                    to,
+                    from,
+                    direction: Direction::Outbound,
+                    start_time_in_milliseconds: unix_ms(),
+                    status: ParticipantStatus::Connected,
+                }),
+            ),
+            AppEvent::BridgeLeft => self.session.handle(
+                now,
+                Input::Hangup {
+                    participant: ParticipantTag::LegB,
+                },
+            ),
             // Handled by the loop.
             AppEvent::Hangup { .. } => {}
         }
@@ -464,6 +488,10 @@ impl Driver {
         debug!(action = action.name(), "running");
         let ready = match &action {
             Action::Answer(_) => Ok(AppAction::Answer),
+            // The bridged leg only: the caller stays (SPEC §6, CallAndBridge).
+            Action::Hangup(h) if h.target.participant_tag == Some(ParticipantTag::LegB) => {
+                Ok(AppAction::HangupBridged)
+            }
             Action::Hangup(h) => Ok(AppAction::Hangup {
                 sip_response_code: match h.sip_response_code {
                     0 => 480,
@@ -489,9 +517,26 @@ impl Driver {
                 self.prepare(action);
                 return;
             }
-            Action::CallAndBridge(_)
-            | Action::StartCallRecording(_)
-            | Action::StopCallRecording(_) => Err((
+            Action::CallAndBridge(b) => match b.endpoints.first() {
+                Some(e) if e.bridge_endpoint_type == BridgeEndpointType::Pstn => {
+                    Ok(AppAction::CallAndBridge {
+                        to: e.uri.clone(),
+                        caller_id: b.caller_id_number.clone(),
+                        timeout: Duration::from_secs(u64::from(b.call_timeout_seconds)),
+                        headers: b
+                            .sip_headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    })
+                }
+                _ => Err((
+                    "SystemException".to_owned(),
+                    "CallAndBridge to a voice connector (AWS) is not supported by trunkd yet"
+                        .to_owned(),
+                )),
+            },
+            Action::StartCallRecording(_) | Action::StopCallRecording(_) => Err((
                 "SystemException".to_owned(),
                 format!("{} is not supported by trunkd yet", action.name()),
             )),

@@ -664,7 +664,7 @@ pub fn vc_for(
 /// A hop for a configured route. A host name takes its first resolved
 /// address (IPv4 first; `resolver` keeps them current off this path); a
 /// name with no address yet is skipped with a warning.
-fn hop(
+pub(crate) fn hop(
     hosts: &HostCache,
     route: &Route,
     carrier: Option<trunkd_core::CarrierId>,

@@ -281,6 +281,36 @@ impl Engine {
         }
     }
 
+    /// A call an application places itself (CreateSipMediaApplicationCall):
+    /// a key and an entry like an admitted call's, so its messages are
+    /// routed to its actor and shutdown waits for it. `None` while
+    /// shutting down. The caller starts the actor with [`Engine::local`].
+    pub fn place_call(&mut self) -> Option<CallKey> {
+        if self.shutting_down {
+            return None;
+        }
+        let key = self.next_call;
+        self.next_call += 1;
+        self.calls.insert(
+            key,
+            CallEntry {
+                vc: None,
+                sip_log: None,
+                counted_source: None,
+            },
+        );
+        self.shared
+            .metrics
+            .engine_calls
+            .set(self.calls.len() as i64);
+        Some(key)
+    }
+
+    /// How trunkd appears on the wire (Via, Contact).
+    pub fn local(&self) -> &LocalAddrs {
+        &self.local
+    }
+
     /// Whether carrier calls to numbers on SIP rules are admitted as
     /// application calls (the shell turns it on when it has a driver for
     /// them); off, they are refused 480.

@@ -42,6 +42,8 @@ pub enum Input {
         /// TLS: the peer's client certificate verified (mutual TLS).
         client_verified: bool,
     },
+    /// Place an application's call (CreateSipMediaApplicationCall).
+    PlaceApplicationCall(Box<crate::application::OutboundCall>),
     /// Hang up every call; `done` fires when none is left.
     Shutdown {
         done: tokio::sync::oneshot::Sender<()>,
@@ -152,6 +154,11 @@ impl EngineTask {
             Input::Shutdown { done } => {
                 self.shutdown = Some(done);
                 EngineInput::Shutdown
+            }
+            Input::PlaceApplicationCall(call) => {
+                self.place_application_call(*call);
+                self.flush();
+                return;
             }
         };
         self.engine.handle(Instant::now(), SystemTime::now(), input);
@@ -364,6 +371,7 @@ impl EngineTask {
         let Some((setup, anchor, relay, media_rx)) = self.start_anchor(setup) else {
             return;
         };
+        let media_ip = anchor.advertised();
         let (answerer, answered) = crate::media_anchor::AppAnchor::new(anchor, setup.seed >> 1);
         let new = setup.new_uas_call(Box::new(answerer));
         let a = &setup.admission;
@@ -380,6 +388,7 @@ impl EngineTask {
             from_number: a.source_number.clone(),
             to_number: a.b_user.clone(),
             call_id: call_id.clone(),
+            arguments: None,
         });
         let (call_tx, call_rx) = mpsc::channel(64);
         let ctx = crate::app_task::AppContext {
@@ -391,6 +400,7 @@ impl EngineTask {
             engine: self.self_tx.clone(),
             shared: self.shared.clone(),
             relay,
+            media_ip,
             answered,
             media_events: media_rx,
             ports: self.ports.clone(),
@@ -399,11 +409,140 @@ impl EngineTask {
             call_id,
             source_number: a.source_number.clone(),
             destination_number: a.b_user.clone(),
+            outbound: false,
         };
         self.calls.insert(setup.key, call_tx);
         tokio::spawn(crate::app_task::run(ctx, new, call_rx));
     }
 }
+
+impl EngineTask {
+    /// A call an application places (CreateSipMediaApplicationCall): its
+    /// first leg is a `UacLeg` through every carrier, offered the relay's
+    /// A side (PCMU and `telephone-event`), driven like any application
+    /// call once the callee answers.
+    fn place_application_call(&mut self, req: crate::application::OutboundCall) {
+        use crate::application::bridge;
+        let Some(factory) = self.app_driver.clone() else {
+            warn!("no application driver; the call is not placed");
+            return;
+        };
+        let Ok(rule_id) = "create-call".parse::<trunkd_core::RuleId>() else {
+            return;
+        };
+        let Some(key) = self.engine.place_call() else {
+            warn!("shutting down; the call is not placed");
+            return;
+        };
+        let config = self.shared.config();
+        let media = &config.settings.media;
+        let (media_tx, media_rx) = mpsc::channel(4);
+        let relay_config = trunkd_media::RelayConfig {
+            strict: media.strict_latching,
+            inactivity_timeout: media.inactivity_timeout,
+            ..Default::default()
+        };
+        let advertised = media.advertised_address.unwrap_or(media.address);
+        let started = crate::media_anchor::RelayAnchor::start(
+            &self.ports,
+            media.address,
+            advertised,
+            relay_config,
+            trunkd_core::SrtpPolicy::Off,
+            media_tx,
+            Some(self.shared.metrics.media_ports_in_use.clone()),
+        );
+        let (anchor, relay) = match started {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "no media anchor for an application's call");
+                self.engine.handle(
+                    Instant::now(),
+                    SystemTime::now(),
+                    EngineInput::CallDone { call: key },
+                );
+                return;
+            }
+        };
+        let mut seed = [0u8; 8];
+        if getrandom::fill(&mut seed).is_err() {
+            warn!("no OS randomness; the call is not placed");
+            self.engine.handle(
+                Instant::now(),
+                SystemTime::now(),
+                EngineInput::CallDone { call: key },
+            );
+            return;
+        }
+        let seed = u64::from_le_bytes(seed);
+        let media_ip = anchor.advertised();
+        let codec = bridge::BridgeCodec {
+            encoding: "PCMU".into(),
+            payload_type: 0,
+            telephone_event: Some(101),
+        };
+        let offer = bridge::offer(
+            media_ip,
+            relay.local_rtp(trunkd_media::Leg::A).port(),
+            seed >> 3,
+            &codec,
+        );
+        let leg = trunkd_b2bua::UacLeg::new(trunkd_b2bua::NewUacLeg {
+            seed,
+            now: Instant::now(),
+            wall: SystemTime::now(),
+            local: self.engine.local().clone(),
+            callee: req.to.clone(),
+            caller: req.from.clone(),
+            plan: bridge::plan(&config, &self.shared.hosts, seed.rotate_left(11)),
+            offer,
+            headers: req.headers,
+            hop_timeout: config.settings.routing.hop_timeout,
+            ring_timeout: OUTBOUND_RING_TIMEOUT,
+            reoffer: None,
+        });
+        let call_id = leg
+            .call_id()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_default();
+        let driver = factory(crate::application::AppCall {
+            transaction_id: req.transaction_id,
+            sma_id: req.sma_id.clone(),
+            rule_id: rule_id.clone(),
+            from_number: req.from.clone(),
+            to_number: req.to.clone(),
+            call_id: call_id.clone(),
+            arguments: Some(req.arguments),
+        });
+        let (call_tx, call_rx) = mpsc::channel(64);
+        let ctx = crate::app_task::AppContext {
+            key,
+            transaction_id: req.transaction_id,
+            sma_id: req.sma_id,
+            rule_id,
+            config: config.clone(),
+            engine: self.self_tx.clone(),
+            shared: self.shared.clone(),
+            relay,
+            media_ip,
+            answered: Default::default(),
+            media_events: media_rx,
+            ports: self.ports.clone(),
+            driver,
+            seed,
+            call_id,
+            source_number: req.from,
+            destination_number: req.to,
+            outbound: true,
+        };
+        self.calls.insert(key, call_tx);
+        tokio::spawn(crate::app_task::run_outbound(ctx, leg, anchor, call_rx));
+    }
+}
+
+/// How long the callee of an application's call may ring (the managed
+/// service gives CreateSipMediaApplicationCall no timeout of its own).
+const OUTBOUND_RING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Writes the CDR of a call that admission refused (SPEC §5.1: every call
 /// that reached admission has one), off the engine's thread.

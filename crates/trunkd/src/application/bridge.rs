@@ -1,0 +1,150 @@
+//! What an application call needs to place a PSTN leg of its own
+//! (CallAndBridge, SPEC §6): the carriers it tries, the SDP it offers them
+//! and where the callee's answer says to send media.
+//!
+//! The leg itself is a `trunkd_b2bua::UacLeg` owned by the application
+//! call's task ([`crate::app_task`]); its media is the B side of the call's
+//! relay, which until then had no peer. Offering the B-side socket and,
+//! on the answer, giving the relay the callee's address bridges the
+//! caller and the callee through the same relay a bridged carrier call
+//! uses — the application's own endpoint stays on the A side.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use bytes::Bytes;
+use trunkd_b2bua::Hop;
+use trunkd_config::Config;
+use trunkd_core::routing::{application_plan, RouteHealthTable};
+use trunkd_core::SrtpPolicy;
+
+use crate::resolver::HostCache;
+
+/// The hops a PSTN leg of an application tries: every carrier's hosts by
+/// priority and weight (an application has no voice connector to choose
+/// carriers). Route health is the engine's; an application leg starts
+/// from a clean table and relies on failover.
+pub fn plan(config: &Config, hosts: &HostCache, seed: u64) -> Vec<Hop> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as u32
+    };
+    let health = RouteHealthTable::default();
+    application_plan(&config.resources, &mut next, &health, Instant::now())
+        .iter()
+        .filter_map(|h| {
+            let creds = h
+                .credentials
+                .map(|c| (c.username.clone(), c.password.expose().to_owned()));
+            // Plain RTP only: the relay's B side of an application call
+            // has no SDES keys of its own yet.
+            crate::engine::invite::hop(
+                hosts,
+                &h.route,
+                Some(h.carrier_id.clone()),
+                None,
+                creds,
+                SrtpPolicy::Off,
+            )
+            .map(|p| p.hop)
+        })
+        .collect()
+}
+
+/// The codec of the caller's answered stream, which the callee is offered
+/// alone: the relay forwards packets as they are, so both legs must speak
+/// the same payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeCodec {
+    pub encoding: String,
+    pub payload_type: u8,
+    pub telephone_event: Option<u8>,
+}
+
+/// trunkd's offer to the callee: one audio stream on the relay's B-side
+/// `rtp` port at `ip`, the caller's codec and `telephone-event`.
+pub fn offer(ip: IpAddr, rtp: u16, session_id: u64, codec: &BridgeCodec) -> Bytes {
+    let family = if ip.is_ipv6() { "IP6" } else { "IP4" };
+    let mut formats = codec.payload_type.to_string();
+    let mut attrs = format!(
+        "a=rtpmap:{} {}/8000\r\n",
+        codec.payload_type, codec.encoding
+    );
+    if let Some(te) = codec.telephone_event {
+        formats.push_str(&format!(" {te}"));
+        attrs.push_str(&format!(
+            "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n"
+        ));
+    }
+    Bytes::from(format!(
+        "v=0\r\no=trunkd {session_id} 1 IN {family} {ip}\r\ns=trunkd\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
+m=audio {rtp} RTP/AVP {formats}\r\n{attrs}a=ptime:20\r\na=sendrecv\r\n"
+    ))
+}
+
+/// Where the callee's answer says to send RTP and RTCP (its first audio
+/// stream), or `None` if the answer takes no audio.
+pub fn answer_peer(sdp: &[u8]) -> Option<(SocketAddr, Option<SocketAddr>)> {
+    let parsed = trunkd_media::sdp::Sdp::parse_bytes(sdp).ok()?;
+    let index = parsed
+        .media()
+        .iter()
+        .position(|m| m.kind() == "audio" && !m.is_rejected())?;
+    let rtp = parsed.remote_rtp(index)?;
+    Some((rtp, parsed.remote_rtcp(index)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pcmu() -> BridgeCodec {
+        BridgeCodec {
+            encoding: "PCMU".into(),
+            payload_type: 0,
+            telephone_event: Some(101),
+        }
+    }
+
+    #[test]
+    fn the_callee_is_offered_the_callers_codec_on_the_b_side_port() {
+        let sdp = offer("127.0.0.1".parse().unwrap(), 20002, 77, &pcmu());
+        assert_eq!(
+            String::from_utf8_lossy(&sdp),
+            "v=0\r\no=trunkd 77 1 IN IP4 127.0.0.1\r\ns=trunkd\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 20002 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+        );
+        let ipv6 = offer(
+            "::1".parse().unwrap(),
+            20002,
+            1,
+            &BridgeCodec {
+                telephone_event: None,
+                ..pcmu()
+            },
+        );
+        let text = String::from_utf8_lossy(&ipv6);
+        assert!(text.contains("c=IN IP6 ::1\r\n"), "{text}");
+        assert!(text.contains("m=audio 20002 RTP/AVP 0\r\n"), "{text}");
+    }
+
+    #[test]
+    fn the_answer_gives_the_callees_media_address() {
+        let answer = b"v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n\
+m=video 0 RTP/AVP 96\r\nm=audio 30000 RTP/AVP 0\r\n";
+        assert_eq!(
+            answer_peer(answer),
+            Some((
+                "192.0.2.9:30000".parse().unwrap(),
+                Some("192.0.2.9:30001".parse().unwrap())
+            ))
+        );
+        assert_eq!(answer_peer(b"not sdp"), None);
+        let rejected = b"v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 0 RTP/AVP 0\r\n";
+        assert_eq!(answer_peer(rejected), None);
+    }
+}

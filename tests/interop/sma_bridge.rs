@@ -1,0 +1,613 @@
+//! CallAndBridge end to end (SPEC §6, docs/sma.md): the real binary, a
+//! caller on the carrier's loopback address calling a SIP media
+//! application's number, the application (tests/peers/sma_app.py) asking
+//! to bridge it to a PSTN number, and the callee: a small UA on the
+//! carrier's address that is the carrier's only termination host, so the
+//! test sees every SIP message and RTP byte on both sides.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::calls::{host, records, Lab, CARRIER};
+use crate::sma::{
+    admin_post, endpoint, prompt_samples, receive_audio, types, wait_gauges_zero, write_wav, App,
+    Call, CALLER, NUMBER, SECRET,
+};
+use crate::support::*;
+use crate::ua::*;
+
+const CALLEE: &str = "+12065550100";
+const CALLER_ID: &str = "+14155550100";
+
+/// A daemon whose `sma-ivr` answers `NUMBER` through `app`; the carrier's
+/// only host is the callee's UA.
+fn daemon(tag: &str, app: &App, callee: &Ua) -> Daemon {
+    daemon_to(tag, app, callee.sip_addr().port())
+}
+
+/// [`daemon`] with the carrier's host on `CARRIER:port`.
+fn daemon_to(tag: &str, app: &App, port: u16) -> Daemon {
+    let ports = Ports::pick();
+    let hosts = host(CARRIER, port, "");
+    let lab = Lab {
+        hosts: &hosts,
+        ..Default::default()
+    };
+    let text = format!(
+        r#"{base}
+[[numbers]]
+e164_phone_number = "{NUMBER}"
+product_type = "SipMediaApplicationDialIn"
+
+[[sip_media_applications]]
+id = "sma-ivr"
+endpoints = [ {ep} ]
+webhook_secret = "{SECRET}"
+
+[[sip_rules]]
+id = "rule-1"
+trigger_type = "ToPhoneNumber"
+trigger_value = "{NUMBER}"
+target_applications = [ {{ sip_media_application_id = "sma-ivr", priority = 1 }} ]
+"#,
+        base = lab.config(ports),
+        ep = endpoint(&app.url(), 1),
+    );
+    Daemon::start(tag, ports, &text)
+}
+
+fn bridge_action(timeout: u32) -> Value {
+    json!({"SchemaVersion": "1.0", "Actions": [
+        {"Type": "CallAndBridge", "Parameters": {
+            "CallTimeoutSeconds": timeout,
+            "CallerIdNumber": CALLER_ID,
+            "Endpoints": [{"BridgeEndpointType": "PSTN", "Uri": CALLEE}],
+            "SipHeaders": {"X-Ticket": "T-1"}}}]})
+}
+
+fn hangup_a() -> Value {
+    json!({"SchemaVersion": "1.0", "Actions": [
+        {"Type": "Hangup", "Parameters": {"SipResponseCode": "0", "ParticipantTag": "LEG-A"}}]})
+}
+
+/// The INVITE trunkd sends the callee.
+fn expect_invite(callee: &Ua) -> Msg {
+    callee.recv_until(Duration::from_secs(10), |m| {
+        m.first_line().starts_with("INVITE ")
+    })
+}
+
+/// A request from the callee inside the dialog its 2xx to `invite` made.
+fn callee_request(callee: &Ua, invite: &Msg, method: &str, cseq: u32) {
+    let target = invite
+        .header("Contact")
+        .unwrap()
+        .trim_matches(|c| c == '<' || c == '>')
+        .to_owned();
+    let text = format!(
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-callee-{method}{cseq}\r\nMax-Forwards: 70\r\n\
+         From: {to};tag={tag}\r\nTo: {from}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        me = callee.sip_addr(),
+        to = invite.header("To").unwrap(),
+        tag = callee.tag,
+        from = invite.header("From").unwrap(),
+        cid = invite.header("Call-ID").unwrap(),
+    );
+    callee.send(invite.from, &text);
+}
+
+/// Sends `n` RTP packets of `ssrc` from `from` to `to`, 20 ms apart.
+fn send_rtp(from: &std::net::UdpSocket, to: std::net::SocketAddr, ssrc: u32, n: u16) {
+    for seq in 0..n {
+        from.send_to(&rtp_packet(seq, u32::from(seq) * 160, ssrc), to)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The payloads among `packets` that came from `ssrc`'s [`rtp_packet`]s,
+/// checked byte for byte.
+fn payloads_from(packets: &[Vec<u8>], ssrc: u32) -> usize {
+    packets
+        .iter()
+        .filter(|p| p.len() == 172 && p[8..12] == ssrc.to_be_bytes())
+        .inspect(|p| {
+            let seq = u16::from_be_bytes([p[2], p[3]]);
+            assert_eq!(p[12..], rtp_packet(seq, 0, ssrc)[12..], "payload altered");
+        })
+        .count()
+}
+
+#[test]
+fn sma_call_and_bridge_connects_the_caller_to_a_carrier_both_ways() {
+    let dir = temp_dir("sma-bridge-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_action(20)},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "HANGUP", "answer": hangup_a()},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-bridge", &app, &callee);
+    let call = Call::place(&d);
+
+    // The callee's INVITE: the number, the caller ID, the app's header,
+    // trunkd's offer in the caller's codec.
+    let invite = expect_invite(&callee);
+    assert_eq!(
+        invite.first_line(),
+        format!("INVITE sip:{CALLEE}@{} SIP/2.0", callee.sip_addr())
+    );
+    let from = invite.header("From").unwrap();
+    assert!(
+        from.starts_with(&format!("<sip:{CALLER_ID}@127.0.0.1:")),
+        "{from}"
+    );
+    assert_eq!(invite.header("X-Ticket").as_deref(), Some("T-1"));
+    assert!(
+        invite.body().contains("m=audio ") && invite.body().contains("a=rtpmap:0 PCMU/8000"),
+        "{}",
+        invite.body()
+    );
+    let trunkd_b = invite.sdp_rtp();
+    assert_ne!(trunkd_b, call.trunkd_rtp, "each leg has its own port");
+    callee.respond(&invite, "180 Ringing", None);
+    callee.respond(&invite, "200 OK", Some(&callee.sdp("sendrecv")));
+    let ack = callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    assert_eq!(ack.header("CSeq").as_deref(), Some("1 ACK"));
+
+    // ACTION_SUCCESSFUL names LEG-B.
+    let r = app.wait_requests(2);
+    let ev = &r[1]["event"];
+    assert_eq!(ev["InvocationEventType"], "ACTION_SUCCESSFUL");
+    assert_eq!(ev["ActionData"]["Type"], "CallAndBridge");
+    let legs = &ev["CallDetails"]["Participants"];
+    assert_eq!(legs[1]["ParticipantTag"], "LEG-B");
+    assert_eq!(legs[1]["To"], CALLEE);
+    assert_eq!(legs[1]["From"], CALLER_ID);
+    assert_eq!(legs[1]["Direction"], "Outbound");
+    assert_eq!(
+        legs[1]["CallId"],
+        invite.header("Call-ID").unwrap().as_str()
+    );
+
+    // Audio both ways through trunkd, bytes unchanged.
+    let caller_rtp = call.ua.rtp.try_clone().unwrap();
+    let to_a = call.trunkd_rtp;
+    let sender = std::thread::spawn(move || send_rtp(&caller_rtp, to_a, 0xA0A0_0001, 50));
+    let (at_callee, _) = receive_rtp(&callee.rtp, 30, Duration::from_secs(5));
+    sender.join().unwrap();
+    assert!(
+        payloads_from(&at_callee, 0xA0A0_0001) >= 20,
+        "the callee heard {} of the caller's packets",
+        at_callee.len()
+    );
+    let callee_rtp = callee.rtp.try_clone().unwrap();
+    let sender = std::thread::spawn(move || send_rtp(&callee_rtp, trunkd_b, 0xB0B0_0002, 50));
+    let (at_caller, _) = receive_rtp(&call.ua.rtp, 30, Duration::from_secs(5));
+    sender.join().unwrap();
+    assert!(
+        payloads_from(&at_caller, 0xB0B0_0002) >= 20,
+        "the caller heard {} of the callee's packets",
+        at_caller.len()
+    );
+
+    // The callee hangs up: HANGUP for LEG-B; the application hangs LEG-A up.
+    callee_request(&callee, &invite, "BYE", 1);
+    let ok = callee.recv_until(Duration::from_secs(5), |m| m.status().is_some());
+    assert_eq!(ok.status(), Some(200), "{}", ok.text);
+    call.expect_bye();
+    let r = app.wait_requests(4);
+    assert_eq!(
+        types(&r),
+        ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP", "HANGUP"]
+    );
+    let legs = &r[2]["event"]["CallDetails"]["Participants"];
+    assert_eq!(legs[0]["Status"], "Connected");
+    assert_eq!(legs[1]["Status"], "Disconnected");
+    let legs = &r[3]["event"]["CallDetails"]["Participants"];
+    assert_eq!(legs[0]["Status"], "Disconnected");
+    assert!(r.iter().all(|x| x["signature_ok"] == true));
+    wait_gauges_zero(&d);
+    let _ = CALLER;
+}
+
+#[test]
+fn sma_call_and_bridge_to_a_busy_callee_fails_the_action_and_the_caller_goes_on() {
+    let dir = temp_dir("sma-bridge-busy-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_action(20)},
+            {"expect": "ACTION_FAILED", "answer": hangup_a()},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-bridge-busy", &app, &callee);
+    let call = Call::place(&d);
+    let invite = expect_invite(&callee);
+    callee.respond(&invite, "486 Busy Here", None);
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let r = app.wait_requests(2);
+    let ev = &r[1]["event"];
+    assert_eq!(ev["InvocationEventType"], "ACTION_FAILED");
+    assert_eq!(ev["ActionData"]["Type"], "CallAndBridge");
+    assert_eq!(ev["ActionData"]["ErrorType"], "CallNotAnswered");
+    assert_eq!(
+        ev["ActionData"]["ErrorMessage"],
+        "the callee answered 486 Busy Here"
+    );
+    // The caller is still up until the application hangs it up.
+    call.expect_bye();
+    let r = app.wait_requests(3);
+    assert_eq!(types(&r), ["NEW_INBOUND_CALL", "ACTION_FAILED", "HANGUP"]);
+    wait_gauges_zero(&d);
+}
+
+#[test]
+fn sma_call_and_bridge_cancels_a_callee_ringing_past_call_timeout_seconds() {
+    let dir = temp_dir("sma-bridge-timeout-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_action(1)},
+            {"expect": "ACTION_FAILED", "answer": hangup_a()},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-bridge-timeout", &app, &callee);
+    let call = Call::place(&d);
+    let invite = expect_invite(&callee);
+    callee.respond(&invite, "180 Ringing", None);
+    let cancel = callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("CANCEL ")
+    });
+    callee.respond(&cancel, "200 OK", None);
+    callee.respond(&invite, "487 Request Terminated", None);
+    let r = app.wait_requests(2);
+    let ev = &r[1]["event"];
+    assert_eq!(ev["InvocationEventType"], "ACTION_FAILED");
+    assert_eq!(ev["ActionData"]["ErrorType"], "CallNotAnswered");
+    call.expect_bye();
+    app.wait_requests(3);
+    wait_gauges_zero(&d);
+}
+
+/// CreateSipMediaApplicationCall: the admin API places a call through the
+/// carrier; the application hears NEW_OUTBOUND_CALL (with its arguments),
+/// RINGING and CALL_ANSWERED, then plays a prompt the callee hears sample
+/// for sample, and hangs up.
+#[test]
+fn sma_create_call_rings_answers_plays_and_hangs_up() {
+    let dir = temp_dir("sma-outbound-app");
+    let callee = Ua::new(CARRIER);
+    let prompt = prompt_samples(4000);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_OUTBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "RINGING", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "CALL_ANSWERED", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "PlayAudio", "Parameters": {
+                    "AudioSource": {"Type": "File", "Path": "prompt.wav"}}},
+                {"Type": "Hangup", "Parameters": {"SipResponseCode": "0"}}]}},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-outbound", &app, &callee);
+    write_wav(&d.dir.join("prompt.wav"), &prompt);
+
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        "{\"FromPhoneNumber\":\"+14155550100\"}",
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = admin_post(
+        &d,
+        "/sip-media-applications/nope/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE}).to_string(),
+    );
+    assert_eq!(status, 404);
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE,
+                "SipHeaders": {"X-Campaign": "c7"},
+                "ArgumentsMap": {"campaign": "c7"}})
+        .to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    let txn = created["SipMediaApplicationCall"]["TransactionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let invite = expect_invite(&callee);
+    assert_eq!(
+        invite.first_line(),
+        format!("INVITE sip:{CALLEE}@{} SIP/2.0", callee.sip_addr())
+    );
+    assert_eq!(invite.header("X-Campaign").as_deref(), Some("c7"));
+    let from = invite.header("From").unwrap();
+    assert!(from.starts_with(&format!("<sip:{CALLER_ID}@")), "{from}");
+    let r = app.wait_requests(1);
+    let ev = &r[0]["event"];
+    assert_eq!(ev["InvocationEventType"], "NEW_OUTBOUND_CALL");
+    assert_eq!(ev["CallDetails"]["TransactionId"], txn.as_str());
+    assert_eq!(
+        ev["ActionData"],
+        json!({"Type": "CallCreateRequest", "Parameters": {"Arguments": {"campaign": "c7"}}})
+    );
+    let leg_a = &ev["CallDetails"]["Participants"][0];
+    assert_eq!(leg_a["Direction"], "Outbound");
+    assert_eq!(leg_a["CallId"], invite.header("Call-ID").unwrap().as_str());
+
+    callee.respond(&invite, "180 Ringing", None);
+    app.wait_requests(2);
+    callee.respond(&invite, "200 OK", Some(&callee.sdp("sendrecv")));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    // The prompt reaches the callee exactly, then trunkd's BYE.
+    let heard = receive_audio(&callee.rtp, prompt.len());
+    assert_eq!(
+        heard[..prompt.len()],
+        prompt[..],
+        "the prompt arrived altered"
+    );
+    let bye = callee.recv_until(Duration::from_secs(10), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    callee.respond(&bye, "200 OK", None);
+    let r = app.wait_requests(4);
+    assert_eq!(
+        types(&r),
+        ["NEW_OUTBOUND_CALL", "RINGING", "CALL_ANSWERED", "HANGUP"]
+    );
+    assert!(r.iter().all(|x| x["signature_ok"] == true));
+    let cdrs = wait_cdrs(&records(&d), 1);
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    assert_eq!(cdrs[0]["TransactionId"], json!(txn));
+    assert_eq!(cdrs[0]["Direction"], json!("Outbound"));
+    assert_eq!(cdrs[0]["Status"], json!("Completed"));
+    assert_eq!(cdrs[0]["SourcePhoneNumber"], json!(CALLER_ID));
+    assert_eq!(cdrs[0]["DestinationPhoneNumber"], json!(CALLEE));
+    wait_gauges_zero(&d);
+}
+
+/// The caller hangs up a bridged call: the callee gets BYE in the same
+/// turn, the application HANGUP for LEG-B then for LEG-A, and the call has
+/// one CDR.
+#[test]
+fn sma_call_and_bridge_caller_hangup_ends_the_bridged_leg_with_one_cdr() {
+    let dir = temp_dir("sma-bridge-caller-bye-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_action(20)},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-bridge-caller-bye", &app, &callee);
+    let mut call = Call::place(&d);
+    let invite = expect_invite(&callee);
+    callee.respond(&invite, "200 OK", Some(&callee.sdp("sendrecv")));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    app.wait_requests(2);
+    call.bye();
+    let bye = callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    assert_eq!(
+        bye.header("Call-ID"),
+        invite.header("Call-ID"),
+        "the bridged leg is hung up"
+    );
+    assert_eq!(bye.header("CSeq").as_deref(), Some("2 BYE"));
+    callee.respond(&bye, "200 OK", None);
+    let r = app.wait_requests(3);
+    let kinds = types(&r);
+    assert_eq!(kinds[..2], ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL"]);
+    assert!(kinds[2..].iter().all(|k| k == "HANGUP"), "{kinds:?}");
+    let cdrs = wait_cdrs(&records(&d), 1);
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    assert_eq!(cdrs[0]["VoiceConnectorId"], json!("sma-ivr"));
+    assert_eq!(cdrs[0]["Status"], json!("Completed"));
+    assert_eq!(cdrs[0]["DestinationPhoneNumber"], json!(NUMBER));
+    wait_gauges_zero(&d);
+}
+
+/// A placed call the callee rejects: the application hears
+/// NEW_OUTBOUND_CALL then HANGUP, and the CDR says why.
+#[test]
+fn sma_create_call_to_a_busy_callee_ends_with_hangup_and_a_failed_cdr() {
+    let dir = temp_dir("sma-outbound-busy-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_OUTBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-outbound-busy", &app, &callee);
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let invite = expect_invite(&callee);
+    callee.respond(&invite, "486 Busy Here", None);
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let r = app.wait_requests(2);
+    assert_eq!(types(&r), ["NEW_OUTBOUND_CALL", "HANGUP"]);
+    let cdrs = wait_cdrs(&records(&d), 1);
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    assert_eq!(cdrs[0]["Direction"], json!("Outbound"));
+    assert_eq!(cdrs[0]["Status"], json!("Failed"), "{}", cdrs[0]);
+    wait_gauges_zero(&d);
+}
+
+/// The application's Hangup with `ParticipantTag: LEG-B` hangs up the
+/// callee only: HANGUP for LEG-B, the caller still connected until the
+/// application hangs LEG-A up.
+#[test]
+fn sma_hangup_of_leg_b_ends_only_the_bridged_leg() {
+    let dir = temp_dir("sma-bridge-hangup-b-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_action(20)},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "Hangup", "Parameters": {"SipResponseCode": "0", "ParticipantTag": "LEG-B"}}]}},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "ACTION_SUCCESSFUL", "answer": hangup_a()},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-bridge-hangup-b", &app, &callee);
+    let call = Call::place(&d);
+    let invite = expect_invite(&callee);
+    callee.respond(&invite, "200 OK", Some(&callee.sdp("sendrecv")));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let bye = callee.recv_until(Duration::from_secs(10), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    assert_eq!(bye.header("Call-ID"), invite.header("Call-ID"));
+    callee.respond(&bye, "200 OK", None);
+    let r = app.wait_requests(3);
+    let legs = &r[2]["event"]["CallDetails"]["Participants"];
+    assert_eq!(r[2]["event"]["InvocationEventType"], "HANGUP");
+    assert_eq!(legs[0]["Status"], "Connected");
+    assert_eq!(legs[1]["Status"], "Disconnected");
+    assert_eq!(r[2]["event"]["ActionData"]["Type"], "Hangup");
+    // The Hangup of one leg succeeded; the application ends the call.
+    call.expect_bye();
+    let r = app.wait_requests(5);
+    assert_eq!(
+        types(&r),
+        [
+            "NEW_INBOUND_CALL",
+            "ACTION_SUCCESSFUL",
+            "HANGUP",
+            "ACTION_SUCCESSFUL",
+            "HANGUP"
+        ]
+    );
+    assert_eq!(
+        r[4]["event"]["CallDetails"]["Participants"][0]["Status"],
+        "Disconnected"
+    );
+    wait_gauges_zero(&d);
+}
+
+/// CreateSipMediaApplicationCall to SIPp as the carrier's callee
+/// (uas_answer.xml: answers, then waits for trunkd's BYE); the
+/// application plays a short prompt and hangs up.
+#[test]
+fn sma_create_call_to_a_sipp_callee() {
+    let dir = temp_dir("sma-outbound-sipp-app");
+    let port = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_answer.xml", CARRIER, port, &["-m", "1"]);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_OUTBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "RINGING", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "CALL_ANSWERED", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "PlayAudio", "Parameters": {
+                    "AudioSource": {"Type": "File", "Path": "prompt.wav"}}},
+                {"Type": "Hangup", "Parameters": {"SipResponseCode": "0"}}]}},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon_to("sma-outbound-sipp", &app, port);
+    write_wav(&d.dir.join("prompt.wav"), &prompt_samples(1600));
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (ok, out) = uas.wait(Duration::from_secs(20));
+    assert!(ok, "the SIPp callee failed:\n{out}\n{}", d.log());
+    let r = app.wait_requests(4);
+    assert_eq!(
+        types(&r),
+        ["NEW_OUTBOUND_CALL", "RINGING", "CALL_ANSWERED", "HANGUP"]
+    );
+    wait_gauges_zero(&d);
+}
+
+/// CallAndBridge to SIPp as the carrier's callee (uas_bye.xml: answers,
+/// then hangs up after 500 ms): HANGUP for LEG-B, then the application
+/// ends the caller's leg.
+#[test]
+fn sma_call_and_bridge_to_a_sipp_callee_that_hangs_up() {
+    let dir = temp_dir("sma-bridge-sipp-app");
+    let port = free_port_on(CARRIER);
+    let mut uas = SippBg::uas("uas_bye.xml", CARRIER, port, &["-m", "1"]);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_action(20)},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "HANGUP", "answer": hangup_a()},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon_to("sma-bridge-sipp", &app, port);
+    let call = Call::place(&d);
+    let (ok, out) = uas.wait(Duration::from_secs(20));
+    assert!(ok, "the SIPp callee failed:\n{out}\n{}", d.log());
+    call.expect_bye();
+    let r = app.wait_requests(4);
+    assert_eq!(
+        types(&r),
+        ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP", "HANGUP"]
+    );
+    assert_eq!(
+        r[2]["event"]["CallDetails"]["Participants"][1]["Status"],
+        "Disconnected"
+    );
+    wait_gauges_zero(&d);
+}
