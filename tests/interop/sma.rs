@@ -763,14 +763,19 @@ fn sma_a_slow_endpoint_is_given_up_for_the_next() {
 }
 
 /// No endpoint reachable: 480, and nothing is left behind.
+/// A loopback address where nothing in the suite listens.
+const NOBODY: &str = "127.0.0.66";
+
 #[test]
 fn sma_no_endpoint_reachable_is_480() {
-    let closed = free_port();
+    // An address no test listens on: a port freed on 127.0.0.1 could be
+    // taken by a parallel test's server before trunkd connects.
+    let closed = free_port_on(NOBODY);
     let d = daemon(
         "sma-unreachable",
         &format!(
             "[ {} ]",
-            endpoint(&format!("http://127.0.0.1:{closed}/sma"), 1)
+            endpoint(&format!("http://{NOBODY}:{closed}/sma"), 1)
         ),
         "",
         "",
