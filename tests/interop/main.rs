@@ -16,3 +16,4 @@ mod sma;
 mod srtp;
 mod tls;
 mod ua;
+mod weed;

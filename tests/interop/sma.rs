@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::calls::{host, records, Lab, CARRIER};
 use crate::support::*;
 use crate::ua::*;
+use crate::weed::{Weed, BUCKET};
 
 /// The Standard Webhooks example secret.
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -892,7 +893,7 @@ fn sma_garbage_twice_after_the_answer_is_a_bye() {
 
 /// A URL audio source is fetched once and served from the cache to the
 /// next call (the caller hears it exactly both times); a missing file and
-/// an S3 source (no record store here) fail the action with
+/// an S3 source (no `[[records.sinks]]` has its bucket here) fail the action with
 /// InvalidAudioSource and the call goes on.
 #[test]
 fn sma_url_audio_is_fetched_once_and_bad_sources_fail_the_action() {
@@ -974,7 +975,7 @@ fn sma_url_audio_is_fetched_once_and_bad_sources_fail_the_action() {
         s3["ErrorMessage"]
             .as_str()
             .unwrap()
-            .contains("record store"),
+            .contains("no [[records.sinks]] has the bucket \"b\""),
         "{s3}"
     );
     assert_eq!(
@@ -1241,5 +1242,128 @@ fn sma_digits_not_matching_the_regex_play_the_failure_prompt_and_retry() {
         ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP"]
     );
     assert_eq!(got[1]["event"]["ActionData"]["ReceivedDigits"], json!("12"));
+    wait_gauges_zero(&d);
+}
+
+/// S3 audio and recordings against a real store (SeaweedFS, with
+/// credentials): the prompt the test put in the bucket is heard sample for
+/// sample; a RecordAudio to an S3 destination lands in the bucket as the
+/// ActionData names it and holds the caller's audio; a bucket no sink has
+/// fails the action (InvalidActionParameter) and the call goes on.
+#[test]
+fn sma_s3_prompt_is_played_and_a_recording_lands_in_the_bucket() {
+    let weed = Weed::start("sma-s3");
+    let dir = temp_dir("sma-s3-app");
+    let prompt = prompt_samples(4000);
+    write_wav(&dir.join("welcome.wav"), &prompt);
+    weed.put_object(
+        "prompts/welcome.wav",
+        &std::fs::read(dir.join("welcome.wav")).unwrap(),
+    );
+    let answer = |actions: Vec<Value>| json!({"SchemaVersion": "1.0", "Actions": actions});
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": answer(vec![json!({"Type": "PlayAudio", "Parameters": {
+                "AudioSource": {"Type": "S3", "BucketName": BUCKET, "Key": "prompts/welcome.wav"}}})])},
+            {"expect": "ACTION_SUCCESSFUL", "answer": answer(vec![json!({"Type": "RecordAudio", "Parameters": {
+                "DurationInSeconds": 2,
+                "RecordingDestination": {"Type": "S3", "BucketName": BUCKET, "Prefix": "messages"}}})])},
+            {"expect": "ACTION_SUCCESSFUL", "answer": answer(vec![json!({"Type": "RecordAudio", "Parameters": {
+                "DurationInSeconds": 2,
+                "RecordingDestination": {"Type": "S3", "BucketName": "nobody-has-it", "Prefix": "m"}}})])},
+            {"expect": "ACTION_FAILED", "answer": answer(vec![json!({"Type": "Hangup", "Parameters": {}})])},
+            {"expect": "HANGUP", "answer": answer(vec![])}
+        ]),
+        None,
+    );
+    let d = daemon(
+        "sma-s3",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        "",
+        &format!(
+            "\n{}",
+            crate::record_store::records_section(&[(
+                "s3",
+                &weed.endpoint(),
+                crate::weed::SECRET_KEY
+            )])
+        ),
+    );
+    let call = Call::place(&d);
+    let (rtp, sender) = caller_rtp(&call.ua.rtp, call.trunkd_rtp);
+    let heard = receive_audio(&call.ua.rtp, prompt.len());
+    assert_eq!(heard, prompt, "the prompt from the bucket arrived altered");
+    call.expect_bye();
+    rtp.send(Rtp::Stop).unwrap();
+    sender.join().unwrap();
+    let got = app.wait_requests(5);
+    assert_eq!(
+        types(&got),
+        [
+            "NEW_INBOUND_CALL",
+            "ACTION_SUCCESSFUL",
+            "ACTION_SUCCESSFUL",
+            "ACTION_FAILED",
+            "HANGUP"
+        ]
+    );
+    let txn = got[0]["event"]["CallDetails"]["TransactionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rec = &got[2]["event"]["ActionData"];
+    assert_eq!(rec["Type"], json!("RecordAudio"));
+    let key = format!("messages/{txn}-1.wav");
+    assert_eq!(
+        rec["RecordingDestination"],
+        json!({"Type": "S3", "BucketName": BUCKET, "Key": key})
+    );
+    let failed = &got[3]["event"]["ActionData"];
+    assert_eq!(failed["ErrorType"], json!("InvalidActionParameter"));
+    assert!(
+        failed["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("no [[records.sinks]] has the bucket \"nobody-has-it\""),
+        "{failed}"
+    );
+    // The upload runs after the action: wait for the object (bounded).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let bytes = loop {
+        if let Some(b) = weed.objects().remove(&key) {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} never reached the bucket: {:?}",
+            weed.objects().keys().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let local = dir.join("from-bucket.wav");
+    std::fs::write(&local, &bytes).unwrap();
+    let (rate, samples) = read_wav(&local);
+    assert_eq!(rate, 8000);
+    let secs = samples.len() as f64 / 8000.0;
+    assert!((1.7..=2.3).contains(&secs), "recorded {secs} s");
+    let loud = samples.iter().filter(|s| s.unsigned_abs() > 4000).count();
+    assert!(
+        loud > samples.len() / 2,
+        "the recording is not the caller's audio ({loud} of {} loud)",
+        samples.len()
+    );
+    // Once uploaded, the local copy is gone.
+    let spare = d
+        .dir
+        .join("var")
+        .join("sma-recordings")
+        .join(format!("{txn}-1.wav"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while spare.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!spare.exists(), "{} kept after the upload", spare.display());
     wait_gauges_zero(&d);
 }
