@@ -1367,3 +1367,158 @@ fn sma_s3_prompt_is_played_and_a_recording_lands_in_the_bucket() {
     assert!(!spare.exists(), "{} kept after the upload", spare.display());
     wait_gauges_zero(&d);
 }
+
+/// A 16-bit PCM WAV file: (channels, rate, interleaved samples).
+fn read_wav_channels(bytes: &[u8]) -> (u16, u32, Vec<i16>) {
+    assert_eq!(&bytes[..4], b"RIFF");
+    let mut i = 12;
+    let (mut channels, mut rate) = (0, 0);
+    while i + 8 <= bytes.len() {
+        let id = &bytes[i..i + 4];
+        let len = u32::from_le_bytes(bytes[i + 4..i + 8].try_into().unwrap()) as usize;
+        let body = &bytes[i + 8..(i + 8 + len).min(bytes.len())];
+        if id == b"fmt " {
+            channels = u16::from_le_bytes([body[2], body[3]]);
+            rate = u32::from_le_bytes(body[4..8].try_into().unwrap());
+        }
+        if id == b"data" {
+            let s = body
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            return (channels, rate, s);
+        }
+        i += 8 + len + (len & 1);
+    }
+    panic!("no data chunk");
+}
+
+/// Where `needle` starts in `hay`, if it is there whole.
+fn find(hay: &[i16], needle: &[i16]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// StartCallRecording/StopCallRecording: BOTH is a stereo file, the
+/// caller left and trunkd's prompt right (sample for sample), in the
+/// File destination's directory; INCOMING to an S3 destination still
+/// running at hangup is finished and lands in the bucket.
+#[test]
+fn sma_call_recording_both_tracks_to_a_file_and_incoming_to_the_bucket() {
+    let weed = Weed::start("sma-callrec");
+    let dir = temp_dir("sma-callrec-app");
+    let prompt = prompt_samples(4000);
+    let answer = |actions: Vec<Value>| json!({"SchemaVersion": "1.0", "Actions": actions});
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": answer(vec![
+                json!({"Type": "StartCallRecording", "Parameters": {
+                    "Track": "BOTH", "Destination": {"Type": "File", "Path": "calls"}}}),
+                json!({"Type": "PlayAudio", "Parameters": {
+                    "AudioSource": {"Type": "File", "Path": "prompt.wav"}}}),
+                json!({"Type": "Pause", "Parameters": {"DurationInMilliseconds": 1000}}),
+                json!({"Type": "StopCallRecording", "Parameters": {}}),
+                json!({"Type": "Hangup", "Parameters": {}})])},
+            {"expect": "HANGUP", "answer": answer(vec![])},
+            {"expect": "NEW_INBOUND_CALL", "answer": answer(vec![
+                json!({"Type": "StartCallRecording", "Parameters": {
+                    "Track": "INCOMING",
+                    "Destination": {"Type": "S3", "Location": format!("{BUCKET}/calls")}}})])},
+            {"expect": "ACTION_SUCCESSFUL", "answer": answer(vec![
+                json!({"Type": "Pause", "Parameters": {"DurationInMilliseconds": 1500}}),
+                json!({"Type": "Hangup", "Parameters": {}})])},
+            {"expect": "HANGUP", "answer": answer(vec![])}
+        ]),
+        None,
+    );
+    let d = daemon(
+        "sma-callrec",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        "",
+        &format!(
+            "\n{}",
+            crate::record_store::records_section(&[(
+                "s3",
+                &weed.endpoint(),
+                crate::weed::SECRET_KEY
+            )])
+        ),
+    );
+    write_wav(&d.dir.join("prompt.wav"), &prompt);
+
+    // 1: BOTH, to a file.
+    let call = Call::place(&d);
+    let (rtp, sender) = caller_rtp(&call.ua.rtp, call.trunkd_rtp);
+    let heard = receive_audio(&call.ua.rtp, prompt.len());
+    assert_eq!(heard, prompt);
+    call.expect_bye();
+    rtp.send(Rtp::Stop).unwrap();
+    sender.join().unwrap();
+    let got = app.wait_requests(2);
+    assert_eq!(types(&got), ["NEW_INBOUND_CALL", "HANGUP"]);
+    let txn = got[0]["event"]["CallDetails"]["TransactionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = d.dir.join("calls").join(format!("{txn}-call-1.wav"));
+    let (channels, rate, s) = read_wav_channels(&std::fs::read(&path).unwrap());
+    assert_eq!((channels, rate), (2, 8000));
+    let left: Vec<i16> = s.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = s.iter().skip(1).step_by(2).copied().collect();
+    let secs = left.len() as f64 / 8000.0;
+    // The prompt (0.5 s) and the pause (1 s), from the answer on.
+    assert!((1.3..=2.2).contains(&secs), "recorded {secs} s");
+    let loud = left.iter().filter(|s| s.unsigned_abs() > 4000).count();
+    assert!(
+        loud > left.len() / 2,
+        "the left channel is not the caller ({loud} of {} loud)",
+        left.len()
+    );
+    assert!(
+        find(&right, &prompt).is_some(),
+        "the right channel does not hold the prompt"
+    );
+    assert!(
+        find(&left, &prompt[..160]).is_none(),
+        "the prompt leaked into the caller's channel"
+    );
+
+    // 2: INCOMING, to the bucket, still running at the hangup.
+    let call = Call::place(&d);
+    let (rtp, sender) = caller_rtp(&call.ua.rtp, call.trunkd_rtp);
+    call.expect_bye();
+    rtp.send(Rtp::Stop).unwrap();
+    sender.join().unwrap();
+    let got = app.wait_requests(5);
+    assert_eq!(
+        types(&got[2..]),
+        ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP"]
+    );
+    let txn = got[2]["event"]["CallDetails"]["TransactionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = format!("calls/{txn}-call-1.wav");
+    let data = &got[3]["event"]["ActionData"];
+    assert_eq!(data["Type"], json!("StartCallRecording"));
+    assert_eq!(
+        data["CallRecordingDestination"],
+        json!({"Type": "S3", "BucketName": BUCKET, "Key": key})
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let bytes = loop {
+        if let Some(b) = weed.objects().remove(&key) {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "{key} never reached the bucket");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (channels, rate, s) = read_wav_channels(&bytes);
+    assert_eq!((channels, rate), (1, 8000));
+    let secs = s.len() as f64 / 8000.0;
+    assert!((1.2..=2.0).contains(&secs), "recorded {secs} s");
+    let loud = s.iter().filter(|s| s.unsigned_abs() > 4000).count();
+    assert!(loud > s.len() / 2, "{loud} of {} loud", s.len());
+    wait_gauges_zero(&d);
+}

@@ -160,6 +160,19 @@ struct Driver {
     /// Where the running RecordAudio's file goes once written, when its
     /// destination is a bucket.
     upload: Option<S3Target>,
+    /// The call recording asked for (StartCallRecording not yet answered).
+    call_recording_starting: Option<CallRecordingTarget>,
+    /// The call recording running.
+    call_recording: Option<CallRecordingTarget>,
+}
+
+/// Where a call recording is written, and delivered once stopped.
+#[derive(Debug, Clone)]
+struct CallRecordingTarget {
+    /// The bucket's object, when the destination is S3.
+    upload: Option<S3Target>,
+    /// The destination as ActionData reports it (`CallRecordingDestination`).
+    reported: MediaRef,
 }
 
 /// An object to write: the sink whose bucket it is, and its key.
@@ -237,6 +250,8 @@ pub async fn run(
         actions,
         recordings: 0,
         upload: None,
+        call_recording_starting: None,
+        call_recording: None,
         config,
     };
     info!("application call started");
@@ -255,6 +270,8 @@ pub async fn run(
                     events_open = ev.is_some();
                     if !hung_up {
                         hung_up = true;
+                        // The call task finished the file before its Hangup.
+                        d.deliver_call_recording(None);
                         d.session.handle(Instant::now(), Input::Hangup { participant: ParticipantTag::LegA });
                     }
                     if !events_open {
@@ -372,10 +389,19 @@ impl Driver {
         let now = Instant::now();
         match e {
             AppEvent::Answered => self.session.handle(now, Input::Answered),
-            AppEvent::ActionSucceeded { data, .. } => {
+            AppEvent::ActionSucceeded { action, data } => {
                 let mut result = ActionResult::default();
+                if action == "StartCallRecording" {
+                    if let Some(t) = self.call_recording_starting.take() {
+                        result.call_recording_destination = Some(t.reported.clone());
+                        self.call_recording = Some(t);
+                    }
+                }
                 match data {
                     ActionData::None => {}
+                    ActionData::CallRecording { path, .. } => {
+                        self.deliver_call_recording(Some(path));
+                    }
                     ActionData::Digits(d) => result.received_digits = Some(d),
                     ActionData::Recording {
                         path, terminator, ..
@@ -415,6 +441,7 @@ impl Driver {
 
     fn action_failed(&mut self, error_type: String, error_message: String) {
         self.upload = None;
+        self.call_recording_starting = None;
         debug!(%error_type, %error_message, "action failed");
         self.shared
             .metrics
@@ -527,9 +554,15 @@ impl Driver {
                 self.prepare(action);
                 return;
             }
-            Action::CallAndBridge(_)
-            | Action::StartCallRecording(_)
-            | Action::StopCallRecording(_) => Err((
+            Action::StartCallRecording(r) => {
+                self.call_recording_path(&r.destination)
+                    .map(|path| AppAction::StartCallRecording {
+                        path,
+                        track: r.track,
+                    })
+            }
+            Action::StopCallRecording(_) => Ok(AppAction::StopCallRecording),
+            Action::CallAndBridge(_) => Err((
                 "SystemException".to_owned(),
                 format!("{} is not supported by trunkd yet", action.name()),
             )),
@@ -589,6 +622,86 @@ impl Driver {
         };
         self.recordings += 1;
         Ok(dir.join(format!("{}-{}.wav", self.transaction_id, self.recordings)))
+    }
+
+    /// Where a call recording writes: `<dir>/<transaction id>-call-<n>.wav`
+    /// in the `File` destination's directory, or in the recording
+    /// directory before it goes to the bucket as
+    /// `<prefix>/<transaction id>-call-<n>.wav`.
+    fn call_recording_path(&mut self, dest: &MediaRef) -> Result<PathBuf, (String, String)> {
+        let name = format!("{}-call-{}.wav", self.transaction_id, self.recordings + 1);
+        let (dir, target) = match dest {
+            MediaRef::File { path } => {
+                let dir = audio::resolve(&config_dir(&self.config), path);
+                let reported = MediaRef::File {
+                    path: dir.join(&name).display().to_string(),
+                };
+                (
+                    dir,
+                    CallRecordingTarget {
+                        upload: None,
+                        reported,
+                    },
+                )
+            }
+            MediaRef::S3 { bucket_name, key } => {
+                let Some(sink) = sink_for(&self.config, bucket_name) else {
+                    return Err((
+                        INVALID_PARAMETER.to_owned(),
+                        format!(
+                            "no [[records.sinks]] has the bucket {bucket_name:?}; S3 destinations use a configured sink's"
+                        ),
+                    ));
+                };
+                let key = object_key(key, &name);
+                (
+                    self.config
+                        .settings
+                        .applications
+                        .recording_directory
+                        .clone(),
+                    CallRecordingTarget {
+                        upload: Some(S3Target {
+                            sink: sink.clone(),
+                            key: key.clone(),
+                        }),
+                        reported: MediaRef::S3 {
+                            bucket_name: bucket_name.clone(),
+                            key,
+                        },
+                    },
+                )
+            }
+            MediaRef::Url { .. } => {
+                return Err((
+                    INVALID_PARAMETER.to_owned(),
+                    "URL recording destinations are not supported; use File or S3".to_owned(),
+                ))
+            }
+        };
+        self.recordings += 1;
+        self.call_recording_starting = Some(target);
+        Ok(dir.join(name))
+    }
+
+    /// The running call recording is over (stopped, or the call ended):
+    /// uploads its file when its destination is a bucket. `path` is the
+    /// file when the stop reported it; at hangup it is the one started.
+    fn deliver_call_recording(&mut self, path: Option<PathBuf>) {
+        let Some(t) = self.call_recording.take() else {
+            return;
+        };
+        let Some(upload) = t.upload else {
+            return;
+        };
+        let path = path.unwrap_or_else(|| {
+            self.config
+                .settings
+                .applications
+                .recording_directory
+                .join(upload.key.rsplit('/').next().unwrap_or(&upload.key))
+        });
+        self.start_upload(path, upload);
     }
 
     /// Uploads a finished recording on a task of its own, which outlives
