@@ -1522,3 +1522,118 @@ fn sma_call_recording_both_tracks_to_a_file_and_incoming_to_the_bucket() {
     assert!(loud > s.len() / 2, "{loud} of {} loud", s.len());
     wait_gauges_zero(&d);
 }
+
+/// The issue's proof: baresip calls the rule's number over TLS with SRTP
+/// required; the application plays a prompt and collects a digit, which
+/// baresip sends as DTMF from its console; the prompt reaches baresip
+/// (decrypted, in its aufile output) and the application gets the digit.
+#[test]
+fn sma_baresip_srtp_over_tls_hears_the_prompt_and_sends_a_digit() {
+    use crate::baresip::{Baresip, Certs};
+    let dir = temp_dir("sma-baresip-app");
+    let prompt = prompt_samples(8000);
+    let answer = |actions: Vec<Value>| json!({"SchemaVersion": "1.0", "Actions": actions});
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": answer(vec![json!({"Type": "PlayAudioAndGetDigits", "Parameters": {
+                "AudioSource": {"Type": "File", "Path": "prompt.wav"},
+                "MinNumberOfDigits": 1, "MaxNumberOfDigits": 1,
+                "InBetweenDigitsDurationInMilliseconds": 8000}})])},
+            {"expect": "ACTION_SUCCESSFUL", "answer": answer(vec![json!({"Type": "Hangup", "Parameters": {}})])},
+            {"expect": "HANGUP", "answer": answer(vec![])}
+        ]),
+        None,
+    );
+    let certs = Certs::new("sma-baresip");
+    let ports = Ports::pick();
+    let tls = free_port();
+    let text = crate::tls::tls_daemon_sections(ports, tls, &certs.cert, &certs.key, &certs.ca)
+        + &format!(
+            r#"
+[[carriers]]
+id = "carrier-a"
+# baresip's TLS connections come from 127.0.0.1 whatever it listens on.
+source_cidrs = ["127.0.0.1/32", "127.0.0.2/32"]
+hosts = [ {{ host = "127.0.0.2", port = 9 }} ]
+[[numbers]]
+e164_phone_number = "{NUMBER}"
+product_type = "SipMediaApplicationDialIn"
+[[sip_media_applications]]
+id = "sma-ivr"
+endpoints = [ {} ]
+[[sip_rules]]
+id = "rule-1"
+trigger_type = "ToPhoneNumber"
+trigger_value = "{NUMBER}"
+target_applications = [ {{ sip_media_application_id = "sma-ivr", priority = 1 }} ]
+"#,
+            endpoint(&app.url(), 1)
+        );
+    let d = Daemon::start("sma-baresip", ports, &text);
+    write_wav(&d.dir.join("prompt.wav"), &prompt);
+    let target = format!("127.0.0.1:{tls};transport=tls");
+    let mut phone = Baresip::start_keyed(
+        "sma-srtp",
+        CARRIER,
+        &format!("<sip:{CALLER}@{target}>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU"),
+        &[format!("/dial sip:{NUMBER}@{target}")],
+        6,
+        Duration::from_secs(12),
+        // sndfile dumps what baresip decoded (`…-dec.wav`) and sent.
+        &format!(
+            "{}module sndfile.so\nsnd_path {}\n",
+            certs.baresip(),
+            dir.display()
+        ),
+    );
+    let got = app.wait_requests(1);
+    assert_eq!(types(&got), ["NEW_INBOUND_CALL"]);
+    // The prompt is 1 s: press the key once it has played.
+    std::thread::sleep(Duration::from_millis(1500));
+    phone.press("7");
+    let got = app.wait_requests(3);
+    let log = phone.log();
+    assert_eq!(
+        types(&got),
+        ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP"],
+        "baresip:\n{log}"
+    );
+    assert_eq!(got[1]["event"]["ActionData"]["ReceivedDigits"], json!("7"));
+    assert!(phone.wait(Duration::from_secs(15)), "baresip quits");
+    let log = phone.log();
+    assert!(log.contains("SRTP is Enabled"), "{log}");
+    // What baresip played out: the prompt, decrypted and decoded.
+    let dump = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .unwrap_or_else(|| panic!("no sndfile dump in {}:\n{log}", dir.display()));
+    let (channels, rate, played) = read_wav_channels(&std::fs::read(&dump).unwrap());
+    assert_eq!((channels, rate), (1, 8000));
+    // baresip's μ-law table decodes the zero code to 2 (trunkd and this
+    // test to 0); every other sample must be the prompt's, in order, from
+    // a fifth of a second in (baresip's jitter buffer may drop the first
+    // packets).
+    let same = |a: i16, b: i16| a == b || (a == 0 && b == 2);
+    let at = played
+        .windows(160)
+        .position(|w| w.iter().zip(&prompt[1600..1760]).all(|(&p, &q)| same(q, p)))
+        .unwrap_or_else(|| {
+            panic!(
+                "the prompt's start is not in baresip's output ({} samples)",
+                played.len()
+            )
+        });
+    let (heard, expected) = (&played[at..], &prompt[1600..]);
+    let n = heard.len().min(expected.len());
+    assert!(n >= 4800, "only {n} samples of the prompt were played out");
+    let first_diff = (0..n).find(|&i| !same(expected[i], heard[i]));
+    assert_eq!(first_diff, None, "the prompt arrived altered");
+    // The session was SRTP: the call came over TLS.
+    let tls_requests = d.metric("sip_messages_received_total{transport=\"tls\",kind=\"request\"}");
+    assert!(tls_requests.is_some_and(|n| n >= 2.0), "{tls_requests:?}");
+    wait_gauges_zero(&d);
+}
