@@ -526,7 +526,7 @@ async fn execute(
         next_seq: 0,
         next_ts: 0,
     };
-    let player = |samples: &Arc<[i16]>, repeat: u32| {
+    let player_from = |samples: &Arc<[i16]>, repeat: u32, start: RtpContinuity| {
         Player::new(
             samples.clone(),
             PlayerConfig {
@@ -538,6 +538,7 @@ async fn execute(
             },
         )
     };
+    let player = |samples: &Arc<[i16]>, repeat: u32| player_from(samples, repeat, start);
     let event = match &action {
         AppAction::Pause { duration } => {
             let sleep = tokio::time::sleep(*duration);
@@ -589,15 +590,24 @@ async fn execute(
             regex,
         } => {
             let mut outcome = None;
+            // The prompts of one action continue one RTP timeline (with
+            // the time between them): a call recording places them by it.
+            let mut next = start;
+            let mut ended: Option<Instant> = None;
             for attempt in 0..(*attempts).max(1) {
                 if attempt > 0 {
                     if let Some(f) = failure_samples {
-                        let mut p = player(f, 1);
+                        let mut p = player_from(f, 1, after(next, ended));
                         let _ = m.endpoint.play(&mut p).await;
+                        next = p.continuity();
+                        ended = Some(Instant::now());
                     }
                 }
                 while digits.try_recv().is_ok() {}
-                let got = prompt_and_collect(&m, player(samples, 1), spec, &mut digits).await;
+                let mut prompt = player_from(samples, 1, after(next, ended));
+                let got = prompt_and_collect(&m, &mut prompt, spec, &mut digits).await;
+                next = prompt.continuity();
+                ended = Some(got.prompt_ended);
                 let event = match regex {
                     // Enough digits, but not what the application accepts:
                     // a failed attempt, as the managed service counts it.
@@ -655,10 +665,31 @@ async fn execute(
 }
 
 /// Digits collected so far.
-#[derive(Default)]
 struct Collected {
     digits: String,
     terminated: bool,
+    /// When the prompt before them stopped.
+    prompt_ended: Instant,
+}
+
+impl Default for Collected {
+    fn default() -> Self {
+        Collected {
+            digits: String::new(),
+            terminated: false,
+            prompt_ended: Instant::now(),
+        }
+    }
+}
+
+/// `next` moved on by the time since `ended` (whole 20 ms packets), so
+/// that a prompt played after a pause keeps its place on the timeline.
+fn after(mut next: RtpContinuity, ended: Option<Instant>) -> RtpContinuity {
+    if let Some(e) = ended {
+        let packets = (e.elapsed().as_millis() / 20) as u32;
+        next.next_ts = next.next_ts.wrapping_add(packets.wrapping_mul(160));
+    }
+    next
 }
 
 impl Collected {
@@ -695,13 +726,13 @@ impl Collected {
 /// collects the rest.
 async fn prompt_and_collect(
     m: &Media,
-    mut prompt: Player,
+    prompt: &mut Player,
     spec: &DigitCollection,
     digits: &mut mpsc::Receiver<char>,
 ) -> Collected {
     let mut got = Collected::default();
     {
-        let play = m.endpoint.play(&mut prompt);
+        let play = m.endpoint.play(prompt);
         tokio::pin!(play);
         tokio::select! {
             _ = &mut play => {}
@@ -709,6 +740,7 @@ async fn prompt_and_collect(
         }
     }
     let _ = m.endpoint.stop();
+    got.prompt_ended = Instant::now();
     collect(spec, digits, got).await
 }
 
