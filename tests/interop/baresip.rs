@@ -16,6 +16,9 @@ use crate::tls::{cert_dir, tls_daemon_sections, write_leaf, Ca};
 /// PID it was started with) when dropped.
 pub struct Baresip {
     child: Option<Child>,
+    /// Its stdin, when started with [`Baresip::start_keyed`]: the stdio
+    /// module reads keys from it (digits in a call are sent as DTMF).
+    keys: Option<std::process::ChildStdin>,
     pub dir: PathBuf,
     /// SIP over UDP/TCP; baresip listens for TLS on the next port when it
     /// has a certificate.
@@ -73,6 +76,60 @@ impl Baresip {
         quit_after: Duration,
         extra_config: &str,
     ) -> Baresip {
+        Self::spawn(
+            tag,
+            ip,
+            account,
+            commands,
+            tone_seconds,
+            quit_after,
+            extra_config,
+            false,
+        )
+    }
+
+    /// As [`Baresip::start`], with a pipe for stdin: [`Baresip::press`]
+    /// types keys into its console.
+    pub fn start_keyed(
+        tag: &str,
+        ip: &str,
+        account: &str,
+        commands: &[String],
+        tone_seconds: u32,
+        quit_after: Duration,
+        extra_config: &str,
+    ) -> Baresip {
+        Self::spawn(
+            tag,
+            ip,
+            account,
+            commands,
+            tone_seconds,
+            quit_after,
+            extra_config,
+            true,
+        )
+    }
+
+    /// Types `keys` into baresip's console (in a call, digits are DTMF).
+    pub fn press(&mut self, keys: &str) {
+        use std::io::Write;
+        let stdin = self.keys.as_mut().expect("started with start_keyed");
+        stdin.write_all(keys.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        tag: &str,
+        ip: &str,
+        account: &str,
+        commands: &[String],
+        tone_seconds: u32,
+        quit_after: Duration,
+        extra_config: &str,
+        keyed: bool,
+    ) -> Baresip {
         let dir = temp_dir(&format!("baresip-{tag}"));
         let tone = dir.join("tone.wav");
         write_tone(&tone, tone_seconds);
@@ -110,13 +167,14 @@ impl Baresip {
             cmd.arg("-e").arg(c);
         }
         cmd.arg("-t").arg(quit_after.as_secs().max(1).to_string());
-        let child = cmd
-            .stdin(Stdio::null())
+        let mut child = cmd
+            .stdin(if keyed { Stdio::piped() } else { Stdio::null() })
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("baresip is installed (scripts/test installs it)");
         Baresip {
+            keys: child.stdin.take(),
             child: Some(child),
             dir,
             sip_port: sip,
@@ -236,15 +294,15 @@ fn baresip_srtp_call_to_a_plain_sipp_carrier_carries_audio_both_ways() {
 /// SIPp carrier on 127.0.0.2.
 /// The lab's certificates: a test CA, trunkd's for 127.0.0.1 and
 /// baresip's for 127.0.0.3.
-struct Certs {
+pub(crate) struct Certs {
     dir: PathBuf,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 impl Certs {
-    fn new(tag: &str) -> Certs {
+    pub(crate) fn new(tag: &str) -> Certs {
         let dir = cert_dir(tag);
         let ca = Ca::new();
         let ca_file = ca.write(&dir);
@@ -261,7 +319,7 @@ impl Certs {
     }
 
     /// baresip's TLS config lines: its certificate and the test CA.
-    fn baresip(&self) -> String {
+    pub(crate) fn baresip(&self) -> String {
         format!(
             "sip_certificate {}\nsip_cafile {}\n",
             self.dir.join("pbx.pem").display(),

@@ -17,3 +17,4 @@ mod sma_bridge;
 mod srtp;
 mod tls;
 mod ua;
+mod weed;

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::calls::{host, records, Lab, CARRIER};
 use crate::support::*;
 use crate::ua::*;
+use crate::weed::{Weed, BUCKET};
 
 /// The Standard Webhooks example secret.
 pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -897,7 +898,7 @@ fn sma_garbage_twice_after_the_answer_is_a_bye() {
 
 /// A URL audio source is fetched once and served from the cache to the
 /// next call (the caller hears it exactly both times); a missing file and
-/// an S3 source (no record store here) fail the action with
+/// an S3 source (no `[[records.sinks]]` has its bucket here) fail the action with
 /// InvalidAudioSource and the call goes on.
 #[test]
 fn sma_url_audio_is_fetched_once_and_bad_sources_fail_the_action() {
@@ -979,7 +980,7 @@ fn sma_url_audio_is_fetched_once_and_bad_sources_fail_the_action() {
         s3["ErrorMessage"]
             .as_str()
             .unwrap()
-            .contains("record store"),
+            .contains("no [[records.sinks]] has the bucket \"b\""),
         "{s3}"
     );
     assert_eq!(
@@ -1246,5 +1247,398 @@ fn sma_digits_not_matching_the_regex_play_the_failure_prompt_and_retry() {
         ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP"]
     );
     assert_eq!(got[1]["event"]["ActionData"]["ReceivedDigits"], json!("12"));
+    wait_gauges_zero(&d);
+}
+
+/// S3 audio and recordings against a real store (SeaweedFS, with
+/// credentials): the prompt the test put in the bucket is heard sample for
+/// sample; a RecordAudio to an S3 destination lands in the bucket as the
+/// ActionData names it and holds the caller's audio; a bucket no sink has
+/// fails the action (InvalidActionParameter) and the call goes on.
+#[test]
+fn sma_s3_prompt_is_played_and_a_recording_lands_in_the_bucket() {
+    let weed = Weed::start("sma-s3");
+    let dir = temp_dir("sma-s3-app");
+    let prompt = prompt_samples(4000);
+    write_wav(&dir.join("welcome.wav"), &prompt);
+    weed.put_object(
+        "prompts/welcome.wav",
+        &std::fs::read(dir.join("welcome.wav")).unwrap(),
+    );
+    let answer = |actions: Vec<Value>| json!({"SchemaVersion": "1.0", "Actions": actions});
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": answer(vec![json!({"Type": "PlayAudio", "Parameters": {
+                "AudioSource": {"Type": "S3", "BucketName": BUCKET, "Key": "prompts/welcome.wav"}}})])},
+            {"expect": "ACTION_SUCCESSFUL", "answer": answer(vec![json!({"Type": "RecordAudio", "Parameters": {
+                "DurationInSeconds": 2,
+                "RecordingDestination": {"Type": "S3", "BucketName": BUCKET, "Prefix": "messages"}}})])},
+            {"expect": "ACTION_SUCCESSFUL", "answer": answer(vec![json!({"Type": "RecordAudio", "Parameters": {
+                "DurationInSeconds": 2,
+                "RecordingDestination": {"Type": "S3", "BucketName": "nobody-has-it", "Prefix": "m"}}})])},
+            {"expect": "ACTION_FAILED", "answer": answer(vec![json!({"Type": "Hangup", "Parameters": {}})])},
+            {"expect": "HANGUP", "answer": answer(vec![])}
+        ]),
+        None,
+    );
+    let d = daemon(
+        "sma-s3",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        "",
+        &format!(
+            "\n{}",
+            crate::record_store::records_section(&[(
+                "s3",
+                &weed.endpoint(),
+                crate::weed::SECRET_KEY
+            )])
+        ),
+    );
+    let call = Call::place(&d);
+    let (rtp, sender) = caller_rtp(&call.ua.rtp, call.trunkd_rtp);
+    let heard = receive_audio(&call.ua.rtp, prompt.len());
+    assert_eq!(heard, prompt, "the prompt from the bucket arrived altered");
+    call.expect_bye();
+    rtp.send(Rtp::Stop).unwrap();
+    sender.join().unwrap();
+    let got = app.wait_requests(5);
+    assert_eq!(
+        types(&got),
+        [
+            "NEW_INBOUND_CALL",
+            "ACTION_SUCCESSFUL",
+            "ACTION_SUCCESSFUL",
+            "ACTION_FAILED",
+            "HANGUP"
+        ]
+    );
+    let txn = got[0]["event"]["CallDetails"]["TransactionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rec = &got[2]["event"]["ActionData"];
+    assert_eq!(rec["Type"], json!("RecordAudio"));
+    let key = format!("messages/{txn}-1.wav");
+    assert_eq!(
+        rec["RecordingDestination"],
+        json!({"Type": "S3", "BucketName": BUCKET, "Key": key})
+    );
+    let failed = &got[3]["event"]["ActionData"];
+    assert_eq!(failed["ErrorType"], json!("InvalidActionParameter"));
+    assert!(
+        failed["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("no [[records.sinks]] has the bucket \"nobody-has-it\""),
+        "{failed}"
+    );
+    // The upload runs after the action: wait for the object (bounded).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let bytes = loop {
+        if let Some(b) = weed.objects().remove(&key) {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} never reached the bucket: {:?}",
+            weed.objects().keys().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let local = dir.join("from-bucket.wav");
+    std::fs::write(&local, &bytes).unwrap();
+    let (rate, samples) = read_wav(&local);
+    assert_eq!(rate, 8000);
+    let secs = samples.len() as f64 / 8000.0;
+    assert!((1.7..=2.3).contains(&secs), "recorded {secs} s");
+    let loud = samples.iter().filter(|s| s.unsigned_abs() > 4000).count();
+    assert!(
+        loud > samples.len() / 2,
+        "the recording is not the caller's audio ({loud} of {} loud)",
+        samples.len()
+    );
+    // Once uploaded, the local copy is gone.
+    let spare = d
+        .dir
+        .join("var")
+        .join("sma-recordings")
+        .join(format!("{txn}-1.wav"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while spare.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!spare.exists(), "{} kept after the upload", spare.display());
+    wait_gauges_zero(&d);
+}
+
+/// A 16-bit PCM WAV file: (channels, rate, interleaved samples).
+fn read_wav_channels(bytes: &[u8]) -> (u16, u32, Vec<i16>) {
+    assert_eq!(&bytes[..4], b"RIFF");
+    let mut i = 12;
+    let (mut channels, mut rate) = (0, 0);
+    while i + 8 <= bytes.len() {
+        let id = &bytes[i..i + 4];
+        let len = u32::from_le_bytes(bytes[i + 4..i + 8].try_into().unwrap()) as usize;
+        let body = &bytes[i + 8..(i + 8 + len).min(bytes.len())];
+        if id == b"fmt " {
+            channels = u16::from_le_bytes([body[2], body[3]]);
+            rate = u32::from_le_bytes(body[4..8].try_into().unwrap());
+        }
+        if id == b"data" {
+            let s = body
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            return (channels, rate, s);
+        }
+        i += 8 + len + (len & 1);
+    }
+    panic!("no data chunk");
+}
+
+/// Where `needle` starts in `hay`, if it is there whole.
+fn find(hay: &[i16], needle: &[i16]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// StartCallRecording/StopCallRecording: BOTH is a stereo file, the
+/// caller left and trunkd's prompt right (sample for sample), in the
+/// File destination's directory; INCOMING to an S3 destination still
+/// running at hangup is finished and lands in the bucket.
+#[test]
+fn sma_call_recording_both_tracks_to_a_file_and_incoming_to_the_bucket() {
+    let weed = Weed::start("sma-callrec");
+    let dir = temp_dir("sma-callrec-app");
+    let prompt = prompt_samples(4000);
+    let answer = |actions: Vec<Value>| json!({"SchemaVersion": "1.0", "Actions": actions});
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": answer(vec![
+                json!({"Type": "StartCallRecording", "Parameters": {
+                    "Track": "BOTH", "Destination": {"Type": "File", "Path": "calls"}}}),
+                json!({"Type": "PlayAudio", "Parameters": {
+                    "AudioSource": {"Type": "File", "Path": "prompt.wav"}}}),
+                json!({"Type": "Pause", "Parameters": {"DurationInMilliseconds": 1000}}),
+                json!({"Type": "StopCallRecording", "Parameters": {}}),
+                json!({"Type": "Hangup", "Parameters": {}})])},
+            {"expect": "HANGUP", "answer": answer(vec![])},
+            {"expect": "NEW_INBOUND_CALL", "answer": answer(vec![
+                json!({"Type": "StartCallRecording", "Parameters": {
+                    "Track": "INCOMING",
+                    "Destination": {"Type": "S3", "Location": format!("{BUCKET}/calls")}}})])},
+            {"expect": "ACTION_SUCCESSFUL", "answer": answer(vec![
+                json!({"Type": "Pause", "Parameters": {"DurationInMilliseconds": 1500}}),
+                json!({"Type": "Hangup", "Parameters": {}})])},
+            {"expect": "HANGUP", "answer": answer(vec![])}
+        ]),
+        None,
+    );
+    let d = daemon(
+        "sma-callrec",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        "",
+        &format!(
+            "\n{}",
+            crate::record_store::records_section(&[(
+                "s3",
+                &weed.endpoint(),
+                crate::weed::SECRET_KEY
+            )])
+        ),
+    );
+    write_wav(&d.dir.join("prompt.wav"), &prompt);
+
+    // 1: BOTH, to a file.
+    let call = Call::place(&d);
+    let (rtp, sender) = caller_rtp(&call.ua.rtp, call.trunkd_rtp);
+    let heard = receive_audio(&call.ua.rtp, prompt.len());
+    assert_eq!(heard, prompt);
+    call.expect_bye();
+    rtp.send(Rtp::Stop).unwrap();
+    sender.join().unwrap();
+    let got = app.wait_requests(2);
+    assert_eq!(types(&got), ["NEW_INBOUND_CALL", "HANGUP"]);
+    let txn = got[0]["event"]["CallDetails"]["TransactionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = d.dir.join("calls").join(format!("{txn}-call-1.wav"));
+    let (channels, rate, s) = read_wav_channels(&std::fs::read(&path).unwrap());
+    assert_eq!((channels, rate), (2, 8000));
+    let left: Vec<i16> = s.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = s.iter().skip(1).step_by(2).copied().collect();
+    let secs = left.len() as f64 / 8000.0;
+    // The prompt (0.5 s) and the pause (1 s), from the answer on.
+    assert!((1.3..=2.2).contains(&secs), "recorded {secs} s");
+    let loud = left.iter().filter(|s| s.unsigned_abs() > 4000).count();
+    assert!(
+        loud > left.len() / 2,
+        "the left channel is not the caller ({loud} of {} loud)",
+        left.len()
+    );
+    assert!(
+        find(&right, &prompt).is_some(),
+        "the right channel does not hold the prompt"
+    );
+    assert!(
+        find(&left, &prompt[..160]).is_none(),
+        "the prompt leaked into the caller's channel"
+    );
+
+    // 2: INCOMING, to the bucket, still running at the hangup.
+    let call = Call::place(&d);
+    let (rtp, sender) = caller_rtp(&call.ua.rtp, call.trunkd_rtp);
+    call.expect_bye();
+    rtp.send(Rtp::Stop).unwrap();
+    sender.join().unwrap();
+    let got = app.wait_requests(5);
+    assert_eq!(
+        types(&got[2..]),
+        ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP"]
+    );
+    let txn = got[2]["event"]["CallDetails"]["TransactionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = format!("calls/{txn}-call-1.wav");
+    let data = &got[3]["event"]["ActionData"];
+    assert_eq!(data["Type"], json!("StartCallRecording"));
+    assert_eq!(
+        data["CallRecordingDestination"],
+        json!({"Type": "S3", "BucketName": BUCKET, "Key": key})
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let bytes = loop {
+        if let Some(b) = weed.objects().remove(&key) {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "{key} never reached the bucket");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (channels, rate, s) = read_wav_channels(&bytes);
+    assert_eq!((channels, rate), (1, 8000));
+    let secs = s.len() as f64 / 8000.0;
+    assert!((1.2..=2.0).contains(&secs), "recorded {secs} s");
+    let loud = s.iter().filter(|s| s.unsigned_abs() > 4000).count();
+    assert!(loud > s.len() / 2, "{loud} of {} loud", s.len());
+    wait_gauges_zero(&d);
+}
+
+/// The issue's proof: baresip calls the rule's number over TLS with SRTP
+/// required; the application plays a prompt and collects a digit, which
+/// baresip sends as DTMF from its console; the prompt reaches baresip
+/// (decrypted, in its aufile output) and the application gets the digit.
+#[test]
+fn sma_baresip_srtp_over_tls_hears_the_prompt_and_sends_a_digit() {
+    use crate::baresip::{Baresip, Certs};
+    let dir = temp_dir("sma-baresip-app");
+    let prompt = prompt_samples(8000);
+    let answer = |actions: Vec<Value>| json!({"SchemaVersion": "1.0", "Actions": actions});
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": answer(vec![json!({"Type": "PlayAudioAndGetDigits", "Parameters": {
+                "AudioSource": {"Type": "File", "Path": "prompt.wav"},
+                "MinNumberOfDigits": 1, "MaxNumberOfDigits": 1,
+                "InBetweenDigitsDurationInMilliseconds": 8000}})])},
+            {"expect": "ACTION_SUCCESSFUL", "answer": answer(vec![json!({"Type": "Hangup", "Parameters": {}})])},
+            {"expect": "HANGUP", "answer": answer(vec![])}
+        ]),
+        None,
+    );
+    let certs = Certs::new("sma-baresip");
+    let ports = Ports::pick();
+    let tls = free_port();
+    let text = crate::tls::tls_daemon_sections(ports, tls, &certs.cert, &certs.key, &certs.ca)
+        + &format!(
+            r#"
+[[carriers]]
+id = "carrier-a"
+# baresip's TLS connections come from 127.0.0.1 whatever it listens on.
+source_cidrs = ["127.0.0.1/32", "127.0.0.2/32"]
+hosts = [ {{ host = "127.0.0.2", port = 9 }} ]
+[[numbers]]
+e164_phone_number = "{NUMBER}"
+product_type = "SipMediaApplicationDialIn"
+[[sip_media_applications]]
+id = "sma-ivr"
+endpoints = [ {} ]
+[[sip_rules]]
+id = "rule-1"
+trigger_type = "ToPhoneNumber"
+trigger_value = "{NUMBER}"
+target_applications = [ {{ sip_media_application_id = "sma-ivr", priority = 1 }} ]
+"#,
+            endpoint(&app.url(), 1)
+        );
+    let d = Daemon::start("sma-baresip", ports, &text);
+    write_wav(&d.dir.join("prompt.wav"), &prompt);
+    let target = format!("127.0.0.1:{tls};transport=tls");
+    let mut phone = Baresip::start_keyed(
+        "sma-srtp",
+        CARRIER,
+        &format!("<sip:{CALLER}@{target}>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU"),
+        &[format!("/dial sip:{NUMBER}@{target}")],
+        6,
+        Duration::from_secs(12),
+        // sndfile dumps what baresip decoded (`…-dec.wav`) and sent.
+        &format!(
+            "{}module sndfile.so\nsnd_path {}\n",
+            certs.baresip(),
+            dir.display()
+        ),
+    );
+    let got = app.wait_requests(1);
+    assert_eq!(types(&got), ["NEW_INBOUND_CALL"]);
+    // The prompt is 1 s: press the key once it has played.
+    std::thread::sleep(Duration::from_millis(1500));
+    phone.press("7");
+    let got = app.wait_requests(3);
+    let log = phone.log();
+    assert_eq!(
+        types(&got),
+        ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP"],
+        "baresip:\n{log}"
+    );
+    assert_eq!(got[1]["event"]["ActionData"]["ReceivedDigits"], json!("7"));
+    assert!(phone.wait(Duration::from_secs(15)), "baresip quits");
+    let log = phone.log();
+    assert!(log.contains("SRTP is Enabled"), "{log}");
+    // What baresip played out: the prompt, decrypted and decoded.
+    let dump = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .unwrap_or_else(|| panic!("no sndfile dump in {}:\n{log}", dir.display()));
+    let (channels, rate, played) = read_wav_channels(&std::fs::read(&dump).unwrap());
+    assert_eq!((channels, rate), (1, 8000));
+    // baresip's μ-law table decodes the zero code to 2 (trunkd and this
+    // test to 0); every other sample must be the prompt's, in order, from
+    // a fifth of a second in (baresip's jitter buffer may drop the first
+    // packets).
+    let same = |a: i16, b: i16| a == b || (a == 0 && b == 2);
+    let at = played
+        .windows(160)
+        .position(|w| w.iter().zip(&prompt[1600..1760]).all(|(&p, &q)| same(q, p)))
+        .unwrap_or_else(|| {
+            panic!(
+                "the prompt's start is not in baresip's output ({} samples)",
+                played.len()
+            )
+        });
+    let (heard, expected) = (&played[at..], &prompt[1600..]);
+    let n = heard.len().min(expected.len());
+    assert!(n >= 4800, "only {n} samples of the prompt were played out");
+    let first_diff = (0..n).find(|&i| !same(expected[i], heard[i]));
+    assert_eq!(first_diff, None, "the prompt arrived altered");
+    // The session was SRTP: the call came over TLS.
+    let tls_requests = d.metric("sip_messages_received_total{transport=\"tls\",kind=\"request\"}");
+    assert!(tls_requests.is_some_and(|n| n >= 2.0), "{tls_requests:?}");
     wait_gauges_zero(&d);
 }

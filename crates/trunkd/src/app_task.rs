@@ -34,9 +34,12 @@ use trunkd_media::endpoint::dtmf::{parse_info_dtmf, DtmfDigit, DtmfSendConfig, D
 use trunkd_media::endpoint::g711::G711;
 use trunkd_media::endpoint::leg::LegEndpoint;
 use trunkd_media::endpoint::player::{Player, PlayerConfig, Repeat};
-use trunkd_media::endpoint::recorder::{RecordError, Recorder, RecorderConfig};
+use trunkd_media::endpoint::recorder::{
+    RecordError, Recorder, RecorderConfig, Side, StereoRecorder,
+};
 use trunkd_media::endpoint::{RtpContinuity, SAMPLE_RATE};
 use trunkd_media::QualityObserver;
+use trunkd_sma::action::Track;
 
 use crate::application::{ActionData, AppAction, AppChannels, AppEvent, DigitCollection, HangupBy};
 use crate::daemon::Shared;
@@ -414,6 +417,7 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
     // CallAndBridge's leg, and whether its action is still running.
     let mut bridge: Option<Bridged> = None;
     let mut bridging = false;
+    let mut call_recording: Option<CallRecording> = None;
     let start = SystemTime::now();
     let cdr_vc = cdr_vc_id(&ctx.sma_id);
     'call: loop {
@@ -588,6 +592,49 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                             })
                             .await;
                     }
+                    AppAction::StopCallRecording => {
+                        let event = match call_recording.take() {
+                            Some(r) => match r.finish().await {
+                                Ok((path, duration)) => succeeded(
+                                    &AppAction::StopCallRecording,
+                                    ActionData::CallRecording { path, duration },
+                                ),
+                                Err(e) => failed(&AppAction::StopCallRecording, "SystemError", e),
+                            },
+                            None => failed(
+                                &AppAction::StopCallRecording,
+                                "ActionNotSupported",
+                                "no call recording is running".into(),
+                            ),
+                        };
+                        if let Some(e) = event {
+                            let _ = events.send(e).await;
+                        }
+                    }
+                    AppAction::StartCallRecording { path, track } if call.is_answered() => {
+                        if let Some(old) = call_recording.take() {
+                            let _ = old.finish().await;
+                        }
+                        let action = AppAction::StartCallRecording {
+                            path: path.clone(),
+                            track,
+                        };
+                        let event = match &media {
+                            Some(m) => match CallRecording::start(m, path.clone(), track) {
+                                Ok(r) => {
+                                    call_recording = Some(r);
+                                    succeeded(&action, ActionData::None)
+                                }
+                                Err(e) => failed(&action, "SystemError", e),
+                            },
+                            None => {
+                                failed(&action, "SystemError", "no media stream to record".into())
+                            }
+                        };
+                        if let Some(e) = event {
+                            let _ = events.send(e).await;
+                        }
+                    }
                     action if !call.is_answered() => {
                         // Media actions answer first, as the managed
                         // service does; the action runs once the answer's
@@ -696,6 +743,13 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
     if let Some(p) = pump.take() {
         p.abort();
         let _ = p.await;
+    }
+    // A call recording still running is finished before the driver hears
+    // of the hangup: it delivers the file then.
+    if let Some(r) = call_recording.take() {
+        if let Err(e) = r.finish().await {
+            warn!(error = %e, "the call recording could not be finished");
+        }
     }
     drop(media);
     if let (Some(end), Some(vc)) = (&ended, &cdr_vc) {
@@ -1019,7 +1073,7 @@ async fn execute(
         next_seq: 0,
         next_ts: 0,
     };
-    let player = |samples: &Arc<[i16]>, repeat: u32| {
+    let player_from = |samples: &Arc<[i16]>, repeat: u32, start: RtpContinuity| {
         Player::new(
             samples.clone(),
             PlayerConfig {
@@ -1031,6 +1085,7 @@ async fn execute(
             },
         )
     };
+    let player = |samples: &Arc<[i16]>, repeat: u32| player_from(samples, repeat, start);
     let event = match &action {
         AppAction::Pause { duration } => {
             let sleep = tokio::time::sleep(*duration);
@@ -1082,15 +1137,24 @@ async fn execute(
             regex,
         } => {
             let mut outcome = None;
+            // The prompts of one action continue one RTP timeline (with
+            // the time between them): a call recording places them by it.
+            let mut next = start;
+            let mut ended: Option<Instant> = None;
             for attempt in 0..(*attempts).max(1) {
                 if attempt > 0 {
                     if let Some(f) = failure_samples {
-                        let mut p = player(f, 1);
+                        let mut p = player_from(f, 1, after(next, ended));
                         let _ = m.endpoint.play(&mut p).await;
+                        next = p.continuity();
+                        ended = Some(Instant::now());
                     }
                 }
                 while digits.try_recv().is_ok() {}
-                let got = prompt_and_collect(&m, player(samples, 1), spec, &mut digits).await;
+                let mut prompt = player_from(samples, 1, after(next, ended));
+                let got = prompt_and_collect(&m, &mut prompt, spec, &mut digits).await;
+                next = prompt.continuity();
+                ended = Some(got.prompt_ended);
                 let event = match regex {
                     // Enough digits, but not what the application accepts:
                     // a failed attempt, as the managed service counts it.
@@ -1142,16 +1206,39 @@ async fn execute(
         AppAction::Answer
         | AppAction::Hangup { .. }
         | AppAction::HangupBridged
-        | AppAction::CallAndBridge { .. } => None,
+        | AppAction::CallAndBridge { .. }
+        | AppAction::StartCallRecording { .. }
+        | AppAction::StopCallRecording => None,
     };
     (event, digits)
 }
 
 /// Digits collected so far.
-#[derive(Default)]
 struct Collected {
     digits: String,
     terminated: bool,
+    /// When the prompt before them stopped.
+    prompt_ended: Instant,
+}
+
+impl Default for Collected {
+    fn default() -> Self {
+        Collected {
+            digits: String::new(),
+            terminated: false,
+            prompt_ended: Instant::now(),
+        }
+    }
+}
+
+/// `next` moved on by the time since `ended` (whole 20 ms packets), so
+/// that a prompt played after a pause keeps its place on the timeline.
+fn after(mut next: RtpContinuity, ended: Option<Instant>) -> RtpContinuity {
+    if let Some(e) = ended {
+        let packets = (e.elapsed().as_millis() / 20) as u32;
+        next.next_ts = next.next_ts.wrapping_add(packets.wrapping_mul(160));
+    }
+    next
 }
 
 impl Collected {
@@ -1188,13 +1275,13 @@ impl Collected {
 /// collects the rest.
 async fn prompt_and_collect(
     m: &Media,
-    mut prompt: Player,
+    prompt: &mut Player,
     spec: &DigitCollection,
     digits: &mut mpsc::Receiver<char>,
 ) -> Collected {
     let mut got = Collected::default();
     {
-        let play = m.endpoint.play(&mut prompt);
+        let play = m.endpoint.play(prompt);
         tokio::pin!(play);
         tokio::select! {
             _ = &mut play => {}
@@ -1202,6 +1289,7 @@ async fn prompt_and_collect(
         }
     }
     let _ = m.endpoint.stop();
+    got.prompt_ended = Instant::now();
     collect(spec, digits, got).await
 }
 
@@ -1340,6 +1428,127 @@ async fn record(
         }
         Ok(Err(e)) => failed(action, "SystemError", e),
         Err(e) => failed(action, "SystemError", e.to_string()),
+    }
+}
+
+/// A call recording (StartCallRecording) running beside the actions: a
+/// task moves the taps' packets to a writer on a blocking thread, as
+/// RecordAudio does.
+struct CallRecording {
+    path: PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<Result<Duration, String>>,
+}
+
+impl CallRecording {
+    fn start(m: &Media, path: PathBuf, track: Track) -> Result<CallRecording, String> {
+        let mut incoming = match track {
+            Track::Incoming | Track::Both => Some(
+                m.relay
+                    .tap(
+                        Some(trunkd_media::Leg::A),
+                        Some(m.stream),
+                        RECORD_TAP_CAPACITY,
+                    )
+                    .map_err(|e| e.to_string())?,
+            ),
+            Track::Outgoing => None,
+        };
+        let mut outgoing = match track {
+            Track::Outgoing | Track::Both => Some(m.endpoint.mirror(RECORD_TAP_CAPACITY)),
+            Track::Incoming => None,
+        };
+        let mut config = RecorderConfig::default();
+        config.payload_types.retain(|(pt, _)| *pt != m.payload_type);
+        config.payload_types.push((m.payload_type, m.codec));
+        let (packets, queue) =
+            std::sync::mpsc::sync_channel::<(Instant, Side, Vec<u8>)>(RECORD_TAP_CAPACITY);
+        let file = path.clone();
+        let stereo = track == Track::Both;
+        let begin = Instant::now();
+        let writer = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            }
+            let ok = |r: Result<(), RecordError>| match r {
+                Ok(()) | Err(RecordError::Rtp(_)) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            };
+            if stereo {
+                let mut rec =
+                    StereoRecorder::create(&file, config, begin).map_err(|e| e.to_string())?;
+                for (at, side, p) in queue {
+                    ok(rec.handle_packet(at, side, &p))?;
+                }
+                let (a, b) = rec.finish().map_err(|e| e.to_string())?;
+                Ok((a.audio_samples + a.silence_samples).max(b.audio_samples + b.silence_samples))
+            } else {
+                let mut rec = Recorder::create(&file, config).map_err(|e| e.to_string())?;
+                for (_, _, p) in queue {
+                    ok(rec.handle_packet(&p))?;
+                }
+                let s = rec.finish().map_err(|e| e.to_string())?;
+                Ok(s.audio_samples + s.silence_samples)
+            }
+        });
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(
+            async move {
+                let lost = |sent: bool| {
+                    if !sent {
+                        debug!("call recording writer behind; packet lost");
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        p = recv_tap(&mut incoming) => match p {
+                            Some(p) if !p.rtcp => lost(
+                                packets.try_send((p.arrival, Side::Caller, p.data.to_vec())).is_ok(),
+                            ),
+                            Some(_) => {}
+                            None => incoming = None,
+                        },
+                        p = recv_played(&mut outgoing) => match p {
+                            Some(p) => lost(packets.try_send((p.sent, Side::Callee, p.rtp)).is_ok()),
+                            None => outgoing = None,
+                        },
+                    }
+                }
+                drop(packets);
+                let samples = writer.await.map_err(|e| e.to_string())??;
+                Ok(Duration::from_micros(
+                    samples * 1_000_000 / u64::from(SAMPLE_RATE),
+                ))
+            }
+            .in_current_span(),
+        );
+        Ok(CallRecording { path, stop, task })
+    }
+
+    /// Stops the recording; its file and length once written.
+    async fn finish(self) -> Result<(PathBuf, Duration), String> {
+        let _ = self.stop.send(());
+        let d = self.task.await.map_err(|e| e.to_string())??;
+        Ok((self.path, d))
+    }
+}
+
+async fn recv_tap(
+    tap: &mut Option<mpsc::Receiver<trunkd_media::TappedPacket>>,
+) -> Option<trunkd_media::TappedPacket> {
+    match tap {
+        Some(t) => t.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_played(
+    mirror: &mut Option<mpsc::Receiver<trunkd_media::endpoint::leg::PlayedPacket>>,
+) -> Option<trunkd_media::endpoint::leg::PlayedPacket> {
+    match mirror {
+        Some(t) => t.recv().await,
+        None => std::future::pending().await,
     }
 }
 

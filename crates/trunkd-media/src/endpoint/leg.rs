@@ -11,7 +11,10 @@
 //!   receiving (and encrypts under the leg's SRTP), replacing the other
 //!   leg's audio while it plays;
 //! * [`LegEndpoint::digits`] listens to what the leg's peer sends through a
-//!   bounded relay tap and reports RFC 4733 digits as they end.
+//!   bounded relay tap and reports RFC 4733 digits as they end;
+//! * [`LegEndpoint::mirror`] hands a copy of every packet played to a
+//!   consumer (a call recording of what trunkd says): the relay's taps
+//!   only see what peers send.
 //!
 //! The sources and the detector are the sans-IO pieces of this module's
 //! parent; this file only moves their packets and time in and out.
@@ -19,7 +22,7 @@
 //! [`Player`]: super::player::Player
 //! [`DtmfSender`]: super::dtmf::DtmfSender
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -37,11 +40,53 @@ pub struct LegEndpoint<O> {
     relay: Arc<RelayHandle<O>>,
     leg: Leg,
     stream: usize,
+    mirrors: Mutex<Vec<mpsc::Sender<PlayedPacket>>>,
+}
+
+/// A packet [`LegEndpoint::play`] injected, as the source made it (before
+/// the relay continues the peer's SSRC, sequence and timestamps).
+#[derive(Debug, Clone)]
+pub struct PlayedPacket {
+    pub sent: Instant,
+    pub rtp: Vec<u8>,
 }
 
 impl<O> LegEndpoint<O> {
     pub fn new(relay: Arc<RelayHandle<O>>, leg: Leg, stream: usize) -> Self {
-        LegEndpoint { relay, leg, stream }
+        LegEndpoint {
+            relay,
+            leg,
+            stream,
+            mirrors: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A copy of every packet played from now on, through a channel of
+    /// `capacity` packets (at least 1); a full channel loses the packet for
+    /// this mirror, never holds the play. Dropping the receiver ends it.
+    pub fn mirror(&self, capacity: usize) -> mpsc::Receiver<PlayedPacket> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        if let Ok(mut m) = self.mirrors.lock() {
+            m.retain(|t| !t.is_closed());
+            m.push(tx);
+        }
+        rx
+    }
+
+    fn copy_to_mirrors(&self, now: Instant, packet: &[u8]) {
+        let Ok(mut m) = self.mirrors.lock() else {
+            return;
+        };
+        if m.is_empty() {
+            return;
+        }
+        m.retain(|t| !t.is_closed());
+        for t in m.iter() {
+            let _ = t.try_send(PlayedPacket {
+                sent: now,
+                rtp: packet.to_vec(),
+            });
+        }
     }
 
     /// Plays every packet of `source` into the leg at its pace, replacing
@@ -61,6 +106,7 @@ impl<O> LegEndpoint<O> {
             let now = Instant::now();
             let mut failed = None;
             while let Some(packet) = source.poll_packet(now) {
+                self.copy_to_mirrors(now, &packet);
                 if let Err(e) = self.relay.inject(self.leg, self.stream, packet) {
                     failed = Some(e);
                     break;

@@ -1,7 +1,9 @@
-//! Audio sources of application actions (SPEC §6): a local WAV file or
-//! an http(s) URL, decoded to 8 kHz samples for the call task.
+//! Audio sources of application actions (SPEC §6): a local WAV file, an
+//! http(s) URL, or an object of an S3-compatible bucket (one of the
+//! `[[records.sinks]]`, whose endpoint and credentials it uses), decoded to
+//! 8 kHz samples for the call task.
 //!
-//! URLs are fetched once and kept, decoded, in a cache shared by every
+//! URLs and S3 objects are fetched once and kept, decoded, in a cache shared by every
 //! call (least recently used out first), so a prompt that every caller
 //! hears costs one download. Files are read each time: operators edit
 //! them in place, and the page cache already keeps them.
@@ -16,8 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use object_store::ObjectStore;
 use thiserror::Error;
+use trunkd_config::RecordSinkSettings;
 use trunkd_media::endpoint::wav::{read_wav_8k, WavError};
+
+use crate::records::upload::store_for;
 
 /// Decoded 8 kHz mono samples.
 pub type Samples = Arc<[i16]>;
@@ -34,6 +40,8 @@ pub enum AudioError {
     Fetch(String),
     #[error("the URL answered HTTP {0}")]
     Status(u16),
+    #[error("the object could not be fetched from the bucket: {0}")]
+    Store(String),
     #[error("not a usable WAV file: {0}")]
     Wav(#[from] WavError),
 }
@@ -197,6 +205,43 @@ pub async fn fetch_url(
         .map_err(|_| AudioError::Fetch(format!("no complete answer within {timeout:?}")))??;
     let samples = decode(body, max_bytes).await?;
     cache.insert(url, samples.clone(), cache_bytes);
+    Ok(samples)
+}
+
+/// Gets `key` from `sink`'s bucket (at most `max_bytes`; the caller
+/// bounds the time) and decodes it; from the cache when it was fetched
+/// before. `key` is the object's whole key: the sink's `prefix` (where
+/// records go) is not applied.
+pub async fn fetch_s3(
+    sink: &RecordSinkSettings,
+    cache: &AudioCache,
+    key: &str,
+    max_bytes: u64,
+    cache_bytes: u64,
+) -> Result<Samples, AudioError> {
+    let name = format!("s3://{}/{key}", sink.bucket);
+    if let Some(s) = cache.get(&name) {
+        return Ok(s);
+    }
+    let store = store_for(sink).map_err(|e| AudioError::Store(e.to_string()))?;
+    let path = object_store::path::Path::parse(key)
+        .map_err(|e| AudioError::Store(format!("the key {key:?} is not usable: {e}")))?;
+    let got = store.get(&path).await.map_err(|e| match e {
+        object_store::Error::NotFound { .. } => {
+            AudioError::Store(format!("no object {key:?} in the bucket {}", sink.bucket))
+        }
+        e => AudioError::Store(e.to_string()),
+    })?;
+    let size = got.meta.size;
+    if size > max_bytes {
+        return Err(AudioError::TooLarge(size, max_bytes));
+    }
+    let body = got
+        .bytes()
+        .await
+        .map_err(|e| AudioError::Store(e.to_string()))?;
+    let samples = decode(body.to_vec(), max_bytes).await?;
+    cache.insert(&name, samples.clone(), cache_bytes);
     Ok(samples)
 }
 

@@ -84,6 +84,20 @@ pub enum AppAction {
         max_duration: Duration,
         terminators: Vec<char>,
     },
+    /// Start recording the call in the background to a WAV file at
+    /// `path` (the action succeeds at once; the call goes on): `Incoming`
+    /// is what the caller sends (mono), `Outgoing` what trunkd plays to the
+    /// caller (mono: the prompts and tones, back to back), `Both` a stereo
+    /// file, the caller left and trunkd right, on one timeline. A
+    /// recording already running is stopped first.
+    StartCallRecording {
+        path: PathBuf,
+        track: trunkd_sma::action::Track,
+    },
+    /// Stop the call recording; it succeeds with
+    /// [`ActionData::CallRecording`] (or fails when none runs). A recording
+    /// still running at hangup is finished before [`AppEvent::Hangup`].
+    StopCallRecording,
     /// End the call: BYE once answered, else `sip_response_code` (4xx–6xx)
     /// to the INVITE.
     Hangup { sip_response_code: u16 },
@@ -115,6 +129,8 @@ impl AppAction {
             AppAction::RecordAudio { .. } => "RecordAudio",
             AppAction::Hangup { .. } | AppAction::HangupBridged => "Hangup",
             AppAction::CallAndBridge { .. } => "CallAndBridge",
+            AppAction::StartCallRecording { .. } => "StartCallRecording",
+            AppAction::StopCallRecording => "StopCallRecording",
         }
     }
 }
@@ -182,6 +198,11 @@ pub enum ActionData {
         duration: Duration,
         /// The key of `terminators` that ended it (`RecordingTerminatorUsed`).
         terminator: Option<char>,
+    },
+    /// A call recording finished (StopCallRecording): its file and length.
+    CallRecording {
+        path: PathBuf,
+        duration: Duration,
     },
 }
 

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
-use trunkd_config::Config;
+use trunkd_config::{Config, RecordSinkSettings};
+use trunkd_core::backoff::Backoff;
 use trunkd_core::events::signing::WebhookKey;
 use trunkd_core::resources::SipMediaApplication;
 use trunkd_sma::action::{Action, BridgeEndpointType, MediaRef, ParseLimits};
@@ -42,6 +43,10 @@ use crate::metrics::{SmaFailureLabels, SmaInvocationLabels, SmaLabel};
 
 /// The managed service's error type for an audio source it cannot use.
 const INVALID_AUDIO_SOURCE: &str = "InvalidAudioSource";
+/// … and for a parameter it cannot use (a recording destination).
+const INVALID_PARAMETER: &str = "InvalidActionParameter";
+/// Tries of a recording upload before the file is left on disk for good.
+const UPLOAD_TRIES: u32 = 30;
 
 /// Arguments of an UpdateSipMediaApplicationCall.
 pub type Arguments = BTreeMap<String, String>;
@@ -152,6 +157,40 @@ struct Driver {
     actions: mpsc::Sender<AppAction>,
     /// RecordAudio files written so far (the `<n>` of their names).
     recordings: u32,
+    /// Where the running RecordAudio's file goes once written, when its
+    /// destination is a bucket.
+    upload: Option<S3Target>,
+    /// The call recording asked for (StartCallRecording not yet answered).
+    call_recording_starting: Option<CallRecordingTarget>,
+    /// The call recording running.
+    call_recording: Option<CallRecordingTarget>,
+}
+
+/// Where a call recording is written, and delivered once stopped.
+#[derive(Debug, Clone)]
+struct CallRecordingTarget {
+    /// The bucket's object, when the destination is S3.
+    upload: Option<S3Target>,
+    /// The destination as ActionData reports it (`CallRecordingDestination`).
+    reported: MediaRef,
+}
+
+/// An object to write: the sink whose bucket it is, and its key.
+#[derive(Debug, Clone)]
+struct S3Target {
+    sink: RecordSinkSettings,
+    key: String,
+}
+
+/// The `[[records.sinks]]` entry whose bucket is `bucket`: S3 sources and
+/// destinations use its endpoint and credentials.
+fn sink_for<'a>(config: &'a Config, bucket: &str) -> Option<&'a RecordSinkSettings> {
+    config
+        .settings
+        .records
+        .sinks
+        .iter()
+        .find(|s| s.bucket == bucket)
 }
 
 /// Runs one application call's session until it is over.
@@ -210,6 +249,9 @@ pub async fn run(
         fetch: None,
         actions,
         recordings: 0,
+        upload: None,
+        call_recording_starting: None,
+        call_recording: None,
         config,
     };
     info!("application call started");
@@ -228,6 +270,8 @@ pub async fn run(
                     events_open = ev.is_some();
                     if !hung_up {
                         hung_up = true;
+                        // The call task finished the file before its Hangup.
+                        d.deliver_call_recording(None);
                         d.session.handle(Instant::now(), Input::Hangup { participant: ParticipantTag::LegA });
                     }
                     if !events_open {
@@ -351,16 +395,35 @@ impl Driver {
         match e {
             AppEvent::Answered => self.session.handle(now, Input::Answered),
             AppEvent::Ringing => self.session.handle(now, Input::Ringing),
-            AppEvent::ActionSucceeded { data, .. } => {
+            AppEvent::ActionSucceeded { action, data } => {
                 let mut result = ActionResult::default();
+                if action == "StartCallRecording" {
+                    if let Some(t) = self.call_recording_starting.take() {
+                        result.call_recording_destination = Some(t.reported.clone());
+                        self.call_recording = Some(t);
+                    }
+                }
                 match data {
                     ActionData::None => {}
+                    ActionData::CallRecording { path, .. } => {
+                        self.deliver_call_recording(Some(path));
+                    }
                     ActionData::Digits(d) => result.received_digits = Some(d),
                     ActionData::Recording {
                         path, terminator, ..
                     } => {
-                        result.recording_destination = Some(MediaRef::File {
-                            path: path.display().to_string(),
+                        result.recording_destination = Some(match self.upload.take() {
+                            Some(target) => {
+                                let dest = MediaRef::S3 {
+                                    bucket_name: target.sink.bucket.clone(),
+                                    key: target.key.clone(),
+                                };
+                                self.start_upload(path, target);
+                                dest
+                            }
+                            None => MediaRef::File {
+                                path: path.display().to_string(),
+                            },
                         });
                         result.recording_terminator_used = terminator.map(String::from);
                     }
@@ -401,6 +464,8 @@ impl Driver {
     }
 
     fn action_failed(&mut self, error_type: String, error_message: String) {
+        self.upload = None;
+        self.call_recording_starting = None;
         debug!(%error_type, %error_message, "action failed");
         self.shared
             .metrics
@@ -536,10 +601,14 @@ impl Driver {
                         .to_owned(),
                 )),
             },
-            Action::StartCallRecording(_) | Action::StopCallRecording(_) => Err((
-                "SystemException".to_owned(),
-                format!("{} is not supported by trunkd yet", action.name()),
-            )),
+            Action::StartCallRecording(r) => {
+                self.call_recording_path(&r.destination)
+                    .map(|path| AppAction::StartCallRecording {
+                        path,
+                        track: r.track,
+                    })
+            }
+            Action::StopCallRecording(_) => Ok(AppAction::StopCallRecording),
             // The session runs ReceiveDigits itself.
             Action::ReceiveDigits(_) => return,
         };
@@ -553,9 +622,12 @@ impl Driver {
 
     /// Where a RecordAudio writes: `<dir>/<transaction id>-<n>.wav`, the
     /// directory being the `File` destination's path or the configured
-    /// recording directory.
+    /// recording directory. An `S3` destination is written to the
+    /// recording directory first, then uploaded (see [`Self::start_upload`])
+    /// as `<prefix>/<transaction id>-<n>.wav`.
     fn record_path(&mut self, dest: &Option<MediaRef>) -> Result<PathBuf, (String, String)> {
         let base = config_dir(&self.config);
+        self.upload = None;
         let dir = match dest {
             None => self
                 .config
@@ -564,16 +636,29 @@ impl Driver {
                 .recording_directory
                 .clone(),
             Some(MediaRef::File { path }) => audio::resolve(&base, path),
-            Some(MediaRef::S3 { .. }) => {
-                return Err((
-                    "InvalidActionParameter".to_owned(),
-                    "S3 recording destinations need the record store, which is not configured"
-                        .to_owned(),
-                ))
+            Some(MediaRef::S3 { bucket_name, key }) => {
+                let Some(sink) = sink_for(&self.config, bucket_name) else {
+                    return Err((
+                        INVALID_PARAMETER.to_owned(),
+                        format!(
+                            "no [[records.sinks]] has the bucket {bucket_name:?}; S3 destinations use a configured sink's"
+                        ),
+                    ));
+                };
+                let name = format!("{}-{}.wav", self.transaction_id, self.recordings + 1);
+                self.upload = Some(S3Target {
+                    sink: sink.clone(),
+                    key: object_key(key, &name),
+                });
+                self.config
+                    .settings
+                    .applications
+                    .recording_directory
+                    .clone()
             }
             Some(MediaRef::Url { .. }) => {
                 return Err((
-                    "InvalidActionParameter".to_owned(),
+                    INVALID_PARAMETER.to_owned(),
                     "URL recording destinations are not supported; use File or S3".to_owned(),
                 ))
             }
@@ -582,11 +667,138 @@ impl Driver {
         Ok(dir.join(format!("{}-{}.wav", self.transaction_id, self.recordings)))
     }
 
+    /// Where a call recording writes: `<dir>/<transaction id>-call-<n>.wav`
+    /// in the `File` destination's directory, or in the recording
+    /// directory before it goes to the bucket as
+    /// `<prefix>/<transaction id>-call-<n>.wav`.
+    fn call_recording_path(&mut self, dest: &MediaRef) -> Result<PathBuf, (String, String)> {
+        let name = format!("{}-call-{}.wav", self.transaction_id, self.recordings + 1);
+        let (dir, target) = match dest {
+            MediaRef::File { path } => {
+                let dir = audio::resolve(&config_dir(&self.config), path);
+                let reported = MediaRef::File {
+                    path: dir.join(&name).display().to_string(),
+                };
+                (
+                    dir,
+                    CallRecordingTarget {
+                        upload: None,
+                        reported,
+                    },
+                )
+            }
+            MediaRef::S3 { bucket_name, key } => {
+                let Some(sink) = sink_for(&self.config, bucket_name) else {
+                    return Err((
+                        INVALID_PARAMETER.to_owned(),
+                        format!(
+                            "no [[records.sinks]] has the bucket {bucket_name:?}; S3 destinations use a configured sink's"
+                        ),
+                    ));
+                };
+                let key = object_key(key, &name);
+                (
+                    self.config
+                        .settings
+                        .applications
+                        .recording_directory
+                        .clone(),
+                    CallRecordingTarget {
+                        upload: Some(S3Target {
+                            sink: sink.clone(),
+                            key: key.clone(),
+                        }),
+                        reported: MediaRef::S3 {
+                            bucket_name: bucket_name.clone(),
+                            key,
+                        },
+                    },
+                )
+            }
+            MediaRef::Url { .. } => {
+                return Err((
+                    INVALID_PARAMETER.to_owned(),
+                    "URL recording destinations are not supported; use File or S3".to_owned(),
+                ))
+            }
+        };
+        self.recordings += 1;
+        self.call_recording_starting = Some(target);
+        Ok(dir.join(name))
+    }
+
+    /// The running call recording is over (stopped, or the call ended):
+    /// uploads its file when its destination is a bucket. `path` is the
+    /// file when the stop reported it; at hangup it is the one started.
+    fn deliver_call_recording(&mut self, path: Option<PathBuf>) {
+        let Some(t) = self.call_recording.take() else {
+            return;
+        };
+        let Some(upload) = t.upload else {
+            return;
+        };
+        let path = path.unwrap_or_else(|| {
+            self.config
+                .settings
+                .applications
+                .recording_directory
+                .join(upload.key.rsplit('/').next().unwrap_or(&upload.key))
+        });
+        self.start_upload(path, upload);
+    }
+
+    /// Uploads a finished recording on a task of its own, which outlives
+    /// the call: a store that is down is retried with backoff (a PUT by
+    /// key is idempotent) and never holds the call. The local file is
+    /// removed once the bucket has it; after [`UPLOAD_TRIES`] failures it
+    /// stays in the recording directory.
+    fn start_upload(&self, path: PathBuf, target: S3Target) {
+        let records = &self.config.settings.records;
+        let backoff = Backoff {
+            initial: records.upload_retry_initial,
+            max: records.upload_retry_max,
+        };
+        tokio::spawn(
+            async move {
+                let S3Target { sink, key } = target;
+                let body = match tokio::fs::read(&path).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(path = %path.display(), error = %e, "the recording cannot be read; not uploaded");
+                        return;
+                    }
+                };
+                let store = match crate::records::upload::store_for(&sink) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(sink = %sink.id, error = %e, "the sink is unusable; the recording stays on disk");
+                        return;
+                    }
+                };
+                for attempt in 1..=UPLOAD_TRIES {
+                    let (outcome, error) =
+                        crate::records::upload::put(&store, &key, body.clone()).await;
+                    if outcome == crate::records::upload::Outcome::Ok {
+                        info!(bucket = %sink.bucket, %key, "recording uploaded");
+                        let _ = tokio::fs::remove_file(&path).await;
+                        return;
+                    }
+                    debug!(bucket = %sink.bucket, %key, attempt, %error, "recording upload failed; retrying");
+                    tokio::time::sleep(backoff.delay(attempt, crate::records::upload::random()))
+                        .await;
+                }
+                warn!(bucket = %sink.bucket, %key, path = %path.display(), "the recording could not be uploaded; it stays on disk");
+            }
+            .in_current_span(),
+        );
+    }
+
     /// Fetches a PlayAudio's or PlayAudioAndGetDigits' audio, then hands
     /// the action back as [`Done::Prepared`].
     fn prepare(&mut self, action: Action) {
         let apps = &self.config.settings.applications;
         let source = Source {
+            sinks: self.config.settings.records.sinks.clone(),
             http: self.http.clone(),
             cache: self.cache.clone(),
             base: config_dir(&self.config),
@@ -615,6 +827,7 @@ impl Driver {
 
 /// Where audio comes from, for one fetch.
 struct Source {
+    sinks: Vec<RecordSinkSettings>,
     http: reqwest::Client,
     cache: Arc<AudioCache>,
     base: PathBuf,
@@ -640,11 +853,16 @@ impl Source {
                 )
                 .await
             }
-            MediaRef::S3 { .. } => {
-                return Err((
-                    INVALID_AUDIO_SOURCE.to_owned(),
-                    "S3 audio sources need the record store, which is not configured".to_owned(),
-                ))
+            MediaRef::S3 { bucket_name, key } => {
+                let Some(sink) = self.sinks.iter().find(|s| &s.bucket == bucket_name) else {
+                    return Err((
+                        INVALID_AUDIO_SOURCE.to_owned(),
+                        format!(
+                            "no [[records.sinks]] has the bucket {bucket_name:?}; S3 sources use a configured sink's"
+                        ),
+                    ));
+                };
+                audio::fetch_s3(sink, &self.cache, key, self.max_bytes, self.cache_bytes).await
             }
         };
         got.map_err(|e| (INVALID_AUDIO_SOURCE.to_owned(), e.to_string()))
@@ -681,6 +899,18 @@ async fn build(source: &Source, action: Action) -> Result<AppAction, (String, St
             "SystemException".to_owned(),
             format!("{} has no audio to fetch", other.name()),
         )),
+    }
+}
+
+/// The key of a recording `name` under a destination's prefix: the prefix
+/// is a folder (a `/` is added when it has none), as a `File` path is a
+/// directory.
+fn object_key(prefix: &str, name: &str) -> String {
+    let prefix = prefix.trim_start_matches('/');
+    if prefix.is_empty() || prefix.ends_with('/') {
+        format!("{prefix}{name}")
+    } else {
+        format!("{prefix}/{name}")
     }
 }
 
@@ -833,6 +1063,14 @@ mod tests {
             let (n, v) = l.split_once(':')?;
             n.eq_ignore_ascii_case(name).then(|| v.trim())
         })
+    }
+
+    #[test]
+    fn a_recording_key_is_its_name_in_the_prefix_folder() {
+        assert_eq!(object_key("", "t-1.wav"), "t-1.wav");
+        assert_eq!(object_key("messages", "t-1.wav"), "messages/t-1.wav");
+        assert_eq!(object_key("a/b/", "t-1.wav"), "a/b/t-1.wav");
+        assert_eq!(object_key("/a", "t-1.wav"), "a/t-1.wav");
     }
 
     #[tokio::test]

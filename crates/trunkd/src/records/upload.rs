@@ -34,7 +34,7 @@ const QUEUE: usize = 4096;
 
 /// How an upload ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     /// The store is down, hanging or answered 5xx: it may work later.
     Retry,
@@ -231,8 +231,8 @@ fn enqueue_pending(
 }
 
 /// One PUT, bounded by [`REQUEST_TIMEOUT`] even if the client's own
-/// timeout did not fire.
-async fn put(store: &AmazonS3, path: &str, body: Vec<u8>) -> (Outcome, String) {
+/// timeout did not fire. Also the SMA driver's recording uploads.
+pub(crate) async fn put(store: &AmazonS3, path: &str, body: Vec<u8>) -> (Outcome, String) {
     let path = match object_store::path::Path::parse(path) {
         Ok(p) => p,
         Err(e) => return (Outcome::Failed, e.to_string()),
@@ -255,7 +255,7 @@ async fn put(store: &AmazonS3, path: &str, body: Vec<u8>) -> (Outcome, String) {
 }
 
 /// A uniform draw in `[0, 1)` for the backoff's jitter.
-fn random() -> f64 {
+pub(crate) fn random() -> f64 {
     let mut b = [0u8; 8];
     if getrandom::fill(&mut b).is_err() {
         return 0.5;
