@@ -681,24 +681,10 @@ impl Call {
     }
 
     fn authorization_for(&mut self, hop: usize, resp: &Response) -> Option<(&'static str, String)> {
-        let (user, password) = self.plan.get(hop)?.credentials.clone()?;
-        let (challenge_header, answer_header) = if resp.status.as_u16() == 401 {
-            ("WWW-Authenticate", "Authorization")
-        } else {
-            ("Proxy-Authenticate", "Proxy-Authorization")
-        };
-        let values: Vec<String> = resp
-            .headers
-            .get_all(challenge_header)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect();
-        let challenge = Challenge::best(values.iter().map(String::as_str)).ok()?;
+        let hop = self.plan.get(hop)?;
         let uri = self.b.as_ref()?.remote_target.clone();
         let cnonce = format!("{:016x}", self.ids.next());
-        Some((
-            answer_header,
-            answer_challenge(&challenge, &user, &password, "INVITE", &uri, &cnonce, 1),
-        ))
+        answer_hop_challenge(hop, resp, &uri, &cnonce)
     }
 
     fn on_failure(&mut self, now: Instant, leg: Leg, branch: Bytes, code: u16, reason: &str) {
@@ -1183,4 +1169,32 @@ pub(crate) fn cseq_num(resp: &Response) -> Option<u32> {
 
 fn cseq_num_req(req: &Request) -> Option<u32> {
     req.headers.cseq().ok().map(|c| c.seq)
+}
+
+/// The header and value that answer a carrier's 401/407 to a hop's INVITE
+/// with the hop's credentials (`None`: the hop has none, or the challenge
+/// cannot be answered). Shared by the bridged B leg and the application's
+/// UAC leg.
+pub(crate) fn answer_hop_challenge(
+    hop: &Hop,
+    resp: &Response,
+    uri: &str,
+    cnonce: &str,
+) -> Option<(&'static str, String)> {
+    let (user, password) = hop.credentials.as_ref()?;
+    let (challenge_header, answer_header) = if resp.status.as_u16() == 401 {
+        ("WWW-Authenticate", "Authorization")
+    } else {
+        ("Proxy-Authenticate", "Proxy-Authorization")
+    };
+    let values: Vec<String> = resp
+        .headers
+        .get_all(challenge_header)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    let challenge = Challenge::best(values.iter().map(String::as_str)).ok()?;
+    Some((
+        answer_header,
+        answer_challenge(&challenge, user, password, "INVITE", uri, cnonce, 1),
+    ))
 }

@@ -26,10 +26,11 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use trunkd_core::digest::{answer_challenge, Challenge};
 use trunkd_sip::{Method, Request, Response, StatusCode};
 
-use crate::call::{cseq_num, failover_status, reason, CallInput, CallOutput, Hop};
+use crate::call::{
+    answer_hop_challenge, cseq_num, failover_status, reason, CallInput, CallOutput, Hop,
+};
 use crate::leg::{uas_response, LegState};
 use crate::rng::Ids;
 use crate::uas::SdpAnswerer;
@@ -447,24 +448,10 @@ impl UacLeg {
     }
 
     fn authorization_for(&mut self, hop: usize, resp: &Response) -> Option<(&'static str, String)> {
-        let (user, password) = self.plan.get(hop)?.credentials.clone()?;
-        let (challenge_header, answer_header) = if resp.status.as_u16() == 401 {
-            ("WWW-Authenticate", "Authorization")
-        } else {
-            ("Proxy-Authenticate", "Proxy-Authorization")
-        };
-        let values: Vec<String> = resp
-            .headers
-            .get_all(challenge_header)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect();
-        let challenge = Challenge::best(values.iter().map(String::as_str)).ok()?;
+        let hop = self.plan.get(hop)?;
         let uri = self.leg.as_ref()?.remote_target.clone();
         let cnonce = format!("{:016x}", self.ids.next());
-        Some((
-            answer_header,
-            answer_challenge(&challenge, &user, &password, "INVITE", &uri, &cnonce, 1),
-        ))
+        answer_hop_challenge(hop, resp, &uri, &cnonce)
     }
 
     fn cancel(&mut self, failure: UacFailure) {
