@@ -9,6 +9,7 @@ mod events;
 mod foundation;
 mod journal;
 mod media;
+mod probing;
 mod record_store;
 mod recording;
 mod sip_logs;

@@ -24,6 +24,7 @@ pub struct File {
     pub logging: Logging,
     pub limits: Limits,
     pub routing: Routing,
+    pub probing: Probing,
     pub security: Security,
     pub carriers: Vec<Carrier>,
     pub voice_connectors: Vec<VoiceConnector>,
@@ -159,6 +160,17 @@ pub struct Routing {
     pub deadline_seconds: Option<i64>,
     pub hold_down_seconds: Option<i64>,
     pub emergency_numbers: Option<Vec<String>>,
+}
+
+/// `[probing]`: OPTIONS probing of carrier hosts and origination routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Probing {
+    pub interval_seconds: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    pub failure_threshold: Option<i64>,
+    pub success_threshold: Option<i64>,
+    pub accepted_replies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -173,6 +173,8 @@ pub struct RoutingSettings {
     pub hold_down: Duration,
     /// Dial strings treated as emergency besides 911 and 933.
     pub emergency_numbers: Vec<String>,
+    /// `[probing]`; `None` while `interval_seconds` is 0 (off).
+    pub probing: Option<trunkd_core::routing::probe::ProbeSettings>,
 }
 
 /// Abuse protection on the SIP listeners (SPEC §8).

@@ -1196,11 +1196,13 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             );
         }
     }
+    let probing = probing(&raw.probing, report);
     let routing = RoutingSettings {
         hop_timeout: Duration::from_millis(hop_timeout_ms),
         deadline: Duration::from_secs(deadline),
         hold_down: Duration::from_secs(hold_down),
         emergency_numbers,
+        probing,
     };
 
     let sec = &raw.security;
@@ -1309,6 +1311,50 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         events,
         event_targets,
         applications,
+    })
+}
+
+/// `[probing]` (SPEC §3.2): off (`None`) unless `interval_seconds` > 0.
+fn probing(
+    p: &schema::Probing,
+    report: &mut Report<'_>,
+) -> Option<trunkd_core::routing::probe::ProbeSettings> {
+    use std::num::NonZeroU32;
+    use trunkd_core::routing::probe::{AcceptedReplies, ProbeSettings};
+    let mut c = Check {
+        report,
+        at: At::section("probing"),
+    };
+    let interval = c.range("interval_seconds", p.interval_seconds, 0, 0, 3600) as u64;
+    let timeout_ms = c.range("timeout_ms", p.timeout_ms, 2000, 100, 32_000) as u64;
+    if interval > 0 && timeout_ms > interval * 1000 {
+        c.err(
+            "timeout_ms",
+            format!("{timeout_ms} is longer than interval_seconds ({interval} s)"),
+        );
+    }
+    let failures = c.range("failure_threshold", p.failure_threshold, 3, 1, 100) as u32;
+    let successes = c.range("success_threshold", p.success_threshold, 2, 1, 100) as u32;
+    let accepted = match &p.accepted_replies {
+        None => AcceptedReplies::default_set(),
+        Some(list) if list.is_empty() => {
+            c.err(
+                "accepted_replies",
+                "is empty: no reply could bring a route up",
+            );
+            AcceptedReplies::default_set()
+        }
+        Some(list) => AcceptedReplies::parse(list).unwrap_or_else(|e| {
+            c.err("accepted_replies", e.to_string());
+            AcceptedReplies::default_set()
+        }),
+    };
+    (interval > 0).then(|| ProbeSettings {
+        interval: Duration::from_secs(interval),
+        timeout: Duration::from_millis(timeout_ms),
+        failure_threshold: NonZeroU32::new(failures).unwrap_or(NonZeroU32::MIN),
+        success_threshold: NonZeroU32::new(successes).unwrap_or(NonZeroU32::MIN),
+        accepted,
     })
 }
 

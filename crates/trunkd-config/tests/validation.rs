@@ -941,3 +941,34 @@ fn sma_webhook_secrets_and_applications_settings() {
         dir.join("var").join("sma-recordings")
     );
 }
+
+/// `[probing]` is off by default; on, every field is checked and a bad
+/// reply pattern is named (docs/configuration.md).
+#[test]
+fn probing_is_off_by_default_and_checked_when_on() {
+    let c = trunkd_config::load(&write(VALID)).unwrap();
+    assert!(c.settings.routing.probing.is_none());
+    let on = format!(
+        "{VALID}\n[probing]\ninterval_seconds = 5\nfailure_threshold = 2\naccepted_replies = [\"2xx\", \"480\"]\n"
+    );
+    let c = trunkd_config::load(&write(&on)).unwrap();
+    let p = c.settings.routing.probing.expect("on");
+    assert_eq!(p.interval, std::time::Duration::from_secs(5));
+    assert_eq!(p.timeout, std::time::Duration::from_secs(2));
+    assert_eq!(
+        (p.failure_threshold.get(), p.success_threshold.get()),
+        (2, 2)
+    );
+    assert!(p.accepted.accepts(480) && p.accepted.accepts(204) && !p.accepted.accepts(404));
+    let bad = format!(
+        "{VALID}\n[probing]\ninterval_seconds = 1\ntimeout_ms = 5000\nsuccess_threshold = 0\naccepted_replies = [\"2xx\", \"1xx\"]\n"
+    );
+    assert_errors(
+        &bad,
+        &[
+            "F: probing.timeout_ms: 5000 is longer than interval_seconds (1 s)",
+            "F: probing.success_threshold: 0 is out of range 1..=100",
+            "F: probing.accepted_replies: \"1xx\" is neither a reply class such as \"2xx\" nor a code from 200 to 699",
+        ],
+    );
+}

@@ -106,6 +106,24 @@ impl Shared {
     /// `notification_targets` of every VC whose origination routes include
     /// it, and to the daemon-wide targets when it is a carrier's host.
     pub fn route_state_changed(&self, route: &trunkd_core::Route, up: bool) {
+        let cause = if up {
+            "a call's hop answered"
+        } else {
+            "a call's hop failed"
+        };
+        self.route_state_changed_by(route, up, "call", cause);
+    }
+
+    /// As [`Shared::route_state_changed`], saying what saw the change:
+    /// `"call"` (a call's hop failed or answered) or `"probe"` (OPTIONS
+    /// probing), and the `cause` (the last reply or failure) when known.
+    pub fn route_state_changed_by(
+        &self,
+        route: &trunkd_core::Route,
+        up: bool,
+        source: &str,
+        cause: &str,
+    ) {
         let config = self.config();
         let same = |r: &trunkd_core::Route| {
             r.host == route.host && r.port == route.port && r.protocol == route.protocol
@@ -131,7 +149,7 @@ impl Shared {
         targets.sort();
         targets.dedup();
         let state = if up { "UP" } else { "DOWN" };
-        info!(route = %format!("{}:{}/{}", route.host, route.port, route.protocol), state, "route state changed");
+        info!(route = %format!("{}:{}/{}", route.host, route.port, route.protocol), state, source, cause, "route state changed");
         self.events.emit_to(
             &targets,
             trunkd_core::events::envelope::DAEMON_ORDERING_KEY,
@@ -142,10 +160,19 @@ impl Shared {
                 "port": route.port.get(),
                 "protocol": route.protocol.to_string(),
                 "state": state,
+                "source": source,
+                "cause": cause,
                 "voiceConnectorIds": vcs,
                 "carrierIds": carriers,
             }),
         );
+    }
+
+    /// Puts `config` in force as a reload would, without the file (the
+    /// engine simulation's reloads).
+    #[cfg(test)]
+    pub fn store_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
     }
 
     /// The snapshot in force now. A caller keeps the `Arc` for as long as it
@@ -189,6 +216,11 @@ impl Shared {
                 self.config.store(new.clone());
                 self.events.reconfigure(new);
                 self.tls.store(tls);
+                if let Some(engine) = self.engine_tx.get() {
+                    // Probing takes the new routes now; a full queue means
+                    // the engine is busy and sees the file at its next input.
+                    let _ = engine.try_send(crate::engine::Input::Reconfigured);
+                }
                 self.metrics
                     .config_reloads
                     .get_or_create(&ResultLabel { result: "success" })

@@ -131,6 +131,23 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+impl RouteLabels {
+    pub fn of(route: &trunkd_core::Route) -> Self {
+        RouteLabels {
+            route: format!("{}:{}/{}", route.host, route.port, route.protocol),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteResultLabels {
+    /// `host:port/transport`
+    pub route: String,
+    /// `ok` (an accepted reply) | `failed` (timeout, transport error, a
+    /// reply not accepted)
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
     /// scanner | rate_limit
@@ -236,6 +253,12 @@ pub struct Metrics {
     pub vc_sip_responses: Family<VcClassLabels, Counter>,
     pub route_up: Family<RouteLabels, Gauge>,
     pub route_failures: Family<RouteLabels, Counter>,
+    /// OPTIONS probing (`[probing]`): 1 while a probed route is up.
+    pub route_probe_up: Family<RouteLabels, Gauge>,
+    pub route_probes: Family<RouteResultLabels, Counter>,
+    /// The routes with a `route_probe_up` series (the family cannot be
+    /// listed), so a removed route's series can be removed.
+    route_probe_labels: std::sync::Mutex<Vec<RouteLabels>>,
     pub sip_refused: Family<RefusedLabels, Counter>,
     pub sip_auth_failures: Counter,
     pub sip_sources_blocked: Counter,
@@ -550,6 +573,18 @@ impl Metrics {
         );
         let route_failures = Family::<RouteLabels, Counter>::default();
         registry.register("route_failures", "Hop failures of a carrier host or origination route (timeout, transport error, 408, 3xx, 5xx)", route_failures.clone());
+        let route_probe_up = Family::<RouteLabels, Gauge>::default();
+        registry.register(
+            "route_probe_up",
+            "1 while OPTIONS probing has a carrier host or origination route up, 0 while down (only probed routes)",
+            route_probe_up.clone(),
+        );
+        let route_probes = Family::<RouteResultLabels, Counter>::default();
+        registry.register(
+            "route_probes",
+            "OPTIONS probes that ended, by route and result (ok: an accepted reply)",
+            route_probes.clone(),
+        );
 
         let sip_auth_failures = Counter::default();
         registry.register(
@@ -660,6 +695,9 @@ impl Metrics {
             vc_sip_responses,
             route_up,
             route_failures,
+            route_probe_up,
+            route_probes,
+            route_probe_labels: Default::default(),
             sip_refused,
             sip_auth_failures,
             sip_sources_blocked,
@@ -855,6 +893,58 @@ impl Metrics {
         if !ok {
             self.route_failures.get_or_create(&labels).inc();
         }
+    }
+
+    /// A probe of `route` ended, accepted (`ok`) or not.
+    pub fn route_probe_result(&self, route: &trunkd_core::Route, ok: bool) {
+        self.route_probes
+            .get_or_create(&RouteResultLabels {
+                route: RouteLabels::of(route).route,
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
+    }
+
+    /// Probing moved `route` to up or down.
+    pub fn route_probe_state(&self, route: &trunkd_core::Route, up: bool) {
+        self.route_probe_up
+            .get_or_create(&RouteLabels::of(route))
+            .set(i64::from(up));
+    }
+
+    /// The probed routes after a reload: each has a `route_probe_up`
+    /// series (new ones start up), and removed routes lose theirs, so the
+    /// gauge never shows a route that is no longer probed.
+    pub fn route_probe_keep(&self, routes: &[trunkd_core::Route]) {
+        let keep: Vec<RouteLabels> = routes.iter().map(RouteLabels::of).collect();
+        let mut stale = Vec::new();
+        {
+            // prometheus-client has no iteration; track the labels we set.
+            let mut known = self
+                .route_probe_labels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for l in known.iter() {
+                if !keep.contains(l) {
+                    stale.push(l.clone());
+                }
+            }
+            known.retain(|l| keep.contains(l));
+            for l in &keep {
+                if !known.contains(l) {
+                    known.push(l.clone());
+                    self.route_probe_up.get_or_create(l).set(1);
+                }
+            }
+        }
+        for l in stale {
+            self.route_probe_up.remove(&l);
+        }
+    }
+
+    /// Probing was turned off: no route has a probe state any more.
+    pub fn route_probe_forget_all(&self) {
+        self.route_probe_keep(&[]);
     }
 
     pub fn response_sent(&self, transport: &'static str, code: u16) {

@@ -9,12 +9,17 @@
 //! - Routes in hold-down (a recent failure, [`RouteHealthTable`]) go last
 //!   rather than away: when everything failed recently, trying anyway beats
 //!   refusing the call.
+//! - Routes that OPTIONS probing found down ([`probe`]) are left out of a
+//!   call's plan while any route of that plan is not; when all are down
+//!   they are all tried, in the same order, as the last resort.
 //!
 //! Randomness is a `FnMut() -> u32` the caller supplies (uniform over
 //! `u32`), so tests are reproducible; time is passed in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
+
+pub mod probe;
 
 use crate::admission::OriginationTarget;
 use crate::resources::{Carrier, OutboundCredentials, Resources, Route, VoiceConnector};
@@ -50,6 +55,9 @@ impl From<&Route> for RouteKey {
 pub struct RouteHealthTable {
     hold_down: Duration,
     held_until: HashMap<RouteKey, Instant>,
+    /// Routes OPTIONS probing has down ([`probe::Prober`]): at most the
+    /// configured routes.
+    probed_down: HashSet<RouteKey>,
 }
 
 impl RouteHealthTable {
@@ -64,7 +72,29 @@ impl RouteHealthTable {
         RouteHealthTable {
             hold_down,
             held_until: HashMap::new(),
+            probed_down: HashSet::new(),
         }
+    }
+
+    /// Records what probing found: `down` routes are skipped by the plans
+    /// while another route of the plan is not down.
+    pub fn set_probed_down(&mut self, route: &Route, down: bool) {
+        let key = RouteKey::from(route);
+        if down {
+            self.probed_down.insert(key);
+        } else {
+            self.probed_down.remove(&key);
+        }
+    }
+
+    /// Keeps the probe state of only the routes `keep` says (a reload
+    /// removed the others, or turned probing off).
+    pub fn retain_probed(&mut self, keep: impl Fn(&RouteKey) -> bool) {
+        self.probed_down.retain(|k| keep(k));
+    }
+
+    pub fn is_probed_down(&self, route: &Route) -> bool {
+        !self.probed_down.is_empty() && self.probed_down.contains(&RouteKey::from(route))
     }
 
     pub fn record_failure(&mut self, route: &Route, now: Instant) {
@@ -162,8 +192,25 @@ fn demote_held<T>(
     up
 }
 
-/// The order to try `routes` in: priority, weight, then hold-down last.
-/// Every route appears exactly once.
+/// Leaves out items whose route probing has down, unless every item's is
+/// (then all stay: the last resort beats refusing the call).
+fn skip_probed_down<T>(
+    items: Vec<T>,
+    route: impl Fn(&T) -> &Route,
+    health: &RouteHealthTable,
+) -> Vec<T> {
+    if items.iter().all(|t| health.is_probed_down(route(t))) {
+        return items;
+    }
+    items
+        .into_iter()
+        .filter(|t| !health.is_probed_down(route(t)))
+        .collect()
+}
+
+/// The order to try `routes` in: priority, weight, then hold-down last;
+/// routes probed down are left out while any is not. Every route appears
+/// at most once.
 pub fn order_routes(
     routes: &[Route],
     rng: &mut impl FnMut() -> u32,
@@ -171,7 +218,7 @@ pub fn order_routes(
     now: Instant,
 ) -> Vec<Route> {
     let ordered = order_by_priority_and_weight(routes.to_vec(), |r| r, rng);
-    demote_held(ordered, |r| r, health, now)
+    skip_probed_down(demote_held(ordered, |r| r, health, now), |r| r, health)
 }
 
 /// One B-leg attempt of a termination call.
@@ -222,7 +269,8 @@ pub fn termination_plan<'r>(
             .flat_map(|c| order_by_priority_and_weight(hops(c), |h| &h.route, rng))
             .collect()
     };
-    demote_held(plan, |h| &h.route, health, now)
+    let plan = demote_held(plan, |h| &h.route, health, now);
+    skip_probed_down(plan, |h| &h.route, health)
 }
 
 /// The hosts a PSTN call placed by a SIP media application tries
@@ -248,7 +296,8 @@ pub fn application_plan<'r>(
         })
         .collect();
     let plan = order_by_priority_and_weight(pooled, |h| &h.route, rng);
-    demote_held(plan, |h| &h.route, health, now)
+    let plan = demote_held(plan, |h| &h.route, health, now);
+    skip_probed_down(plan, |h| &h.route, health)
 }
 
 /// The routes of one VC an origination call tries before moving on.
@@ -262,7 +311,9 @@ pub struct OriginationLeg {
 /// routes by [`order_routes`]; for a group, its VCs in item priority order,
 /// each with its routes, after all of which the next VC is tried. VCs that
 /// are missing, have origination disabled or have no routes are skipped.
-/// A SIP rule or NotFound target has no plan (empty).
+/// A SIP rule or NotFound target has no plan (empty). Routes probed down
+/// are left out while any route of any of the plan's VCs is not, and a VC
+/// left without routes is then skipped.
 pub fn origination_plan(
     resources: &Resources,
     target: &OriginationTarget,
@@ -283,13 +334,28 @@ pub fn origination_plan(
             .unwrap_or_default(),
         OriginationTarget::SipRule(_) | OriginationTarget::NotFound => Vec::new(),
     };
-    ids.into_iter()
+    let vcs: Vec<&VoiceConnector> = ids
+        .into_iter()
         .filter_map(|id| resources.voice_connector(id.as_str()))
         .filter(|vc| !vc.origination.disabled && !vc.origination.routes.is_empty())
-        .map(|vc| OriginationLeg {
-            vc_id: vc.id.clone(),
-            routes: order_routes(&vc.origination.routes, rng, health, now),
+        .collect();
+    let any_up = vcs
+        .iter()
+        .flat_map(|vc| &vc.origination.routes)
+        .any(|r| !health.is_probed_down(r));
+    vcs.into_iter()
+        .map(|vc| {
+            let ordered = order_by_priority_and_weight(vc.origination.routes.clone(), |r| r, rng);
+            let mut routes = demote_held(ordered, |r| r, health, now);
+            if any_up {
+                routes.retain(|r| !health.is_probed_down(r));
+            }
+            OriginationLeg {
+                vc_id: vc.id.clone(),
+                routes,
+            }
         })
+        .filter(|leg| !leg.routes.is_empty())
         .collect()
 }
 

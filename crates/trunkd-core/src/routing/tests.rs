@@ -351,3 +351,27 @@ proptest! {
         }
     }
 }
+
+/// Probing: a route found down is skipped while another is up, and tried
+/// when it is the only hope.
+#[test]
+fn routes_probed_down_are_skipped_while_another_is_up() {
+    let (a, b) = (route("10.0.0.1", 5060, 1, 1), route("10.0.0.2", 5060, 2, 1));
+    let mut h = no_health();
+    let now = Instant::now();
+    h.set_probed_down(&a, true);
+    let got = order_routes(&[a.clone(), b.clone()], &mut rng(1), &h, now);
+    assert_eq!(got, vec![b.clone()]);
+    h.set_probed_down(&b, true);
+    let got = order_routes(&[a.clone(), b.clone()], &mut rng(1), &h, now);
+    assert_eq!(
+        got,
+        vec![a.clone(), b.clone()],
+        "all down: all tried, in order"
+    );
+    h.set_probed_down(&a, false);
+    let got = order_routes(&[a.clone(), b.clone()], &mut rng(1), &h, now);
+    assert_eq!(got, vec![a.clone()]);
+    h.retain_probed(|_| false);
+    assert!(!h.is_probed_down(&b));
+}

@@ -38,6 +38,8 @@ use trunkd_sip::transaction::{
 };
 use trunkd_sip::{Method, Request, Response, SipMessage, StatusCode};
 
+mod probing;
+
 use super::invite::{
     self, Admission, InviteContext, InviteDecision, Load, NewInvite, Refusal, RefusalScope, Rng,
 };
@@ -68,6 +70,9 @@ pub enum EngineInput {
     SendFailed { tx: ClientTxId },
     /// A call's hop failed or answered (route health).
     HopOutcome { route: Route, ok: bool },
+    /// The shell started, or the configuration was reloaded: probing
+    /// takes the routes of the snapshot in force.
+    Reconfigured,
     /// Hang up every call; [`EngineEvent::Idle`] when none is left.
     Shutdown,
 }
@@ -229,6 +234,12 @@ pub struct Engine {
     admission: AdmissionState,
     nonce_issuer: NonceIssuer,
     health: RouteHealthTable,
+    /// OPTIONS probing (`[probing]`); `None` while it is off.
+    prober: Option<trunkd_core::routing::probe::Prober>,
+    /// The client transactions of probes in flight, with their peer.
+    probe_txs: HashMap<ClientTxId, (trunkd_core::routing::probe::ProbeId, Peer)>,
+    /// The snapshot probing last took its routes from.
+    probing_config: Option<Arc<Config>>,
     rng: Rng,
     next_call: CallKey,
     shutting_down: bool,
@@ -256,6 +267,9 @@ impl Engine {
         Engine {
             endpoint: Endpoint::new(TimerConfig::default(), Limits::default()),
             health: RouteHealthTable::new(config.settings.routing.hold_down),
+            prober: None,
+            probe_txs: HashMap::new(),
+            probing_config: None,
             config,
             shared,
             local,
@@ -372,7 +386,19 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.endpoint.poll_timeout()
+        match (self.endpoint.poll_timeout(), self.probe_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes the configuration in force now (a reload swapped it).
+    fn refresh_config(&mut self, now: Instant) {
+        let current = self.shared.config();
+        if !Arc::ptr_eq(&current, &self.config) {
+            self.config = current;
+        }
+        self.sync_probing(now);
     }
 
     /// Stops logging the messages of ended calls past their linger time.
@@ -390,17 +416,17 @@ impl Engine {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.refresh_config(now);
         self.expire_sip_logs(now);
         self.endpoint.handle_timeout(now);
+        self.drain_endpoint(now, None);
+        self.drive_probes(now);
         self.drain_endpoint(now, None);
     }
 
     pub fn handle(&mut self, now: Instant, wall: SystemTime, input: EngineInput) {
         // Each input sees the configuration in force when it arrives.
-        let current = self.shared.config();
-        if !Arc::ptr_eq(&current, &self.config) {
-            self.config = current;
-        }
+        self.refresh_config(now);
         self.expire_sip_logs(now);
         match input {
             EngineInput::Message {
@@ -465,6 +491,12 @@ impl Engine {
                     .iter()
                     .filter(|(_, v)| v.dest == peer)
                     .map(|(k, _)| *k)
+                    .chain(
+                        self.probe_txs
+                            .iter()
+                            .filter(|(_, (_, dest))| *dest == peer)
+                            .map(|(k, _)| *k),
+                    )
                     .collect();
                 for tx in failed {
                     self.endpoint.transport_error(tx);
@@ -485,6 +517,7 @@ impl Engine {
                     self.health.record_failure(&route, now);
                 }
             }
+            EngineInput::Reconfigured => self.drive_probes(now),
             EngineInput::Shutdown => {
                 self.shutting_down = true;
                 let keys: Vec<CallKey> = self.calls.keys().copied().collect();
@@ -586,6 +619,15 @@ impl Engine {
                     self.deliver(call, CallInput::StrayResponse { leg, response });
                 }
             }
+            TxEvent::Response { tx, response } if self.is_probe_tx(&tx) => {
+                self.probe_replied(now, tx, response.status.as_u16())
+            }
+            TxEvent::Timeout { tx } if self.is_probe_tx(&tx) => {
+                self.probe_tx_failed(now, tx, "408 timeout")
+            }
+            TxEvent::TransportError { tx } if self.is_probe_tx(&tx) => {
+                self.probe_tx_failed(now, tx, "transport error")
+            }
             TxEvent::Response { tx, response } => {
                 self.deliver_for_client_tx(tx, |leg, branch| CallInput::Response {
                     leg,
@@ -605,6 +647,7 @@ impl Engine {
             }
             TxEvent::Terminated { tx } => match tx {
                 TxId::Client(c) => {
+                    self.probe_tx_terminated(&c);
                     if let Some(c) = self.client_txs.remove(&c) {
                         self.branches.remove(&c.branch);
                     }

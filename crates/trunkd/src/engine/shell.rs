@@ -35,6 +35,9 @@ pub enum Input {
     ConnectionLost { peer: Peer },
     /// The hop of a finished call attempt failed/succeeded: route health.
     HopOutcome { route: Route, ok: bool },
+    /// A reload put a new configuration in force (probing takes its
+    /// routes now rather than at the next message).
+    Reconfigured,
     /// A peer opened a stream connection: reuse it to send to that peer.
     ConnectionOpened {
         peer: Peer,
@@ -106,6 +109,7 @@ impl EngineTask {
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        self.handle(Input::Reconfigured);
         loop {
             let deadline = self.engine.poll_timeout();
             tokio::select! {
@@ -143,6 +147,7 @@ impl EngineTask {
                 EngineInput::ConnectionLost { peer }
             }
             Input::HopOutcome { route, ok } => EngineInput::HopOutcome { route, ok },
+            Input::Reconfigured => EngineInput::Reconfigured,
             Input::ConnectionOpened {
                 peer,
                 writer,

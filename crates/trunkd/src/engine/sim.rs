@@ -121,6 +121,9 @@ pub struct Ua {
     pub answer: u16,
     /// The PBX answers 407s with these credentials.
     pub credentials: Option<(&'static str, &'static str)>,
+    /// What this UA answers to OPTIONS; `None`: nothing (it is dead to
+    /// probes).
+    pub options_answer: Option<u16>,
     invites: HashMap<ClientTxId, (Request, u32)>,
 }
 
@@ -134,6 +137,7 @@ impl Ua {
             all_finals: Vec::new(),
             answer: 200,
             credentials: None,
+            options_answer: Some(200),
             invites: HashMap::new(),
         }
     }
@@ -408,11 +412,14 @@ impl Sim {
             tls: None,
             advertised: None,
         };
-        let engine = Engine::new(shared.clone(), local, [7; 32], 42);
+        let mut engine = Engine::new(shared.clone(), local, [7; 32], 42);
+        let now = Instant::now();
+        // As the shell does when it starts: probing takes its routes.
+        engine.handle(now, SystemTime::now(), EngineInput::Reconfigured);
         let mut carrier = Ua::new(addr(CARRIER));
         carrier.answer = 200;
         Sim {
-            now: Instant::now(),
+            now,
             engine,
             shared,
             calls: HashMap::new(),
@@ -704,10 +711,13 @@ impl Sim {
                     peer: _,
                 } => {
                     ua.requests.push(request.clone());
-                    let code = if request.method == trunkd_sip::Method::Invite {
-                        ua.answer
-                    } else {
-                        200
+                    let code = match request.method {
+                        trunkd_sip::Method::Invite => ua.answer,
+                        trunkd_sip::Method::Options => match ua.options_answer {
+                            Some(c) => c,
+                            None => continue,
+                        },
+                        _ => 200,
                     };
                     let mut resp = trunkd_sip::response_for(
                         &request,

@@ -801,7 +801,8 @@ fn a_route_going_down_then_up_is_one_event_each_to_the_targets_of_its_vcs() {
     let detail = |state: &str| {
         serde_json::json!({
             "route": "198.51.100.10:5060/UDP", "host": "198.51.100.10", "port": 5060,
-            "protocol": "UDP", "state": state,
+            "protocol": "UDP", "state": state, "source": "call",
+            "cause": if state == "UP" { "a call's hop answered" } else { "a call's hop failed" },
             "voiceConnectorIds": ["vc-east", "vc-west"], "carrierIds": [],
         })
     };
@@ -824,10 +825,178 @@ fn a_route_going_down_then_up_is_one_event_each_to_the_targets_of_its_vcs() {
                 &["all"],
                 serde_json::json!({
                     "route": "203.0.113.20:5060/UDP", "host": "203.0.113.20", "port": 5060,
-                    "protocol": "UDP", "state": "DOWN",
+                    "protocol": "UDP", "state": "DOWN", "source": "call",
+                    "cause": "a call's hop failed",
                     "voiceConnectorIds": [], "carrierIds": ["carrier-a"],
                 })
             ),
         ]
     );
+}
+
+const PROBING: &str = r#"
+[probing]
+interval_seconds = 5
+timeout_ms = 1000
+failure_threshold = 2
+success_threshold = 1
+
+[[event_targets]]
+id = "all"
+type = "file"
+path = "all.jsonl"
+
+[[voice_connectors]]
+id = "vc-two"
+[voice_connectors.origination]
+routes = [ { host = "198.51.100.99", port = 5060, priority = 1 },
+           { host = "198.51.100.10", port = 5060, priority = 2 } ]
+[voice_connectors.streaming]
+notification_targets = ["all"]
+
+[[numbers]]
+e164_phone_number = "+12065550111"
+product_type = "VoiceConnector"
+voice_connector_id = "vc-two"
+"#;
+
+fn probe_up(sim: &Sim, route: &str) -> Option<i64> {
+    sim.shared
+        .metrics
+        .route_probe_up
+        .get(&crate::metrics::RouteLabels {
+            route: route.into(),
+        })
+        .map(|g| g.get())
+}
+
+/// OPTIONS probing (SPEC §3.2): a route that answers no OPTIONS goes down
+/// after `failure_threshold` probes and calls then go straight to the
+/// next route, with no post-dial delay; when every route of a call is
+/// down they are still tried (the last resort); a route that answers
+/// again comes back up after `success_threshold` replies.
+#[test]
+fn a_route_probed_down_is_skipped_and_comes_back_when_it_answers() {
+    let mut sim = Sim::new(NO_CAP, PROBING);
+    sim.carrier.options_answer = None;
+    // Probes at once (spread over the first interval), then every 5 s
+    // after the last ended: two timeouts of 1 s take 7 s at most.
+    sim.run_for(Duration::from_secs(8));
+    assert_eq!(
+        probe_up(&sim, "198.51.100.99:5060/UDP"),
+        Some(0),
+        "no answer: down"
+    );
+    assert_eq!(probe_up(&sim, "203.0.113.20:5060/UDP"), Some(0));
+    assert_eq!(
+        probe_up(&sim, "198.51.100.10:5060/UDP"),
+        Some(1),
+        "the PBX answers 200"
+    );
+    let options: Vec<_> = sim
+        .pbx
+        .requests
+        .iter()
+        .filter(|r| r.method == trunkd_sip::Method::Options)
+        .collect();
+    assert!(options.len() >= 2, "the PBX is probed every interval");
+    let o = options[0];
+    assert_eq!(
+        o.headers.get("Max-Forwards").map(|v| &v[..]),
+        Some(&b"2"[..])
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.uri.to_bytes()),
+        "sip:198.51.100.10:5060"
+    );
+
+    // Priority 1 is down: the call goes to priority 2 at once.
+    let before = sim.now;
+    sim.carrier_sends(carrier_invite("probe-call-1", "+12065550111"));
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(
+        sim.carrier.finals.last().map(|r| r.status.as_u16()),
+        Some(200)
+    );
+    assert!(sim.now - before <= Duration::from_millis(500));
+    assert!(
+        !sim.pbx
+            .requests
+            .iter()
+            .any(|r| r.method == trunkd_sip::Method::Invite
+                && String::from_utf8_lossy(&r.uri.to_bytes()).contains("198.51.100.99")),
+        "nothing was sent to the route that is down"
+    );
+
+    // The carrier's only host is down too, yet a PBX call still tries it.
+    let events = sim.shared.events.pending();
+    let downs: Vec<_> = events
+        .iter()
+        .filter(|e| e.3["source"] == "probe" && e.3["state"] == "DOWN")
+        .map(|e| e.3["route"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        downs,
+        ["203.0.113.20:5060/UDP", "198.51.100.99:5060/UDP"],
+        "carriers first, then VCs, as configured"
+    );
+    assert!(events
+        .iter()
+        .all(|e| e.3["source"] != "probe" || e.3["cause"] == "408 timeout"));
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    call(&mut sim, "probe-call-2", "+12065551234", "+12065550100");
+    assert_eq!(finals(&sim), [407, 200], "every route down: tried anyway");
+
+    // The carrier answers OPTIONS again: up at its next probe.
+    sim.carrier.options_answer = Some(404);
+    sim.run_for(Duration::from_secs(6));
+    assert_eq!(
+        probe_up(&sim, "203.0.113.20:5060/UDP"),
+        Some(1),
+        "404 is accepted"
+    );
+    let ups: Vec<_> = sim
+        .shared
+        .events
+        .pending()
+        .iter()
+        .filter(|e| e.3["source"] == "probe" && e.3["state"] == "UP")
+        .map(|e| {
+            (
+                e.3["route"].as_str().unwrap_or_default().to_owned(),
+                e.3["cause"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ups,
+        [("203.0.113.20:5060/UDP".to_owned(), serde_json::json!("404"))]
+    );
+}
+
+/// A reload that turns probing off forgets every probe state: routing
+/// uses every route again and `/metrics` shows no probed route.
+#[test]
+fn turning_probing_off_forgets_every_state() {
+    let mut sim = Sim::new(NO_CAP, PROBING);
+    sim.carrier.options_answer = None;
+    sim.run_for(Duration::from_secs(8));
+    assert_eq!(probe_up(&sim, "203.0.113.20:5060/UDP"), Some(0));
+    let dir = sim.shared.config().settings.daemon.state_dir.clone();
+    let base = dir.parent().unwrap_or(&dir).to_path_buf();
+    let off = super::sim::config(
+        &base,
+        NO_CAP,
+        &PROBING.replace("interval_seconds = 5", "interval_seconds = 0"),
+    );
+    sim.shared.store_config(off);
+    sim.engine.handle(
+        sim.now,
+        std::time::SystemTime::now(),
+        super::machine::EngineInput::Reconfigured,
+    );
+    assert_eq!(probe_up(&sim, "203.0.113.20:5060/UDP"), None);
+    let before = sim.pbx.requests.len();
+    sim.run_for(Duration::from_secs(20));
+    assert_eq!(sim.pbx.requests.len(), before, "no more OPTIONS");
 }
