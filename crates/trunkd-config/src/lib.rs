@@ -6,6 +6,7 @@
 //! naming the file, the resource and the field (see [`ConfigError`]); a
 //! caller that gets `Err` keeps whatever configuration it was running.
 
+pub mod edit;
 mod error;
 mod load;
 mod schema;

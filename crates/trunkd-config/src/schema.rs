@@ -95,6 +95,20 @@ pub struct Media {
 #[serde(default)]
 pub struct Admin {
     pub listen: Option<String>,
+    pub tokens: Option<Vec<AdminToken>>,
+    pub audit_log: Option<String>,
+    pub open_metrics: Option<bool>,
+    pub number_restore_days: Option<i64>,
+}
+
+/// One bearer token of the admin API: its name (audit log), its role and
+/// the hex SHA-256 of the token (the token itself is never in the file).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AdminToken {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub token_sha256: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

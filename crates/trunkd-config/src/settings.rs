@@ -107,6 +107,45 @@ pub struct MediaSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
+    /// Bearer tokens of the admin API. Empty: the API is open to its
+    /// (loopback-only) listener's clients, with every right.
+    pub tokens: Vec<AdminToken>,
+    /// Every mutating request, one JSON line each.
+    pub audit_log: PathBuf,
+    /// `/metrics` and `/healthz` answer without a token.
+    pub open_metrics: bool,
+    /// How long a deleted number can be restored before it is purged.
+    pub number_restore: Duration,
+}
+
+/// What a token may do (SPEC §8). Ordered: each role may do what the
+/// roles before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AdminRole {
+    /// Every read.
+    ReadOnly,
+    /// Reads, the number lifecycle, hanging up calls, reload.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+impl AdminRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::ReadOnly => "read-only",
+            AdminRole::Operator => "operator",
+            AdminRole::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    pub name: String,
+    pub role: AdminRole,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

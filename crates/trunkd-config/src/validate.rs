@@ -1083,6 +1083,27 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9060))),
         None => SocketAddr::from(([127, 0, 0, 1], 9060)),
     };
+    let tokens = admin_tokens(&mut c, raw.admin.tokens.as_deref().unwrap_or_default());
+    if tokens.is_empty() && !listen.ip().is_loopback() {
+        c.err(
+            "listen",
+            format!("{listen} is not a loopback address: an admin API reachable from the network needs tokens"),
+        );
+    }
+    let audit_log = raw
+        .admin
+        .audit_log
+        .as_deref()
+        .map(|p| resolve(base, p))
+        .unwrap_or_else(|| state_dir.join("audit.jsonl"));
+    let open_metrics = raw.admin.open_metrics.unwrap_or(true);
+    let number_restore_days = c.range(
+        "number_restore_days",
+        raw.admin.number_restore_days,
+        7,
+        1,
+        365,
+    ) as u64;
 
     let r = &raw.records;
     let mut c = Check {
@@ -1303,7 +1324,13 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         sip,
         tls,
         media,
-        admin: AdminSettings { listen },
+        admin: AdminSettings {
+            listen,
+            tokens,
+            audit_log,
+            open_metrics,
+            number_restore: Duration::from_secs(number_restore_days * 86_400),
+        },
         records,
         logging,
         routing,
@@ -1312,6 +1339,86 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         event_targets,
         applications,
     })
+}
+
+/// `[admin] tokens`: unique names, a known role, a 64-hex-digit SHA-256.
+fn admin_tokens(c: &mut Check<'_, '_, '_>, raw: &[schema::AdminToken]) -> Vec<AdminToken> {
+    let mut out: Vec<AdminToken> = Vec::with_capacity(raw.len());
+    for (i, t) in raw.iter().enumerate() {
+        let field = |f: &str| format!("tokens[{i}].{f}");
+        let name = match t.name.as_deref() {
+            Some(n)
+                if !n.is_empty()
+                    && n.len() <= 64
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+            {
+                n.to_owned()
+            }
+            Some(n) => {
+                c.err(
+                    field("name"),
+                    format!("{n:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ -"),
+                );
+                continue;
+            }
+            None => {
+                c.err(field("name"), "is required");
+                continue;
+            }
+        };
+        if out.iter().any(|o| o.name == name) {
+            c.err(field("name"), format!("{name:?} is used by another token"));
+        }
+        let role = match t.role.as_deref() {
+            Some("read-only") => AdminRole::ReadOnly,
+            Some("operator") => AdminRole::Operator,
+            Some("admin") => AdminRole::Admin,
+            Some(r) => {
+                c.err(
+                    field("role"),
+                    format!("{r:?} is not one of read-only, operator, admin"),
+                );
+                continue;
+            }
+            None => {
+                c.err(field("role"), "is required");
+                continue;
+            }
+        };
+        let sha256 = match t.token_sha256.as_deref().and_then(hex32) {
+            Some(h) => h,
+            None => {
+                // Never echo the value: someone may have pasted the token.
+                c.err(
+                    field("token_sha256"),
+                    "must be the 64 hex digits of the token's SHA-256 (sha256sum), not the token",
+                );
+                continue;
+            }
+        };
+        if out.iter().any(|o| o.sha256 == sha256) {
+            c.err(
+                field("token_sha256"),
+                "is the same token as another entry's",
+            );
+        }
+        out.push(AdminToken { name, role, sha256 });
+    }
+    out
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        out[i] = (digit(chunk[0])? * 16 + digit(chunk[1])?) as u8;
+    }
+    Some(out)
 }
 
 /// `[probing]` (SPEC §3.2): off (`None`) unless `interval_seconds` > 0.

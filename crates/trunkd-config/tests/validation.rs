@@ -972,3 +972,32 @@ fn probing_is_off_by_default_and_checked_when_on() {
         ],
     );
 }
+
+/// `[admin] tokens`: a known role, the SHA-256 (never the token itself,
+/// which is not echoed), unique names; a listener off loopback needs them.
+#[test]
+fn admin_tokens_are_checked_and_never_echoed() {
+    let sha = "37b8d57153bffdf023160736edb4fcb922a1b6b6ce2dba953f4b571880757b47";
+    let good = format!(
+        "{VALID}\n[admin]\nlisten = \"0.0.0.0:9060\"\ntokens = [ {{ name = \"grafana\", role = \"read-only\", token_sha256 = \"{sha}\" }} ]\nnumber_restore_days = 3\n"
+    );
+    let c = trunkd_config::load(&write(&good)).unwrap();
+    let a = &c.settings.admin;
+    assert_eq!(a.tokens.len(), 1);
+    assert_eq!(a.tokens[0].role, trunkd_config::AdminRole::ReadOnly);
+    assert_eq!(a.number_restore, std::time::Duration::from_secs(3 * 86_400));
+    assert!(a.open_metrics);
+    let bad = format!(
+        "{VALID}\n[admin]\nlisten = \"0.0.0.0:9060\"\ntokens = [ {{ name = \"a\", role = \"root\", token_sha256 = \"{sha}\" }}, {{ name = \"b\", role = \"admin\", token_sha256 = \"my-plain-token\" }} ]\n"
+    );
+    let errs = errors(&bad);
+    assert_eq!(
+        errs,
+        [
+            "F: admin.tokens[0].role: \"root\" is not one of read-only, operator, admin",
+            "F: admin.tokens[1].token_sha256: must be the 64 hex digits of the token's SHA-256 (sha256sum), not the token",
+            "F: admin.listen: 0.0.0.0:9060 is not a loopback address: an admin API reachable from the network needs tokens",
+        ]
+    );
+    assert!(errs.iter().all(|e| !e.contains("my-plain-token")));
+}

@@ -35,6 +35,7 @@ pub mod cdr;
 pub mod civil;
 pub mod country;
 pub mod cps;
+pub mod deletion;
 pub mod digest;
 pub mod e164;
 pub mod events;

@@ -212,12 +212,16 @@ pub struct Number {
 }
 
 impl Number {
-    /// The status an operator sees at `now`.
+    /// The status an operator sees at `now`, with the default hold.
     pub fn status(&self, now: SystemTime) -> NumberStatus {
+        self.status_with_hold(now, DELETION_HOLD)
+    }
+
+    /// The status at `now` when deleted numbers are held for `hold`
+    /// (`[admin] number_restore_days`) before they are purged.
+    pub fn status_with_hold(&self, now: SystemTime, hold: std::time::Duration) -> NumberStatus {
         match self.deleted_at {
-            Some(t) if now.duration_since(t).is_ok_and(|d| d >= DELETION_HOLD) => {
-                NumberStatus::Deleted
-            }
+            Some(t) if now.duration_since(t).is_ok_and(|d| d >= hold) => NumberStatus::Deleted,
             Some(_) => NumberStatus::DeleteInProgress,
             None if self.assignment == Assignment::Unassigned => NumberStatus::Unassigned,
             None => NumberStatus::Assigned,

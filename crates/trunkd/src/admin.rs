@@ -32,7 +32,13 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
             "/sip-media-applications/{sma_id}/calls",
             post(create_sma_call),
         )
+        .merge(crate::api::router())
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            crate::api::gate,
+        ))
         .with_state(shared);
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app).await {
         error!(error = %e, "admin listener failed");
     }
@@ -103,29 +109,28 @@ async fn create_sma_call(
     State(shared): State<Arc<Shared>>,
     Path(sma_id): Path<String>,
     body: Bytes,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let config = shared.config();
     let Some(sma) = config.resources.sip_media_application(&sma_id) else {
-        return (
-            StatusCode::NOT_FOUND,
-            "no such SIP media application\n".to_owned(),
-        );
+        return crate::api::not_found(format!("no SIP media application {sma_id:?}"));
     };
     let request = match parse_create_call(&body) {
         Ok(r) => r,
-        Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")),
+        Err(why) => return crate::api::error(StatusCode::BAD_REQUEST, "BadRequest", why),
     };
     let Some(engine) = shared.engine_tx.get() else {
-        return (
+        return crate::api::error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the SIP engine is not running\n".to_owned(),
+            "ServiceUnavailable",
+            "the SIP engine is not running",
         );
     };
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
-        return (
+        return crate::api::error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no OS randomness\n".to_owned(),
+            "ServiceUnavailable",
+            "no OS randomness",
         );
     }
     let transaction_id = trunkd_core::TransactionId::from_random_bytes(bytes);
@@ -145,15 +150,15 @@ async fn create_sma_call(
         .await
         .is_err()
     {
-        return (
+        return crate::api::error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the SIP engine is not running\n".to_owned(),
+            "ServiceUnavailable",
+            "the SIP engine is not running",
         );
     }
-    (
+    crate::api::json_response(
         StatusCode::CREATED,
-        serde_json::json!({"SipMediaApplicationCall": {"TransactionId": transaction_id.to_string()}})
-            .to_string(),
+        serde_json::json!({"SipMediaApplicationCall": {"TransactionId": transaction_id.to_string()}}),
     )
 }
 
@@ -233,25 +238,24 @@ async fn update_sma_call(
     State(shared): State<Arc<Shared>>,
     Path((sma_id, transaction_id)): Path<(String, String)>,
     body: Bytes,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let arguments = match parse_arguments(&body) {
         Ok(a) => a,
-        Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")),
+        Err(why) => return crate::api::error(StatusCode::BAD_REQUEST, "BadRequest", why),
     };
     use crate::application::webhook::UpdateError;
     match shared.sma_calls.update(&sma_id, &transaction_id, arguments) {
-        Ok(()) => (
+        Ok(()) => crate::api::json_response(
             StatusCode::OK,
-            serde_json::json!({"SipMediaApplicationCall": {"TransactionId": transaction_id}})
-                .to_string(),
+            serde_json::json!({"SipMediaApplicationCall": {"TransactionId": transaction_id}}),
         ),
-        Err(UpdateError::NotFound) => (
-            StatusCode::NOT_FOUND,
-            "no such call of this SIP media application in progress\n".to_owned(),
-        ),
-        Err(UpdateError::Busy) => (
+        Err(UpdateError::NotFound) => {
+            crate::api::not_found("no such call of this SIP media application in progress")
+        }
+        Err(UpdateError::Busy) => crate::api::error(
             StatusCode::TOO_MANY_REQUESTS,
-            "the call has updates waiting; try again\n".to_owned(),
+            "Throttled",
+            "the call has updates waiting; try again",
         ),
     }
 }

@@ -32,7 +32,12 @@ pub struct Shared {
     pub metrics: Metrics,
     /// TLS configurations, swapped by the same reload as the file.
     pub tls: Tls,
+    /// One reload or admin-API write at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// SHA-256 of the file text the running snapshot was loaded from: an
+    /// admin-API write to a file that differs was edited by hand since,
+    /// and is refused (409) rather than overwrite that edit.
+    file_digest: std::sync::Mutex<[u8; 32]>,
     /// Failed authentications per source and the sources they blocked
     /// (`[security] auth_failures_per_source`): written by the engine,
     /// read by every transport's gate.
@@ -49,6 +54,10 @@ pub struct Shared {
     /// The engine task, for calls placed from the admin API
     /// (CreateSipMediaApplicationCall); set once it runs.
     pub engine_tx: std::sync::OnceLock<crate::engine::EngineTx>,
+    /// Calls in progress, for the admin API (`GET /calls`).
+    pub calls: crate::api::calls::ActiveCalls,
+    /// The admin API's audit log.
+    pub audit: crate::api::audit::AuditLog,
 }
 
 impl Shared {
@@ -57,6 +66,7 @@ impl Shared {
         metrics.set_resources(&config.resources);
         metrics.config_last_reload_success.set(unix_now());
         let events = crate::events::Events::new(metrics.events.clone());
+        let digest = file_digest(&config_path_text(&path_of(&config)));
         Shared {
             events,
             path: config.path.clone(),
@@ -64,11 +74,14 @@ impl Shared {
             metrics,
             tls: Tls::new(tls),
             reloading: Default::default(),
+            file_digest: std::sync::Mutex::new(digest),
             auth_failures: Default::default(),
             hosts: Default::default(),
             call_journal: Default::default(),
             sma_calls: Default::default(),
             engine_tx: Default::default(),
+            calls: Default::default(),
+            audit: Default::default(),
         }
     }
 
@@ -190,17 +203,103 @@ impl Shared {
     pub async fn reload(&self) -> Result<String, String> {
         let _one_at_a_time = self.reloading.lock().await;
         let path = self.path.clone();
+        let digest = file_digest(&config_path_text(&path));
         // Validation of a large inventory takes a moment: off the runtime's
         // worker threads.
-        let loaded = tokio::task::spawn_blocking(move || {
-            let new = trunkd_config::load(&path)
-                .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
-            let tls = TlsConfigs::load(&new.settings.tls.clone().unwrap_or_default())
-                .map_err(|e| vec![format!("{}: {e}", path.display())])?;
-            Ok::<_, Vec<String>>((new, tls))
+        let loaded = tokio::task::spawn_blocking(move || load_with_tls(&path, &path))
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))?;
+        if loaded.is_ok() {
+            *self.file_digest.lock().unwrap_or_else(|e| e.into_inner()) = digest;
+        }
+        self.install(loaded).await
+    }
+
+    /// Changes the file the way an operator would, through `edit`, and
+    /// puts the result in force (SPEC §11): refused with
+    /// [`WriteError::Conflict`] when the file was edited by hand since the
+    /// running snapshot was loaded; the new text is validated exactly as a
+    /// reload validates it, and only a valid file replaces the old one
+    /// (written to a temporary file in the same directory, synced and
+    /// renamed over it, so a crash leaves one or the other).
+    pub async fn write_file<F>(&self, edit: F) -> Result<Arc<Config>, WriteError>
+    where
+        F: FnOnce(&mut trunkd_config::edit::Document, &Config) -> Result<(), WriteError>
+            + Send
+            + 'static,
+    {
+        let _one_at_a_time = self.reloading.lock().await;
+        let path = self.path.clone();
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| WriteError::Io(format!("reading {}: {e}", path.display())))?;
+        let expected = *self.file_digest.lock().unwrap_or_else(|e| e.into_inner());
+        if file_digest(&text) != expected {
+            return Err(WriteError::Conflict(format!(
+                "{} changed since the running configuration was loaded; reload it (or undo the edit) and try again",
+                path.display()
+            )));
+        }
+        let current = self.config();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut doc = trunkd_config::edit::Document::parse(&text)
+                .map_err(|e| WriteError::Io(e.to_string()))?;
+            edit(&mut doc, &current)?;
+            let new_text = doc.render();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "trunkd.toml".into());
+            let temp = path.with_file_name(format!(".{name}.trunkd-write"));
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&temp)?;
+                f.write_all(new_text.as_bytes())?;
+                f.sync_all()
+            };
+            write().map_err(|e| WriteError::Io(format!("writing {}: {e}", temp.display())))?;
+            match load_with_tls(&temp, &path) {
+                Ok(mut loaded) => {
+                    loaded.0.path = path.clone();
+                    std::fs::rename(&temp, &path).map_err(|e| {
+                        WriteError::Io(format!(
+                            "renaming {} to {}: {e}",
+                            temp.display(),
+                            path.display()
+                        ))
+                    })?;
+                    if let Some(dir) = path.parent() {
+                        let dir = if dir.as_os_str().is_empty() {
+                            std::path::Path::new(".")
+                        } else {
+                            dir
+                        };
+                        if let Ok(d) = std::fs::File::open(dir) {
+                            let _ = d.sync_all();
+                        }
+                    }
+                    Ok((loaded, file_digest(&new_text)))
+                }
+                Err(errors) => {
+                    let _ = std::fs::remove_file(&temp);
+                    Err(WriteError::Invalid(errors))
+                }
+            }
         })
         .await
-        .map_err(|e| format!("reload task failed: {e}"))?;
+        .map_err(|e| WriteError::Io(format!("write task failed: {e}")))??;
+        let (loaded, digest) = written;
+        *self.file_digest.lock().unwrap_or_else(|e| e.into_inner()) = digest;
+        self.install(Ok(loaded))
+            .await
+            .map_err(|e| WriteError::Invalid(vec![e]))?;
+        Ok(self.config())
+    }
+
+    /// Puts a loaded file in force, or reports why it was not.
+    async fn install(
+        &self,
+        loaded: Result<(Config, TlsConfigs), Vec<String>>,
+    ) -> Result<String, String> {
         match loaded {
             Ok((new, tls)) => {
                 let old = self.config();
@@ -254,6 +353,61 @@ impl Shared {
             }
         }
     }
+}
+
+/// Why an admin-API write did not change the file.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The file was edited by hand since it was loaded (409).
+    Conflict(String),
+    /// The change breaks a rule of the file (422), each error naming the
+    /// file, resource and field as `trunkd check-config` does.
+    Invalid(Vec<String>),
+    /// The change is not allowed as asked (a rule of the API: 400/409 with
+    /// the managed service's error code).
+    Refused {
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
+    /// No such resource (404).
+    NotFound(String),
+    /// The file could not be read or written (500).
+    Io(String),
+}
+
+/// SHA-256 of a file's text.
+pub fn file_digest(text: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).into()
+}
+
+/// The text of `path`, or nothing when it cannot be read.
+fn config_path_text(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn path_of(config: &Config) -> PathBuf {
+    config.path.clone()
+}
+
+/// Loads and validates `load_path` and the TLS files it names; errors
+/// name `shown_path` (a write validates a temporary copy of the file).
+fn load_with_tls(
+    load_path: &std::path::Path,
+    shown_path: &std::path::Path,
+) -> Result<(Config, TlsConfigs), Vec<String>> {
+    let shown = shown_path.display().to_string();
+    let temp = load_path.display().to_string();
+    let new = trunkd_config::load(load_path).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| e.to_string().replace(&temp, &shown))
+            .collect::<Vec<_>>()
+    })?;
+    let tls = TlsConfigs::load(&new.settings.tls.clone().unwrap_or_default())
+        .map_err(|e| vec![format!("{shown}: {e}")])?;
+    Ok((new, tls))
 }
 
 /// Settings that sockets or the logger were built from: a reload cannot
@@ -499,6 +653,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding admin {}", settings.admin.listen))?;
     info!(addr = %settings.admin.listen, "admin HTTP listening (/metrics, /healthz, POST /reload)");
     tasks.spawn(admin::serve(admin, shared.clone()));
+    tasks.spawn(crate::api::numbers::purge_task(shared.clone()));
 
     // Route host names: resolved now, then refreshed off the call path.
     shared.hosts.refresh(&shared.config().resources).await;

@@ -5,6 +5,7 @@
 //! listener around the libraries. See docs/architecture.md.
 
 mod admin;
+mod api;
 mod app_task;
 mod application;
 mod call_journal;

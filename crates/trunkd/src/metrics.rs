@@ -139,6 +139,15 @@ impl RouteLabels {
     }
 }
 
+/// One route's state for the admin API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteState {
+    /// After the last call hop to it: up (answered) or down (failed).
+    pub call_up: Option<bool>,
+    /// What OPTIONS probing sees; `None` while it is not probed.
+    pub probe_up: Option<bool>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteResultLabels {
     /// `host:port/transport`
@@ -259,8 +268,17 @@ pub struct Metrics {
     /// The routes with a `route_probe_up` series (the family cannot be
     /// listed), so a removed route's series can be removed.
     route_probe_labels: std::sync::Mutex<Vec<RouteLabels>>,
+    /// Route state as the admin API shows it (`GET /routes`): by route,
+    /// what calls last saw and what probing sees.
+    route_states: std::sync::Mutex<std::collections::BTreeMap<String, RouteState>>,
+    /// The last OPTIONS ping per VC: time and source (termination health).
+    last_pings: std::sync::Mutex<
+        std::collections::HashMap<String, (std::time::SystemTime, std::net::SocketAddr)>,
+    >,
     pub sip_refused: Family<RefusedLabels, Counter>,
     pub sip_auth_failures: Counter,
+    /// Audit log lines that could not be written (SPEC §8).
+    pub audit_failures: Counter,
     pub sip_sources_blocked: Counter,
     /// `events_queued{target}`, `events_total{target,result}` (SPEC §5.4).
     pub events: crate::events::EventMetrics,
@@ -586,6 +604,12 @@ impl Metrics {
             route_probes.clone(),
         );
 
+        let audit_failures = Counter::default();
+        registry.register(
+            "admin_audit_failures",
+            "Admin API audit log lines that could not be written (the file's error is logged)",
+            audit_failures.clone(),
+        );
         let sip_auth_failures = Counter::default();
         registry.register(
             "sip_auth_failures",
@@ -698,8 +722,11 @@ impl Metrics {
             route_probe_up,
             route_probes,
             route_probe_labels: Default::default(),
+            route_states: Default::default(),
+            last_pings: Default::default(),
             sip_refused,
             sip_auth_failures,
+            audit_failures,
             sip_sources_blocked,
             events,
         }
@@ -806,6 +833,10 @@ impl Metrics {
                 region,
             })
             .set(now);
+        self.last_pings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(vc.to_string(), (std::time::SystemTime::now(), from));
         tracing::debug!(vc = %vc, %from, "OPTIONS ping recorded");
     }
 
@@ -890,6 +921,12 @@ impl Metrics {
             route: format!("{}:{}/{}", route.host, route.port, route.protocol),
         };
         self.route_up.get_or_create(&labels).set(i64::from(ok));
+        self.route_states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(labels.route.clone())
+            .or_default()
+            .call_up = Some(ok);
         if !ok {
             self.route_failures.get_or_create(&labels).inc();
         }
@@ -907,9 +944,35 @@ impl Metrics {
 
     /// Probing moved `route` to up or down.
     pub fn route_probe_state(&self, route: &trunkd_core::Route, up: bool) {
+        let labels = RouteLabels::of(route);
         self.route_probe_up
-            .get_or_create(&RouteLabels::of(route))
+            .get_or_create(&labels)
             .set(i64::from(up));
+        self.route_states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(labels.route)
+            .or_default()
+            .probe_up = Some(up);
+    }
+
+    /// Every route with a known state, by `host:port/transport`.
+    pub fn route_states(&self) -> Vec<(String, RouteState)> {
+        self.route_states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// The last OPTIONS ping of `vc`: when and from where.
+    pub fn last_ping(&self, vc: &str) -> Option<(std::time::SystemTime, std::net::SocketAddr)> {
+        self.last_pings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(vc)
+            .copied()
     }
 
     /// The probed routes after a reload: each has a `route_probe_up`
@@ -930,12 +993,20 @@ impl Metrics {
                 }
             }
             known.retain(|l| keep.contains(l));
+            let mut states = self.route_states.lock().unwrap_or_else(|e| e.into_inner());
             for l in &keep {
                 if !known.contains(l) {
                     known.push(l.clone());
                     self.route_probe_up.get_or_create(l).set(1);
+                    states.entry(l.route.clone()).or_default().probe_up = Some(true);
                 }
             }
+            for l in &stale {
+                if let Some(s) = states.get_mut(&l.route) {
+                    s.probe_up = None;
+                }
+            }
+            states.retain(|_, s| s.probe_up.is_some() || s.call_up.is_some());
         }
         for l in stale {
             self.route_probe_up.remove(&l);

@@ -25,6 +25,8 @@ pub const ROUTE_STATE_CHANGE: &str = "trunkd Route State Change";
 pub const RELOAD_FAILED: &str = "trunkd Configuration Reload Failed";
 /// A record sink's spool passed its high-water mark.
 pub const SINK_BACKLOG_HIGH: &str = "trunkd Sink Backlog High";
+/// A write through the admin API changed the configuration file.
+pub const CONFIGURATION_CHANGED: &str = "trunkd Configuration Changed";
 
 /// The ordering key of events that belong to no call: they are delivered
 /// to each target in the order they were emitted.

@@ -140,6 +140,7 @@ impl EngineTask {
             Input::FromCall { call, out } => EngineInput::FromCall { call, out },
             Input::CallDone { call } => {
                 self.calls.remove(&call);
+                self.shared.calls.remove(call);
                 EngineInput::CallDone { call }
             }
             Input::ConnectionLost { peer } => {
@@ -249,6 +250,37 @@ impl EngineTask {
         }
     }
 
+    /// Lists a started call for the admin API (`GET /calls`); the shell
+    /// removes it when the call's task is done.
+    fn register_active(
+        &self,
+        setup: &CallSetup,
+        kind: &'static str,
+        input: &mpsc::Sender<trunkd_b2bua::CallInput>,
+        relay: Option<crate::media_anchor::Relay>,
+    ) {
+        let a = &setup.admission;
+        let owner = match &a.kind {
+            CallKind::Application { sma_id, .. } => Some(sma_id.to_string()),
+            _ => a.vc.as_ref().map(|v| v.to_string()),
+        };
+        self.shared.calls.register(
+            setup.key,
+            crate::api::calls::ActiveCall {
+                transaction_id: setup.transaction_id,
+                owner,
+                direction: a.direction,
+                kind,
+                from: a.source_number.clone(),
+                to: a.b_user.clone(),
+                started_wall: setup.wall,
+                started: setup.now,
+                input: input.clone(),
+                relay,
+            },
+        );
+    }
+
     /// The call's media anchor and relay, or `None` after telling the
     /// engine the call could not start (no media ports).
     fn start_anchor(
@@ -321,6 +353,7 @@ impl EngineTask {
             media_events: media_rx,
             ports: self.ports.clone(),
         };
+        self.register_active(&setup, "bridge", &call_tx, Some(ctx.relay.clone()));
         self.calls.insert(setup.key, call_tx);
         tokio::spawn(call_task::run(ctx, new, call_rx));
     }
@@ -351,6 +384,7 @@ impl EngineTask {
             media_events: media_rx,
             ports: self.ports.clone(),
         };
+        self.register_active(&setup, "recording", &call_tx, Some(ctx.relay.clone()));
         self.calls.insert(setup.key, call_tx);
         tokio::spawn(crate::recording_task::run(ctx, new, call_rx));
     }
@@ -416,6 +450,7 @@ impl EngineTask {
             destination_number: a.b_user.clone(),
             outbound: false,
         };
+        self.register_active(&setup, "application", &call_tx, Some(ctx.relay.clone()));
         self.calls.insert(setup.key, call_tx);
         tokio::spawn(crate::app_task::run(ctx, new, call_rx));
     }
