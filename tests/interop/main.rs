@@ -12,6 +12,7 @@ mod media;
 mod record_store;
 mod recording;
 mod sip_logs;
+mod siprec;
 mod sma;
 mod sma_bridge;
 mod srtp;
