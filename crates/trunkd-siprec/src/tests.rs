@@ -275,3 +275,53 @@ fn metadata_types() {
     assert!(is_metadata_type("Application", "RS-Metadata"));
     assert!(!is_metadata_type("application", "sdp"));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::*;
+
+    /// The corpus documents, for mutation.
+    fn corpus() -> Vec<Vec<u8>> {
+        [
+            "cisco-cube",
+            "oracle-acme",
+            "avaya-oracle",
+            "sonus-ribbon",
+            "avaya-sbce",
+            "intrado-viper",
+            "broadworks-order",
+        ]
+        .iter()
+        .map(|n| super::offer(n).0.into_bytes())
+        .collect()
+    }
+
+    proptest! {
+        /// Any bytes: a model or an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse(&bytes);
+        }
+
+        /// Real documents cut short or with a byte changed: a model or an
+        /// error, never a panic; a model's labels are checked without one.
+        #[test]
+        fn mutated_corpus_documents_never_panic(
+            doc in 0usize..7,
+            cut in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut d = corpus()[doc].clone();
+            let i = at.index(d.len());
+            d[i] = byte;
+            d.truncate(cut.index(d.len() + 1).max(1));
+            if let Ok(m) = parse(&d) {
+                let _ = m.check_complete();
+                let _ = m.check_labels(&[Some("1".into())]);
+                let _ = m.numbers();
+            }
+        }
+    }
+}
