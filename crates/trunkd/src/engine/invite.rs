@@ -304,12 +304,18 @@ pub fn metadata_part(req: &Request) -> Option<bytes::Bytes> {
     Some(part.body().clone())
 }
 
+/// Characters of a reason a `Warning` carries at most: the reason may
+/// quote the request (a namespace, an element name).
+const WARNING_MAX_CHARS: usize = 200;
+
 /// A `Warning` header value (RFC 3261 §20.43: code 399, miscellaneous)
-/// carrying `text` as a quoted string.
+/// carrying `text` as a quoted string: control characters dropped, at
+/// most [`WARNING_MAX_CHARS`] of it.
 pub fn warning_value(text: &str) -> String {
     let quoted: String = text
         .chars()
         .filter(|c| !c.is_control())
+        .take(WARNING_MAX_CHARS)
         .flat_map(|c| match c {
             '"' | '\\' => vec!['\\', c],
             c => vec![c],
@@ -794,4 +800,22 @@ pub(crate) fn hop(
         },
         route: route.clone(),
     })
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::warning_value;
+
+    #[test]
+    fn a_warning_is_one_quoted_bounded_line() {
+        assert_eq!(
+            warning_value("label \"7\" \\ x\r\nInjected: 1"),
+            "399 trunkd \"label \\\"7\\\" \\\\ xInjected: 1\""
+        );
+        let long = "n".repeat(1000);
+        assert_eq!(
+            warning_value(&long),
+            format!("399 trunkd \"{}\"", "n".repeat(200))
+        );
+    }
 }
