@@ -14,6 +14,7 @@ mod probing;
 mod record_store;
 mod recording;
 mod sip_logs;
+mod siprec;
 mod sma;
 mod sma_bridge;
 mod srtp;

@@ -44,6 +44,9 @@ pub trait SdpAnswerer: Send {
     fn answer(&mut self, offer: &Bytes) -> Result<Bytes, MediaRefusal>;
 }
 
+/// Re-INVITEs kept for [`UasCall::poll_reoffer`] at most.
+pub const MAX_REOFFERS: usize = 8;
+
 /// The methods a [`UasCall`] answers in its dialog (`Allow`).
 pub const UAS_ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
 
@@ -87,6 +90,9 @@ pub struct UasCall {
     /// The last SDP trunkd sent: offered again in the 200 to a re-INVITE
     /// without one (RFC 3264 §8: the same session, nothing changed).
     last_answer: Bytes,
+    /// Re-INVITEs answered 200, for an owner that asked to see them
+    /// ([`UasCall::keep_reoffers`]); `None` keeps none.
+    reoffers: Option<VecDeque<Request>>,
     state: State,
     answered_at: Option<Instant>,
     outcome: Option<CallOutcome>,
@@ -131,6 +137,7 @@ impl UasCall {
             contact,
             answerer: n.answerer,
             last_answer: Bytes::new(),
+            reoffers: None,
             state: State::Offered,
             answered_at: None,
             outcome: None,
@@ -202,6 +209,19 @@ impl UasCall {
             reason: reason.to_owned(),
         });
         self.end(now);
+    }
+
+    /// Keep each re-INVITE answered 200 for [`UasCall::poll_reoffer`]: a
+    /// recording session reports the SRC's updated metadata (RFC 7866
+    /// §7.1.2) from them. At most [`MAX_REOFFERS`] wait; older ones are
+    /// dropped.
+    pub fn keep_reoffers(&mut self) {
+        self.reoffers.get_or_insert_with(VecDeque::new);
+    }
+
+    /// The next re-INVITE answered 200 (only with [`UasCall::keep_reoffers`]).
+    pub fn poll_reoffer(&mut self) -> Option<Request> {
+        self.reoffers.as_mut()?.pop_front()
     }
 
     pub fn poll_output(&mut self) -> Option<CallOutput> {
@@ -355,6 +375,12 @@ impl UasCall {
         r.body = body;
         self.out
             .push_back(CallOutput::SendResponse { tx, response: r });
+        if let (Some(kept), Method::Invite) = (self.reoffers.as_mut(), &req.method) {
+            if kept.len() >= MAX_REOFFERS {
+                kept.pop_front();
+            }
+            kept.push_back(req);
+        }
     }
 
     fn respond(&mut self, tx: ServerTxId, req: &Request, status: StatusCode, reason: &str) {

@@ -109,7 +109,7 @@ struct T {
 impl T {
     fn new(invite: &str, refuse: bool) -> T {
         let now = Instant::now();
-        let txs = server_txs(4);
+        let txs = server_txs(16);
         let offers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(refuse));
         let call = UasCall::new(NewUasCall {
@@ -339,6 +339,52 @@ fn re_invite_is_answered_again_and_update_info_options_get_200() {
         "{text}"
     );
     assert_eq!(ended(&outs).unwrap().outcome, CallOutcome::Answered);
+}
+
+/// A recording session asks to see the re-INVITEs it answered (their
+/// updated SIPREC metadata): each answered one, in order, bounded; never
+/// an UPDATE, and none unless asked.
+#[test]
+fn kept_re_invites_are_polled_in_order_and_bounded() {
+    let sdp = "v=0\r\no=src 1 2 IN IP4 10.1.1.1\r\ns=-\r\nc=IN IP4 10.1.1.1\r\nt=0 0\r\nm=audio 4010 RTP/AVP 0\r\n";
+    let mut plain = T::new(SIPREC_INVITE, false);
+    plain.call.answer(plain.now);
+    plain.drain();
+    plain.in_dialog("INVITE", 102, 0, "Content-Type: application/sdp\r\n", sdp);
+    plain.drain();
+    assert!(plain.call.poll_reoffer().is_none(), "not kept unless asked");
+
+    let mut t = T::new(SIPREC_INVITE, false);
+    t.call.keep_reoffers();
+    t.call.answer(t.now);
+    t.drain();
+    assert!(
+        t.call.poll_reoffer().is_none(),
+        "the initial INVITE is not one"
+    );
+    let n = crate::uas::MAX_REOFFERS as u32 + 2;
+    for i in 0..n {
+        t.in_dialog(
+            "INVITE",
+            102 + i,
+            1 + i as usize,
+            "Content-Type: application/sdp\r\n",
+            sdp,
+        );
+        t.drain();
+    }
+    t.in_dialog(
+        "UPDATE",
+        200,
+        1 + n as usize,
+        "Content-Type: application/sdp\r\n",
+        sdp,
+    );
+    t.drain();
+    let seqs: Vec<u32> = std::iter::from_fn(|| t.call.poll_reoffer())
+        .map(|r| r.headers.cseq().unwrap().seq)
+        .collect();
+    assert_eq!(seqs, (104..102 + n).collect::<Vec<_>>());
 }
 
 #[test]

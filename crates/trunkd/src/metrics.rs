@@ -256,6 +256,11 @@ pub struct Metrics {
     /// fell behind: the relay's tap lost them) | unrecorded (no sink,
     /// another codec, a file that failed).
     pub recording_packets: Family<ResultLabel, Counter>,
+    /// SIPREC sessions (an INVITE with RFC 7866 metadata), by outcome:
+    /// answered | refused_metadata (the metadata part was malformed:
+    /// 400) | failed (admitted, never answered). Record-only sessions
+    /// without metadata are not counted here.
+    pub siprec_sessions: Family<OutcomeLabel, Counter>,
     /// SIP message log lines (SPEC §5.3): written | dropped (the writer's
     /// queue was full: the engine never waits) | failed (a file error).
     pub sip_log_lines: Family<ResultLabel, Counter>,
@@ -564,6 +569,12 @@ impl Metrics {
             "Recording sessions (SIPREC, record-only) that ended, by outcome",
             recording_sessions.clone(),
         );
+        let siprec_sessions = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "siprec_sessions",
+            "SIPREC recording sessions, by outcome: answered, refused_metadata, failed",
+            siprec_sessions.clone(),
+        );
         let recording_packets = Family::<ResultLabel, Counter>::default();
         registry.register(
             "recording_packets",
@@ -714,6 +725,7 @@ impl Metrics {
             media_packets_dropped,
             media_inactivity_hangups,
             recording_sessions,
+            siprec_sessions,
             recording_packets,
             sip_log_lines,
             vc_sip_responses,

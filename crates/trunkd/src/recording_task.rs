@@ -108,7 +108,11 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
     };
     let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
     let mut status = StatusEvents::new(&ctx, &new.invite, dir.as_deref());
+    let siprec = crate::engine::invite::metadata_part(&new.invite).is_some();
     let mut call = UasCall::new(new);
+    // RFC 7866 §7.1.2: the SRC updates its metadata with re-INVITEs; each
+    // answered one is an UPDATED event.
+    call.keep_reoffers();
     call.answer(Instant::now());
     let call_id = String::from_utf8_lossy(call.call_id()).into_owned();
     let mut ended: Option<CallEnd> = None;
@@ -119,6 +123,14 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                     info!("recording session answered");
                     if let Some(s) = &mut status {
                         s.started(&call_id);
+                    }
+                    if siprec {
+                        metrics
+                            .siprec_sessions
+                            .get_or_create(&crate::metrics::OutcomeLabel {
+                                outcome: "answered",
+                            })
+                            .inc();
                     }
                     metrics.answered(ctx.vc_id.as_ref(), resources, "outbound");
                     if let Some(vc_id) = &ctx.vc_id {
@@ -156,6 +168,12 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                         break 'session;
                     }
                 }
+            }
+        }
+        while let Some(reinvite) = call.poll_reoffer() {
+            info!("recording session re-INVITEd");
+            if let Some(s) = &mut status {
+                s.updated(&call_id, &reinvite);
             }
         }
         if call.is_ended() {
@@ -209,6 +227,12 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
     }
     let streaming = !report.files.is_empty();
     let answered = ended.as_ref().is_some_and(|e| e.answered.is_some());
+    if siprec && !answered {
+        metrics
+            .siprec_sessions
+            .get_or_create(&crate::metrics::OutcomeLabel { outcome: "failed" })
+            .inc();
+    }
     let outcome = match (answered, streaming) {
         (false, _) => "failed",
         (true, true) => "recorded",
@@ -286,8 +310,13 @@ struct StatusEvents {
     from_number: String,
     to_number: String,
     invite_headers: BTreeMap<String, String>,
-    /// The INVITE's SIPREC metadata (RFC 7866 `rs-metadata+xml`), as sent.
+    /// The SIPREC metadata (RFC 7866 `rs-metadata+xml`) as the SRC last
+    /// sent it: the INVITE's, then each re-INVITE's that has one.
     siprec_metadata: Option<String>,
+    /// The labels of the streams the recorded call's caller sends (the
+    /// metadata's first participant, [`trunkd_siprec::Metadata::numbers`]);
+    /// empty without metadata, when the first stream is the caller's.
+    caller_labels: Vec<String>,
     answered: Answered,
     dir: PathBuf,
     /// (index, label, file) of each answered audio stream, known once the
@@ -308,31 +337,19 @@ impl StatusEvents {
         if vcr.streaming.notification_targets.is_empty() {
             return None;
         }
-        let mut invite_headers = BTreeMap::new();
-        for name in [
-            "from",
-            "to",
-            "call-id",
-            "cseq",
-            "contact",
-            "content-type",
-            "content-length",
-        ] {
-            if let Some(v) = invite.headers.get(name) {
-                invite_headers.insert(name.to_owned(), String::from_utf8_lossy(v).into_owned());
-            }
-        }
-        let siprec_metadata = invite.headers.get("Content-Type").and_then(|ct| {
-            let m = trunkd_sip::Multipart::parse_with(ct, &invite.body).ok()?;
-            let part = m.parts().iter().find(|p| {
-                p.is_type("application", "rs-metadata+xml")
-                    || p.is_type("application", "rs-metadata")
-            })?;
-            Some(String::from_utf8_lossy(part.body()).into_owned())
-        });
+        let invite_headers = event_headers(invite);
+        let part = crate::engine::invite::metadata_part(invite);
+        let siprec_metadata = part
+            .as_ref()
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+        let caller_labels = part
+            .and_then(|p| trunkd_siprec::parse(&p).ok())
+            .map(|m| caller_labels(&m))
+            .unwrap_or_default();
         Some(StatusEvents {
             vc,
             siprec_metadata,
+            caller_labels,
             shared: ctx.shared.clone(),
             config: ctx.config.clone(),
             transaction_id: ctx.transaction_id,
@@ -352,6 +369,7 @@ impl StatusEvents {
         stream: &(usize, Option<String>, PathBuf),
         status: StreamingStatus,
         failure: Option<&str>,
+        update_headers: Option<&BTreeMap<String, String>>,
     ) {
         let now = iso8601_seconds(unix_ms());
         let start = self.start.clone().unwrap_or_else(|| now.clone());
@@ -364,18 +382,23 @@ impl StatusEvents {
             from_number: self.from_number.clone(),
             to_number: self.to_number.clone(),
             invite_headers: self.invite_headers.clone(),
-            // SIPREC: the first stream is the one of the call's caller
-            // (RFC 7866 metadata is not interpreted).
-            is_caller: stream.0 == 0,
+            // SIPREC: the stream the metadata's first participant sends;
+            // without metadata, the first stream.
+            is_caller: if self.caller_labels.is_empty() {
+                stream.0 == 0
+            } else {
+                stream
+                    .1
+                    .as_ref()
+                    .is_some_and(|l| self.caller_labels.contains(l))
+            },
             media_type: "audio/L16",
             sdp: SdpRef {
                 media_index: stream.0,
                 media_label: stream.1.clone(),
             },
-            // With STARTED, as the managed service sends it.
-            siprec_metadata: matches!(status, StreamingStatus::Started)
-                .then(|| self.siprec_metadata.clone())
-                .flatten(),
+            // With every status, as the SRC last sent it.
+            siprec_metadata: self.siprec_metadata.clone(),
             start_time: start,
             end_time: ended.then(|| now.clone()),
             fail_time: failed.then(|| now.clone()),
@@ -385,12 +408,20 @@ impl StatusEvents {
             voice_connector_id: self.vc.to_string(),
             version: "0",
         };
+        let mut value = detail.to_value();
+        if let (Some(h), Some(obj)) = (update_headers, value.as_object_mut()) {
+            // SPEC §5.4: UPDATED names the re-INVITE that caused it.
+            obj.insert(
+                "updateHeaders".to_owned(),
+                serde_json::to_value(h).unwrap_or_default(),
+            );
+        }
         self.shared.events.emit_vc_event(
             &self.config,
             &self.vc,
             &self.transaction_id.to_string(),
             STREAMING_STATUS,
-            detail.to_value(),
+            value,
         );
     }
 
@@ -412,7 +443,35 @@ impl StatusEvents {
             })
             .unwrap_or_default();
         for stream in &self.streams {
-            self.emit(call_id, stream, StreamingStatus::Started, None);
+            self.emit(call_id, stream, StreamingStatus::Started, None, None);
+        }
+    }
+
+    /// A re-INVITE answered 200 (SPEC §5.4): one UPDATED per stream with
+    /// its headers and the metadata it carries (the last one kept when it
+    /// carries none). Only after STARTED. Its metadata is not refused: the
+    /// session goes on whatever an update says.
+    fn updated(&mut self, call_id: &str, reinvite: &trunkd_sip::Request) {
+        if self.start.is_none() {
+            return;
+        }
+        if let Some(part) = crate::engine::invite::metadata_part(reinvite) {
+            self.siprec_metadata = Some(String::from_utf8_lossy(&part).into_owned());
+            match trunkd_siprec::parse(&part) {
+                Ok(m) if !m.participants.is_empty() => self.caller_labels = caller_labels(&m),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "the re-INVITE's SIPREC metadata is malformed"),
+            }
+        }
+        let headers = event_headers(reinvite);
+        for stream in &self.streams {
+            self.emit(
+                call_id,
+                stream,
+                StreamingStatus::Updated,
+                None,
+                Some(&headers),
+            );
         }
     }
 
@@ -423,17 +482,51 @@ impl StatusEvents {
         }
         for stream in &self.streams {
             if files.contains(&stream.2) {
-                self.emit(call_id, stream, StreamingStatus::Ended, None);
+                self.emit(call_id, stream, StreamingStatus::Ended, None, None);
             } else {
                 self.emit(
                     call_id,
                     stream,
                     StreamingStatus::Failed,
                     Some("Recording could not be written"),
+                    None,
                 );
             }
         }
     }
+}
+
+/// The headers a streaming event names its INVITE (or re-INVITE) by,
+/// lowercase (SPEC §5.4 `inviteHeaders`, `updateHeaders`).
+fn event_headers(req: &trunkd_sip::Request) -> BTreeMap<String, String> {
+    let mut headers = BTreeMap::new();
+    for name in [
+        "from",
+        "to",
+        "call-id",
+        "cseq",
+        "contact",
+        "content-type",
+        "content-length",
+    ] {
+        if let Some(v) = req.headers.get(name) {
+            headers.insert(name.to_owned(), String::from_utf8_lossy(v).into_owned());
+        }
+    }
+    headers
+}
+
+/// The labels of the streams the metadata's first participant (the
+/// recorded call's caller, by the order SRCs write them) sends.
+fn caller_labels(m: &trunkd_siprec::Metadata) -> Vec<String> {
+    let Some(caller) = m.participants.first() else {
+        return Vec::new();
+    };
+    m.streams
+        .iter()
+        .filter(|s| caller.send.contains(&s.id))
+        .map(|s| s.label.clone())
+        .collect()
 }
 
 fn unix_ms() -> u64 {

@@ -105,6 +105,9 @@ pub struct Refusal {
     pub reason: String,
     /// `Retry-After` seconds (503s).
     pub retry_after: Option<u32>,
+    /// The text of a `Warning: 399` header (RFC 3261 §20.43) saying
+    /// precisely what was wrong with the request (a SIPREC metadata part).
+    pub warning: Option<String>,
     /// The label of `admission_rejected_total` and friends.
     pub metric_reason: &'static str,
     /// What the refusal is counted against.
@@ -184,6 +187,7 @@ fn refuse_gate(status: u16, reason: &str, metric_reason: &'static str) -> Invite
         status,
         reason: reason.to_owned(),
         retry_after: (status == 503).then_some(5),
+        warning: None,
         metric_reason,
         scope: RefusalScope::Gate,
     })
@@ -265,6 +269,61 @@ pub fn is_recording_session(req: &Request) -> bool {
     })
 }
 
+/// The `metric_reason` of a recording session refused for its metadata.
+pub const SIPREC_METADATA: &str = "siprec_metadata";
+
+/// The SIPREC metadata of a recording session's INVITE, checked against
+/// its SDP: `Ok(None)` for a record-only INVITE without a metadata part;
+/// an error naming the problem for a metadata part that is not XML, is
+/// too large, describes no participant or no stream, or names a stream
+/// label that no m-line of the SDP carries.
+pub fn siprec_metadata(
+    req: &Request,
+) -> Result<Option<trunkd_siprec::Metadata>, trunkd_siprec::MetadataError> {
+    let Some(part) = metadata_part(req) else {
+        return Ok(None);
+    };
+    let meta = trunkd_siprec::parse(&part)?;
+    meta.check_complete()?;
+    let sdp = crate::engine::session_sdp(req);
+    if sdp.is_empty() {
+        return Err(trunkd_siprec::MetadataError::NoSdp);
+    }
+    meta.check_labels(&trunkd_siprec::sdp_labels(&sdp))?;
+    Ok(Some(meta))
+}
+
+/// The body of a request's metadata part (`application/rs-metadata+xml`
+/// or the drafts' `application/rs-metadata`), as received.
+pub fn metadata_part(req: &Request) -> Option<bytes::Bytes> {
+    let ct = req.headers.get("Content-Type")?;
+    let m = trunkd_sip::Multipart::parse_with(ct, &req.body).ok()?;
+    let part = m.parts().iter().find(|p| {
+        p.is_type("application", "rs-metadata+xml") || p.is_type("application", "rs-metadata")
+    })?;
+    Some(part.body().clone())
+}
+
+/// Characters of a reason a `Warning` carries at most: the reason may
+/// quote the request (a namespace, an element name).
+const WARNING_MAX_CHARS: usize = 200;
+
+/// A `Warning` header value (RFC 3261 §20.43: code 399, miscellaneous)
+/// carrying `text` as a quoted string: control characters dropped, at
+/// most [`WARNING_MAX_CHARS`] of it.
+pub fn warning_value(text: &str) -> String {
+    let quoted: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(WARNING_MAX_CHARS)
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("399 trunkd \"{quoted}\"")
+}
+
 /// Origination: carrier → customer (SPEC §2.2).
 fn originate(
     ctx: &InviteContext<'_>,
@@ -296,6 +355,7 @@ fn originate(
             status,
             reason: reason.to_owned(),
             retry_after: None,
+            warning: None,
             metric_reason,
             scope: RefusalScope::Call {
                 direction: Direction::Inbound,
@@ -411,6 +471,7 @@ fn terminate(
                 status: 500,
                 reason: "Server Internal Error".to_owned(),
                 retry_after: None,
+                warning: None,
                 metric_reason: "internal",
                 scope: RefusalScope::Gate,
             },
@@ -514,6 +575,7 @@ fn termination_refused(
             status: rej.status(),
             reason: rej.reason_phrase().to_owned(),
             retry_after: rej.retry_after(),
+            warning: None,
             metric_reason: rej.metric_reason(),
             scope: RefusalScope::Gate,
         },
@@ -550,6 +612,42 @@ fn record(
             let vc = vc_for(resources, domain, ruri_host, source);
             return termination_refused(&rej, vc, source_number, ruri_user);
         }
+    };
+    // Who sent it is settled; now what it describes (RFC 7866 §6.1.1).
+    // Refused before anything is allocated: the engine answers, counts
+    // and records the refusal like any refused call of the VC.
+    let metadata = match siprec_metadata(invite.request) {
+        Ok(m) => m,
+        Err(e) => {
+            return refused_call(
+                Refusal {
+                    status: 400,
+                    reason: "Invalid SIPREC Metadata".to_owned(),
+                    retry_after: None,
+                    warning: Some(e.to_string()),
+                    metric_reason: SIPREC_METADATA,
+                    scope: RefusalScope::Gate,
+                },
+                Some(admitted.vc_id.clone()),
+                source_number,
+                ruri_user,
+                false,
+                false,
+            );
+        }
+    };
+    // A Request-URI without a user (an SRC that dials the SRS's address)
+    // names no number: the CDR takes the recorded call's own, the first
+    // two participants of the metadata (caller, callee) — docs/siprec.md.
+    let (source_number, ruri_user) = match &metadata {
+        Some(m) if ruri_user.is_empty() => {
+            let (from, to) = m.numbers();
+            (
+                from.map_or(source_number, str::to_owned),
+                to.unwrap_or_default().to_owned(),
+            )
+        }
+        _ => (source_number, ruri_user),
     };
     let required = resources
         .voice_connector(admitted.vc_id.as_str())
@@ -702,4 +800,22 @@ pub(crate) fn hop(
         },
         route: route.clone(),
     })
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::warning_value;
+
+    #[test]
+    fn a_warning_is_one_quoted_bounded_line() {
+        assert_eq!(
+            warning_value("label \"7\" \\ x\r\nInjected: 1"),
+            "399 trunkd \"label \\\"7\\\" \\\\ xInjected: 1\""
+        );
+        let long = "n".repeat(1000);
+        assert_eq!(
+            warning_value(&long),
+            format!("399 trunkd \"{}\"", "n".repeat(200))
+        );
+    }
 }

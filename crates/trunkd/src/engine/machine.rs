@@ -463,6 +463,7 @@ impl Engine {
                     status: 503,
                     reason: "Media Ports Exhausted".to_owned(),
                     retry_after: Some(5),
+                    warning: None,
                     metric_reason: "media_ports",
                     scope: RefusalScope::Call {
                         direction: setup.admission.direction,
@@ -984,6 +985,16 @@ impl Engine {
         let mut extra = Vec::new();
         if let Some(s) = refusal.retry_after {
             extra.push(("Retry-After", s.to_string()));
+        }
+        if let Some(w) = &refusal.warning {
+            extra.push(("Warning", invite::warning_value(w)));
+        }
+        if refusal.metric_reason == invite::SIPREC_METADATA {
+            m.siprec_sessions
+                .get_or_create(&crate::metrics::OutcomeLabel {
+                    outcome: "refused_metadata",
+                })
+                .inc();
         }
         let code = StatusCode::new(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         self.respond(now, tx, req, code, &refusal.reason, &extra);

@@ -367,6 +367,9 @@ pub struct Sim {
     /// What the shell was asked to do, for assertions.
     pub started: Vec<CallKey>,
     pub refused_records: Vec<(String, u16)>,
+    /// (source number, destination user) of each started call, as the
+    /// admission names them for its CDR.
+    pub numbers: Vec<(String, String)>,
     pub auth_failures: Vec<IpAddr>,
     pub call_events: Vec<CallEvent>,
     /// Media ports are exhausted: calls the engine starts are not.
@@ -428,6 +431,7 @@ impl Sim {
             net: Net::default(),
             started: Vec::new(),
             refused_records: Vec::new(),
+            numbers: Vec::new(),
             auth_failures: Vec::new(),
             call_events: Vec::new(),
             no_media: false,
@@ -626,6 +630,10 @@ impl Sim {
                 }
                 self.started.push(setup.key);
                 self.kinds.push(setup.admission.kind.clone());
+                self.numbers.push((
+                    setup.admission.source_number.clone(),
+                    setup.admission.b_user.clone(),
+                ));
                 let actor = match setup.admission.kind {
                     super::invite::CallKind::Bridge => {
                         Actor::Bridge(Box::new(Call::new(setup.new_call(Box::new(PassThrough)))))

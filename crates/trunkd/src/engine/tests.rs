@@ -523,9 +523,23 @@ fn siprec_body() -> String {
     format!(
         "--sep\r\nContent-Type: application/sdp\r\n\r\n{SIPREC_SDP}\r\n--sep\r\n\
          Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-session\r\n\r\n\
-         <?xml version=\"1.0\"?><recording xmlns=\"urn:ietf:params:xml:ns:recording:1\"><datamode>complete</datamode></recording>\r\n\
+         {SIPREC_METADATA}\r\n\
          --sep--\r\n"
     )
+}
+
+/// RFC 7865 metadata for [`SIPREC_SDP`]: Alice sends stream 1, Bob 2.
+const SIPREC_METADATA: &str = "<?xml version=\"1.0\"?>\
+<recording xmlns=\"urn:ietf:params:xml:ns:recording:1\"><datamode>complete</datamode>\
+<participant participant_id=\"pa\"><nameID aor=\"sip:+12065550100@pbx.example\"/></participant>\
+<participant participant_id=\"pb\"><nameID aor=\"sip:+12065551234@carrier.example\"/></participant>\
+<stream stream_id=\"s1\"><label>1</label></stream><stream stream_id=\"s2\"><label>2</label></stream>\
+<participantstreamassoc participant_id=\"pa\"><send>s1</send></participantstreamassoc>\
+<participantstreamassoc participant_id=\"pb\"><send>s2</send></participantstreamassoc></recording>";
+
+/// A SIPREC body with `metadata` as its metadata part.
+fn siprec_body_with(metadata: &str) -> String {
+    siprec_body().replace(SIPREC_METADATA, metadata)
 }
 
 /// trunkd's answer to [`SIPREC_SDP`] in the simulation (ports from the
@@ -653,6 +667,101 @@ fn a_siprec_invite_from_outside_the_cidrs_is_refused_403() {
     assert_eq!(sim.refused_records, [("vc-east".to_owned(), 403)]);
     assert!(sim.started.is_empty());
     assert!(sim.carrier.requests.is_empty());
+}
+
+/// RFC 7866 §6.1.1: the SRC describes the recorded call. A metadata part
+/// that is not XML, describes nobody, or names a stream no m-line carries
+/// is refused 400 with a Warning that says which, after authentication
+/// and before anything is started: no call, a refused record of the VC,
+/// counted as a refused SIPREC session.
+#[test]
+fn a_siprec_invite_with_malformed_metadata_is_refused_400_with_the_reason() {
+    let label3 = SIPREC_METADATA.replace("<label>2</label>", "<label>3</label>");
+    let cases = [
+        ("not xml", "399 trunkd \"metadata is not XML: unknown token at 1:1\""),
+        (
+            "<recording xmlns=\"urn:ietf:params:xml:ns:recording:1\"><stream stream_id=\"s\"><label>1</label></stream></recording>",
+            "399 trunkd \"metadata has no participant\"",
+        ),
+        (
+            label3.as_str(),
+            "399 trunkd \"metadata stream label \\\"3\\\" is on no SDP m-line\"",
+        ),
+    ];
+    for (i, (metadata, warning)) in cases.into_iter().enumerate() {
+        let mut sim = Sim::new(NO_CAP, "");
+        sim.pbx.credentials = Some(("pbx1", "s3cret"));
+        sim.pbx_sends(invite(
+            &format!("bad{i}"),
+            "srs",
+            "src",
+            "Require: siprec\r\n",
+            &siprec_body_with(metadata),
+            "multipart/mixed;boundary=sep",
+        ));
+        sim.run_for(Duration::from_secs(1));
+        assert_eq!(finals(&sim), [407, 400], "{metadata}");
+        let refusal = &sim.pbx.finals[1];
+        assert_eq!(&refusal.reason[..], &b"Invalid SIPREC Metadata"[..]);
+        assert_eq!(
+            refusal
+                .headers
+                .get("Warning")
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            Some(warning.to_owned())
+        );
+        assert!(sim.started.is_empty(), "nothing started");
+        assert_eq!(sim.engine.calls(), 0);
+        assert_eq!(sim.refused_records, [("vc-east".to_owned(), 400)]);
+        assert!(sim.carrier.requests.is_empty());
+        let encoded = sim.shared.metrics.encode();
+        assert!(
+            encoded.contains("siprec_sessions_total{outcome=\"refused_metadata\"} 1"),
+            "{encoded}"
+        );
+    }
+}
+
+/// An SRC that dials the SRS's address (no Request-URI user): the CDR's
+/// numbers are the recorded call's, from the metadata's first two
+/// participants. With a user, the From and the user are kept.
+#[test]
+fn a_siprec_invite_without_a_request_uri_user_takes_its_numbers_from_the_metadata() {
+    let mut sim = Sim::new(NO_CAP, "");
+    sim.pbx.credentials = Some(("pbx1", "s3cret"));
+    let inv = invite(
+        "nouser",
+        "srs",
+        "src",
+        "Require: siprec\r\n",
+        &siprec_body(),
+        "multipart/mixed;boundary=sep",
+    );
+    let text = String::from_utf8_lossy(&inv.to_bytes()).replace("INVITE sip:srs@", "INVITE sip:");
+    let inv = match trunkd_sip::SipMessage::parse(bytes::Bytes::from(text)) {
+        Ok(trunkd_sip::SipMessage::Request(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    sim.pbx_sends(inv);
+    sim.pbx_sends(invite(
+        "user",
+        "srs",
+        "src",
+        "Require: siprec\r\n",
+        &siprec_body(),
+        "multipart/mixed;boundary=sep",
+    ));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(finals(&sim), [407, 407, 200, 200]);
+    let mut numbers = sim.numbers.clone();
+    numbers.sort();
+    assert_eq!(
+        numbers,
+        [
+            ("+12065550100".to_owned(), "+12065551234".to_owned()),
+            ("src".to_owned(), "srs".to_owned())
+        ]
+    );
 }
 
 /// The first line of each logged message and its direction.
