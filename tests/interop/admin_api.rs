@@ -522,3 +522,67 @@ fn the_openapi_document_holds_under_a_fuzzer() {
         String::from_utf8_lossy(&check.stdout)
     );
 }
+
+/// `trunkd numbers`, `trunkd calls`, `trunkd routes` and `trunkd reload`
+/// go through the API with the operator's token from the environment.
+#[test]
+fn the_cli_uses_the_api_with_the_token_from_the_environment() {
+    let ports = Ports::pick();
+    let lab = Lab {
+        hosts: &host(CARRIER, 9, ""),
+        ..Default::default()
+    };
+    let d = Daemon::start("api-cli", ports, &with_tokens(&lab.config(ports)));
+    let file = d.dir.join("trunkd.toml");
+    let cli = |token: Option<&str>, args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trunkd"));
+        c.args(args).arg("--config").arg(&file);
+        c.env_remove("TRUNKD_ADMIN_TOKEN")
+            .env_remove("TRUNKD_ADMIN_TOKEN_FILE");
+        if let Some(t) = token {
+            c.env("TRUNKD_ADMIN_TOKEN", t);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(Some(READ), &["numbers", "list"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("NUMBER"), "{out}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("+12065550100")
+            && l.contains("Assigned")
+            && l.contains("VoiceConnectorId vc-east")
+            && l.contains("East Office")),
+        "{out}"
+    );
+    let (ok, _, err) = cli(Some(READ), &["numbers", "delete", "+12065550101"]);
+    assert!(!ok);
+    assert!(
+        err.contains("HTTP 403") && err.contains("read-only"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(None, &["reload"]);
+    assert!(!ok);
+    assert!(
+        err.contains("HTTP 401") && err.contains("TRUNKD_ADMIN_TOKEN"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(Some(OPERATOR), &["reload"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("reloaded"), "{out}");
+    let (ok, out, _) = cli(Some(READ), &["calls"]);
+    assert!(ok && out.trim_end().ends_with("0 call(s)"), "{out}");
+    let (ok, out, _) = cli(Some(READ), &["routes"]);
+    assert!(ok && out.contains(&format!("{CARRIER}:9/UDP")), "{out}");
+    let (ok, out, err) = cli(
+        Some(OPERATOR),
+        &["numbers", "set-calling-name", "+12065550101", "Front Desk"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("Front Desk"), "{out}");
+}

@@ -3,12 +3,11 @@
 //! `GET /records/backlog` until no sink lacks a record or the timeout
 //! passes. Prints the backlog per sink; succeeds only when it is empty.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -67,23 +66,5 @@ fn render(b: &Backlog) -> String {
 }
 
 fn http(admin: SocketAddr, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2))
-        .with_context(|| format!("connecting to the admin listener {admin}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("not an HTTP response from {admin}"))?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    crate::admin_client::request(admin, method, path, None)
 }

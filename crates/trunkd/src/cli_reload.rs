@@ -5,12 +5,9 @@
 //! when nothing listens there, SIGHUP to the pid in the pid file, whose
 //! outcome is only in the daemon's log and `config_reloads_total`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 
 pub fn reload(config: &Path) -> anyhow::Result<String> {
     // The running daemon validates the file itself (and counts a rejected
@@ -18,6 +15,10 @@ pub fn reload(config: &Path) -> anyhow::Result<String> {
     let (admin, pid_file) = trunkd_config::daemon_endpoints(config);
     match post_reload(admin) {
         Ok((200, body)) => Ok(body.trim().to_owned()),
+        Ok((status @ (401 | 403), body)) => bail!(
+            "the admin API refused the reload (HTTP {status}): {}; set TRUNKD_ADMIN_TOKEN (or TRUNKD_ADMIN_TOKEN_FILE) to an operator token",
+            crate::admin_client::message(&body)
+        ),
         Ok((status, body)) => bail!(
             "the daemon refused the new configuration (HTTP {status}):\n{}",
             body.trim()
@@ -45,23 +46,5 @@ pub fn reload(config: &Path) -> anyhow::Result<String> {
 }
 
 fn post_reload(admin: std::net::SocketAddr) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2))
-        .with_context(|| format!("connecting to {admin}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "POST /reload HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("not an HTTP response from {admin}"))?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    crate::admin_client::request(admin, "POST", "/reload", None)
 }

@@ -5,11 +5,13 @@
 //! listener around the libraries. See docs/architecture.md.
 
 mod admin;
+mod admin_client;
 mod api;
 mod app_task;
 mod application;
 mod call_journal;
 mod call_task;
+mod cli_api;
 mod cli_records;
 mod cli_reload;
 mod daemon;
@@ -67,8 +69,77 @@ enum Command {
         #[command(subcommand)]
         command: RecordsCommand,
     },
+    /// The phone-number inventory and its lifecycle, through the admin API
+    /// (token in TRUNKD_ADMIN_TOKEN or TRUNKD_ADMIN_TOKEN_FILE).
+    Numbers {
+        #[arg(long, short, global = true, default_value = "config/trunkd.toml")]
+        config: PathBuf,
+        /// Print the API's JSON answer.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: NumbersCli,
+    },
+    /// Calls in progress with their quality per side (like
+    /// `rtpengine-ctl list`), or hang one up.
+    Calls {
+        #[arg(long, short, default_value = "config/trunkd.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Hang up the call with this transaction id.
+        #[arg(long)]
+        hangup: Option<String>,
+    },
+    /// Carrier hosts and origination routes with their state (calls and
+    /// OPTIONS probing).
+    Routes {
+        #[arg(long, short, default_value = "config/trunkd.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum NumbersCli {
+    /// List numbers (every page), optionally by status or voice connector.
+    List {
+        /// Unassigned, Assigned, DeleteInProgress or Deleted.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        voice_connector: Option<String>,
+    },
+    /// One number.
+    Show { number: String },
+    /// Put an unassigned number in the deletion queue.
+    Delete { number: String },
+    /// Take a number back from the deletion queue.
+    Restore { number: String },
+    /// Assign a number to a voice connector or group.
+    Assign {
+        number: String,
+        #[arg(long)]
+        voice_connector: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+        /// Move it even when it is assigned elsewhere.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove a number from its voice connector or group.
+    Unassign {
+        number: String,
+        #[arg(long)]
+        voice_connector: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Set the name sent as the caller's display name.
+    SetCallingName { number: String, name: String },
 }
 
 #[derive(Subcommand)]
@@ -123,9 +194,70 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Numbers {
+            config,
+            json,
+            command,
+        } => {
+            use cli_api::NumbersCommand as N;
+            let cmd = match command {
+                NumbersCli::List {
+                    status,
+                    voice_connector,
+                } => N::List {
+                    status,
+                    voice_connector,
+                },
+                NumbersCli::Show { number } => N::Show(number),
+                NumbersCli::Delete { number } => N::Delete(number),
+                NumbersCli::Restore { number } => N::Restore(number),
+                NumbersCli::Assign {
+                    number,
+                    voice_connector,
+                    group,
+                    force,
+                } => N::Assign {
+                    number,
+                    voice_connector,
+                    group,
+                    force,
+                },
+                NumbersCli::Unassign {
+                    number,
+                    voice_connector,
+                    group,
+                } => N::Unassign {
+                    number,
+                    voice_connector,
+                    group,
+                },
+                NumbersCli::SetCallingName { number, name } => N::SetCallingName { number, name },
+            };
+            print_outcome("numbers", cli_api::numbers(&config, cmd, json))
+        }
+        Command::Calls {
+            config,
+            json,
+            hangup,
+        } => print_outcome("calls", cli_api::calls(&config, hangup.as_deref(), json)),
+        Command::Routes { config, json } => print_outcome("routes", cli_api::routes(&config, json)),
         Command::Version => {
             println!("trunkd {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Prints a CLI command's output, or its error on stderr (exit 1).
+fn print_outcome(what: &str, outcome: anyhow::Result<String>) -> ExitCode {
+    match outcome {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("trunkd {what}: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

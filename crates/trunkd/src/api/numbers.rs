@@ -417,13 +417,15 @@ pub async fn associate(
     let associate = match op.as_deref() {
         Some("associate-phone-numbers") => true,
         Some("disassociate-phone-numbers") => false,
-        Some(other) => return error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!(
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!(
                 "operation {other:?} is not associate-phone-numbers or disassociate-phone-numbers"
             ),
-        ),
+            )
+        }
         None => {
             return error(
                 StatusCode::BAD_REQUEST,
