@@ -8,6 +8,8 @@
 //! `numbers = [ { … }, … ]`; both are found and edited in place.
 
 use thiserror::Error;
+/// The values and tables [`Document`] takes, for callers building entries.
+pub use toml_edit;
 use toml_edit::{DocumentMut, Item, TableLike, Value};
 
 /// What a change could not do.
@@ -134,6 +136,82 @@ impl Document {
         })
     }
 
+    /// Sets (`Some`) or removes (`None`) the value at `path` inside the
+    /// entry `id` of `section`: `["name"]` is a key of the entry,
+    /// `["termination", "cps_limit"]` a key of its `[voice_connectors.termination]`
+    /// sub-table, created when missing. A value that replaces another keeps
+    /// its place and trailing comment.
+    pub fn set_path(
+        &mut self,
+        section: Section,
+        id: &str,
+        path: &[&str],
+        value: Option<Value>,
+    ) -> Result<(), EditError> {
+        let Some((last, parents)) = path.split_last() else {
+            return Ok(());
+        };
+        self.with_entry(section, id, |t| {
+            let mut table: &mut dyn TableLike = t;
+            for p in parents {
+                if value.is_none() && table.get(p).is_none() {
+                    return;
+                }
+                let item = table
+                    .entry(p)
+                    .or_insert_with(|| Item::Table(toml_edit::Table::new()));
+                let Some(next) = item.as_table_like_mut() else {
+                    return;
+                };
+                table = next;
+            }
+            match value {
+                Some(v) => match table.get_mut(last) {
+                    Some(item) if item.is_value() => {
+                        let decor = item.as_value().map(|old| old.decor().clone());
+                        let mut new = v;
+                        if let Some(d) = decor {
+                            *new.decor_mut() = d;
+                        }
+                        *item = Item::Value(new);
+                    }
+                    _ => {
+                        table.insert(last, Item::Value(v));
+                    }
+                },
+                None => {
+                    table.remove(last);
+                }
+            }
+        })
+    }
+
+    /// Adds an entry at the end of `section`, written in the section's own
+    /// style: a `[[section]]` table, or an inline table when the file lists
+    /// the section as an inline array.
+    pub fn append(&mut self, section: Section, entry: toml_edit::Table) -> Result<(), EditError> {
+        let name = section.name();
+        match self.0.get_mut(name) {
+            None => {
+                let mut tables = toml_edit::ArrayOfTables::new();
+                tables.push(entry);
+                self.0.insert(name, Item::ArrayOfTables(tables));
+                Ok(())
+            }
+            Some(item) => {
+                if let Some(tables) = item.as_array_of_tables_mut() {
+                    tables.push(entry);
+                    return Ok(());
+                }
+                if let Some(array) = item.as_array_mut() {
+                    array.push(entry.into_inline_table());
+                    return Ok(());
+                }
+                Err(EditError::Shape(name))
+            }
+        }
+    }
+
     /// Removes the entry of `section` whose id is `id`.
     pub fn remove(&mut self, section: Section, id: &str) -> Result<(), EditError> {
         let name = section.name();
@@ -212,6 +290,56 @@ impl Document {
             return Ok(());
         }
         Err(EditError::Shape(name))
+    }
+
+    /// The items of the array at `path` inside entry `id` (an inline
+    /// array, or an array of tables turned inline); empty when absent.
+    pub fn get_array(&self, section: Section, id: &str, path: &[&str]) -> Vec<Value> {
+        let k = section.id_key();
+        let Some(item) = self.0.get(section.name()) else {
+            return Vec::new();
+        };
+        let entry: Option<&dyn TableLike> = if let Some(tables) = item.as_array_of_tables() {
+            tables
+                .iter()
+                .find(|t| t.get(k).and_then(|v| v.as_str()) == Some(id))
+                .map(|t| t as &dyn TableLike)
+        } else {
+            item.as_array().and_then(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_inline_table())
+                    .find(|t| t.get(k).and_then(|v| v.as_str()) == Some(id))
+                    .map(|t| t as &dyn TableLike)
+            })
+        };
+        let Some((last, parents)) = path.split_last() else {
+            return Vec::new();
+        };
+        let mut table = match entry {
+            Some(t) => t,
+            None => return Vec::new(),
+        };
+        for p in parents {
+            match table.get(p).and_then(|i| i.as_table_like()) {
+                Some(t) => table = t,
+                None => return Vec::new(),
+            }
+        }
+        match table.get(last) {
+            Some(i) if i.is_array() => i
+                .as_array()
+                .map(|a| a.iter().cloned().collect())
+                .unwrap_or_default(),
+            Some(i) => i
+                .as_array_of_tables()
+                .map(|a| {
+                    a.iter()
+                        .map(|t| Value::InlineTable(t.clone().into_inline_table()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
     }
 
     /// The ids of the entries of `section`, in file order.
@@ -378,6 +506,44 @@ trigger_value = "+12065550150"
             "[[voice_connectors]]\nid = \"a\"\n[voice_connectors.logging]\nenable_sip_logs = true # off\n\n[[voice_connectors]]\nid = \"b\"\n\n[voice_connectors.logging]\nenable_media_metric_logs = true\n\n[[voice_connectors]]\nid = \"c\"\n",
             "the new sub-table follows its own entry, before the next one"
         );
+    }
+
+    #[test]
+    fn paths_are_set_created_and_removed_and_entries_appended_in_style() {
+        let mut d = Document::parse(FILE).unwrap();
+        d.set_path(
+            Section::SipRules,
+            "rule-1",
+            &["disabled"],
+            Some(Value::from(true)),
+        )
+        .unwrap();
+        d.set_path(Section::SipRules, "rule-1", &["trigger_value"], None)
+            .unwrap();
+        d.set_path(Section::SipRules, "rule-1", &["x", "y"], None)
+            .unwrap();
+        let mut e = toml_edit::Table::new();
+        e.insert("id", toml_edit::value("sma-c"));
+        d.append(Section::SipMediaApplications, e.clone()).unwrap();
+        d.append(Section::VoiceConnectors, e).unwrap();
+        let out = d.render();
+        assert!(
+            out.contains("[[sip_rules]]\nid = \"rule-1\"\ndisabled = true\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("[sip_rules.x]"),
+            "removing from a missing table creates none"
+        );
+        assert!(
+            out.contains(r#"{ id = "sma-b", name = "B" },"#) && out.contains(r#"{ id = "sma-c" }"#),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("[[voice_connectors]]\nid = \"sma-c\"\n"),
+            "{out}"
+        );
+        Document::parse(&out).unwrap();
     }
 
     #[test]

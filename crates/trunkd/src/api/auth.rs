@@ -37,7 +37,7 @@ pub fn required_role(method: &Method, path: &str, open_metrics: bool) -> Need {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let operator = match segments.as_slice() {
         ["reload"] | ["records", "flush"] => true,
-        ["phone-numbers", _] => true,
+        ["phone-numbers"] | ["phone-numbers", _] => true,
         ["calls", _] => method == Method::DELETE,
         ["sip-media-applications", _, "calls"] | ["sip-media-applications", _, "calls", _] => {
             method == Method::POST

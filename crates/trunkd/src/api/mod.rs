@@ -26,6 +26,7 @@ pub mod auth;
 pub mod calls;
 pub mod numbers;
 pub mod resources;
+pub mod writes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,16 +53,26 @@ pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/routes", get(resources::list_routes))
-        .route("/voice-connectors", get(resources::list_vcs))
+        .route(
+            "/voice-connectors",
+            get(resources::list_vcs).post(writes::create_vc),
+        )
         .route(
             "/voice-connectors/{id}",
             get(resources::get_vc)
+                .put(writes::update_vc)
                 .delete(resources::delete_vc)
                 .post(resources::vc_operation),
         )
         .route(
             "/voice-connectors/{id}/termination",
-            get(resources::get_termination),
+            get(resources::get_termination)
+                .put(writes::put_termination)
+                .delete(writes::delete_termination),
+        )
+        .route(
+            "/voice-connectors/{id}/termination/credentials",
+            get(writes::get_credentials).post(writes::post_credentials),
         )
         .route(
             "/voice-connectors/{id}/termination/health",
@@ -69,7 +80,9 @@ pub fn router() -> Router<Arc<Shared>> {
         )
         .route(
             "/voice-connectors/{id}/origination",
-            get(resources::get_origination),
+            get(resources::get_origination)
+                .put(writes::put_origination)
+                .delete(writes::delete_origination),
         )
         .route(
             "/voice-connectors/{id}/logging-configuration",
@@ -77,30 +90,51 @@ pub fn router() -> Router<Arc<Shared>> {
         )
         .route(
             "/voice-connectors/{id}/streaming-configuration",
-            get(resources::get_streaming),
+            get(resources::get_streaming)
+                .put(writes::put_streaming)
+                .delete(writes::delete_streaming),
         )
         .route(
             "/voice-connectors/{id}/emergency-calling-configuration",
-            get(resources::get_emergency),
+            get(resources::get_emergency)
+                .put(writes::put_emergency)
+                .delete(writes::delete_emergency),
         )
-        .route("/voice-connector-groups", get(resources::list_groups))
+        .route(
+            "/voice-connector-groups",
+            get(resources::list_groups).post(writes::create_group),
+        )
         .route(
             "/voice-connector-groups/{id}",
             get(resources::get_group)
+                .put(writes::update_group)
                 .delete(resources::delete_group)
                 .post(resources::group_operation),
         )
-        .route("/sip-media-applications", get(resources::list_smas))
+        .route(
+            "/sip-media-applications",
+            get(resources::list_smas).post(writes::create_sma),
+        )
         .route(
             "/sip-media-applications/{id}",
-            get(resources::get_sma).delete(resources::delete_sma),
+            get(resources::get_sma)
+                .put(writes::update_sma)
+                .delete(resources::delete_sma),
         )
-        .route("/sip-rules", get(resources::list_rules))
+        .route(
+            "/sip-rules",
+            get(resources::list_rules).post(writes::create_rule),
+        )
         .route(
             "/sip-rules/{id}",
-            get(resources::get_rule).delete(resources::delete_rule),
+            get(resources::get_rule)
+                .put(writes::update_rule)
+                .delete(resources::delete_rule),
         )
-        .route("/phone-numbers", get(numbers::list))
+        .route(
+            "/phone-numbers",
+            get(numbers::list).post(writes::create_number),
+        )
         .route(
             "/phone-numbers/{e164}",
             get(numbers::get)

@@ -306,18 +306,23 @@ async fn update(shared: Arc<Shared>, n: E164, body: &Bytes) -> Response {
     answer_with_number(written, n)
 }
 
+/// `{"PhoneNumber": …}` of `n` as `config` has it.
+pub(super) fn reply(config: &trunkd_config::Config, n: E164) -> Response {
+    match config.resources.number(n) {
+        Some(number) => json_response(
+            StatusCode::OK,
+            json!({"PhoneNumber": view(number, SystemTime::now(), config.settings.admin.number_restore)}),
+        ),
+        None => not_found(format!("{n} is not in the number inventory")),
+    }
+}
+
 fn answer_with_number(
     written: Result<Arc<trunkd_config::Config>, WriteError>,
     n: E164,
 ) -> Response {
     match written {
-        Ok(config) => match config.resources.number(n) {
-            Some(number) => json_response(
-                StatusCode::OK,
-                json!({"PhoneNumber": view(number, SystemTime::now(), config.settings.admin.number_restore)}),
-            ),
-            None => not_found(format!("{n} is not in the number inventory")),
-        },
+        Ok(config) => reply(&config, n),
         Err(e) => write_error(e),
     }
 }

@@ -28,7 +28,7 @@ fn route_view(r: &Route) -> Value {
     })
 }
 
-fn vc_view(vc: &VoiceConnector, domain: &str) -> Value {
+pub(super) fn vc_view(vc: &VoiceConnector, domain: &str) -> Value {
     json!({
         "VoiceConnectorId": vc.id.as_str(),
         "Name": vc.name,
@@ -40,7 +40,7 @@ fn vc_view(vc: &VoiceConnector, domain: &str) -> Value {
     })
 }
 
-fn group_view(g: &VoiceConnectorGroup) -> Value {
+pub(super) fn group_view(g: &VoiceConnectorGroup) -> Value {
     json!({
         "VoiceConnectorGroupId": g.id.as_str(),
         "Name": g.name,
@@ -408,7 +408,7 @@ pub async fn list_smas(State(shared): State<Arc<Shared>>) -> Response {
     ok(json!({ "SipMediaApplications": smas }))
 }
 
-fn sma_view(s: &trunkd_core::resources::SipMediaApplication) -> Value {
+pub(super) fn sma_view(s: &trunkd_core::resources::SipMediaApplication) -> Value {
     json!({
         "SipMediaApplicationId": s.id.as_str(),
         "Name": s.name,
@@ -428,7 +428,7 @@ pub async fn get_sma(State(shared): State<Arc<Shared>>, Path(id): Path<String>) 
     }
 }
 
-fn rule_view(r: &trunkd_core::resources::SipRule) -> Value {
+pub(super) fn rule_view(r: &trunkd_core::resources::SipRule) -> Value {
     let (trigger_type, trigger_value) = match &r.trigger {
         SipRuleTrigger::ToPhoneNumber(n) => ("ToPhoneNumber", n.to_string()),
         SipRuleTrigger::RequestUriHostname(h) => ("RequestUriHostname", h.clone()),
