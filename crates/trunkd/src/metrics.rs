@@ -230,6 +230,8 @@ pub struct Metrics {
     /// fell behind: the relay's tap lost them) | unrecorded (no sink,
     /// another codec, a file that failed).
     pub recording_packets: Family<ResultLabel, Counter>,
+    /// Streaming of bridged calls (src/streaming/metrics.rs).
+    pub streaming: crate::streaming::metrics::StreamingMetrics,
     /// SIP message log lines (SPEC §5.3): written | dropped (the writer's
     /// queue was full: the engine never waits) | failed (a file error).
     pub sip_log_lines: Family<ResultLabel, Counter>,
@@ -529,6 +531,7 @@ impl Metrics {
             "RTP packets received on recording sessions, by what became of them",
             recording_packets.clone(),
         );
+        let streaming = crate::streaming::metrics::StreamingMetrics::register(&mut registry);
         let sip_log_lines = Family::<ResultLabel, Counter>::default();
         registry.register(
             "sip_log_lines",
@@ -656,6 +659,7 @@ impl Metrics {
             media_inactivity_hangups,
             recording_sessions,
             recording_packets,
+            streaming,
             sip_log_lines,
             vc_sip_responses,
             route_up,

@@ -1,0 +1,182 @@
+//! A WebSocket sink stream (SPEC §2.6): one connection per leg (or per call
+//! in stereo). First a JSON text frame `{"event":"start", …}`, then binary
+//! frames of 20 ms of 16-bit little-endian PCM, DTMF as
+//! `{"event":"dtmf","digit":"5","leg":"caller"}`, and at the end
+//! `{"event":"end", …}` and a close.
+//!
+//! A connection that fails or drops is reconnected during the call (the
+//! start frame sent again), at most `max_reconnects` times, spaced by
+//! [`trunkd_core::backoff::Backoff`]; while it waits the frames are dropped
+//! (never queued without bound), and when the reconnects are used up the
+//! stream is given up (a FAILED event). The task never blocks anyone but
+//! itself: the pump fills its queue with `try_send`.
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::{debug, info, warn};
+use trunkd_core::backoff::Backoff;
+use trunkd_core::StreamReconnect;
+
+use super::metrics::StreamingMetrics;
+use super::{CallInfo, LegName, SinkMsg, SinkReport};
+
+/// Longest wait for a connection (TCP and the WebSocket handshake).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub(crate) struct WsParams {
+    pub url: String,
+    /// The start frame without `codec` (known from the first packet).
+    pub start: serde_json::Value,
+    pub end: serde_json::Value,
+    pub reconnect: StreamReconnect,
+    pub metrics: StreamingMetrics,
+}
+
+/// The start frame's fields (SPEC §2.6), but `codec`.
+pub(crate) fn start_frame(info: &CallInfo, leg: LegName) -> serde_json::Value {
+    json!({
+        "event": "start",
+        "transactionId": info.transaction_id.to_string(),
+        "voiceConnectorId": info.vc.as_str(),
+        "callId": info.call_id,
+        "direction": info.direction_str(),
+        "from": info.from,
+        "to": info.to,
+        "leg": leg.as_str(),
+        "sampleRate": 8000,
+        "channels": leg.channels(),
+    })
+}
+
+pub(crate) fn end_frame(info: &CallInfo, leg: LegName) -> serde_json::Value {
+    json!({
+        "event": "end",
+        "transactionId": info.transaction_id.to_string(),
+        "callId": info.call_id,
+        "leg": leg.as_str(),
+    })
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Runs one stream until its queue closes (the call ended).
+pub(crate) async fn run(p: WsParams, mut rx: mpsc::Receiver<SinkMsg>) -> SinkReport {
+    let mut report = SinkReport::default();
+    let mut start = p.start.clone();
+    let mut codec_known = false;
+    let mut conn: Option<Ws> = None;
+    let backoff = Backoff {
+        initial: p.reconnect.initial,
+        max: p.reconnect.max,
+    };
+    // Connection attempts so far (the first is not a reconnect).
+    let mut attempts = 0u32;
+    let mut next_try = Instant::now();
+    while let Some(msg) = rx.recv().await {
+        let frame = match msg {
+            SinkMsg::Start { codec } => {
+                start["codec"] = json!(codec);
+                codec_known = true;
+                None
+            }
+            SinkMsg::Audio(pcm) => Some(Message::Binary(pcm)),
+            SinkMsg::Dtmf { digit, leg } => Some(Message::text(
+                json!({"event": "dtmf", "digit": digit.to_string(), "leg": leg.as_str()})
+                    .to_string(),
+            )),
+        };
+        if report.failure.is_some() || !codec_known {
+            if frame.is_some() {
+                p.metrics.frame("websocket", "dropped", 1);
+            }
+            continue;
+        }
+        if conn.is_none() {
+            if Instant::now() < next_try {
+                if frame.is_some() {
+                    p.metrics.frame("websocket", "dropped", 1);
+                }
+                continue;
+            }
+            if attempts > 0 {
+                if attempts > p.reconnect.max_attempts {
+                    let why = format!(
+                        "WebSocket sink {} given up after {} reconnects",
+                        p.url, p.reconnect.max_attempts
+                    );
+                    report.failure = Some(why);
+                    continue;
+                }
+                p.metrics.reconnects.inc();
+            }
+            attempts += 1;
+            match connect(&p.url, &start).await {
+                Ok(ws) => {
+                    info!(url = %p.url, attempt = attempts, "streaming WebSocket connected");
+                    conn = Some(ws);
+                }
+                Err(why) => {
+                    warn!(url = %p.url, attempt = attempts, error = %why, "streaming WebSocket connection failed");
+                    if attempts > p.reconnect.max_attempts {
+                        report.failure = Some(format!("WebSocket sink {}: {why}", p.url));
+                    }
+                    next_try = Instant::now() + backoff.delay(attempts, random());
+                    if frame.is_some() {
+                        p.metrics.frame("websocket", "dropped", 1);
+                    }
+                    continue;
+                }
+            }
+        }
+        let (Some(ws), Some(frame)) = (conn.as_mut(), frame) else {
+            continue;
+        };
+        match ws.send(frame).await {
+            Ok(()) => {
+                report.sent += 1;
+                p.metrics.frame("websocket", "sent", 1);
+            }
+            Err(e) => {
+                debug!(url = %p.url, error = %e, "streaming WebSocket lost");
+                p.metrics.frame("websocket", "dropped", 1);
+                conn = None;
+                next_try = Instant::now() + backoff.delay(attempts, random());
+            }
+        }
+    }
+    if let Some(mut ws) = conn {
+        let _ = ws.send(Message::text(p.end.to_string())).await;
+        let _ = ws.close(None).await;
+    }
+    report
+}
+
+/// Connects and sends the start frame.
+async fn connect(url: &str, start: &serde_json::Value) -> Result<Ws, String> {
+    let connecting = tokio_tungstenite::connect_async(url);
+    let (mut ws, _) = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(ok)) => ok,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("no connection in {CONNECT_TIMEOUT:?}")),
+    };
+    ws.send(Message::text(start.to_string()))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+/// A uniform draw in [0, 1) for the backoff's jitter.
+fn random() -> f64 {
+    let mut b = [0u8; 4];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+}
