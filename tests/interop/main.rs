@@ -15,6 +15,7 @@ mod sip_logs;
 mod sma;
 mod sma_bridge;
 mod srtp;
+mod streaming;
 mod tls;
 mod ua;
 mod weed;

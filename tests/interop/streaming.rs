@@ -1,0 +1,474 @@
+//! Streaming of bridged calls (SPEC §2.6, docs/streaming.md) through the
+//! real binary: SIPp plays Debian's `g711a.pcap` from the PBX to a carrier
+//! that echoes it, and a WebSocket consumer in this test (tokio-tungstenite
+//! on 127.0.0.1) receives both legs; WAV files, events, SDR and CDR are
+//! read back from the daemon's directory.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::media::{config, metric_lines, CARRIER, PBX};
+use crate::support::*;
+use crate::ua::*;
+
+const G711A_PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
+
+/// The RTP payloads of a pcap file of Ethernet/IPv4/UDP/RTP packets.
+fn pcap_rtp_payloads(path: &str) -> Vec<Vec<u8>> {
+    let d = std::fs::read(path).expect("sip-tester's g711a.pcap");
+    assert_eq!(&d[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian pcap");
+    assert_eq!(d[20], 1, "Ethernet link type");
+    let mut out = Vec::new();
+    let mut off = 24;
+    while off + 16 <= d.len() {
+        let incl = u32::from_le_bytes(d[off + 8..off + 12].try_into().unwrap()) as usize;
+        let pkt = &d[off + 16..off + 16 + incl];
+        off += 16 + incl;
+        let ip = &pkt[14..];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let rtp = &ip[ihl + 8..];
+        let cc = usize::from(rtp[0] & 0x0f);
+        out.push(rtp[12 + 4 * cc..].to_vec());
+    }
+    out
+}
+
+/// The pcap's audio as the streams must carry it: A-law decoded, 16-bit.
+fn expected_pcm() -> Vec<i16> {
+    let payloads = pcap_rtp_payloads(G711A_PCAP);
+    assert_eq!(payloads.len(), 236);
+    payloads
+        .iter()
+        .flatten()
+        .map(|b| trunkd_media::endpoint::g711::alaw_decode(*b))
+        .collect()
+}
+
+/// What a test consumer does with a connection.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Completes the handshake and reads every message until the close.
+    Read,
+    /// Accepts the TCP connection and never reads a byte (not even the
+    /// handshake): a consumer that is there and stuck.
+    Stall,
+}
+
+type Conn = Arc<Mutex<(Vec<Message>, bool)>>;
+
+/// A WebSocket consumer on 127.0.0.1 (its own runtime, dropped with it).
+struct Consumer {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<Conn>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Consumer {
+    fn start(mode: Mode) -> Consumer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<Conn>>> = Arc::default();
+        let all = conns.clone();
+        rt.spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let conn: Conn = Arc::default();
+                all.lock().unwrap().push(conn.clone());
+                if mode == Mode::Stall {
+                    held.push(tcp);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok(m)) = ws.next().await {
+                        let close = m.is_close();
+                        conn.lock().unwrap().0.push(m);
+                        if close {
+                            break;
+                        }
+                    }
+                    conn.lock().unwrap().1 = true;
+                });
+            }
+        });
+        Consumer {
+            addr,
+            conns,
+            _rt: rt,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/audio", self.addr)
+    }
+
+    /// Waits (bounded) until `n` connections were made and closed; returns
+    /// their messages.
+    fn closed(&self, n: usize) -> Vec<Vec<Message>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let conns = self.conns.lock().unwrap();
+            let done = conns.iter().filter(|c| c.lock().unwrap().1).count();
+            if done >= n || Instant::now() > deadline {
+                return conns.iter().map(|c| c.lock().unwrap().0.clone()).collect();
+            }
+            drop(conns);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+}
+
+/// `[voice_connectors.streaming]` of vc-east with `keys`, and a file event
+/// target "log" (appended at the end of `config`).
+fn with_streaming(ports: Ports, carrier: u16, keys: &str) -> String {
+    let section = format!(
+        "[voice_connectors.streaming]\ndisabled = false\nnotification_targets = [\"log\"]\n{keys}\n"
+    );
+    let mut text = config(ports, carrier, &section);
+    text.push_str(
+        "\n[[event_targets]]\nid = \"log\"\ntype = \"file\"\npath = \"var/events.jsonl\"\n",
+    );
+    text
+}
+
+/// One call from the PBX (SIPp playing g711a.pcap) to an echoing carrier.
+fn g711a_call(d: &Daemon, carrier: u16, uas_media: &str) -> SippBg {
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier,
+        &["-m", "1", "-rtp_echo", "-mp", uas_media],
+    );
+    let uac_media = free_port_on(PBX).to_string();
+    let out = sipp_uac(
+        "uac_g711a.xml",
+        PBX,
+        d.sip(),
+        &[
+            "-s",
+            "+12065550199",
+            "-key",
+            "caller",
+            "+12065550100",
+            "-m",
+            "1",
+            "-d",
+            "8000",
+            "-mp",
+            &uac_media,
+        ],
+    );
+    assert!(out.status.success(), "{}", out_text(&out));
+    let (ok, text) = uas.wait(Duration::from_secs(10));
+    assert!(ok, "{text}");
+    uas
+}
+
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Polls (bounded) until a record of `kind` (cdrs/sdrs) exists.
+fn wait_records(dir: &Path, list: fn(&Path) -> Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = list(dir);
+        if !r.is_empty() || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A stream's PCM (its binary frames, each checked to be 320 bytes).
+fn stream_pcm(messages: &[Message]) -> Vec<i16> {
+    let mut pcm = Vec::new();
+    for m in messages {
+        if let Message::Binary(b) = m {
+            assert_eq!(b.len(), 320, "every frame is 20 ms of mono 16-bit PCM");
+            pcm.extend(b.chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]])));
+        }
+    }
+    pcm
+}
+
+fn text(m: &Message) -> serde_json::Value {
+    serde_json::from_str(m.to_text().expect("a text frame")).expect("JSON")
+}
+
+#[test]
+fn a_sipp_g711a_call_streams_both_legs_sample_for_sample_to_websocket_and_wav() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let uas_media = free_port_on(CARRIER).to_string();
+    let consumer = Consumer::start(Mode::Read);
+    let keys = format!(
+        "data_retention_in_hours = 1\nsinks = [ {{ type = \"websocket\", url = \"{}\" }}, {{ type = \"wav\", directory = \"var/audio\" }} ]",
+        consumer.url()
+    );
+    let d = Daemon::start(
+        "stream-g711a",
+        ports,
+        &with_streaming(ports, carrier, &keys),
+    );
+    let _uas = g711a_call(&d, carrier, &uas_media);
+    let expected = expected_pcm();
+    let records = d.dir.join("var/records");
+    let cdrs = wait_records(&records, cdrs);
+    assert_eq!(cdrs.len(), 1);
+    let cdr = &cdrs[0];
+    assert_eq!(cdr["Streaming"], true, "{cdr}");
+    let txn = cdr["TransactionId"].as_str().unwrap().to_owned();
+
+    // Two connections, one per leg, each: start, frames, end, close.
+    let conns = consumer.closed(2);
+    assert_eq!(conns.len(), 2, "one connection per leg");
+    let mut legs = Vec::new();
+    for c in &conns {
+        let start = text(&c[0]);
+        assert_eq!(start["event"], "start");
+        assert_eq!(start["transactionId"], txn.as_str());
+        assert_eq!(start["voiceConnectorId"], "vc-east");
+        assert_eq!(start["callId"], cdr["CallId"]);
+        assert_eq!(start["direction"], "Outbound");
+        assert_eq!(start["from"], "+12065550100");
+        assert_eq!(start["to"], "+12065550199");
+        assert_eq!(start["codec"], "PCMA");
+        assert_eq!(start["sampleRate"], 8000);
+        assert_eq!(start["channels"], 1);
+        let n = c.len();
+        assert!(c[n - 1].is_close(), "closed at the end");
+        let end = text(&c[n - 2]);
+        assert_eq!(end["event"], "end");
+        assert_eq!(end["leg"], start["leg"]);
+        let pcm = stream_pcm(&c[1..n - 2]);
+        assert_eq!(pcm.len(), expected.len(), "{} leg", start["leg"]);
+        assert!(
+            pcm == expected,
+            "{} leg: the pcap's audio, sample for sample",
+            start["leg"]
+        );
+        legs.push(start["leg"].as_str().unwrap().to_owned());
+    }
+    legs.sort();
+    assert_eq!(legs, ["callee", "caller"]);
+
+    // The same audio in one WAV file per leg.
+    for leg in ["caller", "callee"] {
+        let path = d.dir.join(format!("var/audio/{txn}-{leg}.wav"));
+        let r = hound::WavReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            (
+                r.spec().channels,
+                r.spec().sample_rate,
+                r.spec().bits_per_sample
+            ),
+            (1, 8000, 16)
+        );
+        assert_eq!(r.duration() as usize, expected.len(), "{leg}: 7.08 s");
+        let samples: Vec<i16> = r.into_samples().map(|s| s.unwrap()).collect();
+        assert!(samples == expected, "{leg}.wav holds the pcap's audio");
+    }
+
+    // One SDR, before the CDR, with the call's TransactionId.
+    let sdrs = sdrs(&records);
+    assert_eq!(sdrs.len(), 1);
+    assert_eq!(sdrs[0]["TransactionId"], txn.as_str());
+    assert_eq!(sdrs[0]["Status"], "Completed");
+    assert_eq!(sdrs[0]["StatusMessage"], "Streaming succeeded");
+
+    // STARTED then ENDED for each stream (2 sinks × 2 legs).
+    d.wait_metric("events_total{target=\"log\",result=\"delivered\"}", 8.0);
+    let events = json_lines(&d.dir.join("var/events.jsonl"));
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|e| e["detail"]["streamingStatus"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["STARTED"; 4]
+            .iter()
+            .chain(["ENDED"; 4].iter())
+            .copied()
+            .collect::<Vec<_>>()
+    );
+    let started = &events[0]["detail"];
+    assert_eq!(
+        events[0]["detail-type"],
+        "Chime VoiceConnector Streaming Status"
+    );
+    assert_eq!(started["transactionId"], txn.as_str());
+    assert_eq!(started["isCaller"], true);
+    assert_eq!(started["mediaType"], "audio/L16");
+    assert_eq!(started["streamArn"], consumer.url().as_str());
+    assert_eq!(started["inviteHeaders"]["call-id"], cdr["CallId"]);
+    assert_eq!(events[1]["detail"]["isCaller"], false);
+    assert!(events[4]["detail"]["endTime"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+
+    // Metrics: every frame sent, none dropped; the streams are closed.
+    let m = d.metrics();
+    let frames = expected.len() as f64 / 160.0;
+    assert_eq!(
+        metric_value(&m, "streaming_frames_total{sink=\"wav\",result=\"sent\"}"),
+        Some(2.0 * frames),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "streaming_frames_total{sink=\"websocket\",result=\"sent\"}"
+        ),
+        Some(2.0 * frames)
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "streaming_frames_total{sink=\"websocket\",result=\"dropped\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_value(&m, "streaming_streams_active{sink=\"websocket\"}"),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn a_consumer_that_never_reads_costs_frames_not_rtp() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let uas_media = free_port_on(CARRIER).to_string();
+    let consumer = Consumer::start(Mode::Stall);
+    let keys = format!(
+        "max_reconnects = 0\nqueue_frames = 10\nsinks = [ {{ type = \"websocket\", url = \"{}\" }} ]",
+        consumer.url()
+    );
+    let d = Daemon::start(
+        "stream-stall",
+        ports,
+        &with_streaming(ports, carrier, &keys),
+    );
+    let _uas = g711a_call(&d, carrier, &uas_media);
+    let records = d.dir.join("var/records");
+    let cdrs = wait_records(&records, cdrs);
+    assert_eq!(cdrs[0]["Streaming"], true);
+    assert_eq!(
+        consumer.connections(),
+        2,
+        "one connection per leg, no reconnect"
+    );
+
+    // The carrier got every packet the PBX sent (and the PBX the echo).
+    let lines = metric_lines(&d);
+    let l = lines.last().expect("a media metric line");
+    assert_eq!(l["cust2vc_rtp_packets"], 236, "{l}");
+    assert_eq!(l["vc2rem_rtp_packets"], 236, "{l}");
+    assert_eq!(l["rem2vc_rtp_packets"], 236, "{l}");
+    assert_eq!(l["vc2cust_rtp_packets"], 236, "{l}");
+
+    // The frames were dropped and counted; the streams failed.
+    let m = d.metrics();
+    let dropped = metric_value(
+        &m,
+        "streaming_frames_total{sink=\"websocket\",result=\"dropped\"}",
+    )
+    .unwrap();
+    assert!(
+        dropped >= 2.0 * 300.0,
+        "most of 2 × 354 frames dropped: {m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "streaming_frames_total{sink=\"websocket\",result=\"sent\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_value(&m, "streaming_failures_total{sink=\"websocket\"}"),
+        Some(2.0)
+    );
+    let sdrs = wait_records(&records, sdrs);
+    assert_eq!(sdrs[0]["Status"], "Failed", "{}", sdrs[0]);
+    d.wait_metric("events_total{target=\"log\",result=\"delivered\"}", 4.0);
+    let events = json_lines(&d.dir.join("var/events.jsonl"));
+    let failed: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["detail"]["streamingStatus"] == "FAILED")
+        .collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed[0]["detail"]["failureReason"]
+        .as_str()
+        .unwrap()
+        .contains(&consumer.url()));
+}
+
+#[test]
+fn a_stereo_wav_with_retention_zero_is_deleted_once_the_records_are_written() {
+    let ports = Ports::pick();
+    let (caller, callee) = (Ua::new(PBX), Ua::new(CARRIER));
+    let keys = "channels = \"stereo\"\ndata_retention_in_hours = 0\nsinks = [ { type = \"wav\", directory = \"var/audio\" } ]";
+    let d = Daemon::start(
+        "stream-retention",
+        ports,
+        &with_streaming(ports, callee.sip_addr().port(), keys),
+    );
+    let (mut dialog, offer) = call(&caller, &callee, d.sip(), "+12065550199", "+12065550100");
+    let b_side = offer.sdp_rtp();
+    for seq in 0..25u16 {
+        caller
+            .rtp
+            .send_to(&rtp_packet(seq, u32::from(seq) * 160, 1), dialog.trunkd_rtp)
+            .unwrap();
+        callee
+            .rtp
+            .send_to(&rtp_packet(seq, u32::from(seq) * 160, 2), b_side)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // While the call lasts, its stereo file is being written.
+    let file = |d: &Daemon| -> Vec<String> {
+        std::fs::read_dir(d.dir.join("var/audio"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let during = file(&d);
+    assert_eq!(during.len(), 1, "{during:?}");
+    assert!(during[0].ends_with("-stereo.wav"), "{during:?}");
+    hang_up(&caller, &callee, &mut dialog, "+12065550100");
+    let records = d.dir.join("var/records");
+    let cdrs = wait_records(&records, cdrs);
+    assert_eq!(cdrs[0]["Streaming"], true);
+    assert_eq!(sdrs(&records).len(), 1);
+    d.wait_metric("streaming_wav_files_swept_total", 1.0);
+    assert_eq!(file(&d), Vec::<String>::new(), "kept none after the call");
+}
