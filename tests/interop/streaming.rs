@@ -57,6 +57,9 @@ enum Mode {
     /// Accepts the TCP connection and never reads a byte (not even the
     /// handshake): a consumer that is there and stuck.
     Stall,
+    /// Completes the handshake, reads the start frame, then stops reading
+    /// (with a small receive buffer, so the sender's writes block soon).
+    StopReading,
 }
 
 type Conn = Arc<Mutex<(Vec<Message>, bool)>>;
@@ -76,7 +79,14 @@ impl Consumer {
             .build()
             .unwrap();
         let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                if mode == Mode::StopReading {
+                    socket.set_recv_buffer_size(2048)?;
+                }
+                socket.bind("127.0.0.1:0".parse().unwrap())?;
+                socket.listen(16)
+            })
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let conns: Arc<Mutex<Vec<Conn>>> = Arc::default();
@@ -95,6 +105,11 @@ impl Consumer {
                         return;
                     };
                     while let Some(Ok(m)) = ws.next().await {
+                        if mode == Mode::StopReading {
+                            conn.lock().unwrap().0.push(m.clone());
+                            // Holds the connection, reads no more.
+                            std::future::pending::<()>().await;
+                        }
                         let close = m.is_close();
                         conn.lock().unwrap().0.push(m);
                         if close {
@@ -359,7 +374,7 @@ fn a_sipp_g711a_call_streams_both_legs_sample_for_sample_to_websocket_and_wav() 
 }
 
 #[test]
-fn a_consumer_that_never_reads_costs_frames_not_rtp() {
+fn a_consumer_that_never_answers_the_handshake_is_given_up_and_rtp_is_untouched() {
     let ports = Ports::pick();
     let carrier = free_port_on(CARRIER);
     let uas_media = free_port_on(CARRIER).to_string();
@@ -471,4 +486,63 @@ fn a_stereo_wav_with_retention_zero_is_deleted_once_the_records_are_written() {
     assert_eq!(sdrs(&records).len(), 1);
     d.wait_metric("streaming_wav_files_swept_total", 1.0);
     assert_eq!(file(&d), Vec::<String>::new(), "kept none after the call");
+}
+
+#[test]
+fn a_consumer_that_stops_reading_costs_frames_not_rtp() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let uas_media = free_port_on(CARRIER).to_string();
+    let consumer = Consumer::start(Mode::StopReading);
+    let keys = format!(
+        "queue_frames = 10\nsinks = [ {{ type = \"websocket\", url = \"{}\" }} ]",
+        consumer.url()
+    );
+    let d = Daemon::start("stream-stop", ports, &with_streaming(ports, carrier, &keys));
+    let _uas = g711a_call(&d, carrier, &uas_media);
+    let records = d.dir.join("var/records");
+    let cdrs = wait_records(&records, cdrs);
+    assert_eq!(cdrs[0]["Streaming"], true);
+    let lines = metric_lines(&d);
+    let l = lines.last().expect("a media metric line");
+    for k in [
+        "cust2vc_rtp_packets",
+        "vc2rem_rtp_packets",
+        "rem2vc_rtp_packets",
+        "vc2cust_rtp_packets",
+    ] {
+        assert_eq!(l[k], 236, "{k}: {l}");
+    }
+    let m = d.metrics();
+    let dropped = metric_value(
+        &m,
+        "streaming_frames_total{sink=\"websocket\",result=\"dropped\"}",
+    )
+    .unwrap();
+    let sent = metric_value(
+        &m,
+        "streaming_frames_total{sink=\"websocket\",result=\"sent\"}",
+    )
+    .unwrap();
+    assert!(dropped > 0.0, "frames were dropped: {m}");
+    assert!(sent > 0.0, "until the consumer's buffers were full: {m}");
+    assert_eq!(
+        consumer.connections(),
+        2,
+        "no reconnect: the connection stayed up"
+    );
+    // The end could not be delivered either: each stream was given up.
+    let sdrs = wait_records(&records, sdrs);
+    assert_eq!(sdrs[0]["Status"], "Failed", "{}", sdrs[0]);
+    d.wait_metric("events_total{target=\"log\",result=\"delivered\"}", 4.0);
+    let events = json_lines(&d.dir.join("var/events.jsonl"));
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter(|e| e["detail"]["streamingStatus"] == "FAILED")
+        .map(|e| e["detail"]["failureReason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["the sink did not take the end of the stream in time"; 2]
+    );
 }

@@ -18,8 +18,9 @@ use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 use trunkd_core::backoff::Backoff;
 use trunkd_core::StreamReconnect;
@@ -29,6 +30,13 @@ use super::{CallInfo, LegName, SinkMsg, SinkReport};
 
 /// Longest wait for a connection (TCP and the WebSocket handshake).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The connection's socket send buffer (the kernel doubles it): about two
+/// seconds of mono audio. Without it the kernel lets a consumer that stopped
+/// reading absorb megabytes per connection before a write waits; with it,
+/// such a consumer costs frames (dropped and counted) after a second or
+/// two, and memory stays bounded.
+const SEND_BUFFER: u32 = 32 * 1024;
 
 pub(crate) struct WsParams {
     pub url: String,
@@ -64,7 +72,7 @@ pub(crate) fn end_frame(info: &CallInfo, leg: LegName) -> serde_json::Value {
     })
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<TcpStream>;
 
 /// Runs one stream until its queue closes (the call ended).
 pub(crate) async fn run(p: WsParams, mut rx: mpsc::Receiver<SinkMsg>) -> SinkReport {
@@ -160,16 +168,53 @@ pub(crate) async fn run(p: WsParams, mut rx: mpsc::Receiver<SinkMsg>) -> SinkRep
 
 /// Connects and sends the start frame.
 async fn connect(url: &str, start: &serde_json::Value) -> Result<Ws, String> {
-    let connecting = tokio_tungstenite::connect_async(url);
-    let (mut ws, _) = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Ok(Ok(ok)) => ok,
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err(format!("no connection in {CONNECT_TIMEOUT:?}")),
-    };
-    ws.send(Message::text(start.to_string()))
+    match tokio::time::timeout(CONNECT_TIMEOUT, handshake(url)).await {
+        Ok(Ok(mut ws)) => {
+            ws.send(Message::text(start.to_string()))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(ws)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!("no connection in {CONNECT_TIMEOUT:?}")),
+    }
+}
+
+/// TCP (with [`SEND_BUFFER`]) and the WebSocket handshake. `wss://` is
+/// refused: TLS to the consumer is not built yet (docs/streaming.md).
+async fn handshake(url: &str) -> Result<Ws, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    if uri.scheme_str() != Some("ws") {
+        return Err(format!("{url}: only ws:// is supported"));
+    }
+    let host = uri.host().ok_or_else(|| format!("{url}: no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
         .await
+        .map_err(|e| format!("{host}: {e}"))?
+        .collect();
+    let mut last = format!("{host}: no address");
+    for addr in addrs {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
         .map_err(|e| e.to_string())?;
-    Ok(ws)
+        let _ = socket.set_send_buffer_size(SEND_BUFFER);
+        match socket.connect(addr).await {
+            Ok(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                let (ws, _) = tokio_tungstenite::client_async(url, tcp)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(ws);
+            }
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 /// A uniform draw in [0, 1) for the backoff's jitter.
