@@ -546,3 +546,181 @@ fn a_consumer_that_stops_reading_costs_frames_not_rtp() {
         ["the sink did not take the end of the stream in time"; 2]
     );
 }
+
+/// The PCM of `rtp_packet(seq, …)` packets (PCMU), as a stream carries it.
+fn ua_pcm(seqs: std::ops::Range<u16>) -> Vec<i16> {
+    seqs.flat_map(|seq| {
+        rtp_packet(seq, 0, 0)[12..]
+            .iter()
+            .map(|b| trunkd_media::endpoint::g711::ulaw_decode(*b))
+            .collect::<Vec<_>>()
+    })
+    .collect()
+}
+
+/// SPEC §2.6 and the issue's proof: an SRTP call streams its decrypted
+/// audio; a re-INVITE gives UPDATED (with the re-INVITE's headers) and the
+/// streams go on; a reload that disables streaming mid-call changes
+/// nothing for the call (its snapshot), only for later calls.
+#[test]
+fn an_srtp_call_streams_across_a_reinvite_and_a_reload_that_disables_streaming() {
+    use trunkd_media::sdes::{CryptoAttr, KeyMaterial};
+    use trunkd_media::{CryptoSuite, LegCrypto, LegKeys};
+
+    let ports = Ports::pick();
+    let (pbx, carrier) = (Ua::new(PBX), Ua::new(CARRIER));
+    let consumer = Consumer::start(Mode::Read);
+    let keys = format!(
+        "sinks = [ {{ type = \"websocket\", url = \"{}\" }} ]",
+        consumer.url()
+    );
+    let d = Daemon::start(
+        "stream-srtp",
+        ports,
+        &with_streaming(ports, carrier.sip_addr().port(), &keys),
+    );
+    let key = CryptoAttr {
+        tag: 1,
+        suite: CryptoSuite::Aes128CmHmacSha1_80,
+        key: KeyMaterial::generate(CryptoSuite::Aes128CmHmacSha1_80).unwrap(),
+    };
+    let offer = pbx.sdp_with("RTP/SAVP", "sendrecv", &[key.to_value()]);
+    let (mut dialog, at_carrier, ok) = call_with(
+        &pbx,
+        &carrier,
+        d.sip(),
+        "+12065550199",
+        "+12065550100",
+        &offer,
+        &carrier.sdp("sendrecv"),
+    );
+    let ours = ok
+        .body()
+        .lines()
+        .find_map(|l| l.strip_prefix("a=crypto:"))
+        .map(|v| CryptoAttr::parse(v).unwrap())
+        .expect("trunkd's key");
+    let mut pbx_srtp = LegCrypto::new(&LegKeys {
+        suite: ours.suite,
+        peer: ours.key.clone(),
+        ours: key.key.clone(),
+    })
+    .unwrap();
+    let b_side = at_carrier.sdp_rtp();
+    let send = |srtp: &mut LegCrypto, seqs: std::ops::Range<u16>| {
+        for seq in seqs {
+            let plain = rtp_packet(seq, u32::from(seq) * 160, 0x5151);
+            pbx.rtp
+                .send_to(&srtp.protect_rtp(&plain).unwrap(), dialog.trunkd_rtp)
+                .unwrap();
+            carrier
+                .rtp
+                .send_to(&rtp_packet(seq, u32::from(seq) * 160, 0x6262), b_side)
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    send(&mut pbx_srtp, 0..10);
+
+    // A reload that turns streaming off: later calls, not this one.
+    let file = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        file.replacen("disabled = false", "disabled = true", 1),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_metric("config_reloads_total{result=\"success\"}", 1.0);
+
+    // The carrier re-INVITEs (a resume with its SDP again).
+    let sdp = carrier.sdp("sendrecv");
+    let from = at_carrier.header("To").unwrap();
+    let to = at_carrier.header("From").unwrap();
+    let call_id = at_carrier.header("Call-ID").unwrap();
+    let target = at_carrier
+        .header("Contact")
+        .unwrap()
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    let reinvite = format!(
+        "INVITE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-sreinv1;rport\r\nMax-Forwards: 70\r\nFrom: {from};tag={tag}\r\nTo: {to}\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:ua@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+        me = carrier.sip_addr(),
+        tag = carrier.tag,
+        len = sdp.len()
+    );
+    carrier.send(at_carrier.from, &reinvite);
+    let relayed = pbx.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("INVITE ")
+    });
+    let answer = pbx.sdp_with("RTP/SAVP", "sendrecv", &[key.to_value()]);
+    pbx.respond(&relayed, "200 OK", Some(&answer));
+    let ok2 = carrier.recv_until(Duration::from_secs(5), |m| {
+        m.status() == Some(200) && m.header("CSeq").is_some_and(|c| c.contains("INVITE"))
+    });
+    let ack = format!(
+        "ACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-sreinv1ack\r\nMax-Forwards: 70\r\nFrom: {from};tag={tag}\r\nTo: {to2}\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        me = carrier.sip_addr(),
+        tag = carrier.tag,
+        to2 = ok2.header("To").unwrap()
+    );
+    carrier.send(at_carrier.from, &ack);
+    pbx.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    send(&mut pbx_srtp, 10..20);
+    hang_up(&pbx, &carrier, &mut dialog, "+12065550100");
+
+    // Both legs, decrypted, all twenty packets, across both.
+    let conns = consumer.closed(2);
+    assert_eq!(conns.len(), 2);
+    let expected = ua_pcm(0..20);
+    for c in &conns {
+        let start = text(&c[0]);
+        assert_eq!(start["codec"], "PCMU");
+        let n = c.len();
+        let pcm = stream_pcm(&c[1..n - 2]);
+        assert!(
+            pcm == expected,
+            "{} leg: {} samples",
+            start["leg"],
+            pcm.len()
+        );
+    }
+    let records = d.dir.join("var/records");
+    let cdrs = wait_records(&records, cdrs);
+    assert_eq!(cdrs[0]["Streaming"], true);
+    d.wait_metric("events_total{target=\"log\",result=\"delivered\"}", 6.0);
+    let events = json_lines(&d.dir.join("var/events.jsonl"));
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|e| e["detail"]["streamingStatus"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["STARTED", "STARTED", "UPDATED", "UPDATED", "ENDED", "ENDED"]
+    );
+    let updated = &events[2]["detail"];
+    assert_eq!(updated["updateHeaders"]["cseq"], "1 INVITE");
+    assert_eq!(updated["updateHeaders"]["call-id"], call_id.as_str());
+    assert_eq!(updated["updateHeaders"]["content-type"], "application/sdp");
+    assert!(events[0]["detail"].get("updateHeaders").is_none());
+
+    // A call after the reload is not streamed (past the VC's one call per
+    // second).
+    std::thread::sleep(Duration::from_millis(1100));
+    let (mut dialog, _) = call(&pbx, &carrier, d.sip(), "+12065550199", "+12065550100");
+    hang_up(&pbx, &carrier, &mut dialog, "+12065550100");
+    let cdrs = wait_cdrs(&records, 2);
+    assert_eq!(cdrs.len(), 2);
+    assert_eq!(
+        cdrs.iter().filter(|c| c["Streaming"] == true).count(),
+        1,
+        "only the call that started before the reload"
+    );
+    assert_eq!(consumer.connections(), 2);
+}
