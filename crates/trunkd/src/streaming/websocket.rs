@@ -225,3 +225,141 @@ fn random() -> f64 {
     }
     f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn params(url: String, max_attempts: u32, metrics: &StreamingMetrics) -> WsParams {
+        WsParams {
+            url,
+            start: json!({"event": "start", "leg": "caller"}),
+            end: json!({"event": "end", "leg": "caller"}),
+            reconnect: StreamReconnect {
+                max_attempts,
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(20),
+            },
+            metrics: metrics.clone(),
+        }
+    }
+
+    fn as_json(m: &Message) -> serde_json::Value {
+        serde_json::from_str(m.to_text().unwrap()).unwrap()
+    }
+
+    /// A consumer that drops the first connection after the start and one
+    /// frame: the stream reconnects and starts again with the start frame.
+    #[tokio::test]
+    async fn a_dropped_connection_is_reconnected_with_the_start_frame_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/audio", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let mut first = Vec::new();
+            for _ in 0..2 {
+                first.push(ws.next().await.unwrap().unwrap());
+            }
+            drop(ws);
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let mut second = Vec::new();
+            while let Some(Ok(m)) = ws.next().await {
+                second.push(m);
+            }
+            (first, second)
+        });
+        let metrics = StreamingMetrics::default();
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(run(params(url, 3, &metrics), rx));
+        tx.send(SinkMsg::Start { codec: "PCMU" }).await.unwrap();
+        for i in 0..30u8 {
+            tx.send(SinkMsg::Audio(Bytes::from(vec![i; 320])))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tx.send(SinkMsg::Dtmf {
+            digit: '#',
+            leg: LegName::Caller,
+        })
+        .await
+        .unwrap();
+        drop(tx);
+        let report = task.await.unwrap();
+        let (first, second) = server.await.unwrap();
+        assert_eq!(as_json(&first[0])["codec"], "PCMU");
+        assert_eq!(first[1], Message::Binary(Bytes::from(vec![0u8; 320])));
+        let start = as_json(&second[0]);
+        assert_eq!(
+            (start["event"].as_str(), start["codec"].as_str()),
+            (Some("start"), Some("PCMU"))
+        );
+        let n = second.len();
+        assert!(second[n - 1].is_close());
+        assert_eq!(as_json(&second[n - 2])["event"], "end");
+        assert_eq!(
+            as_json(&second[n - 3]),
+            json!({"event": "dtmf", "digit": "#", "leg": "caller"})
+        );
+        assert!(matches!(&second[n - 4], Message::Binary(b) if b[..] == [29u8; 320][..]));
+        assert_eq!(metrics.reconnects.get(), 1);
+        assert_eq!(report.failure, None);
+        // Frames sent on either connection, or lost while it was down.
+        let sent = metrics
+            .frames
+            .get_or_create(&super::super::metrics::FrameLabels {
+                sink: "websocket",
+                result: "sent",
+            })
+            .get();
+        assert_eq!(sent, report.sent);
+        assert!(report.sent >= 20, "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_is_not_there_is_given_up_after_the_reconnects() {
+        // A port with nothing listening: bind, read the port, close.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let metrics = StreamingMetrics::default();
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(run(
+            params(format!("ws://127.0.0.1:{port}/"), 2, &metrics),
+            rx,
+        ));
+        tx.send(SinkMsg::Start { codec: "PCMA" }).await.unwrap();
+        for _ in 0..20 {
+            tx.send(SinkMsg::Audio(Bytes::from(vec![0u8; 320])))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        drop(tx);
+        let report = task.await.unwrap();
+        assert_eq!(report.sent, 0);
+        let why = report.failure.expect("given up");
+        assert!(
+            why.starts_with(&format!("WebSocket sink ws://127.0.0.1:{port}/")),
+            "{why}"
+        );
+        assert_eq!(
+            metrics.reconnects.get(),
+            2,
+            "two reconnects after the first attempt"
+        );
+    }
+
+    #[tokio::test]
+    async fn wss_is_refused_at_connect() {
+        let e = handshake("wss://127.0.0.1:1/").await.err().unwrap();
+        assert!(e.contains("only ws:// is supported"), "{e}");
+    }
+}
