@@ -724,3 +724,65 @@ fn an_srtp_call_streams_across_a_reinvite_and_a_reload_that_disables_streaming()
     );
     assert_eq!(consumer.connections(), 2);
 }
+
+/// SIPp plays Debian's `dtmf_2833_0.pcap` (key 0, RFC 4733, no audio)
+/// through trunkd to an echoing carrier; the stereo stream gets the key
+/// once from each leg, as JSON text frames.
+#[test]
+fn rfc4733_keys_reach_a_stereo_consumer_once_per_press_and_leg() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let uas_media = free_port_on(CARRIER).to_string();
+    let consumer = Consumer::start(Mode::Read);
+    let keys = format!(
+        "channels = \"stereo\"\nsinks = [ {{ type = \"websocket\", url = \"{}\" }} ]",
+        consumer.url()
+    );
+    let d = Daemon::start("stream-dtmf", ports, &with_streaming(ports, carrier, &keys));
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier,
+        &["-m", "1", "-rtp_echo", "-mp", &uas_media],
+    );
+    let uac_media = free_port_on(PBX).to_string();
+    let out = sipp_uac(
+        "uac_pcap_audio.xml",
+        PBX,
+        d.sip(),
+        &[
+            "-s",
+            "+12065550199",
+            "-key",
+            "caller",
+            "+12065550100",
+            "-m",
+            "1",
+            "-d",
+            "2500",
+            "-mp",
+            &uac_media,
+        ],
+    );
+    assert!(out.status.success(), "{}", out_text(&out));
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    let conns = consumer.closed(1);
+    assert_eq!(conns.len(), 1, "one connection for the call in stereo");
+    let c = &conns[0];
+    let start = text(&c[0]);
+    assert_eq!(start["leg"], "both");
+    assert_eq!(start["channels"], 2);
+    assert_eq!(
+        start["codec"], "PCMU",
+        "the offer's first codec: no audio came"
+    );
+    let texts: Vec<serde_json::Value> = c[1..c.len() - 2].iter().map(text).collect();
+    assert_eq!(
+        texts,
+        [
+            serde_json::json!({"event": "dtmf", "digit": "0", "leg": "caller"}),
+            serde_json::json!({"event": "dtmf", "digit": "0", "leg": "callee"}),
+        ]
+    );
+    assert_eq!(text(&c[c.len() - 2])["event"], "end");
+}

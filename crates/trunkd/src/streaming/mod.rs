@@ -139,6 +139,9 @@ pub struct InviteFacts {
     /// lowercase names (SPEC §5.4 `inviteHeaders`).
     pub headers: BTreeMap<String, String>,
     pub framer: FramerConfig,
+    /// The offer's preferred G.711 codec (`PCMU` without one): the start
+    /// frame's `codec` when a key is pressed before any audio arrived.
+    pub codec: &'static str,
 }
 
 /// The headers SPEC §5.4 lists for `inviteHeaders` (and `updateHeaders`).
@@ -169,6 +172,7 @@ impl InviteFacts {
     /// ones and telephone-event 101 when the offer is not plain SDP).
     pub fn of(invite: &trunkd_sip::Request) -> InviteFacts {
         let mut framer = FramerConfig::default();
+        let mut codec = "PCMU";
         let sdp = trunkd_media::Sdp::parse_bytes(&invite.body).ok();
         if let Some(m) = sdp
             .as_ref()
@@ -188,10 +192,17 @@ impl InviteFacts {
             if let Some((pt, _)) = m.telephone_event() {
                 framer.telephone_event = Some(pt);
             }
+            codec = m
+                .formats()
+                .iter()
+                .filter_map(|f| f.parse::<u8>().ok())
+                .find_map(|pt| framer.payload_types.iter().find(|(t, _)| *t == pt))
+                .map_or("PCMU", |(_, law)| codec_name(*law));
         }
         InviteFacts {
             headers: event_headers(invite),
             framer,
+            codec,
         }
     }
 }
@@ -344,10 +355,13 @@ impl CallStream {
         let pump = tokio::spawn(pump::run(
             tap,
             stop_rx,
-            info.invite.framer.clone(),
-            plan.channels == StreamChannels::Stereo,
-            outlets,
-            metrics,
+            pump::Pump::new(
+                info.invite.framer.clone(),
+                info.invite.codec,
+                plan.channels == StreamChannels::Stereo,
+                outlets,
+                metrics,
+            ),
         ));
         let start = SystemTime::now();
         let mut status = status::StatusEvents::new(&info, shared.clone(), config);
@@ -456,6 +470,14 @@ impl CallStream {
             files,
             retention_hours: self.retention_hours,
         }
+    }
+}
+
+/// The start frame's name of a G.711 law.
+pub(crate) fn codec_name(law: G711) -> &'static str {
+    match law {
+        G711::Pcmu => "PCMU",
+        G711::Pcma => "PCMA",
     }
 }
 

@@ -49,6 +49,8 @@ pub(crate) struct Pump {
     framers: [LegFramer; 2],
     codecs: [Option<&'static str>; 2],
     payload_types: Vec<(u8, G711)>,
+    /// The start frame's codec for a stream whose first event is a key.
+    default_codec: &'static str,
     stereo: Option<StereoFramer>,
     pub(crate) outlets: Vec<Outlet>,
     metrics: StreamingMetrics,
@@ -66,6 +68,7 @@ const LEG_NAMES: [LegName; 2] = [LegName::Caller, LegName::Callee];
 impl Pump {
     pub(crate) fn new(
         framer: FramerConfig,
+        default_codec: &'static str,
         stereo: bool,
         outlets: Vec<Outlet>,
         metrics: StreamingMetrics,
@@ -74,6 +77,7 @@ impl Pump {
             payload_types: framer.payload_types.clone(),
             framers: [LegFramer::new(framer.clone()), LegFramer::new(framer)],
             codecs: [None, None],
+            default_codec,
             stereo: stereo.then(StereoFramer::default),
             outlets,
             metrics,
@@ -89,23 +93,25 @@ impl Pump {
         if self.codecs[i].is_none() {
             let pt = p.data.get(1).map(|b| b & 0x7f);
             if let Some(&(_, law)) = self.payload_types.iter().find(|(t, _)| Some(*t) == pt) {
-                let codec = match law {
-                    G711::Pcmu => "PCMU",
-                    G711::Pcma => "PCMA",
-                };
+                let codec = super::codec_name(law);
                 self.codecs[i] = Some(codec);
-                let leg = LEG_NAMES[i];
-                for o in &mut self.outlets {
-                    if !o.started && (o.leg == leg || o.leg == LegName::Both) {
-                        o.started = true;
-                        o.send(SinkMsg::Start { codec }, &self.metrics);
-                    }
-                }
+                self.start(i, codec);
             }
         }
         // Not RTP: the relay forwarded it; nothing to stream.
         let _ = self.framers[i].handle_packet(p.arrival, &p.data);
         self.drain(i);
+    }
+
+    /// Sends the start to the streams of leg `i` that have none yet.
+    fn start(&mut self, i: usize, codec: &'static str) {
+        let leg = LEG_NAMES[i];
+        for o in &mut self.outlets {
+            if !o.started && (o.leg == leg || o.leg == LegName::Both) {
+                o.started = true;
+                o.send(SinkMsg::Start { codec }, &self.metrics);
+            }
+        }
     }
 
     /// Ends key presses whose packets stopped.
@@ -165,6 +171,9 @@ impl Pump {
                     }
                 },
                 FramerEvent::Dtmf(d) => {
+                    // A key before any audio: the streams start with the
+                    // offer's codec.
+                    self.start(i, self.default_codec);
                     let digit = d.digit.to_char();
                     for o in &mut self.outlets {
                         if o.leg == leg || o.leg == LegName::Both {
@@ -183,12 +192,8 @@ impl Pump {
 pub(crate) async fn run(
     mut tap: mpsc::Receiver<TappedPacket>,
     mut stop: oneshot::Receiver<()>,
-    framer: FramerConfig,
-    stereo: bool,
-    outlets: Vec<Outlet>,
-    metrics: StreamingMetrics,
+    mut pump: Pump,
 ) -> Vec<u64> {
-    let mut pump = Pump::new(framer, stereo, outlets, metrics);
     loop {
         let deadline = pump.poll_timeout();
         tokio::select! {
@@ -226,9 +231,13 @@ mod tests {
     use super::*;
 
     fn tapped(leg: Leg, pt: u8, seq: u16, payload: &[u8]) -> TappedPacket {
+        tapped_at(leg, pt, seq, u32::from(seq) * 160, payload)
+    }
+
+    fn tapped_at(leg: Leg, pt: u8, seq: u16, ts: u32, payload: &[u8]) -> TappedPacket {
         let mut data = vec![0x80, pt];
         data.extend_from_slice(&seq.to_be_bytes());
-        data.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        data.extend_from_slice(&ts.to_be_bytes());
         data.extend_from_slice(&[0, 0, 0, 1]);
         data.extend_from_slice(payload);
         TappedPacket {
@@ -254,6 +263,7 @@ mod tests {
         ];
         let mut pump = Pump::new(
             FramerConfig::default(),
+            "PCMU",
             false,
             outlets,
             StreamingMetrics::default(),
@@ -285,6 +295,7 @@ mod tests {
         let metrics = StreamingMetrics::default();
         let mut pump = Pump::new(
             FramerConfig::default(),
+            "PCMU",
             true,
             vec![Outlet::new(LegName::Both, "wav", tx)],
             metrics.clone(),
@@ -306,5 +317,32 @@ mod tests {
             })
             .get();
         assert_eq!(dropped, 4);
+    }
+
+    #[test]
+    fn a_key_before_any_audio_starts_the_stream_with_the_offers_codec() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut pump = Pump::new(
+            FramerConfig::default(),
+            "PCMA",
+            true,
+            vec![Outlet::new(LegName::Both, "websocket", tx)],
+            StreamingMetrics::default(),
+        );
+        // Key 7: start, then the end packet three times.
+        pump.packet(&tapped_at(Leg::B, 101, 1, 800, &[7, 0x0a, 0, 160]));
+        for seq in 2..5 {
+            pump.packet(&tapped_at(Leg::B, 101, seq, 800, &[7, 0x8a, 3, 0x20]));
+        }
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(matches!(got[0], SinkMsg::Start { codec: "PCMA" }));
+        assert!(matches!(
+            got[1],
+            SinkMsg::Dtmf {
+                digit: '7',
+                leg: LegName::Callee
+            }
+        ));
     }
 }
