@@ -110,6 +110,8 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                     CallEvent::Answered { hop } => {
                         info!(hop, "answered");
                         answered_hop = Some(hop);
+                        let plan = StreamPlan::of(&ctx.config, ctx.vc_id.as_ref())
+                            .filter(|_| invite_facts.is_some());
                         if let Some(vc_id) = &ctx.vc_id {
                             let now = std::time::SystemTime::now();
                             let facts = CallFacts {
@@ -124,7 +126,9 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                                 answered: Some(now),
                                 end: now,
                                 outcome: CallOutcome::Answered,
-                                streaming: false,
+                                // A crash mid-call leaves a CDR that says
+                                // whether the call was being streamed.
+                                streaming: plan.is_some(),
                             };
                             ctx.shared.call_journal.answered(&facts, now);
                         }
@@ -135,11 +139,9 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                         );
                         // SPEC §2.6: the call's audio to the VC's sinks, with
                         // the settings of the call's config snapshot.
-                        if let (Some(plan), Some(vc), Some(facts)) = (
-                            StreamPlan::of(&ctx.config, ctx.vc_id.as_ref()),
-                            &ctx.vc_id,
-                            &invite_facts,
-                        ) {
+                        if let (Some(plan), Some(vc), Some(facts)) =
+                            (plan, &ctx.vc_id, &invite_facts)
+                        {
                             let info = streaming::CallInfo {
                                 transaction_id: ctx.transaction_id,
                                 vc: vc.clone(),
