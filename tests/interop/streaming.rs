@@ -68,11 +68,40 @@ type Conn = Arc<Mutex<(Vec<Message>, bool)>>;
 struct Consumer {
     addr: SocketAddr,
     conns: Arc<Mutex<Vec<Conn>>>,
+    secure: bool,
     _rt: tokio::runtime::Runtime,
+}
+
+/// One connection: the handshake, then its messages into `conn`.
+async fn serve<S>(stream: S, mode: Mode, conn: Conn)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    while let Some(Ok(m)) = ws.next().await {
+        if mode == Mode::StopReading {
+            conn.lock().unwrap().0.push(m.clone());
+            // Holds the connection, reads no more.
+            std::future::pending::<()>().await;
+        }
+        let close = m.is_close();
+        conn.lock().unwrap().0.push(m);
+        if close {
+            break;
+        }
+    }
+    conn.lock().unwrap().1 = true;
 }
 
 impl Consumer {
     fn start(mode: Mode) -> Consumer {
+        Consumer::start_with(mode, None)
+    }
+
+    /// With `tls`, a `wss://` consumer.
+    fn start_with(mode: Mode, tls: Option<tokio_rustls::TlsAcceptor>) -> Consumer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -91,6 +120,7 @@ impl Consumer {
         let addr = listener.local_addr().unwrap();
         let conns: Arc<Mutex<Vec<Conn>>> = Arc::default();
         let all = conns.clone();
+        let secure = tls.is_some();
         rt.spawn(async move {
             let mut held = Vec::new();
             while let Ok((tcp, _)) = listener.accept().await {
@@ -100,35 +130,30 @@ impl Consumer {
                     held.push(tcp);
                     continue;
                 }
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
-                        return;
-                    };
-                    while let Some(Ok(m)) = ws.next().await {
-                        if mode == Mode::StopReading {
-                            conn.lock().unwrap().0.push(m.clone());
-                            // Holds the connection, reads no more.
-                            std::future::pending::<()>().await;
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(tcp).await {
+                                serve(s, mode, conn).await;
+                            }
                         }
-                        let close = m.is_close();
-                        conn.lock().unwrap().0.push(m);
-                        if close {
-                            break;
-                        }
+                        None => serve(tcp, mode, conn).await,
                     }
-                    conn.lock().unwrap().1 = true;
                 });
             }
         });
         Consumer {
             addr,
             conns,
+            secure,
             _rt: rt,
         }
     }
 
     fn url(&self) -> String {
-        format!("ws://{}/audio", self.addr)
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}/audio", self.addr)
     }
 
     /// Waits (bounded) until `n` connections were made and closed; returns
@@ -230,6 +255,10 @@ fn stream_pcm(messages: &[Message]) -> Vec<i16> {
 }
 
 fn text(m: &Message) -> serde_json::Value {
+    text_of(m)
+}
+
+fn text_of(m: &Message) -> serde_json::Value {
     serde_json::from_str(m.to_text().expect("a text frame")).expect("JSON")
 }
 
@@ -785,4 +814,76 @@ fn rfc4733_keys_reach_a_stereo_consumer_once_per_press_and_leg() {
         ]
     );
     assert_eq!(text(&c[c.len() - 2])["event"], "end");
+}
+
+/// A `wss://` consumer whose certificate trunkd verifies with `[tls]
+/// ca_file` (as for every outgoing TLS connection) gets the call's audio.
+#[test]
+fn a_wss_consumer_gets_the_audio_over_tls_verified_with_the_ca_file() {
+    use rustls::pki_types::pem::PemObject;
+
+    let ca = crate::tls::Ca::new();
+    let certs = crate::tls::cert_dir("stream-wss");
+    let ca_file = ca.write(&certs);
+    let leaf = ca.issue(&["127.0.0.1"]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![crate::tls::der(&leaf.0)],
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.1.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let consumer = Consumer::start_with(
+        Mode::Read,
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))),
+    );
+    assert!(consumer.url().starts_with("wss://127.0.0.1:"));
+    let ports = Ports::pick();
+    let (caller, callee) = (Ua::new(PBX), Ua::new(CARRIER));
+    let keys = format!(
+        "channels = \"stereo\"\nsinks = [ {{ type = \"websocket\", url = \"{}\" }} ]",
+        consumer.url()
+    );
+    let text = with_streaming(ports, callee.sip_addr().port(), &keys).replacen(
+        "[daemon]\n",
+        &format!("[tls]\nca_file = {ca_file:?}\n\n[daemon]\n"),
+        1,
+    );
+    let d = Daemon::start("stream-wss", ports, &text);
+    let (mut dialog, offer) = call(&caller, &callee, d.sip(), "+12065550199", "+12065550100");
+    let b_side = offer.sdp_rtp();
+    for seq in 0..10u16 {
+        caller
+            .rtp
+            .send_to(&rtp_packet(seq, u32::from(seq) * 160, 1), dialog.trunkd_rtp)
+            .unwrap();
+        callee
+            .rtp
+            .send_to(&rtp_packet(seq + 100, u32::from(seq) * 160, 2), b_side)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    hang_up(&caller, &callee, &mut dialog, "+12065550100");
+    let conns = consumer.closed(1);
+    assert_eq!(conns.len(), 1, "{}", d.log());
+    let c = &conns[0];
+    assert_eq!(text_of(&c[0])["channels"], 2);
+    // Stereo: caller left, callee right, ten frames of 640 bytes.
+    let mut left = Vec::new();
+    let mut right = Vec::new();
+    for m in &c[1..c.len() - 2] {
+        let Message::Binary(b) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(b.len(), 640);
+        for pair in b.chunks_exact(4) {
+            left.push(i16::from_le_bytes([pair[0], pair[1]]));
+            right.push(i16::from_le_bytes([pair[2], pair[3]]));
+        }
+    }
+    assert!(left == ua_pcm(0..10), "caller on the left");
+    assert!(right == ua_pcm(100..110), "callee on the right");
 }

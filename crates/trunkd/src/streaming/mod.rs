@@ -322,6 +322,7 @@ impl CallStream {
                             end: websocket::end_frame(&info, leg),
                             reconnect: plan.reconnect,
                             metrics: metrics.clone(),
+                            tls: shared.tls.connector(),
                         };
                         let task = tokio::spawn(websocket::run(params, rx));
                         ("websocket", url.clone(), task)

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use serde_json::json;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::http::Uri;
@@ -45,6 +45,9 @@ pub(crate) struct WsParams {
     pub end: serde_json::Value,
     pub reconnect: StreamReconnect,
     pub metrics: StreamingMetrics,
+    /// For `wss://`: trunkd's TLS client (`[tls] ca_file` or the system's
+    /// roots, as for every outgoing TLS connection).
+    pub tls: tokio_rustls::TlsConnector,
 }
 
 /// The start frame's fields (SPEC §2.6), but `codec`.
@@ -72,7 +75,11 @@ pub(crate) fn end_frame(info: &CallInfo, leg: LegName) -> serde_json::Value {
     })
 }
 
-type Ws = WebSocketStream<TcpStream>;
+/// A plain or TLS connection.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// Runs one stream until its queue closes (the call ended).
 pub(crate) async fn run(p: WsParams, mut rx: mpsc::Receiver<SinkMsg>) -> SinkReport {
@@ -125,7 +132,7 @@ pub(crate) async fn run(p: WsParams, mut rx: mpsc::Receiver<SinkMsg>) -> SinkRep
                 p.metrics.reconnects.inc();
             }
             attempts += 1;
-            match connect(&p.url, &start).await {
+            match connect(&p.url, &p.tls, &start).await {
                 Ok(ws) => {
                     info!(url = %p.url, attempt = attempts, "streaming WebSocket connected");
                     conn = Some(ws);
@@ -167,8 +174,12 @@ pub(crate) async fn run(p: WsParams, mut rx: mpsc::Receiver<SinkMsg>) -> SinkRep
 }
 
 /// Connects and sends the start frame.
-async fn connect(url: &str, start: &serde_json::Value) -> Result<Ws, String> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, handshake(url)).await {
+async fn connect(
+    url: &str,
+    tls: &tokio_rustls::TlsConnector,
+    start: &serde_json::Value,
+) -> Result<Ws, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, handshake(url, tls)).await {
         Ok(Ok(mut ws)) => {
             ws.send(Message::text(start.to_string()))
                 .await
@@ -180,16 +191,18 @@ async fn connect(url: &str, start: &serde_json::Value) -> Result<Ws, String> {
     }
 }
 
-/// TCP (with [`SEND_BUFFER`]) and the WebSocket handshake. `wss://` is
-/// refused: TLS to the consumer is not built yet (docs/streaming.md).
-async fn handshake(url: &str) -> Result<Ws, String> {
+/// TCP (with [`SEND_BUFFER`]), TLS for `wss://`, and the WebSocket
+/// handshake.
+async fn handshake(url: &str, tls: &tokio_rustls::TlsConnector) -> Result<Ws, String> {
     let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    if uri.scheme_str() != Some("ws") {
-        return Err(format!("{url}: only ws:// is supported"));
-    }
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => return Err(format!("{url}: not a ws:// or wss:// URL")),
+    };
     let host = uri.host().ok_or_else(|| format!("{url}: no host"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| format!("{host}: {e}"))?
@@ -203,16 +216,28 @@ async fn handshake(url: &str) -> Result<Ws, String> {
         }
         .map_err(|e| e.to_string())?;
         let _ = socket.set_send_buffer_size(SEND_BUFFER);
-        match socket.connect(addr).await {
-            Ok(tcp) => {
-                let _ = tcp.set_nodelay(true);
-                let (ws, _) = tokio_tungstenite::client_async(url, tcp)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                return Ok(ws);
+        let tcp = match socket.connect(addr).await {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                last = format!("{addr}: {e}");
+                continue;
             }
-            Err(e) => last = format!("{addr}: {e}"),
-        }
+        };
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = if secure {
+            let name = crate::tls::server_name(host, addr.ip());
+            Box::new(
+                tls.connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS to {addr}: {e}"))?,
+            )
+        } else {
+            Box::new(tcp)
+        };
+        let (ws, _) = tokio_tungstenite::client_async(url, io)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(ws);
     }
     Err(last)
 }
@@ -245,7 +270,19 @@ mod tests {
                 max: Duration::from_millis(20),
             },
             metrics: metrics.clone(),
+            tls: no_tls(),
         }
+    }
+
+    /// A TLS client that trusts nothing (the tests use ws://).
+    fn no_tls() -> tokio_rustls::TlsConnector {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
     }
 
     fn as_json(m: &Message) -> serde_json::Value {
@@ -358,8 +395,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn wss_is_refused_at_connect() {
-        let e = handshake("wss://127.0.0.1:1/").await.err().unwrap();
-        assert!(e.contains("only ws:// is supported"), "{e}");
+    async fn other_schemes_are_refused_at_connect() {
+        let e = handshake("http://127.0.0.1:1/", &no_tls())
+            .await
+            .err()
+            .unwrap();
+        assert!(e.contains("not a ws:// or wss:// URL"), "{e}");
     }
 }
