@@ -887,3 +887,78 @@ fn a_wss_consumer_gets_the_audio_over_tls_verified_with_the_ca_file() {
     assert!(left == ua_pcm(0..10), "caller on the left");
     assert!(right == ua_pcm(100..110), "callee on the right");
 }
+
+/// An origination call (carrier → the number's VC → the PBX's route) is
+/// streamed too: the caller is the carrier's leg, the direction Inbound.
+#[test]
+fn an_origination_call_is_streamed_with_the_carrier_as_caller() {
+    let ports = Ports::pick();
+    let consumer = Consumer::start(Mode::Read);
+    let (carrier, pbx) = (Ua::new(CARRIER), Ua::new(crate::calls::ROUTES));
+    let streaming = format!(
+        "[voice_connectors.streaming]\ndisabled = false\nsinks = [ {{ type = \"websocket\", url = \"{}\" }} ]\n",
+        consumer.url()
+    );
+    let route = format!(
+        "{{ host = \"{}\", port = {} }}",
+        crate::calls::ROUTES,
+        pbx.sip_addr().port()
+    );
+    let hosts = crate::calls::host(CARRIER, 9, "");
+    let lab = crate::calls::Lab {
+        hosts: &hosts,
+        east_termination: &streaming,
+        east_routes: &route,
+        ..Default::default()
+    };
+    let d = Daemon::start("stream-origination", ports, &lab.config(ports));
+    let (mut dialog, offer) = call(&carrier, &pbx, d.sip(), "+12065550100", "+12065550199");
+    let b_side = offer.sdp_rtp();
+    for seq in 0..5u16 {
+        carrier
+            .rtp
+            .send_to(&rtp_packet(seq, u32::from(seq) * 160, 1), dialog.trunkd_rtp)
+            .unwrap();
+        pbx.rtp
+            .send_to(&rtp_packet(seq + 50, u32::from(seq) * 160, 2), b_side)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    hang_up(&carrier, &pbx, &mut dialog, "+12065550199");
+    let conns = consumer.closed(2);
+    assert_eq!(conns.len(), 2, "{}", d.log());
+    let mut seen = Vec::new();
+    for c in &conns {
+        let start = text(&c[0]);
+        assert_eq!(start["direction"], "Inbound");
+        assert_eq!(start["from"], "+12065550199");
+        assert_eq!(start["to"], "+12065550100");
+        let pcm = stream_pcm(&c[1..c.len() - 2]);
+        let leg = start["leg"].as_str().unwrap().to_owned();
+        let expected = if leg == "caller" {
+            ua_pcm(0..5)
+        } else {
+            ua_pcm(50..55)
+        };
+        assert!(
+            pcm == expected,
+            "{leg}: the {} audio",
+            if leg == "caller" {
+                "carrier's"
+            } else {
+                "PBX's"
+            }
+        );
+        seen.push(leg);
+    }
+    seen.sort();
+    assert_eq!(seen, ["callee", "caller"]);
+    let cdrs = wait_records(&d.dir.join("var/records"), cdrs);
+    assert_eq!(
+        (
+            cdrs[0]["Direction"].as_str(),
+            cdrs[0]["Streaming"].as_bool()
+        ),
+        (Some("Inbound"), Some(true))
+    );
+}
