@@ -588,11 +588,11 @@ fn ua_pcm(seqs: std::ops::Range<u16>) -> Vec<i16> {
 }
 
 /// SPEC §2.6 and the issue's proof: an SRTP call streams its decrypted
-/// audio; a re-INVITE gives UPDATED (with the re-INVITE's headers) and the
-/// streams go on; a reload that disables streaming mid-call changes
+/// audio; a hold and a resume (re-INVITEs) each give UPDATED (with the
+/// re-INVITE's headers) and the streams go on; a reload that disables streaming mid-call changes
 /// nothing for the call (its snapshot), only for later calls.
 #[test]
-fn an_srtp_call_streams_across_a_reinvite_and_a_reload_that_disables_streaming() {
+fn an_srtp_call_streams_across_hold_resume_and_a_reload_that_disables_streaming() {
     use trunkd_media::sdes::{CryptoAttr, KeyMaterial};
     use trunkd_media::{CryptoSuite, LegCrypto, LegKeys};
 
@@ -661,8 +661,8 @@ fn an_srtp_call_streams_across_a_reinvite_and_a_reload_that_disables_streaming()
     d.signal(libc::SIGHUP);
     d.wait_metric("config_reloads_total{result=\"success\"}", 1.0);
 
-    // The carrier re-INVITEs (a resume with its SDP again).
-    let sdp = carrier.sdp("sendrecv");
+    // The carrier puts the call on hold (sendonly; the PBX answers
+    // recvonly), nothing flows for a while, then it resumes (sendrecv).
     let from = at_carrier.header("To").unwrap();
     let to = at_carrier.header("From").unwrap();
     let call_id = at_carrier.header("Call-ID").unwrap();
@@ -674,33 +674,39 @@ fn an_srtp_call_streams_across_a_reinvite_and_a_reload_that_disables_streaming()
         .next()
         .unwrap()
         .to_owned();
-    let reinvite = format!(
-        "INVITE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-sreinv1;rport\r\nMax-Forwards: 70\r\nFrom: {from};tag={tag}\r\nTo: {to}\r\n\
-         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:ua@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
-        me = carrier.sip_addr(),
-        tag = carrier.tag,
-        len = sdp.len()
-    );
-    carrier.send(at_carrier.from, &reinvite);
-    let relayed = pbx.recv_until(Duration::from_secs(5), |m| {
-        m.first_line().starts_with("INVITE ")
-    });
-    let answer = pbx.sdp_with("RTP/SAVP", "sendrecv", &[key.to_value()]);
-    pbx.respond(&relayed, "200 OK", Some(&answer));
-    let ok2 = carrier.recv_until(Duration::from_secs(5), |m| {
-        m.status() == Some(200) && m.header("CSeq").is_some_and(|c| c.contains("INVITE"))
-    });
-    let ack = format!(
-        "ACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-sreinv1ack\r\nMax-Forwards: 70\r\nFrom: {from};tag={tag}\r\nTo: {to2}\r\n\
-         Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-        me = carrier.sip_addr(),
-        tag = carrier.tag,
-        to2 = ok2.header("To").unwrap()
-    );
-    carrier.send(at_carrier.from, &ack);
-    pbx.recv_until(Duration::from_secs(5), |m| {
-        m.first_line().starts_with("ACK ")
-    });
+    let reinvite = |cseq: u32, ours: &str, theirs: &str| {
+        let sdp = carrier.sdp(ours);
+        let text = format!(
+            "INVITE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-sreinv{cseq};rport\r\nMax-Forwards: 70\r\nFrom: {from};tag={tag}\r\nTo: {to}\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:ua@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            me = carrier.sip_addr(),
+            tag = carrier.tag,
+            len = sdp.len()
+        );
+        carrier.send(at_carrier.from, &text);
+        let relayed = pbx.recv_until(Duration::from_secs(5), |m| {
+            m.first_line().starts_with("INVITE ")
+        });
+        let answer = pbx.sdp_with("RTP/SAVP", theirs, &[key.to_value()]);
+        pbx.respond(&relayed, "200 OK", Some(&answer));
+        let ok2 = carrier.recv_until(Duration::from_secs(5), |m| {
+            m.status() == Some(200) && m.header("CSeq").is_some_and(|c| c.contains("INVITE"))
+        });
+        let ack = format!(
+            "ACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-sreinv{cseq}ack\r\nMax-Forwards: 70\r\nFrom: {from};tag={tag}\r\nTo: {to2}\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
+            me = carrier.sip_addr(),
+            tag = carrier.tag,
+            to2 = ok2.header("To").unwrap()
+        );
+        carrier.send(at_carrier.from, &ack);
+        pbx.recv_until(Duration::from_secs(5), |m| {
+            m.first_line().starts_with("ACK ")
+        });
+    };
+    reinvite(1, "sendonly", "recvonly");
+    std::thread::sleep(Duration::from_millis(300));
+    reinvite(2, "sendrecv", "sendrecv");
     send(&mut pbx_srtp, 10..20);
     hang_up(&pbx, &carrier, &mut dialog, "+12065550100");
 
@@ -723,7 +729,7 @@ fn an_srtp_call_streams_across_a_reinvite_and_a_reload_that_disables_streaming()
     let records = d.dir.join("var/records");
     let cdrs = wait_records(&records, cdrs);
     assert_eq!(cdrs[0]["Streaming"], true);
-    d.wait_metric("events_total{target=\"log\",result=\"delivered\"}", 6.0);
+    d.wait_metric("events_total{target=\"log\",result=\"delivered\"}", 8.0);
     let events = json_lines(&d.dir.join("var/events.jsonl"));
     let statuses: Vec<&str> = events
         .iter()
@@ -731,12 +737,19 @@ fn an_srtp_call_streams_across_a_reinvite_and_a_reload_that_disables_streaming()
         .collect();
     assert_eq!(
         statuses,
-        ["STARTED", "STARTED", "UPDATED", "UPDATED", "ENDED", "ENDED"]
+        ["STARTED", "STARTED", "UPDATED", "UPDATED", "UPDATED", "UPDATED", "ENDED", "ENDED"]
     );
-    let updated = &events[2]["detail"];
-    assert_eq!(updated["updateHeaders"]["cseq"], "1 INVITE");
-    assert_eq!(updated["updateHeaders"]["call-id"], call_id.as_str());
-    assert_eq!(updated["updateHeaders"]["content-type"], "application/sdp");
+    for (i, cseq) in [
+        (2, "1 INVITE"),
+        (3, "1 INVITE"),
+        (4, "2 INVITE"),
+        (5, "2 INVITE"),
+    ] {
+        let updated = &events[i]["detail"];
+        assert_eq!(updated["updateHeaders"]["cseq"], cseq);
+        assert_eq!(updated["updateHeaders"]["call-id"], call_id.as_str());
+        assert_eq!(updated["updateHeaders"]["content-type"], "application/sdp");
+    }
     assert!(events[0]["detail"].get("updateHeaders").is_none());
 
     // A call after the reload is not streamed (past the VC's one call per
