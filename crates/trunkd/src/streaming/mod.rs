@@ -503,3 +503,61 @@ pub fn delete_files(files: &[PathBuf], shared: &Shared) -> usize {
     shared.metrics.streaming.wav_files_swept.inc_by(n as u64);
     n
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use trunkd_sip::SipMessage;
+
+    use super::*;
+
+    fn invite(sdp: &str) -> trunkd_sip::Request {
+        let text = format!(
+            "INVITE sip:+12065550199@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK-1\r\n\
+             From: <sip:+12065550100@127.0.0.3>;tag=a\r\nTo: <sip:+12065550199@127.0.0.1>\r\nCall-ID: c1\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:pbx@127.0.0.3>\r\nMax-Forwards: 70\r\nUser-Agent: x\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        match SipMessage::parse(Bytes::from(text)) {
+            Ok(SipMessage::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_offer_names_the_payload_types_to_frame_and_the_preferred_codec() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.3\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\n\
+                   m=audio 4000 RTP/AVP 96 0 97\r\na=rtpmap:96 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n\
+                   a=rtpmap:97 telephone-event/8000\r\n";
+        let f = InviteFacts::of(&invite(sdp));
+        assert_eq!(
+            f.codec, "PCMA",
+            "the first format is PCMA on a dynamic type"
+        );
+        assert_eq!(f.framer.telephone_event, Some(97));
+        assert!(f.framer.payload_types.contains(&(96, G711::Pcma)));
+        assert!(f.framer.payload_types.contains(&(0, G711::Pcmu)));
+        assert_eq!(
+            f.headers.keys().collect::<Vec<_>>(),
+            [
+                "call-id",
+                "contact",
+                "content-length",
+                "content-type",
+                "cseq",
+                "from",
+                "to"
+            ],
+            "the SPEC §5.4 headers, and no others"
+        );
+        assert_eq!(f.headers["cseq"], "1 INVITE");
+    }
+
+    #[test]
+    fn without_a_readable_offer_the_static_types_and_101_are_framed() {
+        let f = InviteFacts::of(&invite(""));
+        assert_eq!(f.codec, "PCMU");
+        assert_eq!(f.framer, FramerConfig::default());
+    }
+}
