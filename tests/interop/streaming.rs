@@ -400,6 +400,10 @@ fn a_sipp_g711a_call_streams_both_legs_sample_for_sample_to_websocket_and_wav() 
         metric_value(&m, "streaming_streams_active{sink=\"websocket\"}"),
         Some(0.0)
     );
+    assert_eq!(
+        metric_value(&m, "streaming_tap_packets_dropped_total"),
+        Some(0.0)
+    );
 }
 
 #[test]

@@ -258,6 +258,12 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
             }
         }
     }
+    if stream.is_some() {
+        // What the tap lost is silence in the streams: counted.
+        if let Ok(stats) = ctx.relay.stats().await {
+            metrics.streaming.tap_dropped.inc_by(stats.taps.dropped);
+        }
+    }
     // The call's relay stops and its ports return to the pool when the last
     // handle (ours and the call's anchor) is dropped.
     drop(call);

@@ -33,6 +33,9 @@ pub struct StreamingMetrics {
     pub failed: Family<SinkLabel, Counter>,
     /// WAV files deleted by retention (the sweeper or right after a call).
     pub wav_files_swept: Counter,
+    /// RTP packets the relay's tap lost before the framing (the pump fell
+    /// behind): they become silence in every stream of the call.
+    pub tap_dropped: Counter,
 }
 
 impl StreamingMetrics {
@@ -69,6 +72,11 @@ impl StreamingMetrics {
             "streaming_wav_files_swept",
             "WAV files deleted by data_retention_in_hours",
             m.wav_files_swept.clone(),
+        );
+        registry.register(
+            "streaming_tap_packets_dropped",
+            "RTP packets of streamed calls lost at the relay's tap because the framing fell behind",
+            m.tap_dropped.clone(),
         );
         m
     }
