@@ -18,6 +18,7 @@ mod siprec;
 mod sma;
 mod sma_bridge;
 mod srtp;
+mod streaming;
 mod tls;
 mod ua;
 mod weed;

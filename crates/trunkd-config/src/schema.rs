@@ -296,6 +296,12 @@ pub struct Streaming {
     pub data_retention_in_hours: Option<i64>,
     pub sinks: Vec<StreamingSink>,
     pub notification_targets: Option<Vec<String>>,
+    /// `per_leg` (default) or `stereo`.
+    pub channels: Option<String>,
+    pub max_reconnects: Option<i64>,
+    pub reconnect_initial_ms: Option<i64>,
+    pub reconnect_max_ms: Option<i64>,
+    pub queue_frames: Option<i64>,
 }
 
 impl Default for Streaming {
@@ -305,6 +311,11 @@ impl Default for Streaming {
             data_retention_in_hours: None,
             sinks: Vec::new(),
             notification_targets: None,
+            channels: None,
+            max_reconnects: None,
+            reconnect_initial_ms: None,
+            reconnect_max_ms: None,
+            queue_frames: None,
         }
     }
 }

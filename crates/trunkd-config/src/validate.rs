@@ -1999,11 +1999,64 @@ fn voice_connector(
                     }
                 }
             }
+            let channels = match s.channels.as_deref() {
+                None | Some("per_leg") => StreamChannels::PerLeg,
+                Some("stereo") => StreamChannels::Stereo,
+                Some(other) => {
+                    sc.err(
+                        "channels",
+                        format!("{other:?} is not one of per_leg, stereo"),
+                    );
+                    StreamChannels::PerLeg
+                }
+            };
+            let defaults = StreamReconnect::default();
+            let max_attempts = sc.range(
+                "max_reconnects",
+                s.max_reconnects,
+                i64::from(defaults.max_attempts),
+                0,
+                100,
+            ) as u32;
+            let initial_ms = sc.range(
+                "reconnect_initial_ms",
+                s.reconnect_initial_ms,
+                defaults.initial.as_millis() as i64,
+                10,
+                60_000,
+            ) as u64;
+            let max_ms = sc.range(
+                "reconnect_max_ms",
+                s.reconnect_max_ms,
+                defaults.max.as_millis() as i64,
+                10,
+                300_000,
+            ) as u64;
+            if max_ms < initial_ms {
+                sc.err(
+                    "reconnect_max_ms",
+                    format!("{max_ms} is below reconnect_initial_ms ({initial_ms})"),
+                );
+            }
+            let queue_frames = sc.range(
+                "queue_frames",
+                s.queue_frames,
+                DEFAULT_STREAM_QUEUE_FRAMES as i64,
+                10,
+                15_000,
+            ) as usize;
             Streaming {
                 disabled: s.disabled,
                 data_retention_in_hours: hours,
                 sinks,
                 notification_targets,
+                channels,
+                reconnect: StreamReconnect {
+                    max_attempts,
+                    initial: Duration::from_millis(initial_ms),
+                    max: Duration::from_millis(max_ms.max(initial_ms)),
+                },
+                queue_frames,
             }
         }
     };

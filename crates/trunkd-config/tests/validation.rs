@@ -1001,3 +1001,63 @@ fn admin_tokens_are_checked_and_never_echoed() {
     );
     assert!(errs.iter().all(|e| !e.contains("my-plain-token")));
 }
+
+/// `[voice_connectors.streaming]` of vc-west with `keys` (one per line).
+fn with_streaming(keys: &str) -> String {
+    let vc = "[voice_connectors.origination]\nroutes = [ { host = \"127.0.0.1\", port = 5093 } ]";
+    with(
+        vc,
+        &format!("{vc}\n\n[voice_connectors.streaming]\ndisabled = false\nsinks = [ {{ type = \"websocket\", url = \"ws://127.0.0.1:8765/audio\" }} ]\n{keys}"),
+    )
+}
+
+#[test]
+fn streaming_layout_and_reconnect_defaults_and_overrides() {
+    let read = |text: &str| {
+        let path = write(text);
+        let config = trunkd_config::load(&path).unwrap();
+        config
+            .resources
+            .voice_connector("vc-west")
+            .unwrap()
+            .streaming
+            .clone()
+    };
+    let s = read(&with_streaming(""));
+    assert_eq!(s.channels, trunkd_core::StreamChannels::PerLeg);
+    assert_eq!(s.reconnect, trunkd_core::StreamReconnect::default());
+    assert_eq!(s.reconnect.max_attempts, 5);
+    assert_eq!(s.queue_frames, 250);
+    let s = read(&with_streaming(
+        "channels = \"stereo\"\nmax_reconnects = 0\nreconnect_initial_ms = 50\nreconnect_max_ms = 400\nqueue_frames = 20",
+    ));
+    assert_eq!(s.channels, trunkd_core::StreamChannels::Stereo);
+    assert_eq!(
+        s.reconnect,
+        trunkd_core::StreamReconnect {
+            max_attempts: 0,
+            initial: std::time::Duration::from_millis(50),
+            max: std::time::Duration::from_millis(400),
+        }
+    );
+    assert_eq!(s.queue_frames, 20);
+}
+
+#[test]
+fn streaming_layout_and_reconnect_errors_name_the_field() {
+    assert_errors(
+        &with_streaming("channels = \"mono\""),
+        &["F: voice_connectors[id=vc-west].streaming.channels: \"mono\" is not one of per_leg, stereo"],
+    );
+    assert_errors(
+        &with_streaming("max_reconnects = 101\nqueue_frames = 5"),
+        &[
+            "F: voice_connectors[id=vc-west].streaming.max_reconnects: 101 is out of range 0..=100",
+            "F: voice_connectors[id=vc-west].streaming.queue_frames: 5 is out of range 10..=15000",
+        ],
+    );
+    assert_errors(
+        &with_streaming("reconnect_initial_ms = 1000\nreconnect_max_ms = 500"),
+        &["F: voice_connectors[id=vc-west].streaming.reconnect_max_ms: 500 is below reconnect_initial_ms (1000)"],
+    );
+}

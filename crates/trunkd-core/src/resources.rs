@@ -82,6 +82,13 @@ pub struct Streaming {
     /// Event targets (SPEC §3.2 `notification_targets`, 0..3) that get
     /// this VC's events: streaming status, route down/up.
     pub notification_targets: Vec<crate::events::TargetId>,
+    /// How the legs of a bridged call are laid out in every sink.
+    pub channels: StreamChannels,
+    /// How a WebSocket sink reconnects during a call.
+    pub reconnect: StreamReconnect,
+    /// Frames (20 ms each) a sink may fall behind before frames are
+    /// dropped: the bound on each sink's memory.
+    pub queue_frames: usize,
 }
 
 impl Default for Streaming {
@@ -91,6 +98,41 @@ impl Default for Streaming {
             data_retention_in_hours: 0,
             sinks: Vec::new(),
             notification_targets: Vec::new(),
+            channels: StreamChannels::PerLeg,
+            reconnect: StreamReconnect::default(),
+            queue_frames: DEFAULT_STREAM_QUEUE_FRAMES,
+        }
+    }
+}
+
+/// Default of [`Streaming::queue_frames`]: five seconds of audio.
+pub const DEFAULT_STREAM_QUEUE_FRAMES: usize = 250;
+
+/// `channels` of `[voice_connectors.streaming]` (SPEC §2.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamChannels {
+    /// One mono stream per leg: a WebSocket connection and a WAV file each.
+    PerLeg,
+    /// One two-channel stream per call: caller left, callee right.
+    Stereo,
+}
+
+/// Reconnection of a WebSocket sink during a call: at most `max_attempts`
+/// reconnects, waiting `initial`, doubling to `max` (with jitter) between
+/// attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamReconnect {
+    pub max_attempts: u32,
+    pub initial: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+impl Default for StreamReconnect {
+    fn default() -> Self {
+        StreamReconnect {
+            max_attempts: 5,
+            initial: std::time::Duration::from_millis(200),
+            max: std::time::Duration::from_secs(5),
         }
     }
 }

@@ -9,13 +9,14 @@ use tokio::sync::mpsc;
 use tracing::{info, info_span, Instrument};
 use trunkd_b2bua::{Call, CallEvent, CallInput, NewCall};
 use trunkd_config::Config;
-use trunkd_core::cdr::{CallFacts, CallOutcome, Direction};
+use trunkd_core::cdr::{CallFacts, CallOutcome, Direction, StreamFacts, StreamOutcome};
 use trunkd_core::quality::{CallIdentity, MetricsTicker, SideStats};
 use trunkd_core::{Route, TransactionId, VcId};
 
 use crate::daemon::Shared;
 use crate::engine::{EngineTx, Input};
 use crate::media_lines;
+use crate::streaming::{self, CallStream, StreamPlan};
 
 /// What the call task knows beyond the state machine: for records and
 /// metrics.
@@ -64,6 +65,12 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
         metrics.calls_active(ctx.vc_id.as_ref(), &ctx.config.resources, direction_label);
     active.inc();
     let start_instant = new.now;
+    // Only for calls that may stream: the INVITE goes into the call.
+    let invite_facts = (ctx.plan_vcs.iter().flatten().chain(ctx.vc_id.iter()))
+        .any(|vc| StreamPlan::of(&ctx.config, Some(vc)).is_some())
+        .then(|| streaming::InviteFacts::of(&new.invite));
+    let mut stream: Option<CallStream> = None;
+    let mut stream_end: Option<trunkd_b2bua::CallEnd> = None;
     let mut call = Call::new(new);
     let a_call_id = String::from_utf8_lossy(call.a_call_id()).into_owned();
     let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
@@ -103,6 +110,8 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                     CallEvent::Answered { hop } => {
                         info!(hop, "answered");
                         answered_hop = Some(hop);
+                        let plan = StreamPlan::of(&ctx.config, ctx.vc_id.as_ref())
+                            .filter(|_| invite_facts.is_some());
                         if let Some(vc_id) = &ctx.vc_id {
                             let now = std::time::SystemTime::now();
                             let facts = CallFacts {
@@ -117,7 +126,9 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                                 answered: Some(now),
                                 end: now,
                                 outcome: CallOutcome::Answered,
-                                streaming: false,
+                                // A crash mid-call leaves a CDR that says
+                                // whether the call was being streamed.
+                                streaming: plan.is_some(),
                             };
                             ctx.shared.call_journal.answered(&facts, now);
                         }
@@ -126,6 +137,28 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                             &ctx.config.resources,
                             direction_label,
                         );
+                        // SPEC §2.6: the call's audio to the VC's sinks, with
+                        // the settings of the call's config snapshot.
+                        if let (Some(plan), Some(vc), Some(facts)) =
+                            (plan, &ctx.vc_id, &invite_facts)
+                        {
+                            let info = streaming::CallInfo {
+                                transaction_id: ctx.transaction_id,
+                                vc: vc.clone(),
+                                call_id: a_call_id.clone(),
+                                direction: ctx.direction,
+                                from: ctx.source_number.clone(),
+                                to: ctx.destination_number.clone(),
+                                invite: facts.clone(),
+                            };
+                            stream = CallStream::start(
+                                &plan,
+                                info,
+                                &ctx.relay,
+                                ctx.shared.clone(),
+                                ctx.config.clone(),
+                            );
+                        }
                         if let Some(route) = ctx.plan_routes.get(hop) {
                             let _ = ctx
                                 .engine
@@ -150,7 +183,11 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                                 direction_label,
                             );
                         }
-                        if let Some(vc_id) = &ctx.vc_id {
+                        if stream.is_some() {
+                            // The records wait for the streams to close:
+                            // the SDR is written first (SPEC §5.2).
+                            stream_end = Some(end);
+                        } else if let Some(vc_id) = &ctx.vc_id {
                             let facts = CallFacts {
                                 transaction_id: ctx.transaction_id,
                                 call_id: &a_call_id,
@@ -198,6 +235,13 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
         tokio::select! {
             input = rx.recv() => {
                 let input = input.unwrap_or(CallInput::Hangup);
+                if let (Some(s), CallInput::Request { request, .. }) = (&stream, &input) {
+                    if request.method == trunkd_sip::Method::Invite {
+                        // A re-INVITE (hold, resume, new SDP): the streams
+                        // go on across it.
+                        s.updated(request);
+                    }
+                }
                 call.handle(Instant::now(), input);
             }
             _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
@@ -214,6 +258,12 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
             }
         }
     }
+    if stream.is_some() {
+        // What the tap lost is silence in the streams: counted.
+        if let Ok(stats) = ctx.relay.stats().await {
+            metrics.streaming.tap_dropped.inc_by(stats.taps.dropped);
+        }
+    }
     // The call's relay stops and its ports return to the pool when the last
     // handle (ours and the call's anchor) is dropped.
     drop(call);
@@ -225,8 +275,62 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
     metrics
         .media_ports_in_use
         .set((ctx.ports.capacity() - ctx.ports.available()) as i64);
+    if let Some(s) = stream {
+        let result = s.finish().await;
+        if let (Some(end), Some(vc_id)) = (&stream_end, &ctx.vc_id) {
+            let facts = CallFacts {
+                transaction_id: ctx.transaction_id,
+                call_id: &a_call_id,
+                voice_connector_id: vc_id,
+                direction: ctx.direction,
+                source_phone_number: &ctx.source_number,
+                destination_phone_number: &ctx.destination_number,
+                sip_auth_user: ctx.auth_user.as_deref(),
+                start,
+                answered: end.answered,
+                end: end.end,
+                outcome: end.outcome.clone(),
+                streaming: true,
+            };
+            write_streamed_records(&ctx.config, &ctx.shared, &facts, &result);
+        }
+        if result.retention_hours == 0 {
+            streaming::delete_files(&result.files, &ctx.shared);
+        }
+    }
     active.dec();
     let _ = ctx.engine.send(Input::CallDone { call: ctx.key }).await;
+}
+
+/// The records of a streamed call: its SDR (SPEC §5.2), then its CDR
+/// (`facts`, with `Streaming: true`), so a reader that sees the CDR finds
+/// the SDR.
+fn write_streamed_records(
+    config: &Config,
+    shared: &Shared,
+    facts: &CallFacts<'_>,
+    result: &streaming::StreamResult,
+) {
+    let metrics = &shared.metrics;
+    let outcome = match &result.failure {
+        None => StreamOutcome::Succeeded,
+        Some(reason) => StreamOutcome::Failed {
+            reason: reason.clone(),
+        },
+    };
+    let sfacts = StreamFacts {
+        transaction_id: facts.transaction_id,
+        call_id: facts.call_id,
+        voice_connector_id: facts.voice_connector_id,
+        start: result.start,
+        end: facts.end,
+        outcome,
+    };
+    crate::records::write_sdr(config, &sfacts, facts.start, metrics);
+    crate::records::write_cdr(config, facts, metrics);
+    if facts.answered.is_some() {
+        shared.call_journal.ended(facts.transaction_id);
+    }
 }
 
 /// Snapshots the relay and reports this minute (SPEC §5.3 line, Prometheus).

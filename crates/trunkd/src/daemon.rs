@@ -655,6 +655,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tasks.spawn(admin::serve(admin, shared.clone()));
     tasks.spawn(crate::api::numbers::purge_task(shared.clone()));
 
+    // Streamed WAV files past their VC's retention (SPEC §2.6).
+    tasks.spawn(crate::streaming::sweeper::run(shared.clone()));
+
     // Route host names: resolved now, then refreshed off the call path.
     shared.hosts.refresh(&shared.config().resources).await;
     let refresher = shared.clone();

@@ -28,6 +28,7 @@ mod resolver;
 mod sip_log;
 mod sip_redact;
 mod sip_service;
+mod streaming;
 mod tls;
 mod transport;
 

@@ -261,6 +261,8 @@ pub struct Metrics {
     /// 400) | failed (admitted, never answered). Record-only sessions
     /// without metadata are not counted here.
     pub siprec_sessions: Family<OutcomeLabel, Counter>,
+    /// Streaming of bridged calls (src/streaming/metrics.rs).
+    pub streaming: crate::streaming::metrics::StreamingMetrics,
     /// SIP message log lines (SPEC §5.3): written | dropped (the writer's
     /// queue was full: the engine never waits) | failed (a file error).
     pub sip_log_lines: Family<ResultLabel, Counter>,
@@ -581,6 +583,7 @@ impl Metrics {
             "RTP packets received on recording sessions, by what became of them",
             recording_packets.clone(),
         );
+        let streaming = crate::streaming::metrics::StreamingMetrics::register(&mut registry);
         let sip_log_lines = Family::<ResultLabel, Counter>::default();
         registry.register(
             "sip_log_lines",
@@ -727,6 +730,7 @@ impl Metrics {
             recording_sessions,
             siprec_sessions,
             recording_packets,
+            streaming,
             sip_log_lines,
             vc_sip_responses,
             route_up,

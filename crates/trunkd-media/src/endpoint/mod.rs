@@ -12,6 +12,8 @@
 //! - [`player`]: an RTP source playing samples as PCMU/PCMA at 20 ms.
 //! - [`dtmf`]: RFC 4733 telephone-event detector and sender, SIP INFO DTMF.
 //! - [`recorder`]: write a leg's PCMU/PCMA RTP to a WAV file, incrementally.
+//! - [`framer`]: a leg's PCMU/PCMA RTP as 20 ms PCM frames and DTMF keys,
+//!   mono or stereo, for streaming.
 //!
 //! A stream that several of them feed in turn (a prompt, then DTMF, then
 //! another prompt into one leg) keeps one SSRC and continuous sequence
@@ -19,6 +21,7 @@
 //! next.
 
 pub mod dtmf;
+pub mod framer;
 pub mod g711;
 pub mod leg;
 pub mod net;
