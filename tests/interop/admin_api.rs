@@ -755,3 +755,100 @@ fn resources_are_created_changed_and_deleted_through_the_api() {
     );
     assert!(file.contains("# Tokens are stored as their SHA-256"));
 }
+
+/// `GET /calls` lists a call in progress with its quality so far, and
+/// `DELETE /calls/{transactionId}` hangs it up: both sides get a BYE, the
+/// CDR is written, and the list is empty again.
+#[test]
+fn a_call_in_progress_is_listed_with_its_quality_and_hung_up_on_request() {
+    let ports = Ports::pick();
+    let carrier = free_port_on(CARRIER);
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier,
+        &["-m", "1", "-rtp_echo"],
+    );
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier, ""),
+        ..Default::default()
+    };
+    let d = Daemon::start("api-calls", ports, &with_tokens(&lab.config(ports)));
+    let admin = d.admin();
+    let target = d.sip().to_string();
+    let pbx = std::thread::spawn(move || {
+        sipp(&[
+            "-sf",
+            repo().join("tests/sipp/uac_recv_bye.xml").to_str().unwrap(),
+            "-i",
+            crate::calls::PBX,
+            "-s",
+            "+12065550199",
+            "-key",
+            "caller",
+            "+12065550100",
+            "-m",
+            "1",
+            "-timeout",
+            "20s",
+            &target,
+        ])
+    });
+    // The call is up: listed, with the two sides' figures.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let call = loop {
+        let (_, _, body) = api(admin, "GET", "/calls", Some(READ), "");
+        let calls = json(&body)["Calls"].as_array().cloned().unwrap_or_default();
+        if let Some(c) = calls.first() {
+            break c.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no call listed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(call["Kind"], "bridge");
+    assert_eq!(call["Direction"], "Outbound");
+    assert_eq!(call["VoiceConnectorId"], "vc-east");
+    assert_eq!(call["FromPhoneNumber"], "+12065550100");
+    assert_eq!(call["ToPhoneNumber"], "+12065550199");
+    assert!(call["Quality"]["Customer"].is_object(), "{call}");
+    assert!(call["Quality"]["Remote"].is_object(), "{call}");
+    let txn = call["TransactionId"].as_str().unwrap().to_owned();
+    // A read-only token may not hang up; an operator may.
+    assert_eq!(
+        api(admin, "DELETE", &format!("/calls/{txn}"), Some(READ), "").0,
+        403
+    );
+    assert_eq!(
+        api(
+            admin,
+            "DELETE",
+            &format!("/calls/{txn}"),
+            Some(OPERATOR),
+            ""
+        )
+        .0,
+        204
+    );
+    let out = pbx.join().unwrap();
+    assert_ok(&out, "the caller gets trunkd's BYE");
+    assert!(
+        uas.wait(Duration::from_secs(10)).0,
+        "the callee gets trunkd's BYE"
+    );
+    let cdr = &wait_cdrs(&crate::calls::records(&d), 1)[0];
+    assert_eq!(cdr["TransactionId"], txn.as_str());
+    assert_eq!(cdr["Status"], "Completed");
+    let (_, _, body) = api(admin, "GET", "/calls", Some(READ), "");
+    assert_eq!(json(&body)["Calls"], serde_json::json!([]));
+    assert_eq!(
+        api(
+            admin,
+            "DELETE",
+            &format!("/calls/{txn}"),
+            Some(OPERATOR),
+            ""
+        )
+        .0,
+        404
+    );
+}

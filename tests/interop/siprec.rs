@@ -528,3 +528,72 @@ fn a_re_invite_with_updated_metadata_gives_updated_events() {
         assert!(started.get("updateHeaders").is_none());
     }
 }
+
+/// SPEC §2.6: a recording session's audio also goes to the VC's WebSocket
+/// sinks, streamed like a bridged call's: the SRC's first stream as the
+/// caller, its second as the callee, each sample for sample; the CDR says
+/// Streaming and an SDR is written.
+#[test]
+fn a_recording_session_is_streamed_to_the_websocket_sink() {
+    use crate::streaming::{stream_pcm, text_of, Consumer, Mode};
+    let consumer = Consumer::start(Mode::Read);
+    let ports = Ports::pick();
+    let top = "[[event_targets]]\nid = \"log\"\ntype = \"file\"\npath = \"var/events.jsonl\"\n";
+    let east = format!(
+        "[voice_connectors.streaming]\ndisabled = false\n\
+         sinks = [ {{ type = \"websocket\", url = \"{}\" }} ]\n\
+         notification_targets = [\"log\"]\n",
+        consumer.url()
+    );
+    let hosts = crate::calls::host(crate::calls::CARRIER, 9, "");
+    let lab = Lab {
+        hosts: &hosts,
+        top,
+        east_termination: &east,
+        ..Default::default()
+    };
+    let d = Daemon::start("siprec-ws", ports, &lab.config(ports));
+    let dir = temp_dir("siprec-ws");
+    let offer = Offer::load("cisco-cube");
+    let trace = dir.join("ws.msg");
+    let sc = scenario(Some("srs"), &offer.headers, &offer.body, 200, None);
+    let mut src = start_src(&d, &dir, "ws", &sc, 1000, &trace);
+    let ok = wait_final(&trace);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}\n{}", d.log());
+    let sdp = ok.split_once("\n\n").map_or("", |(_, b)| b);
+    let streams = answered_streams(sdp);
+    assert_eq!(streams.len(), 2, "{sdp}");
+    let expected = send_media(&streams);
+    let (done, text) = src.wait(Duration::from_secs(15));
+    assert!(done, "{text}");
+    let conns = consumer.closed(2);
+    assert_eq!(conns.len(), 2, "one connection per leg");
+    let mut by_leg = BTreeMap::new();
+    for messages in &conns {
+        let start = text_of(&messages[0]);
+        assert_eq!(start["event"], "start");
+        assert_eq!(start["voiceConnectorId"], "vc-east");
+        assert_eq!(start["sampleRate"], 8000);
+        by_leg.insert(
+            start["leg"].as_str().unwrap().to_owned(),
+            stream_pcm(messages),
+        );
+    }
+    assert!(
+        by_leg["caller"] == expected[0],
+        "the caller is the first stream"
+    );
+    assert!(
+        by_leg["callee"] == expected[1],
+        "the callee is the second stream"
+    );
+    let call_id = header(&ok, "Call-ID").unwrap();
+    let cdr = cdr_of(&d, 1, call_id);
+    assert_eq!(cdr["Streaming"], true, "{cdr}");
+    let sdrs = crate::support::sdrs(&records(&d));
+    assert!(
+        sdrs.iter()
+            .any(|s| s["TransactionId"] == cdr["TransactionId"] && s["Status"] == "Completed"),
+        "{sdrs:?}"
+    );
+}

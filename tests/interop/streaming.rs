@@ -51,7 +51,7 @@ fn expected_pcm() -> Vec<i16> {
 
 /// What a test consumer does with a connection.
 #[derive(Clone, Copy, PartialEq)]
-enum Mode {
+pub(crate) enum Mode {
     /// Completes the handshake and reads every message until the close.
     Read,
     /// Accepts the TCP connection and never reads a byte (not even the
@@ -65,7 +65,7 @@ enum Mode {
 type Conn = Arc<Mutex<(Vec<Message>, bool)>>;
 
 /// A WebSocket consumer on 127.0.0.1 (its own runtime, dropped with it).
-struct Consumer {
+pub(crate) struct Consumer {
     addr: SocketAddr,
     conns: Arc<Mutex<Vec<Conn>>>,
     secure: bool,
@@ -96,7 +96,7 @@ where
 }
 
 impl Consumer {
-    fn start(mode: Mode) -> Consumer {
+    pub(crate) fn start(mode: Mode) -> Consumer {
         Consumer::start_with(mode, None)
     }
 
@@ -151,14 +151,14 @@ impl Consumer {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = if self.secure { "wss" } else { "ws" };
         format!("{scheme}://{}/audio", self.addr)
     }
 
     /// Waits (bounded) until `n` connections were made and closed; returns
     /// their messages.
-    fn closed(&self, n: usize) -> Vec<Vec<Message>> {
+    pub(crate) fn closed(&self, n: usize) -> Vec<Vec<Message>> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let conns = self.conns.lock().unwrap();
@@ -243,7 +243,7 @@ fn wait_records(dir: &Path, list: fn(&Path) -> Vec<serde_json::Value>) -> Vec<se
 }
 
 /// A stream's PCM (its binary frames, each checked to be 320 bytes).
-fn stream_pcm(messages: &[Message]) -> Vec<i16> {
+pub(crate) fn stream_pcm(messages: &[Message]) -> Vec<i16> {
     let mut pcm = Vec::new();
     for m in messages {
         if let Message::Binary(b) = m {
@@ -258,7 +258,7 @@ fn text(m: &Message) -> serde_json::Value {
     text_of(m)
 }
 
-fn text_of(m: &Message) -> serde_json::Value {
+pub(crate) fn text_of(m: &Message) -> serde_json::Value {
     serde_json::from_str(m.to_text().expect("a text frame")).expect("JSON")
 }
 

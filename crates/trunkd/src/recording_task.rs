@@ -106,6 +106,20 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
             None
         }
     };
+    // The VC's WebSocket sinks get the session's audio too (SPEC §2.6),
+    // streamed like a bridged call's: stream 0 as the caller, stream 1 as
+    // the callee. WAV files stay this task's own, one per stream.
+    let ws_plan = crate::streaming::StreamPlan::of(&ctx.config, ctx.vc_id.as_ref())
+        .map(|mut p| {
+            p.sinks
+                .retain(|s| matches!(s, StreamingSink::WebSocket { .. }));
+            p
+        })
+        .filter(|p| !p.sinks.is_empty());
+    let ws_invite = ws_plan
+        .as_ref()
+        .map(|_| crate::streaming::InviteFacts::of(&new.invite));
+    let mut ws_stream: Option<crate::streaming::CallStream> = None;
     let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
     let mut status = StatusEvents::new(&ctx, &new.invite, dir.as_deref());
     let siprec = crate::engine::invite::metadata_part(&new.invite).is_some();
@@ -123,6 +137,25 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                     info!("recording session answered");
                     if let Some(s) = &mut status {
                         s.started(&call_id);
+                    }
+                    if let (Some(plan), Some(vc), Some(facts)) = (&ws_plan, &ctx.vc_id, &ws_invite)
+                    {
+                        let info = crate::streaming::CallInfo {
+                            transaction_id: ctx.transaction_id,
+                            vc: vc.clone(),
+                            call_id: call_id.clone(),
+                            direction: Direction::Outbound,
+                            from: ctx.source_number.clone(),
+                            to: ctx.destination_number.clone(),
+                            invite: facts.clone(),
+                        };
+                        ws_stream = crate::streaming::CallStream::start_recording(
+                            plan,
+                            info,
+                            &ctx.relay,
+                            ctx.shared.clone(),
+                            ctx.config.clone(),
+                        );
                     }
                     if siprec {
                         metrics
@@ -147,7 +180,7 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                             answered: Some(now),
                             end: now,
                             outcome: CallOutcome::Answered,
-                            streaming: dir.is_some(),
+                            streaming: dir.is_some() || ws_plan.is_some(),
                         };
                         ctx.shared.call_journal.answered(&facts, now);
                     }
@@ -175,6 +208,9 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
             if let Some(s) = &mut status {
                 s.updated(&call_id, &reinvite);
             }
+            if let Some(w) = &ws_stream {
+                w.updated(&reinvite);
+            }
         }
         if call.is_ended() {
             break;
@@ -192,6 +228,12 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
             }
         }
     }
+    // The WebSocket streams end first (their end frames), while the relay
+    // still runs; whether one was given up decides the SDR below.
+    let ws_result = match ws_stream.take() {
+        Some(w) => Some(w.finish().await),
+        None => None,
+    };
     let tap_dropped = ctx.relay.stats().await.map_or(0, |s| s.taps.dropped);
     // The answerer's handle goes with the call; ours is then the last:
     // stop the relay (which closes the tap, so the writer finishes) and
@@ -225,7 +267,8 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
             "the recording writer fell behind; packets lost"
         );
     }
-    let streaming = !report.files.is_empty();
+    let ws_streamed = ws_result.as_ref().is_some_and(|r| r.failure.is_none());
+    let streaming = !report.files.is_empty() || ws_streamed;
     let answered = ended.as_ref().is_some_and(|e| e.answered.is_some());
     if siprec && !answered {
         metrics
@@ -269,7 +312,8 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
             // same TransactionId; a session whose sink could not take the
             // audio has a failed one. The SDR is written first, so a reader
             // that sees the CDR also finds the SDR it joins to.
-            if let (Some(answered_at), Some(_)) = (end.answered, &dir) {
+            if let (Some(answered_at), true) = (end.answered, dir.is_some() || ws_result.is_some())
+            {
                 let outcome = if streaming {
                     StreamOutcome::Succeeded
                 } else {

@@ -5,7 +5,7 @@
 //! shutdown sends.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
@@ -14,6 +14,8 @@ use trunkd_core::cdr::Direction;
 use trunkd_core::TransactionId;
 
 use crate::engine::machine::CallKey;
+use trunkd_media::QualityObserver;
+use trunkd_media::RelayHandle;
 
 /// One call in progress.
 pub struct ActiveCall {
@@ -28,8 +30,10 @@ pub struct ActiveCall {
     pub started_wall: SystemTime,
     pub started: Instant,
     pub input: mpsc::Sender<CallInput>,
-    /// The call's media relay, for its current quality.
-    pub relay: Option<crate::media_anchor::Relay>,
+    /// The call's media relay, for its current quality. Weak: the call's
+    /// task stops the relay when it holds the last strong handle, so the
+    /// registry must never keep it alive.
+    pub relay: Option<Weak<RelayHandle<QualityObserver>>>,
 }
 
 /// The registry; bounded by the daemon's call cap (one entry per call).
@@ -49,7 +53,7 @@ pub struct Snapshot {
     pub to: String,
     pub start_epoch_ms: u64,
     pub duration_seconds: u64,
-    pub relay: Option<crate::media_anchor::Relay>,
+    pub relay: Option<Weak<RelayHandle<QualityObserver>>>,
 }
 
 impl ActiveCalls {

@@ -548,7 +548,10 @@ async fn call_view(c: &calls::Snapshot) -> Value {
         trunkd_core::cdr::Direction::Outbound => "Outbound",
     };
     let mut quality = Value::Null;
-    if let Some(relay) = &c.relay {
+    // Held only for this one snapshot: a call that ends meanwhile finds its
+    // relay stopping when this handle goes (its task's own stop is then a
+    // no-op), never kept alive.
+    if let Some(relay) = c.relay.as_ref().and_then(std::sync::Weak::upgrade) {
         if let Ok(stats) = relay.stats().await {
             let (customer, remote) = match c.direction {
                 trunkd_core::cdr::Direction::Outbound => {

@@ -257,7 +257,7 @@ impl EngineTask {
         setup: &CallSetup,
         kind: &'static str,
         input: &mpsc::Sender<trunkd_b2bua::CallInput>,
-        relay: Option<crate::media_anchor::Relay>,
+        relay: Option<&crate::media_anchor::Relay>,
     ) {
         let a = &setup.admission;
         let owner = match &a.kind {
@@ -276,7 +276,7 @@ impl EngineTask {
                 started_wall: setup.wall,
                 started: setup.now,
                 input: input.clone(),
-                relay,
+                relay: relay.map(std::sync::Arc::downgrade),
             },
         );
     }
@@ -353,7 +353,7 @@ impl EngineTask {
             media_events: media_rx,
             ports: self.ports.clone(),
         };
-        self.register_active(&setup, "bridge", &call_tx, Some(ctx.relay.clone()));
+        self.register_active(&setup, "bridge", &call_tx, Some(&ctx.relay));
         self.calls.insert(setup.key, call_tx);
         tokio::spawn(call_task::run(ctx, new, call_rx));
     }
@@ -384,7 +384,7 @@ impl EngineTask {
             media_events: media_rx,
             ports: self.ports.clone(),
         };
-        self.register_active(&setup, "recording", &call_tx, Some(ctx.relay.clone()));
+        self.register_active(&setup, "recording", &call_tx, Some(&ctx.relay));
         self.calls.insert(setup.key, call_tx);
         tokio::spawn(crate::recording_task::run(ctx, new, call_rx));
     }
@@ -450,7 +450,7 @@ impl EngineTask {
             destination_number: a.b_user.clone(),
             outbound: false,
         };
-        self.register_active(&setup, "application", &call_tx, Some(ctx.relay.clone()));
+        self.register_active(&setup, "application", &call_tx, Some(&ctx.relay));
         self.calls.insert(setup.key, call_tx);
         tokio::spawn(crate::app_task::run(ctx, new, call_rx));
     }

@@ -294,9 +294,36 @@ impl CallStream {
         shared: Arc<Shared>,
         config: Arc<Config>,
     ) -> Option<CallStream> {
+        Self::start_from(plan, info, relay, shared, config, pump::Source::Bridge)
+    }
+
+    /// As [`CallStream::start`] for a recording session (SPEC §2.6): its
+    /// streams 0 and 1 are the caller's and the callee's audio.
+    pub fn start_recording(
+        plan: &StreamPlan,
+        info: CallInfo,
+        relay: &crate::media_anchor::Relay,
+        shared: Arc<Shared>,
+        config: Arc<Config>,
+    ) -> Option<CallStream> {
+        Self::start_from(plan, info, relay, shared, config, pump::Source::Recording)
+    }
+
+    fn start_from(
+        plan: &StreamPlan,
+        info: CallInfo,
+        relay: &crate::media_anchor::Relay,
+        shared: Arc<Shared>,
+        config: Arc<Config>,
+        source: pump::Source,
+    ) -> Option<CallStream> {
         // About two seconds of both legs: the pump is cheap, so the tap only
         // fills if the runtime is starved.
-        let tap = match relay.tap(None, Some(0), 256) {
+        let tapped = match source {
+            pump::Source::Bridge => relay.tap(None, Some(0), 256),
+            pump::Source::Recording => relay.tap(Some(trunkd_media::Leg::A), None, 256),
+        };
+        let tap = match tapped {
             Ok(tap) => tap,
             Err(e) => {
                 warn!(error = %e, "no tap on the call's relay; not streamed");
@@ -362,7 +389,8 @@ impl CallStream {
                 plan.channels == StreamChannels::Stereo,
                 outlets,
                 metrics,
-            ),
+            )
+            .with_source(source),
         ));
         let start = SystemTime::now();
         let mut status = status::StatusEvents::new(&info, shared.clone(), config);

@@ -44,8 +44,21 @@ impl Outlet {
     }
 }
 
+/// Where a call's two legs are in the relay's tapped packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A bridged call: the first stream, caller on leg A, callee on B.
+    Bridge,
+    /// A recording session (SIPREC): everything arrives on leg A, the
+    /// caller's audio as stream 0 and the callee's as stream 1 (RFC 7866
+    /// recorders send one stream per participant; one stream is caller
+    /// only).
+    Recording,
+}
+
 /// The pure part of the pump: packets in, sink messages out.
 pub(crate) struct Pump {
+    source: Source,
     framers: [LegFramer; 2],
     codecs: [Option<&'static str>; 2],
     payload_types: Vec<(u8, G711)>,
@@ -74,6 +87,7 @@ impl Pump {
         metrics: StreamingMetrics,
     ) -> Self {
         Pump {
+            source: Source::Bridge,
             payload_types: framer.payload_types.clone(),
             framers: [LegFramer::new(framer.clone()), LegFramer::new(framer)],
             codecs: [None, None],
@@ -84,12 +98,22 @@ impl Pump {
         }
     }
 
+    /// Reads legs from the tapped packets as `source` places them.
+    pub(crate) fn with_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
     /// One tapped packet.
     pub(crate) fn packet(&mut self, p: &TappedPacket) {
-        if p.rtcp || p.stream != 0 {
+        if p.rtcp {
             return;
         }
-        let i = leg_index(p.leg);
+        let i = match self.source {
+            Source::Bridge if p.stream == 0 => leg_index(p.leg),
+            Source::Recording if p.leg == Leg::A && p.stream < 2 => p.stream,
+            _ => return,
+        };
         if self.codecs[i].is_none() {
             let pt = p.data.get(1).map(|b| b & 0x7f);
             if let Some(&(_, law)) = self.payload_types.iter().find(|(t, _)| Some(*t) == pt) {
