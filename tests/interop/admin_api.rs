@@ -805,6 +805,11 @@ fn a_call_in_progress_is_listed_with_its_quality_and_hung_up_on_request() {
         assert!(std::time::Instant::now() < deadline, "no call listed");
         std::thread::sleep(Duration::from_millis(50));
     };
+    // Listed from the start (ringing too); hang up once it is answered.
+    d.wait_metric(
+        "voice_connector_calls_answered_total{voice_connector_id=\"vc-east\",region=\"local\",direction=\"outbound\"}",
+        1.0,
+    );
     assert_eq!(call["Kind"], "bridge");
     assert_eq!(call["Direction"], "Outbound");
     assert_eq!(call["VoiceConnectorId"], "vc-east");
