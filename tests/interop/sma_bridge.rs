@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::calls::{host, records, Lab, CARRIER};
+use crate::calls::{host, records, Lab, CARRIER, ROUTES};
 use crate::sma::{
     admin_post, endpoint, prompt_samples, receive_audio, types, wait_gauges_zero, write_wav, App,
     Call, CALLER, NUMBER, SECRET,
@@ -28,12 +28,17 @@ fn daemon(tag: &str, app: &App, callee: &Ua) -> Daemon {
 
 /// [`daemon`] with the carrier's host on `CARRIER:port`.
 fn daemon_to(tag: &str, app: &App, port: u16) -> Daemon {
-    let ports = Ports::pick();
     let hosts = host(CARRIER, port, "");
     let lab = Lab {
         hosts: &hosts,
         ..Default::default()
     };
+    daemon_lab(tag, app, &lab)
+}
+
+/// [`daemon`] on `lab`'s carriers and voice connectors.
+fn daemon_lab(tag: &str, app: &App, lab: &Lab) -> Daemon {
+    let ports = Ports::pick();
     let text = format!(
         r#"{base}
 [[numbers]]
@@ -609,5 +614,168 @@ fn sma_call_and_bridge_to_a_sipp_callee_that_hangs_up() {
         r[2]["event"]["CallDetails"]["Participants"][1]["Status"],
         "Disconnected"
     );
+    wait_gauges_zero(&d);
+}
+
+/// CallAndBridge with an `AWS` endpoint: `arn` names the voice connector
+/// (or group), `uri` the user the PBX behind it is called at.
+fn bridge_aws(arn: &str, uri: &str) -> Value {
+    json!({"SchemaVersion": "1.0", "Actions": [
+        {"Type": "CallAndBridge", "Parameters": {
+            "CallTimeoutSeconds": 20,
+            "CallerIdNumber": CALLER_ID,
+            "Endpoints": [{"BridgeEndpointType": "AWS", "Arn": arn, "Uri": uri}]}}]})
+}
+
+/// A voice connector by ARN: the leg goes to vc-east's origination route
+/// (the PBX's UA on ROUTES), not to the carrier; RTP both ways, bytes
+/// unchanged; the caller's BYE ends the PBX's leg.
+#[test]
+fn sma_call_and_bridge_to_a_voice_connector_reaches_its_origination_route() {
+    let dir = temp_dir("sma-bridge-vc-app");
+    let pbx = Ua::new(ROUTES);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_aws(
+                "arn:aws:chime:us-east-1:123456789012:vc/vc-east", "5000")},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    // The carrier's only host is a port nobody answers: a leg through the
+    // carriers would never reach the PBX.
+    let hosts = host(CARRIER, 9, "");
+    let routes = host(ROUTES, pbx.sip_addr().port(), "");
+    let lab = Lab {
+        hosts: &hosts,
+        east_routes: &routes,
+        ..Default::default()
+    };
+    let d = daemon_lab("sma-bridge-vc", &app, &lab);
+    let mut call = Call::place(&d);
+    let invite = expect_invite(&pbx);
+    assert_eq!(
+        invite.first_line(),
+        format!("INVITE sip:5000@{} SIP/2.0", pbx.sip_addr())
+    );
+    let from = invite.header("From").unwrap();
+    assert!(
+        from.starts_with(&format!("<sip:{CALLER_ID}@127.0.0.1:")),
+        "{from}"
+    );
+    let trunkd_b = invite.sdp_rtp();
+    pbx.respond(&invite, "180 Ringing", None);
+    pbx.respond(&invite, "200 OK", Some(&pbx.sdp("sendrecv")));
+    pbx.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let r = app.wait_requests(2);
+    let ev = &r[1]["event"];
+    assert_eq!(ev["InvocationEventType"], "ACTION_SUCCESSFUL");
+    assert_eq!(
+        ev["ActionData"]["Parameters"]["Endpoints"][0]["Arn"],
+        "arn:aws:chime:us-east-1:123456789012:vc/vc-east"
+    );
+    let legs = &ev["CallDetails"]["Participants"];
+    assert_eq!(legs[1]["ParticipantTag"], "LEG-B");
+    assert_eq!(legs[1]["To"], "5000");
+    assert_eq!(
+        legs[1]["CallId"],
+        invite.header("Call-ID").unwrap().as_str()
+    );
+
+    let caller_rtp = call.ua.rtp.try_clone().unwrap();
+    let to_a = call.trunkd_rtp;
+    let sender = std::thread::spawn(move || send_rtp(&caller_rtp, to_a, 0xA0A0_0011, 50));
+    let (at_pbx, _) = receive_rtp(&pbx.rtp, 30, Duration::from_secs(5));
+    sender.join().unwrap();
+    assert!(
+        payloads_from(&at_pbx, 0xA0A0_0011) >= 20,
+        "the PBX heard {} of the caller's packets",
+        at_pbx.len()
+    );
+    let pbx_rtp = pbx.rtp.try_clone().unwrap();
+    let sender = std::thread::spawn(move || send_rtp(&pbx_rtp, trunkd_b, 0xB0B0_0012, 50));
+    let (at_caller, _) = receive_rtp(&call.ua.rtp, 30, Duration::from_secs(5));
+    sender.join().unwrap();
+    assert!(
+        payloads_from(&at_caller, 0xB0B0_0012) >= 20,
+        "the caller heard {} of the PBX's packets",
+        at_caller.len()
+    );
+
+    call.bye();
+    let bye = pbx.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    assert_eq!(bye.header("Call-ID"), invite.header("Call-ID"));
+    pbx.respond(&bye, "200 OK", None);
+    wait_gauges_zero(&d);
+}
+
+/// A voice connector group's ARN with SIPp as the PBX (uas_answer.xml,
+/// echoing RTP): vc-east's route refuses at once (nobody listens there),
+/// so the group's next voice connector, vc-west, gets the call; the
+/// caller's packets come back through trunkd byte for byte. An unknown
+/// voice connector fails the action as the managed service does
+/// (InvalidActionParameter) and the caller stays up.
+#[test]
+fn sma_call_and_bridge_to_a_voice_connector_group_fails_over_to_a_sipp_pbx() {
+    let dir = temp_dir("sma-bridge-vcg-app");
+    let port = free_port_on(ROUTES);
+    let media = free_port_on(ROUTES).to_string();
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        ROUTES,
+        port,
+        &["-m", "1", "-rtp_echo", "-mp", &media],
+    );
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_aws("vc-nowhere", "5000")},
+            {"expect": "ACTION_FAILED", "answer": bridge_aws(
+                "arn:aws:chime:us-east-1:123456789012:vcg/grp-main", "5000")},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let east = host(ROUTES, free_port_on(ROUTES), ", protocol = \"TCP\"");
+    let west = host(ROUTES, port, "");
+    let hosts = host(CARRIER, 9, "");
+    let lab = Lab {
+        hosts: &hosts,
+        east_routes: &east,
+        west_routes: &west,
+        ..Default::default()
+    };
+    let d = daemon_lab("sma-bridge-vcg", &app, &lab);
+    let mut call = Call::place(&d);
+    let r = app.wait_requests(3);
+    let failed = &r[1]["event"];
+    assert_eq!(failed["InvocationEventType"], "ACTION_FAILED");
+    assert_eq!(failed["ActionData"]["ErrorType"], "InvalidActionParameter");
+    assert_eq!(
+        failed["ActionData"]["ErrorMessage"],
+        "Endpoint parameter is invalid: no voice connector or voice connector group \"vc-nowhere\""
+    );
+    assert_eq!(r[2]["event"]["InvocationEventType"], "ACTION_SUCCESSFUL");
+
+    let caller_rtp = call.ua.rtp.try_clone().unwrap();
+    let to_a = call.trunkd_rtp;
+    let sender = std::thread::spawn(move || send_rtp(&caller_rtp, to_a, 0xA0A0_0021, 50));
+    let (echoed, _) = receive_rtp(&call.ua.rtp, 30, Duration::from_secs(5));
+    sender.join().unwrap();
+    assert!(
+        payloads_from(&echoed, 0xA0A0_0021) >= 20,
+        "{} of the caller's packets came back from the PBX",
+        echoed.len()
+    );
+    call.bye();
+    let (ok, out) = uas.wait(Duration::from_secs(10));
+    assert!(ok, "the SIPp PBX failed:\n{out}\n{}", d.log());
     wait_gauges_zero(&d);
 }

@@ -558,12 +558,14 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                         caller_id,
                         timeout,
                         headers,
+                        via,
                     } if call.is_answered() && !call.is_outbound() => {
                         let spec = BridgeSpec {
                             to,
                             caller_id,
                             timeout,
                             headers,
+                            via,
                         };
                         match start_bridge(&ctx, &local, media.as_ref(), spec) {
                             Ok(b) => {
@@ -796,6 +798,7 @@ struct BridgeSpec {
     caller_id: String,
     timeout: Duration,
     headers: Vec<(String, String)>,
+    via: crate::application::BridgeVia,
 }
 
 /// How a bridged leg's event ends up for the driver.
@@ -843,7 +846,8 @@ impl BridgeOutcome {
 }
 
 /// Places CallAndBridge's leg: the callee is offered the relay's B side
-/// with the caller's codec, through every carrier.
+/// with the caller's codec, through every carrier or a voice connector's
+/// origination routes.
 fn start_bridge(
     ctx: &AppContext,
     local: &trunkd_b2bua::LocalAddrs,
@@ -864,10 +868,12 @@ fn start_bridge(
         payload_type: m.payload_type,
         telephone_event: m.telephone_event,
     };
-    let plan = bridge::plan(&ctx.config, &ctx.shared.hosts, ctx.seed.rotate_left(29));
-    if plan.is_empty() {
-        return Err("no carrier to place the call through".to_owned());
-    }
+    let plan = bridge::plan(
+        &ctx.config,
+        &ctx.shared.hosts,
+        ctx.seed.rotate_left(29),
+        &spec.via,
+    )?;
     let rtp = ctx.relay.local_rtp(trunkd_media::Leg::B).port();
     let offer = bridge::offer(ctx.media_ip, rtp, ctx.seed >> 3, &codec);
     info!(to = %spec.to, hops = plan.len(), "CallAndBridge: calling");

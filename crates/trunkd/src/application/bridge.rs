@@ -15,16 +15,38 @@ use std::time::Instant;
 use bytes::Bytes;
 use trunkd_b2bua::Hop;
 use trunkd_config::Config;
-use trunkd_core::routing::{application_plan, RouteHealthTable};
-use trunkd_core::SrtpPolicy;
+use trunkd_core::admission::OriginationTarget;
+use trunkd_core::routing::{application_plan, origination_plan, RouteHealthTable};
+use trunkd_core::{Resources, SrtpPolicy};
+use trunkd_sma::action::{BridgeEndpoint, VoiceConnectorRef};
+
+use super::BridgeVia;
 
 use crate::resolver::HostCache;
 
-/// The hops a PSTN leg of an application tries: every carrier's hosts by
-/// priority and weight (an application has no voice connector to choose
-/// carriers). Route health is the engine's; an application leg starts
-/// from a clean table and relies on failover.
-pub fn plan(config: &Config, hosts: &HostCache, seed: u64) -> Vec<Hop> {
+/// The hops a leg of an application tries.
+///
+/// - [`BridgeVia::Carriers`] (`PSTN`): every carrier's hosts by priority
+///   and weight (an application has no voice connector to choose
+///   carriers).
+/// - [`BridgeVia::Origination`] (`AWS`): the voice connector's origination
+///   routes by priority and weight, or a group's voice connectors in item
+///   priority order, each with its routes — the plan an origination call
+///   to that voice connector gets, TLS routes included.
+///
+/// Route health is the engine's; an application leg starts from a clean
+/// table and relies on failover. The relay's B side of an application
+/// call has no SDES keys of its own yet, so the callee is offered plain
+/// RTP: a route whose policy *requires* SRTP (the voice connector's
+/// `require_encryption`, or the route's `srtp = "require"`) is left out,
+/// and one that merely offers it (a TLS route by default) gets plain RTP.
+/// An empty plan says why in its error.
+pub fn plan(
+    config: &Config,
+    hosts: &HostCache,
+    seed: u64,
+    via: &BridgeVia,
+) -> Result<Vec<Hop>, String> {
     let mut state = seed | 1;
     let mut next = move || {
         state ^= state << 13;
@@ -33,25 +55,101 @@ pub fn plan(config: &Config, hosts: &HostCache, seed: u64) -> Vec<Hop> {
         state as u32
     };
     let health = RouteHealthTable::default();
-    application_plan(&config.resources, &mut next, &health, Instant::now())
-        .iter()
-        .filter_map(|h| {
-            let creds = h
-                .credentials
-                .map(|c| (c.username.clone(), c.password.expose().to_owned()));
-            // Plain RTP only: the relay's B side of an application call
-            // has no SDES keys of its own yet.
-            crate::engine::invite::hop(
+    let resources = &config.resources;
+    let target = match via {
+        BridgeVia::Carriers => {
+            let hops: Vec<Hop> = application_plan(resources, &mut next, &health, Instant::now())
+                .iter()
+                .filter_map(|h| {
+                    let creds = h
+                        .credentials
+                        .map(|c| (c.username.clone(), c.password.expose().to_owned()));
+                    crate::engine::invite::hop(
+                        hosts,
+                        &h.route,
+                        Some(h.carrier_id.clone()),
+                        None,
+                        creds,
+                        SrtpPolicy::Off,
+                    )
+                    .map(|p| p.hop)
+                })
+                .collect();
+            if hops.is_empty() {
+                return Err("no carrier to place the call through".to_owned());
+            }
+            return Ok(hops);
+        }
+        BridgeVia::Origination(t) => t,
+    };
+    let mut needs_srtp = 0usize;
+    let mut hops = Vec::new();
+    for leg in origination_plan(resources, target, &mut next, &health, Instant::now()) {
+        let required = resources
+            .voice_connector(leg.vc_id.as_str())
+            .is_some_and(|v| v.require_encryption);
+        for r in &leg.routes {
+            if SrtpPolicy::for_hop(r.protocol, required, r.srtp) == SrtpPolicy::Require {
+                needs_srtp += 1;
+                continue;
+            }
+            if let Some(p) = crate::engine::invite::hop(
                 hosts,
-                &h.route,
-                Some(h.carrier_id.clone()),
+                r,
                 None,
-                creds,
+                Some(leg.vc_id.clone()),
+                None,
                 SrtpPolicy::Off,
+            ) {
+                hops.push(p.hop);
+            }
+        }
+    }
+    if hops.is_empty() {
+        return Err(if needs_srtp > 0 {
+            format!(
+                "every origination route of the voice connector requires SRTP ({needs_srtp}), which a bridged leg cannot offer yet"
             )
-            .map(|p| p.hop)
-        })
-        .collect()
+        } else {
+            "the voice connector has no origination route to place the call through".to_owned()
+        });
+    }
+    Ok(hops)
+}
+
+/// The origination target an `AWS` endpoint's `Arn` names in `resources`
+/// (a voice connector or a group, by ARN or bare id), or why there is
+/// none: the message of CallAndBridge's `InvalidActionParameter`.
+pub fn resolve(
+    resources: &Resources,
+    endpoint: &BridgeEndpoint,
+) -> Result<OriginationTarget, String> {
+    let arn = endpoint.arn.as_deref().unwrap_or_default();
+    let vc = |id: &str| {
+        resources
+            .voice_connector(id)
+            .map(|v| OriginationTarget::VoiceConnector(v.id.clone()))
+    };
+    let group = |id: &str| {
+        resources
+            .voice_connector_group(id)
+            .map(|g| OriginationTarget::Group(g.id.clone()))
+    };
+    let found = match endpoint.voice_connector() {
+        Some(VoiceConnectorRef::VoiceConnector(id)) => vc(id),
+        Some(VoiceConnectorRef::Group(id)) => group(id),
+        Some(VoiceConnectorRef::Id(id)) => vc(id).or_else(|| group(id)),
+        None => {
+            return Err(format!(
+                "Endpoint parameter is invalid: Arn {arn:?} is not a voice connector or voice connector group ARN"
+            ))
+        }
+    };
+    found.ok_or_else(|| {
+        format!(
+            "Endpoint parameter is invalid: no voice connector or voice connector group {arn:?}"
+        )
+    })
 }
 
 /// The codec of the caller's answered stream, which the callee is offered

@@ -101,8 +101,9 @@ pub enum AppAction {
     /// End the call: BYE once answered, else `sip_response_code` (4xx–6xx)
     /// to the INVITE.
     Hangup { sip_response_code: u16 },
-    /// Call `to` through the carriers from `caller_id` with the extra
-    /// `headers`, ringing at most `timeout`, and bridge the caller to it
+    /// Call `to` through the carriers or a voice connector (`via`) from
+    /// `caller_id` with the extra `headers`, ringing at most `timeout`,
+    /// and bridge the caller to it
     /// (answers first). Ends with [`AppEvent::BridgeJoined`] then
     /// `ActionSucceeded`, or `ActionFailed`; the callee's hangup later is
     /// [`AppEvent::BridgeLeft`].
@@ -111,6 +112,9 @@ pub enum AppAction {
         caller_id: String,
         timeout: Duration,
         headers: Vec<(String, String)>,
+        /// Through the carriers (`PSTN`) or a voice connector's
+        /// origination routes (`AWS`).
+        via: BridgeVia,
     },
     /// Hang up the bridged leg only (Hangup with `ParticipantTag` LEG-B).
     HangupBridged,
@@ -133,6 +137,17 @@ impl AppAction {
             AppAction::StopCallRecording => "StopCallRecording",
         }
     }
+}
+
+/// Where CallAndBridge's leg goes (the endpoint's `BridgeEndpointType`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeVia {
+    /// `PSTN`: every carrier's hosts by priority and weight.
+    Carriers,
+    /// `AWS`: the origination routes of a voice connector, or of a group's
+    /// voice connectors in item priority order — as an origination call to
+    /// it would try them.
+    Origination(trunkd_core::admission::OriginationTarget),
 }
 
 /// How digits are collected: until `max_digits`, a terminator (not part

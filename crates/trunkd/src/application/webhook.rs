@@ -35,7 +35,7 @@ use trunkd_sma::{Direction, Participant, ParticipantStatus, ParticipantTag};
 
 use super::audio::{self, AudioCache, Samples};
 use super::{
-    channels, ActionData, AppAction, AppCall, AppEvent, DigitCollection, DriverChannels,
+    channels, ActionData, AppAction, AppCall, AppEvent, BridgeVia, DigitCollection, DriverChannels,
     DriverFactory,
 };
 use crate::daemon::Shared;
@@ -582,25 +582,35 @@ impl Driver {
                 self.prepare(action);
                 return;
             }
-            Action::CallAndBridge(b) => match b.endpoints.first() {
-                Some(e) if e.bridge_endpoint_type == BridgeEndpointType::Pstn => {
-                    Ok(AppAction::CallAndBridge {
-                        to: e.uri.clone(),
-                        caller_id: b.caller_id_number.clone(),
-                        timeout: Duration::from_secs(u64::from(b.call_timeout_seconds)),
-                        headers: b
-                            .sip_headers
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                    })
-                }
-                _ => Err((
-                    "SystemException".to_owned(),
-                    "CallAndBridge to a voice connector (AWS) is not supported by trunkd yet"
-                        .to_owned(),
-                )),
-            },
+            Action::CallAndBridge(b) => {
+                let via = match b.endpoints.first() {
+                    Some(e) if e.bridge_endpoint_type == BridgeEndpointType::Pstn => {
+                        Ok(BridgeVia::Carriers)
+                    }
+                    Some(e) => super::bridge::resolve(&self.config.resources, e)
+                        .map(BridgeVia::Origination)
+                        .map_err(|m| (INVALID_PARAMETER.to_owned(), m)),
+                    None => Err((
+                        INVALID_PARAMETER.to_owned(),
+                        "Invalid number of endpoints provided".to_owned(),
+                    )),
+                };
+                via.map(|via| AppAction::CallAndBridge {
+                    to: b
+                        .endpoints
+                        .first()
+                        .map(|e| e.uri.clone())
+                        .unwrap_or_default(),
+                    caller_id: b.caller_id_number.clone(),
+                    timeout: Duration::from_secs(u64::from(b.call_timeout_seconds)),
+                    headers: b
+                        .sip_headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    via,
+                })
+            }
             Action::StartCallRecording(r) => {
                 self.call_recording_path(&r.destination)
                     .map(|path| AppAction::StartCallRecording {

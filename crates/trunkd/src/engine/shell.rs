@@ -494,7 +494,14 @@ impl EngineTask {
             local: self.engine.local().clone(),
             callee: req.to.clone(),
             caller: req.from.clone(),
-            plan: bridge::plan(&config, &self.shared.hosts, seed.rotate_left(11)),
+            // No carrier: an empty plan, which fails the call at once.
+            plan: bridge::plan(
+                &config,
+                &self.shared.hosts,
+                seed.rotate_left(11),
+                &crate::application::BridgeVia::Carriers,
+            )
+            .unwrap_or_default(),
             offer,
             headers: req.headers,
             hop_timeout: config.settings.routing.hop_timeout,
