@@ -779,3 +779,86 @@ fn sma_call_and_bridge_to_a_voice_connector_group_fails_over_to_a_sipp_pbx() {
     assert!(ok, "the SIPp PBX failed:\n{out}\n{}", d.log());
     wait_gauges_zero(&d);
 }
+
+/// RingbackTone: while the callee rings the caller hears the tone, looped
+/// sample for sample; at the answer the tone stops and the callee's audio
+/// goes through instead.
+#[test]
+fn sma_call_and_bridge_plays_the_ringback_tone_until_the_callee_answers() {
+    let dir = temp_dir("sma-bridge-ringback-app");
+    let callee = Ua::new(CARRIER);
+    let tone = prompt_samples(1600);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "CallAndBridge", "Parameters": {
+                    "CallTimeoutSeconds": 20,
+                    "CallerIdNumber": CALLER_ID,
+                    "RingbackTone": {"Type": "File", "Path": "ring.wav"},
+                    "Endpoints": [{"BridgeEndpointType": "PSTN", "Uri": CALLEE}]}}]}},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-bridge-ringback", &app, &callee);
+    write_wav(&d.dir.join("ring.wav"), &tone);
+    let mut call = Call::place(&d);
+    let invite = expect_invite(&callee);
+    callee.respond(&invite, "180 Ringing", None);
+    // Two rounds of the tone, exactly, before anyone answered.
+    let heard = receive_audio(&call.ua.rtp, 2 * tone.len());
+    assert_eq!(
+        heard[..tone.len()],
+        tone[..],
+        "the ringback tone arrived altered"
+    );
+    assert_eq!(
+        heard[tone.len()..2 * tone.len()],
+        tone[..],
+        "the ringback tone is looped"
+    );
+    let trunkd_b = invite.sdp_rtp();
+    callee.respond(&invite, "200 OK", Some(&callee.sdp("sendrecv")));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    app.wait_requests(2);
+    let callee_rtp = callee.rtp.try_clone().unwrap();
+    let sender = std::thread::spawn(move || send_rtp(&callee_rtp, trunkd_b, 0xB0B0_0031, 50));
+    let (at_caller, _) = receive_rtp(&call.ua.rtp, 80, Duration::from_secs(4));
+    sender.join().unwrap();
+    // The relay renumbers the callee's packets onto the tone's stream (one
+    // SSRC for the caller throughout): they are told by their payload,
+    // [`rtp_packet`]'s counting bytes.
+    let from_callee = |p: &Vec<u8>| {
+        p.len() == 172
+            && p[12..]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == p[12].wrapping_add(i as u8))
+    };
+    let heard = at_caller.iter().filter(|p| from_callee(p)).count();
+    assert!(
+        heard >= 20,
+        "the caller heard {heard} of the callee's packets among {}",
+        at_caller.len()
+    );
+    // Once the callee's audio arrived, the tone is over.
+    let first = at_caller.iter().position(from_callee).unwrap();
+    assert!(
+        at_caller[first..].iter().all(from_callee),
+        "the ringback tone went on after the answer"
+    );
+    assert!(
+        at_caller.iter().all(|p| p[8..12] == at_caller[0][8..12]),
+        "one stream for the caller"
+    );
+    call.bye();
+    let bye = callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    callee.respond(&bye, "200 OK", None);
+    wait_gauges_zero(&d);
+}

@@ -490,6 +490,13 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                 while let Some(ev) = b.leg.poll_event() {
                     let (event, more) = on_bridge_event(&ctx, b, ev);
                     again |= more;
+                    if event.is_some() {
+                        // Answered, refused or gone: the caller hears the
+                        // callee (or the application) from now on.
+                        if let Some(r) = b.ringback.take() {
+                            r.stop().await;
+                        }
+                    }
                     if let Some(done) = event {
                         if !matches!(done, BridgeOutcome::Left { .. }) {
                             bridging = false;
@@ -506,6 +513,9 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
         }
         if call.is_ended() {
             if let Some(mut b) = bridge.take() {
+                if let Some(r) = b.ringback.take() {
+                    r.stop().await;
+                }
                 // The caller left: the bridged leg goes too (its BYE or
                 // CANCEL leaves before the task ends).
                 b.leg.hang_up();
@@ -559,6 +569,7 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                         timeout,
                         headers,
                         via,
+                        ringback,
                     } if call.is_answered() && !call.is_outbound() => {
                         let spec = BridgeSpec {
                             to,
@@ -568,7 +579,12 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                             via,
                         };
                         match start_bridge(&ctx, &local, media.as_ref(), spec) {
-                            Ok(b) => {
+                            Ok(mut b) => {
+                                if let (Some(tone), Some(m)) = (ringback, media.as_ref()) {
+                                    plays += 1;
+                                    let ssrc = (ctx.seed as u32) ^ plays.wrapping_mul(0x9E37_79B9);
+                                    b.ringback = Some(Ringback::start(m, tone, ssrc));
+                                }
                                 bridging = true;
                                 bridge = Some(b);
                             }
@@ -790,6 +806,56 @@ struct Bridged {
     joined: bool,
     to: String,
     from: String,
+    /// The `RingbackTone` playing to the caller while the callee rings.
+    ringback: Option<Ringback>,
+}
+
+/// CallAndBridge's `RingbackTone`: the tone looped into the caller's
+/// stream, the way PlayAudio plays a prompt (the relay holds back what
+/// the B side sends meanwhile: nothing, as the callee is not answered).
+struct Ringback {
+    task: JoinHandle<()>,
+    endpoint: Arc<LegEndpoint<QualityObserver>>,
+}
+
+impl Ringback {
+    fn start(m: &Media, samples: Arc<[i16]>, ssrc: u32) -> Ringback {
+        let mut player = Player::new(
+            samples,
+            PlayerConfig {
+                codec: m.codec,
+                payload_type: m.payload_type,
+                start: RtpContinuity {
+                    ssrc,
+                    next_seq: 0,
+                    next_ts: 0,
+                },
+                repeat: Repeat::Forever,
+                marker_on_first: true,
+            },
+        );
+        let endpoint = m.endpoint.clone();
+        let task = tokio::spawn(
+            {
+                let endpoint = endpoint.clone();
+                async move {
+                    if let Err(e) = endpoint.play(&mut player).await {
+                        debug!(error = %e, "the ringback tone stopped");
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Ringback { task, endpoint }
+    }
+
+    /// Stops the tone and gives the caller's stream back to the relay
+    /// (the callee's audio goes through from now on).
+    async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        let _ = self.endpoint.stop();
+    }
 }
 
 /// What CallAndBridge asks.
@@ -897,6 +963,7 @@ fn start_bridge(
         joined: false,
         to: spec.to,
         from: spec.caller_id,
+        ringback: None,
     })
 }
 

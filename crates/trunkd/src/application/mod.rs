@@ -115,6 +115,9 @@ pub enum AppAction {
         /// Through the carriers (`PSTN`) or a voice connector's
         /// origination routes (`AWS`).
         via: BridgeVia,
+        /// `RingbackTone` (8 kHz mono): played to the caller, looped, from
+        /// the INVITE until the callee answers or the leg fails.
+        ringback: Option<Arc<[i16]>>,
     },
     /// Hang up the bridged leg only (Hangup with `ParticipantTag` LEG-B).
     HangupBridged,

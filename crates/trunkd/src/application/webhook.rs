@@ -579,7 +579,7 @@ impl Driver {
                     })
             }
             Action::PlayAudio(_) | Action::PlayAudioAndGetDigits(_) => {
-                self.prepare(action);
+                self.prepare(Job::Build(action));
                 return;
             }
             Action::CallAndBridge(b) => {
@@ -595,7 +595,7 @@ impl Driver {
                         "Invalid number of endpoints provided".to_owned(),
                     )),
                 };
-                via.map(|via| AppAction::CallAndBridge {
+                let ready = via.map(|via| AppAction::CallAndBridge {
                     to: b
                         .endpoints
                         .first()
@@ -609,7 +609,16 @@ impl Driver {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     via,
-                })
+                    ringback: None,
+                });
+                match (ready, b.ringback_tone.clone()) {
+                    // The tone is fetched first, like a prompt.
+                    (Ok(a), Some(tone)) => {
+                        self.prepare(Job::Ringback(a, tone));
+                        return;
+                    }
+                    (ready, _) => ready,
+                }
             }
             Action::StartCallRecording(r) => {
                 self.call_recording_path(&r.destination)
@@ -805,7 +814,7 @@ impl Driver {
 
     /// Fetches a PlayAudio's or PlayAudioAndGetDigits' audio, then hands
     /// the action back as [`Done::Prepared`].
-    fn prepare(&mut self, action: Action) {
+    fn prepare(&mut self, job: Job) {
         let apps = &self.config.settings.applications;
         let source = Source {
             sinks: self.config.settings.records.sinks.clone(),
@@ -821,7 +830,19 @@ impl Driver {
         self.fetch = Some(tokio::spawn(
             async move {
                 let timeout = source.timeout;
-                let prepared = match tokio::time::timeout(timeout, build(&source, action)).await {
+                let work = async {
+                    match job {
+                        Job::Build(action) => build(&source, action).await,
+                        Job::Ringback(mut action, tone) => {
+                            let samples = source.load(&tone).await?;
+                            if let AppAction::CallAndBridge { ringback, .. } = &mut action {
+                                *ringback = Some(samples);
+                            }
+                            Ok(action)
+                        }
+                    }
+                };
+                let prepared = match tokio::time::timeout(timeout, work).await {
                     Ok(r) => r,
                     Err(_) => Err((
                         INVALID_AUDIO_SOURCE.to_owned(),
@@ -833,6 +854,13 @@ impl Driver {
             .in_current_span(),
         ));
     }
+}
+
+/// What a fetch task prepares: an action's prompts, or a CallAndBridge's
+/// `RingbackTone`.
+enum Job {
+    Build(Action),
+    Ringback(AppAction, MediaRef),
 }
 
 /// Where audio comes from, for one fetch.
