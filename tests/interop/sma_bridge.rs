@@ -862,3 +862,150 @@ fn sma_call_and_bridge_plays_the_ringback_tone_until_the_callee_answers() {
     callee.respond(&bye, "200 OK", None);
     wait_gauges_zero(&d);
 }
+
+/// CallAndBridge on a call trunkd placed (CreateSipMediaApplicationCall):
+/// once the callee (the UA on the carrier's address) answered, the
+/// application bridges it to a PBX behind vc-east (SIPp echoing RTP); the
+/// callee's packets come back through both legs byte for byte; the
+/// callee's BYE ends the PBX's leg too.
+#[test]
+fn sma_create_call_then_call_and_bridge_joins_a_second_party() {
+    let dir = temp_dir("sma-outbound-bridge-app");
+    let callee = Ua::new(CARRIER);
+    let port = free_port_on(ROUTES);
+    let media = free_port_on(ROUTES).to_string();
+    let mut pbx = SippBg::uas(
+        "uas_answer.xml",
+        ROUTES,
+        port,
+        &["-m", "1", "-rtp_echo", "-mp", &media],
+    );
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_OUTBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "RINGING", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "CALL_ANSWERED", "answer": bridge_aws("vc-east", "5000")},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let hosts = host(CARRIER, callee.sip_addr().port(), "");
+    let routes = host(ROUTES, port, "");
+    let lab = Lab {
+        hosts: &hosts,
+        east_routes: &routes,
+        ..Default::default()
+    };
+    let d = daemon_lab("sma-outbound-bridge", &app, &lab);
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let invite = expect_invite(&callee);
+    callee.respond(&invite, "180 Ringing", None);
+    app.wait_requests(2);
+    callee.respond(&invite, "200 OK", Some(&callee.sdp("sendrecv")));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let r = app.wait_requests(4);
+    let ev = &r[3]["event"];
+    assert_eq!(ev["InvocationEventType"], "ACTION_SUCCESSFUL");
+    assert_eq!(ev["ActionData"]["Type"], "CallAndBridge");
+    let legs = &ev["CallDetails"]["Participants"];
+    assert_eq!(legs[0]["ParticipantTag"], "LEG-A");
+    assert_eq!(legs[0]["To"], CALLEE);
+    assert_eq!(legs[1]["ParticipantTag"], "LEG-B");
+    assert_eq!(legs[1]["To"], "5000");
+    assert_ne!(legs[1]["CallId"], legs[0]["CallId"]);
+
+    let to_trunkd = invite.sdp_rtp();
+    let callee_rtp = callee.rtp.try_clone().unwrap();
+    let sender = std::thread::spawn(move || send_rtp(&callee_rtp, to_trunkd, 0xC0C0_0041, 50));
+    let (echoed, _) = receive_rtp(&callee.rtp, 30, Duration::from_secs(5));
+    sender.join().unwrap();
+    assert!(
+        payloads_from(&echoed, 0xC0C0_0041) >= 20,
+        "{} of the callee's packets came back from the PBX",
+        echoed.len()
+    );
+
+    // The first callee hangs up: the PBX's leg is hung up with it.
+    callee_request(&callee, &invite, "BYE", 2);
+    let ok = callee.recv_until(Duration::from_secs(5), |m| m.status().is_some());
+    assert_eq!(ok.status(), Some(200), "{}", ok.text);
+    let (ok, out) = pbx.wait(Duration::from_secs(10));
+    assert!(ok, "the SIPp PBX failed:\n{out}\n{}", d.log());
+    let r = app.wait_requests(6);
+    assert!(
+        types(&r)[4..].iter().all(|t| t == "HANGUP"),
+        "{:?}",
+        types(&r)
+    );
+    wait_gauges_zero(&d);
+}
+
+/// The same with SIPp at both ends: the placed call's callee on the
+/// carrier (uas_answer.xml) and the bridged PBX behind vc-east
+/// (uas_bye.xml, which hangs up after 500 ms); the application then ends
+/// the call, and both SIPp instances see their calls complete.
+#[test]
+fn sma_create_call_then_call_and_bridge_with_sipp_at_both_ends() {
+    let dir = temp_dir("sma-outbound-bridge-sipp-app");
+    let carrier = free_port_on(CARRIER);
+    let mut callee = SippBg::uas("uas_answer.xml", CARRIER, carrier, &["-m", "1"]);
+    let port = free_port_on(ROUTES);
+    let mut pbx = SippBg::uas("uas_bye.xml", ROUTES, port, &["-m", "1"]);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_OUTBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "RINGING", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "CALL_ANSWERED", "answer": bridge_aws(
+                "arn:aws:chime:us-east-1:123456789012:vc/vc-east", "5000")},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "HANGUP", "answer": hangup_a()},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let hosts = host(CARRIER, carrier, "");
+    let routes = host(ROUTES, port, "");
+    let lab = Lab {
+        hosts: &hosts,
+        east_routes: &routes,
+        ..Default::default()
+    };
+    let d = daemon_lab("sma-outbound-bridge-sipp", &app, &lab);
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (ok, out) = pbx.wait(Duration::from_secs(20));
+    assert!(ok, "the SIPp PBX failed:\n{out}\n{}", d.log());
+    let (ok, out) = callee.wait(Duration::from_secs(20));
+    assert!(ok, "the SIPp callee failed:\n{out}\n{}", d.log());
+    let r = app.wait_requests(6);
+    assert_eq!(
+        types(&r),
+        [
+            "NEW_OUTBOUND_CALL",
+            "RINGING",
+            "CALL_ANSWERED",
+            "ACTION_SUCCESSFUL",
+            "HANGUP",
+            "HANGUP"
+        ]
+    );
+    let legs = &r[4]["event"]["CallDetails"]["Participants"];
+    assert_eq!(legs[0]["Status"], "Connected");
+    assert_eq!(legs[1]["Status"], "Disconnected");
+    wait_gauges_zero(&d);
+}

@@ -570,7 +570,7 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                         headers,
                         via,
                         ringback,
-                    } if call.is_answered() && !call.is_outbound() => {
+                    } if call.is_answered() => {
                         let spec = BridgeSpec {
                             to,
                             caller_id,
@@ -598,17 +598,6 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                                     .await;
                             }
                         }
-                    }
-                    AppAction::CallAndBridge { .. } if call.is_outbound() => {
-                        let _ = events
-                            .send(AppEvent::ActionFailed {
-                                action: "CallAndBridge",
-                                error_type: "SystemException",
-                                message:
-                                    "CallAndBridge on a call trunkd placed is not supported yet"
-                                        .into(),
-                            })
-                            .await;
                     }
                     AppAction::StopCallRecording => {
                         let event = match call_recording.take() {
@@ -701,10 +690,11 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                 if matches!(input, CallInput::Hangup) {
                     by = HangupBy::Application;
                 }
-                // A placed call's own leg is a UAC leg, on `Leg::B` too.
+                // The caller's leg is `Leg::A` (a placed call's own UAC leg
+                // too), CallAndBridge's `Leg::B`.
                 match (leg_of(&input), bridge.as_mut()) {
                     (Leg::B, Some(b)) => b.leg.handle(Instant::now(), input),
-                    (Leg::B, None) if !call.is_outbound() => {}
+                    (Leg::B, None) => {}
                     _ => call.handle(Instant::now(), input),
                 }
             }
@@ -956,6 +946,7 @@ fn start_bridge(
         hop_timeout: ctx.config.settings.routing.hop_timeout,
         ring_timeout: spec.timeout,
         reoffer: None,
+        side: Leg::B,
     });
     Ok(Bridged {
         leg,

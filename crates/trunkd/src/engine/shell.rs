@@ -507,6 +507,8 @@ impl EngineTask {
             hop_timeout: config.settings.routing.hop_timeout,
             ring_timeout: OUTBOUND_RING_TIMEOUT,
             reoffer: None,
+            // The call's first leg: a CallAndBridge on it is the B leg.
+            side: trunkd_b2bua::Leg::A,
         });
         let call_id = leg
             .call_id()
