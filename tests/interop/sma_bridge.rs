@@ -1009,3 +1009,149 @@ fn sma_create_call_then_call_and_bridge_with_sipp_at_both_ends() {
     assert_eq!(legs[1]["Status"], "Disconnected");
     wait_gauges_zero(&d);
 }
+
+/// G.711 A-law to linear (ITU-T G.711).
+fn alaw(byte: u8) -> i16 {
+    let a = byte ^ 0x55;
+    let seg = (a & 0x70) >> 4;
+    let mut t = i32::from(a & 0x0f) << 4;
+    match seg {
+        0 => t += 8,
+        1 => t += 0x108,
+        _ => {
+            t += 0x108;
+            t <<= seg - 1;
+        }
+    }
+    if a & 0x80 != 0 {
+        t as i16
+    } else {
+        -t as i16
+    }
+}
+
+/// A call trunkd places offers PCMU and PCMA; a callee that answers PCMA
+/// hears the prompt in PCMA (payload type 8), sample for sample.
+#[test]
+fn sma_create_call_offers_pcmu_and_pcma_and_plays_in_the_callees_pick() {
+    let dir = temp_dir("sma-outbound-pcma-app");
+    let callee = Ua::new(CARRIER);
+    // Samples A-law carries exactly.
+    let mut x: u32 = 0x0bad_cafe;
+    let prompt: Vec<i16> = (0..3200)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            alaw((x >> 16) as u8)
+        })
+        .collect();
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_OUTBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "CALL_ANSWERED", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "PlayAudio", "Parameters": {
+                    "AudioSource": {"Type": "File", "Path": "prompt.wav"}}},
+                {"Type": "Hangup", "Parameters": {"SipResponseCode": "0"}}]}},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-outbound-pcma", &app, &callee);
+    write_wav(&d.dir.join("prompt.wav"), &prompt);
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let invite = expect_invite(&callee);
+    let offer = invite.body();
+    assert!(
+        offer.contains("RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"),
+        "{offer}"
+    );
+    let port = callee.rtp_addr().port();
+    let answer = format!(
+        "v=0\r\no=ua 1 1 IN IP4 {CARRIER}\r\ns=-\r\nc=IN IP4 {CARRIER}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+    );
+    callee.respond(&invite, "200 OK", Some(&answer));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 2048];
+    while heard.len() < prompt.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} samples arrived",
+            heard.len()
+        );
+        if let Ok((n, _)) = callee.rtp.recv_from(&mut buf) {
+            if n > 12 {
+                assert_eq!(buf[1] & 0x7f, 8, "the prompt is sent as PCMA");
+                heard.extend(buf[12..n].iter().map(|&b| alaw(b)));
+            }
+        }
+    }
+    assert_eq!(
+        heard[..prompt.len()],
+        prompt[..],
+        "the prompt arrived altered"
+    );
+    let bye = callee.recv_until(Duration::from_secs(10), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    callee.respond(&bye, "200 OK", None);
+    app.wait_requests(3);
+    wait_gauges_zero(&d);
+}
+
+/// `[applications] outbound_ring_timeout_seconds`: a placed call's callee
+/// ringing longer is cancelled, and the application hears HANGUP.
+#[test]
+fn sma_create_call_rings_at_most_the_configured_time() {
+    let dir = temp_dir("sma-outbound-ring-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_OUTBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "RINGING", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let hosts = host(CARRIER, callee.sip_addr().port(), "");
+    let lab = Lab {
+        hosts: &hosts,
+        top: "[applications]\noutbound_ring_timeout_seconds = 2\n",
+        ..Default::default()
+    };
+    let d = daemon_lab("sma-outbound-ring", &app, &lab);
+    let asked = std::time::Instant::now();
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let invite = expect_invite(&callee);
+    callee.respond(&invite, "180 Ringing", None);
+    let cancel = callee.recv_until(Duration::from_secs(6), |m| {
+        m.first_line().starts_with("CANCEL ")
+    });
+    let rang = asked.elapsed();
+    assert!(
+        rang >= Duration::from_millis(1800) && rang < Duration::from_secs(4),
+        "cancelled after {rang:?}"
+    );
+    callee.respond(&cancel, "200 OK", None);
+    callee.respond(&invite, "487 Request Terminated", None);
+    let r = app.wait_requests(3);
+    assert_eq!(types(&r), ["NEW_OUTBOUND_CALL", "RINGING", "HANGUP"]);
+    wait_gauges_zero(&d);
+}

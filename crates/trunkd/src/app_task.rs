@@ -275,6 +275,11 @@ impl Placed {
                     }
                     None => warn!("the callee's answer has no audio stream"),
                 }
+                // The callee picked PCMU or PCMA from the offer; an
+                // answer naming neither is taken as PCMU, the first.
+                if let Some(c) = crate::application::bridge::answer_codec(&sdp) {
+                    self.codec = c;
+                }
                 let c = &self.codec;
                 if let Ok(mut a) = self.answered.lock() {
                     *a = vec![trunkd_media::recvonly::AnsweredStream {

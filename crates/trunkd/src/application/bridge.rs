@@ -165,13 +165,37 @@ pub struct BridgeCodec {
 /// trunkd's offer to the callee: one audio stream on the relay's B-side
 /// `rtp` port at `ip`, the caller's codec and `telephone-event`.
 pub fn offer(ip: IpAddr, rtp: u16, session_id: u64, codec: &BridgeCodec) -> Bytes {
+    offer_codecs(
+        ip,
+        rtp,
+        session_id,
+        &[(codec.payload_type, codec.encoding.as_str())],
+        codec.telephone_event,
+    )
+}
+
+/// The codecs a call trunkd places itself offers (CreateSipMediaApplicationCall):
+/// PCMU, then PCMA — trunkd plays and records either, so the callee picks.
+pub const PLACED_CALL_CODECS: [(u8, &str); 2] = [(0, "PCMU"), (8, "PCMA")];
+
+/// trunkd's offer of `codecs` (payload type, encoding; 8 kHz), in order of
+/// preference, and `telephone-event` on one audio stream at `ip:rtp`.
+pub fn offer_codecs(
+    ip: IpAddr,
+    rtp: u16,
+    session_id: u64,
+    codecs: &[(u8, &str)],
+    telephone_event: Option<u8>,
+) -> Bytes {
     let family = if ip.is_ipv6() { "IP6" } else { "IP4" };
-    let mut formats = codec.payload_type.to_string();
-    let mut attrs = format!(
-        "a=rtpmap:{} {}/8000\r\n",
-        codec.payload_type, codec.encoding
-    );
-    if let Some(te) = codec.telephone_event {
+    let mut formats = Vec::new();
+    let mut attrs = String::new();
+    for (pt, encoding) in codecs {
+        formats.push(pt.to_string());
+        attrs.push_str(&format!("a=rtpmap:{pt} {encoding}/8000\r\n"));
+    }
+    let mut formats = formats.join(" ");
+    if let Some(te) = telephone_event {
         formats.push_str(&format!(" {te}"));
         attrs.push_str(&format!(
             "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n"
@@ -181,6 +205,36 @@ pub fn offer(ip: IpAddr, rtp: u16, session_id: u64, codec: &BridgeCodec) -> Byte
         "v=0\r\no=trunkd {session_id} 1 IN {family} {ip}\r\ns=trunkd\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
 m=audio {rtp} RTP/AVP {formats}\r\n{attrs}a=ptime:20\r\na=sendrecv\r\n"
     ))
+}
+
+/// The codec the callee's answer picked for its first audio stream: the
+/// first of its formats that is PCMU or PCMA (by static payload type or
+/// `rtpmap`), with the answer's `telephone-event` payload type. `None`
+/// when the answer takes neither (trunkd offered nothing else).
+pub fn answer_codec(sdp: &[u8]) -> Option<BridgeCodec> {
+    let parsed = trunkd_media::sdp::Sdp::parse_bytes(sdp).ok()?;
+    let m = parsed
+        .media()
+        .iter()
+        .find(|m| m.kind() == "audio" && !m.is_rejected())?;
+    let telephone_event = m.telephone_event().map(|(pt, _)| pt);
+    m.formats().iter().find_map(|f| {
+        let pt: u8 = f.parse().ok()?;
+        let encoding = match m.rtpmaps().iter().find(|r| r.payload_type == pt) {
+            Some(r) if r.clock_rate == 8000 => r.encoding.to_ascii_uppercase(),
+            Some(_) => return None,
+            None => match pt {
+                0 => "PCMU".to_owned(),
+                8 => "PCMA".to_owned(),
+                _ => return None,
+            },
+        };
+        matches!(encoding.as_str(), "PCMU" | "PCMA").then_some(BridgeCodec {
+            encoding,
+            payload_type: pt,
+            telephone_event,
+        })
+    })
 }
 
 /// Where the callee's answer says to send RTP and RTCP (its first audio
@@ -228,6 +282,47 @@ a=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
         let text = String::from_utf8_lossy(&ipv6);
         assert!(text.contains("c=IN IP6 ::1\r\n"), "{text}");
         assert!(text.contains("m=audio 20002 RTP/AVP 0\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_placed_call_offers_pcmu_and_pcma_and_takes_the_answers_pick() {
+        let sdp = offer_codecs(
+            "127.0.0.1".parse().unwrap(),
+            20000,
+            5,
+            &PLACED_CALL_CODECS,
+            Some(101),
+        );
+        let text = String::from_utf8_lossy(&sdp);
+        assert!(
+            text.contains(
+                "m=audio 20000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
+            ),
+            "{text}"
+        );
+        let head = "v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n";
+        let pcma =
+            format!("{head}m=audio 30000 RTP/AVP 8 96\r\na=rtpmap:96 telephone-event/8000\r\n");
+        assert_eq!(
+            answer_codec(pcma.as_bytes()),
+            Some(BridgeCodec {
+                encoding: "PCMA".into(),
+                payload_type: 8,
+                telephone_event: Some(96),
+            })
+        );
+        let pcmu = format!("{head}m=audio 30000 RTP/AVP 0 8\r\n");
+        assert_eq!(
+            answer_codec(pcmu.as_bytes()),
+            Some(BridgeCodec {
+                encoding: "PCMU".into(),
+                payload_type: 0,
+                telephone_event: None,
+            })
+        );
+        let g722 = format!("{head}m=audio 30000 RTP/AVP 9\r\n");
+        assert_eq!(answer_codec(g722.as_bytes()), None);
     }
 
     #[test]

@@ -476,16 +476,13 @@ impl EngineTask {
         }
         let seed = u64::from_le_bytes(seed);
         let media_ip = anchor.advertised();
-        let codec = bridge::BridgeCodec {
-            encoding: "PCMU".into(),
-            payload_type: 0,
-            telephone_event: Some(101),
-        };
-        let offer = bridge::offer(
+        // PCMU and PCMA: the callee picks (the call task reads which).
+        let offer = bridge::offer_codecs(
             media_ip,
             relay.local_rtp(trunkd_media::Leg::A).port(),
             seed >> 3,
-            &codec,
+            &bridge::PLACED_CALL_CODECS,
+            Some(101),
         );
         let leg = trunkd_b2bua::UacLeg::new(trunkd_b2bua::NewUacLeg {
             seed,
@@ -505,7 +502,7 @@ impl EngineTask {
             offer,
             headers: req.headers,
             hop_timeout: config.settings.routing.hop_timeout,
-            ring_timeout: OUTBOUND_RING_TIMEOUT,
+            ring_timeout: config.settings.applications.outbound_ring_timeout,
             reoffer: None,
             // The call's first leg: a CallAndBridge on it is the B leg.
             side: trunkd_b2bua::Leg::A,
@@ -548,10 +545,6 @@ impl EngineTask {
         tokio::spawn(crate::app_task::run_outbound(ctx, leg, anchor, call_rx));
     }
 }
-
-/// How long the callee of an application's call may ring (the managed
-/// service gives CreateSipMediaApplicationCall no timeout of its own).
-const OUTBOUND_RING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Writes the CDR of a call that admission refused (SPEC §5.1: every call
 /// that reached admission has one), off the engine's thread.
