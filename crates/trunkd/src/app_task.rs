@@ -1255,22 +1255,7 @@ async fn execute(
             digits: keys,
             tone_duration,
         } => send_digits(&action, &m, keys, *tone_duration, start).await,
-        AppAction::RecordAudio {
-            path,
-            max_duration,
-            terminators,
-        } => {
-            record(
-                &action,
-                &m,
-                path.clone(),
-                *max_duration,
-                terminators,
-                &mut digits,
-                &events,
-            )
-            .await
-        }
+        AppAction::RecordAudio { .. } => record(&action, &m, &mut digits, &events).await,
         // Handled by the call's loop.
         AppAction::Answer
         | AppAction::Hangup { .. }
@@ -1419,12 +1404,19 @@ async fn send_digits(
 async fn record(
     action: &AppAction,
     m: &Media,
-    path: PathBuf,
-    max_duration: Duration,
-    terminators: &[char],
     digits: &mut mpsc::Receiver<char>,
     events: &mpsc::Sender<AppEvent>,
 ) -> Option<AppEvent> {
+    let AppAction::RecordAudio {
+        path,
+        max_duration,
+        terminators,
+        silence,
+    } = action
+    else {
+        return None;
+    };
+    let (path, max_duration, silence) = (path.clone(), *max_duration, *silence);
     while let Ok(c) = digits.try_recv() {
         unused(events, c).await;
     }
@@ -1457,11 +1449,38 @@ async fn record(
     let deadline = tokio::time::sleep(max_duration);
     tokio::pin!(deadline);
     let mut terminator = None;
+    let mut quiet = silence.map(|(threshold, duration)| {
+        crate::application::silence::SilenceDetector::new(threshold, duration, Instant::now())
+    });
+    let mut decoded = Vec::with_capacity(160);
     loop {
+        let quiet_until = quiet.as_ref().map(|q| q.deadline());
         tokio::select! {
             () = &mut deadline => break,
+            () = sleep_until(quiet_until) => {
+                if quiet.as_ref().is_some_and(|q| q.is_over(Instant::now())) {
+                    debug!("the caller was quiet for SilenceDurationInSeconds; recording ends");
+                    break;
+                }
+            }
             p = tap.recv() => match p {
                 Some(p) if !p.rtcp => {
+                    if let Some(q) = quiet.as_mut() {
+                        if let Some((pt, payload)) =
+                            crate::application::silence::rtp_payload(&p.data)
+                        {
+                            let law = if pt == m.payload_type {
+                                Some(m.codec)
+                            } else {
+                                G711::from_static_payload_type(pt)
+                            };
+                            if let Some(law) = law {
+                                decoded.clear();
+                                law.decode_into(payload, &mut decoded);
+                                q.frame(p.arrival, &decoded);
+                            }
+                        }
+                    }
                     // A writer behind loses packets, never the call.
                     if packets.try_send(p.data).is_err() {
                         debug!("recording writer behind; packet lost");
@@ -2001,6 +2020,7 @@ mod tests {
                 path: path.clone(),
                 max_duration: Duration::from_secs(5),
                 terminators: vec!['#'],
+                silence: None,
             })
             .await
             .unwrap();

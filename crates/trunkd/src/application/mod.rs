@@ -24,6 +24,7 @@
 
 pub mod audio;
 pub mod bridge;
+pub mod silence;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -78,11 +79,14 @@ pub enum AppAction {
         tone_duration: Duration,
     },
     /// Record what the caller sends to a WAV file at `path` (8 kHz mono),
-    /// for at most `max_duration`, or until a digit of `terminators`.
+    /// for at most `max_duration`, until a digit of `terminators`, or —
+    /// with `silence` (`SilenceThreshold`, `SilenceDurationInSeconds`) —
+    /// until the caller has been quiet that long ([`silence`]).
     RecordAudio {
         path: PathBuf,
         max_duration: Duration,
         terminators: Vec<char>,
+        silence: Option<(u32, Duration)>,
     },
     /// Start recording the call in the background to a WAV file at
     /// `path` (the action succeeds at once; the call goes on): `Incoming`

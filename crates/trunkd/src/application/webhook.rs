@@ -576,6 +576,9 @@ impl Driver {
                         path,
                         max_duration: Duration::from_secs(u64::from(r.duration_in_seconds)),
                         terminators: r.recording_terminators.clone(),
+                        silence: r
+                            .silence_duration_in_seconds
+                            .map(|s| (r.silence_threshold, Duration::from_secs(u64::from(s)))),
                     })
             }
             Action::PlayAudio(_) | Action::PlayAudioAndGetDigits(_) => {
