@@ -1155,3 +1155,141 @@ fn sma_create_call_rings_at_most_the_configured_time() {
     assert_eq!(types(&r), ["NEW_OUTBOUND_CALL", "RINGING", "HANGUP"]);
     wait_gauges_zero(&d);
 }
+
+/// An in-dialog request from the callee with an SDP body (a re-INVITE's
+/// offer) or none (its ACK).
+fn callee_offer(callee: &Ua, invite: &Msg, method: &str, cseq: u32, sdp: Option<&str>) {
+    let target = invite
+        .header("Contact")
+        .unwrap()
+        .trim_matches(|c| c == '<' || c == '>')
+        .to_owned();
+    let body = sdp.unwrap_or("");
+    let ct = if sdp.is_some() {
+        "Content-Type: application/sdp\r\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-callee-{method}{cseq}\r\nMax-Forwards: 70\r\n\
+         From: {to};tag={tag}\r\nTo: {from}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:callee@{me}>\r\n\
+         {ct}Content-Length: {len}\r\n\r\n{body}",
+        me = callee.sip_addr(),
+        to = invite.header("To").unwrap(),
+        tag = callee.tag,
+        from = invite.header("From").unwrap(),
+        cid = invite.header("Call-ID").unwrap(),
+        len = body.len(),
+    );
+    callee.send(invite.from, &text);
+}
+
+/// A bridged callee's re-offers are answered, not refused: a move to a new
+/// RTP address is followed (the caller's audio arrives there), a hold
+/// (`sendonly`) is answered `recvonly` with the `o=` version raised, and
+/// an offer without the codec in use is refused 488 — the call goes on.
+#[test]
+fn sma_bridged_callee_reoffers_move_media_and_hold() {
+    let dir = temp_dir("sma-bridge-reoffer-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_action(20)},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-bridge-reoffer", &app, &callee);
+    let mut call = Call::place(&d);
+    let invite = expect_invite(&callee);
+    let trunkd_b = invite.sdp_rtp();
+    callee.respond(&invite, "200 OK", Some(&callee.sdp("sendrecv")));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    app.wait_requests(2);
+
+    // The callee moves its media to another port.
+    let moved = std::net::UdpSocket::bind((CARRIER, 0)).unwrap();
+    moved
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = moved.local_addr().unwrap().port();
+    let offer = |direction: &str, formats: &str| {
+        format!(
+            "v=0\r\no=ua 1 2 IN IP4 {CARRIER}\r\ns=-\r\nc=IN IP4 {CARRIER}\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP {formats}\r\na=rtpmap:101 telephone-event/8000\r\na={direction}\r\n"
+        )
+    };
+    callee_offer(
+        &callee,
+        &invite,
+        "INVITE",
+        2,
+        Some(&offer("sendrecv", "0 101")),
+    );
+    let ok = callee.recv_until(Duration::from_secs(5), |m| {
+        m.status().is_some_and(|s| s >= 200) && m.header("CSeq").as_deref() == Some("2 INVITE")
+    });
+    assert_eq!(ok.status(), Some(200), "{}", ok.text);
+    let answer = ok.body();
+    assert_eq!(ok.sdp_rtp(), trunkd_b, "trunkd's side stays: {answer}");
+    assert!(
+        answer.contains(" 2 IN IP4 "),
+        "the o= version is raised: {answer}"
+    );
+    assert!(
+        answer.contains(&format!("m=audio {} RTP/AVP 0 101\r\n", trunkd_b.port())),
+        "{answer}"
+    );
+    assert!(answer.contains("a=sendrecv\r\n"), "{answer}");
+    callee_offer(&callee, &invite, "ACK", 2, None);
+    let caller_rtp = call.ua.rtp.try_clone().unwrap();
+    let to_a = call.trunkd_rtp;
+    let sender = std::thread::spawn(move || send_rtp(&caller_rtp, to_a, 0xA0A0_0051, 50));
+    let (at_moved, _) = receive_rtp(&moved, 30, Duration::from_secs(5));
+    sender.join().unwrap();
+    assert!(
+        payloads_from(&at_moved, 0xA0A0_0051) >= 20,
+        "the callee's new port got {} of the caller's packets",
+        at_moved.len()
+    );
+
+    // Hold.
+    callee_offer(
+        &callee,
+        &invite,
+        "INVITE",
+        3,
+        Some(&offer("sendonly", "0 101")),
+    );
+    let ok = callee.recv_until(Duration::from_secs(5), |m| {
+        m.status().is_some_and(|s| s >= 200) && m.header("CSeq").as_deref() == Some("3 INVITE")
+    });
+    assert_eq!(ok.status(), Some(200), "{}", ok.text);
+    assert!(ok.body().contains("a=recvonly\r\n"), "{}", ok.body());
+    assert!(ok.body().contains(" 3 IN IP4 "), "{}", ok.body());
+    callee_offer(&callee, &invite, "ACK", 3, None);
+
+    // Another codec than the one the caller speaks: refused, call goes on.
+    callee_offer(
+        &callee,
+        &invite,
+        "INVITE",
+        4,
+        Some(&offer("sendrecv", "8 101")),
+    );
+    let no = callee.recv_until(Duration::from_secs(5), |m| {
+        m.status().is_some_and(|s| s >= 200) && m.header("CSeq").as_deref() == Some("4 INVITE")
+    });
+    assert_eq!(no.status(), Some(488), "{}", no.text);
+
+    call.bye();
+    let bye = callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    callee.respond(&bye, "200 OK", None);
+    wait_gauges_zero(&d);
+}

@@ -773,8 +773,10 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
         }
     }
     let _ = events.send(AppEvent::Hangup { by }).await;
-    // The answerer's handle goes with the call; ours is then the last:
-    // stop the relay and wait until its ports are back in the pool.
+    // The answerer's handle goes with the call (and the bridged leg's
+    // re-offer answerer with it); ours is then the last: stop the relay and
+    // wait until its ports are back in the pool.
+    drop(bridge);
     drop(call);
     if let Ok(relay) = Arc::try_unwrap(ctx.relay) {
         let _ = relay.stop().await;
@@ -937,6 +939,16 @@ fn start_bridge(
     )?;
     let rtp = ctx.relay.local_rtp(trunkd_media::Leg::B).port();
     let offer = bridge::offer(ctx.media_ip, rtp, ctx.seed >> 3, &codec);
+    // The callee's re-offers (hold, a new address) are answered on the
+    // relay's B side, in the codec in use.
+    let reoffer = bridge::Reoffer::new(
+        ctx.relay.clone(),
+        trunkd_media::Leg::B,
+        m.stream,
+        (ctx.media_ip, rtp),
+        ctx.seed >> 3,
+        Arc::new(std::sync::Mutex::new(codec)),
+    );
     info!(to = %spec.to, hops = plan.len(), "CallAndBridge: calling");
     let leg = UacLeg::new(NewUacLeg {
         seed: ctx.seed.rotate_left(17) ^ 0x5bd1_e995,
@@ -950,7 +962,7 @@ fn start_bridge(
         headers: spec.headers,
         hop_timeout: ctx.config.settings.routing.hop_timeout,
         ring_timeout: spec.timeout,
-        reoffer: None,
+        reoffer: Some(Box::new(reoffer)),
         side: Leg::B,
     });
     Ok(Bridged {

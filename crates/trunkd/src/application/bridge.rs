@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::Bytes;
-use trunkd_b2bua::Hop;
+use trunkd_b2bua::{Hop, MediaRefusal, SdpAnswerer};
 use trunkd_config::Config;
 use trunkd_core::admission::OriginationTarget;
 use trunkd_core::routing::{application_plan, origination_plan, RouteHealthTable};
@@ -22,6 +22,7 @@ use trunkd_sma::action::{BridgeEndpoint, VoiceConnectorRef};
 
 use super::BridgeVia;
 
+use crate::media_anchor::Relay;
 use crate::resolver::HostCache;
 
 /// The hops a leg of an application tries.
@@ -205,6 +206,132 @@ pub fn offer_codecs(
         "v=0\r\no=trunkd {session_id} 1 IN {family} {ip}\r\ns=trunkd\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
 m=audio {rtp} RTP/AVP {formats}\r\n{attrs}a=ptime:20\r\na=sendrecv\r\n"
     ))
+}
+
+/// Answers a re-offer (re-INVITE, UPDATE) from a leg an application call
+/// placed (CallAndBridge's callee, or the callee of a placed call) on the
+/// relay side `leg`: the leg's media moves to the new address (the relay
+/// is told), its direction is mirrored (hold: `sendonly` is answered
+/// `recvonly`), and the codec stays the one in use — the relay forwards
+/// packets unchanged, so an offer without it is refused 488. The answer
+/// is trunkd's SDP with its `o=` version raised (RFC 3264 §8), and every
+/// other `m=` line of the offer rejected (port 0).
+pub struct Reoffer {
+    relay: Relay,
+    leg: trunkd_media::Leg,
+    stream: usize,
+    ip: IpAddr,
+    rtp: u16,
+    session_id: u64,
+    version: u64,
+    codec: std::sync::Arc<std::sync::Mutex<BridgeCodec>>,
+}
+
+impl Reoffer {
+    /// For the leg whose first offer was `session_id`'s version 1, on
+    /// `ip:rtp`; `codec` is the codec in use (shared: a placed call learns
+    /// it from the callee's answer).
+    pub fn new(
+        relay: Relay,
+        leg: trunkd_media::Leg,
+        stream: usize,
+        (ip, rtp): (IpAddr, u16),
+        session_id: u64,
+        codec: std::sync::Arc<std::sync::Mutex<BridgeCodec>>,
+    ) -> Self {
+        Reoffer {
+            relay,
+            leg,
+            stream,
+            ip,
+            rtp,
+            session_id,
+            version: 1,
+            codec,
+        }
+    }
+}
+
+impl SdpAnswerer for Reoffer {
+    fn answer(&mut self, offer: &Bytes) -> Result<Bytes, MediaRefusal> {
+        let refuse = |why: &str| MediaRefusal {
+            status: 488,
+            reason: format!("Not Acceptable Here ({why})"),
+        };
+        let parsed = trunkd_media::sdp::Sdp::parse_bytes(offer).map_err(|_| refuse("not SDP"))?;
+        let index = parsed
+            .media()
+            .iter()
+            .position(|m| m.kind() == "audio" && !m.is_rejected())
+            .ok_or_else(|| refuse("no audio stream"))?;
+        let codec = self
+            .codec
+            .lock()
+            .map(|c| c.clone())
+            .map_err(|_| refuse("no codec"))?;
+        let m = &parsed.media()[index];
+        if !m
+            .formats()
+            .iter()
+            .any(|f| *f == codec.payload_type.to_string())
+        {
+            return Err(refuse("the codec in use is not offered"));
+        }
+        let telephone_event = m.telephone_event().map(|(pt, _)| pt);
+        use trunkd_media::sdp::Direction;
+        let direction = match parsed.direction(index).unwrap_or(Direction::SendRecv) {
+            Direction::SendOnly => "recvonly",
+            Direction::RecvOnly => "sendonly",
+            Direction::Inactive => "inactive",
+            Direction::SendRecv => "sendrecv",
+        };
+        // A hold by `c=0.0.0.0` (RFC 2543 style) keeps the old address.
+        if let Some(rtp) = parsed
+            .remote_rtp(index)
+            .filter(|a| !a.ip().is_unspecified())
+        {
+            if let Err(e) = self.relay.update_stream_peer(
+                self.leg,
+                self.stream,
+                Some(rtp),
+                parsed.remote_rtcp(index),
+            ) {
+                tracing::warn!(error = %e, "the re-offer's media could not be set");
+            }
+        }
+        self.version += 1;
+        let family = if self.ip.is_ipv6() { "IP6" } else { "IP4" };
+        let ip = self.ip;
+        let mut text = format!(
+            "v=0\r\no=trunkd {} {} IN {family} {ip}\r\ns=trunkd\r\nc=IN {family} {ip}\r\nt=0 0\r\n",
+            self.session_id, self.version
+        );
+        for (i, other) in parsed.media().iter().enumerate() {
+            if i != index {
+                let first = other.formats().first().map_or("0", String::as_str);
+                text.push_str(&format!(
+                    "m={} 0 {} {first}\r\n",
+                    other.kind(),
+                    other.proto()
+                ));
+                continue;
+            }
+            let pt = codec.payload_type;
+            let mut formats = pt.to_string();
+            let mut attrs = format!("a=rtpmap:{pt} {}/8000\r\n", codec.encoding);
+            if let Some(te) = telephone_event {
+                formats.push_str(&format!(" {te}"));
+                attrs.push_str(&format!(
+                    "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n"
+                ));
+            }
+            text.push_str(&format!(
+                "m=audio {} RTP/AVP {formats}\r\n{attrs}a=ptime:20\r\na={direction}\r\n",
+                self.rtp
+            ));
+        }
+        Ok(Bytes::from(text))
+    }
 }
 
 /// The codec the callee's answer picked for its first audio stream: the
