@@ -1293,3 +1293,132 @@ fn sma_bridged_callee_reoffers_move_media_and_hold() {
     callee.respond(&bye, "200 OK", None);
     wait_gauges_zero(&d);
 }
+
+/// SRTP toward the PBX when the voice connector's route asks for it
+/// (`srtp = "require"`): the bridged leg is offered RTP/SAVP with trunkd's
+/// SDES keys; the PBX's answer picks one; the caller's plain RTP reaches
+/// the PBX encrypted with the keys negotiated, and the PBX's SRTP reaches
+/// the caller decrypted. A plain answer to such a route fails the action.
+#[test]
+fn sma_call_and_bridge_offers_srtp_when_the_route_requires_it() {
+    use trunkd_media::sdes::{CryptoAttr, KeyMaterial};
+    use trunkd_media::{CryptoSuite, LegCrypto, LegKeys};
+    let dir = temp_dir("sma-bridge-srtp-app");
+    let pbx = Ua::new(ROUTES);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_aws("vc-east", "5000")},
+            {"expect": "ACTION_FAILED", "answer": bridge_aws("vc-east", "5001")},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let hosts = host(CARRIER, 9, "");
+    let routes = host(ROUTES, pbx.sip_addr().port(), ", srtp = \"require\"");
+    let lab = Lab {
+        hosts: &hosts,
+        east_routes: &routes,
+        ..Default::default()
+    };
+    let d = daemon_lab("sma-bridge-srtp", &app, &lab);
+    let mut call = Call::place(&d);
+
+    // First attempt: the PBX answers plain; the route requires SRTP.
+    let invite = expect_invite(&pbx);
+    assert!(
+        invite.body().contains(" RTP/SAVP 0 101\r\n"),
+        "{}",
+        invite.body()
+    );
+    pbx.respond(&invite, "200 OK", Some(&pbx.sdp("sendrecv")));
+    pbx.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let bye = pbx.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    pbx.respond(&bye, "200 OK", None);
+    let r = app.wait_requests(2);
+    assert_eq!(r[1]["event"]["ActionData"]["ErrorType"], "SystemException");
+    assert_eq!(
+        r[1]["event"]["ActionData"]["ErrorMessage"],
+        "the callee answered plain RTP; its route requires SRTP"
+    );
+
+    // Second attempt: SRTP.
+    let invite = expect_invite(&pbx);
+    assert!(invite.first_line().starts_with("INVITE sip:5001@"));
+    let offered: Vec<CryptoAttr> = invite
+        .body()
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .map(|v| CryptoAttr::parse(v).unwrap())
+        .collect();
+    assert_eq!(offered.len(), CryptoSuite::ALL.len(), "{}", invite.body());
+    let trunkds = offered
+        .iter()
+        .find(|a| a.suite == CryptoSuite::Aes128CmHmacSha1_80)
+        .unwrap()
+        .clone();
+    let mine = CryptoAttr {
+        tag: trunkds.tag,
+        suite: trunkds.suite,
+        key: KeyMaterial::generate(trunkds.suite).unwrap(),
+    };
+    let port = pbx.rtp_addr().port();
+    let answer = format!(
+        "v=0\r\no=ua 1 1 IN IP4 {ROUTES}\r\ns=-\r\nc=IN IP4 {ROUTES}\r\nt=0 0\r\n\
+         m=audio {port} RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+         a=crypto:{}\r\na=sendrecv\r\n",
+        mine.to_value()
+    );
+    pbx.respond(&invite, "200 OK", Some(&answer));
+    pbx.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let r = app.wait_requests(3);
+    assert_eq!(r[2]["event"]["InvocationEventType"], "ACTION_SUCCESSFUL");
+    let mut srtp = LegCrypto::new(&LegKeys {
+        suite: trunkds.suite,
+        peer: trunkds.key.clone(),
+        ours: mine.key.clone(),
+    })
+    .unwrap();
+    let trunkd_b = invite.sdp_rtp();
+
+    let caller_rtp = call.ua.rtp.try_clone().unwrap();
+    let to_a = call.trunkd_rtp;
+    let sender = std::thread::spawn(move || send_rtp(&caller_rtp, to_a, 0xA0A0_0061, 30));
+    let (at_pbx, _) = receive_rtp(&pbx.rtp, 20, Duration::from_secs(5));
+    sender.join().unwrap();
+    assert!(at_pbx.len() >= 20, "the PBX got {} packets", at_pbx.len());
+    for p in &at_pbx {
+        assert_ne!(p.len(), 172, "encrypted packets carry a tag");
+        let plain = srtp
+            .unprotect_rtp(p)
+            .expect("SRTP with the negotiated keys");
+        let seq = u16::from_be_bytes([plain[2], plain[3]]);
+        assert_eq!(plain, rtp_packet(seq, u32::from(seq) * 160, 0xA0A0_0061));
+    }
+    for seq in 0..30u16 {
+        let wire = srtp
+            .protect_rtp(&rtp_packet(seq, u32::from(seq) * 160, 0xB0B0_0062))
+            .unwrap();
+        pbx.rtp.send_to(&wire, trunkd_b).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (at_caller, _) = receive_rtp(&call.ua.rtp, 20, Duration::from_secs(5));
+    assert!(
+        payloads_from(&at_caller, 0xB0B0_0062) >= 15,
+        "the caller got {} decrypted packets",
+        at_caller.len()
+    );
+    call.bye();
+    let bye = pbx.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    pbx.respond(&bye, "200 OK", None);
+    wait_gauges_zero(&d);
+}

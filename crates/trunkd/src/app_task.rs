@@ -422,6 +422,7 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
     // CallAndBridge's leg, and whether its action is still running.
     let mut bridge: Option<Bridged> = None;
     let mut bridging = false;
+    let mut bridges: u64 = 0;
     let mut call_recording: Option<CallRecording> = None;
     let start = SystemTime::now();
     let cdr_vc = cdr_vc_id(&ctx.sma_id);
@@ -582,7 +583,9 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                             timeout,
                             headers,
                             via,
+                            attempt: bridges,
                         };
+                        bridges += 1;
                         match start_bridge(&ctx, &local, media.as_ref(), spec) {
                             Ok(mut b) => {
                                 if let (Some(tone), Some(m)) = (ringback, media.as_ref()) {
@@ -805,6 +808,11 @@ struct Bridged {
     from: String,
     /// The `RingbackTone` playing to the caller while the callee rings.
     ringback: Option<Ringback>,
+    /// SDES state when the leg offered SRTP.
+    sdes: Option<crate::application::bridge::SharedSdes>,
+    /// Each hop's SRTP policy, by plan index (the answering hop's decides
+    /// whether a plain answer is taken).
+    hop_policies: Vec<trunkd_core::SrtpPolicy>,
 }
 
 /// CallAndBridge's `RingbackTone`: the tone looped into the caller's
@@ -862,6 +870,8 @@ struct BridgeSpec {
     timeout: Duration,
     headers: Vec<(String, String)>,
     via: crate::application::BridgeVia,
+    /// How many CallAndBridge the call started before this one.
+    attempt: u64,
 }
 
 /// How a bridged leg's event ends up for the driver.
@@ -938,7 +948,18 @@ fn start_bridge(
         &spec.via,
     )?;
     let rtp = ctx.relay.local_rtp(trunkd_media::Leg::B).port();
-    let offer = bridge::offer(ctx.media_ip, rtp, ctx.seed >> 3, &codec);
+    // SRTP (SDES) when a hop asks for it; a plain answer is taken from a
+    // hop that does not require it (checked at the answer).
+    let hop_policies: Vec<trunkd_core::SrtpPolicy> = plan.iter().map(|h| h.srtp).collect();
+    let (sdes, security) = match bridge::leg_policy(&plan) {
+        trunkd_core::SrtpPolicy::Off => (None, None),
+        _ => {
+            let mut sdes = trunkd_media::LegSdes::new(trunkd_core::SrtpPolicy::Offer);
+            let security = sdes.offer("RTP/AVP").map_err(|e| e.to_string())?;
+            (Some(Arc::new(std::sync::Mutex::new(sdes))), Some(security))
+        }
+    };
+    let offer = bridge::offer_secured(ctx.media_ip, rtp, ctx.seed >> 3, &codec, security.as_ref());
     // The callee's re-offers (hold, a new address) are answered on the
     // relay's B side, in the codec in use.
     let reoffer = bridge::Reoffer::new(
@@ -948,10 +969,14 @@ fn start_bridge(
         (ctx.media_ip, rtp),
         ctx.seed >> 3,
         Arc::new(std::sync::Mutex::new(codec)),
+        sdes.clone(),
     );
     info!(to = %spec.to, hops = plan.len(), "CallAndBridge: calling");
     let leg = UacLeg::new(NewUacLeg {
-        seed: ctx.seed.rotate_left(17) ^ 0x5bd1_e995,
+        // A fresh seed per CallAndBridge of the call: a second attempt must
+        // not reuse the first one's Call-ID, tags or branches.
+        seed: (ctx.seed.rotate_left(17) ^ 0x5bd1_e995)
+            .wrapping_add(spec.attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         now: Instant::now(),
         wall: SystemTime::now(),
         local: local.clone(),
@@ -972,6 +997,8 @@ fn start_bridge(
         to: spec.to,
         from: spec.caller_id,
         ringback: None,
+        sdes,
+        hop_policies,
     })
 }
 
@@ -984,8 +1011,19 @@ fn on_bridge_event(
 ) -> (Option<BridgeOutcome>, bool) {
     match ev {
         UacEvent::Ringing { .. } => (None, false),
-        UacEvent::Answered { sdp, .. } => match crate::application::bridge::answer_peer(&sdp) {
+        UacEvent::Answered { sdp, hop } => match crate::application::bridge::answer_peer(&sdp) {
             Some((rtp, rtcp)) => {
+                if let Err(message) = secure_answer(ctx, b, hop, &sdp) {
+                    warn!(%message, "CallAndBridge: the answer's media security is refused");
+                    b.leg.hang_up();
+                    return (
+                        Some(BridgeOutcome::Failed {
+                            error_type: "SystemException",
+                            message,
+                        }),
+                        true,
+                    );
+                }
                 info!(peer = %rtp, "CallAndBridge: answered; bridging media");
                 if let Err(e) =
                     ctx.relay
@@ -1032,6 +1070,42 @@ fn on_bridge_event(
             (Some(BridgeOutcome::Left { was_joined }), false)
         }
     }
+}
+
+/// Takes the SDES keys of the bridged leg's answer (from hop `hop`) into
+/// the relay's B side, or says why the answer cannot be taken: a plain
+/// answer from a hop that requires SRTP, an answer naming no key trunkd
+/// offered. A plain leg takes any answer.
+fn secure_answer(ctx: &AppContext, b: &Bridged, hop: usize, sdp: &[u8]) -> Result<(), String> {
+    let Some(sdes) = &b.sdes else {
+        return Ok(());
+    };
+    let parsed = trunkd_media::sdp::Sdp::parse_bytes(sdp).map_err(|e| e.to_string())?;
+    let m = parsed
+        .media()
+        .iter()
+        .find(|m| m.kind() == "audio" && !m.is_rejected())
+        .ok_or("the answer has no audio stream")?;
+    let crypto: Vec<&str> = m.crypto().iter().map(String::as_str).collect();
+    let required = b.hop_policies.get(hop) == Some(&trunkd_core::SrtpPolicy::Require);
+    if crypto.is_empty() && required {
+        return Err("the callee answered plain RTP; its route requires SRTP".to_owned());
+    }
+    let mut sdes = sdes.lock().map_err(|_| "SDES state".to_owned())?;
+    sdes.peer_answered(m.proto(), &crypto)
+        .map_err(|e| format!("the callee's SRTP answer is refused: {e}"))?;
+    let keys = sdes
+        .active()
+        .map(trunkd_media::LegCrypto::new)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    info!(
+        srtp = keys.is_some(),
+        "CallAndBridge: media security of the answer"
+    );
+    ctx.relay
+        .set_stream_crypto(trunkd_media::Leg::B, b.stream, keys)
+        .map_err(|e| e.to_string())
 }
 
 /// The leg an input from the engine belongs to (inputs without one are

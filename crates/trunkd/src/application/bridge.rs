@@ -18,6 +18,7 @@ use trunkd_config::Config;
 use trunkd_core::admission::OriginationTarget;
 use trunkd_core::routing::{application_plan, origination_plan, RouteHealthTable};
 use trunkd_core::{Resources, SrtpPolicy};
+use trunkd_media::{LegSdes, MediaSecurity};
 use trunkd_sma::action::{BridgeEndpoint, VoiceConnectorRef};
 
 use super::BridgeVia;
@@ -36,12 +37,10 @@ use crate::resolver::HostCache;
 ///   to that voice connector gets, TLS routes included.
 ///
 /// Route health is the engine's; an application leg starts from a clean
-/// table and relies on failover. The relay's B side of an application
-/// call has no SDES keys of its own yet, so the callee is offered plain
-/// RTP: a route whose policy *requires* SRTP (the voice connector's
-/// `require_encryption`, or the route's `srtp = "require"`) is left out,
-/// and one that merely offers it (a TLS route by default) gets plain RTP.
-/// An empty plan says why in its error.
+/// table and relies on failover. Each hop carries its SRTP policy
+/// (`SrtpPolicy::for_hop`, as termination and origination calls compute
+/// it): the call task offers SRTP when any hop of the plan asks for it
+/// (see [`leg_policy`]). An empty plan says why in its error.
 pub fn plan(
     config: &Config,
     hosts: &HostCache,
@@ -71,7 +70,7 @@ pub fn plan(
                         Some(h.carrier_id.clone()),
                         None,
                         creds,
-                        SrtpPolicy::Off,
+                        SrtpPolicy::for_hop(h.route.protocol, false, h.route.srtp),
                     )
                     .map(|p| p.hop)
                 })
@@ -83,39 +82,42 @@ pub fn plan(
         }
         BridgeVia::Origination(t) => t,
     };
-    let mut needs_srtp = 0usize;
     let mut hops = Vec::new();
     for leg in origination_plan(resources, target, &mut next, &health, Instant::now()) {
         let required = resources
             .voice_connector(leg.vc_id.as_str())
             .is_some_and(|v| v.require_encryption);
         for r in &leg.routes {
-            if SrtpPolicy::for_hop(r.protocol, required, r.srtp) == SrtpPolicy::Require {
-                needs_srtp += 1;
-                continue;
-            }
-            if let Some(p) = crate::engine::invite::hop(
-                hosts,
-                r,
-                None,
-                Some(leg.vc_id.clone()),
-                None,
-                SrtpPolicy::Off,
-            ) {
+            let srtp = SrtpPolicy::for_hop(r.protocol, required, r.srtp);
+            if let Some(p) =
+                crate::engine::invite::hop(hosts, r, None, Some(leg.vc_id.clone()), None, srtp)
+            {
                 hops.push(p.hop);
             }
         }
     }
     if hops.is_empty() {
-        return Err(if needs_srtp > 0 {
-            format!(
-                "every origination route of the voice connector requires SRTP ({needs_srtp}), which a bridged leg cannot offer yet"
-            )
-        } else {
-            "the voice connector has no origination route to place the call through".to_owned()
-        });
+        return Err(
+            "the voice connector has no origination route to place the call through".to_owned(),
+        );
     }
     Ok(hops)
+}
+
+/// The SRTP policy of a bridged leg over `plan`: the strongest of its
+/// hops' (`Require` over `Offer` over `Off`). One offer goes to every hop,
+/// so a plan that mixes plain and SRTP routes offers SRTP to all; a plain
+/// answer is then taken from a hop that does not require SRTP.
+pub fn leg_policy(plan: &[Hop]) -> SrtpPolicy {
+    let rank = |p: SrtpPolicy| match p {
+        SrtpPolicy::Off => 0,
+        SrtpPolicy::Offer => 1,
+        SrtpPolicy::Require => 2,
+    };
+    plan.iter()
+        .map(|h| h.srtp)
+        .max_by_key(|p| rank(*p))
+        .unwrap_or(SrtpPolicy::Off)
 }
 
 /// The origination target an `AWS` endpoint's `Arn` names in `resources`
@@ -165,13 +167,31 @@ pub struct BridgeCodec {
 
 /// trunkd's offer to the callee: one audio stream on the relay's B-side
 /// `rtp` port at `ip`, the caller's codec and `telephone-event`.
+#[cfg(test)]
 pub fn offer(ip: IpAddr, rtp: u16, session_id: u64, codec: &BridgeCodec) -> Bytes {
-    offer_codecs(
+    offer_secured(ip, rtp, session_id, codec, None)
+}
+
+/// [`offer`] with SDES: `security`'s profile (`RTP/SAVP`) and `a=crypto`
+/// values when the leg offers SRTP.
+pub fn offer_secured(
+    ip: IpAddr,
+    rtp: u16,
+    session_id: u64,
+    codec: &BridgeCodec,
+    security: Option<&MediaSecurity>,
+) -> Bytes {
+    let (proto, crypto) = security.map_or(("RTP/AVP", &[][..]), |s| {
+        (s.proto.as_str(), s.crypto.as_slice())
+    });
+    sdp_offer(
         ip,
         rtp,
         session_id,
+        proto,
         &[(codec.payload_type, codec.encoding.as_str())],
         codec.telephone_event,
+        crypto,
     )
 }
 
@@ -187,6 +207,18 @@ pub fn offer_codecs(
     session_id: u64,
     codecs: &[(u8, &str)],
     telephone_event: Option<u8>,
+) -> Bytes {
+    sdp_offer(ip, rtp, session_id, "RTP/AVP", codecs, telephone_event, &[])
+}
+
+fn sdp_offer(
+    ip: IpAddr,
+    rtp: u16,
+    session_id: u64,
+    proto: &str,
+    codecs: &[(u8, &str)],
+    telephone_event: Option<u8>,
+    crypto: &[String],
 ) -> Bytes {
     let family = if ip.is_ipv6() { "IP6" } else { "IP4" };
     let mut formats = Vec::new();
@@ -204,7 +236,11 @@ pub fn offer_codecs(
     }
     Bytes::from(format!(
         "v=0\r\no=trunkd {session_id} 1 IN {family} {ip}\r\ns=trunkd\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
-m=audio {rtp} RTP/AVP {formats}\r\n{attrs}a=ptime:20\r\na=sendrecv\r\n"
+m=audio {rtp} {proto} {formats}\r\n{attrs}{crypto}a=ptime:20\r\na=sendrecv\r\n",
+        crypto = crypto
+            .iter()
+            .map(|c| format!("a=crypto:{c}\r\n"))
+            .collect::<String>()
     ))
 }
 
@@ -225,7 +261,13 @@ pub struct Reoffer {
     session_id: u64,
     version: u64,
     codec: std::sync::Arc<std::sync::Mutex<BridgeCodec>>,
+    /// The leg's SDES state when it is SRTP (shared with the call task,
+    /// which set the keys from the first answer).
+    sdes: Option<SharedSdes>,
 }
+
+/// A bridged leg's SDES state, shared by the call task and [`Reoffer`].
+pub type SharedSdes = std::sync::Arc<std::sync::Mutex<LegSdes>>;
 
 impl Reoffer {
     /// For the leg whose first offer was `session_id`'s version 1, on
@@ -238,6 +280,7 @@ impl Reoffer {
         (ip, rtp): (IpAddr, u16),
         session_id: u64,
         codec: std::sync::Arc<std::sync::Mutex<BridgeCodec>>,
+        sdes: Option<SharedSdes>,
     ) -> Self {
         Reoffer {
             relay,
@@ -248,6 +291,7 @@ impl Reoffer {
             session_id,
             version: 1,
             codec,
+            sdes,
         }
     }
 }
@@ -278,6 +322,30 @@ impl SdpAnswerer for Reoffer {
             return Err(refuse("the codec in use is not offered"));
         }
         let telephone_event = m.telephone_event().map(|(pt, _)| pt);
+        // SRTP stays SRTP (new keys are taken), plain stays plain.
+        let security = match &self.sdes {
+            Some(sdes) => {
+                let mut sdes = sdes.lock().map_err(|_| refuse("SDES state"))?;
+                let crypto: Vec<&str> = m.crypto().iter().map(String::as_str).collect();
+                sdes.peer_offered(m.proto(), &crypto)
+                    .map_err(|e| refuse(&e.to_string()))?;
+                let security = sdes.answer().map_err(|e| refuse(&e.to_string()))?;
+                let keys = sdes
+                    .active()
+                    .map(trunkd_media::LegCrypto::new)
+                    .transpose()
+                    .map_err(|e| refuse(&e.to_string()))?;
+                let _ = self.relay.set_stream_crypto(self.leg, self.stream, keys);
+                security
+            }
+            None if m.proto().to_ascii_uppercase().contains("SAVP") || !m.crypto().is_empty() => {
+                return Err(refuse("SRTP on a plain leg"));
+            }
+            None => MediaSecurity {
+                proto: "RTP/AVP".to_owned(),
+                crypto: Vec::new(),
+            },
+        };
         use trunkd_media::sdp::Direction;
         let direction = match parsed.direction(index).unwrap_or(Direction::SendRecv) {
             Direction::SendOnly => "recvonly",
@@ -325,9 +393,12 @@ impl SdpAnswerer for Reoffer {
                     "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n"
                 ));
             }
+            for c in &security.crypto {
+                attrs.push_str(&format!("a=crypto:{c}\r\n"));
+            }
             text.push_str(&format!(
-                "m=audio {} RTP/AVP {formats}\r\n{attrs}a=ptime:20\r\na={direction}\r\n",
-                self.rtp
+                "m=audio {} {} {formats}\r\n{attrs}a=ptime:20\r\na={direction}\r\n",
+                self.rtp, security.proto
             ));
         }
         Ok(Bytes::from(text))
