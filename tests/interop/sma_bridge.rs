@@ -1422,3 +1422,63 @@ fn sma_call_and_bridge_offers_srtp_when_the_route_requires_it() {
     pbx.respond(&bye, "200 OK", None);
     wait_gauges_zero(&d);
 }
+
+/// A placed call's callee re-offers (hold) and is answered 200 in the codec
+/// it picked (PCMA), `recvonly`; the call goes on until the callee's BYE.
+#[test]
+fn sma_create_call_callee_reoffer_is_answered_in_its_codec() {
+    let dir = temp_dir("sma-outbound-reoffer-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_OUTBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "CALL_ANSWERED", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-outbound-reoffer", &app, &callee);
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let invite = expect_invite(&callee);
+    let trunkd_a = invite.sdp_rtp();
+    let port = callee.rtp_addr().port();
+    let sdp = |direction: &str, version: u32| {
+        format!(
+            "v=0\r\no=ua 1 {version} IN IP4 {CARRIER}\r\ns=-\r\nc=IN IP4 {CARRIER}\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na={direction}\r\n"
+        )
+    };
+    callee.respond(&invite, "200 OK", Some(&sdp("sendrecv", 1)));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    app.wait_requests(2);
+    callee_offer(&callee, &invite, "INVITE", 2, Some(&sdp("sendonly", 2)));
+    let ok = callee.recv_until(Duration::from_secs(5), |m| {
+        m.status().is_some_and(|s| s >= 200) && m.header("CSeq").as_deref() == Some("2 INVITE")
+    });
+    assert_eq!(ok.status(), Some(200), "{}", ok.text);
+    let answer = ok.body();
+    assert!(
+        answer.contains(&format!("m=audio {} RTP/AVP 8 101\r\n", trunkd_a.port())),
+        "{answer}"
+    );
+    assert!(answer.contains("a=rtpmap:8 PCMA/8000\r\n"), "{answer}");
+    assert!(answer.contains("a=recvonly\r\n"), "{answer}");
+    callee_offer(&callee, &invite, "ACK", 2, None);
+    callee_offer(&callee, &invite, "BYE", 3, None);
+    let ok = callee.recv_until(Duration::from_secs(5), |m| {
+        m.status().is_some_and(|s| s >= 200) && m.header("CSeq").as_deref() == Some("3 BYE")
+    });
+    assert_eq!(ok.status(), Some(200));
+    let r = app.wait_requests(3);
+    assert_eq!(types(&r), ["NEW_OUTBOUND_CALL", "CALL_ANSWERED", "HANGUP"]);
+    wait_gauges_zero(&d);
+}

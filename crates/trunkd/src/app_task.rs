@@ -142,10 +142,11 @@ pub async fn run_outbound(
     ctx: AppContext,
     leg: UacLeg,
     anchor: crate::media_anchor::RelayAnchor,
+    codec: SharedCodec,
     rx: mpsc::Receiver<CallInput>,
 ) {
     let span = info_span!("application", txn = %ctx.transaction_id, sma = %ctx.sma_id, direction = "outbound");
-    drive(ctx, Start::Outbound(Box::new((leg, anchor))), rx)
+    drive(ctx, Start::Outbound(Box::new((leg, anchor, codec))), rx)
         .instrument(span)
         .await
 }
@@ -154,9 +155,14 @@ pub async fn run_outbound(
 enum Start {
     /// A carrier's INVITE trunkd answers.
     Inbound(Box<NewUasCall>),
-    /// A call trunkd places (the leg and the relay anchor it uses).
-    Outbound(Box<(UacLeg, crate::media_anchor::RelayAnchor)>),
+    /// A call trunkd places (the leg, the relay anchor it uses, and where
+    /// the codec its callee picks is kept for the leg's re-offers).
+    Outbound(Box<(UacLeg, crate::media_anchor::RelayAnchor, SharedCodec)>),
 }
+
+/// The codec in use on a placed call's leg, shared with its re-offer
+/// answerer ([`crate::application::bridge::Reoffer`]).
+pub type SharedCodec = Arc<std::sync::Mutex<crate::application::bridge::BridgeCodec>>;
 
 /// What the caller's leg reports, beyond a call's outputs (a value that
 /// lives for one loop turn: its size does not matter).
@@ -182,6 +188,8 @@ struct Placed {
     relay: Relay,
     answered: Answered,
     codec: crate::application::bridge::BridgeCodec,
+    /// The same, for the leg's re-offer answerer.
+    shared_codec: SharedCodec,
     start: Instant,
     wall: SystemTime,
     /// Ended events turned into outputs.
@@ -279,6 +287,9 @@ impl Placed {
                 // answer naming neither is taken as PCMU, the first.
                 if let Some(c) = crate::application::bridge::answer_codec(&sdp) {
                     self.codec = c;
+                }
+                if let Ok(mut shared) = self.shared_codec.lock() {
+                    *shared = self.codec.clone();
                 }
                 let c = &self.codec;
                 if let Ok(mut a) = self.answered.lock() {
@@ -388,7 +399,7 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
             FirstLeg::Uas(Box::new(UasCall::new(*new))),
         ),
         Start::Outbound(b) => {
-            let (leg, anchor) = *b;
+            let (leg, anchor, shared_codec) = *b;
             let codec = crate::application::bridge::BridgeCodec {
                 encoding: "PCMU".into(),
                 payload_type: 0,
@@ -402,6 +413,7 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                     relay: ctx.relay.clone(),
                     answered: ctx.answered.clone(),
                     codec,
+                    shared_codec,
                     start: Instant::now(),
                     wall: SystemTime::now(),
                     out: Default::default(),

@@ -477,12 +477,29 @@ impl EngineTask {
         let seed = u64::from_le_bytes(seed);
         let media_ip = anchor.advertised();
         // PCMU and PCMA: the callee picks (the call task reads which).
+        let a_port = relay.local_rtp(trunkd_media::Leg::A).port();
         let offer = bridge::offer_codecs(
             media_ip,
-            relay.local_rtp(trunkd_media::Leg::A).port(),
+            a_port,
             seed >> 3,
             &bridge::PLACED_CALL_CODECS,
             Some(101),
+        );
+        // The callee's re-offers are answered on the relay's A side in the
+        // codec it picked (the call task records it here at the answer).
+        let codec = std::sync::Arc::new(std::sync::Mutex::new(bridge::BridgeCodec {
+            encoding: "PCMU".into(),
+            payload_type: 0,
+            telephone_event: Some(101),
+        }));
+        let reoffer = bridge::Reoffer::new(
+            relay.clone(),
+            trunkd_media::Leg::A,
+            0,
+            (media_ip, a_port),
+            seed >> 3,
+            codec.clone(),
+            None,
         );
         let leg = trunkd_b2bua::UacLeg::new(trunkd_b2bua::NewUacLeg {
             seed,
@@ -503,7 +520,7 @@ impl EngineTask {
             headers: req.headers,
             hop_timeout: config.settings.routing.hop_timeout,
             ring_timeout: config.settings.applications.outbound_ring_timeout,
-            reoffer: None,
+            reoffer: Some(Box::new(reoffer)),
             // The call's first leg: a CallAndBridge on it is the B leg.
             side: trunkd_b2bua::Leg::A,
         });
@@ -542,7 +559,9 @@ impl EngineTask {
             outbound: true,
         };
         self.calls.insert(key, call_tx);
-        tokio::spawn(crate::app_task::run_outbound(ctx, leg, anchor, call_rx));
+        tokio::spawn(crate::app_task::run_outbound(
+            ctx, leg, anchor, codec, call_rx,
+        ));
     }
 }
 
