@@ -1482,3 +1482,64 @@ fn sma_create_call_callee_reoffer_is_answered_in_its_codec() {
     assert_eq!(types(&r), ["NEW_OUTBOUND_CALL", "CALL_ANSWERED", "HANGUP"]);
     wait_gauges_zero(&d);
 }
+
+/// The ringback tone also stops when the callee refuses (486): the caller
+/// hears nothing more from trunkd while the application decides; a tone
+/// that cannot be read fails CallAndBridge with InvalidAudioSource before
+/// anyone is called.
+#[test]
+fn sma_ringback_tone_stops_when_the_callee_refuses_and_a_bad_tone_fails_first() {
+    let dir = temp_dir("sma-bridge-ringback-busy-app");
+    let callee = Ua::new(CARRIER);
+    let with_tone = |path: &str| {
+        json!({"SchemaVersion": "1.0", "Actions": [
+            {"Type": "CallAndBridge", "Parameters": {
+                "CallerIdNumber": CALLER_ID,
+                "RingbackTone": {"Type": "File", "Path": path},
+                "Endpoints": [{"BridgeEndpointType": "PSTN", "Uri": CALLEE}]}}]})
+    };
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": with_tone("missing.wav")},
+            {"expect": "ACTION_FAILED", "answer": with_tone("ring.wav")},
+            {"expect": "ACTION_FAILED", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "Pause", "Parameters": {"DurationInMilliseconds": 1500}}]}},
+            {"expect": "ACTION_SUCCESSFUL", "answer": hangup_a()}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-bridge-ringback-busy", &app, &callee);
+    write_wav(&d.dir.join("ring.wav"), &prompt_samples(1600));
+    let call = Call::place(&d);
+    let r = app.wait_requests(2);
+    assert_eq!(
+        r[1]["event"]["ActionData"]["ErrorType"],
+        "InvalidAudioSource"
+    );
+    let invite = expect_invite(&callee);
+    assert!(invite
+        .first_line()
+        .starts_with(&format!("INVITE sip:{CALLEE}@")));
+    callee.respond(&invite, "180 Ringing", None);
+    let (ringing, _) = receive_rtp(&call.ua.rtp, 10, Duration::from_secs(3));
+    assert_eq!(ringing.len(), 10, "the tone plays while the callee rings");
+    callee.respond(&invite, "486 Busy Here", None);
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let r = app.wait_requests(3);
+    assert_eq!(r[2]["event"]["ActionData"]["ErrorType"], "CallNotAnswered");
+    // Drain what was in flight, then silence during the Pause.
+    std::thread::sleep(Duration::from_millis(200));
+    while receive_rtp(&call.ua.rtp, 1, Duration::from_millis(1))
+        .0
+        .len()
+        == 1
+    {}
+    let (after, _) = receive_rtp(&call.ua.rtp, 1, Duration::from_millis(800));
+    assert!(after.is_empty(), "the tone went on after the refusal");
+    call.expect_bye();
+    wait_gauges_zero(&d);
+}
