@@ -459,6 +459,129 @@ mod tests {
         }
     }
 
+    /// vc-east (one UDP route), vc-tls (a TLS route, and a UDP route that
+    /// requires SRTP), vc-off (origination disabled) and a group of
+    /// vc-tls then vc-east.
+    fn lab(dir: &std::path::Path) -> Config {
+        crate::engine::sim::config(
+            dir,
+            "",
+            r#"
+[[voice_connectors]]
+id = "vc-tls"
+[voice_connectors.origination]
+routes = [ { host = "198.51.100.20", port = 5061, protocol = "TLS", priority = 1 },
+           { host = "198.51.100.21", port = 5060, protocol = "UDP", priority = 2, srtp = "require" } ]
+
+[[voice_connectors]]
+id = "vc-off"
+[voice_connectors.origination]
+disabled = true
+routes = [ { host = "198.51.100.30", port = 5060, protocol = "UDP" } ]
+
+[[voice_connector_groups]]
+id = "grp"
+voice_connector_items = [ { voice_connector_id = "vc-tls", priority = 1 }, { voice_connector_id = "vc-east", priority = 2 } ]
+"#,
+        )
+    }
+
+    fn aws(arn: &str) -> BridgeEndpoint {
+        BridgeEndpoint {
+            bridge_endpoint_type: trunkd_sma::action::BridgeEndpointType::Aws,
+            arn: Some(arn.to_owned()),
+            uri: "5000".to_owned(),
+        }
+    }
+
+    #[test]
+    fn an_arn_resolves_to_a_configured_voice_connector_or_group() {
+        let dir =
+            std::env::temp_dir().join(format!("trunkd-bridge-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = lab(&dir);
+        let r = &c.resources;
+        let vc = |id: &str| OriginationTarget::VoiceConnector(trunkd_core::VcId::new(id).unwrap());
+        assert_eq!(
+            resolve(r, &aws("arn:aws:chime:us-east-1:123456789012:vc/vc-east")),
+            Ok(vc("vc-east"))
+        );
+        assert_eq!(resolve(r, &aws("vc-tls")), Ok(vc("vc-tls")));
+        assert!(matches!(
+            resolve(r, &aws("arn:aws:chime:us-east-1:123456789012:vcg/grp")),
+            Ok(OriginationTarget::Group(g)) if g.as_str() == "grp"
+        ));
+        assert!(matches!(
+            resolve(r, &aws("grp")),
+            Ok(OriginationTarget::Group(_))
+        ));
+        assert_eq!(
+            resolve(r, &aws("arn:aws:chime:us-east-1:123456789012:vc/grp")),
+            Err("Endpoint parameter is invalid: no voice connector or voice connector group \"arn:aws:chime:us-east-1:123456789012:vc/grp\"".to_owned()),
+            "a group is not a voice connector"
+        );
+        assert_eq!(
+            resolve(r, &aws("arn:aws:s3:::bucket")),
+            Err("Endpoint parameter is invalid: Arn \"arn:aws:s3:::bucket\" is not a voice connector or voice connector group ARN".to_owned())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_voice_connectors_plan_is_its_origination_routes_with_their_srtp_policy() {
+        let dir = std::env::temp_dir().join(format!("trunkd-bridge-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = lab(&dir);
+        let hosts = HostCache::default();
+        let via = |arn: &str| BridgeVia::Origination(resolve(&c.resources, &aws(arn)).unwrap());
+        let group = plan(&c, &hosts, 7, &via("grp")).unwrap();
+        let got: Vec<(String, SrtpPolicy, Option<String>)> = group
+            .iter()
+            .map(|h| {
+                (
+                    h.dest.addr.to_string(),
+                    h.srtp,
+                    h.vc_id.as_ref().map(|v| v.to_string()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "198.51.100.20:5061".to_owned(),
+                    SrtpPolicy::Offer,
+                    Some("vc-tls".to_owned())
+                ),
+                (
+                    "198.51.100.21:5060".to_owned(),
+                    SrtpPolicy::Require,
+                    Some("vc-tls".to_owned())
+                ),
+                (
+                    "198.51.100.10:5060".to_owned(),
+                    SrtpPolicy::Off,
+                    Some("vc-east".to_owned())
+                ),
+            ]
+        );
+        assert_eq!(group[0].dest.transport, trunkd_b2bua::TxTransport::Tls);
+        assert_eq!(leg_policy(&group), SrtpPolicy::Require);
+        let east = plan(&c, &hosts, 7, &via("vc-east")).unwrap();
+        assert_eq!(leg_policy(&east), SrtpPolicy::Off);
+        assert_eq!(
+            plan(&c, &hosts, 7, &via("vc-off")).map(|p| p.len()),
+            Err(
+                "the voice connector has no origination route to place the call through".to_owned()
+            )
+        );
+        let pstn = plan(&c, &hosts, 7, &BridgeVia::Carriers).unwrap();
+        assert_eq!(pstn.len(), 1);
+        assert_eq!(pstn[0].dest.addr.to_string(), "203.0.113.20:5060");
+        assert_eq!(leg_policy(&[]), SrtpPolicy::Off);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn the_callee_is_offered_the_callers_codec_on_the_b_side_port() {
         let sdp = offer("127.0.0.1".parse().unwrap(), 20002, 77, &pcmu());
