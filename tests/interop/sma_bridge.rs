@@ -1543,3 +1543,52 @@ fn sma_ringback_tone_stops_when_the_callee_refuses_and_a_bad_tone_fails_first() 
     call.expect_bye();
     wait_gauges_zero(&d);
 }
+
+/// Without RingbackTone, the callee's early media (183 with SDP) reaches
+/// the caller before the answer, bytes unchanged.
+#[test]
+fn sma_call_and_bridge_relays_the_callees_early_media() {
+    let dir = temp_dir("sma-bridge-early-app");
+    let callee = Ua::new(CARRIER);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": bridge_action(20)},
+            {"expect": "ACTION_SUCCESSFUL", "answer": hangup_a()}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon("sma-bridge-early", &app, &callee);
+    let call = Call::place(&d);
+    let invite = expect_invite(&callee);
+    let trunkd_b = invite.sdp_rtp();
+    callee.respond(
+        &invite,
+        "183 Session Progress",
+        Some(&callee.sdp("sendrecv")),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let callee_rtp = callee.rtp.try_clone().unwrap();
+    let sender = std::thread::spawn(move || send_rtp(&callee_rtp, trunkd_b, 0xE0E0_0071, 30));
+    let (early, _) = receive_rtp(&call.ua.rtp, 20, Duration::from_secs(5));
+    sender.join().unwrap();
+    assert!(
+        payloads_from(&early, 0xE0E0_0071) >= 15,
+        "the caller heard {} of the callee's early packets",
+        early.len()
+    );
+    assert_eq!(app.wait_requests(1).len(), 1, "not answered yet");
+    callee.respond(&invite, "200 OK", Some(&callee.sdp("sendrecv")));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let r = app.wait_requests(2);
+    assert_eq!(r[1]["event"]["InvocationEventType"], "ACTION_SUCCESSFUL");
+    call.expect_bye();
+    let bye = callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    callee.respond(&bye, "200 OK", None);
+    wait_gauges_zero(&d);
+}

@@ -1022,6 +1022,31 @@ fn on_bridge_event(
     ev: UacEvent,
 ) -> (Option<BridgeOutcome>, bool) {
     match ev {
+        // Early media (183 with SDP): the caller hears the callee's
+        // network (its ringback, an announcement) until the answer —
+        // unless the application's RingbackTone plays meanwhile.
+        UacEvent::Ringing {
+            hop,
+            sdp: Some(sdp),
+        } if b.ringback.is_none() => {
+            if let Some((rtp, rtcp)) = crate::application::bridge::answer_peer(&sdp) {
+                match secure_answer(ctx, b, hop, &sdp) {
+                    Ok(()) => {
+                        debug!(peer = %rtp, "CallAndBridge: early media");
+                        if let Err(e) = ctx.relay.update_stream_peer(
+                            trunkd_media::Leg::B,
+                            b.stream,
+                            Some(rtp),
+                            rtcp,
+                        ) {
+                            warn!(error = %e, "the bridged leg's early media could not be set");
+                        }
+                    }
+                    Err(message) => debug!(%message, "early media not taken"),
+                }
+            }
+            (None, false)
+        }
         UacEvent::Ringing { .. } => (None, false),
         UacEvent::Answered { sdp, hop } => match crate::application::bridge::answer_peer(&sdp) {
             Some((rtp, rtcp)) => {
