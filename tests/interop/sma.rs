@@ -170,7 +170,7 @@ pub(crate) fn endpoint(url: &str, priority: u8) -> String {
 }
 
 /// μ-law decoding, written here from G.711 rather than taken from trunkd.
-fn ulaw(byte: u8) -> i16 {
+pub(crate) fn ulaw(byte: u8) -> i16 {
     let b = !byte;
     let exponent = (b >> 4) & 7;
     let mantissa = i32::from(b & 0x0f);

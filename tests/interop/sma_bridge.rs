@@ -1592,3 +1592,103 @@ fn sma_call_and_bridge_relays_the_callees_early_media() {
     callee.respond(&bye, "200 OK", None);
     wait_gauges_zero(&d);
 }
+
+/// A placed call through a carrier host with `srtp = "require"` offers
+/// RTP/SAVP with trunkd's SDES keys; the callee answers with its key and
+/// hears the prompt encrypted with the keys negotiated, sample for sample.
+#[test]
+fn sma_create_call_offers_srtp_when_the_carrier_host_requires_it() {
+    use trunkd_media::sdes::{CryptoAttr, KeyMaterial};
+    use trunkd_media::{CryptoSuite, LegCrypto, LegKeys};
+    let dir = temp_dir("sma-outbound-srtp-app");
+    let callee = Ua::new(CARRIER);
+    let prompt = prompt_samples(1600);
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_OUTBOUND_CALL", "answer": {"SchemaVersion": "1.0", "Actions": []}},
+            {"expect": "CALL_ANSWERED", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "PlayAudio", "Parameters": {
+                    "AudioSource": {"Type": "File", "Path": "prompt.wav"}}},
+                {"Type": "Hangup", "Parameters": {"SipResponseCode": "0"}}]}},
+            {"expect": "HANGUP", "answer": {"SchemaVersion": "1.0", "Actions": []}}
+        ]),
+        Some(SECRET),
+    );
+    let hosts = host(CARRIER, callee.sip_addr().port(), ", srtp = \"require\"");
+    let lab = Lab {
+        hosts: &hosts,
+        ..Default::default()
+    };
+    let d = daemon_lab("sma-outbound-srtp", &app, &lab);
+    write_wav(&d.dir.join("prompt.wav"), &prompt);
+    let (status, body) = admin_post(
+        &d,
+        "/sip-media-applications/sma-ivr/calls",
+        &json!({"FromPhoneNumber": CALLER_ID, "ToPhoneNumber": CALLEE}).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let invite = expect_invite(&callee);
+    assert!(
+        invite.body().contains(" RTP/SAVP 0 8 101\r\n"),
+        "{}",
+        invite.body()
+    );
+    let trunkds = invite
+        .body()
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .map(|v| CryptoAttr::parse(v).unwrap())
+        .find(|a| a.suite == CryptoSuite::Aes128CmHmacSha1_80)
+        .expect("an AES_CM_128_HMAC_SHA1_80 key");
+    let mine = CryptoAttr {
+        tag: trunkds.tag,
+        suite: trunkds.suite,
+        key: KeyMaterial::generate(trunkds.suite).unwrap(),
+    };
+    let port = callee.rtp_addr().port();
+    let answer = format!(
+        "v=0\r\no=ua 1 1 IN IP4 {CARRIER}\r\ns=-\r\nc=IN IP4 {CARRIER}\r\nt=0 0\r\n\
+         m=audio {port} RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+         a=crypto:{}\r\na=sendrecv\r\n",
+        mine.to_value()
+    );
+    callee.respond(&invite, "200 OK", Some(&answer));
+    callee.recv_until(Duration::from_secs(5), |m| {
+        m.first_line().starts_with("ACK ")
+    });
+    let mut srtp = LegCrypto::new(&LegKeys {
+        suite: trunkds.suite,
+        peer: trunkds.key.clone(),
+        ours: mine.key.clone(),
+    })
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 2048];
+    while heard.len() < prompt.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} samples arrived",
+            heard.len()
+        );
+        if let Ok((n, _)) = callee.rtp.recv_from(&mut buf) {
+            let plain = srtp
+                .unprotect_rtp(&buf[..n])
+                .expect("SRTP with the negotiated keys");
+            heard.extend(plain[12..].iter().map(|&b| crate::sma::ulaw(b)));
+        }
+    }
+    assert_eq!(
+        heard[..prompt.len()],
+        prompt[..],
+        "the prompt arrived altered"
+    );
+    let bye = callee.recv_until(Duration::from_secs(10), |m| {
+        m.first_line().starts_with("BYE ")
+    });
+    callee.respond(&bye, "200 OK", None);
+    app.wait_requests(3);
+    wait_gauges_zero(&d);
+}

@@ -142,11 +142,11 @@ pub async fn run_outbound(
     ctx: AppContext,
     leg: UacLeg,
     anchor: crate::media_anchor::RelayAnchor,
-    codec: SharedCodec,
+    placed: PlacedMedia,
     rx: mpsc::Receiver<CallInput>,
 ) {
     let span = info_span!("application", txn = %ctx.transaction_id, sma = %ctx.sma_id, direction = "outbound");
-    drive(ctx, Start::Outbound(Box::new((leg, anchor, codec))), rx)
+    drive(ctx, Start::Outbound(Box::new((leg, anchor, placed))), rx)
         .instrument(span)
         .await
 }
@@ -157,7 +157,18 @@ enum Start {
     Inbound(Box<NewUasCall>),
     /// A call trunkd places (the leg, the relay anchor it uses, and where
     /// the codec its callee picks is kept for the leg's re-offers).
-    Outbound(Box<(UacLeg, crate::media_anchor::RelayAnchor, SharedCodec)>),
+    Outbound(Box<(UacLeg, crate::media_anchor::RelayAnchor, PlacedMedia)>),
+}
+
+/// What a placed call's leg was offered, for its answer and re-offers.
+pub struct PlacedMedia {
+    /// The codec in use (the callee picks), shared with the leg's re-offer
+    /// answerer.
+    pub codec: SharedCodec,
+    /// SDES state when the leg offered SRTP (shared likewise).
+    pub sdes: Option<crate::application::bridge::SharedSdes>,
+    /// Each hop's SRTP policy, by plan index.
+    pub hop_policies: Vec<trunkd_core::SrtpPolicy>,
 }
 
 /// The codec in use on a placed call's leg, shared with its re-offer
@@ -190,6 +201,10 @@ struct Placed {
     codec: crate::application::bridge::BridgeCodec,
     /// The same, for the leg's re-offer answerer.
     shared_codec: SharedCodec,
+    /// SDES state when the leg offered SRTP.
+    sdes: Option<crate::application::bridge::SharedSdes>,
+    /// Each hop's SRTP policy, by plan index.
+    hop_policies: Vec<trunkd_core::SrtpPolicy>,
     start: Instant,
     wall: SystemTime,
     /// Ended events turned into outputs.
@@ -271,7 +286,22 @@ impl Placed {
         let wall = |p: &Placed| p.wall + p.start.elapsed();
         match ev {
             UacEvent::Ringing { .. } => self.out.push_back(FirstOut::Ringing),
-            UacEvent::Answered { sdp, .. } => {
+            UacEvent::Answered { sdp, hop } => {
+                if let Err(message) = take_keys(
+                    &self.relay,
+                    trunkd_media::Leg::A,
+                    0,
+                    self.sdes.as_ref(),
+                    &self.hop_policies,
+                    hop,
+                    &sdp,
+                ) {
+                    // Not taken: the callee is hung up (its BYE follows)
+                    // and the application hears HANGUP, not CALL_ANSWERED.
+                    warn!(%message, "the placed call's answer is refused");
+                    self.leg.hang_up();
+                    return;
+                }
                 match crate::application::bridge::answer_peer(&sdp) {
                     Some((rtp, rtcp)) => {
                         if let Err(e) =
@@ -399,7 +429,7 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
             FirstLeg::Uas(Box::new(UasCall::new(*new))),
         ),
         Start::Outbound(b) => {
-            let (leg, anchor, shared_codec) = *b;
+            let (leg, anchor, placed) = *b;
             let codec = crate::application::bridge::BridgeCodec {
                 encoding: "PCMU".into(),
                 payload_type: 0,
@@ -413,7 +443,9 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                     relay: ctx.relay.clone(),
                     answered: ctx.answered.clone(),
                     codec,
-                    shared_codec,
+                    shared_codec: placed.codec,
+                    sdes: placed.sdes,
+                    hop_policies: placed.hop_policies,
                     start: Instant::now(),
                     wall: SystemTime::now(),
                     out: Default::default(),
@@ -1110,11 +1142,33 @@ fn on_bridge_event(
 }
 
 /// Takes the SDES keys of the bridged leg's answer (from hop `hop`) into
-/// the relay's B side, or says why the answer cannot be taken: a plain
-/// answer from a hop that requires SRTP, an answer naming no key trunkd
-/// offered. A plain leg takes any answer.
+/// the relay's B side (see [`take_keys`]).
 fn secure_answer(ctx: &AppContext, b: &Bridged, hop: usize, sdp: &[u8]) -> Result<(), String> {
-    let Some(sdes) = &b.sdes else {
+    take_keys(
+        &ctx.relay,
+        trunkd_media::Leg::B,
+        b.stream,
+        b.sdes.as_ref(),
+        &b.hop_policies,
+        hop,
+        sdp,
+    )
+}
+
+/// Takes the SDES keys of a placed leg's answer `sdp` (from hop `hop`)
+/// into the relay's `leg` side, or says why the answer cannot be taken: a
+/// plain answer from a hop that requires SRTP, an answer naming no key
+/// trunkd offered. A plain leg (`sdes` none) takes any answer.
+fn take_keys(
+    relay: &Relay,
+    leg: trunkd_media::Leg,
+    stream: usize,
+    sdes: Option<&crate::application::bridge::SharedSdes>,
+    hop_policies: &[trunkd_core::SrtpPolicy],
+    hop: usize,
+    sdp: &[u8],
+) -> Result<(), String> {
+    let Some(sdes) = sdes else {
         return Ok(());
     };
     let parsed = trunkd_media::sdp::Sdp::parse_bytes(sdp).map_err(|e| e.to_string())?;
@@ -1124,7 +1178,7 @@ fn secure_answer(ctx: &AppContext, b: &Bridged, hop: usize, sdp: &[u8]) -> Resul
         .find(|m| m.kind() == "audio" && !m.is_rejected())
         .ok_or("the answer has no audio stream")?;
     let crypto: Vec<&str> = m.crypto().iter().map(String::as_str).collect();
-    let required = b.hop_policies.get(hop) == Some(&trunkd_core::SrtpPolicy::Require);
+    let required = hop_policies.get(hop) == Some(&trunkd_core::SrtpPolicy::Require);
     if crypto.is_empty() && required {
         return Err("the callee answered plain RTP; its route requires SRTP".to_owned());
     }
@@ -1138,10 +1192,10 @@ fn secure_answer(ctx: &AppContext, b: &Bridged, hop: usize, sdp: &[u8]) -> Resul
         .map_err(|e| e.to_string())?;
     info!(
         srtp = keys.is_some(),
-        "CallAndBridge: media security of the answer"
+        "media security of the callee's answer"
     );
-    ctx.relay
-        .set_stream_crypto(trunkd_media::Leg::B, b.stream, keys)
+    relay
+        .set_stream_crypto(leg, stream, keys)
         .map_err(|e| e.to_string())
 }
 

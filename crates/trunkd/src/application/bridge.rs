@@ -201,6 +201,7 @@ pub const PLACED_CALL_CODECS: [(u8, &str); 2] = [(0, "PCMU"), (8, "PCMA")];
 
 /// trunkd's offer of `codecs` (payload type, encoding; 8 kHz), in order of
 /// preference, and `telephone-event` on one audio stream at `ip:rtp`.
+#[cfg(test)]
 pub fn offer_codecs(
     ip: IpAddr,
     rtp: u16,
@@ -209,6 +210,22 @@ pub fn offer_codecs(
     telephone_event: Option<u8>,
 ) -> Bytes {
     sdp_offer(ip, rtp, session_id, "RTP/AVP", codecs, telephone_event, &[])
+}
+
+/// [`offer_codecs`] with SDES: `security`'s profile and `a=crypto` values
+/// when the leg offers SRTP.
+pub fn offer_codecs_secured(
+    ip: IpAddr,
+    rtp: u16,
+    session_id: u64,
+    codecs: &[(u8, &str)],
+    telephone_event: Option<u8>,
+    security: Option<&MediaSecurity>,
+) -> Bytes {
+    let (proto, crypto) = security.map_or(("RTP/AVP", &[][..]), |s| {
+        (s.proto.as_str(), s.crypto.as_slice())
+    });
+    sdp_offer(ip, rtp, session_id, proto, codecs, telephone_event, crypto)
 }
 
 fn sdp_offer(

@@ -476,14 +476,44 @@ impl EngineTask {
         }
         let seed = u64::from_le_bytes(seed);
         let media_ip = anchor.advertised();
+        // No carrier: an empty plan, which fails the call at once.
+        let plan = bridge::plan(
+            &config,
+            &self.shared.hosts,
+            seed.rotate_left(11),
+            &crate::application::BridgeVia::Carriers,
+        )
+        .unwrap_or_default();
+        // SRTP (SDES) when a carrier host's policy asks for it, as for
+        // CallAndBridge's leg.
+        let hop_policies: Vec<trunkd_core::SrtpPolicy> = plan.iter().map(|h| h.srtp).collect();
+        let (sdes, security) = match bridge::leg_policy(&plan) {
+            trunkd_core::SrtpPolicy::Off => (None, None),
+            _ => {
+                let mut sdes = trunkd_media::LegSdes::new(trunkd_core::SrtpPolicy::Offer);
+                match sdes.offer("RTP/AVP") {
+                    Ok(s) => (Some(Arc::new(std::sync::Mutex::new(sdes))), Some(s)),
+                    Err(e) => {
+                        warn!(error = %e, "no SRTP keys; the call is not placed");
+                        self.engine.handle(
+                            Instant::now(),
+                            SystemTime::now(),
+                            EngineInput::CallDone { call: key },
+                        );
+                        return;
+                    }
+                }
+            }
+        };
         // PCMU and PCMA: the callee picks (the call task reads which).
         let a_port = relay.local_rtp(trunkd_media::Leg::A).port();
-        let offer = bridge::offer_codecs(
+        let offer = bridge::offer_codecs_secured(
             media_ip,
             a_port,
             seed >> 3,
             &bridge::PLACED_CALL_CODECS,
             Some(101),
+            security.as_ref(),
         );
         // The callee's re-offers are answered on the relay's A side in the
         // codec it picked (the call task records it here at the answer).
@@ -499,7 +529,7 @@ impl EngineTask {
             (media_ip, a_port),
             seed >> 3,
             codec.clone(),
-            None,
+            sdes.clone(),
         );
         let leg = trunkd_b2bua::UacLeg::new(trunkd_b2bua::NewUacLeg {
             seed,
@@ -508,14 +538,7 @@ impl EngineTask {
             local: self.engine.local().clone(),
             callee: req.to.clone(),
             caller: req.from.clone(),
-            // No carrier: an empty plan, which fails the call at once.
-            plan: bridge::plan(
-                &config,
-                &self.shared.hosts,
-                seed.rotate_left(11),
-                &crate::application::BridgeVia::Carriers,
-            )
-            .unwrap_or_default(),
+            plan,
             offer,
             headers: req.headers,
             hop_timeout: config.settings.routing.hop_timeout,
@@ -559,8 +582,13 @@ impl EngineTask {
             outbound: true,
         };
         self.calls.insert(key, call_tx);
+        let placed = crate::app_task::PlacedMedia {
+            codec,
+            sdes,
+            hop_policies,
+        };
         tokio::spawn(crate::app_task::run_outbound(
-            ctx, leg, anchor, codec, call_rx,
+            ctx, leg, anchor, placed, call_rx,
         ));
     }
 }
