@@ -170,7 +170,7 @@ pub(crate) fn endpoint(url: &str, priority: u8) -> String {
 }
 
 /// μ-law decoding, written here from G.711 rather than taken from trunkd.
-fn ulaw(byte: u8) -> i16 {
+pub(crate) fn ulaw(byte: u8) -> i16 {
     let b = !byte;
     let exponent = (b >> 4) & 7;
     let mantissa = i32::from(b & 0x0f);
@@ -1640,5 +1640,160 @@ target_applications = [ {{ sip_media_application_id = "sma-ivr", priority = 1 }}
     // The session was SRTP: the call came over TLS.
     let tls_requests = d.metric("sip_messages_received_total{transport=\"tls\",kind=\"request\"}");
     assert!(tls_requests.is_some_and(|n| n >= 2.0), "{tls_requests:?}");
+    wait_gauges_zero(&d);
+}
+
+/// The RecordAudio of the silence tests: 30 s at most, `#` ends it, and 2 s
+/// (`silence` s) at or below SilenceThreshold 200 ends it first.
+fn record_until_silence(silence: u32) -> Value {
+    json!({"SchemaVersion": "1.0", "Actions": [
+        {"Type": "RecordAudio", "Parameters": {
+            "DurationInSeconds": 30,
+            "SilenceDurationInSeconds": silence,
+            "SilenceThreshold": 200,
+            "RecordingTerminators": ["#"],
+            "RecordingDestination": {"Type": "File", "Path": "messages"}}}]})
+}
+
+/// SilenceDurationInSeconds with quiet packets still flowing: the caller
+/// speaks (a loud square wave) for 1 s, then sends line noise (well below
+/// SilenceThreshold 200) for 6 s; the recording ends 2 s into the noise —
+/// not at DurationInSeconds — and, as the managed service reports a
+/// silence stop, without RecordingTerminatorUsed.
+#[test]
+fn sma_record_audio_ends_after_silence_duration_below_the_threshold() {
+    let dir = temp_dir("sma-silence-app");
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": record_until_silence(2)},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "Hangup", "Parameters": {}}]}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon(
+        "sma-silence",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        &format!("webhook_secret = \"{SECRET}\""),
+        "",
+    );
+    let call = Call::place(&d);
+    let started = Instant::now();
+    let sock = call.ua.rtp.try_clone().unwrap();
+    let to = call.trunkd_rtp;
+    let sender = std::thread::spawn(move || {
+        let mut next = Instant::now();
+        for seq in 0..350u16 {
+            let mut p = vec![0x80, 0];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+            p.extend_from_slice(&0x51E0_0001u32.to_be_bytes());
+            if seq < 50 {
+                p.extend((0..160).map(|i| if (i / 10) % 2 == 0 { 0x8f } else { 0x0f }));
+            } else {
+                // μ-law ±8: line noise.
+                p.extend((0..160).map(|i| if i % 2 == 0 { 0xfb } else { 0x7b }));
+            }
+            let _ = sock.send_to(&p, to);
+            next += Duration::from_millis(20);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    });
+    let got = app.wait_requests(2);
+    let ended = started.elapsed();
+    call.expect_bye();
+    sender.join().unwrap();
+    assert!(
+        ended >= Duration::from_millis(2800) && ended < Duration::from_millis(4500),
+        "the recording ended after {ended:?}"
+    );
+    let rec = &got[1]["event"]["ActionData"];
+    assert_eq!(
+        got[1]["event"]["InvocationEventType"],
+        json!("ACTION_SUCCESSFUL")
+    );
+    assert_eq!(rec["Type"], json!("RecordAudio"));
+    assert_eq!(rec["Parameters"]["SilenceDurationInSeconds"], json!(2));
+    assert_eq!(rec["Parameters"]["SilenceThreshold"], json!(200));
+    assert!(rec.get("RecordingTerminatorUsed").is_none(), "{rec}");
+    let path = PathBuf::from(rec["RecordingDestination"]["Path"].as_str().unwrap());
+    let (rate, samples) = read_wav(&path);
+    assert_eq!(rate, 8000);
+    let secs = samples.len() as f64 / 8000.0;
+    assert!((2.6..=3.6).contains(&secs), "recorded {secs} s");
+    // The speech is in it, then the quiet.
+    let loud = samples[..8000]
+        .iter()
+        .filter(|s| s.unsigned_abs() > 4000)
+        .count();
+    assert!(loud > 4000, "{loud} loud samples in the first second");
+    assert!(
+        samples[9000..].iter().all(|s| s.unsigned_abs() < 200),
+        "the tail is the line noise"
+    );
+    wait_gauges_zero(&d);
+}
+
+/// The same with SIPp as the caller: it plays Debian's g711a.pcap (7 s of
+/// speech, PCMA) and then sends nothing; the recording ends about
+/// SilenceDurationInSeconds after the speech, the application hangs up,
+/// and SIPp sees the BYE.
+#[test]
+fn sma_sipp_caller_speaks_then_falls_silent_and_the_recording_ends() {
+    let dir = temp_dir("sma-sipp-silence-app");
+    let app = App::start(
+        &dir,
+        "app",
+        json!([
+            {"expect": "NEW_INBOUND_CALL", "answer": record_until_silence(2)},
+            {"expect": "ACTION_SUCCESSFUL", "answer": {"SchemaVersion": "1.0", "Actions": [
+                {"Type": "Hangup", "Parameters": {}}]}}
+        ]),
+        Some(SECRET),
+    );
+    let d = daemon(
+        "sma-sipp-silence",
+        &format!("[ {} ]", endpoint(&app.url(), 1)),
+        &format!("webhook_secret = \"{SECRET}\""),
+        "",
+    );
+    let media = free_port_on(CARRIER).to_string();
+    let started = Instant::now();
+    let out = sipp_uac(
+        "uac_sma_record.xml",
+        CARRIER,
+        d.sip(),
+        &[
+            "-s", NUMBER, "-key", "caller", CALLER, "-m", "1", "-mp", &media,
+        ],
+    );
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "sipp: {}\n{}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    assert!(took < Duration::from_secs(15), "the call took {took:?}");
+    let got = app.wait_requests(3);
+    assert_eq!(
+        types(&got),
+        ["NEW_INBOUND_CALL", "ACTION_SUCCESSFUL", "HANGUP"]
+    );
+    let rec = &got[1]["event"]["ActionData"];
+    assert!(rec.get("RecordingTerminatorUsed").is_none(), "{rec}");
+    let path = PathBuf::from(rec["RecordingDestination"]["Path"].as_str().unwrap());
+    let (rate, samples) = read_wav(&path);
+    assert_eq!(rate, 8000);
+    let secs = samples.len() as f64 / 8000.0;
+    assert!((6.0..=10.0).contains(&secs), "recorded {secs} s");
+    let loud = samples.iter().filter(|s| s.unsigned_abs() > 1000).count();
+    assert!(
+        loud > 8000,
+        "the speech is in it ({loud} samples above 1000)"
+    );
     wait_gauges_zero(&d);
 }

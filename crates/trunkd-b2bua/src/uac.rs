@@ -19,8 +19,10 @@
 //! 2xx itself because no caller's ACK is waited for.
 //!
 //! It speaks the same [`CallInput`]s and [`CallOutput`]s as the other
-//! calls, always on [`Leg::B`], so the engine routes its messages by the
-//! Call-ID it registers, to the same owner as the A leg when there is one.
+//! calls, on the [`Leg`] its owner names ([`NewUacLeg::side`]: `B` for a
+//! leg bridged to a caller, `A` for the first leg of a call trunkd
+//! places), so the engine routes its messages by the Call-ID it registers
+//! to the owner, and an owner with two legs tells them apart.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
@@ -62,6 +64,8 @@ pub struct NewUacLeg {
     /// connected. Without one they get 488 and the session goes on as it
     /// was (RFC 3261 §14.2).
     pub reoffer: Option<Box<dyn SdpAnswerer>>,
+    /// The leg its messages are tagged with (and come back on).
+    pub side: Leg,
 }
 
 /// Why a [`UacLeg`] never got connected.
@@ -121,6 +125,7 @@ pub struct UacLeg {
     hop_timeout: Duration,
     ring_deadline: Instant,
     reoffer: Option<Box<dyn SdpAnswerer>>,
+    side: Leg,
     leg: Option<LegState>,
     state: State,
     last_failure: (u16, String),
@@ -150,6 +155,7 @@ impl UacLeg {
             hop_timeout: n.hop_timeout,
             ring_deadline: n.now + n.ring_timeout,
             reoffer: n.reoffer,
+            side: n.side,
             leg: None,
             state: State::Ended,
             last_failure: (503, "Service Unavailable".into()),
@@ -296,7 +302,7 @@ impl UacLeg {
         }
         self.out.push_back(CallOutput::Register {
             call_id: state.call_id,
-            leg: Leg::B,
+            leg: self.side,
         });
         let attempt = self.send_invite(hop, None);
         self.state = State::Routing(attempt);
@@ -337,7 +343,7 @@ impl UacLeg {
         req.body = self.offer.clone();
         let dest = l.dest;
         self.out.push_back(CallOutput::SendRequest {
-            leg: Leg::B,
+            leg: self.side,
             request: req,
             dest,
             timeout: Some(self.hop_timeout),
@@ -571,7 +577,7 @@ impl UacLeg {
         if let Some(l) = self.leg.as_mut() {
             let req = l.request(Method::Bye, &local, &branch, 70);
             self.out.push_back(CallOutput::SendRequest {
-                leg: Leg::B,
+                leg: self.side,
                 request: req,
                 dest: l.dest,
                 timeout: None,

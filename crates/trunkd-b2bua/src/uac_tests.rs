@@ -56,6 +56,7 @@ fn new_leg(plan: Vec<Hop>) -> T {
         hop_timeout: Duration::from_secs(8),
         ring_timeout: Duration::from_secs(20),
         reoffer: None,
+        side: Leg::B,
     });
     T { leg, now }
 }

@@ -432,4 +432,5 @@ pub struct Applications {
     pub audio_cache_bytes: Option<i64>,
     pub audio_max_file_bytes: Option<i64>,
     pub recording_directory: Option<String>,
+    pub outbound_ring_timeout_seconds: Option<i64>,
 }

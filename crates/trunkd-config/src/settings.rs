@@ -300,4 +300,7 @@ pub struct ApplicationsSettings {
     /// Where a RecordAudio without a destination writes (relative
     /// `File` destinations too).
     pub recording_directory: PathBuf,
+    /// How long the callee of a call CreateSipMediaApplicationCall places
+    /// may ring (the managed service's request has no timeout of its own).
+    pub outbound_ring_timeout: Duration,
 }

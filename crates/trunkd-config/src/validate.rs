@@ -1499,6 +1499,13 @@ fn applications(
         1024,
         128 * 1024 * 1024,
     ) as u64;
+    let outbound_ring_timeout = Duration::from_secs(c.range(
+        "outbound_ring_timeout_seconds",
+        a.outbound_ring_timeout_seconds,
+        60,
+        1,
+        600,
+    ) as u64);
     let recording_directory = a
         .recording_directory
         .as_deref()
@@ -1510,6 +1517,7 @@ fn applications(
         audio_cache_bytes,
         audio_max_file_bytes,
         recording_directory,
+        outbound_ring_timeout,
     }
 }
 

@@ -886,7 +886,7 @@ fn records_sinks_need_unique_ids_and_every_required_field() {
 fn sma_webhook_secrets_and_applications_settings() {
     let sma = "endpoints = [ { url = \"http://127.0.0.1:8080/sma\", priority = 1 } ]";
     let bad = with(sma, &format!("{sma}\nwebhook_secret = \"change-me\""))
-        + "\n[applications]\nresponse_timeout_ms = 50\nmax_actions = 0\naudio_max_file_bytes = 10\n";
+        + "\n[applications]\nresponse_timeout_ms = 50\nmax_actions = 0\naudio_max_file_bytes = 10\noutbound_ring_timeout_seconds = 0\n";
     let errs = errors(&bad);
     assert_eq!(
         errs,
@@ -894,6 +894,7 @@ fn sma_webhook_secrets_and_applications_settings() {
             "F: applications.response_timeout_ms: 50 is out of range 100..=60000",
             "F: applications.max_actions: 0 is out of range 1..=100",
             "F: applications.audio_max_file_bytes: 10 is out of range 1024..=134217728",
+            "F: applications.outbound_ring_timeout_seconds: 0 is out of range 1..=600",
             "F: sip_media_applications[id=sma-ivr].webhook_secret: must start with \"whsec_\" (a Standard Webhooks secret)",
         ]
     );
@@ -936,6 +937,7 @@ fn sma_webhook_secrets_and_applications_settings() {
     assert_eq!(a.max_actions, 10);
     assert_eq!(a.audio_cache_bytes, 64 << 20);
     assert_eq!(a.audio_max_file_bytes, 8 << 20);
+    assert_eq!(a.outbound_ring_timeout, std::time::Duration::from_secs(60));
     assert_eq!(
         a.recording_directory,
         dir.join("var").join("sma-recordings")

@@ -286,6 +286,53 @@ pub struct BridgeEndpoint {
     pub uri: String,
 }
 
+/// What an `AWS` endpoint's `Arn` names: a voice connector or a voice
+/// connector group, by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoiceConnectorRef<'a> {
+    /// `arn:aws:chime:<region>:<account>:vc/<id>`.
+    VoiceConnector(&'a str),
+    /// `arn:aws:chime:<region>:<account>:vcg/<id>`.
+    Group(&'a str),
+    /// A bare id (no `arn:` prefix): a voice connector's or a group's,
+    /// whichever has it (trunkd's ids are unique across both in practice;
+    /// the voice connector wins).
+    Id(&'a str),
+}
+
+impl BridgeEndpoint {
+    /// The voice connector (or group) an `AWS` endpoint's `Arn` names, in
+    /// the managed service's ARN form or as a bare id; `None` for a PSTN
+    /// endpoint or an ARN that is not a Chime voice connector's. Region
+    /// and account are not checked: trunkd is one region of one account.
+    pub fn voice_connector(&self) -> Option<VoiceConnectorRef<'_>> {
+        let arn = self.arn.as_deref()?;
+        if self.bridge_endpoint_type != BridgeEndpointType::Aws {
+            return None;
+        }
+        let Some(rest) = arn.strip_prefix("arn:") else {
+            let ok = !arn.is_empty() && !arn.contains([':', '/']);
+            return ok.then_some(VoiceConnectorRef::Id(arn));
+        };
+        // partition:service:region:account:resource
+        let mut parts = rest.splitn(5, ':');
+        let (_partition, service) = (parts.next()?, parts.next()?);
+        let (_region, _account, resource) = (parts.next()?, parts.next()?, parts.next()?);
+        if service != "chime" {
+            return None;
+        }
+        let (kind, id) = resource.split_once('/')?;
+        if id.is_empty() || id.contains('/') {
+            return None;
+        }
+        match kind {
+            "vc" => Some(VoiceConnectorRef::VoiceConnector(id)),
+            "vcg" => Some(VoiceConnectorRef::Group(id)),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CallAndBridge {

@@ -398,3 +398,43 @@ proptest! {
         prop_assert_eq!(c, Ok(actions));
     }
 }
+
+#[test]
+fn an_aws_endpoint_names_a_voice_connector_or_group_by_arn_or_id() {
+    use trunkd_sma::action::{BridgeEndpoint, BridgeEndpointType, VoiceConnectorRef};
+    let aws = |arn: &str| BridgeEndpoint {
+        bridge_endpoint_type: BridgeEndpointType::Aws,
+        arn: Some(arn.to_owned()),
+        uri: "5000".to_owned(),
+    };
+    let vc = aws("arn:aws:chime:us-east-1:0123456789101:vc/abcdefg1hijklm2nopq3rs");
+    assert_eq!(
+        vc.voice_connector(),
+        Some(VoiceConnectorRef::VoiceConnector("abcdefg1hijklm2nopq3rs"))
+    );
+    let group = aws("arn:aws:chime:eu-central-1:0123456789101:vcg/grp-main");
+    assert_eq!(
+        group.voice_connector(),
+        Some(VoiceConnectorRef::Group("grp-main"))
+    );
+    assert_eq!(
+        aws("vc-east").voice_connector(),
+        Some(VoiceConnectorRef::Id("vc-east"))
+    );
+    for wrong in [
+        "arn:aws:s3:us-east-1:0123456789101:vc/x",
+        "arn:aws:chime:us-east-1:0123456789101:sma/x",
+        "arn:aws:chime:us-east-1:0123456789101:vc/",
+        "arn:aws:chime:us-east-1:vc/x",
+        "vc/x",
+        "a:b",
+    ] {
+        assert_eq!(aws(wrong).voice_connector(), None, "{wrong}");
+    }
+    let pstn = BridgeEndpoint {
+        bridge_endpoint_type: BridgeEndpointType::Pstn,
+        arn: None,
+        uri: "+12065550100".to_owned(),
+    };
+    assert_eq!(pstn.voice_connector(), None);
+}

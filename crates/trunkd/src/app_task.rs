@@ -142,10 +142,11 @@ pub async fn run_outbound(
     ctx: AppContext,
     leg: UacLeg,
     anchor: crate::media_anchor::RelayAnchor,
+    placed: PlacedMedia,
     rx: mpsc::Receiver<CallInput>,
 ) {
     let span = info_span!("application", txn = %ctx.transaction_id, sma = %ctx.sma_id, direction = "outbound");
-    drive(ctx, Start::Outbound(Box::new((leg, anchor))), rx)
+    drive(ctx, Start::Outbound(Box::new((leg, anchor, placed))), rx)
         .instrument(span)
         .await
 }
@@ -154,9 +155,25 @@ pub async fn run_outbound(
 enum Start {
     /// A carrier's INVITE trunkd answers.
     Inbound(Box<NewUasCall>),
-    /// A call trunkd places (the leg and the relay anchor it uses).
-    Outbound(Box<(UacLeg, crate::media_anchor::RelayAnchor)>),
+    /// A call trunkd places (the leg, the relay anchor it uses, and where
+    /// the codec its callee picks is kept for the leg's re-offers).
+    Outbound(Box<(UacLeg, crate::media_anchor::RelayAnchor, PlacedMedia)>),
 }
+
+/// What a placed call's leg was offered, for its answer and re-offers.
+pub struct PlacedMedia {
+    /// The codec in use (the callee picks), shared with the leg's re-offer
+    /// answerer.
+    pub codec: SharedCodec,
+    /// SDES state when the leg offered SRTP (shared likewise).
+    pub sdes: Option<crate::application::bridge::SharedSdes>,
+    /// Each hop's SRTP policy, by plan index.
+    pub hop_policies: Vec<trunkd_core::SrtpPolicy>,
+}
+
+/// The codec in use on a placed call's leg, shared with its re-offer
+/// answerer ([`crate::application::bridge::Reoffer`]).
+pub type SharedCodec = Arc<std::sync::Mutex<crate::application::bridge::BridgeCodec>>;
 
 /// What the caller's leg reports, beyond a call's outputs (a value that
 /// lives for one loop turn: its size does not matter).
@@ -182,6 +199,12 @@ struct Placed {
     relay: Relay,
     answered: Answered,
     codec: crate::application::bridge::BridgeCodec,
+    /// The same, for the leg's re-offer answerer.
+    shared_codec: SharedCodec,
+    /// SDES state when the leg offered SRTP.
+    sdes: Option<crate::application::bridge::SharedSdes>,
+    /// Each hop's SRTP policy, by plan index.
+    hop_policies: Vec<trunkd_core::SrtpPolicy>,
     start: Instant,
     wall: SystemTime,
     /// Ended events turned into outputs.
@@ -263,7 +286,22 @@ impl Placed {
         let wall = |p: &Placed| p.wall + p.start.elapsed();
         match ev {
             UacEvent::Ringing { .. } => self.out.push_back(FirstOut::Ringing),
-            UacEvent::Answered { sdp, .. } => {
+            UacEvent::Answered { sdp, hop } => {
+                if let Err(message) = take_keys(
+                    &self.relay,
+                    trunkd_media::Leg::A,
+                    0,
+                    self.sdes.as_ref(),
+                    &self.hop_policies,
+                    hop,
+                    &sdp,
+                ) {
+                    // Not taken: the callee is hung up (its BYE follows)
+                    // and the application hears HANGUP, not CALL_ANSWERED.
+                    warn!(%message, "the placed call's answer is refused");
+                    self.leg.hang_up();
+                    return;
+                }
                 match crate::application::bridge::answer_peer(&sdp) {
                     Some((rtp, rtcp)) => {
                         if let Err(e) =
@@ -274,6 +312,14 @@ impl Placed {
                         }
                     }
                     None => warn!("the callee's answer has no audio stream"),
+                }
+                // The callee picked PCMU or PCMA from the offer; an
+                // answer naming neither is taken as PCMU, the first.
+                if let Some(c) = crate::application::bridge::answer_codec(&sdp) {
+                    self.codec = c;
+                }
+                if let Ok(mut shared) = self.shared_codec.lock() {
+                    *shared = self.codec.clone();
                 }
                 let c = &self.codec;
                 if let Ok(mut a) = self.answered.lock() {
@@ -383,7 +429,7 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
             FirstLeg::Uas(Box::new(UasCall::new(*new))),
         ),
         Start::Outbound(b) => {
-            let (leg, anchor) = *b;
+            let (leg, anchor, placed) = *b;
             let codec = crate::application::bridge::BridgeCodec {
                 encoding: "PCMU".into(),
                 payload_type: 0,
@@ -397,6 +443,9 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                     relay: ctx.relay.clone(),
                     answered: ctx.answered.clone(),
                     codec,
+                    shared_codec: placed.codec,
+                    sdes: placed.sdes,
+                    hop_policies: placed.hop_policies,
                     start: Instant::now(),
                     wall: SystemTime::now(),
                     out: Default::default(),
@@ -417,6 +466,7 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
     // CallAndBridge's leg, and whether its action is still running.
     let mut bridge: Option<Bridged> = None;
     let mut bridging = false;
+    let mut bridges: u64 = 0;
     let mut call_recording: Option<CallRecording> = None;
     let start = SystemTime::now();
     let cdr_vc = cdr_vc_id(&ctx.sma_id);
@@ -490,6 +540,13 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                 while let Some(ev) = b.leg.poll_event() {
                     let (event, more) = on_bridge_event(&ctx, b, ev);
                     again |= more;
+                    if event.is_some() {
+                        // Answered, refused or gone: the caller hears the
+                        // callee (or the application) from now on.
+                        if let Some(r) = b.ringback.take() {
+                            r.stop().await;
+                        }
+                    }
                     if let Some(done) = event {
                         if !matches!(done, BridgeOutcome::Left { .. }) {
                             bridging = false;
@@ -506,6 +563,9 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
         }
         if call.is_ended() {
             if let Some(mut b) = bridge.take() {
+                if let Some(r) = b.ringback.take() {
+                    r.stop().await;
+                }
                 // The caller left: the bridged leg goes too (its BYE or
                 // CANCEL leaves before the task ends).
                 b.leg.hang_up();
@@ -558,15 +618,25 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                         caller_id,
                         timeout,
                         headers,
-                    } if call.is_answered() && !call.is_outbound() => {
+                        via,
+                        ringback,
+                    } if call.is_answered() => {
                         let spec = BridgeSpec {
                             to,
                             caller_id,
                             timeout,
                             headers,
+                            via,
+                            attempt: bridges,
                         };
+                        bridges += 1;
                         match start_bridge(&ctx, &local, media.as_ref(), spec) {
-                            Ok(b) => {
+                            Ok(mut b) => {
+                                if let (Some(tone), Some(m)) = (ringback, media.as_ref()) {
+                                    plays += 1;
+                                    let ssrc = (ctx.seed as u32) ^ plays.wrapping_mul(0x9E37_79B9);
+                                    b.ringback = Some(Ringback::start(m, tone, ssrc));
+                                }
                                 bridging = true;
                                 bridge = Some(b);
                             }
@@ -580,17 +650,6 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                                     .await;
                             }
                         }
-                    }
-                    AppAction::CallAndBridge { .. } if call.is_outbound() => {
-                        let _ = events
-                            .send(AppEvent::ActionFailed {
-                                action: "CallAndBridge",
-                                error_type: "SystemException",
-                                message:
-                                    "CallAndBridge on a call trunkd placed is not supported yet"
-                                        .into(),
-                            })
-                            .await;
                     }
                     AppAction::StopCallRecording => {
                         let event = match call_recording.take() {
@@ -683,10 +742,11 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
                 if matches!(input, CallInput::Hangup) {
                     by = HangupBy::Application;
                 }
-                // A placed call's own leg is a UAC leg, on `Leg::B` too.
+                // The caller's leg is `Leg::A` (a placed call's own UAC leg
+                // too), CallAndBridge's `Leg::B`.
                 match (leg_of(&input), bridge.as_mut()) {
                     (Leg::B, Some(b)) => b.leg.handle(Instant::now(), input),
-                    (Leg::B, None) if !call.is_outbound() => {}
+                    (Leg::B, None) => {}
                     _ => call.handle(Instant::now(), input),
                 }
             }
@@ -760,8 +820,10 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
         }
     }
     let _ = events.send(AppEvent::Hangup { by }).await;
-    // The answerer's handle goes with the call; ours is then the last:
-    // stop the relay and wait until its ports are back in the pool.
+    // The answerer's handle goes with the call (and the bridged leg's
+    // re-offer answerer with it); ours is then the last: stop the relay and
+    // wait until its ports are back in the pool.
+    drop(bridge);
     drop(call);
     if let Ok(relay) = Arc::try_unwrap(ctx.relay) {
         let _ = relay.stop().await;
@@ -788,6 +850,61 @@ struct Bridged {
     joined: bool,
     to: String,
     from: String,
+    /// The `RingbackTone` playing to the caller while the callee rings.
+    ringback: Option<Ringback>,
+    /// SDES state when the leg offered SRTP.
+    sdes: Option<crate::application::bridge::SharedSdes>,
+    /// Each hop's SRTP policy, by plan index (the answering hop's decides
+    /// whether a plain answer is taken).
+    hop_policies: Vec<trunkd_core::SrtpPolicy>,
+}
+
+/// CallAndBridge's `RingbackTone`: the tone looped into the caller's
+/// stream, the way PlayAudio plays a prompt (the relay holds back what
+/// the B side sends meanwhile: nothing, as the callee is not answered).
+struct Ringback {
+    task: JoinHandle<()>,
+    endpoint: Arc<LegEndpoint<QualityObserver>>,
+}
+
+impl Ringback {
+    fn start(m: &Media, samples: Arc<[i16]>, ssrc: u32) -> Ringback {
+        let mut player = Player::new(
+            samples,
+            PlayerConfig {
+                codec: m.codec,
+                payload_type: m.payload_type,
+                start: RtpContinuity {
+                    ssrc,
+                    next_seq: 0,
+                    next_ts: 0,
+                },
+                repeat: Repeat::Forever,
+                marker_on_first: true,
+            },
+        );
+        let endpoint = m.endpoint.clone();
+        let task = tokio::spawn(
+            {
+                let endpoint = endpoint.clone();
+                async move {
+                    if let Err(e) = endpoint.play(&mut player).await {
+                        debug!(error = %e, "the ringback tone stopped");
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Ringback { task, endpoint }
+    }
+
+    /// Stops the tone and gives the caller's stream back to the relay
+    /// (the callee's audio goes through from now on).
+    async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        let _ = self.endpoint.stop();
+    }
 }
 
 /// What CallAndBridge asks.
@@ -796,6 +913,9 @@ struct BridgeSpec {
     caller_id: String,
     timeout: Duration,
     headers: Vec<(String, String)>,
+    via: crate::application::BridgeVia,
+    /// How many CallAndBridge the call started before this one.
+    attempt: u64,
 }
 
 /// How a bridged leg's event ends up for the driver.
@@ -843,7 +963,8 @@ impl BridgeOutcome {
 }
 
 /// Places CallAndBridge's leg: the callee is offered the relay's B side
-/// with the caller's codec, through every carrier.
+/// with the caller's codec, through every carrier or a voice connector's
+/// origination routes.
 fn start_bridge(
     ctx: &AppContext,
     local: &trunkd_b2bua::LocalAddrs,
@@ -864,15 +985,42 @@ fn start_bridge(
         payload_type: m.payload_type,
         telephone_event: m.telephone_event,
     };
-    let plan = bridge::plan(&ctx.config, &ctx.shared.hosts, ctx.seed.rotate_left(29));
-    if plan.is_empty() {
-        return Err("no carrier to place the call through".to_owned());
-    }
+    let plan = bridge::plan(
+        &ctx.config,
+        &ctx.shared.hosts,
+        ctx.seed.rotate_left(29),
+        &spec.via,
+    )?;
     let rtp = ctx.relay.local_rtp(trunkd_media::Leg::B).port();
-    let offer = bridge::offer(ctx.media_ip, rtp, ctx.seed >> 3, &codec);
+    // SRTP (SDES) when a hop asks for it; a plain answer is taken from a
+    // hop that does not require it (checked at the answer).
+    let hop_policies: Vec<trunkd_core::SrtpPolicy> = plan.iter().map(|h| h.srtp).collect();
+    let (sdes, security) = match bridge::leg_policy(&plan) {
+        trunkd_core::SrtpPolicy::Off => (None, None),
+        _ => {
+            let mut sdes = trunkd_media::LegSdes::new(trunkd_core::SrtpPolicy::Offer);
+            let security = sdes.offer("RTP/AVP").map_err(|e| e.to_string())?;
+            (Some(Arc::new(std::sync::Mutex::new(sdes))), Some(security))
+        }
+    };
+    let offer = bridge::offer_secured(ctx.media_ip, rtp, ctx.seed >> 3, &codec, security.as_ref());
+    // The callee's re-offers (hold, a new address) are answered on the
+    // relay's B side, in the codec in use.
+    let reoffer = bridge::Reoffer::new(
+        ctx.relay.clone(),
+        trunkd_media::Leg::B,
+        m.stream,
+        (ctx.media_ip, rtp),
+        ctx.seed >> 3,
+        Arc::new(std::sync::Mutex::new(codec)),
+        sdes.clone(),
+    );
     info!(to = %spec.to, hops = plan.len(), "CallAndBridge: calling");
     let leg = UacLeg::new(NewUacLeg {
-        seed: ctx.seed.rotate_left(17) ^ 0x5bd1_e995,
+        // A fresh seed per CallAndBridge of the call: a second attempt must
+        // not reuse the first one's Call-ID, tags or branches.
+        seed: (ctx.seed.rotate_left(17) ^ 0x5bd1_e995)
+            .wrapping_add(spec.attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         now: Instant::now(),
         wall: SystemTime::now(),
         local: local.clone(),
@@ -883,7 +1031,8 @@ fn start_bridge(
         headers: spec.headers,
         hop_timeout: ctx.config.settings.routing.hop_timeout,
         ring_timeout: spec.timeout,
-        reoffer: None,
+        reoffer: Some(Box::new(reoffer)),
+        side: Leg::B,
     });
     Ok(Bridged {
         leg,
@@ -891,6 +1040,9 @@ fn start_bridge(
         joined: false,
         to: spec.to,
         from: spec.caller_id,
+        ringback: None,
+        sdes,
+        hop_policies,
     })
 }
 
@@ -902,9 +1054,45 @@ fn on_bridge_event(
     ev: UacEvent,
 ) -> (Option<BridgeOutcome>, bool) {
     match ev {
+        // Early media (183 with SDP): the caller hears the callee's
+        // network (its ringback, an announcement) until the answer —
+        // unless the application's RingbackTone plays meanwhile.
+        UacEvent::Ringing {
+            hop,
+            sdp: Some(sdp),
+        } if b.ringback.is_none() => {
+            if let Some((rtp, rtcp)) = crate::application::bridge::answer_peer(&sdp) {
+                match secure_answer(ctx, b, hop, &sdp) {
+                    Ok(()) => {
+                        debug!(peer = %rtp, "CallAndBridge: early media");
+                        if let Err(e) = ctx.relay.update_stream_peer(
+                            trunkd_media::Leg::B,
+                            b.stream,
+                            Some(rtp),
+                            rtcp,
+                        ) {
+                            warn!(error = %e, "the bridged leg's early media could not be set");
+                        }
+                    }
+                    Err(message) => debug!(%message, "early media not taken"),
+                }
+            }
+            (None, false)
+        }
         UacEvent::Ringing { .. } => (None, false),
-        UacEvent::Answered { sdp, .. } => match crate::application::bridge::answer_peer(&sdp) {
+        UacEvent::Answered { sdp, hop } => match crate::application::bridge::answer_peer(&sdp) {
             Some((rtp, rtcp)) => {
+                if let Err(message) = secure_answer(ctx, b, hop, &sdp) {
+                    warn!(%message, "CallAndBridge: the answer's media security is refused");
+                    b.leg.hang_up();
+                    return (
+                        Some(BridgeOutcome::Failed {
+                            error_type: "SystemException",
+                            message,
+                        }),
+                        true,
+                    );
+                }
                 info!(peer = %rtp, "CallAndBridge: answered; bridging media");
                 if let Err(e) =
                     ctx.relay
@@ -951,6 +1139,64 @@ fn on_bridge_event(
             (Some(BridgeOutcome::Left { was_joined }), false)
         }
     }
+}
+
+/// Takes the SDES keys of the bridged leg's answer (from hop `hop`) into
+/// the relay's B side (see [`take_keys`]).
+fn secure_answer(ctx: &AppContext, b: &Bridged, hop: usize, sdp: &[u8]) -> Result<(), String> {
+    take_keys(
+        &ctx.relay,
+        trunkd_media::Leg::B,
+        b.stream,
+        b.sdes.as_ref(),
+        &b.hop_policies,
+        hop,
+        sdp,
+    )
+}
+
+/// Takes the SDES keys of a placed leg's answer `sdp` (from hop `hop`)
+/// into the relay's `leg` side, or says why the answer cannot be taken: a
+/// plain answer from a hop that requires SRTP, an answer naming no key
+/// trunkd offered. A plain leg (`sdes` none) takes any answer.
+fn take_keys(
+    relay: &Relay,
+    leg: trunkd_media::Leg,
+    stream: usize,
+    sdes: Option<&crate::application::bridge::SharedSdes>,
+    hop_policies: &[trunkd_core::SrtpPolicy],
+    hop: usize,
+    sdp: &[u8],
+) -> Result<(), String> {
+    let Some(sdes) = sdes else {
+        return Ok(());
+    };
+    let parsed = trunkd_media::sdp::Sdp::parse_bytes(sdp).map_err(|e| e.to_string())?;
+    let m = parsed
+        .media()
+        .iter()
+        .find(|m| m.kind() == "audio" && !m.is_rejected())
+        .ok_or("the answer has no audio stream")?;
+    let crypto: Vec<&str> = m.crypto().iter().map(String::as_str).collect();
+    let required = hop_policies.get(hop) == Some(&trunkd_core::SrtpPolicy::Require);
+    if crypto.is_empty() && required {
+        return Err("the callee answered plain RTP; its route requires SRTP".to_owned());
+    }
+    let mut sdes = sdes.lock().map_err(|_| "SDES state".to_owned())?;
+    sdes.peer_answered(m.proto(), &crypto)
+        .map_err(|e| format!("the callee's SRTP answer is refused: {e}"))?;
+    let keys = sdes
+        .active()
+        .map(trunkd_media::LegCrypto::new)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    info!(
+        srtp = keys.is_some(),
+        "media security of the callee's answer"
+    );
+    relay
+        .set_stream_crypto(leg, stream, keys)
+        .map_err(|e| e.to_string())
 }
 
 /// The leg an input from the engine belongs to (inputs without one are
@@ -1186,22 +1432,7 @@ async fn execute(
             digits: keys,
             tone_duration,
         } => send_digits(&action, &m, keys, *tone_duration, start).await,
-        AppAction::RecordAudio {
-            path,
-            max_duration,
-            terminators,
-        } => {
-            record(
-                &action,
-                &m,
-                path.clone(),
-                *max_duration,
-                terminators,
-                &mut digits,
-                &events,
-            )
-            .await
-        }
+        AppAction::RecordAudio { .. } => record(&action, &m, &mut digits, &events).await,
         // Handled by the call's loop.
         AppAction::Answer
         | AppAction::Hangup { .. }
@@ -1350,12 +1581,19 @@ async fn send_digits(
 async fn record(
     action: &AppAction,
     m: &Media,
-    path: PathBuf,
-    max_duration: Duration,
-    terminators: &[char],
     digits: &mut mpsc::Receiver<char>,
     events: &mpsc::Sender<AppEvent>,
 ) -> Option<AppEvent> {
+    let AppAction::RecordAudio {
+        path,
+        max_duration,
+        terminators,
+        silence,
+    } = action
+    else {
+        return None;
+    };
+    let (path, max_duration, silence) = (path.clone(), *max_duration, *silence);
     while let Ok(c) = digits.try_recv() {
         unused(events, c).await;
     }
@@ -1388,11 +1626,38 @@ async fn record(
     let deadline = tokio::time::sleep(max_duration);
     tokio::pin!(deadline);
     let mut terminator = None;
+    let mut quiet = silence.map(|(threshold, duration)| {
+        crate::application::silence::SilenceDetector::new(threshold, duration, Instant::now())
+    });
+    let mut decoded = Vec::with_capacity(160);
     loop {
+        let quiet_until = quiet.as_ref().map(|q| q.deadline());
         tokio::select! {
             () = &mut deadline => break,
+            () = sleep_until(quiet_until) => {
+                if quiet.as_ref().is_some_and(|q| q.is_over(Instant::now())) {
+                    debug!("the caller was quiet for SilenceDurationInSeconds; recording ends");
+                    break;
+                }
+            }
             p = tap.recv() => match p {
                 Some(p) if !p.rtcp => {
+                    if let Some(q) = quiet.as_mut() {
+                        if let Some((pt, payload)) =
+                            crate::application::silence::rtp_payload(&p.data)
+                        {
+                            let law = if pt == m.payload_type {
+                                Some(m.codec)
+                            } else {
+                                G711::from_static_payload_type(pt)
+                            };
+                            if let Some(law) = law {
+                                decoded.clear();
+                                law.decode_into(payload, &mut decoded);
+                                q.frame(p.arrival, &decoded);
+                            }
+                        }
+                    }
                     // A writer behind loses packets, never the call.
                     if packets.try_send(p.data).is_err() {
                         debug!("recording writer behind; packet lost");
@@ -1932,6 +2197,7 @@ mod tests {
                 path: path.clone(),
                 max_duration: Duration::from_secs(5),
                 terminators: vec!['#'],
+                silence: None,
             })
             .await
             .unwrap();

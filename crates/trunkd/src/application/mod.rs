@@ -24,6 +24,7 @@
 
 pub mod audio;
 pub mod bridge;
+pub mod silence;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -78,11 +79,14 @@ pub enum AppAction {
         tone_duration: Duration,
     },
     /// Record what the caller sends to a WAV file at `path` (8 kHz mono),
-    /// for at most `max_duration`, or until a digit of `terminators`.
+    /// for at most `max_duration`, until a digit of `terminators`, or —
+    /// with `silence` (`SilenceThreshold`, `SilenceDurationInSeconds`) —
+    /// until the caller has been quiet that long ([`silence`]).
     RecordAudio {
         path: PathBuf,
         max_duration: Duration,
         terminators: Vec<char>,
+        silence: Option<(u32, Duration)>,
     },
     /// Start recording the call in the background to a WAV file at
     /// `path` (the action succeeds at once; the call goes on): `Incoming`
@@ -101,8 +105,9 @@ pub enum AppAction {
     /// End the call: BYE once answered, else `sip_response_code` (4xx–6xx)
     /// to the INVITE.
     Hangup { sip_response_code: u16 },
-    /// Call `to` through the carriers from `caller_id` with the extra
-    /// `headers`, ringing at most `timeout`, and bridge the caller to it
+    /// Call `to` through the carriers or a voice connector (`via`) from
+    /// `caller_id` with the extra `headers`, ringing at most `timeout`,
+    /// and bridge the caller to it
     /// (answers first). Ends with [`AppEvent::BridgeJoined`] then
     /// `ActionSucceeded`, or `ActionFailed`; the callee's hangup later is
     /// [`AppEvent::BridgeLeft`].
@@ -111,6 +116,12 @@ pub enum AppAction {
         caller_id: String,
         timeout: Duration,
         headers: Vec<(String, String)>,
+        /// Through the carriers (`PSTN`) or a voice connector's
+        /// origination routes (`AWS`).
+        via: BridgeVia,
+        /// `RingbackTone` (8 kHz mono): played to the caller, looped, from
+        /// the INVITE until the callee answers or the leg fails.
+        ringback: Option<Arc<[i16]>>,
     },
     /// Hang up the bridged leg only (Hangup with `ParticipantTag` LEG-B).
     HangupBridged,
@@ -133,6 +144,17 @@ impl AppAction {
             AppAction::StopCallRecording => "StopCallRecording",
         }
     }
+}
+
+/// Where CallAndBridge's leg goes (the endpoint's `BridgeEndpointType`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeVia {
+    /// `PSTN`: every carrier's hosts by priority and weight.
+    Carriers,
+    /// `AWS`: the origination routes of a voice connector, or of a group's
+    /// voice connectors in item priority order — as an origination call to
+    /// it would try them.
+    Origination(trunkd_core::admission::OriginationTarget),
 }
 
 /// How digits are collected: until `max_digits`, a terminator (not part

@@ -35,7 +35,7 @@ use trunkd_sma::{Direction, Participant, ParticipantStatus, ParticipantTag};
 
 use super::audio::{self, AudioCache, Samples};
 use super::{
-    channels, ActionData, AppAction, AppCall, AppEvent, DigitCollection, DriverChannels,
+    channels, ActionData, AppAction, AppCall, AppEvent, BridgeVia, DigitCollection, DriverChannels,
     DriverFactory,
 };
 use crate::daemon::Shared;
@@ -576,31 +576,53 @@ impl Driver {
                         path,
                         max_duration: Duration::from_secs(u64::from(r.duration_in_seconds)),
                         terminators: r.recording_terminators.clone(),
+                        silence: r
+                            .silence_duration_in_seconds
+                            .map(|s| (r.silence_threshold, Duration::from_secs(u64::from(s)))),
                     })
             }
             Action::PlayAudio(_) | Action::PlayAudioAndGetDigits(_) => {
-                self.prepare(action);
+                self.prepare(Job::Build(action));
                 return;
             }
-            Action::CallAndBridge(b) => match b.endpoints.first() {
-                Some(e) if e.bridge_endpoint_type == BridgeEndpointType::Pstn => {
-                    Ok(AppAction::CallAndBridge {
-                        to: e.uri.clone(),
-                        caller_id: b.caller_id_number.clone(),
-                        timeout: Duration::from_secs(u64::from(b.call_timeout_seconds)),
-                        headers: b
-                            .sip_headers
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                    })
+            Action::CallAndBridge(b) => {
+                let via = match b.endpoints.first() {
+                    Some(e) if e.bridge_endpoint_type == BridgeEndpointType::Pstn => {
+                        Ok(BridgeVia::Carriers)
+                    }
+                    Some(e) => super::bridge::resolve(&self.config.resources, e)
+                        .map(BridgeVia::Origination)
+                        .map_err(|m| (INVALID_PARAMETER.to_owned(), m)),
+                    None => Err((
+                        INVALID_PARAMETER.to_owned(),
+                        "Invalid number of endpoints provided".to_owned(),
+                    )),
+                };
+                let ready = via.map(|via| AppAction::CallAndBridge {
+                    to: b
+                        .endpoints
+                        .first()
+                        .map(|e| e.uri.clone())
+                        .unwrap_or_default(),
+                    caller_id: b.caller_id_number.clone(),
+                    timeout: Duration::from_secs(u64::from(b.call_timeout_seconds)),
+                    headers: b
+                        .sip_headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    via,
+                    ringback: None,
+                });
+                match (ready, b.ringback_tone.clone()) {
+                    // The tone is fetched first, like a prompt.
+                    (Ok(a), Some(tone)) => {
+                        self.prepare(Job::Ringback(a, tone));
+                        return;
+                    }
+                    (ready, _) => ready,
                 }
-                _ => Err((
-                    "SystemException".to_owned(),
-                    "CallAndBridge to a voice connector (AWS) is not supported by trunkd yet"
-                        .to_owned(),
-                )),
-            },
+            }
             Action::StartCallRecording(r) => {
                 self.call_recording_path(&r.destination)
                     .map(|path| AppAction::StartCallRecording {
@@ -795,7 +817,7 @@ impl Driver {
 
     /// Fetches a PlayAudio's or PlayAudioAndGetDigits' audio, then hands
     /// the action back as [`Done::Prepared`].
-    fn prepare(&mut self, action: Action) {
+    fn prepare(&mut self, job: Job) {
         let apps = &self.config.settings.applications;
         let source = Source {
             sinks: self.config.settings.records.sinks.clone(),
@@ -811,7 +833,19 @@ impl Driver {
         self.fetch = Some(tokio::spawn(
             async move {
                 let timeout = source.timeout;
-                let prepared = match tokio::time::timeout(timeout, build(&source, action)).await {
+                let work = async {
+                    match job {
+                        Job::Build(action) => build(&source, action).await,
+                        Job::Ringback(mut action, tone) => {
+                            let samples = source.load(&tone).await?;
+                            if let AppAction::CallAndBridge { ringback, .. } = &mut action {
+                                *ringback = Some(samples);
+                            }
+                            Ok(action)
+                        }
+                    }
+                };
+                let prepared = match tokio::time::timeout(timeout, work).await {
                     Ok(r) => r,
                     Err(_) => Err((
                         INVALID_AUDIO_SOURCE.to_owned(),
@@ -823,6 +857,13 @@ impl Driver {
             .in_current_span(),
         ));
     }
+}
+
+/// What a fetch task prepares: an action's prompts, or a CallAndBridge's
+/// `RingbackTone`.
+enum Job {
+    Build(Action),
+    Ringback(AppAction, MediaRef),
 }
 
 /// Where audio comes from, for one fetch.

@@ -516,16 +516,60 @@ impl EngineTask {
         }
         let seed = u64::from_le_bytes(seed);
         let media_ip = anchor.advertised();
-        let codec = bridge::BridgeCodec {
+        // No carrier: an empty plan, which fails the call at once.
+        let plan = bridge::plan(
+            &config,
+            &self.shared.hosts,
+            seed.rotate_left(11),
+            &crate::application::BridgeVia::Carriers,
+        )
+        .unwrap_or_default();
+        // SRTP (SDES) when a carrier host's policy asks for it, as for
+        // CallAndBridge's leg.
+        let hop_policies: Vec<trunkd_core::SrtpPolicy> = plan.iter().map(|h| h.srtp).collect();
+        let (sdes, security) = match bridge::leg_policy(&plan) {
+            trunkd_core::SrtpPolicy::Off => (None, None),
+            _ => {
+                let mut sdes = trunkd_media::LegSdes::new(trunkd_core::SrtpPolicy::Offer);
+                match sdes.offer("RTP/AVP") {
+                    Ok(s) => (Some(Arc::new(std::sync::Mutex::new(sdes))), Some(s)),
+                    Err(e) => {
+                        warn!(error = %e, "no SRTP keys; the call is not placed");
+                        self.engine.handle(
+                            Instant::now(),
+                            SystemTime::now(),
+                            EngineInput::CallDone { call: key },
+                        );
+                        return;
+                    }
+                }
+            }
+        };
+        // PCMU and PCMA: the callee picks (the call task reads which).
+        let a_port = relay.local_rtp(trunkd_media::Leg::A).port();
+        let offer = bridge::offer_codecs_secured(
+            media_ip,
+            a_port,
+            seed >> 3,
+            &bridge::PLACED_CALL_CODECS,
+            Some(101),
+            security.as_ref(),
+        );
+        // The callee's re-offers are answered on the relay's A side in the
+        // codec it picked (the call task records it here at the answer).
+        let codec = std::sync::Arc::new(std::sync::Mutex::new(bridge::BridgeCodec {
             encoding: "PCMU".into(),
             payload_type: 0,
             telephone_event: Some(101),
-        };
-        let offer = bridge::offer(
-            media_ip,
-            relay.local_rtp(trunkd_media::Leg::A).port(),
+        }));
+        let reoffer = bridge::Reoffer::new(
+            relay.clone(),
+            trunkd_media::Leg::A,
+            0,
+            (media_ip, a_port),
             seed >> 3,
-            &codec,
+            codec.clone(),
+            sdes.clone(),
         );
         let leg = trunkd_b2bua::UacLeg::new(trunkd_b2bua::NewUacLeg {
             seed,
@@ -534,12 +578,14 @@ impl EngineTask {
             local: self.engine.local().clone(),
             callee: req.to.clone(),
             caller: req.from.clone(),
-            plan: bridge::plan(&config, &self.shared.hosts, seed.rotate_left(11)),
+            plan,
             offer,
             headers: req.headers,
             hop_timeout: config.settings.routing.hop_timeout,
-            ring_timeout: OUTBOUND_RING_TIMEOUT,
-            reoffer: None,
+            ring_timeout: config.settings.applications.outbound_ring_timeout,
+            reoffer: Some(Box::new(reoffer)),
+            // The call's first leg: a CallAndBridge on it is the B leg.
+            side: trunkd_b2bua::Leg::A,
         });
         let call_id = leg
             .call_id()
@@ -576,13 +622,16 @@ impl EngineTask {
             outbound: true,
         };
         self.calls.insert(key, call_tx);
-        tokio::spawn(crate::app_task::run_outbound(ctx, leg, anchor, call_rx));
+        let placed = crate::app_task::PlacedMedia {
+            codec,
+            sdes,
+            hop_policies,
+        };
+        tokio::spawn(crate::app_task::run_outbound(
+            ctx, leg, anchor, placed, call_rx,
+        ));
     }
 }
-
-/// How long the callee of an application's call may ring (the managed
-/// service gives CreateSipMediaApplicationCall no timeout of its own).
-const OUTBOUND_RING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Writes the CDR of a call that admission refused (SPEC §5.1: every call
 /// that reached admission has one), off the engine's thread.
