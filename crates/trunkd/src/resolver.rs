@@ -285,9 +285,13 @@ impl HostCache {
         // Then addresses: names of address routes, SRV targets, and names
         // without SRV records (their own A/AAAA is the fallback).
         let mut wanted: Vec<String> = routes(&config.resources)
-            .filter_map(|r| match &r.host {
-                Host::Name(n) => Some(n.to_string()),
-                Host::Ip(_) => None,
+            .filter_map(|r| match (&r.host, ServiceKey::of(r)) {
+                (Host::Name(n), None) => Some(n.to_string()),
+                // The SRV name's own A/AAAA only as its fallback.
+                (Host::Name(n), Some(key)) if services.get(&key).is_none_or(Vec::is_empty) => {
+                    Some(n.to_string())
+                }
+                _ => None,
             })
             .chain(
                 services
