@@ -6,7 +6,8 @@
 //! - A carrier host given as a domain with two SRV targets: a call goes
 //!   to the priority-1 target, fails over to priority 2 on its 503, and
 //!   after the records change (dnsmasq restarted, TTL 1 s, so trunkd's
-//!   5 s floor applies) calls follow the new records without a reload.
+//!   5 s floor applies) calls follow the new records without a reload;
+//!   with the DNS server gone they keep using the last good records.
 //! - A domain with no protocol: NAPTR chooses TCP, and the call goes over
 //!   TCP to the SRV target.
 
@@ -205,8 +206,28 @@ fn srv_targets_fail_over_by_priority_and_follow_changed_records() {
         took < Duration::from_secs(12),
         "records followed after {took:?}"
     );
-    assert!(!d.log().contains("panicked"), "{}", d.log());
+
+    // DNS goes away: the records expire, the lookup fails, and calls keep
+    // going to the last good target.
     drop(dns);
+    let errors_before = lookups(&d, "srv", "error");
+    let mut fourth = SippBg::uas("uas_answer.xml", SBC3, p3, &["-m", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lookups(&d, "srv", "error") <= errors_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        lookups(&d, "srv", "error") > errors_before,
+        "no failed SRV lookup within 20 s of the server going away:\n{}",
+        d.metrics()
+    );
+    let out = pbx_calls("uac_call.xml", &d, &["-d", "100"]);
+    assert_ok(&out, "customer, with the DNS server down");
+    assert!(
+        fourth.wait(Duration::from_secs(10)).0,
+        "the last good SRV target answered"
+    );
+    assert!(!d.log().contains("panicked"), "{}", d.log());
 }
 
 #[test]
