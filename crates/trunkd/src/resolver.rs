@@ -46,6 +46,12 @@ use trunkd_core::{Host, Resources, Route, Transport};
 
 use crate::metrics::{DnsLookupLabels, Metrics};
 
+/// `dns_lookups`, shared with the lookup tasks.
+type Lookups = prometheus_client::metrics::family::Family<
+    DnsLookupLabels,
+    prometheus_client::metrics::counter::Counter,
+>;
+
 /// Records are never used longer than this without asking again.
 pub const TTL_CEILING: Duration = Duration::from_secs(3600);
 /// … nor asked again sooner (TTL 0 included).
@@ -238,15 +244,7 @@ impl HostCache {
         };
         let previous = self.snapshot.load_full();
         let now = Instant::now();
-        let count = |kind: &'static str, result: &'static str| {
-            metrics
-                .dns_lookups
-                .get_or_create(&DnsLookupLabels {
-                    r#type: kind,
-                    result,
-                })
-                .inc();
-        };
+        let counts = &metrics.dns_lookups;
 
         // SRV (and NAPTR) first: their targets are names to resolve.
         let mut service_keys: Vec<ServiceKey> = routes(&config.resources)
@@ -255,16 +253,30 @@ impl HostCache {
         let mut seen = std::collections::HashSet::new();
         service_keys.retain(|k| seen.insert(k.clone()));
         let mut services = HashMap::with_capacity(service_keys.len());
+        // Due lookups run at once: a dead nameserver costs one timeout per
+        // round, not one per name.
+        let mut lookups = tokio::task::JoinSet::new();
         for key in service_keys {
             let due = state.services_due.get(&key).copied();
-            let kept = previous.services.get(&key).cloned();
-            if let (Some(d), Some(kept)) = (due, &kept) {
+            if let (Some(d), Some(kept)) = (due, previous.services.get(&key)) {
                 if now < d.at {
                     services.insert(key, kept.clone());
                     continue;
                 }
             }
-            match lookup_services(&resolver, &key, &count).await {
+            let (resolver, counts) = (resolver.clone(), counts.clone());
+            lookups.spawn(async move {
+                let found = lookup_services(&resolver, &key, &counts).await;
+                (key, found)
+            });
+        }
+        // A lookup task does not panic by design; if one did, its name
+        // would miss this round's snapshot and be looked up next round.
+        while let Some(done) = lookups.join_next().await {
+            let Ok((key, found)) = done else { continue };
+            let due = state.services_due.get(&key).copied();
+            let kept = previous.services.get(&key).cloned();
+            match found {
                 Ok((found, ttls)) => {
                     debug!(host = %key.name, ?found, "route SRV records");
                     state
@@ -305,16 +317,27 @@ impl HostCache {
         wanted.sort();
         wanted.dedup();
         let mut names = HashMap::with_capacity(wanted.len());
+        let mut lookups = tokio::task::JoinSet::new();
         for name in wanted {
             let due = state.names_due.get(&name).copied();
-            let kept = previous.names.get(&name).cloned();
-            if let (Some(d), Some(kept)) = (due, &kept) {
+            if let (Some(d), Some(kept)) = (due, previous.names.get(&name)) {
                 if now < d.at {
                     names.insert(name, kept.clone());
                     continue;
                 }
             }
-            let (mut addrs, ttls, failed) = lookup_addresses(&resolver, &name, &count).await;
+            let (resolver, counts) = (resolver.clone(), counts.clone());
+            lookups.spawn(async move {
+                let found = lookup_addresses(&resolver, &name, &counts).await;
+                (name, found)
+            });
+        }
+        while let Some(done) = lookups.join_next().await {
+            let Ok((name, (mut addrs, ttls, failed))) = done else {
+                continue;
+            };
+            let due = state.names_due.get(&name).copied();
+            let kept = previous.names.get(&name).cloned();
             if addrs.is_empty() {
                 // Keep what worked before: a DNS outage is not a route change.
                 if let Some(e) = failed {
@@ -406,7 +429,7 @@ async fn query<T>(
     resolver: &TokioResolver,
     name: &str,
     kind: RecordType,
-    count: &impl Fn(&'static str, &'static str),
+    counts: &Lookups,
     pick: impl Fn(&RData) -> Option<T>,
 ) -> Answer<T> {
     let label = match kind {
@@ -435,14 +458,17 @@ async fn query<T>(
         Ok(Err(e)) => Answer::Failed(e.to_string()),
         Err(_) => Answer::Failed("timed out".to_owned()),
     };
-    count(
-        label,
-        match &answer {
-            Answer::Records(..) => "ok",
-            Answer::NoData => "nodata",
-            Answer::Failed(_) => "error",
-        },
-    );
+    let result = match &answer {
+        Answer::Records(..) => "ok",
+        Answer::NoData => "nodata",
+        Answer::Failed(_) => "error",
+    };
+    counts
+        .get_or_create(&DnsLookupLabels {
+            r#type: label,
+            result,
+        })
+        .inc();
     answer
 }
 
@@ -451,21 +477,27 @@ async fn query<T>(
 async fn lookup_services(
     resolver: &TokioResolver,
     key: &ServiceKey,
-    count: &impl Fn(&'static str, &'static str),
+    counts: &Lookups,
 ) -> Result<(Vec<Service>, Vec<u32>), String> {
     let mut all_ttls = Vec::new();
     let mut naptr = Vec::new();
     if key.naptr {
-        match query(resolver, &key.name, RecordType::NAPTR, count, |d| match d {
-            RData::NAPTR(n) => Some(Naptr {
-                order: n.order,
-                preference: n.preference,
-                flags: String::from_utf8_lossy(&n.flags).into_owned(),
-                services: String::from_utf8_lossy(&n.services).into_owned(),
-                replacement: plain(&n.replacement),
-            }),
-            _ => None,
-        })
+        match query(
+            resolver,
+            &key.name,
+            RecordType::NAPTR,
+            counts,
+            |d| match d {
+                RData::NAPTR(n) => Some(Naptr {
+                    order: n.order,
+                    preference: n.preference,
+                    flags: String::from_utf8_lossy(&n.flags).into_owned(),
+                    services: String::from_utf8_lossy(&n.services).into_owned(),
+                    replacement: plain(&n.replacement),
+                }),
+                _ => None,
+            },
+        )
         .await
         {
             Answer::Records(r, ttls) => {
@@ -478,7 +510,7 @@ async fn lookup_services(
     }
     let mut services = Vec::new();
     for (transport, srv_name) in rfc3263::srv_names(&key.name, &naptr, &key.allowed()) {
-        match query(resolver, &srv_name, RecordType::SRV, count, |d| match d {
+        match query(resolver, &srv_name, RecordType::SRV, counts, |d| match d {
             RData::SRV(s) => Some(Srv {
                 priority: s.priority,
                 weight: s.weight,
@@ -508,11 +540,11 @@ async fn lookup_services(
 async fn lookup_addresses(
     resolver: &TokioResolver,
     name: &str,
-    count: &impl Fn(&'static str, &'static str),
+    counts: &Lookups,
 ) -> (Vec<IpAddr>, Vec<u32>, Option<String>) {
     let (mut addrs, mut ttls, mut failed) = (Vec::new(), Vec::new(), None);
     for kind in [RecordType::A, RecordType::AAAA] {
-        match query(resolver, name, kind, count, |d| d.ip_addr()).await {
+        match query(resolver, name, kind, counts, |d| d.ip_addr()).await {
             Answer::Records(a, t) => {
                 addrs.extend(a);
                 ttls.extend(t);
