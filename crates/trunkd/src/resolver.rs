@@ -380,6 +380,28 @@ impl HostCache {
     }
 }
 
+#[cfg(test)]
+impl HostCache {
+    /// A cache holding `names` and, for `route`, `services` (tests of
+    /// planning without DNS).
+    pub(crate) fn with_records(
+        names: &[(&str, &[IpAddr])],
+        route: &Route,
+        services: Vec<Service>,
+    ) -> HostCache {
+        let cache = HostCache::default();
+        let mut snapshot = Snapshot::default();
+        for (n, a) in names {
+            snapshot.names.insert((*n).to_owned(), a.to_vec());
+        }
+        if let Some(key) = ServiceKey::of(route) {
+            snapshot.services.insert(key, services);
+        }
+        cache.snapshot.store(Arc::new(snapshot));
+        cache
+    }
+}
+
 fn build_resolver(servers: &[SocketAddr]) -> Result<TokioResolver, String> {
     let mut builder = if servers.is_empty() {
         TokioResolver::builder_tokio().map_err(|e| e.to_string())?

@@ -906,3 +906,135 @@ mod warning_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod srv_hop_tests {
+    use super::*;
+    use crate::resolver::HostCache;
+    use trunkd_core::routing::rfc3263::{Service, Srv};
+    use trunkd_core::{Port, Priority, Transport, Weight};
+
+    fn route(host: &str, dns: DnsLookup) -> Route {
+        Route {
+            host: host.parse().unwrap(),
+            port: Port::new(5060).unwrap(),
+            protocol: Transport::Udp,
+            priority: Priority::new(1, 100).unwrap(),
+            weight: Weight::new(1).unwrap(),
+            srtp: None,
+            tls_server_name: None,
+            dns,
+        }
+    }
+
+    fn srv(priority: u16, port: u16, target: &str) -> Srv {
+        Srv {
+            priority,
+            weight: 10,
+            port,
+            target: target.into(),
+        }
+    }
+
+    fn plan(hosts: &HostCache, r: &Route) -> Vec<PlannedHop> {
+        hops(
+            hosts,
+            r,
+            &mut || 0x8000_0000,
+            &HopOwner {
+                carrier: None,
+                vc: None,
+                credentials: None,
+                srtp: |_| SrtpPolicy::Off,
+            },
+        )
+    }
+
+    fn dests(plan: &[PlannedHop]) -> Vec<String> {
+        plan.iter()
+            .map(|p| {
+                format!(
+                    "{} {:?} {}",
+                    p.hop.dest.addr, p.hop.dest.transport, p.hop.uri_host
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_srv_target_is_a_hop_keyed_by_its_address_in_priority_order() {
+        let r = route("carrier.test", DnsLookup::Srv);
+        let sbc1: IpAddr = "127.0.0.2".parse().unwrap();
+        let sbc2: IpAddr = "127.0.0.6".parse().unwrap();
+        let hosts = HostCache::with_records(
+            &[
+                ("sbc1.carrier.test", &[sbc1]),
+                ("sbc2.carrier.test", &[sbc2]),
+            ],
+            &r,
+            vec![Service {
+                transport: Transport::Udp,
+                records: vec![
+                    srv(2, 5090, "sbc2.carrier.test"),
+                    srv(1, 5080, "sbc1.carrier.test"),
+                ],
+            }],
+        );
+        let p = plan(&hosts, &r);
+        assert_eq!(
+            dests(&p),
+            [
+                "127.0.0.2:5080 Udp carrier.test",
+                "127.0.0.6:5090 Udp carrier.test"
+            ]
+        );
+        assert_eq!(p[0].route.host, Host::Ip(sbc1));
+        assert_eq!(p[0].route.port.get(), 5080);
+        assert_eq!(p[0].route.dns, DnsLookup::Address);
+
+        // The priority-1 target failed: it goes last, the other target of
+        // the same name first.
+        let now = Instant::now();
+        let mut health = RouteHealthTable::default();
+        health.record_failure(&p[0].route, now);
+        assert_eq!(
+            dests(&demote_held_targets(p, &health, now)),
+            [
+                "127.0.0.6:5090 Udp carrier.test",
+                "127.0.0.2:5080 Udp carrier.test"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dot_srv_target_gives_no_hop_and_a_name_without_srv_its_address() {
+        let r = route("carrier.test", DnsLookup::Srv);
+        let own: IpAddr = "192.0.2.1".parse().unwrap();
+        let none = HostCache::with_records(
+            &[("carrier.test", &[own])],
+            &r,
+            vec![Service {
+                transport: Transport::Udp,
+                records: vec![srv(0, 0, ".")],
+            }],
+        );
+        assert!(plan(&none, &r).is_empty());
+        let fallback = HostCache::with_records(&[("carrier.test", &[own])], &r, vec![]);
+        assert_eq!(
+            dests(&plan(&fallback, &r)),
+            ["192.0.2.1:5060 Udp carrier.test"]
+        );
+    }
+
+    #[test]
+    fn a_name_with_a_port_keeps_one_hop_and_its_port_in_the_uri() {
+        let r = route("sbc.example", DnsLookup::Address);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let hosts = HostCache::with_records(&[("sbc.example", &[a, b])], &r, vec![]);
+        assert_eq!(
+            dests(&plan(&hosts, &r)),
+            ["192.0.2.1:5060 Udp sbc.example:5060"]
+        );
+    }
+}
