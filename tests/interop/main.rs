@@ -6,6 +6,7 @@ mod support;
 mod admin_api;
 mod baresip;
 mod calls;
+mod dns;
 mod events;
 mod foundation;
 mod journal;

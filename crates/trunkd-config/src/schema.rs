@@ -174,6 +174,9 @@ pub struct Routing {
     pub deadline_seconds: Option<i64>,
     pub hold_down_seconds: Option<i64>,
     pub emergency_numbers: Option<Vec<String>>,
+    /// Nameservers for route host names (`"ip:port"` or `"ip"`); the
+    /// system's when absent.
+    pub dns_servers: Option<Vec<String>>,
 }
 
 /// `[probing]`: OPTIONS probing of carrier hosts and origination routes.

@@ -214,6 +214,9 @@ pub struct RoutingSettings {
     pub emergency_numbers: Vec<String>,
     /// `[probing]`; `None` while `interval_seconds` is 0 (off).
     pub probing: Option<trunkd_core::routing::probe::ProbeSettings>,
+    /// `dns_servers`: where route host names are resolved (port 53 when
+    /// not given); empty: the system's resolver configuration.
+    pub dns_servers: Vec<std::net::SocketAddr>,
 }
 
 /// Abuse protection on the SIP listeners (SPEC §8).

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
+use trunkd_core::routing::rfc3263::DnsLookup;
 use trunkd_core::secret::{decode_hex, DigestCredential, DigestSecret, Secret};
 use trunkd_core::types::is_hostname;
 use trunkd_core::*;
@@ -297,7 +298,17 @@ impl Check<'_, '_, '_> {
                 None
             }
         };
+        // RFC 3263 §4.2: an explicit port means A/AAAA only (what every
+        // existing route with host and port keeps doing); a name without a
+        // port is looked up with SRV, and with NAPTR first when the
+        // transport is not fixed either.
+        let dns = match (&host, r.port, &r.protocol) {
+            (Some(Host::Name(_)), None, None) => DnsLookup::Naptr,
+            (Some(Host::Name(_)), None, Some(_)) => DnsLookup::Srv,
+            _ => DnsLookup::Address,
+        };
         Some(Route {
+            dns,
             host: host?,
             port: port?,
             protocol: protocol?,
@@ -1217,6 +1228,21 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             );
         }
     }
+    let mut dns_servers = Vec::new();
+    for (i, s) in r.dns_servers.iter().flatten().enumerate() {
+        let parsed = s.parse::<std::net::SocketAddr>().ok().or_else(|| {
+            s.parse::<IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        });
+        match parsed {
+            Some(a) => dns_servers.push(a),
+            None => c.err(
+                format!("dns_servers[{i}]"),
+                format!("{s:?} is not an IP address or ip:port (e.g. \"127.0.0.1:53\")"),
+            ),
+        }
+    }
     let probing = probing(&raw.probing, report);
     let routing = RoutingSettings {
         hop_timeout: Duration::from_millis(hop_timeout_ms),
@@ -1224,6 +1250,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         hold_down: Duration::from_secs(hold_down),
         emergency_numbers,
         probing,
+        dns_servers,
     };
 
     let sec = &raw.security;

@@ -1063,3 +1063,70 @@ fn streaming_layout_and_reconnect_errors_name_the_field() {
         &["F: voice_connectors[id=vc-west].streaming.reconnect_max_ms: 500 is below reconnect_initial_ms (1000)"],
     );
 }
+
+/// RFC 3263: a host name without a port is looked up with SRV (and NAPTR
+/// when no protocol is given either); a port keeps A/AAAA only.
+#[test]
+fn route_dns_lookup_follows_port_and_protocol() {
+    use trunkd_core::routing::rfc3263::DnsLookup;
+    let lookup = |route: &str| {
+        let text = with("{ host = \"127.0.0.1\", port = 5093 }", route);
+        assert_errors(&text, &[]);
+        let c = trunkd_config::load(&write(&text)).unwrap();
+        let r = &c
+            .resources
+            .voice_connector("vc-west")
+            .unwrap()
+            .origination
+            .routes[0];
+        (r.dns, r.port.get(), r.protocol)
+    };
+    use trunkd_core::Transport::{Tcp, Tls, Udp};
+    assert_eq!(
+        lookup("{ host = \"127.0.0.1\", port = 5093 }"),
+        (DnsLookup::Address, 5093, Udp)
+    );
+    assert_eq!(
+        lookup("{ host = \"127.0.0.1\" }"),
+        (DnsLookup::Address, 5060, Udp)
+    );
+    assert_eq!(
+        lookup("{ host = \"pbx.example.com\", port = 5093 }"),
+        (DnsLookup::Address, 5093, Udp)
+    );
+    assert_eq!(
+        lookup("{ host = \"pbx.example.com\" }"),
+        (DnsLookup::Naptr, 5060, Udp)
+    );
+    assert_eq!(
+        lookup("{ host = \"pbx.example.com\", protocol = \"TCP\" }"),
+        (DnsLookup::Srv, 5060, Tcp)
+    );
+    assert_eq!(
+        lookup("{ host = \"pbx.example.com\", protocol = \"TLS\" }"),
+        (DnsLookup::Srv, 5061, Tls)
+    );
+}
+
+#[test]
+fn routing_dns_servers_are_addresses() {
+    let text = with(
+        "[sip]",
+        "[routing]\ndns_servers = [\"127.0.0.1:5353\", \"::1\", \"dns.example\"]\n\n[sip]",
+    );
+    assert_errors(&text, &[
+        "F: routing.dns_servers[2]: \"dns.example\" is not an IP address or ip:port (e.g. \"127.0.0.1:53\")",
+    ]);
+    let ok = with(
+        "[sip]",
+        "[routing]\ndns_servers = [\"127.0.0.1:5353\", \"::1\"]\n\n[sip]",
+    );
+    let c = trunkd_config::load(&write(&ok)).unwrap();
+    assert_eq!(
+        c.settings.routing.dns_servers,
+        vec![
+            "127.0.0.1:5353".parse().unwrap(),
+            "[::1]:53".parse().unwrap()
+        ]
+    );
+}

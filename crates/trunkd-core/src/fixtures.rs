@@ -21,6 +21,7 @@ pub(crate) fn route(host: &str, port: i64, priority: i64, weight: i64) -> Route 
         weight: Weight::new(weight).unwrap(),
         srtp: None,
         tls_server_name: None,
+        dns: Default::default(),
     }
 }
 

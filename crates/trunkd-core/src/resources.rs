@@ -33,6 +33,11 @@ pub struct Route {
     /// certificate (the host is an IP address, which carriers' certificates
     /// often do not name). `None`: the certificate must name the IP.
     pub tls_server_name: Option<String>,
+    /// How a host name becomes addresses (RFC 3263): A/AAAA only when a
+    /// `port` was given, else SRV (and NAPTR when no `protocol` was
+    /// given either). `port` and `protocol` are then only the fallback
+    /// for a name without SRV records.
+    pub dns: crate::routing::rfc3263::DnsLookup,
 }
 
 #[derive(Clone, Debug)]

@@ -310,7 +310,7 @@ impl Shared {
                 self.metrics.set_resources(&new.resources);
                 // New route names resolve before the file is in force, so
                 // the first call after the reload can use them.
-                self.hosts.refresh(&new.resources).await;
+                self.hosts.refresh(&new, &self.metrics).await;
                 let new = Arc::new(new);
                 self.config.store(new.clone());
                 self.events.reconfigure(new);
@@ -659,13 +659,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tasks.spawn(crate::streaming::sweeper::run(shared.clone()));
 
     // Route host names: resolved now, then refreshed off the call path.
-    shared.hosts.refresh(&shared.config().resources).await;
+    // Each name is asked again when its records expire (their TTL).
+    shared
+        .hosts
+        .refresh(&shared.config(), &shared.metrics)
+        .await;
     let refresher = shared.clone();
     tasks.spawn(async move {
         loop {
-            tokio::time::sleep(crate::resolver::REFRESH).await;
             let config = refresher.config();
-            refresher.hosts.refresh(&config.resources).await;
+            let next = refresher
+                .hosts
+                .refresh_due(&config, &refresher.metrics)
+                .await;
+            drop(config);
+            refresher.hosts.wait(next).await;
         }
     });
 

@@ -148,6 +148,15 @@ pub struct RouteState {
     pub probe_up: Option<bool>,
 }
 
+/// `dns_lookups`: `type` = naptr | srv | a | aaaa; `result` = ok (records)
+/// | nodata (the name or type does not exist) | error (timeout, SERVFAIL,
+/// no server).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLookupLabels {
+    pub r#type: &'static str,
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteResultLabels {
     /// `host:port/transport`
@@ -272,6 +281,8 @@ pub struct Metrics {
     /// OPTIONS probing (`[probing]`): 1 while a probed route is up.
     pub route_probe_up: Family<RouteLabels, Gauge>,
     pub route_probes: Family<RouteResultLabels, Counter>,
+    /// Lookups of route host names (`resolver`), by record type and result.
+    pub dns_lookups: Family<DnsLookupLabels, Counter>,
     /// The routes with a `route_probe_up` series (the family cannot be
     /// listed), so a removed route's series can be removed.
     route_probe_labels: std::sync::Mutex<Vec<RouteLabels>>,
@@ -617,6 +628,12 @@ impl Metrics {
             "OPTIONS probes that ended, by route and result (ok: an accepted reply)",
             route_probes.clone(),
         );
+        let dns_lookups = Family::<DnsLookupLabels, Counter>::default();
+        registry.register(
+            "dns_lookups",
+            "DNS lookups of route host names (RFC 3263), by record type (naptr, srv, a, aaaa) and result (ok, nodata, error)",
+            dns_lookups.clone(),
+        );
 
         let audit_failures = Counter::default();
         registry.register(
@@ -737,6 +754,7 @@ impl Metrics {
             route_failures,
             route_probe_up,
             route_probes,
+            dns_lookups,
             route_probe_labels: Default::default(),
             route_states: Default::default(),
             last_pings: Default::default(),

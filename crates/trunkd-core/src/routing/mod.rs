@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 pub mod probe;
+pub mod rfc3263;
 
 use crate::admission::OriginationTarget;
 use crate::resources::{Carrier, OutboundCredentials, Resources, Route, VoiceConnector};

@@ -26,6 +26,7 @@ use trunkd_core::admission::{
 };
 use trunkd_core::cdr::Direction;
 use trunkd_core::digest::NonceIssuer;
+use trunkd_core::routing::rfc3263::DnsLookup;
 use trunkd_core::routing::{origination_plan, termination_plan, RouteHealthTable};
 use trunkd_core::{Host, Route, RuleId, SmaId, SrtpPolicy, VcId};
 use trunkd_sip::Request;
@@ -404,19 +405,27 @@ fn originate(
     }
     let mut next = || rng.next_u32();
     let legs = origination_plan(resources, &target, &mut next, ctx.health, ctx.now);
-    let plan: Vec<PlannedHop> = legs
-        .into_iter()
-        .flat_map(|leg| {
-            let vc = leg.vc_id.clone();
-            let required = resources
-                .voice_connector(vc.as_str())
-                .is_some_and(|v| v.require_encryption);
-            leg.routes.into_iter().filter_map(move |r| {
-                let srtp = SrtpPolicy::for_hop(r.protocol, required, r.srtp);
-                hop(ctx.hosts, &r, None, Some(vc.clone()), None, srtp)
-            })
-        })
-        .collect();
+    let mut plan: Vec<PlannedHop> = Vec::new();
+    for leg in legs {
+        let vc = leg.vc_id.clone();
+        let required = resources
+            .voice_connector(vc.as_str())
+            .is_some_and(|v| v.require_encryption);
+        for r in leg.routes {
+            plan.extend(hops(
+                ctx.hosts,
+                &r,
+                &mut next,
+                &HopOwner {
+                    carrier: None,
+                    vc: Some(vc.clone()),
+                    credentials: None,
+                    srtp: |t| SrtpPolicy::for_hop(t, required, r.srtp),
+                },
+            ));
+        }
+    }
+    let plan = demote_held_targets(plan, ctx.health, ctx.now);
     if plan.is_empty() {
         return refuse(404, "Not Found", "not_found");
     }
@@ -483,24 +492,25 @@ fn terminate(
         );
     };
     let mut next = || rng.next_u32();
-    let hops = termination_plan(resources, vc, &mut next, ctx.health, ctx.now);
-    let plan: Vec<PlannedHop> = hops
-        .iter()
-        .filter_map(|h| {
-            let creds = h
-                .credentials
-                .map(|c| (c.username.clone(), c.password.expose().to_owned()));
-            let srtp = SrtpPolicy::for_hop(h.route.protocol, false, h.route.srtp);
-            hop(
-                ctx.hosts,
-                &h.route,
-                Some(h.carrier_id.clone()),
-                None,
-                creds,
-                srtp,
-            )
-        })
-        .collect();
+    let planned = termination_plan(resources, vc, &mut next, ctx.health, ctx.now);
+    let mut plan: Vec<PlannedHop> = Vec::new();
+    for h in &planned {
+        let credentials = h
+            .credentials
+            .map(|c| (c.username.clone(), c.password.expose().to_owned()));
+        plan.extend(hops(
+            ctx.hosts,
+            &h.route,
+            &mut next,
+            &HopOwner {
+                carrier: Some(h.carrier_id.clone()),
+                vc: None,
+                credentials,
+                srtp: |t| SrtpPolicy::for_hop(t, false, h.route.srtp),
+            },
+        ));
+    }
+    let plan = demote_held_targets(plan, ctx.health, ctx.now);
     let caller = admitted.caller_id.to_string();
     // SPEC §1 numbers: a number's `calling_name` is the display name its
     // calls present.
@@ -759,9 +769,8 @@ pub fn vc_for(
         .map(|v| v.id.clone())
 }
 
-/// A hop for a configured route. A host name takes its first resolved
-/// address (IPv4 first; `resolver` keeps them current off this path); a
-/// name with no address yet is skipped with a warning.
+/// A hop for a configured route: its first target (see [`hops`]), for
+/// callers that try one place per route (probing, application legs).
 pub(crate) fn hop(
     hosts: &HostCache,
     route: &Route,
@@ -770,36 +779,114 @@ pub(crate) fn hop(
     credentials: Option<(String, String)>,
     srtp: SrtpPolicy,
 ) -> Option<PlannedHop> {
-    let (ip, uri_host) = match &route.host {
-        Host::Ip(ip) => (
-            *ip,
-            match ip {
-                IpAddr::V6(a) => format!("[{a}]:{}", route.port),
-                IpAddr::V4(a) => format!("{a}:{}", route.port),
-            },
-        ),
-        Host::Name(n) => match hosts.lookup(n).first() {
-            // The Request-URI keeps the name (the peer's own identity).
-            Some(ip) => (*ip, format!("{n}:{}", route.port)),
-            None => {
-                tracing::warn!(host = %n, "route host name has no address; skipping this hop");
-                return None;
-            }
-        },
-    };
-    let addr = SocketAddr::new(ip, route.port.get());
-    let transport = trunkd_b2bua::tx_transport(route.protocol);
-    Some(PlannedHop {
-        hop: Hop {
-            dest: Peer { addr, transport },
-            uri_host,
-            carrier_id: carrier,
-            vc_id: vc,
+    // RFC 2782 order with a draw of 0: the first record of the best
+    // priority, the same every time (a probe keeps probing one target).
+    hops(
+        hosts,
+        route,
+        &mut || 0,
+        &HopOwner {
+            carrier,
+            vc,
             credentials,
-            srtp,
+            srtp: |_| srtp,
         },
-        route: route.clone(),
-    })
+    )
+    .into_iter()
+    .next()
+}
+
+/// Who a route's hops belong to, and the SRTP policy for a transport (an
+/// SRV or NAPTR answer may choose the transport).
+pub(crate) struct HopOwner<F: Fn(trunkd_core::Transport) -> SrtpPolicy> {
+    pub carrier: Option<trunkd_core::CarrierId>,
+    pub vc: Option<VcId>,
+    pub credentials: Option<(String, String)>,
+    pub srtp: F,
+}
+
+/// The hops of a configured route, in the order to try them. An IP host
+/// or a name with a port is one hop per address (the first: IPv4 first;
+/// `resolver` keeps them current off this path); a name resolved by SRV
+/// (RFC 3263) is one hop per target in RFC 2782 order drawn from `rng`,
+/// so a call fails over from one SRV target to the next as it does from
+/// one route to the next. Each such hop carries a route keyed by the
+/// target's address, port and transport, so hold-down and route metrics
+/// follow the target that failed, not the name. A name with no target
+/// yet gives none, with a warning.
+pub(crate) fn hops<F: Fn(trunkd_core::Transport) -> SrtpPolicy>(
+    hosts: &HostCache,
+    route: &Route,
+    rng: &mut impl FnMut() -> u32,
+    owner: &HopOwner<F>,
+) -> Vec<PlannedHop> {
+    let mut targets = hosts.targets(route, rng);
+    if route.dns == DnsLookup::Address {
+        // One place per route, as always: failover is between routes.
+        targets.truncate(1);
+    }
+    if targets.is_empty() {
+        if let Host::Name(n) = &route.host {
+            tracing::warn!(host = %n, "route host name has no address; skipping this hop");
+        }
+        return Vec::new();
+    }
+    targets
+        .into_iter()
+        .map(|t| {
+            let addr = SocketAddr::new(t.addr, t.port);
+            let uri_host = match (&route.host, route.dns) {
+                (Host::Ip(IpAddr::V6(a)), _) => format!("[{a}]:{}", route.port),
+                (Host::Ip(IpAddr::V4(a)), _) => format!("{a}:{}", route.port),
+                // The Request-URI keeps the name (the peer's own identity).
+                (Host::Name(n), DnsLookup::Address) => format!("{n}:{}", route.port),
+                // RFC 3263: the URI names the domain; DNS chose the rest.
+                (Host::Name(n), _) => n.to_string(),
+            };
+            let planned_route = match (&route.host, route.dns) {
+                (Host::Name(n), DnsLookup::Srv | DnsLookup::Naptr) => Route {
+                    host: Host::Ip(t.addr),
+                    port: trunkd_core::Port::new(i64::from(t.port)).unwrap_or(route.port),
+                    protocol: t.transport,
+                    dns: DnsLookup::Address,
+                    tls_server_name: route.tls_server_name.clone().or_else(|| {
+                        (t.transport == trunkd_core::Transport::Tls).then(|| n.to_string())
+                    }),
+                    ..route.clone()
+                },
+                _ => route.clone(),
+            };
+            PlannedHop {
+                hop: Hop {
+                    dest: Peer {
+                        addr,
+                        transport: trunkd_b2bua::tx_transport(t.transport),
+                    },
+                    uri_host,
+                    carrier_id: owner.carrier.clone(),
+                    vc_id: owner.vc.clone(),
+                    credentials: owner.credentials.clone(),
+                    srtp: (owner.srtp)(t.transport),
+                },
+                route: planned_route,
+            }
+        })
+        .collect()
+}
+
+/// Moves hops whose (resolved) route is held down to the end, keeping the
+/// order of both parts. Routing already did this for configured routes;
+/// this catches SRV targets, whose health is keyed by their address.
+fn demote_held_targets(
+    plan: Vec<PlannedHop>,
+    health: &RouteHealthTable,
+    now: Instant,
+) -> Vec<PlannedHop> {
+    let (mut up, held): (Vec<PlannedHop>, Vec<PlannedHop>) = plan
+        .into_iter()
+        .partition(|p| !health.is_held_down(&p.route, now));
+    up.extend(held);
+    up
 }
 
 #[cfg(test)]
@@ -816,6 +903,138 @@ mod warning_tests {
         assert_eq!(
             warning_value(&long),
             format!("399 trunkd \"{}\"", "n".repeat(200))
+        );
+    }
+}
+
+#[cfg(test)]
+mod srv_hop_tests {
+    use super::*;
+    use crate::resolver::HostCache;
+    use trunkd_core::routing::rfc3263::{Service, Srv};
+    use trunkd_core::{Port, Priority, Transport, Weight};
+
+    fn route(host: &str, dns: DnsLookup) -> Route {
+        Route {
+            host: host.parse().unwrap(),
+            port: Port::new(5060).unwrap(),
+            protocol: Transport::Udp,
+            priority: Priority::new(1, 100).unwrap(),
+            weight: Weight::new(1).unwrap(),
+            srtp: None,
+            tls_server_name: None,
+            dns,
+        }
+    }
+
+    fn srv(priority: u16, port: u16, target: &str) -> Srv {
+        Srv {
+            priority,
+            weight: 10,
+            port,
+            target: target.into(),
+        }
+    }
+
+    fn plan(hosts: &HostCache, r: &Route) -> Vec<PlannedHop> {
+        hops(
+            hosts,
+            r,
+            &mut || 0x8000_0000,
+            &HopOwner {
+                carrier: None,
+                vc: None,
+                credentials: None,
+                srtp: |_| SrtpPolicy::Off,
+            },
+        )
+    }
+
+    fn dests(plan: &[PlannedHop]) -> Vec<String> {
+        plan.iter()
+            .map(|p| {
+                format!(
+                    "{} {:?} {}",
+                    p.hop.dest.addr, p.hop.dest.transport, p.hop.uri_host
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_srv_target_is_a_hop_keyed_by_its_address_in_priority_order() {
+        let r = route("carrier.test", DnsLookup::Srv);
+        let sbc1: IpAddr = "127.0.0.2".parse().unwrap();
+        let sbc2: IpAddr = "127.0.0.6".parse().unwrap();
+        let hosts = HostCache::with_records(
+            &[
+                ("sbc1.carrier.test", &[sbc1]),
+                ("sbc2.carrier.test", &[sbc2]),
+            ],
+            &r,
+            vec![Service {
+                transport: Transport::Udp,
+                records: vec![
+                    srv(2, 5090, "sbc2.carrier.test"),
+                    srv(1, 5080, "sbc1.carrier.test"),
+                ],
+            }],
+        );
+        let p = plan(&hosts, &r);
+        assert_eq!(
+            dests(&p),
+            [
+                "127.0.0.2:5080 Udp carrier.test",
+                "127.0.0.6:5090 Udp carrier.test"
+            ]
+        );
+        assert_eq!(p[0].route.host, Host::Ip(sbc1));
+        assert_eq!(p[0].route.port.get(), 5080);
+        assert_eq!(p[0].route.dns, DnsLookup::Address);
+
+        // The priority-1 target failed: it goes last, the other target of
+        // the same name first.
+        let now = Instant::now();
+        let mut health = RouteHealthTable::default();
+        health.record_failure(&p[0].route, now);
+        assert_eq!(
+            dests(&demote_held_targets(p, &health, now)),
+            [
+                "127.0.0.6:5090 Udp carrier.test",
+                "127.0.0.2:5080 Udp carrier.test"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dot_srv_target_gives_no_hop_and_a_name_without_srv_its_address() {
+        let r = route("carrier.test", DnsLookup::Srv);
+        let own: IpAddr = "192.0.2.1".parse().unwrap();
+        let none = HostCache::with_records(
+            &[("carrier.test", &[own])],
+            &r,
+            vec![Service {
+                transport: Transport::Udp,
+                records: vec![srv(0, 0, ".")],
+            }],
+        );
+        assert!(plan(&none, &r).is_empty());
+        let fallback = HostCache::with_records(&[("carrier.test", &[own])], &r, vec![]);
+        assert_eq!(
+            dests(&plan(&fallback, &r)),
+            ["192.0.2.1:5060 Udp carrier.test"]
+        );
+    }
+
+    #[test]
+    fn a_name_with_a_port_keeps_one_hop_and_its_port_in_the_uri() {
+        let r = route("sbc.example", DnsLookup::Address);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let hosts = HostCache::with_records(&[("sbc.example", &[a, b])], &r, vec![]);
+        assert_eq!(
+            dests(&plan(&hosts, &r)),
+            ["192.0.2.1:5060 Udp sbc.example:5060"]
         );
     }
 }
