@@ -10,6 +10,7 @@ mod events;
 mod foundation;
 mod journal;
 mod media;
+mod observability;
 mod probing;
 mod record_store;
 mod recording;
