@@ -11,6 +11,7 @@ mod events;
 mod foundation;
 mod journal;
 mod media;
+mod observability;
 mod probing;
 mod record_store;
 mod recording;
