@@ -857,3 +857,86 @@ fn a_call_in_progress_is_listed_with_its_quality_and_hung_up_on_request() {
         404
     );
 }
+
+/// `[admin] tls_cert_file` / `tls_key_file`: the API answers only over
+/// TLS (a client verifying the certificate against its CA gets the
+/// resources), plain HTTP gets no HTTP answer, and the CLI speaks TLS to
+/// it, trusting exactly the configured certificate.
+#[test]
+fn the_api_over_tls() {
+    use rustls::pki_types::ServerName;
+    let ca = crate::tls::Ca::new();
+    let dir = crate::tls::cert_dir("admin-api");
+    let (cert, key) = crate::tls::write_leaf(&dir, "admin", &ca.issue(&["127.0.0.1"]));
+    let ports = Ports::pick();
+    let lab = Lab {
+        hosts: &host(CARRIER, 9, ""),
+        ..Default::default()
+    };
+    let text = with_tokens(&lab.config(ports)).replacen(
+        "[admin]\n",
+        &format!("[admin]\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n"),
+        1,
+    );
+    let d = Daemon::start("api-tls", ports, &text);
+    let admin = d.admin();
+
+    // Plain HTTP: no HTTP answer.
+    let mut plain = TcpStream::connect(admin).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        plain,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+
+    // TLS, verified against the test CA.
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_file = ca.write(&dir);
+    roots
+        .add(crate::tls::der(&std::fs::read_to_string(ca_file).unwrap()))
+        .unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = TcpStream::connect(admin).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET /voice-connectors HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {READ}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = tls.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"VoiceConnectorId\":\"vc-east\""), "{resp}");
+
+    // The CLI over TLS, pinned to the configured certificate.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trunkd"))
+        .args(["numbers", "show", "+12065550100", "--config"])
+        .arg(d.dir.join("trunkd.toml"))
+        .env("TRUNKD_ADMIN_TOKEN", READ)
+        .env_remove("TRUNKD_ADMIN_TOKEN_FILE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("+12065550100"));
+}

@@ -217,7 +217,14 @@ impl Daemon {
 
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
+        // An admin listener over TLS does not answer this plain client:
+        // then the log's "ready" line says it.
+        let tls_admin =
+            std::fs::read_to_string(&self.config).is_ok_and(|t| t.contains("tls_cert_file"));
         while Instant::now() < deadline {
+            if tls_admin && self.log().contains("trunkd ready") {
+                return;
+            }
             if let Ok((200, _)) = http(self.admin(), "GET", "/healthz") {
                 return;
             }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use load::daemon_endpoints;
+pub use load::{admin_tls_cert, daemon_endpoints};
 pub use settings::*;
 pub use time::parse_rfc3339;
 pub use trunkd_core::Resources;

@@ -193,3 +193,17 @@ pub fn daemon_endpoints(path: &Path) -> (std::net::SocketAddr, std::path::PathBu
         .unwrap_or_else(|| state_dir.join("trunkd.pid"));
     (admin, pid_file)
 }
+
+/// The admin listener's certificate file (`[admin] tls_cert_file`), read
+/// leniently like [`daemon_endpoints`]: the CLI speaks TLS to the daemon
+/// when it is set, trusting exactly that certificate.
+pub fn admin_tls_cert(path: &Path) -> Option<std::path::PathBuf> {
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let cfg = builder(path).build().ok()?;
+    cfg.get_string("admin.tls_cert_file")
+        .ok()
+        .map(|p| base.join(p))
+}

@@ -99,6 +99,8 @@ pub struct Admin {
     pub audit_log: Option<String>,
     pub open_metrics: Option<bool>,
     pub number_restore_days: Option<i64>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
 }
 
 /// One bearer token of the admin API: its name (audit log), its role and

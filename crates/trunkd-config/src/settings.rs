@@ -116,6 +116,9 @@ pub struct AdminSettings {
     pub open_metrics: bool,
     /// How long a deleted number can be restored before it is purged.
     pub number_restore: Duration,
+    /// Serve the API over TLS with this certificate chain and key (PEM).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// What a token may do (SPEC §8). Ordered: each role may do what the

@@ -1115,6 +1115,18 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         1,
         365,
     ) as u64;
+    let admin_tls_cert = raw.admin.tls_cert_file.as_deref().map(|p| resolve(base, p));
+    let admin_tls_key = raw.admin.tls_key_file.as_deref().map(|p| resolve(base, p));
+    if admin_tls_cert.is_some() != admin_tls_key.is_some() {
+        c.err(
+            if admin_tls_cert.is_some() {
+                "tls_key_file"
+            } else {
+                "tls_cert_file"
+            },
+            "is required with the other (tls_cert_file and tls_key_file go together)",
+        );
+    }
 
     let r = &raw.records;
     let mut c = Check {
@@ -1357,6 +1369,8 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             audit_log,
             open_metrics,
             number_restore: Duration::from_secs(number_restore_days * 86_400),
+            tls_cert_file: admin_tls_cert,
+            tls_key_file: admin_tls_key,
         },
         records,
         logging,

@@ -12,12 +12,19 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use tracing::error;
 
 use crate::daemon::Shared;
 
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+/// Serves the admin API on `listener`, over TLS when `tls` is given
+/// (`[admin] tls_cert_file`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -37,9 +44,20 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
             shared.clone(),
             crate::api::gate,
         ))
-        .with_state(shared);
+        .with_state(shared.clone());
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).await {
+    let served = match tls {
+        None => axum::serve(listener, app).await,
+        Some(config) => {
+            let timeout = shared.tls.handshake_timeout();
+            // `tap_io` gives the TLS listener axum's `ConnectInfo` of the
+            // peer's address, as the plain listener has.
+            let tls =
+                crate::admin_tls::TlsListener::start(listener, config, timeout).tap_io(|_| {});
+            axum::serve(tls, app).await
+        }
+    };
+    if let Err(e) = served {
         error!(error = %e, "admin listener failed");
     }
 }

@@ -35,17 +35,45 @@ pub fn token() -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
+/// Where the daemon of a configuration file answers: its admin listener,
+/// over TLS (pinned to its own certificate) when `[admin] tls_cert_file`
+/// is set.
+pub struct AdminEndpoint {
+    pub addr: SocketAddr,
+    tls_cert: Option<std::path::PathBuf>,
+}
+
+impl AdminEndpoint {
+    pub fn of(config: &std::path::Path) -> AdminEndpoint {
+        AdminEndpoint {
+            addr: trunkd_config::daemon_endpoints(config).0,
+            tls_cert: trunkd_config::admin_tls_cert(config),
+        }
+    }
+}
+
 /// `method path` with an optional JSON `body`: (status, body).
 pub fn request(
-    admin: SocketAddr,
+    endpoint: &AdminEndpoint,
     method: &str,
     path: &str,
     body: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
+    let admin = endpoint.addr;
     let token = token()?;
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2))
+    let tcp = TcpStream::connect_timeout(&admin, Duration::from_secs(2))
         .with_context(|| format!("connecting to the admin listener {admin}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut s: Box<dyn ReadWrite> = match &endpoint.tls_cert {
+        None => Box::new(tcp),
+        Some(cert) => {
+            let config = crate::tls::pinned_client_config(cert).map_err(|e| anyhow!("{e}"))?;
+            let name = rustls::pki_types::ServerName::IpAddress(admin.ip().into());
+            let conn = rustls::ClientConnection::new(config, name)
+                .map_err(|e| anyhow!("TLS to {admin}: {e}"))?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+    };
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -60,8 +88,15 @@ pub fn request(
         "{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
+    s.flush()?;
     let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
+    // A TLS peer that closes without close_notify ends the body all the
+    // same (HTTP/1.1 with Connection: close, the length is in the header).
+    match s.read_to_string(&mut resp) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !resp.is_empty() => {}
+        Err(e) => return Err(e.into()),
+    }
     let status = resp
         .split_whitespace()
         .nth(1)
@@ -73,6 +108,9 @@ pub fn request(
         .unwrap_or_default();
     Ok((status, body))
 }
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 /// The `Message` of an API error body, or the body itself.
 pub fn message(body: &str) -> String {

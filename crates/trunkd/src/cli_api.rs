@@ -3,21 +3,20 @@
 //! the same roles, audit log and file rules apply as for any client).
 //! Lists print as aligned columns; `--json` prints the API's answer.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{anyhow, bail};
 use serde_json::Value;
 
-use crate::admin_client::{message, request};
+use crate::admin_client::{message, request, AdminEndpoint};
 
-fn admin(config: &Path) -> SocketAddr {
-    trunkd_config::daemon_endpoints(config).0
+fn admin(config: &Path) -> AdminEndpoint {
+    AdminEndpoint::of(config)
 }
 
 /// Sends the request; a non-2xx answer is an error with the API's message.
 fn call(config: &Path, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<Value> {
-    let (status, text) = request(admin(config), method, path, body)?;
+    let (status, text) = request(&admin(config), method, path, body)?;
     if !(200..300).contains(&status) {
         bail!("HTTP {status}: {}", message(&text));
     }

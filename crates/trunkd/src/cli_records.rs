@@ -3,7 +3,6 @@
 //! `GET /records/backlog` until no sink lacks a record or the timeout
 //! passes. Prints the backlog per sink; succeeds only when it is empty.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -26,8 +25,8 @@ struct SinkBacklog {
 
 /// The report to print, and whether the backlog is empty.
 pub fn flush(config: &Path, timeout: Duration) -> anyhow::Result<(String, bool)> {
-    let (admin, _) = trunkd_config::daemon_endpoints(config);
-    let (status, body) = http(admin, "POST", "/records/flush")?;
+    let admin = crate::admin_client::AdminEndpoint::of(config);
+    let (status, body) = http(&admin, "POST", "/records/flush")?;
     if status != 202 && status != 200 {
         bail!(
             "the daemon answered HTTP {status} to POST /records/flush: {}",
@@ -36,12 +35,12 @@ pub fn flush(config: &Path, timeout: Duration) -> anyhow::Result<(String, bool)>
     }
     let deadline = Instant::now() + timeout;
     loop {
-        let (status, body) = http(admin, "GET", "/records/backlog")?;
+        let (status, body) = http(&admin, "GET", "/records/backlog")?;
         if status != 200 {
             bail!("the daemon answered HTTP {status} to GET /records/backlog");
         }
         let backlog: Backlog = serde_json::from_str(body.trim())
-            .with_context(|| format!("not a backlog from {admin}"))?;
+            .with_context(|| format!("not a backlog from {}", admin.addr))?;
         let pending: u64 = backlog.sinks.iter().map(|s| s.pending_records).sum();
         if pending == 0 || Instant::now() >= deadline {
             return Ok((render(&backlog), pending == 0));
@@ -65,6 +64,10 @@ fn render(b: &Backlog) -> String {
     out
 }
 
-fn http(admin: SocketAddr, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+fn http(
+    admin: &crate::admin_client::AdminEndpoint,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<(u16, String)> {
     crate::admin_client::request(admin, method, path, None)
 }

@@ -13,7 +13,7 @@ pub fn reload(config: &Path) -> anyhow::Result<String> {
     // The running daemon validates the file itself (and counts a rejected
     // one); we only need where it listens, read leniently.
     let (admin, pid_file) = trunkd_config::daemon_endpoints(config);
-    match post_reload(admin) {
+    match post_reload(&crate::admin_client::AdminEndpoint::of(config)) {
         Ok((200, body)) => Ok(body.trim().to_owned()),
         Ok((status @ (401 | 403), body)) => bail!(
             "the admin API refused the reload (HTTP {status}): {}; set TRUNKD_ADMIN_TOKEN (or TRUNKD_ADMIN_TOKEN_FILE) to an operator token",
@@ -45,6 +45,6 @@ pub fn reload(config: &Path) -> anyhow::Result<String> {
     }
 }
 
-fn post_reload(admin: std::net::SocketAddr) -> anyhow::Result<(u16, String)> {
-    crate::admin_client::request(admin, "POST", "/reload", None)
+fn post_reload(endpoint: &crate::admin_client::AdminEndpoint) -> anyhow::Result<(u16, String)> {
+    crate::admin_client::request(endpoint, "POST", "/reload", None)
 }

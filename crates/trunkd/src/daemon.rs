@@ -424,6 +424,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if o.sip.tls != n.sip.tls {
         v.push("sip.tls");
     }
+    if o.admin.tls_cert_file != n.admin.tls_cert_file
+        || o.admin.tls_key_file != n.admin.tls_key_file
+    {
+        v.push("admin.tls_cert_file");
+    }
     if o.admin.listen != n.admin.listen {
         v.push("admin.listen");
     }
@@ -651,8 +656,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(settings.admin.listen)
         .await
         .with_context(|| format!("binding admin {}", settings.admin.listen))?;
-    info!(addr = %settings.admin.listen, "admin HTTP listening (/metrics, /healthz, POST /reload)");
-    tasks.spawn(admin::serve(admin, shared.clone()));
+    let admin_tls = match (&settings.admin.tls_cert_file, &settings.admin.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::admin_server_config(cert, key).map_err(|e| anyhow!("{e}"))?)
+        }
+        _ => None,
+    };
+    let scheme = if admin_tls.is_some() { "https" } else { "http" };
+    info!(addr = %settings.admin.listen, scheme, "admin API listening (docs/admin-api.md)");
+    tasks.spawn(admin::serve(admin, shared.clone(), admin_tls));
     tasks.spawn(crate::api::numbers::purge_task(shared.clone()));
 
     // Streamed WAV files past their VC's retention (SPEC §2.6).

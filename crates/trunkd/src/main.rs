@@ -6,6 +6,7 @@
 
 mod admin;
 mod admin_client;
+mod admin_tls;
 mod api;
 mod app_task;
 mod application;

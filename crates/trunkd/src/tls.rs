@@ -38,16 +38,25 @@ static VERSIONS: &[&rustls::SupportedProtocolVersion] =
 /// way configuration errors do (`tls.cert_file: …`), so a failed reload
 /// reads like any other invalid file.
 #[derive(Debug, thiserror::Error)]
-#[error("tls.{key}: {path}: {reason}")]
+#[error("{section}.{key}: {path}: {reason}")]
 pub struct TlsError {
+    /// The configuration section: `tls`, or `admin` for its listener.
+    pub section: String,
     pub key: String,
     pub path: String,
     pub reason: String,
 }
 
 impl TlsError {
+    /// The same error about a key of another section (`admin.tls_cert_file`).
+    fn in_section(mut self, section: &str) -> Self {
+        self.section = section.to_owned();
+        self
+    }
+
     fn new(key: impl Into<String>, path: &Path, reason: impl std::fmt::Display) -> Self {
         TlsError {
+            section: "tls".to_owned(),
             key: key.into(),
             path: path.display().to_string(),
             reason: reason.to_string(),
@@ -131,7 +140,7 @@ impl TlsConfigs {
         } else {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider, None)))
         };
         // trunkd's own certificate doubles as its client certificate, for
         // carriers that authenticate their customers by mutual TLS.
@@ -150,6 +159,49 @@ impl TlsConfigs {
             handshake_timeout: settings.handshake_timeout,
         })
     }
+}
+
+/// The admin listener's server configuration (`[admin] tls_cert_file`,
+/// `tls_key_file`): TLS 1.2 and 1.3, HTTP/1.1 by ALPN, no client
+/// certificates (the bearer token authenticates).
+///
+/// # Errors
+/// A file that is missing, not PEM, or a key that is not the certificate's.
+pub fn admin_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = read_chain(cert, "tls_cert_file").map_err(|e| e.in_section("admin"))?;
+    let key_der = read_key_as(key, "tls_key_file").map_err(|e| e.in_section("admin"))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::new("tls_cert_file", cert, e).in_section("admin"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| TlsError::new("tls_cert_file", cert, e).in_section("admin"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client configuration that trusts exactly the first certificate of
+/// `cert_file` (the admin listener's own, `[admin] tls_cert_file`).
+///
+/// # Errors
+/// The file is missing or holds no certificate.
+pub fn pinned_client_config(cert_file: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let leaf = read_chain(cert_file, "tls_cert_file")
+        .map_err(|e| e.in_section("admin"))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            TlsError::new("tls_cert_file", cert_file, "no certificate").in_section("admin")
+        })?;
+    let config = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::new("tls_cert_file", cert_file, e).in_section("admin"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider, Some(leaf))))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The configurations in force; see the module docs for why a swap.
@@ -282,18 +334,30 @@ fn system_roots() -> RootCertStore {
 /// (the peer holds the key of the certificate it sent), but not who
 /// issued the certificate or for which name. For labs only.
 #[derive(Debug)]
-struct AcceptAnyServer(Arc<CryptoProvider>);
+/// A server verifier without a CA: any certificate (`verify_server =
+/// false`, labs only), or exactly one pinned leaf certificate (the CLI
+/// talking to its own daemon's admin listener, whose certificate file it
+/// reads from the same configuration). Signatures are always checked, so
+/// the peer holds the certificate's key.
+struct AcceptAnyServer(Arc<CryptoProvider>, Option<CertificateDer<'static>>);
 
 impl ServerCertVerifier for AcceptAnyServer {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match &self.1 {
+            Some(pin) if pin.as_ref() != end_entity.as_ref() => {
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+            _ => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
