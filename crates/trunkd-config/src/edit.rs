@@ -80,25 +80,10 @@ impl Document {
         key: &str,
         value: Option<&str>,
     ) -> Result<(), EditError> {
-        self.with_entry(section, id, |t| {
-            match value {
-                Some(v) => match t.get_mut(key) {
-                    // Keeps the key's place and its trailing comment.
-                    Some(item) if item.is_value() => {
-                        let decor = item.as_value().map(|v| v.decor().clone());
-                        let mut new = Value::from(v);
-                        if let Some(d) = decor {
-                            *new.decor_mut() = d;
-                        }
-                        *item = Item::Value(new);
-                    }
-                    _ => {
-                        t.insert(key, Item::Value(Value::from(v)));
-                    }
-                },
-                None => {
-                    t.remove(key);
-                }
+        self.with_entry(section, id, |t| match value {
+            Some(v) => put(t, key, Value::from(v)),
+            None => {
+                t.remove(key);
             }
         })
     }
@@ -119,19 +104,7 @@ impl Document {
                 .entry(table)
                 .or_insert_with(|| Item::Table(toml_edit::Table::new()));
             if let Some(sub) = sub.as_table_like_mut() {
-                match sub.get_mut(key) {
-                    Some(item) if item.is_value() => {
-                        let decor = item.as_value().map(|v| v.decor().clone());
-                        let mut new = Value::from(value);
-                        if let Some(d) = decor {
-                            *new.decor_mut() = d;
-                        }
-                        *item = Item::Value(new);
-                    }
-                    _ => {
-                        sub.insert(key, Item::Value(Value::from(value)));
-                    }
-                }
+                put(sub, key, Value::from(value));
             }
         })
     }
@@ -166,19 +139,7 @@ impl Document {
                 table = next;
             }
             match value {
-                Some(v) => match table.get_mut(last) {
-                    Some(item) if item.is_value() => {
-                        let decor = item.as_value().map(|old| old.decor().clone());
-                        let mut new = v;
-                        if let Some(d) = decor {
-                            *new.decor_mut() = d;
-                        }
-                        *item = Item::Value(new);
-                    }
-                    _ => {
-                        table.insert(last, Item::Value(v));
-                    }
-                },
+                Some(v) => put(table, last, v),
                 None => {
                     table.remove(last);
                 }
@@ -380,6 +341,22 @@ impl Document {
             .iter()
             .filter_map(|v| v.as_inline_table())
             .find_map(|t| found(t))
+    }
+}
+
+/// Sets `key` of `table` to `value`; a value that replaces another keeps
+/// its place and its decoration (the trailing comment on its line).
+fn put(table: &mut dyn TableLike, key: &str, mut value: Value) {
+    match table.get_mut(key) {
+        Some(item) if item.is_value() => {
+            if let Some(old) = item.as_value() {
+                *value.decor_mut() = old.decor().clone();
+            }
+            *item = Item::Value(value);
+        }
+        _ => {
+            table.insert(key, Item::Value(value));
+        }
     }
 }
 

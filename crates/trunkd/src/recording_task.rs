@@ -540,24 +540,10 @@ impl StatusEvents {
     }
 }
 
-/// The headers a streaming event names its INVITE (or re-INVITE) by,
-/// lowercase (SPEC §5.4 `inviteHeaders`, `updateHeaders`).
+/// The headers a streaming event names its INVITE (or re-INVITE) by
+/// (SPEC §5.4 `inviteHeaders`, `updateHeaders`): as bridged calls' events.
 fn event_headers(req: &trunkd_sip::Request) -> BTreeMap<String, String> {
-    let mut headers = BTreeMap::new();
-    for name in [
-        "from",
-        "to",
-        "call-id",
-        "cseq",
-        "contact",
-        "content-type",
-        "content-length",
-    ] {
-        if let Some(v) = req.headers.get(name) {
-            headers.insert(name.to_owned(), String::from_utf8_lossy(v).into_owned());
-        }
-    }
-    headers
+    crate::streaming::event_headers(req)
 }
 
 /// The labels of the streams the metadata's first participant (the
