@@ -979,3 +979,64 @@ fn an_origination_call_is_streamed_with_the_carrier_as_caller() {
         (Some("Inbound"), Some(true))
     );
 }
+
+/// `record_store = true`: the call's WAV files also go to the record store
+/// (spool, local records directory and every S3 sink: SeaweedFS here)
+/// under `Amazon-Chime-Voice-Connector-Audio/wav/<vc>/…`, byte for byte,
+/// even with a retention of 0 that deletes the streaming copy.
+#[test]
+fn wav_files_go_to_the_record_store_when_asked() {
+    use crate::weed::{Weed, SECRET_KEY};
+    let weed = Weed::start("stream-audio");
+    let ports = Ports::pick();
+    let (caller, callee) = (Ua::new(PBX), Ua::new(CARRIER));
+    let keys = "channels = \"stereo\"\ndata_retention_in_hours = 0\nrecord_store = true\nsinks = [ { type = \"wav\", directory = \"var/audio\" } ]";
+    let mut text = with_streaming(ports, callee.sip_addr().port(), keys);
+    text.push_str(&crate::record_store::records_section(&[(
+        "s3",
+        &weed.endpoint(),
+        SECRET_KEY,
+    )]));
+    let d = Daemon::start("stream-audio", ports, &text);
+    let (mut dialog, offer) = call(&caller, &callee, d.sip(), "+12065550199", "+12065550100");
+    let b_side = offer.sdp_rtp();
+    for seq in 0..25u16 {
+        caller
+            .rtp
+            .send_to(&rtp_packet(seq, u32::from(seq) * 160, 1), dialog.trunkd_rtp)
+            .unwrap();
+        callee
+            .rtp
+            .send_to(&rtp_packet(seq, u32::from(seq) * 160, 2), b_side)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    hang_up(&caller, &callee, &mut dialog, "+12065550100");
+    let records = d.dir.join("var/records");
+    let cdrs = wait_records(&records, cdrs);
+    let txn = cdrs[0]["TransactionId"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (key, bytes) = loop {
+        let found = weed
+            .objects()
+            .into_iter()
+            .find(|(k, _)| k.contains("Amazon-Chime-Voice-Connector-Audio/wav/vc-east/"));
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audio object in the bucket\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(key.ends_with(&format!("_{txn}-stereo.wav")), "{key}");
+    assert!(bytes.starts_with(b"RIFF"), "a WAV file");
+    // The local copy of the record store holds the same bytes (the
+    // bucket's key is the sink's prefix and the record's key).
+    let record_key = key.strip_prefix(crate::weed::PREFIX).unwrap_or(&key);
+    let local = std::fs::read(records.join(record_key))
+        .unwrap_or_else(|e| panic!("local copy {record_key}: {e}"));
+    assert!(local == bytes, "the local copy and the object differ");
+}

@@ -307,6 +307,7 @@ pub struct Streaming {
     pub reconnect_initial_ms: Option<i64>,
     pub reconnect_max_ms: Option<i64>,
     pub queue_frames: Option<i64>,
+    pub record_store: bool,
 }
 
 impl Default for Streaming {
@@ -321,6 +322,7 @@ impl Default for Streaming {
             reconnect_initial_ms: None,
             reconnect_max_ms: None,
             queue_frames: None,
+            record_store: false,
         }
     }
 }

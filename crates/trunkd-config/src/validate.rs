@@ -2106,6 +2106,7 @@ fn voice_connector(
                     max: Duration::from_millis(max_ms.max(initial_ms)),
                 },
                 queue_frames,
+                record_store: s.record_store,
             }
         }
     };

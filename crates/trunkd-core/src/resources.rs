@@ -94,6 +94,9 @@ pub struct Streaming {
     /// Frames (20 ms each) a sink may fall behind before frames are
     /// dropped: the bound on each sink's memory.
     pub queue_frames: usize,
+    /// WAV files also go to the record store (the spool and every
+    /// `[[records.sinks]]` bucket) once the call's records are written.
+    pub record_store: bool,
 }
 
 impl Default for Streaming {
@@ -106,6 +109,7 @@ impl Default for Streaming {
             channels: StreamChannels::PerLeg,
             reconnect: StreamReconnect::default(),
             queue_frames: DEFAULT_STREAM_QUEUE_FRAMES,
+            record_store: false,
         }
     }
 }

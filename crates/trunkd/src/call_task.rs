@@ -293,6 +293,7 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                 streaming: true,
             };
             write_streamed_records(&ctx.config, &ctx.shared, &facts, &result);
+            streaming::store_files(&ctx.config, vc_id, start, &result.files, &ctx.shared).await;
         }
         if result.retention_hours == 0 {
             streaming::delete_files(&result.files, &ctx.shared);

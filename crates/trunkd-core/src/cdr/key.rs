@@ -36,6 +36,27 @@ pub fn record_key(
     )
 }
 
+/// The folder of WAV files put in the record store
+/// (`[voice_connectors.streaming] record_store`); trunkd's own, beside the
+/// managed service's record folders.
+pub const AUDIO_FOLDER: &str = "Amazon-Chime-Voice-Connector-Audio";
+
+/// The key of a call's audio file `file_name` (`<txn>-caller.wav`):
+/// `<prefix>/<AUDIO_FOLDER>/wav/<vcId>/<yyyy>/<mm>/<dd>/<HH.MM.SS.mmm>_<file_name>`.
+pub fn audio_key(prefix: &str, vc_id: &VcId, start: SystemTime, file_name: &str) -> String {
+    let t = UtcDateTime::from_system_time(start);
+    let prefix = prefix.trim_end_matches('/');
+    let lead = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    format!(
+        "{lead}{AUDIO_FOLDER}/wav/{vc_id}/{:04}/{:02}/{:02}/{:02}.{:02}.{:02}.{:03}_{file_name}",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.millisecond
+    )
+}
+
 /// A CDR's key (SPEC §5.1).
 pub fn cdr_key(
     prefix: &str,

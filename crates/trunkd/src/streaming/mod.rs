@@ -520,6 +520,48 @@ fn wav_suffix(leg: LegName) -> &'static str {
 
 /// Retention 0 (SPEC §2.6: keep none after the call): deletes the call's
 /// files once its records are written. Returns how many were deleted.
+/// Puts a call's WAV files in the record store (the spool and every
+/// `[[records.sinks]]` bucket, as records go) when its VC's streaming has
+/// `record_store` on, keyed under the call's start
+/// (`trunkd_core::cdr::key::audio_key`). Off the runtime's threads; a
+/// file that cannot be read is logged and skipped.
+pub async fn store_files(
+    config: &Arc<Config>,
+    vc: &VcId,
+    start: SystemTime,
+    files: &[PathBuf],
+    shared: &Arc<Shared>,
+) {
+    let wanted = config
+        .resources
+        .voice_connector(vc.as_str())
+        .is_some_and(|v| v.streaming.record_store);
+    if !wanted || files.is_empty() {
+        return;
+    }
+    let (config, vc, files, shared) = (config.clone(), vc.clone(), files.to_vec(), shared.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        for f in &files {
+            let Some(name) = f.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            match std::fs::read(f) {
+                Ok(bytes) => {
+                    let key = trunkd_core::cdr::key::audio_key(
+                        &config.settings.records.key_prefix,
+                        &vc,
+                        start,
+                        name,
+                    );
+                    crate::records::put_record(&config, "audio", &key, &bytes, &shared.metrics);
+                }
+                Err(e) => warn!(file = %f.display(), error = %e, "audio file not stored"),
+            }
+        }
+    })
+    .await;
+}
+
 pub fn delete_files(files: &[PathBuf], shared: &Shared) -> usize {
     let mut n = 0;
     for f in files {
