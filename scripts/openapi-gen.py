@@ -159,7 +159,12 @@ P["/sip-media-applications/{id}"]["put"]=op("UpdateSipMediaApplication","UpdateS
 P["/sip-rules"]["post"]=op("CreateSipRule","CreateSipRule",{"201":jr("rule",wrap("SipRule",ref("SipRule"))),"400":bad_,**write_errs},None,ref("RuleInput"))
 P["/sip-rules/{id}"]["put"]=op("UpdateSipRule","UpdateSipRule",{"200":jr("rule",wrap("SipRule",ref("SipRule"))),"400":bad_,**write_errs},[r],ref("RuleInput"))
 P["/phone-numbers"]["post"]=op("add a number to the inventory (trunkd's own)","CreatePhoneNumber",{"201":jr("the number",wrap("PhoneNumber",ref("PhoneNumber"))),"400":bad_,**write_errs},None,ref("NumberInput"))
-json.dump(doc, open(OUT,'w'), indent=1, ensure_ascii=False)
+C["Tag"]=obj({"Key":S(),"Value":S()},["Key","Value"])
+C["TagInput"]=obj({"ResourceARN":S(),"Tags":arr(ref("Tag")),"TagKeys":arr(S())},["ResourceARN"])
+P["/tags"]={
+ "get":op("ListTagsForResource","ListTagsForResource",{"200":jr("tags",wrap("Tags",arr(ref("Tag")))),"400":bad_,"404":err("no such resource")},[{"name":"arn","in":"query","required":True,"schema":S(),"description":"arn:aws:chime:<region>:<account>:vc/<id> (or vcg/<id>, sma/<id>)"}]),
+ "post":op("TagResource (?operation=tag-resource) / UntagResource (?operation=untag-resource)","TagResource",{"204":{"description":"changed"},"400":bad_,**write_errs},[{"name":"operation","in":"query","required":True,"schema":{"type":"string","enum":["tag-resource","untag-resource"]}}],ref("TagInput")),
+}
 n=sum(len([m for m in v if m in ('get','put','post','delete')]) for v in P.values())
 print("operations", n)
 

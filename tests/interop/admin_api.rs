@@ -503,7 +503,7 @@ fn the_openapi_document_holds_under_a_fuzzer() {
     );
     assert!(out.status.success(), "schemathesis found problems:\n{text}");
     assert!(
-        text.contains("Tested: 56"),
+        text.contains("Tested: 58"),
         "every operation was tried:\n{text}"
     );
     // The daemon is alive and the file it may have changed still loads.
@@ -704,6 +704,28 @@ fn resources_are_created_changed_and_deleted_through_the_api() {
     );
     assert_eq!(status, 201, "{body}");
     assert_eq!(json(&body)["SipRule"]["TriggerValue"], "ivr.example.com");
+
+    // Tags, by the managed service's ARN shape.
+    let arn = "arn:aws:chime:local:000000000000:vc/vc-api";
+    let (status, _, body) = call(
+        "POST",
+        "/tags?operation=tag-resource",
+        &format!(
+            r#"{{"ResourceARN":"{arn}","Tags":[{{"Key":"team","Value":"voice"}},{{"Key":"env","Value":"lab"}}]}}"#
+        ),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, _, _) = call(
+        "POST",
+        "/tags?operation=untag-resource",
+        &format!(r#"{{"ResourceARN":"{arn}","TagKeys":["env"]}}"#),
+    );
+    assert_eq!(status, 204);
+    let (_, _, body) = call("GET", &format!("/tags?arn={arn}"), "");
+    assert_eq!(
+        json(&body)["Tags"],
+        serde_json::json!([{"Key": "team", "Value": "voice"}])
+    );
 
     // Deletion rules: the VC is in a group, the application is a rule's
     // target, the rule is enabled.

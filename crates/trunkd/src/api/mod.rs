@@ -141,6 +141,7 @@ pub fn router() -> Router<Arc<Shared>> {
                 .post(numbers::update_or_restore)
                 .delete(numbers::delete),
         )
+        .route("/tags", get(writes::list_tags).post(writes::post_tags))
         .route("/calls", get(list_calls))
         .route("/calls/{txn}", get(get_call).delete(hang_up_call))
 }

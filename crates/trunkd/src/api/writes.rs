@@ -163,11 +163,7 @@ fn to_toml(v: &Value, inner: &[(&str, &str)], at: &str) -> Result<toml_edit::Val
 /// The edits `body` asks for: `(key, value)` for each field given (`None`
 /// to remove it: JSON null). Unknown fields are refused, so a typo is
 /// never silently ignored.
-fn edits(
-    body: &Map<String, Value>,
-    fields: &[Field],
-    skip: &[&str],
-) -> Result<Vec<(&'static str, Option<toml_edit::Value>)>, String> {
+fn edits(body: &Map<String, Value>, fields: &[Field], skip: &[&str]) -> Result<Patch, String> {
     let mut out = Vec::new();
     for (k, v) in body {
         if skip.contains(&k.as_str()) {
@@ -184,7 +180,7 @@ fn edits(
             Value::Null => None,
             v => Some(to_toml(v, field.inner, k)?),
         };
-        out.push((field.key, value));
+        out.push((field.key.to_owned(), value));
     }
     Ok(out)
 }
@@ -249,7 +245,9 @@ fn new_id(given: Option<&Value>, name: Option<&Value>) -> Result<String, Respons
     Ok(format!("{base}-{}", u32::from_le_bytes(r) % 1_000_000))
 }
 
-type Patch = Vec<(&'static str, Option<toml_edit::Value>)>;
+/// Keys (under the entry or a settings table) and their new values
+/// (`None`: removed).
+type Patch = Vec<(String, Option<toml_edit::Value>)>;
 
 /// Applies `patch` under `prefix` of entry `id`.
 fn apply(
@@ -261,7 +259,7 @@ fn apply(
 ) -> Result<(), WriteError> {
     for (key, value) in patch {
         let mut path: Vec<&str> = prefix.to_vec();
-        path.push(key);
+        path.push(&key);
         doc.set_path(section, id, &path, value)
             .map_err(|e| WriteError::NotFound(e.to_string()))?;
     }
@@ -395,7 +393,7 @@ async fn create(
             entry.insert("id", toml_edit::value(new.as_str()));
             for (key, value) in patch {
                 if let Some(v) = value {
-                    entry.insert(key, toml_edit::Item::Value(v));
+                    entry.insert(&key, toml_edit::Item::Value(v));
                 }
             }
             doc.append(kind.section(), entry)
@@ -667,7 +665,10 @@ pub async fn put_streaming(
                 }
             }
         }
-        patch.push(("notification_targets", Some(toml_edit::Value::Array(a))));
+        patch.push((
+            "notification_targets".to_owned(),
+            Some(toml_edit::Value::Array(a)),
+        ));
     }
     change(
         shared,
@@ -889,7 +890,7 @@ pub async fn create_number(State(shared): State<Arc<Shared>>, body: Bytes) -> Re
             entry.insert("e164_phone_number", toml_edit::value(n.as_str()));
             for (key, value) in patch {
                 if let Some(v) = value {
-                    entry.insert(key, toml_edit::Item::Value(v));
+                    entry.insert(&key, toml_edit::Item::Value(v));
                 }
             }
             doc.append(Section::Numbers, entry)
@@ -911,6 +912,114 @@ pub async fn create_number(State(shared): State<Arc<Shared>>, body: Bytes) -> Re
         },
         Err(e) => write_error(e),
     }
+}
+
+/// The resource a tagging request names: an ARN of the managed service's
+/// shape (`arn:aws:chime:<region>:<account>:vc/<id>`, `vcg/<id>`,
+/// `sma/<id>`) or the short `vc/<id>` form.
+fn tagged(arn: &str) -> Option<(Kind, String)> {
+    let tail = arn.rsplit(':').next().unwrap_or(arn);
+    let (kind, id) = tail.split_once('/')?;
+    let kind = match kind {
+        "vc" | "voice-connector" => Kind::Vc,
+        "vcg" | "voice-connector-group" => Kind::Group,
+        "sma" | "sip-media-application" => Kind::Sma,
+        _ => return None,
+    };
+    (!id.is_empty()).then(|| (kind, id.to_owned()))
+}
+
+fn tags_of(r: &trunkd_core::Resources, kind: Kind, id: &str) -> Option<Vec<Value>> {
+    let tags = match kind {
+        Kind::Vc => r.voice_connector(id).map(|v| &v.tags),
+        Kind::Group => r.voice_connector_group(id).map(|g| &g.tags),
+        Kind::Sma => r.sip_media_application(id).map(|s| &s.tags),
+        Kind::Rule => None,
+    }?;
+    Some(
+        tags.iter()
+            .map(|(k, v)| json!({"Key": k, "Value": v}))
+            .collect(),
+    )
+}
+
+/// ListTagsForResource: `GET /tags?arn=<ARN>` → `{"Tags":[{"Key","Value"}]}`.
+pub async fn list_tags(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    let arn = query_pairs(query.as_deref())
+        .into_iter()
+        .find(|(k, _)| k == "arn")
+        .map(|(_, v)| v);
+    let Some((kind, id)) = arn.as_deref().and_then(tagged) else {
+        return bad("arn (…:vc/<id>, …:vcg/<id> or …:sma/<id>) is required");
+    };
+    match tags_of(&shared.config().resources, kind, &id) {
+        Some(tags) => json_response(StatusCode::OK, json!({ "Tags": tags })),
+        None => super::not_found(format!("no {} {id:?}", kind.what())),
+    }
+}
+
+/// TagResource (`?operation=tag-resource`, `{"ResourceARN","Tags":[{"Key",
+/// "Value"}]}`) and UntagResource (`?operation=untag-resource`,
+/// `{"ResourceARN","TagKeys":[…]}`): the resource's `tags` table in the
+/// file.
+pub async fn post_tags(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let op = query_pairs(query.as_deref())
+        .into_iter()
+        .find(|(k, _)| k == "operation")
+        .map(|(_, v)| v);
+    let v = match body_json(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some((kind, id)) = v
+        .get("ResourceARN")
+        .and_then(Value::as_str)
+        .and_then(tagged)
+    else {
+        return bad("ResourceARN (…:vc/<id>, …:vcg/<id> or …:sma/<id>) is required");
+    };
+    let patch: Patch = match op.as_deref() {
+        Some("tag-resource") => {
+            let Some(tags) = v.get("Tags").and_then(Value::as_array) else {
+                return bad("Tags (an array of {Key, Value}) is required");
+            };
+            let mut p = Vec::new();
+            for t in tags {
+                match (
+                    t.get("Key").and_then(Value::as_str),
+                    t.get("Value").and_then(Value::as_str),
+                ) {
+                    (Some(k), Some(val)) => {
+                        p.push((k.to_owned(), Some(toml_edit::Value::from(val))))
+                    }
+                    _ => return bad("each tag needs Key and Value strings"),
+                }
+            }
+            p
+        }
+        Some("untag-resource") => {
+            let Some(keys) = v.get("TagKeys").and_then(Value::as_array) else {
+                return bad("TagKeys (an array of strings) is required");
+            };
+            let mut p = Vec::new();
+            for k in keys {
+                match k.as_str() {
+                    Some(k) => p.push((k.to_owned(), None)),
+                    None => return bad("TagKeys holds strings"),
+                }
+            }
+            p
+        }
+        _ => return bad("operation (tag-resource or untag-resource) is required"),
+    };
+    change(shared, kind, id, &["tags"], patch, false, |_, _| {
+        StatusCode::NO_CONTENT.into_response()
+    })
+    .await
 }
 
 #[cfg(test)]
