@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 use trunkd_config::SipSettings;
+use trunkd_sip::hep::HepTransport;
 use trunkd_sip::transaction::{Peer, TxTransport};
 use trunkd_sip::{frame, Frame};
 
@@ -41,6 +42,8 @@ pub async fn serve_udp(
 ) {
     // One byte more than allowed tells an oversized datagram from a full one.
     let mut buf = vec![0u8; max_message_bytes + 1];
+    // The listener's own address, for the HEP copies (`[hep]`).
+    let local = sock.local_addr().ok();
     loop {
         let (n, src) = match sock.recv_from(&mut buf).await {
             Ok(r) => r,
@@ -62,6 +65,9 @@ pub async fn serve_udp(
             continue;
         }
         let data = Bytes::copy_from_slice(&buf[..n]);
+        if let Some(local) = local {
+            svc.capture(src, local, HepTransport::Udp, &data);
+        }
         match svc.accept(data, src, Transport::Udp) {
             Ok(msg) => {
                 if engine
@@ -76,7 +82,11 @@ pub async fn serve_udp(
                 }
             }
             Err(Some(reply)) => {
-                let _ = sock.send_to(&reply.bytes, reply.dest).await;
+                if sock.send_to(&reply.bytes, reply.dest).await.is_ok() {
+                    if let Some(local) = local {
+                        svc.capture(local, reply.dest, HepTransport::Udp, &reply.bytes);
+                    }
+                }
             }
             Err(None) => {}
         }
@@ -443,7 +453,13 @@ impl Sender {
                     return false;
                 };
                 return match sock.try_send_to(&bytes, dest.addr) {
-                    Ok(_) => true,
+                    Ok(_) => {
+                        if let Ok(local) = sock.local_addr() {
+                            self.svc
+                                .capture(local, dest.addr, HepTransport::Udp, &bytes);
+                        }
+                        true
+                    }
                     // A full buffer is loss; retransmission covers it.
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
                     Err(e) => {
