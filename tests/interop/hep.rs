@@ -89,12 +89,134 @@ impl Hep {
     }
 }
 
-#[test]
-fn every_sip_message_of_both_legs_reaches_the_hep_collector() {
+/// The collector's packets until both 200s to the BYE are in (the last
+/// message of each leg), or five seconds.
+fn collect(collector: &UdpSocket, trunkd: SocketAddr) -> Vec<Hep> {
+    let mut got: Vec<Hep> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 65_536];
+    while Instant::now() < deadline {
+        let Ok(n) = collector.recv(&mut buf) else {
+            continue;
+        };
+        got.push(Hep::decode(&buf[..n]));
+        let ok_to_bye = |from_trunkd: bool| {
+            got.iter()
+                .any(|h| (h.src().ip() == trunkd.ip()) == from_trunkd && h.what() == "200 BYE")
+        };
+        if ok_to_bye(true) && ok_to_bye(false) {
+            break;
+        }
+    }
+    got
+}
+
+fn hep_top(collector: &UdpSocket) -> String {
+    format!(
+        "[hep]\nenabled = true\ncollector = \"{}\"\ncapture_id = 2001\npassword = \"hep-pw\"\n",
+        collector.local_addr().unwrap()
+    )
+}
+
+fn collector() -> UdpSocket {
     let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
     collector
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
+    collector
+}
+
+/// Over TCP (both legs), the copies say protocol 6 and carry trunkd's
+/// connection ends: the PBX's connection to the listener, and trunkd's
+/// own connection (an ephemeral port) to the carrier.
+#[test]
+fn messages_over_tcp_are_exported_with_the_connection_ends() {
+    let collector = collector();
+    let ports = Ports::pick();
+    let carrier_port = free_port_on(CARRIER);
+    let dir = temp_dir("hep-tcp-sipp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_log, b_log) = (
+        dir.join("pbx_messages.log"),
+        dir.join("carrier_messages.log"),
+    );
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier_port,
+        &[
+            "-m",
+            "1",
+            "-t",
+            "t1",
+            "-trace_msg",
+            "-message_file",
+            b_log.to_str().unwrap(),
+        ],
+    );
+    let top = hep_top(&collector);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier_port, ", protocol = \"TCP\""),
+        top: &top,
+        ..Default::default()
+    };
+    let d = Daemon::start("hep-tcp", ports, &lab.config(ports));
+    let out = pbx_calls(
+        "uac_call.xml",
+        &d,
+        &[
+            "-t",
+            "t1",
+            "-trace_msg",
+            "-message_file",
+            a_log.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "the call");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    let trunkd = d.sip();
+    let got = collect(&collector, trunkd);
+    let (a_text, b_text) = (
+        std::fs::read_to_string(&a_log).unwrap(),
+        std::fs::read_to_string(&b_log).unwrap(),
+    );
+    let carrier = SocketAddr::new(CARRIER.parse().unwrap(), carrier_port);
+    let find = |what: &str, to: SocketAddr| {
+        got.iter()
+            .find(|h| h.what() == what && h.dst() == to)
+            .unwrap_or_else(|| panic!("{what} to {to} missing"))
+    };
+    let invite_a = got
+        .iter()
+        .find(|h| h.what() == "INVITE" && h.dst() == trunkd)
+        .expect("the PBX's INVITE");
+    let pbx = invite_a.src();
+    assert_eq!(pbx.ip(), PBX.parse::<IpAddr>().unwrap());
+    let invite_b = find("INVITE", carrier);
+    let ours = invite_b.src();
+    assert_eq!(ours.ip(), trunkd.ip());
+    assert_ne!(ours.port(), trunkd.port(), "an outgoing connection's port");
+    let ok_b = find("200 INVITE", ours);
+    assert_eq!(ok_b.src(), carrier);
+    let ok_a = find("200 INVITE", pbx);
+    assert_eq!(ok_a.src(), trunkd);
+    for (h, log) in [
+        (invite_a, &a_text),
+        (ok_a, &a_text),
+        (invite_b, &b_text),
+        (ok_b, &b_text),
+    ] {
+        assert_eq!(h.get(2), [6], "TCP");
+        assert_eq!(h.get(11), [1], "SIP");
+        assert_eq!(h.u32(12), 2001);
+        let payload = h.payload();
+        assert!(payload.len() > 100 && log.contains(&payload), "{payload:?}");
+    }
+}
+
+#[test]
+fn every_sip_message_of_both_legs_reaches_the_hep_collector() {
+    let collector = collector();
     let ports = Ports::pick();
     let carrier_port = free_port_on(CARRIER);
     let dir = temp_dir("hep-sipp");
@@ -115,10 +237,7 @@ fn every_sip_message_of_both_legs_reaches_the_hep_collector() {
             b_log.to_str().unwrap(),
         ],
     );
-    let top = format!(
-        "[hep]\nenabled = true\ncollector = \"{}\"\ncapture_id = 2001\npassword = \"hep-pw\"\n",
-        collector.local_addr().unwrap()
-    );
+    let top = hep_top(&collector);
     let lab = Lab {
         hosts: &host(CARRIER, carrier_port, ""),
         top: &top,
@@ -133,24 +252,8 @@ fn every_sip_message_of_both_legs_reaches_the_hep_collector() {
     assert_ok(&out, "the call");
     assert!(uas.wait(Duration::from_secs(10)).0);
 
-    // Until both 200s to the BYE are in (the last message of each leg).
     let trunkd = d.sip();
-    let mut got: Vec<Hep> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut buf = [0u8; 65_536];
-    while Instant::now() < deadline {
-        let Ok(n) = collector.recv(&mut buf) else {
-            continue;
-        };
-        got.push(Hep::decode(&buf[..n]));
-        let ok_to_bye = |from_trunkd: bool| {
-            got.iter()
-                .any(|h| (h.src() == trunkd) == from_trunkd && h.what() == "200 BYE")
-        };
-        if ok_to_bye(true) && ok_to_bye(false) {
-            break;
-        }
-    }
+    let got = collect(&collector, trunkd);
 
     let pbx_ip: IpAddr = PBX.parse().unwrap();
     let carrier = SocketAddr::new(CARRIER.parse().unwrap(), carrier_port);
@@ -198,7 +301,10 @@ fn every_sip_message_of_both_legs_reaches_the_hep_collector() {
         assert!(now - 60 <= secs && secs <= now, "{secs}");
         assert!(h.u32(10) < 1_000_000);
         let payload = h.payload();
-        assert!(payload.len() > 100 && payload.contains("\r\n\r\n"), "{payload:?}");
+        assert!(
+            payload.len() > 100 && payload.contains("\r\n\r\n"),
+            "{payload:?}"
+        );
         assert!(
             sipp_log.contains(&payload),
             "{what} {src} -> {dst}: the payload is not what SIPp logged:\n{payload:?}"
