@@ -9,6 +9,7 @@ mod calls;
 mod dns;
 mod events;
 mod foundation;
+mod hep;
 mod journal;
 mod media;
 mod observability;

@@ -35,6 +35,7 @@ pub struct File {
     pub event_targets: Vec<EventTarget>,
     pub events: Events,
     pub applications: Applications,
+    pub hep: Hep,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +154,16 @@ pub struct Logging {
     pub sip_log_max_bytes: Option<i64>,
     pub sip_log_max_age_hours: Option<i64>,
     pub sip_log_keep_files: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Hep {
+    pub enabled: Option<bool>,
+    pub collector: Option<String>,
+    pub capture_id: Option<i64>,
+    pub password: Option<String>,
+    pub transport: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

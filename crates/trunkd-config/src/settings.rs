@@ -21,6 +21,21 @@ pub struct Settings {
     /// `[[event_targets]]`, in file order.
     pub event_targets: Vec<EventTarget>,
     pub applications: ApplicationsSettings,
+    /// `[hep]`: copies of every SIP message to a Homer/sngrep collector.
+    pub hep: HepSettings,
+}
+
+/// `[hep]`: HEP v3 export of SIP messages. Read at start only: the
+/// exporter's socket and collector do not change on reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HepSettings {
+    pub enabled: bool,
+    /// Where the HEP packets go (UDP).
+    pub collector: SocketAddr,
+    /// The capture agent id in every packet (chunk 12).
+    pub capture_id: u32,
+    /// Sent as the auth key (chunk 14) when set.
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1223,6 +1223,27 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         level,
     };
 
+    let h = &raw.hep;
+    let mut c = Check {
+        report,
+        at: At::section("hep"),
+    };
+    let collector = match h.collector.as_deref() {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9060))),
+        Some(a) => c.parse::<SocketAddr>("collector", a),
+    }
+    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9060)));
+    match h.transport.as_deref() {
+        None | Some("udp") => {}
+        Some(t) => c.err("transport", format!("{t:?} is not one of udp")),
+    }
+    let hep = HepSettings {
+        enabled: h.enabled.unwrap_or(false),
+        collector,
+        capture_id: c.range("capture_id", h.capture_id, 0, 0, i64::from(u32::MAX)) as u32,
+        password: h.password.clone(),
+    };
+
     let r = &raw.routing;
     let mut c = Check {
         report,
@@ -1379,6 +1400,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         events,
         event_targets,
         applications,
+        hep,
     })
 }
 

@@ -1130,3 +1130,38 @@ fn routing_dns_servers_are_addresses() {
         ]
     );
 }
+
+/// `[hep]`: off by default; a collector address, capture id and password
+/// when on; only UDP is offered.
+#[test]
+fn hep_defaults_values_and_errors() {
+    let c = trunkd_config::load(&write(VALID)).unwrap();
+    assert_eq!(
+        c.settings.hep,
+        trunkd_config::HepSettings {
+            enabled: false,
+            collector: "127.0.0.1:9060".parse().unwrap(),
+            capture_id: 0,
+            password: None,
+        }
+    );
+    let text = format!("[hep]\nenabled = true\ncollector = \"[::1]:9061\"\ncapture_id = 4294967295\npassword = \"pw\"\ntransport = \"udp\"\n{VALID}");
+    let c = trunkd_config::load(&write(&text)).unwrap();
+    assert_eq!(
+        c.settings.hep,
+        trunkd_config::HepSettings {
+            enabled: true,
+            collector: "[::1]:9061".parse().unwrap(),
+            capture_id: u32::MAX,
+            password: Some("pw".into()),
+        }
+    );
+    assert_errors(
+        &format!("[hep]\ncollector = \"nowhere\"\ncapture_id = -1\ntransport = \"tcp\"\n{VALID}"),
+        &[
+            "F: hep.collector: invalid socket address syntax",
+            "F: hep.transport: \"tcp\" is not one of udp",
+            "F: hep.capture_id: -1 is out of range 0..=4294967295",
+        ],
+    );
+}

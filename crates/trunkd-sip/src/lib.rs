@@ -29,6 +29,7 @@ mod error;
 mod framing;
 pub mod header;
 mod headers;
+pub mod hep;
 mod message;
 mod method;
 pub mod multipart;

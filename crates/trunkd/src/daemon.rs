@@ -582,7 +582,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let shared = Arc::new(shared);
     shared.events.start(shared.config());
-    let sip = Arc::new(SipService::new(shared.clone()));
+    let hep = crate::hep::HepExporter::start(&settings.hep, shared.metrics.hep_messages.clone())
+        .context("starting the HEP exporter")?;
+    let sip = Arc::new(SipService::new(shared.clone()).with_hep(hep));
     let mut tasks = JoinSet::new();
     let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(65_536);
     start_records(&shared, spool, &settings.records);

@@ -18,6 +18,7 @@ mod cli_reload;
 mod daemon;
 mod engine;
 mod events;
+mod hep;
 mod logging;
 mod media_anchor;
 mod media_lines;

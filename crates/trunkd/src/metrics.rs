@@ -275,6 +275,9 @@ pub struct Metrics {
     /// SIP message log lines (SPEC §5.3): written | dropped (the writer's
     /// queue was full: the engine never waits) | failed (a file error).
     pub sip_log_lines: Family<ResultLabel, Counter>,
+    /// HEP copies of SIP messages (`[hep]`): sent | dropped (the queue
+    /// was full — the transports never wait — or the send failed).
+    pub hep_messages: Family<ResultLabel, Counter>,
     pub vc_sip_responses: Family<VcClassLabels, Counter>,
     pub route_up: Family<RouteLabels, Gauge>,
     pub route_failures: Family<RouteLabels, Counter>,
@@ -601,6 +604,12 @@ impl Metrics {
             "SIP message log lines, by result: written, dropped (queue full), failed (file error)",
             sip_log_lines.clone(),
         );
+        let hep_messages = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "hep_messages",
+            "HEP copies of SIP messages, by result: sent, dropped (queue full or send failed)",
+            hep_messages.clone(),
+        );
 
         let vc_sip_responses = Family::<VcClassLabels, Counter>::default();
         registry.register(
@@ -749,6 +758,7 @@ impl Metrics {
             recording_packets,
             streaming,
             sip_log_lines,
+            hep_messages,
             vc_sip_responses,
             route_up,
             route_failures,

@@ -53,6 +53,8 @@ pub struct SipService {
     /// Keys the To-tags of stateless answers: a retransmitted OPTIONS gets
     /// the same tag, without keeping state per request.
     tag_key: std::collections::hash_map::RandomState,
+    /// `[hep]` export, when enabled: the transports copy every message here.
+    hep: Option<crate::hep::HepExporter>,
 }
 
 impl SipService {
@@ -61,6 +63,33 @@ impl SipService {
             shared,
             limiter: Default::default(),
             tag_key: Default::default(),
+            hep: None,
+        }
+    }
+
+    /// Copies every message the transports receive and send to `hep`.
+    pub fn with_hep(mut self, hep: Option<crate::hep::HepExporter>) -> Self {
+        self.hep = hep;
+        self
+    }
+
+    /// Hands a copy of a message that crossed a socket to the HEP
+    /// exporter, if any; never blocks.
+    pub fn capture(
+        &self,
+        src: std::net::SocketAddr,
+        dst: std::net::SocketAddr,
+        transport: trunkd_sip::hep::HepTransport,
+        bytes: &bytes::Bytes,
+    ) {
+        if let Some(hep) = &self.hep {
+            hep.capture(crate::hep::Captured {
+                src,
+                dst,
+                transport,
+                wall: std::time::SystemTime::now(),
+                bytes: bytes.clone(),
+            });
         }
     }
 

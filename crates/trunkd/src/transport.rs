@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 use trunkd_config::SipSettings;
+use trunkd_sip::hep::HepTransport;
 use trunkd_sip::transaction::{Peer, TxTransport};
 use trunkd_sip::{frame, Frame};
 
@@ -41,6 +42,8 @@ pub async fn serve_udp(
 ) {
     // One byte more than allowed tells an oversized datagram from a full one.
     let mut buf = vec![0u8; max_message_bytes + 1];
+    // The listener's own address, for the HEP copies (`[hep]`).
+    let local = sock.local_addr().ok();
     loop {
         let (n, src) = match sock.recv_from(&mut buf).await {
             Ok(r) => r,
@@ -62,6 +65,9 @@ pub async fn serve_udp(
             continue;
         }
         let data = Bytes::copy_from_slice(&buf[..n]);
+        if let Some(local) = local {
+            svc.capture(src, local, HepTransport::Udp, &data);
+        }
         match svc.accept(data, src, Transport::Udp) {
             Ok(msg) => {
                 if engine
@@ -76,7 +82,11 @@ pub async fn serve_udp(
                 }
             }
             Err(Some(reply)) => {
-                let _ = sock.send_to(&reply.bytes, reply.dest).await;
+                if sock.send_to(&reply.bytes, reply.dest).await.is_ok() {
+                    if let Some(local) = local {
+                        svc.capture(local, reply.dest, HepTransport::Udp, &reply.bytes);
+                    }
+                }
             }
             Err(None) => {}
         }
@@ -191,6 +201,10 @@ async fn accepted_connection(
     settings: &SipSettings,
 ) {
     let _ = stream.set_nodelay(true);
+    let ends = Ends {
+        peer,
+        local: stream.local_addr().ok(),
+    };
     let (tx, rx) = mpsc::channel(TCP_QUEUE);
     match kind {
         Stream::Tcp => {
@@ -200,7 +214,7 @@ async fn accepted_connection(
                 client_verified: false,
             };
             if engine.send(opened).await.is_ok() {
-                connection(stream, peer, kind, rx, svc, engine, settings).await;
+                connection(stream, ends, kind, rx, svc, engine, settings).await;
             }
         }
         Stream::Tls => {
@@ -234,7 +248,7 @@ async fn accepted_connection(
                 client_verified,
             };
             if engine.send(opened).await.is_ok() {
-                connection(stream, peer, kind, rx, svc, engine, settings).await;
+                connection(stream, ends, kind, rx, svc, engine, settings).await;
             }
         }
     }
@@ -250,15 +264,29 @@ fn handshake_failed(svc: &SipService, direction: &'static str) {
 /// One stream connection, inbound or outbound, TCP or TLS: reads and
 /// frames messages for the engine, writes what the engine queues for this
 /// peer.
+/// The two ends of a stream connection: the peer's address and ours (for
+/// the HEP copies; `None` if the OS would not say).
+struct Ends {
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+}
+
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    peer: SocketAddr,
+    ends: Ends,
     kind: Stream,
     mut outgoing: mpsc::Receiver<Bytes>,
     svc: &SipService,
     engine: &EngineTx,
     settings: &SipSettings,
 ) {
+    let Ends { peer, local } = ends;
+    // A copy of each message to the HEP exporter (`[hep]`), if any.
+    let capture = |src: SocketAddr, dst: Option<SocketAddr>, bytes: &Bytes| {
+        if let Some(dst) = dst {
+            svc.capture(src, dst, HepTransport::Tcp, bytes);
+        }
+    };
     let label = kind.label();
     let gauge = svc
         .metrics()
@@ -273,6 +301,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             match frame(&buf, settings.max_message_bytes) {
                 Frame::Complete(len) => {
                     let data = buf.split_to(len).freeze();
+                    capture(peer, local, &data);
                     match svc.accept(data, peer, kind.service_transport()) {
                         Ok(msg) => {
                             if engine
@@ -289,6 +318,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                         Err(Some(reply)) => {
                             if write(&mut stream, &reply.bytes).await.is_err() {
                                 break 'conn;
+                            }
+                            if let Some(local) = local {
+                                capture(local, Some(peer), &reply.bytes);
                             }
                         }
                         Err(None) => {}
@@ -362,6 +394,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 Some(bytes) => {
                     if write(&mut stream, &bytes).await.is_err() {
                         break 'conn;
+                    }
+                    if let Some(local) = local {
+                        capture(local, Some(peer), &bytes);
                     }
                 }
                 None => break 'conn,
@@ -443,7 +478,13 @@ impl Sender {
                     return false;
                 };
                 return match sock.try_send_to(&bytes, dest.addr) {
-                    Ok(_) => true,
+                    Ok(_) => {
+                        if let Ok(local) = sock.local_addr() {
+                            self.svc
+                                .capture(local, dest.addr, HepTransport::Udp, &bytes);
+                        }
+                        true
+                    }
                     // A full buffer is loss; retransmission covers it.
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
                     Err(e) => {
@@ -530,8 +571,12 @@ async fn outgoing_connection(
         }
     };
     let _ = stream.set_nodelay(true);
+    let ends = Ends {
+        peer: dest.addr,
+        local: stream.local_addr().ok(),
+    };
     match kind {
-        Stream::Tcp => connection(stream, dest.addr, kind, rx, svc, engine, settings).await,
+        Stream::Tcp => connection(stream, ends, kind, rx, svc, engine, settings).await,
         Stream::Tls => {
             let tls = &svc.shared().tls;
             // The name to send (SNI) and verify: the route's
@@ -555,7 +600,7 @@ async fn outgoing_connection(
                 tls.connector().connect(name, stream),
             );
             match handshake.await {
-                Ok(Ok(s)) => connection(s, dest.addr, kind, rx, svc, engine, settings).await,
+                Ok(Ok(s)) => connection(s, ends, kind, rx, svc, engine, settings).await,
                 Ok(Err(e)) => {
                     // Operators need this one: an expired or misissued
                     // carrier certificate stops every call to it.

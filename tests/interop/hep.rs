@@ -1,0 +1,318 @@
+//! HEP v3 export (`[hep]`) through the real binary: a SIPp call from the
+//! PBX through trunkd to the carrier, with a collector socket in the test
+//! decoding every HEP3 packet with the decoder below (written from
+//! sipcapture's HEP3 chunk table, independent of `trunkd_sip::hep`).
+//! Every SIP message of both legs must arrive once at least, with the
+//! real addresses, protocol SIP, the capture id, the auth key, and the
+//! payload byte-for-byte as SIPp logged it sent or received.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::calls::{assert_ok, host, pbx_calls, Lab, CARRIER, PBX};
+use crate::support::*;
+
+/// One decoded HEP3 packet: chunk type -> value (vendor 0 only).
+struct Hep {
+    chunks: HashMap<u16, Vec<u8>>,
+}
+
+impl Hep {
+    fn decode(p: &[u8]) -> Hep {
+        assert_eq!(&p[..4], b"HEP3", "{p:?}");
+        let total = u16::from_be_bytes([p[4], p[5]]) as usize;
+        assert_eq!(total, p.len(), "the total length is the datagram's");
+        let mut chunks = HashMap::new();
+        let mut at = 6;
+        while at < total {
+            let vendor = u16::from_be_bytes([p[at], p[at + 1]]);
+            let kind = u16::from_be_bytes([p[at + 2], p[at + 3]]);
+            let len = u16::from_be_bytes([p[at + 4], p[at + 5]]) as usize;
+            assert!(len >= 6 && at + len <= total, "chunk {kind} length {len}");
+            assert_eq!(vendor, 0);
+            chunks.insert(kind, p[at + 6..at + len].to_vec());
+            at += len;
+        }
+        assert_eq!(at, total);
+        Hep { chunks }
+    }
+
+    fn get(&self, kind: u16) -> &[u8] {
+        self.chunks
+            .get(&kind)
+            .unwrap_or_else(|| panic!("no chunk {kind}"))
+    }
+
+    fn u16(&self, kind: u16) -> u16 {
+        u16::from_be_bytes(self.get(kind).try_into().unwrap())
+    }
+
+    fn u32(&self, kind: u16) -> u32 {
+        u32::from_be_bytes(self.get(kind).try_into().unwrap())
+    }
+
+    fn v4(&self, kind: u16) -> IpAddr {
+        let b: [u8; 4] = self.get(kind).try_into().unwrap();
+        IpAddr::V4(Ipv4Addr::from(b))
+    }
+
+    fn src(&self) -> SocketAddr {
+        SocketAddr::new(self.v4(3), self.u16(7))
+    }
+
+    fn dst(&self) -> SocketAddr {
+        SocketAddr::new(self.v4(4), self.u16(8))
+    }
+
+    fn payload(&self) -> String {
+        String::from_utf8(self.get(15).to_vec()).unwrap()
+    }
+
+    /// "INVITE", "ACK", "BYE", or the status code with the CSeq method
+    /// ("200 BYE").
+    fn what(&self) -> String {
+        let text = self.payload();
+        let first = text.lines().next().unwrap_or("").to_owned();
+        match first.strip_prefix("SIP/2.0 ") {
+            Some(rest) => {
+                let code = rest.split(' ').next().unwrap_or("");
+                let method = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("CSeq: "))
+                    .and_then(|c| c.split(' ').nth(1))
+                    .unwrap_or("");
+                format!("{code} {method}")
+            }
+            None => first.split(' ').next().unwrap_or("").to_owned(),
+        }
+    }
+}
+
+/// The collector's packets until both 200s to the BYE are in (the last
+/// message of each leg), or five seconds.
+fn collect(collector: &UdpSocket, trunkd: SocketAddr) -> Vec<Hep> {
+    let mut got: Vec<Hep> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 65_536];
+    while Instant::now() < deadline {
+        let Ok(n) = collector.recv(&mut buf) else {
+            continue;
+        };
+        got.push(Hep::decode(&buf[..n]));
+        let ok_to_bye = |from_trunkd: bool| {
+            got.iter()
+                .any(|h| (h.src().ip() == trunkd.ip()) == from_trunkd && h.what() == "200 BYE")
+        };
+        if ok_to_bye(true) && ok_to_bye(false) {
+            break;
+        }
+    }
+    got
+}
+
+fn hep_top(collector: &UdpSocket) -> String {
+    format!(
+        "[hep]\nenabled = true\ncollector = \"{}\"\ncapture_id = 2001\npassword = \"hep-pw\"\n",
+        collector.local_addr().unwrap()
+    )
+}
+
+fn collector() -> UdpSocket {
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    collector
+}
+
+/// Over TCP (both legs), the copies say protocol 6 and carry trunkd's
+/// connection ends: the PBX's connection to the listener, and trunkd's
+/// own connection (an ephemeral port) to the carrier.
+#[test]
+fn messages_over_tcp_are_exported_with_the_connection_ends() {
+    let collector = collector();
+    let ports = Ports::pick();
+    let carrier_port = free_port_on(CARRIER);
+    let dir = temp_dir("hep-tcp-sipp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_log, b_log) = (
+        dir.join("pbx_messages.log"),
+        dir.join("carrier_messages.log"),
+    );
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier_port,
+        &[
+            "-m",
+            "1",
+            "-t",
+            "t1",
+            "-trace_msg",
+            "-message_file",
+            b_log.to_str().unwrap(),
+        ],
+    );
+    let top = hep_top(&collector);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier_port, ", protocol = \"TCP\""),
+        top: &top,
+        ..Default::default()
+    };
+    let d = Daemon::start("hep-tcp", ports, &lab.config(ports));
+    let out = pbx_calls(
+        "uac_call.xml",
+        &d,
+        &[
+            "-t",
+            "t1",
+            "-trace_msg",
+            "-message_file",
+            a_log.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "the call");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    let trunkd = d.sip();
+    let got = collect(&collector, trunkd);
+    let (a_text, b_text) = (
+        std::fs::read_to_string(&a_log).unwrap(),
+        std::fs::read_to_string(&b_log).unwrap(),
+    );
+    let carrier = SocketAddr::new(CARRIER.parse().unwrap(), carrier_port);
+    let find = |what: &str, to: SocketAddr| {
+        got.iter()
+            .find(|h| h.what() == what && h.dst() == to)
+            .unwrap_or_else(|| panic!("{what} to {to} missing"))
+    };
+    let invite_a = got
+        .iter()
+        .find(|h| h.what() == "INVITE" && h.dst() == trunkd)
+        .expect("the PBX's INVITE");
+    let pbx = invite_a.src();
+    assert_eq!(pbx.ip(), PBX.parse::<IpAddr>().unwrap());
+    let invite_b = find("INVITE", carrier);
+    let ours = invite_b.src();
+    assert_eq!(ours.ip(), trunkd.ip());
+    assert_ne!(ours.port(), trunkd.port(), "an outgoing connection's port");
+    let ok_b = find("200 INVITE", ours);
+    assert_eq!(ok_b.src(), carrier);
+    let ok_a = find("200 INVITE", pbx);
+    assert_eq!(ok_a.src(), trunkd);
+    for (h, log) in [
+        (invite_a, &a_text),
+        (ok_a, &a_text),
+        (invite_b, &b_text),
+        (ok_b, &b_text),
+    ] {
+        assert_eq!(h.get(2), [6], "TCP");
+        assert_eq!(h.get(11), [1], "SIP");
+        assert_eq!(h.u32(12), 2001);
+        let payload = h.payload();
+        assert!(payload.len() > 100 && log.contains(&payload), "{payload:?}");
+    }
+}
+
+#[test]
+fn every_sip_message_of_both_legs_reaches_the_hep_collector() {
+    let collector = collector();
+    let ports = Ports::pick();
+    let carrier_port = free_port_on(CARRIER);
+    let dir = temp_dir("hep-sipp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_log, b_log) = (
+        dir.join("pbx_messages.log"),
+        dir.join("carrier_messages.log"),
+    );
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier_port,
+        &[
+            "-m",
+            "1",
+            "-trace_msg",
+            "-message_file",
+            b_log.to_str().unwrap(),
+        ],
+    );
+    let top = hep_top(&collector);
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier_port, ""),
+        top: &top,
+        ..Default::default()
+    };
+    let d = Daemon::start("hep", ports, &lab.config(ports));
+    let out = pbx_calls(
+        "uac_call.xml",
+        &d,
+        &["-trace_msg", "-message_file", a_log.to_str().unwrap()],
+    );
+    assert_ok(&out, "the call");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+
+    let trunkd = d.sip();
+    let got = collect(&collector, trunkd);
+
+    let pbx_ip: IpAddr = PBX.parse().unwrap();
+    let carrier = SocketAddr::new(CARRIER.parse().unwrap(), carrier_port);
+    let pbx = got
+        .iter()
+        .find(|h| h.dst() == trunkd && h.what() == "INVITE" && h.src().ip() == pbx_ip)
+        .map(|h| h.src())
+        .unwrap_or_else(|| panic!("no INVITE from the PBX among {} packets", got.len()));
+    let a_text = std::fs::read_to_string(&a_log).unwrap();
+    let b_text = std::fs::read_to_string(&b_log).unwrap();
+    let expected: &[(&str, SocketAddr, SocketAddr, &str)] = &[
+        ("INVITE", pbx, trunkd, &a_text),
+        ("100 INVITE", trunkd, pbx, &a_text),
+        ("180 INVITE", trunkd, pbx, &a_text),
+        ("200 INVITE", trunkd, pbx, &a_text),
+        ("ACK", pbx, trunkd, &a_text),
+        ("BYE", pbx, trunkd, &a_text),
+        ("200 BYE", trunkd, pbx, &a_text),
+        ("INVITE", trunkd, carrier, &b_text),
+        ("180 INVITE", carrier, trunkd, &b_text),
+        ("200 INVITE", carrier, trunkd, &b_text),
+        ("ACK", trunkd, carrier, &b_text),
+        ("BYE", trunkd, carrier, &b_text),
+        ("200 BYE", carrier, trunkd, &b_text),
+    ];
+    let seen: Vec<String> = got
+        .iter()
+        .map(|h| format!("{} {} -> {}", h.what(), h.src(), h.dst()))
+        .collect();
+    for (what, src, dst, sipp_log) in expected {
+        let h = got
+            .iter()
+            .find(|h| h.what() == *what && h.src() == *src && h.dst() == *dst)
+            .unwrap_or_else(|| panic!("{what} {src} -> {dst} missing from {seen:#?}"));
+        assert_eq!(h.get(1), [2], "IPv4");
+        assert_eq!(h.get(2), [17], "UDP");
+        assert_eq!(h.get(11), [1], "SIP");
+        assert_eq!(h.u32(12), 2001, "capture id");
+        assert_eq!(h.get(14), b"hep-pw", "auth key");
+        let secs = u64::from(h.u32(9));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(now - 60 <= secs && secs <= now, "{secs}");
+        assert!(h.u32(10) < 1_000_000);
+        let payload = h.payload();
+        assert!(
+            payload.len() > 100 && payload.contains("\r\n\r\n"),
+            "{payload:?}"
+        );
+        assert!(
+            sipp_log.contains(&payload),
+            "{what} {src} -> {dst}: the payload is not what SIPp logged:\n{payload:?}"
+        );
+    }
+    let sent = d
+        .metric("hep_messages_total{result=\"sent\"}")
+        .unwrap_or(0.0);
+    assert!(sent >= got.len() as f64, "{sent} < {}", got.len());
+    assert_eq!(d.metric("hep_messages_total{result=\"dropped\"}"), None);
+}
