@@ -35,6 +35,47 @@ fn plotted(html: &str, txn: &str, plot: &str, series: &str) -> Vec<f64> {
         .collect()
 }
 
+/// `GET /status` with an optional bearer token: (status, body).
+fn get_status(addr: std::net::SocketAddr, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET /status HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    (status, body.unwrap_or_default())
+}
+
+#[test]
+fn with_tokens_the_status_page_needs_a_read_only_one() {
+    let ports = Ports::pick();
+    // The SHA-256 of `t-read`, a read-only token.
+    let text = config(ports, free_port(), "").replace(
+        "[admin]\n",
+        "[admin]\ntokens = [ { name = \"grafana\", role = \"read-only\", token_sha256 = \"37b8d57153bffdf023160736edb4fcb922a1b6b6ce2dba953f4b571880757b47\" } ]\n",
+    );
+    let d = Daemon::start("status-page-tokens", ports, &text);
+    let (status, body) = get_status(d.admin(), None);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(get_status(d.admin(), Some("t-wrong")).0, 401);
+    let (status, body) = get_status(d.admin(), Some("t-read"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<h2>Calls in progress (0)</h2>"), "{body}");
+}
+
 /// Width and height from a PNG's IHDR chunk.
 fn png_size(png: &[u8]) -> (u32, u32) {
     assert!(png.len() > 24, "{} bytes", png.len());

@@ -478,6 +478,38 @@ mod tests {
     }
 
     #[test]
+    fn plots_carry_escaped_ids_and_exact_figures() {
+        let svg = vc_plot(
+            "<vc\"1>",
+            &[VcSample {
+                started: 3,
+                answered: 2,
+                failed: 1,
+            }],
+        );
+        assert!(svg.contains("data-vc=\"&lt;vc&quot;1&gt;\""), "{svg}");
+        assert!(svg.contains("data-started=\"3\" data-answered=\"2\" data-failed=\"1\""));
+        let sample = CallSample {
+            at_seconds: 60,
+            customer: SideSample {
+                mos: Some(4.25),
+                jitter_ms: Some(1.5),
+                loss_pct: Some(5.0),
+            },
+            remote: SideSample::default(),
+        };
+        let html = call_plots("t&1", &[sample]);
+        assert!(html.starts_with("<div class=\"plots\" data-call=\"t&amp;1\">"));
+        assert!(html.contains("data-series=\"customer\" data-x=\"60\" data-value=\"4.25\""));
+        assert!(html.contains("data-series=\"customer\" data-x=\"60\" data-value=\"1.5\""));
+        assert!(html.contains("data-series=\"customer\" data-x=\"60\" data-value=\"5\""));
+        assert!(
+            !html.contains("data-series=\"remote\""),
+            "nothing measured: no point"
+        );
+    }
+
+    #[test]
     fn history_is_bounded_and_forgets_ended_calls() {
         let h = History::default();
         let s = |t| CallSample {
