@@ -231,7 +231,7 @@ pub fn esc(s: &str) -> String {
 /// One plotted series: its name, colour and points (x, y).
 type Series<'a> = (&'a str, &'a str, Vec<(u64, f64)>);
 
-const W: f64 = 240.0;
+const W: f64 = 200.0;
 const H: f64 = 60.0;
 
 /// One small line plot: `series` are (name, colour, points of (x, y));
@@ -370,7 +370,7 @@ fn text(v: &serde_json::Value) -> String {
 pub async fn page(State(shared): State<Arc<Shared>>) -> Response {
     let interval = shared.config().settings.admin.status_sample.as_secs();
     let mut html = String::from(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\"><title>trunkd status</title><style>body{font-family:sans-serif;margin:1em;color:#222}table{border-collapse:collapse;margin-bottom:1em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}figure{display:inline-block;margin:2px 6px}figcaption{font-size:11px}.up{color:#2ca02c}.down{color:#d62728}.legend span{margin-right:1em}</style></head><body><h1>trunkd status</h1>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\"><title>trunkd status</title><style>body{font-family:sans-serif;margin:1em;color:#222}table{border-collapse:collapse;margin-bottom:1em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}figure{display:inline-block;margin:2px 6px}figcaption{font-size:11px}.up{color:#2ca02c}.down{color:#d62728}.legend span{margin-right:1em}.plots{white-space:nowrap}</style></head><body><h1>trunkd status</h1>",
     );
     let _ = write!(
         html,
