@@ -21,6 +21,7 @@ mod siprec;
 mod sma;
 mod sma_bridge;
 mod srtp;
+mod status_page;
 mod streaming;
 mod tls;
 mod ua;

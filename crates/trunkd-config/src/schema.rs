@@ -99,6 +99,7 @@ pub struct Admin {
     pub tokens: Option<Vec<AdminToken>>,
     pub audit_log: Option<String>,
     pub open_metrics: Option<bool>,
+    pub status_sample_seconds: Option<i64>,
     pub number_restore_days: Option<i64>,
     pub tls_cert_file: Option<String>,
     pub tls_key_file: Option<String>,

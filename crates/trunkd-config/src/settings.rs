@@ -129,6 +129,9 @@ pub struct AdminSettings {
     pub audit_log: PathBuf,
     /// `/metrics` and `/healthz` answer without a token.
     pub open_metrics: bool,
+    /// How often the status page (`GET /status`) samples call quality and
+    /// per-VC counters: once a minute by default, down to 1 s for tests.
+    pub status_sample: Duration,
     /// How long a deleted number can be restored before it is purged.
     pub number_restore: Duration,
     /// Serve the API over TLS with this certificate chain and key (PEM).

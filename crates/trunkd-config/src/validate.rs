@@ -1108,6 +1108,13 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         .map(|p| resolve(base, p))
         .unwrap_or_else(|| state_dir.join("audit.jsonl"));
     let open_metrics = raw.admin.open_metrics.unwrap_or(true);
+    let status_sample_seconds = c.range(
+        "status_sample_seconds",
+        raw.admin.status_sample_seconds,
+        60,
+        1,
+        3600,
+    ) as u64;
     let number_restore_days = c.range(
         "number_restore_days",
         raw.admin.number_restore_days,
@@ -1389,6 +1396,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             tokens,
             audit_log,
             open_metrics,
+            status_sample: Duration::from_secs(status_sample_seconds),
             number_restore: Duration::from_secs(number_restore_days * 86_400),
             tls_cert_file: admin_tls_cert,
             tls_key_file: admin_tls_key,

@@ -1004,6 +1004,28 @@ fn admin_tokens_are_checked_and_never_echoed() {
     assert!(errs.iter().all(|e| !e.contains("my-plain-token")));
 }
 
+/// `[admin] status_sample_seconds`: the status page's sample interval,
+/// a minute by default, 1 s at least (tests), an hour at most.
+#[test]
+fn the_status_page_samples_once_a_minute_unless_told() {
+    let load = |extra: &str| {
+        trunkd_config::load(&write(&format!("{VALID}\n[admin]\n{extra}")))
+            .unwrap()
+            .settings
+            .admin
+            .status_sample
+    };
+    assert_eq!(load(""), std::time::Duration::from_secs(60));
+    assert_eq!(
+        load("status_sample_seconds = 1\n"),
+        std::time::Duration::from_secs(1)
+    );
+    assert_eq!(
+        errors(&format!("{VALID}\n[admin]\nstatus_sample_seconds = 0\n")),
+        ["F: admin.status_sample_seconds: 0 is out of range 1..=3600"]
+    );
+}
+
 /// `[voice_connectors.streaming]` of vc-west with `keys` (one per line).
 fn with_streaming(keys: &str) -> String {
     let vc = "[voice_connectors.origination]\nroutes = [ { host = \"127.0.0.1\", port = 5093 } ]";

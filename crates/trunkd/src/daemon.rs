@@ -56,6 +56,8 @@ pub struct Shared {
     pub engine_tx: std::sync::OnceLock<crate::engine::EngineTx>,
     /// Calls in progress, for the admin API (`GET /calls`).
     pub calls: crate::api::calls::ActiveCalls,
+    /// The status page's sampled history (`GET /status`).
+    pub status: crate::api::status::History,
     /// The admin API's audit log.
     pub audit: crate::api::audit::AuditLog,
 }
@@ -81,6 +83,7 @@ impl Shared {
             sma_calls: Default::default(),
             engine_tx: Default::default(),
             calls: Default::default(),
+            status: Default::default(),
             audit: Default::default(),
         }
     }
@@ -667,6 +670,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let scheme = if admin_tls.is_some() { "https" } else { "http" };
     info!(addr = %settings.admin.listen, scheme, "admin API listening (docs/admin-api.md)");
     tasks.spawn(admin::serve(admin, shared.clone(), admin_tls));
+    tasks.spawn(crate::api::status::run_sampler(shared.clone()));
     tasks.spawn(crate::api::numbers::purge_task(shared.clone()));
 
     // Streamed WAV files past their VC's retention (SPEC §2.6).

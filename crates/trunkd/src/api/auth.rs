@@ -106,6 +106,7 @@ mod tests {
             (Method::GET, "/openapi.json", Need::Open),
             (Method::GET, "/voice-connectors", Need::Role(ReadOnly)),
             (Method::GET, "/calls", Need::Role(ReadOnly)),
+            (Method::GET, "/status", Need::Role(ReadOnly)),
             (Method::POST, "/reload", Need::Role(Operator)),
             (Method::POST, "/records/flush", Need::Role(Operator)),
             (

@@ -9,7 +9,8 @@
 //!   rules, termination health and route state;
 //! * [`numbers`]: the phone-number inventory and its lifecycle (update,
 //!   delete to the deletion queue, restore, purge);
-//! * [`calls`]: calls in progress.
+//! * [`calls`]: calls in progress;
+//! * [`status`]: the status page (`GET /status`), HTML with quality plots.
 //!
 //! Every write goes through `Shared::write_file`: the operator's file is
 //! edited in place (comments kept), validated as a reload would, written
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod calls;
 pub mod numbers;
 pub mod resources;
+pub mod status;
 pub mod writes;
 
 use std::net::SocketAddr;
@@ -142,6 +144,7 @@ pub fn router() -> Router<Arc<Shared>> {
                 .delete(numbers::delete),
         )
         .route("/tags", get(writes::list_tags).post(writes::post_tags))
+        .route("/status", get(status::page))
         .route("/calls", get(list_calls))
         .route("/calls/{txn}", get(get_call).delete(hang_up_call))
 }
@@ -541,6 +544,30 @@ async fn hang_up_call(
     }
 }
 
+/// A call's quality so far, customer side then remote side (the figures
+/// of its media metric lines); `None` without a relay or once it stopped.
+/// `GET /calls` and the status page's sampler both read it.
+pub(crate) async fn call_sides(
+    c: &calls::Snapshot,
+) -> Option<(
+    trunkd_core::quality::SideStats,
+    trunkd_core::quality::SideStats,
+)> {
+    // Held only for this one snapshot: a call that ends meanwhile finds its
+    // relay stopping when this handle goes (its task's own stop is then a
+    // no-op), never kept alive.
+    let relay = c.relay.as_ref().and_then(std::sync::Weak::upgrade)?;
+    let stats = relay.stats().await.ok()?;
+    let (customer, remote) = match c.direction {
+        trunkd_core::cdr::Direction::Outbound => (trunkd_media::Leg::A, trunkd_media::Leg::B),
+        trunkd_core::cdr::Direction::Inbound => (trunkd_media::Leg::B, trunkd_media::Leg::A),
+    };
+    Some((
+        crate::media_lines::side(&stats, customer),
+        crate::media_lines::side(&stats, remote),
+    ))
+}
+
 /// One call with its quality so far (the same figures as its media metric
 /// lines: customer and remote side).
 async fn call_view(c: &calls::Snapshot) -> Value {
@@ -549,32 +576,18 @@ async fn call_view(c: &calls::Snapshot) -> Value {
         trunkd_core::cdr::Direction::Outbound => "Outbound",
     };
     let mut quality = Value::Null;
-    // Held only for this one snapshot: a call that ends meanwhile finds its
-    // relay stopping when this handle goes (its task's own stop is then a
-    // no-op), never kept alive.
-    if let Some(relay) = c.relay.as_ref().and_then(std::sync::Weak::upgrade) {
-        if let Ok(stats) = relay.stats().await {
-            let (customer, remote) = match c.direction {
-                trunkd_core::cdr::Direction::Outbound => {
-                    (trunkd_media::Leg::A, trunkd_media::Leg::B)
-                }
-                trunkd_core::cdr::Direction::Inbound => {
-                    (trunkd_media::Leg::B, trunkd_media::Leg::A)
-                }
-            };
-            let side = |leg| {
-                let s = crate::media_lines::side(&stats, leg);
-                json!({
-                    "PacketsReceived": s.to_vc.rtp_packets,
-                    "PacketsSent": s.from_vc.rtp_packets,
-                    "PacketsLost": s.to_vc.packets_lost,
-                    "JitterMicroseconds": s.to_vc.jitter_us,
-                    "RoundTripTimeMicroseconds": s.rtt.map(|d| d.as_micros() as u64),
-                    "Mos": s.mos,
-                })
-            };
-            quality = json!({"Customer": side(customer), "Remote": side(remote)});
-        }
+    if let Some((customer, remote)) = call_sides(c).await {
+        let side = |s: &trunkd_core::quality::SideStats| {
+            json!({
+                "PacketsReceived": s.to_vc.rtp_packets,
+                "PacketsSent": s.from_vc.rtp_packets,
+                "PacketsLost": s.to_vc.packets_lost,
+                "JitterMicroseconds": s.to_vc.jitter_us,
+                "RoundTripTimeMicroseconds": s.rtt.map(|d| d.as_micros() as u64),
+                "Mos": s.mos,
+            })
+        };
+        quality = json!({"Customer": side(&customer), "Remote": side(&remote)});
     }
     json!({
         "TransactionId": c.transaction_id,

@@ -468,6 +468,12 @@ pub async fn get_rule(State(shared): State<Arc<Shared>>, Path(id): Path<String>)
 /// Every carrier host and origination route with what calls and OPTIONS
 /// probing last saw of it (`up`, `down`, or unknown: `null`).
 pub async fn list_routes(State(shared): State<Arc<Shared>>) -> Response {
+    ok(json!({ "Routes": routes(&shared) }))
+}
+
+/// Every route with its call and probe state (`GET /routes`, the status
+/// page).
+pub fn routes(shared: &Shared) -> Vec<Value> {
     let config = shared.config();
     let states = shared.metrics.route_states();
     let state_of = |key: &str| states.iter().find(|(k, _)| k == key).map(|(_, s)| *s);
@@ -495,5 +501,5 @@ pub async fn list_routes(State(shared): State<Arc<Shared>>) -> Response {
             push(json!({"VoiceConnectorId": vc.id.as_str()}), r);
         }
     }
-    ok(json!({ "Routes": out }))
+    out
 }
