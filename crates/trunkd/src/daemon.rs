@@ -658,25 +658,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = shared.engine_tx.set(engine_tx.clone());
     tasks.spawn(engine.run(engine_rx));
 
-    let admin = tokio::net::TcpListener::bind(settings.admin.listen)
-        .await
-        .with_context(|| format!("binding admin {}", settings.admin.listen))?;
-    let admin_tls = match (&settings.admin.tls_cert_file, &settings.admin.tls_key_file) {
-        (Some(cert), Some(key)) => {
-            Some(crate::tls::admin_server_config(cert, key).map_err(|e| anyhow!("{e}"))?)
-        }
-        _ => None,
-    };
-    let scheme = if admin_tls.is_some() { "https" } else { "http" };
-    info!(addr = %settings.admin.listen, scheme, "admin API listening (docs/admin-api.md)");
-    tasks.spawn(admin::serve(admin, shared.clone(), admin_tls));
-    tasks.spawn(crate::api::status::run_sampler(shared.clone()));
-    tasks.spawn(crate::api::numbers::purge_task(shared.clone()));
-
-    // Streamed WAV files past their VC's retention (SPEC §2.6).
-    tasks.spawn(crate::streaming::sweeper::run(shared.clone()));
-
-    // Route host names: resolved now, then refreshed off the call path.
+    // Route host names: resolved now, before the admin listener answers
+    // /healthz (a supervisor that waits for it then finds the routes
+    // usable), then refreshed off the call path.
     // Each name is asked again when its records expire (their TTL).
     shared
         .hosts
@@ -694,6 +678,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             refresher.hosts.wait(next).await;
         }
     });
+
+    let admin = tokio::net::TcpListener::bind(settings.admin.listen)
+        .await
+        .with_context(|| format!("binding admin {}", settings.admin.listen))?;
+    let admin_tls = match (&settings.admin.tls_cert_file, &settings.admin.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::admin_server_config(cert, key).map_err(|e| anyhow!("{e}"))?)
+        }
+        _ => None,
+    };
+    let scheme = if admin_tls.is_some() { "https" } else { "http" };
+    info!(addr = %settings.admin.listen, scheme, "admin API listening (docs/admin-api.md)");
+    tasks.spawn(admin::serve(admin, shared.clone(), admin_tls));
+    tasks.spawn(crate::api::status::run_sampler(shared.clone()));
+    tasks.spawn(crate::api::numbers::purge_task(shared.clone()));
+
+    // Streamed WAV files past their VC's retention (SPEC §2.6).
+    tasks.spawn(crate::streaming::sweeper::run(shared.clone()));
 
     // The first E.164 country lookup loads libphonenumber's metadata
     // (~90 ms): do it now, not in the first call's admission.
