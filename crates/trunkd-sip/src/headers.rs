@@ -414,6 +414,22 @@ impl Headers {
         before - self.entries.len()
     }
 
+    /// Replaces the value of the first row with this name, keeping the row's
+    /// place, its name as received and every other row: how a stateless
+    /// element stamps the top Via (RFC 3261 §18.2.1). Returns whether a row
+    /// was there to change.
+    pub fn set_first(&mut self, name: &str, value: impl Into<Bytes>) -> Result<bool, BuildError> {
+        let checked = Headers::checked(name, value.into())?;
+        let k = key(name);
+        match self.entries.iter_mut().find(|e| e.name.matches(&k)) {
+            Some(row) => {
+                row.value = checked.value;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Replaces every row with this name by one row, kept at the position of
     /// the first removed row (or appended).
     pub fn replace(&mut self, name: &str, value: impl Into<Bytes>) -> Result<(), BuildError> {
@@ -504,6 +520,30 @@ impl Iterator for SplitList<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn set_first_changes_only_the_first_rows_value_in_place() {
+        let mut h = Headers::new();
+        h.append("From", "<sip:a@x>;tag=1").unwrap();
+        h.append("v", "SIP/2.0/UDP a;branch=z9hG4bK1").unwrap();
+        h.append("Via", "SIP/2.0/UDP b;branch=z9hG4bK2").unwrap();
+        assert!(h.set_first("Via", "SIP/2.0/UDP c;branch=z9hG4bK3").unwrap());
+        let rows: Vec<(&[u8], &[u8])> = h
+            .iter()
+            .map(|r| (r.name().as_wire(), r.value().as_ref()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (&b"From"[..], &b"<sip:a@x>;tag=1"[..]),
+                (b"Via", b"SIP/2.0/UDP c;branch=z9hG4bK3"),
+                (b"Via", b"SIP/2.0/UDP b;branch=z9hG4bK2"),
+            ]
+        );
+        assert!(!h.set_first("Route", "<sip:r>").unwrap());
+        assert!(h.set_first("Via", "bad\r\nInjected: x").is_err());
+    }
+
     use super::*;
 
     fn sample() -> Headers {

@@ -103,6 +103,12 @@ async fn records_backlog() -> impl IntoResponse {
 /// Every sink's uploader retries its pending records now; answers with
 /// the backlog as it stands (`trunkd records flush` polls until empty).
 async fn records_flush() -> impl IntoResponse {
+    // Records still queued for the writer are not in the spool yet: let
+    // them reach it first, so an empty backlog means every record is there.
+    let _ = tokio::task::spawn_blocking(|| {
+        crate::records::writer::drain(std::time::Duration::from_secs(5))
+    })
+    .await;
     if let Some(s) = crate::records::spool() {
         s.flush();
     }

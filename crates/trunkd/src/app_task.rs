@@ -814,10 +814,13 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
     drop(media);
     if let (Some(end), Some(vc)) = (&ended, &cdr_vc) {
         let f = facts(&ctx, vc, start, end.answered, end.end, end.outcome.clone());
-        crate::records::write_cdr(&ctx.config, &f, metrics);
-        if end.answered.is_some() {
-            ctx.shared.call_journal.ended(ctx.transaction_id);
-        }
+        let then = end.answered.is_some().then(|| {
+            crate::records::writer::Then::JournalEnded(
+                ctx.shared.call_journal.clone(),
+                ctx.transaction_id,
+            )
+        });
+        crate::records::write_cdr(&ctx.config, &f, metrics, then);
     }
     let _ = events.send(AppEvent::Hangup { by }).await;
     // The answerer's handle goes with the call (and the bridged leg's

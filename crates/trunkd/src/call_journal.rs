@@ -247,7 +247,8 @@ pub fn recover(dir: &Path, config: &Config, metrics: &Metrics) -> usize {
         );
         let record = config.settings.records.directory.join(&key);
         if !record.exists() {
-            crate::records::write_cdr(config, &facts, metrics);
+            // At the start, before the record writer runs: written here and now.
+            crate::records::write_cdr(config, &facts, metrics, None);
             if !record.exists() {
                 // Not written (disk full?): keep the entry for the next start.
                 warn!(txn = %call.transaction_id, "interrupted call's CDR not written; entry kept");

@@ -202,10 +202,13 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                                 outcome: end.outcome.clone(),
                                 streaming: false,
                             };
-                            crate::records::write_cdr(&ctx.config, &facts, metrics);
-                            if answered_hop.is_some() {
-                                ctx.shared.call_journal.ended(ctx.transaction_id);
-                            }
+                            let then = answered_hop.is_some().then(|| {
+                                crate::records::writer::Then::JournalEnded(
+                                    ctx.shared.call_journal.clone(),
+                                    ctx.transaction_id,
+                                )
+                            });
+                            crate::records::write_cdr(&ctx.config, &facts, metrics, then);
                         }
                     }
                 },
@@ -328,10 +331,13 @@ fn write_streamed_records(
         outcome,
     };
     crate::records::write_sdr(config, &sfacts, facts.start, metrics);
-    crate::records::write_cdr(config, facts, metrics);
-    if facts.answered.is_some() {
-        shared.call_journal.ended(facts.transaction_id);
-    }
+    let then = facts.answered.is_some().then(|| {
+        crate::records::writer::Then::JournalEnded(
+            shared.call_journal.clone(),
+            facts.transaction_id,
+        )
+    });
+    crate::records::write_cdr(config, facts, metrics, then);
 }
 
 /// Snapshots the relay and reports this minute (SPEC §5.3 line, Prometheus).
@@ -378,10 +384,15 @@ async fn media_report(
             .ok()
             .and_then(trunkd_core::country::country_of)
     };
-    let (from_c, to_c) = (
-        country(&ctx.source_number),
-        country(&ctx.destination_number),
-    );
+    // Countries are for the log line only: a libphonenumber parse costs
+    // more than the rest of the report, so skip it when no line is written.
+    let (from_c, to_c) = match log_file {
+        Some(_) => (
+            country(&ctx.source_number),
+            country(&ctx.destination_number),
+        ),
+        None => (None, None),
+    };
     let (from_c, to_c) = (from_c.map(|c| c.to_string()), to_c.map(|c| c.to_string()));
     let endpoint = hop
         .and_then(|h| ctx.plan_routes.get(h))

@@ -584,6 +584,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("starting the call journal in {}", dir.display()))?;
     }
     let shared = Arc::new(shared);
+    // Records are written by their own thread from here on (after the
+    // recovery above, which checks its CDRs on disk as it writes them).
+    crate::records::writer::start(crate::records::spool().cloned(), shared.clone())
+        .context("starting the record writer")?;
     shared.events.start(shared.config());
     let hep = crate::hep::HepExporter::start(&settings.hep, shared.metrics.hep_messages.clone())
         .context("starting the HEP exporter")?;
@@ -740,6 +744,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         warn!("calls still in progress after 5 s; stopping anyway");
     }
     tasks.shutdown().await;
+    // The records of the calls just hung up reach the disk before exit.
+    let drained = tokio::task::spawn_blocking(|| {
+        crate::records::writer::drain(std::time::Duration::from_secs(10))
+    })
+    .await
+    .unwrap_or(false);
+    if !drained {
+        warn!("records still queued after 10 s; stopping anyway");
+    }
     info!("stopped");
     Ok(())
 }

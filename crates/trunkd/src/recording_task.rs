@@ -331,12 +331,15 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
                 };
                 crate::records::write_sdr(&ctx.config, &sfacts, start, metrics);
             }
-            crate::records::write_cdr(&ctx.config, &facts, metrics);
+            let then = end.answered.is_some().then(|| {
+                crate::records::writer::Then::JournalEnded(
+                    ctx.shared.call_journal.clone(),
+                    ctx.transaction_id,
+                )
+            });
+            crate::records::write_cdr(&ctx.config, &facts, metrics, then);
             crate::streaming::store_files(&ctx.config, vc_id, start, &report.files, &ctx.shared)
                 .await;
-            if end.answered.is_some() {
-                ctx.shared.call_journal.ended(ctx.transaction_id);
-            }
         }
     }
     active.dec();

@@ -266,11 +266,11 @@ fn partial_headers(e: &ParseError) -> Headers {
 /// Adds `received` (and the `rport` value) to the top Via (RFC 3261
 /// §18.2.1, RFC 3581 §4).
 fn stamp_top_via(headers: &mut Headers, src: SocketAddr) {
-    let Some(first) = headers.get("Via").cloned() else {
+    let Some(first) = headers.get("Via") else {
         return;
     };
-    let mut vias: Vec<Bytes> = trunkd_sip::split_list(&first).collect();
-    let Some(mut top) = vias.first().and_then(|v| Via::parse(v).ok()) else {
+    let mut vias = trunkd_sip::split_list(first);
+    let Some(mut top) = vias.next().and_then(|v| Via::parse(&v).ok()) else {
         return;
     };
     let sent_by_ip = match &top.host {
@@ -279,21 +279,23 @@ fn stamp_top_via(headers: &mut Headers, src: SocketAddr) {
         _ => None,
     };
     let wants_rport = top.rport().is_some();
-    if sent_by_ip != Some(src.ip()) || wants_rport {
-        let _ = top.params.set("received", Some(&src.ip().to_string()));
+    let wants_received = sent_by_ip != Some(src.ip()) || wants_rport;
+    // The common case (sent-by is the source, no rport): nothing to stamp,
+    // and the message is passed on as parsed.
+    if !wants_received {
+        return;
     }
+    let _ = top.params.set("received", Some(&src.ip().to_string()));
     if wants_rport {
         let _ = top.params.set("rport", Some(&src.port().to_string()));
     }
-    let mut out = Vec::with_capacity(first.len() + 32);
+    let mut out = Vec::with_capacity(first.len() + 40);
     top.write_to(&mut out);
-    vias[0] = Bytes::from(out);
-    let joined = vias
-        .iter()
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect::<Vec<_>>()
-        .join(", ");
-    replace_first(headers, "Via", joined);
+    for v in vias {
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(&v);
+    }
+    let _ = headers.set_first("Via", out);
 }
 
 /// Where a UDP response goes (RFC 3261 §18.2.2, RFC 3581): the source port
@@ -306,20 +308,45 @@ fn response_dest(headers: &Headers, src: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Replaces the first row named `name`, keeping every other row in place.
-fn replace_first(headers: &mut Headers, name: &str, value: String) {
-    let mut rebuilt = Headers::new();
-    let mut done = false;
-    for h in headers.iter() {
-        let n = String::from_utf8_lossy(h.name().as_wire()).into_owned();
-        let is_target = !done && h.name().known().map(|k| k.canonical()) == Some(name);
-        let v = if is_target {
-            done = true;
-            Bytes::from(value.clone())
-        } else {
-            h.value().clone()
-        };
-        let _ = rebuilt.append(&n, v);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn via_rows(h: &Headers) -> Vec<String> {
+        h.get_all("Via")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
     }
-    *headers = rebuilt;
+
+    #[test]
+    fn a_top_via_whose_sent_by_is_the_source_is_left_as_received() {
+        let mut h = Headers::new();
+        h.append("v", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1")
+            .unwrap();
+        h.append("From", "<sip:a@x>;tag=1").unwrap();
+        stamp_top_via(&mut h, "127.0.0.1:5070".parse().unwrap());
+        assert_eq!(via_rows(&h), ["SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1"]);
+    }
+
+    #[test]
+    fn rport_and_received_go_on_the_top_via_only_keeping_the_rows_order() {
+        let mut h = Headers::new();
+        h.append("To", "<sip:b@x>").unwrap();
+        h.append(
+            "Via",
+            "SIP/2.0/UDP pbx.example.com;rport;branch=z9hG4bKa, SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKb",
+        )
+        .unwrap();
+        h.append("Via", "SIP/2.0/TCP 10.0.0.8;branch=z9hG4bKc")
+            .unwrap();
+        stamp_top_via(&mut h, "192.0.2.7:40123".parse().unwrap());
+        assert_eq!(
+            via_rows(&h),
+            [
+                "SIP/2.0/UDP pbx.example.com;branch=z9hG4bKa;received=192.0.2.7;rport=40123, SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKb",
+                "SIP/2.0/TCP 10.0.0.8;branch=z9hG4bKc",
+            ]
+        );
+        assert_eq!(h.iter().next().unwrap().name().as_wire(), b"To");
+    }
 }

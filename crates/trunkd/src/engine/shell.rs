@@ -655,7 +655,7 @@ fn write_refused_cdr(shared: &Arc<Shared>, r: RefusedCall) {
             },
             streaming: false,
         };
-        crate::records::write_cdr(&r.config, &facts, &shared.metrics);
+        crate::records::write_cdr(&r.config, &facts, &shared.metrics, None);
     });
 }
 

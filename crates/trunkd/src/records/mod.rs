@@ -9,6 +9,7 @@
 pub mod book;
 pub mod spool;
 pub mod upload;
+pub mod writer;
 
 use std::io::Write;
 use std::path::Path;
@@ -20,7 +21,7 @@ pub use book::Backlog;
 pub use book::{Pressure, SinkBacklog};
 #[allow(unused_imports)]
 pub use spool::PressureHook;
-pub use spool::{Spool, Spooled};
+pub use spool::Spool;
 
 /// The daemon's spool, set once at start by [`install`]. A global because
 /// `write_cdr`/`write_sdr` are called from every call task with only the
@@ -41,33 +42,31 @@ pub fn spool() -> Option<&'static Arc<Spool>> {
 
 /// Puts a record in: the spool (when a remote sink is configured and it
 /// fits), then the local copy under `records.directory/<key>`, then the
-/// sinks' queues. Never waits on a sink. The lead's crash journal can call
+/// sinks' queues; then `then`, once the record is durable. Never waits on a
+/// sink, and in the daemon never on the disk either: the record writer
+/// thread ([`writer`]) does the writing. The lead's crash journal can call
 /// this with any key and body.
-pub fn put_record(config: &Config, kind: &'static str, key: &str, body: &[u8], metrics: &Metrics) {
-    let spooled = match spool() {
-        Some(s) => match s.put(key, body) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                warn!(dir = %s.dir().display(), error = %e, kind, "record not spooled: remote sinks will not get it");
-                None
-            }
-        },
-        None => None,
+pub fn put_record(
+    config: &Config,
+    kind: &'static str,
+    key: &str,
+    body: Vec<u8>,
+    metrics: &Metrics,
+    then: Option<writer::Then>,
+) {
+    let job = writer::Job {
+        kind,
+        key: key.to_owned(),
+        body,
+        directory: config.settings.records.directory.clone(),
+        then,
     };
-    if spooled == Some(Spooled::Full) {
-        metrics.records_spool_rejected.inc();
-    }
-    let path = config.settings.records.directory.join(key);
-    match write_atomically(&path, body) {
-        Ok(()) => metrics.record_written(kind),
-        Err(e) => {
-            metrics.record_failed(kind);
-            warn!(path = %path.display(), error = %e, kind, "record write failed");
-        }
+    if let Err(job) = writer::submit(job) {
+        writer::write_now(*job, spool().map(|s| &**s), metrics);
     }
 }
 
-use tracing::{error, warn};
+use tracing::error;
 use trunkd_config::Config;
 use trunkd_core::cdr::{
     build_cdr, build_sdr, cdr_key, sdr_key, CallFacts, CdrSettings, StreamFacts,
@@ -75,7 +74,14 @@ use trunkd_core::cdr::{
 
 use crate::metrics::Metrics;
 
-pub fn write_cdr(config: &Config, facts: &CallFacts<'_>, metrics: &Metrics) {
+/// The CDR of a call (SPEC §5.1); `then` runs once it is durable (the
+/// call journal's entry goes then, not before).
+pub fn write_cdr(
+    config: &Config,
+    facts: &CallFacts<'_>,
+    metrics: &Metrics,
+    then: Option<writer::Then>,
+) {
     let s = &config.settings;
     let Some(settings) = settings_of(config) else {
         return;
@@ -87,7 +93,7 @@ pub fn write_cdr(config: &Config, facts: &CallFacts<'_>, metrics: &Metrics) {
         facts.start,
         facts.transaction_id,
     );
-    write_record(config, "cdr", &key, &cdr, metrics);
+    write_record(config, "cdr", &key, &cdr, metrics, then);
 }
 
 /// The SDR of a streamed call; `call_start` is the call's start, which
@@ -109,7 +115,7 @@ pub fn write_sdr(
         call_start,
         facts.transaction_id,
     );
-    write_record(config, "sdr", &key, &sdr, metrics);
+    write_record(config, "sdr", &key, &sdr, metrics, None);
 }
 
 /// What records are written with; `None` when records are off.
@@ -128,6 +134,7 @@ fn write_record<T: serde::Serialize>(
     key: &str,
     record: &T,
     metrics: &Metrics,
+    then: Option<writer::Then>,
 ) {
     let json = match serde_json::to_vec(record) {
         Ok(j) => j,
@@ -136,7 +143,7 @@ fn write_record<T: serde::Serialize>(
             return;
         }
     };
-    put_record(config, kind, key, &json, metrics);
+    put_record(config, kind, key, json, metrics, then);
 }
 
 /// Writes `data` to `path` so that `path` either does not exist or holds

@@ -553,7 +553,14 @@ pub async fn store_files(
                         start,
                         name,
                     );
-                    crate::records::put_record(&config, "audio", &key, &bytes, &shared.metrics);
+                    crate::records::put_record(
+                        &config,
+                        "audio",
+                        &key,
+                        bytes,
+                        &shared.metrics,
+                        None,
+                    );
                 }
                 Err(e) => warn!(file = %f.display(), error = %e, "audio file not stored"),
             }
