@@ -42,6 +42,8 @@ pub struct CallContext {
     pub media_events: mpsc::Receiver<trunkd_media::MediaEvent>,
     /// For the media-ports-in-use gauge once the call's ports are back.
     pub ports: trunkd_media::PortAllocator,
+    /// `[hep]` RTCP export of the call: told the B leg's Call-ID.
+    pub rtcp_export: Option<Arc<crate::hep::RtcpExport>>,
 }
 
 pub async fn run(ctx: CallContext, new: NewCall, rx: mpsc::Receiver<CallInput>) {
@@ -225,6 +227,12 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
         }
         if call.is_ended() {
             break;
+        }
+        if let Some(export) = &ctx.rtcp_export {
+            if let Some(id) = call.b_call_id() {
+                export.set_call_id(trunkd_media::Leg::B, id.clone());
+                ctx.rtcp_export = None;
+            }
         }
         let deadline = call.poll_timeout();
         let tick = if answered_hop.is_some() {

@@ -60,6 +60,8 @@ pub struct Shared {
     pub status: crate::api::status::History,
     /// The admin API's audit log.
     pub audit: crate::api::audit::AuditLog,
+    /// `[hep]` export when enabled, for the calls' RTCP taps.
+    pub hep: std::sync::OnceLock<crate::hep::HepExporter>,
 }
 
 impl Shared {
@@ -85,6 +87,7 @@ impl Shared {
             calls: Default::default(),
             status: Default::default(),
             audit: Default::default(),
+            hep: Default::default(),
         }
     }
 
@@ -587,6 +590,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     shared.events.start(shared.config());
     let hep = crate::hep::HepExporter::start(&settings.hep, shared.metrics.hep_messages.clone())
         .context("starting the HEP exporter")?;
+    if let Some(h) = &hep {
+        let _ = shared.hep.set(h.clone());
+    }
     let sip = Arc::new(SipService::new(shared.clone()).with_hep(hep));
     let mut tasks = JoinSet::new();
     let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(65_536);
