@@ -69,6 +69,7 @@ impl Shared {
         let metrics = Metrics::new();
         metrics.set_resources(&config.resources);
         metrics.config_last_reload_success.set(unix_now());
+        metrics.set_certificates(&tls.not_after);
         let events = crate::events::Events::new(metrics.events.clone());
         let digest = file_digest(&config_path_text(&path_of(&config)));
         Shared {
@@ -320,6 +321,7 @@ impl Shared {
                 let new = Arc::new(new);
                 self.config.store(new.clone());
                 self.events.reconfigure(new);
+                self.metrics.set_certificates(&tls.not_after);
                 self.tls.store(tls);
                 if let Some(engine) = self.engine_tx.get() {
                     // Probing takes the new routes now; a full queue means

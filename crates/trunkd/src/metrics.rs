@@ -125,6 +125,13 @@ pub struct VcClassLabels {
     pub class: &'static str,
 }
 
+/// `tls_certificate_not_after_timestamp_seconds`: the certificate file's
+/// path as configured.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabel {
+    pub file: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// `host:port/transport`
@@ -220,6 +227,8 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabel, Counter>,
     pub config_resources: Family<KindLabel, Gauge>,
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
+    /// Each loaded TLS certificate file's notAfter (Unix seconds).
+    pub tls_certificate_not_after: Family<FileLabel, Gauge>,
     pub sip_messages_received: Family<SipInLabels, Counter>,
     pub sip_malformed: Family<SipErrorLabels, Counter>,
     pub sip_responses_sent: Family<SipOutLabels, Counter>,
@@ -359,6 +368,14 @@ impl Metrics {
             "When the running configuration was loaded (Unix time)",
             Unit::Seconds,
             config_last_reload_success.clone(),
+        );
+
+        let tls_certificate_not_after = Family::<FileLabel, Gauge>::default();
+        registry.register_with_unit(
+            "tls_certificate_not_after_timestamp",
+            "When each loaded TLS certificate file's leaf certificate expires (notAfter, Unix time)",
+            Unit::Seconds,
+            tls_certificate_not_after.clone(),
         );
 
         let sip_messages_received = Family::<SipInLabels, Counter>::default();
@@ -719,6 +736,7 @@ impl Metrics {
             config_reloads,
             config_resources,
             config_last_reload_success,
+            tls_certificate_not_after,
             sip_messages_received,
             sip_malformed,
             sip_responses_sent,
@@ -949,6 +967,17 @@ impl Metrics {
                 class: class_of(code),
             })
             .inc();
+    }
+
+    /// The loaded certificates' notAfter, replacing the previous files'
+    /// (a reload that drops a certificate drops its series).
+    pub fn set_certificates(&self, not_after: &[(String, i64)]) {
+        self.tls_certificate_not_after.clear();
+        for (file, t) in not_after {
+            self.tls_certificate_not_after
+                .get_or_create(&FileLabel { file: file.clone() })
+                .set(*t);
+        }
     }
 
     /// Whether `route` is up as `route_up` shows it; `None`: no outcome
