@@ -470,6 +470,8 @@ id = "vc-east"
 cidr_allowed_list = ["127.0.0.3/32"]
 calling_regions = ["US"]
 cps_limit = 100
+[voice_connectors.origination]
+routes = [ {{ host = "127.0.0.4", port = {pbx_port}, protocol = "UDP" }} ]
 [[numbers]]
 e164_phone_number = "+12065550100"
 voice_connector_id = "vc-east"
@@ -495,6 +497,7 @@ secret_access_key = "not-a-secret"
         sip = ports.sip,
         admin = ports.admin,
         carrier = callee.sip_addr().port(),
+        pbx_port = free_port_on("127.0.0.4"),
     );
     let d = Daemon::start("observability", ports, &base);
 
@@ -572,6 +575,15 @@ secret_access_key = "not-a-secret"
         Some(1.0),
         "{m}"
     );
+    // vc-east's origination route, joined by the per-VC route alert.
+    let pbx_route = format!(
+        "route_info{{route=\"127.0.0.4:{}/UDP\",voice_connector_id=\"vc-east\"}}",
+        base.split("host = \"127.0.0.4\", port = ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap()
+    );
+    assert_eq!(metric_value(&m, &pbx_route), Some(1.0), "{m}");
     let have = scraped_names(&m);
 
     let mut used: BTreeSet<String> = BTreeSet::new();

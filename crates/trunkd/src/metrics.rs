@@ -146,6 +146,17 @@ impl RouteLabels {
     }
 }
 
+/// `route_info`: a voice connector's origination route. A separate info
+/// family rather than a label on `route_up`/`route_probe_up`: one route
+/// (a customer's PBX) may serve several VCs' origination, and a label
+/// there would repeat each state series per VC.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteInfoLabels {
+    /// `host:port/transport`, as on the route families.
+    pub route: String,
+    pub voice_connector_id: String,
+}
+
 /// One route's state for the admin API.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteState {
@@ -292,6 +303,8 @@ pub struct Metrics {
     pub route_failures: Family<RouteLabels, Counter>,
     /// OPTIONS probing (`[probing]`): 1 while a probed route is up.
     pub route_probe_up: Family<RouteLabels, Gauge>,
+    /// 1 for each (origination route, VC) of the configuration.
+    pub route_info: Family<RouteInfoLabels, Gauge>,
     pub route_probes: Family<RouteResultLabels, Counter>,
     /// Lookups of route host names (`resolver`), by record type and result.
     pub dns_lookups: Family<DnsLookupLabels, Counter>,
@@ -642,6 +655,12 @@ impl Metrics {
         );
         let route_failures = Family::<RouteLabels, Counter>::default();
         registry.register("route_failures", "Hop failures of a carrier host or origination route (timeout, transport error, 408, 3xx, 5xx)", route_failures.clone());
+        let route_info = Family::<RouteInfoLabels, Gauge>::default();
+        registry.register(
+            "route_info",
+            "1 for each origination route of each voice connector (join on route)",
+            route_info.clone(),
+        );
         let route_probe_up = Family::<RouteLabels, Gauge>::default();
         registry.register(
             "route_probe_up",
@@ -781,6 +800,7 @@ impl Metrics {
             route_up,
             route_failures,
             route_probe_up,
+            route_info,
             route_probes,
             dns_lookups,
             route_probe_labels: Default::default(),
@@ -949,6 +969,19 @@ impl Metrics {
             self.config_resources
                 .get_or_create(&KindLabel { kind })
                 .set(n as i64);
+        }
+        // Replaced whole: a reload that drops a route or a VC drops its
+        // series.
+        self.route_info.clear();
+        for vc in r.voice_connectors() {
+            for route in &vc.origination.routes {
+                self.route_info
+                    .get_or_create(&RouteInfoLabels {
+                        route: RouteLabels::of(route).route,
+                        voice_connector_id: vc.id.as_str().to_owned(),
+                    })
+                    .set(1);
+            }
         }
     }
 
