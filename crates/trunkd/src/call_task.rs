@@ -47,7 +47,7 @@ pub struct CallContext {
 }
 
 pub async fn run(ctx: CallContext, new: NewCall, rx: mpsc::Receiver<CallInput>) {
-    let span = info_span!("call", txn = %ctx.transaction_id, vc = ctx.vc_id.as_ref().map(|v| v.as_str()).unwrap_or("-"));
+    let span = info_span!("call", transaction_id = %ctx.transaction_id, vc = ctx.vc_id.as_ref().map(|v| v.as_str()).unwrap_or("-"));
     drive(ctx, new, rx).instrument(span).await
 }
 
