@@ -186,6 +186,34 @@ mod tests {
         p
     }
 
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<(Leg, Vec<u8>)>>);
+
+    impl RtcpTap for Seen {
+        fn rtcp(&self, from: Leg, pkt: &[u8], _arrival: Instant) {
+            self.0.lock().unwrap().push((from, pkt.to_vec()));
+        }
+    }
+
+    /// The tap gets every RTCP packet as observed (even one the quality
+    /// math cannot parse), and none of the RTP.
+    #[test]
+    fn the_rtcp_tap_sees_each_rtcp_packet_with_its_leg() {
+        let seen = Arc::new(Seen::default());
+        let mut o = QualityObserver::default().with_rtcp_tap(seen.clone());
+        let t0 = Instant::now();
+        let rr = [0x80, 201, 0, 1, 0, 0, 0x11, 0x11];
+        o.on_rtp(Leg::A, &rtp(0, 1, 160), t0);
+        o.on_rtcp(Leg::B, &rr, t0);
+        o.on_rtcp(Leg::A, b"junk", t0);
+        let got = seen.0.lock().unwrap().clone();
+        assert_eq!(got, vec![(Leg::B, rr.to_vec()), (Leg::A, b"junk".to_vec())]);
+        // A snapshot clone shares the tap.
+        let mut copy = o.clone();
+        copy.on_rtcp(Leg::A, &rr, t0);
+        assert_eq!(seen.0.lock().unwrap().len(), 3);
+    }
+
     /// AMR-WB (PT 97, 16 kHz), 20 ms frames (320 ticks), arriving at 0,
     /// 20, 50 and 60 ms. By hand (RFC 3550 §6.4.1, J += (|D| − J)/16):
     /// D₂ = 20 ms·16 kHz − 320 = 0 → J = 0; D₃ = 480 − 320 = 160 → J = 10;
