@@ -316,3 +316,148 @@ fn every_sip_message_of_both_legs_reaches_the_hep_collector() {
     assert!(sent >= got.len() as f64, "{sent} < {}", got.len());
     assert_eq!(d.metric("hep_messages_total{result=\"dropped\"}"), None);
 }
+
+/// RTCP (HEP protocol type 5): during an answered call the callee sends
+/// an SR to trunkd's B-leg RTCP port and the caller an RR to its A-leg
+/// one; the collector gets each as type 5 with the peer's and trunkd's
+/// RTCP addresses, the JSON heplify sends for Homer (fields checked here
+/// against the bytes sent, by a decoder independent of trunkd's), and the
+/// Call-ID of the leg it crossed as correlation id (0x0011).
+#[test]
+fn rtcp_reports_of_both_legs_reach_the_collector_with_each_legs_call_id() {
+    use crate::ua::{call, hang_up, Ua};
+    let collector = collector();
+    let ports = Ports::pick();
+    let (caller, callee) = (Ua::new(PBX), Ua::new(CARRIER));
+    let text = format!(
+        r#"
+{hep}
+[daemon]
+state_dir = "var"
+[sip]
+udp = ["127.0.0.1:{sip}"]
+tcp = []
+[admin]
+listen = "127.0.0.1:{admin}"
+[[carriers]]
+id = "carrier-a"
+source_cidrs = ["127.0.0.2/32"]
+hosts = [ {{ host = "127.0.0.2", port = {carrier} }} ]
+[[voice_connectors]]
+id = "vc-east"
+[voice_connectors.termination]
+cidr_allowed_list = ["127.0.0.3/32"]
+calling_regions = ["US"]
+cps_limit = 100
+[[numbers]]
+e164_phone_number = "+12065550100"
+voice_connector_id = "vc-east"
+"#,
+        hep = hep_top(&collector),
+        sip = ports.sip,
+        admin = ports.admin,
+        carrier = callee.sip_addr().port(),
+    );
+    let d = Daemon::start("hep-rtcp", ports, &text);
+    let (mut dialog, offer) = call(&caller, &callee, d.sip(), "+12065550199", "+12065550100");
+    let a_call_id = dialog.call_id.clone();
+    let b_call_id = offer.header("Call-ID").unwrap();
+    assert_ne!(a_call_id, b_call_id);
+    let b_side = offer.sdp_rtp();
+    let trunkd_b_rtcp = SocketAddr::new(b_side.ip(), b_side.port() + 1);
+    let trunkd_a_rtcp = SocketAddr::new(dialog.trunkd_rtp.ip(), dialog.trunkd_rtp.port() + 1);
+    // RTP first, so the relay latches both peers.
+    for seq in 0..5u16 {
+        let p = crate::ua::rtp_packet(seq, u32::from(seq) * 160, 0x1111);
+        caller.rtp.send_to(&p, dialog.trunkd_rtp).unwrap();
+        let p = crate::ua::rtp_packet(seq, u32::from(seq) * 160, 0x2222);
+        callee.rtp.send_to(&p, b_side).unwrap();
+    }
+    let mut sr = vec![0x80, 200, 0, 6];
+    sr.extend_from_slice(&0x2222u32.to_be_bytes());
+    sr.extend_from_slice(&0xE8A1_B2C3_0004_0000u64.to_be_bytes());
+    sr.extend_from_slice(&800u32.to_be_bytes());
+    sr.extend_from_slice(&5u32.to_be_bytes());
+    sr.extend_from_slice(&800u32.to_be_bytes());
+    callee.rtcp.send_to(&sr, trunkd_b_rtcp).unwrap();
+    let mut rr = vec![0x81, 201, 0, 7];
+    rr.extend_from_slice(&0x1111u32.to_be_bytes());
+    rr.extend_from_slice(&0x2222u32.to_be_bytes());
+    rr.extend_from_slice(&[0x20, 0, 0, 2]); // 1/8 lost, 2 in all
+    rr.extend_from_slice(&4u32.to_be_bytes()); // highest seq
+    rr.extend_from_slice(&12u32.to_be_bytes()); // jitter
+    rr.extend_from_slice(&0xB2C3_0004u32.to_be_bytes()); // LSR
+    rr.extend_from_slice(&0x0001_0000u32.to_be_bytes()); // DLSR
+    caller.rtcp.send_to(&rr, trunkd_a_rtcp).unwrap();
+
+    // The collector: the two type-5 packets (SIP ones are skipped).
+    let mut rtcp: Vec<Hep> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 65_536];
+    while rtcp.len() < 2 && Instant::now() < deadline {
+        if let Ok(n) = collector.recv(&mut buf) {
+            let h = Hep::decode(&buf[..n]);
+            if h.get(11) == [5] {
+                rtcp.push(h);
+            }
+        }
+    }
+    hang_up(&caller, &callee, &mut dialog, "+12065550100");
+    assert_eq!(rtcp.len(), 2, "two RTCP packets exported");
+    let sr_hep = rtcp
+        .iter()
+        .find(|h| h.dst() == trunkd_b_rtcp)
+        .expect("the SR on the B leg");
+    let rr_hep = rtcp
+        .iter()
+        .find(|h| h.dst() == trunkd_a_rtcp)
+        .expect("the RR on the A leg");
+    assert_eq!(sr_hep.src(), callee.rtcp.local_addr().unwrap());
+    assert_eq!(rr_hep.src(), caller.rtcp.local_addr().unwrap());
+    assert_eq!(sr_hep.get(17), b_call_id.as_bytes(), "B leg's Call-ID");
+    assert_eq!(rr_hep.get(17), a_call_id.as_bytes(), "A leg's Call-ID");
+    for h in [sr_hep, rr_hep] {
+        assert_eq!(h.get(2), [17], "UDP");
+        assert_eq!(h.u32(12), 2001, "capture id");
+        assert_eq!(h.get(14), b"hep-pw", "auth key");
+    }
+    let sr_json: serde_json::Value = serde_json::from_slice(sr_hep.get(15)).unwrap();
+    assert_eq!(
+        sr_json,
+        serde_json::json!({
+            "ssrc": 0x2222, "type": 200, "report_count": 0, "sdes_ssrc": 0,
+            "sender_information": {
+                "ntp_timestamp_sec": 0xE8A1_B2C3u32, "ntp_timestamp_usec": 0x0004_0000,
+                "rtp_timestamp": 800, "packets": 5, "octets": 800,
+            },
+            "report_blocks": [],
+        })
+    );
+    let rr_json: serde_json::Value = serde_json::from_slice(rr_hep.get(15)).unwrap();
+    assert_eq!(
+        rr_json,
+        serde_json::json!({
+            "ssrc": 0x1111, "type": 201, "report_count": 1, "sdes_ssrc": 0,
+            "sender_information": {
+                "ntp_timestamp_sec": 0, "ntp_timestamp_usec": 0,
+                "rtp_timestamp": 0, "packets": 0, "octets": 0,
+            },
+            "report_blocks": [{
+                "source_ssrc": 0x2222, "fraction_lost": 0x20, "packets_lost": 2,
+                "highest_seq_no": 4, "ia_jitter": 12, "lsr": 0xB2C3_0004u32,
+                "dlsr": 0x0001_0000,
+            }],
+        })
+    );
+    // The exact bytes: the JSON as trunkd renders it (keys sorted).
+    assert_eq!(
+        std::str::from_utf8(rr_hep.get(15)).unwrap(),
+        concat!(
+            r#"{"report_blocks":[{"dlsr":65536,"fraction_lost":32,"highest_seq_no":4,"#,
+            r#""ia_jitter":12,"lsr":2999123972,"packets_lost":2,"source_ssrc":8738}],"#,
+            r#""report_count":1,"sdes_ssrc":0,"sender_information":{"ntp_timestamp_sec":0,"#,
+            r#""ntp_timestamp_usec":0,"octets":0,"packets":0,"rtp_timestamp":0},"#,
+            r#""ssrc":4369,"type":201}"#
+        )
+    );
+}

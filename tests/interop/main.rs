@@ -11,6 +11,7 @@ mod events;
 mod foundation;
 mod hep;
 mod journal;
+mod logs;
 mod media;
 mod observability;
 mod probing;

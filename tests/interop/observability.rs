@@ -40,12 +40,17 @@ const ONLY_AFTER_EVENTS: &[(&str, &str)] = &[
         "media_packets_dropped_total",
         "first series at the first media packet not relayed",
     ),
+    (
+        "tls_certificate_not_after_timestamp_seconds",
+        "a series per [tls] certificate file; this daemon has none \
+         (certificate_expiry_is_exported_for_every_certificate_file covers it)",
+    ),
 ];
 
 /// Names the rules use for metrics trunkd does not export yet (the rule
 /// waits for them; docs/observability.md). The test insists they are
 /// absent, so that this list is emptied when the metric lands.
-const PROPOSED: &[&str] = &["tls_certificate_not_after_timestamp_seconds"];
+const PROPOSED: &[&str] = &[];
 
 fn deploy(path: &str) -> PathBuf {
     repo().join("deploy").join(path)
@@ -465,6 +470,8 @@ id = "vc-east"
 cidr_allowed_list = ["127.0.0.3/32"]
 calling_regions = ["US"]
 cps_limit = 100
+[voice_connectors.origination]
+routes = [ {{ host = "127.0.0.4", port = {pbx_port}, protocol = "UDP" }} ]
 [[numbers]]
 e164_phone_number = "+12065550100"
 voice_connector_id = "vc-east"
@@ -490,6 +497,7 @@ secret_access_key = "not-a-secret"
         sip = ports.sip,
         admin = ports.admin,
         carrier = callee.sip_addr().port(),
+        pbx_port = free_port_on("127.0.0.4"),
     );
     let d = Daemon::start("observability", ports, &base);
 
@@ -567,6 +575,15 @@ secret_access_key = "not-a-secret"
         Some(1.0),
         "{m}"
     );
+    // vc-east's origination route, joined by the per-VC route alert.
+    let pbx_route = format!(
+        "route_info{{route=\"127.0.0.4:{}/UDP\",voice_connector_id=\"vc-east\"}}",
+        base.split("host = \"127.0.0.4\", port = ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap()
+    );
+    assert_eq!(metric_value(&m, &pbx_route), Some(1.0), "{m}");
     let have = scraped_names(&m);
 
     let mut used: BTreeSet<String> = BTreeSet::new();
@@ -623,4 +640,52 @@ secret_access_key = "not-a-secret"
             "{n} is no longer used: take it off ONLY_AFTER_EVENTS"
         );
     }
+}
+
+/// `tls_certificate_not_after_timestamp_seconds{file}`: a daemon with a
+/// TLS listener, its `cert_file` and an SNI certificate, each with a
+/// notAfter of the test's choosing; /metrics shows both, and a reload with
+/// a renewed certificate and no SNI entry shows the new date and drops the
+/// SNI file's series.
+#[test]
+fn certificate_expiry_is_exported_for_every_certificate_file() {
+    use crate::tls::{tls_daemon_sections, write_leaf, Ca};
+    let certs = temp_dir("obs-cert-expiry");
+    std::fs::create_dir_all(&certs).unwrap();
+    let ca = Ca::new();
+    let leaf = |y, m, d| {
+        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        p.not_after = rcgen::date_time_ymd(y, m, d);
+        ca.sign(p)
+    };
+    // 2031-05-17T00:00:00Z and 2030-01-02T00:00:00Z.
+    let (cert, key) = write_leaf(&certs, "server", &leaf(2031, 5, 17));
+    let (sni_cert, sni_key) = write_leaf(&certs, "edge", &leaf(2030, 1, 2));
+    let ca_file = ca.write(&certs);
+    let ports = Ports::pick();
+    let base = tls_daemon_sections(ports, free_port(), &cert, &key, &ca_file);
+    let with_sni = base.replace(
+        "[sip]\n",
+        &format!(
+            "sni_certificates = [ {{ server_name = \"edge.trunkd.example\", cert_file = {sni_cert:?}, key_file = {sni_key:?} }} ]\n[sip]\n"
+        ),
+    );
+    assert_ne!(with_sni, base);
+    let d = Daemon::start("obs-cert-expiry", ports, &with_sni);
+    let series = |f: &std::path::Path| {
+        format!(
+            "tls_certificate_not_after_timestamp_seconds{{file=\"{}\"}}",
+            f.display()
+        )
+    };
+    assert_eq!(d.metric(&series(&cert)), Some(1_936_742_400.0));
+    assert_eq!(d.metric(&series(&sni_cert)), Some(1_893_542_400.0));
+
+    // Renewed to 2032-02-29, the SNI entry gone: reloaded.
+    write_leaf(&certs, "server", &leaf(2032, 2, 29));
+    std::fs::write(&d.config, &base).unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_metric("config_reloads_total{result=\"success\"}", 1.0);
+    assert_eq!(d.metric(&series(&cert)), Some(1_961_625_600.0));
+    assert_eq!(d.metric(&series(&sni_cert)), None);
 }

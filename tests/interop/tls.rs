@@ -44,6 +44,13 @@ impl Ca {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A leaf from `params` (a chosen validity, say): (cert PEM, key PEM).
+    pub(crate) fn sign(&self, params: rcgen::CertificateParams) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     pub(crate) fn write(&self, dir: &Path) -> PathBuf {
         let p = dir.join("ca.pem");
         std::fs::write(&p, self.cert.pem()).unwrap();

@@ -1129,6 +1129,11 @@ impl Call {
     pub fn a_call_id(&self) -> &Bytes {
         &self.a.call_id
     }
+
+    /// The B leg's Call-ID once its INVITE went out.
+    pub fn b_call_id(&self) -> Option<&Bytes> {
+        self.b.as_ref().map(|b| &b.call_id)
+    }
 }
 
 /// 408, 3xx and 5xx move on to the next hop (SPEC §2.1 item 3, §2.2 item 3);

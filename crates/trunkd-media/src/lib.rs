@@ -41,7 +41,7 @@ pub mod sdp;
 pub mod srtp;
 
 pub use ports::{BoundPair, PortAllocator, PortError, PortPair};
-pub use quality::{PeerReport, QualityObserver};
+pub use quality::{PeerReport, QualityObserver, RtcpTap};
 pub use recvonly::{
     application_answer, recvonly_answer, AnsweredCodec, AnsweredStream, RecvOnlyAnswer,
 };

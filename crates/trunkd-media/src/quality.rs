@@ -8,6 +8,7 @@
 //! an SR that arrives on B is forwarded to A; A's report block naming it
 //! gives the RTT trunkd↔A).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trunkd_core::quality::{parse_compound, RtcpPacket, RtpRxStats, SrLog};
@@ -26,6 +27,26 @@ pub struct PeerReport {
     pub jitter: u32,
 }
 
+/// Gets a copy of every RTCP packet the observer sees (the quality
+/// stream's, plain: after SRTCP decryption), for export such as HEP.
+///
+/// Runs on the relay's task: it must not block. It is called only when
+/// set, so a call without one costs the `None` check.
+pub trait RtcpTap: Send + Sync + 'static {
+    fn rtcp(&self, from: Leg, pkt: &[u8], arrival: Instant);
+}
+
+/// A shared [`RtcpTap`]; the observer is cloned for every stats snapshot,
+/// so the tap is behind an `Arc`.
+#[derive(Clone)]
+pub struct SharedRtcpTap(pub Arc<dyn RtcpTap>);
+
+impl std::fmt::Debug for SharedRtcpTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RtcpTap")
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct QualityObserver {
     rx: [RtpRxStats; 2],
@@ -37,6 +58,8 @@ pub struct QualityObserver {
     clock_rates: Vec<(u8, u32)>,
     /// The payload type last received from each leg.
     last_pt: [Option<u8>; 2],
+    /// Where RTCP copies go (HEP export), when enabled.
+    rtcp_tap: Option<SharedRtcpTap>,
 }
 
 fn idx(leg: Leg) -> usize {
@@ -52,6 +75,12 @@ impl QualityObserver {
             clock_rates,
             ..Default::default()
         }
+    }
+
+    /// Hands every RTCP packet observed to `tap` as well.
+    pub fn with_rtcp_tap(mut self, tap: Arc<dyn RtcpTap>) -> Self {
+        self.rtcp_tap = Some(SharedRtcpTap(tap));
+        self
     }
 
     fn clock_rate(&self, pt: u8) -> u32 {
@@ -111,6 +140,9 @@ impl PacketObserver for QualityObserver {
     }
 
     fn on_rtcp(&mut self, from: Leg, pkt: &[u8], arrival: Instant) {
+        if let Some(tap) = &self.rtcp_tap {
+            tap.0.rtcp(from, pkt, arrival);
+        }
         let Ok(compound) = parse_compound(pkt) else {
             return;
         };
@@ -152,6 +184,34 @@ mod tests {
         p[4..8].copy_from_slice(&ts.to_be_bytes());
         p[8..12].copy_from_slice(&0x0101_0101u32.to_be_bytes());
         p
+    }
+
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<(Leg, Vec<u8>)>>);
+
+    impl RtcpTap for Seen {
+        fn rtcp(&self, from: Leg, pkt: &[u8], _arrival: Instant) {
+            self.0.lock().unwrap().push((from, pkt.to_vec()));
+        }
+    }
+
+    /// The tap gets every RTCP packet as observed (even one the quality
+    /// math cannot parse), and none of the RTP.
+    #[test]
+    fn the_rtcp_tap_sees_each_rtcp_packet_with_its_leg() {
+        let seen = Arc::new(Seen::default());
+        let mut o = QualityObserver::default().with_rtcp_tap(seen.clone());
+        let t0 = Instant::now();
+        let rr = [0x80, 201, 0, 1, 0, 0, 0x11, 0x11];
+        o.on_rtp(Leg::A, &rtp(0, 1, 160), t0);
+        o.on_rtcp(Leg::B, &rr, t0);
+        o.on_rtcp(Leg::A, b"junk", t0);
+        let got = seen.0.lock().unwrap().clone();
+        assert_eq!(got, vec![(Leg::B, rr.to_vec()), (Leg::A, b"junk".to_vec())]);
+        // A snapshot clone shares the tap.
+        let mut copy = o.clone();
+        copy.on_rtcp(Leg::A, &rr, t0);
+        assert_eq!(seen.0.lock().unwrap().len(), 3);
     }
 
     /// AMR-WB (PT 97, 16 kHz), 20 ms frames (320 ticks), arriving at 0,

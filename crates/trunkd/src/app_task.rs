@@ -129,7 +129,7 @@ fn facts<'a>(
 }
 
 pub async fn run(ctx: AppContext, new: NewUasCall, rx: mpsc::Receiver<CallInput>) {
-    let span = info_span!("application", txn = %ctx.transaction_id, sma = %ctx.sma_id, rule = %ctx.rule_id);
+    let span = info_span!("application", transaction_id = %ctx.transaction_id, sma = %ctx.sma_id, rule = %ctx.rule_id);
     drive(ctx, Start::Inbound(Box::new(new)), rx)
         .instrument(span)
         .await
@@ -145,7 +145,7 @@ pub async fn run_outbound(
     placed: PlacedMedia,
     rx: mpsc::Receiver<CallInput>,
 ) {
-    let span = info_span!("application", txn = %ctx.transaction_id, sma = %ctx.sma_id, direction = "outbound");
+    let span = info_span!("application", transaction_id = %ctx.transaction_id, sma = %ctx.sma_id, direction = "outbound");
     drive(ctx, Start::Outbound(Box::new((leg, anchor, placed))), rx)
         .instrument(span)
         .await

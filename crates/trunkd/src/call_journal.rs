@@ -251,12 +251,12 @@ pub fn recover(dir: &Path, config: &Config, metrics: &Metrics) -> usize {
             crate::records::write_cdr(config, &facts, metrics, None);
             if !record.exists() {
                 // Not written (disk full?): keep the entry for the next start.
-                warn!(txn = %call.transaction_id, "interrupted call's CDR not written; entry kept");
+                warn!(transaction_id = %call.transaction_id, "interrupted call's CDR not written; entry kept");
                 continue;
             }
             written += 1;
             count(&metrics.call_journal, "recovered");
-            info!(txn = %call.transaction_id, vc = %call.voice_connector_id, "CDR written for a call interrupted by the last stop");
+            info!(transaction_id = %call.transaction_id, vc = %call.voice_connector_id, "CDR written for a call interrupted by the last stop");
         }
         if let Err(e) = std::fs::remove_file(&path) {
             warn!(path = %path.display(), error = %e, "call journal entry not removed");

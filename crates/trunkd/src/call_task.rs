@@ -42,10 +42,12 @@ pub struct CallContext {
     pub media_events: mpsc::Receiver<trunkd_media::MediaEvent>,
     /// For the media-ports-in-use gauge once the call's ports are back.
     pub ports: trunkd_media::PortAllocator,
+    /// `[hep]` RTCP export of the call: told the B leg's Call-ID.
+    pub rtcp_export: Option<Arc<crate::hep::RtcpExport>>,
 }
 
 pub async fn run(ctx: CallContext, new: NewCall, rx: mpsc::Receiver<CallInput>) {
-    let span = info_span!("call", txn = %ctx.transaction_id, vc = ctx.vc_id.as_ref().map(|v| v.as_str()).unwrap_or("-"));
+    let span = info_span!("call", transaction_id = %ctx.transaction_id, vc = ctx.vc_id.as_ref().map(|v| v.as_str()).unwrap_or("-"));
     drive(ctx, new, rx).instrument(span).await
 }
 
@@ -228,6 +230,12 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
         }
         if call.is_ended() {
             break;
+        }
+        if let Some(export) = &ctx.rtcp_export {
+            if let Some(id) = call.b_call_id() {
+                export.set_call_id(trunkd_media::Leg::B, id.clone());
+                ctx.rtcp_export = None;
+            }
         }
         let deadline = call.poll_timeout();
         let tick = if answered_hop.is_some() {

@@ -60,6 +60,8 @@ pub struct Shared {
     pub status: crate::api::status::History,
     /// The admin API's audit log.
     pub audit: crate::api::audit::AuditLog,
+    /// `[hep]` export when enabled, for the calls' RTCP taps.
+    pub hep: std::sync::OnceLock<crate::hep::HepExporter>,
 }
 
 impl Shared {
@@ -67,6 +69,7 @@ impl Shared {
         let metrics = Metrics::new();
         metrics.set_resources(&config.resources);
         metrics.config_last_reload_success.set(unix_now());
+        metrics.set_certificates(&tls.not_after);
         let events = crate::events::Events::new(metrics.events.clone());
         let digest = file_digest(&config_path_text(&path_of(&config)));
         Shared {
@@ -85,6 +88,7 @@ impl Shared {
             calls: Default::default(),
             status: Default::default(),
             audit: Default::default(),
+            hep: Default::default(),
         }
     }
 
@@ -317,6 +321,7 @@ impl Shared {
                 let new = Arc::new(new);
                 self.config.store(new.clone());
                 self.events.reconfigure(new);
+                self.metrics.set_certificates(&tls.not_after);
                 self.tls.store(tls);
                 if let Some(engine) = self.engine_tx.get() {
                     // Probing takes the new routes now; a full queue means
@@ -591,6 +596,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     shared.events.start(shared.config());
     let hep = crate::hep::HepExporter::start(&settings.hep, shared.metrics.hep_messages.clone())
         .context("starting the HEP exporter")?;
+    if let Some(h) = &hep {
+        let _ = shared.hep.set(h.clone());
+    }
     let sip = Arc::new(SipService::new(shared.clone()).with_hep(hep));
     let mut tasks = JoinSet::new();
     let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(65_536);

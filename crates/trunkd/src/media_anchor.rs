@@ -8,7 +8,7 @@
 //! leg negotiates are installed in the relay for that leg only, so SRTP
 //! and plain legs mix freely and keys never cross.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -71,9 +71,16 @@ pub struct RelayAnchor {
     /// The keys installed in the relay per leg and stream, to install only
     /// changes.
     installed: [[Option<LegKeys>; MAX_STREAMS]; 2],
+    /// `[hep]` RTCP export: told each leg's addresses of the quality stream.
+    rtcp_export: Option<Arc<crate::hep::RtcpExport>>,
 }
 
 impl RelayAnchor {
+    /// The call's `[hep]` RTCP export, if any.
+    pub fn rtcp_export(&self) -> Option<Arc<crate::hep::RtcpExport>> {
+        self.rtcp_export.clone()
+    }
+
     /// The address trunkd's SDPs name for this relay's sockets.
     pub fn advertised(&self) -> IpAddr {
         self.advertised
@@ -98,6 +105,31 @@ impl RelayAnchor {
         events: mpsc::Sender<MediaEvent>,
         ports_in_use: Option<Gauge>,
     ) -> Result<(RelayAnchor, Relay), AnchorError> {
+        Self::start_with_rtcp_export(
+            ports,
+            bind_ip,
+            advertised,
+            config,
+            a_srtp,
+            events,
+            ports_in_use,
+            None,
+        )
+    }
+
+    /// [`RelayAnchor::start`], with the quality stream's RTCP copied to
+    /// `rtcp_export` (HEP) when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_rtcp_export(
+        ports: &PortAllocator,
+        bind_ip: IpAddr,
+        advertised: IpAddr,
+        config: RelayConfig,
+        a_srtp: SrtpPolicy,
+        events: mpsc::Sender<MediaEvent>,
+        ports_in_use: Option<Gauge>,
+        rtcp_export: Option<Arc<crate::hep::RtcpExport>>,
+    ) -> Result<(RelayAnchor, Relay), AnchorError> {
         let a = ports.allocate_bound(bind_ip)?;
         let b = ports.allocate_bound(bind_ip)?;
         let pa = (a.ports.rtp(), a.ports.rtcp());
@@ -106,7 +138,10 @@ impl RelayAnchor {
             config,
             setup(a),
             setup(b),
-            QualityObserver::default(),
+            match &rtcp_export {
+                Some(e) => QualityObserver::default().with_rtcp_tap(e.clone()),
+                None => QualityObserver::default(),
+            },
             events,
         )?;
         let relay = Arc::new(handle);
@@ -129,6 +164,7 @@ impl RelayAnchor {
                     Default::default(),
                 ],
                 installed: Default::default(),
+                rtcp_export,
             },
             relay,
         ))
@@ -159,6 +195,26 @@ fn clock_rates(m: &Media) -> Vec<(u8, u32)> {
 }
 
 impl RelayAnchor {
+    /// The quality stream's addresses on `from`'s side for the HEP RTCP
+    /// copies: the peer's RTCP address from its SDP and trunkd's socket
+    /// it sends to (the RTP one when the peer muxes RTCP onto RTP).
+    fn tell_rtcp_export(&self, export: &crate::hep::RtcpExport, from: Leg, parsed: &Sdp) {
+        let q = self.quality_stream;
+        let Some(Some(pairs)) = self.streams.get(q) else {
+            return;
+        };
+        let (rtp_port, rtcp_port) = pairs[idx(from)];
+        let (peer_rtp, peer_rtcp) = (parsed.remote_rtp(q), parsed.remote_rtcp(q));
+        let muxed = peer_rtcp.is_some() && peer_rtcp == peer_rtp;
+        let ip = if self.bind_ip.is_unspecified() {
+            self.advertised
+        } else {
+            self.bind_ip
+        };
+        let local = SocketAddr::new(ip, if muxed { rtp_port } else { rtcp_port });
+        export.set_addrs(media_leg(from), local, peer_rtcp);
+    }
+
     /// Installs `leg`'s negotiated keys of `stream` in the relay if they
     /// changed.
     fn sync_crypto(&mut self, leg: Leg, stream: usize) -> Result<(), MediaRefusal> {
@@ -503,6 +559,9 @@ impl MediaAnchor for RelayAnchor {
             let _ = self
                 .relay
                 .set_clock_rates(quality, self.rates_sent[quality].clone());
+        }
+        if let Some(export) = &self.rtcp_export {
+            self.tell_rtcp_export(export, from, &parsed);
         }
         let security: Vec<Option<&MediaSecurity>> = security.iter().map(Option::as_ref).collect();
         let text = self.origins[oi]

@@ -125,6 +125,13 @@ pub struct VcClassLabels {
     pub class: &'static str,
 }
 
+/// `tls_certificate_not_after_timestamp_seconds`: the certificate file's
+/// path as configured.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabel {
+    pub file: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// `host:port/transport`
@@ -137,6 +144,17 @@ impl RouteLabels {
             route: format!("{}:{}/{}", route.host, route.port, route.protocol),
         }
     }
+}
+
+/// `route_info`: a voice connector's origination route. A separate info
+/// family rather than a label on `route_up`/`route_probe_up`: one route
+/// (a customer's PBX) may serve several VCs' origination, and a label
+/// there would repeat each state series per VC.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteInfoLabels {
+    /// `host:port/transport`, as on the route families.
+    pub route: String,
+    pub voice_connector_id: String,
 }
 
 /// One route's state for the admin API.
@@ -220,6 +238,8 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabel, Counter>,
     pub config_resources: Family<KindLabel, Gauge>,
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
+    /// Each loaded TLS certificate file's notAfter (Unix seconds).
+    pub tls_certificate_not_after: Family<FileLabel, Gauge>,
     pub sip_messages_received: Family<SipInLabels, Counter>,
     pub sip_malformed: Family<SipErrorLabels, Counter>,
     pub sip_responses_sent: Family<SipOutLabels, Counter>,
@@ -283,6 +303,8 @@ pub struct Metrics {
     pub route_failures: Family<RouteLabels, Counter>,
     /// OPTIONS probing (`[probing]`): 1 while a probed route is up.
     pub route_probe_up: Family<RouteLabels, Gauge>,
+    /// 1 for each (origination route, VC) of the configuration.
+    pub route_info: Family<RouteInfoLabels, Gauge>,
     pub route_probes: Family<RouteResultLabels, Counter>,
     /// Lookups of route host names (`resolver`), by record type and result.
     pub dns_lookups: Family<DnsLookupLabels, Counter>,
@@ -359,6 +381,14 @@ impl Metrics {
             "When the running configuration was loaded (Unix time)",
             Unit::Seconds,
             config_last_reload_success.clone(),
+        );
+
+        let tls_certificate_not_after = Family::<FileLabel, Gauge>::default();
+        registry.register_with_unit(
+            "tls_certificate_not_after_timestamp",
+            "When each loaded TLS certificate file's leaf certificate expires (notAfter, Unix time)",
+            Unit::Seconds,
+            tls_certificate_not_after.clone(),
         );
 
         let sip_messages_received = Family::<SipInLabels, Counter>::default();
@@ -625,6 +655,12 @@ impl Metrics {
         );
         let route_failures = Family::<RouteLabels, Counter>::default();
         registry.register("route_failures", "Hop failures of a carrier host or origination route (timeout, transport error, 408, 3xx, 5xx)", route_failures.clone());
+        let route_info = Family::<RouteInfoLabels, Gauge>::default();
+        registry.register(
+            "route_info",
+            "1 for each origination route of each voice connector (join on route)",
+            route_info.clone(),
+        );
         let route_probe_up = Family::<RouteLabels, Gauge>::default();
         registry.register(
             "route_probe_up",
@@ -719,6 +755,7 @@ impl Metrics {
             config_reloads,
             config_resources,
             config_last_reload_success,
+            tls_certificate_not_after,
             sip_messages_received,
             sip_malformed,
             sip_responses_sent,
@@ -763,6 +800,7 @@ impl Metrics {
             route_up,
             route_failures,
             route_probe_up,
+            route_info,
             route_probes,
             dns_lookups,
             route_probe_labels: Default::default(),
@@ -932,6 +970,19 @@ impl Metrics {
                 .get_or_create(&KindLabel { kind })
                 .set(n as i64);
         }
+        // Replaced whole: a reload that drops a route or a VC drops its
+        // series.
+        self.route_info.clear();
+        for vc in r.voice_connectors() {
+            for route in &vc.origination.routes {
+                self.route_info
+                    .get_or_create(&RouteInfoLabels {
+                        route: RouteLabels::of(route).route,
+                        voice_connector_id: vc.id.as_str().to_owned(),
+                    })
+                    .set(1);
+            }
+        }
     }
 
     /// A response trunkd sent for a call of `vc`.
@@ -949,6 +1000,17 @@ impl Metrics {
                 class: class_of(code),
             })
             .inc();
+    }
+
+    /// The loaded certificates' notAfter, replacing the previous files'
+    /// (a reload that drops a certificate drops its series).
+    pub fn set_certificates(&self, not_after: &[(String, i64)]) {
+        self.tls_certificate_not_after.clear();
+        for (file, t) in not_after {
+            self.tls_certificate_not_after
+                .get_or_create(&FileLabel { file: file.clone() })
+                .set(*t);
+        }
     }
 
     /// Whether `route` is up as `route_up` shows it; `None`: no outcome

@@ -60,7 +60,7 @@ pub struct RecordingContext {
 }
 
 pub async fn run(ctx: RecordingContext, new: NewUasCall, rx: mpsc::Receiver<CallInput>) {
-    let span = info_span!("recording", txn = %ctx.transaction_id, vc = ctx.vc_id.as_ref().map(|v| v.as_str()).unwrap_or("-"));
+    let span = info_span!("recording", transaction_id = %ctx.transaction_id, vc = ctx.vc_id.as_ref().map(|v| v.as_str()).unwrap_or("-"));
     drive(ctx, new, rx).instrument(span).await
 }
 

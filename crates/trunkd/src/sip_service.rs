@@ -89,6 +89,8 @@ impl SipService {
                 transport,
                 wall: std::time::SystemTime::now(),
                 bytes: bytes.clone(),
+                kind: trunkd_sip::hep::HepPayload::Sip,
+                correlation_id: None,
             });
         }
     }

@@ -68,6 +68,10 @@ impl TlsError {
 pub struct TlsConfigs {
     /// `None` without `cert_file`: no TLS listener can serve.
     server: Option<Arc<ServerConfig>>,
+    /// Each certificate file loaded (`cert_file`, then every
+    /// `sni_certificates` one) with its leaf certificate's notAfter in Unix
+    /// seconds, for `tls_certificate_not_after_timestamp_seconds`.
+    pub not_after: Vec<(String, i64)>,
     client: Arc<ClientConfig>,
     handshake_timeout: Duration,
 }
@@ -85,6 +89,13 @@ impl TlsConfigs {
             (Some(c), Some(k)) => Some((read_chain(c, "cert_file")?, read_key(k)?)),
             _ => None,
         };
+        let mut not_after = Vec::new();
+        if let (Some(path), Some((chain, _))) = (&settings.cert_file, &identity) {
+            not_after.push((
+                path.display().to_string(),
+                leaf_not_after(chain, path, "cert_file")?,
+            ));
+        }
         let server = match &identity {
             None => None,
             Some((chain, key)) => {
@@ -119,6 +130,10 @@ impl TlsConfigs {
                     for (i, s) in settings.sni_certificates.iter().enumerate() {
                         let field = format!("sni_certificates[{i}].");
                         let ck = certified_key(&provider, &s.cert_file, &s.key_file, &field)?;
+                        not_after.push((
+                            s.cert_file.display().to_string(),
+                            leaf_not_after(&ck.cert, &s.cert_file, &format!("{field}cert_file"))?,
+                        ));
                         by_name.insert(s.server_name.clone(), ck);
                     }
                     let default = certified_key(&provider, cert_file, key_file, "")?;
@@ -155,6 +170,7 @@ impl TlsConfigs {
         };
         Ok(TlsConfigs {
             server,
+            not_after,
             client: Arc::new(client),
             handshake_timeout: settings.handshake_timeout,
         })
@@ -279,6 +295,18 @@ impl ResolvesServerCert for SniResolver {
             .and_then(|n| self.by_name.get(&n.to_ascii_lowercase()));
         Some(named.unwrap_or(&self.default).clone())
     }
+}
+
+/// The notAfter (Unix seconds) of a chain's first (leaf) certificate: when
+/// the listener's certificate expires, which is what an operator must
+/// renew (`TrunkdCertificateExpiring` alerts on it).
+fn leaf_not_after(chain: &[CertificateDer<'_>], path: &Path, key: &str) -> Result<i64, TlsError> {
+    let leaf = chain
+        .first()
+        .ok_or_else(|| TlsError::new(key, path, "no certificate"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| TlsError::new(key, path, format!("not an X.509 certificate: {e}")))?;
+    Ok(cert.validity().not_after.timestamp())
 }
 
 /// A certificate chain and its key, checked to belong together.

@@ -122,7 +122,7 @@ pub fn factory(shared: Arc<Shared>) -> DriverFactory {
     }
     Arc::new(move |call: AppCall| {
         let (app, drv) = channels();
-        let span = info_span!("sma", txn = %call.transaction_id, sma = %call.sma_id);
+        let span = info_span!("sma", transaction_id = %call.transaction_id, sma = %call.sma_id);
         tokio::spawn(run(shared.clone(), http.clone(), cache.clone(), call, drv).instrument(span));
         app
     })

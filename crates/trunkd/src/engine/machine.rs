@@ -842,7 +842,12 @@ impl Engine {
             InviteDecision::Admit(admission) => {
                 let label = direction_label(admission.direction);
                 m.call_attempt(admission.vc.as_ref(), resources, label);
+                // The call's task logs in a span with its transaction id;
+                // this line comes before it, so it names the id itself
+                // (and the Call-ID, to find the call's SIP messages).
                 tracing::info!(
+                    transaction_id = %transaction_id,
+                    call_id = %String::from_utf8_lossy(req.headers.get("Call-ID").map_or(&[][..], |b| b)),
                     vc = admission.vc.as_ref().map(|v| v.as_str()).unwrap_or("-"),
                     direction = label,
                     dest = %admission.b_user,
@@ -954,7 +959,11 @@ impl Engine {
                     // Counted per source (a source failing too often is
                     // blocked at the gate); the metric stays per VC
                     // (bounded labels), the log names the source.
-                    tracing::warn!(src = %source, "digest authentication failed");
+                    tracing::warn!(
+                        transaction_id = %transaction_id,
+                        src = %source,
+                        "digest authentication failed"
+                    );
                     self.events.push_back(EngineEvent::AuthFailed { source });
                 }
                 if let Some(vc) = vc {
@@ -978,6 +987,8 @@ impl Engine {
             }
         }
         tracing::debug!(
+            transaction_id = %transaction_id,
+            call_id = %String::from_utf8_lossy(req.headers.get("Call-ID").map_or(&[][..], |b| b)),
             status = refusal.status,
             reason = refusal.metric_reason,
             "INVITE refused"

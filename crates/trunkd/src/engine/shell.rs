@@ -300,7 +300,18 @@ impl EngineTask {
             ..Default::default()
         };
         let advertised = media.advertised_address.unwrap_or(media.address);
-        let started = crate::media_anchor::RelayAnchor::start(
+        // `[hep]`: the call's RTCP goes to the collector too, correlated
+        // with the A leg's Call-ID (the B leg's once it is known).
+        let rtcp_export = self.shared.hep.get().map(|hep| {
+            let call_id = setup
+                .invite
+                .headers
+                .get("Call-ID")
+                .cloned()
+                .unwrap_or_default();
+            crate::hep::RtcpExport::new(hep.clone(), call_id)
+        });
+        let started = crate::media_anchor::RelayAnchor::start_with_rtcp_export(
             &self.ports,
             media.address,
             advertised,
@@ -308,6 +319,7 @@ impl EngineTask {
             setup.admission.a_srtp,
             media_tx,
             Some(self.shared.metrics.media_ports_in_use.clone()),
+            rtcp_export,
         );
         let (anchor, relay) = match started {
             Ok(a) => a,
@@ -333,6 +345,7 @@ impl EngineTask {
         let Some((setup, anchor, relay, media_rx)) = self.start_anchor(setup) else {
             return;
         };
+        let rtcp_export = anchor.rtcp_export();
         let new = setup.new_call(Box::new(anchor));
         let (call_tx, call_rx) = mpsc::channel(64);
         let a = &setup.admission;
@@ -352,6 +365,7 @@ impl EngineTask {
             relay,
             media_events: media_rx,
             ports: self.ports.clone(),
+            rtcp_export,
         };
         self.register_active(&setup, "bridge", &call_tx, Some(&ctx.relay));
         self.calls.insert(setup.key, call_tx);
