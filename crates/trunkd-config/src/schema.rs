@@ -90,6 +90,7 @@ pub struct Media {
     pub port_max: Option<i64>,
     pub inactivity_timeout_seconds: Option<i64>,
     pub strict_latching: Option<bool>,
+    pub relay_threads: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,7 @@
 //! Daemon settings: everything in the file that is not a resource.
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -117,6 +118,9 @@ pub struct MediaSettings {
     pub inactivity_timeout: Option<Duration>,
     /// Accept media only from the address the peer's SDP names (any port).
     pub strict_latching: bool,
+    /// Threads that run the media relays, each with its own current-thread
+    /// runtime. `None`: one per CPU the daemon may use. Read at start only.
+    pub relay_threads: Option<NonZeroUsize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

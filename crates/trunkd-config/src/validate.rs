@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -1082,6 +1083,10 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         port_max,
         inactivity_timeout: (inactivity > 0).then(|| Duration::from_secs(inactivity)),
         strict_latching: m.strict_latching.unwrap_or(false),
+        // 0 (the default): one per CPU, decided by the daemon at start.
+        relay_threads: NonZeroUsize::new(
+            c.range("relay_threads", m.relay_threads, 0, 0, 64) as usize
+        ),
     };
 
     let mut c = Check {

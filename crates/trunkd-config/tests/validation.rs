@@ -1187,3 +1187,21 @@ fn hep_defaults_values_and_errors() {
         ],
     );
 }
+
+#[test]
+fn media_relay_threads_default_to_one_per_cpu_and_are_bounded() {
+    let c = trunkd_config::load(&write(VALID)).unwrap();
+    // None: the daemon starts one relay thread per CPU.
+    assert_eq!(c.settings.media.relay_threads, None);
+    let c = trunkd_config::load(&write(&format!("[media]\nrelay_threads = 3\n{VALID}"))).unwrap();
+    assert_eq!(
+        c.settings.media.relay_threads,
+        std::num::NonZeroUsize::new(3)
+    );
+    let c = trunkd_config::load(&write(&format!("[media]\nrelay_threads = 0\n{VALID}"))).unwrap();
+    assert_eq!(c.settings.media.relay_threads, None);
+    assert_errors(
+        &format!("[media]\nrelay_threads = 65\n{VALID}"),
+        &["F: media.relay_threads: 65 is out of range 0..=64"],
+    );
+}

@@ -30,11 +30,13 @@
 //! The quality math (loss, jitter, RTT, MOS) lives in `trunkd-core::quality`
 //! and plugs in through [`relay::PacketObserver`].
 
+mod ctlq;
 pub mod endpoint;
 pub mod ports;
 pub mod quality;
 pub mod recvonly;
 pub mod relay;
+pub mod runtimes;
 mod rx;
 pub mod sdes;
 pub mod sdp;
@@ -46,11 +48,12 @@ pub use recvonly::{
     application_answer, recvonly_answer, AnsweredCodec, AnsweredStream, RecvOnlyAnswer,
 };
 pub use relay::{
-    bare_relay, spawn, spawn_with_observer, DirCounters, DropCounters, InjectOptions, Leg,
-    LegSetup, LegSockets, LegStats, LocalAddrs, MediaEvent, NoopObserver, PacketObserver,
-    RelayConfig, RelayError, RelayHandle, RelayStats, StreamStats, TapStats, TappedPacket,
-    MAX_STREAMS,
+    bare_relay, spawn, spawn_with_observer, spawn_with_observer_on, DirCounters, DropCounters,
+    InjectOptions, Leg, LegSetup, LegSockets, LegStats, LocalAddrs, MediaEvent, NoopObserver,
+    PacketObserver, RelayConfig, RelayError, RelayHandle, RelayStats, StreamStats, TapStats,
+    TappedPacket, MAX_STREAMS,
 };
+pub use runtimes::RelayRuntimes;
 pub use sdes::{CryptoSuite, LegKeys, LegSdes, MediaSecurity, SdesError, SrtpPolicy};
 pub use sdp::{Direction, LegOrigin, Media, Origin, OriginOverride, RtpMap, Sdp, SdpError};
 pub use srtp::{LegCrypto, SrtpError};

@@ -10,12 +10,13 @@
 //!
 //! # The hot path
 //!
-//! One tokio task per call owns the four sockets, one pair of receive
-//! buffers (8 KiB) and all counters: no lock, no allocation and no channel
-//! per packet. The task is a single hand-written poll loop rather than a
-//! `select!` over four `recv_from` futures: on each wake-up it drains every
-//! ready socket into the shared buffers (packets are handled as they come,
-//! so one pair serves all four sockets), and a socket that is not ready
+//! One tokio task per call owns the four sockets and all counters: no
+//! lock, no allocation and no channel per packet. The task is a single
+//! hand-written poll loop rather than a `select!` over four `recv_from`
+//! futures: on each wake-up it drains every ready socket into the thread's
+//! pair of receive buffers (packets are handled as they come, so one pair
+//! serves all four sockets, and all the relays of a thread: `rx.rs`), and
+//! a socket that is not ready
 //! costs no syscall (tokio caches readiness). Receiving is one syscall per
 //! datagram, not two: see `rx.rs` (`recvmmsg` asked for two, so that
 //! getting one proves the socket empty without an `EAGAIN` call — not
@@ -155,7 +156,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
+use crate::ctlq;
 use crate::ports::{BoundPair, PortPair};
+use crate::runtimes::LoadGuard;
 use crate::rx::{self, Slots};
 use crate::sdes::CryptoSuite;
 use crate::srtp::{LegCrypto, SrtpError};
@@ -556,7 +559,7 @@ enum Control<O> {
 /// closed.
 #[derive(Debug)]
 pub struct RelayHandle<O = NoopObserver> {
-    ctl: mpsc::UnboundedSender<Control<O>>,
+    ctl: ctlq::Sender<Control<O>>,
     task: JoinHandle<()>,
     local: LocalAddrs,
     runtime: tokio::runtime::Handle,
@@ -822,7 +825,8 @@ pub fn spawn(
 /// enabled when an inactivity timeout is set), with `a` and `b` as stream
 /// 0. `events` receives [`MediaEvent`]s; they are sent with `try_send` so a
 /// slow call actor never stalls media (a full channel loses the event: size
-/// it for a few).
+/// it for a few). The daemon places relays on their own threads instead
+/// ([`crate::RelayRuntimes`]).
 pub fn spawn_with_observer<O: PacketObserver + Clone>(
     config: RelayConfig,
     a: LegSetup,
@@ -831,17 +835,45 @@ pub fn spawn_with_observer<O: PacketObserver + Clone>(
     events: mpsc::Sender<MediaEvent>,
 ) -> Result<RelayHandle<O>, RelayError> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| RelayError::NoRuntime)?;
+    spawn_counted(&runtime, config, a, b, observer, events, None)
+}
+
+/// [`spawn_with_observer`] on `runtime` (any runtime with I/O and, for the
+/// inactivity timeout, time enabled), from any thread.
+pub fn spawn_with_observer_on<O: PacketObserver + Clone>(
+    runtime: &tokio::runtime::Handle,
+    config: RelayConfig,
+    a: LegSetup,
+    b: LegSetup,
+    observer: O,
+    events: mpsc::Sender<MediaEvent>,
+) -> Result<RelayHandle<O>, RelayError> {
+    spawn_counted(runtime, config, a, b, observer, events, None)
+}
+
+/// The relay task's start; `load` counts it on its relay thread until the
+/// task ends.
+pub(crate) fn spawn_counted<O: PacketObserver + Clone>(
+    runtime: &tokio::runtime::Handle,
+    config: RelayConfig,
+    a: LegSetup,
+    b: LegSetup,
+    observer: O,
+    events: mpsc::Sender<MediaEvent>,
+    load: Option<LoadGuard>,
+) -> Result<RelayHandle<O>, RelayError> {
+    // The sockets and the inactivity timer register with `runtime`'s
+    // reactor and timer, whichever thread this runs on.
     let _guard = runtime.enter();
     let now = Instant::now();
     let (first, local) = prepare_stream(0, a, b)?;
-    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let (ctl_tx, ctl_rx) = ctlq::queue();
     let timeout = config.inactivity_timeout.filter(|t| !t.is_zero());
     // Most calls carry one stream: room for more is made when one is added,
     // not reserved in every call's memory.
     let streams = vec![Stream::new(first)];
     let task = Task {
         streams,
-        slots: Box::new([[0u8; rx::SLOT]; 2]),
         state: State {
             config,
             observer,
@@ -856,13 +888,19 @@ pub fn spawn_with_observer<O: PacketObserver + Clone>(
         ctl: ctl_rx,
         events,
         inactivity: timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
+        _load: load,
     };
-    let join = runtime.spawn(task.run());
+    // The relay runs in the span it was started in (the daemon's call span),
+    // on whichever runtime, so its lines name the call.
+    let join = runtime.spawn(tracing::Instrument::instrument(
+        task.run(),
+        tracing::Span::current(),
+    ));
     Ok(RelayHandle {
         ctl: ctl_tx,
         task: join,
         local,
-        runtime,
+        runtime: runtime.clone(),
         streams: AtomicU8::new(1),
     })
 }
@@ -1122,11 +1160,12 @@ struct State<O> {
 
 struct Task<O> {
     streams: Vec<Stream>,
-    slots: Box<Slots>,
     state: State<O>,
-    ctl: mpsc::UnboundedReceiver<Control<O>>,
+    ctl: ctlq::Receiver<Control<O>>,
     events: mpsc::Sender<MediaEvent>,
     inactivity: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// Counts this relay on its relay thread while the task lives.
+    _load: Option<LoadGuard>,
 }
 
 impl<O: PacketObserver + Clone> Task<O> {
@@ -1240,45 +1279,9 @@ impl<O: PacketObserver + Clone> Task<O> {
             }
         }
 
-        let mut more = false;
-        for stream in self.streams.iter_mut() {
-            let Stream { socks, st, .. } = stream;
-            for leg in 0..2 {
-                for kind in [RTP, RTCP] {
-                    let mut drained = false;
-                    for _ in 0..BURST {
-                        match rx::poll_recv(&socks[leg][kind], cx, &mut self.slots) {
-                            Poll::Ready(Ok(batch)) => {
-                                let now = Instant::now();
-                                for i in 0..batch.count {
-                                    let dropped = &mut st.legs[leg].dropped;
-                                    if batch.truncated[i] {
-                                        dropped.oversize += 1;
-                                        continue;
-                                    }
-                                    let Some(src) = batch.srcs[i] else {
-                                        dropped.foreign_source += 1;
-                                        continue;
-                                    };
-                                    let pkt = &mut self.slots[i][..batch.lens[i]];
-                                    self.state.on_packet(socks, st, leg, kind, src, pkt, now);
-                                }
-                            }
-                            Poll::Ready(Err(e)) => {
-                                // UDP receive errors are per datagram (an ICMP
-                                // error queued on the socket): note and go on.
-                                tracing::debug!(error = %e, leg, kind, "media socket receive error");
-                            }
-                            Poll::Pending => {
-                                drained = true;
-                                break;
-                            }
-                        }
-                    }
-                    more |= !drained;
-                }
-            }
-        }
+        // One pair of receive buffers per thread, not per call: packets
+        // are handled as they are read, so nothing outlives this poll.
+        let more = rx::with_slots(|slots| drain(&mut self.streams, &mut self.state, cx, slots));
 
         if let Some((timeout, sleep)) = &mut self.inactivity {
             while sleep.as_mut().poll(cx).is_ready() {
@@ -1311,6 +1314,57 @@ impl<O: PacketObserver + Clone> Task<O> {
         }
         Poll::Pending
     }
+}
+
+/// Reads every ready socket of every stream (up to [`BURST`] datagrams
+/// each) into `slots` and handles each packet; `true`: a socket still has
+/// packets.
+fn drain<O: PacketObserver + Clone>(
+    streams: &mut [Stream],
+    state: &mut State<O>,
+    cx: &mut Context<'_>,
+    slots: &mut Slots,
+) -> bool {
+    let mut more = false;
+    for stream in streams.iter_mut() {
+        let Stream { socks, st, .. } = stream;
+        for leg in 0..2 {
+            for kind in [RTP, RTCP] {
+                let mut drained = false;
+                for _ in 0..BURST {
+                    match rx::poll_recv(&socks[leg][kind], cx, slots) {
+                        Poll::Ready(Ok(batch)) => {
+                            let now = Instant::now();
+                            for i in 0..batch.count {
+                                let dropped = &mut st.legs[leg].dropped;
+                                if batch.truncated[i] {
+                                    dropped.oversize += 1;
+                                    continue;
+                                }
+                                let Some(src) = batch.srcs[i] else {
+                                    dropped.foreign_source += 1;
+                                    continue;
+                                };
+                                let pkt = &mut slots[i][..batch.lens[i]];
+                                state.on_packet(socks, st, leg, kind, src, pkt, now);
+                            }
+                        }
+                        Poll::Ready(Err(e)) => {
+                            // UDP receive errors are per datagram (an ICMP
+                            // error queued on the socket): note and go on.
+                            tracing::debug!(error = %e, leg, kind, "media socket receive error");
+                        }
+                        Poll::Pending => {
+                            drained = true;
+                            break;
+                        }
+                    }
+                }
+                more |= !drained;
+            }
+        }
+    }
+    more
 }
 
 impl<O: PacketObserver + Clone> State<O> {
@@ -1675,7 +1729,7 @@ fn is_muxed_rtcp(pkt: &[u8]) -> bool {
 pub async fn bare_relay(a: UdpSocket, b: UdpSocket) -> io::Result<()> {
     let socks = [a, b];
     let mut peers: [Option<(SocketAddr, SockAddr)>; 2] = [None, None];
-    let mut slots: Box<Slots> = Box::new([[0u8; rx::SLOT]; 2]);
+    let mut slots = rx::new_slots();
     poll_fn(|cx| {
         for side in 0..2 {
             for _ in 0..BURST {
@@ -1704,6 +1758,22 @@ pub async fn bare_relay(a: UdpSocket, b: UdpSocket) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What every relay carries for the call's life (docs/performance.md,
+    /// "Issue 15: media"): the task's state, and no receive buffers of its
+    /// own (they are per thread: `rx::with_slots`). Bounds at today's
+    /// sizes, so growth is a decision, not an accident.
+    #[test]
+    fn per_call_relay_state_stays_small() {
+        use std::mem::size_of;
+        assert!(size_of::<Task<crate::QualityObserver>>() <= 1536);
+        assert!(size_of::<crate::QualityObserver>() <= 1248);
+        assert!(size_of::<Stream>() <= 1560);
+        // A control message is queued only while it waits (ctlq), but a
+        // big variant would still cost every queued message.
+        assert!(size_of::<Control<crate::QualityObserver>>() <= 80);
+        assert_eq!(size_of::<rx::Slots>(), 2 * MAX_DATAGRAM);
+    }
 
     #[test]
     fn muxed_rtcp_classification() {

@@ -17,6 +17,7 @@
 //!
 //! Elsewhere, plain `poll_recv_from`.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
@@ -48,6 +49,37 @@ impl Batch {
 }
 
 pub(crate) type Slots = [[u8; SLOT]; 2];
+
+pub(crate) fn new_slots() -> Box<Slots> {
+    Box::new([[0u8; SLOT]; 2])
+}
+
+thread_local! {
+    /// The relays' receive buffers on this thread, made on first use. A
+    /// relay reads a datagram and has forwarded it before its poll returns,
+    /// so the relays of one thread can share one pair (8 KiB per thread
+    /// instead of per call).
+    static SLOTS: RefCell<Option<Box<Slots>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's receive buffers. If they are in use (a
+/// relay polled from inside another's poll, which trunkd never does) or the
+/// thread is being torn down, `f` gets buffers of its own.
+pub(crate) fn with_slots<R: Default>(f: impl FnOnce(&mut Slots) -> R) -> R {
+    let mut f = Some(f);
+    let shared = SLOTS.try_with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        let f = f.take()?;
+        Some(f(slot.get_or_insert_with(new_slots)))
+    });
+    if let Ok(Some(r)) = shared {
+        return r;
+    }
+    match f.take() {
+        Some(f) => f(&mut new_slots()),
+        None => R::default(),
+    }
+}
 
 #[cfg(target_os = "linux")]
 pub(crate) fn poll_recv(

@@ -2,10 +2,13 @@
 //! passes its outputs to the engine, and when the call ends writes its CDR
 //! and counts it. Everything the call spawned ends with this task.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::{SendError, TrySendError};
 use tracing::{info, info_span, Instrument};
 use trunkd_b2bua::{Call, CallEvent, CallInput, NewCall};
 use trunkd_config::Config;
@@ -100,13 +103,11 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                             }
                         }
                         if let Some(route) = ctx.plan_routes.get(hop) {
-                            let _ = ctx
-                                .engine
-                                .send(Input::HopOutcome {
-                                    route: route.clone(),
-                                    ok: false,
-                                })
-                                .await;
+                            let _ = Box::pin(ctx.engine.send(Input::HopOutcome {
+                                route: route.clone(),
+                                ok: false,
+                            }))
+                            .await;
                         }
                     }
                     CallEvent::Answered { hop } => {
@@ -162,13 +163,11 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                             );
                         }
                         if let Some(route) = ctx.plan_routes.get(hop) {
-                            let _ = ctx
-                                .engine
-                                .send(Input::HopOutcome {
-                                    route: route.clone(),
-                                    ok: true,
-                                })
-                                .await;
+                            let _ = Box::pin(ctx.engine.send(Input::HopOutcome {
+                                route: route.clone(),
+                                ok: true,
+                            }))
+                            .await;
                         }
                     }
                     // A bridged call relays INFO; only a UasCall reports it.
@@ -176,7 +175,13 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                     CallEvent::Ended(end) => {
                         info!(outcome = ?end.outcome, "call ended");
                         if answered_hop.is_some() && ticker.finish() {
-                            media_report(&ctx, answered_hop, &mut previous, &mut dropped).await;
+                            Box::pin(media_report(
+                                &ctx,
+                                answered_hop,
+                                &mut previous,
+                                &mut dropped,
+                            ))
+                            .await;
                         }
                         if !matches!(end.outcome, CallOutcome::Answered) {
                             metrics.failed(
@@ -215,12 +220,13 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                     }
                 },
                 out => {
-                    if ctx
-                        .engine
-                        .send(Input::FromCall { call: ctx.key, out })
-                        .await
-                        .is_err()
-                    {
+                    let gone =
+                        match send_to_engine(&ctx.engine, Input::FromCall { call: ctx.key, out }) {
+                            Sent::Now => false,
+                            Sent::Later(wait) => wait.await.is_err(),
+                            Sent::Gone => true,
+                        };
+                    if gone {
                         // The engine is gone: the daemon is stopping.
                         active.dec();
                         return;
@@ -258,7 +264,7 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
             _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
             _ = sleep_until(tick) => {
                 if ticker.handle_timeout(Instant::now()) {
-                    media_report(&ctx, answered_hop, &mut previous, &mut dropped).await;
+                    Box::pin(media_report(&ctx, answered_hop, &mut previous, &mut dropped)).await;
                 }
             }
             Some(event) = media_events.recv() => {
@@ -271,7 +277,7 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
     }
     if stream.is_some() {
         // What the tap lost is silence in the streams: counted.
-        if let Ok(stats) = ctx.relay.stats().await {
+        if let Ok(stats) = Box::pin(ctx.relay.stats()).await {
             metrics.streaming.tap_dropped.inc_by(stats.taps.dropped);
         }
     }
@@ -281,13 +287,13 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
     // Ours is the last handle now: stop the relay and wait until its sockets
     // are closed and its ports are back in the pool.
     if let Ok(relay) = Arc::try_unwrap(ctx.relay) {
-        let _ = relay.stop().await;
+        let _ = Box::pin(relay.stop()).await;
     }
     metrics
         .media_ports_in_use
         .set((ctx.ports.capacity() - ctx.ports.available()) as i64);
     if let Some(s) = stream {
-        let result = s.finish().await;
+        let result = Box::pin(s.finish()).await;
         if let (Some(end), Some(vc_id)) = (&stream_end, &ctx.vc_id) {
             let facts = CallFacts {
                 transaction_id: ctx.transaction_id,
@@ -304,14 +310,49 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: mpsc::Receiver<CallIn
                 streaming: true,
             };
             write_streamed_records(&ctx.config, &ctx.shared, &facts, &result);
-            streaming::store_files(&ctx.config, vc_id, start, &result.files, &ctx.shared).await;
+            Box::pin(streaming::store_files(
+                &ctx.config,
+                vc_id,
+                start,
+                &result.files,
+                &ctx.shared,
+            ))
+            .await;
         }
         if result.retention_hours == 0 {
             streaming::delete_files(&result.files, &ctx.shared);
         }
     }
     active.dec();
-    let _ = ctx.engine.send(Input::CallDone { call: ctx.key }).await;
+    if let Sent::Later(wait) = send_to_engine(&ctx.engine, Input::CallDone { call: ctx.key }) {
+        let _ = wait.await;
+    }
+}
+
+/// What [`send_to_engine`] did.
+enum Sent<'a> {
+    Now,
+    /// The engine's queue is full: await this to send.
+    Later(Pin<Box<dyn Future<Output = Result<(), SendError<Input>>> + Send + 'a>>),
+    /// The engine is gone (the daemon is stopping).
+    Gone,
+}
+
+/// Sends `input` to the engine without a future when its queue has room.
+///
+/// Every `.await` in `drive` is stored in the call task's future, which
+/// lives as long as the call: an inline `Sender::send` future (the input
+/// plus the semaphore wait) made every call's task larger. The usual case
+/// is a free slot and needs no future at all; the rare wait is boxed. The
+/// same goes for the other rare awaits in `drive` (end of call, streaming,
+/// the minute's media report): they are `Box::pin`ned, so a call carries
+/// only what it is waiting on now. docs/performance.md, "Issue 15: media".
+fn send_to_engine(engine: &mpsc::Sender<Input>, input: Input) -> Sent<'_> {
+    match engine.try_send(input) {
+        Ok(()) => Sent::Now,
+        Err(TrySendError::Full(input)) => Sent::Later(Box::pin(engine.send(input))),
+        Err(TrySendError::Closed(_)) => Sent::Gone,
+    }
 }
 
 /// The records of a streamed call: its SDR (SPEC §5.2), then its CDR

@@ -443,6 +443,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if o.logging.format != n.logging.format {
         v.push("logging.format");
     }
+    if o.media.relay_threads != n.media.relay_threads {
+        v.push("media.relay_threads");
+    }
     if o.daemon.pid_file != n.daemon.pid_file {
         v.push("daemon.pid_file");
     }
@@ -550,11 +553,30 @@ fn unix_now() -> f64 {
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let config = trunkd_config::load(path).map_err(|e| anyhow!("invalid configuration:\n{e}"))?;
     logging::init(&config.settings.logging);
+    // Media relays run on threads of their own, each a current-thread
+    // runtime (trunkd_media::runtimes: a relay wakes per packet, and on the
+    // work-stealing runtime idle workers woke each other for it);
+    // signalling keeps the multi-threaded runtime.
+    let relay_threads = config
+        .settings
+        .media
+        .relay_threads
+        .unwrap_or_else(trunkd_media::RelayRuntimes::default_threads);
+    let relays = Arc::new(
+        trunkd_media::RelayRuntimes::start(relay_threads)
+            .context("starting the media relay threads")?,
+    );
+    crate::media_anchor::use_relay_runtimes(relays.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("trunkd")
         .build()?;
-    runtime.block_on(serve(config))
+    let served = runtime.block_on(serve(config));
+    // Calls (and the relay handles they hold) end with the signalling
+    // runtime; then the relay threads stop, dropping any relay left.
+    drop(runtime);
+    relays.shutdown();
+    served
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

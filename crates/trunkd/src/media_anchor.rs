@@ -9,7 +9,7 @@
 //! and plain legs mix freely and keys never cross.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
@@ -20,10 +20,23 @@ use trunkd_core::SrtpPolicy;
 use trunkd_media::{
     AnsweredStream, LegCrypto, LegKeys, LegOrigin, LegSdes, LegSetup, LegSockets, Media,
     MediaEvent, MediaSecurity, OriginOverride, PortAllocator, PortError, QualityObserver,
-    RecvOnlyAnswer, RelayConfig, RelayHandle, Sdp, MAX_STREAMS,
+    RecvOnlyAnswer, RelayConfig, RelayHandle, RelayRuntimes, Sdp, MAX_STREAMS,
 };
 
 pub type Relay = Arc<RelayHandle<QualityObserver>>;
+
+/// The daemon's relay threads (`[media] relay_threads`), set once at start.
+/// Without them (unit tests) a relay runs on the caller's runtime. A
+/// process-wide cell rather than an argument: the engine shell starts
+/// anchors with a fixed set of arguments, and there is one daemon per
+/// process.
+static RELAY_RUNTIMES: OnceLock<Arc<RelayRuntimes>> = OnceLock::new();
+
+/// Makes every anchor started from now on run its relay on `runtimes`.
+/// Returns `false` (and changes nothing) if runtimes were set before.
+pub fn use_relay_runtimes(runtimes: Arc<RelayRuntimes>) -> bool {
+    RELAY_RUNTIMES.set(runtimes).is_ok()
+}
 
 fn media_leg(leg: Leg) -> trunkd_media::Leg {
     match leg {
@@ -57,22 +70,50 @@ pub struct RelayAnchor {
     /// Per stream (`m=` line) the relay carries: trunkd's (RTP, RTCP) ports
     /// facing each leg's peer. `None`: not anchored (yet).
     streams: [Option<[(u16, u16); 2]>; MAX_STREAMS],
-    /// Per leg and stream: the payload types' clock rates that leg's peer
-    /// listed, so the relay measures and injects at the right rate.
-    rates: [[Vec<(u8, u32)>; MAX_STREAMS]; 2],
-    /// The clock rates last given to the relay, per stream.
-    rates_sent: [Vec<(u8, u32)>; MAX_STREAMS],
+    /// Per stream: what was negotiated on it, made when an SDP first names
+    /// the stream. Boxed and on demand: most calls have one stream, and
+    /// four of these inline cost every call about 2.5 KiB.
+    negotiated: [Option<Box<StreamNegotiation>>; MAX_STREAMS],
+    /// Per leg: the SRTP policy a stream's SDES starts with (leg A's from
+    /// admission, leg B's from the hop being tried).
+    srtp: [SrtpPolicy; 2],
     /// The stream quality is measured on (the first audio `m=` line).
     quality_stream: usize,
     advertised: IpAddr,
     origins: [LegOrigin; 2],
-    /// SDES per leg and stream: each `m=` line has its own keys.
-    sdes: [[LegSdes; MAX_STREAMS]; 2],
-    /// The keys installed in the relay per leg and stream, to install only
-    /// changes.
-    installed: [[Option<LegKeys>; MAX_STREAMS]; 2],
     /// `[hep]` RTCP export: told each leg's addresses of the quality stream.
     rtcp_export: Option<Arc<crate::hep::RtcpExport>>,
+}
+
+/// One stream's negotiated state.
+#[derive(Debug)]
+struct StreamNegotiation {
+    /// Per leg: the payload types' clock rates that leg's peer listed, so
+    /// the relay measures and injects at the right rate.
+    rates: [Vec<(u8, u32)>; 2],
+    /// The clock rates last given to the relay.
+    rates_sent: Vec<(u8, u32)>,
+    /// SDES per leg: each `m=` line has its own keys.
+    sdes: [LegSdes; 2],
+    /// The keys installed in the relay per leg, to install only changes.
+    installed: [Option<LegKeys>; 2],
+}
+
+/// Stream `stream`'s negotiated state, made on first use with each leg's
+/// SRTP policy.
+fn negotiation(
+    negotiated: &mut [Option<Box<StreamNegotiation>>; MAX_STREAMS],
+    srtp: [SrtpPolicy; 2],
+    stream: usize,
+) -> &mut StreamNegotiation {
+    negotiated[stream].get_or_insert_with(|| {
+        Box::new(StreamNegotiation {
+            rates: Default::default(),
+            rates_sent: Vec::new(),
+            sdes: [LegSdes::new(srtp[0]), LegSdes::new(srtp[1])],
+            installed: Default::default(),
+        })
+    })
 }
 
 impl RelayAnchor {
@@ -134,16 +175,18 @@ impl RelayAnchor {
         let b = ports.allocate_bound(bind_ip)?;
         let pa = (a.ports.rtp(), a.ports.rtcp());
         let pb = (b.ports.rtp(), b.ports.rtcp());
-        let handle = trunkd_media::spawn_with_observer(
-            config,
-            setup(a),
-            setup(b),
-            match &rtcp_export {
-                Some(e) => QualityObserver::default().with_rtcp_tap(e.clone()),
-                None => QualityObserver::default(),
-            },
-            events,
-        )?;
+        let observer = match &rtcp_export {
+            Some(e) => QualityObserver::default().with_rtcp_tap(e.clone()),
+            None => QualityObserver::default(),
+        };
+        let handle = match RELAY_RUNTIMES.get() {
+            Some(runtimes) => {
+                runtimes.spawn_with_observer(config, setup(a), setup(b), observer, events)?
+            }
+            None => {
+                trunkd_media::spawn_with_observer(config, setup(a), setup(b), observer, events)?
+            }
+        };
         let relay = Arc::new(handle);
         let mut streams = [None; MAX_STREAMS];
         streams[0] = Some([pa, pb]);
@@ -154,16 +197,11 @@ impl RelayAnchor {
                 bind_ip,
                 ports_in_use,
                 streams,
-                rates: Default::default(),
-                rates_sent: Default::default(),
+                negotiated: Default::default(),
+                srtp: [a_srtp, SrtpPolicy::default()],
                 quality_stream: 0,
                 advertised,
                 origins: [LegOrigin::new(), LegOrigin::new()],
-                sdes: [
-                    std::array::from_fn(|_| LegSdes::new(a_srtp)),
-                    Default::default(),
-                ],
-                installed: Default::default(),
                 rtcp_export,
             },
             relay,
@@ -195,6 +233,17 @@ fn clock_rates(m: &Media) -> Vec<(u8, u32)> {
 }
 
 impl RelayAnchor {
+    /// The clock rates last given to the relay for `stream`.
+    fn rates_sent(&self, stream: usize) -> Vec<(u8, u32)> {
+        self.negotiated
+            .get(stream)
+            .and_then(Option::as_ref)
+            .map(|n| n.rates_sent.clone())
+            .unwrap_or_default()
+    }
+
+    /// Installs `leg`'s negotiated keys of `stream` in the relay if they
+    /// changed.
     /// The quality stream's addresses on `from`'s side for the HEP RTCP
     /// copies: the peer's RTCP address from its SDP and trunkd's socket
     /// it sends to (the RTP one when the peer muxes RTCP onto RTP).
@@ -215,12 +264,11 @@ impl RelayAnchor {
         export.set_addrs(media_leg(from), local, peer_rtcp);
     }
 
-    /// Installs `leg`'s negotiated keys of `stream` in the relay if they
-    /// changed.
     fn sync_crypto(&mut self, leg: Leg, stream: usize) -> Result<(), MediaRefusal> {
         let i = idx(leg);
-        let active = self.sdes[i][stream].active();
-        if active == self.installed[i][stream].as_ref() {
+        let n = negotiation(&mut self.negotiated, self.srtp, stream);
+        let active = n.sdes[i].active();
+        if active == n.installed[i].as_ref() {
             return Ok(());
         }
         let crypto = active
@@ -230,8 +278,8 @@ impl RelayAnchor {
                 status: 488,
                 reason: format!("Not Acceptable Here ({e})"),
             })?;
+        n.installed[i] = active.cloned();
         let _ = self.relay.set_stream_crypto(media_leg(leg), stream, crypto);
-        self.installed[i][stream] = active.cloned();
         Ok(())
     }
 
@@ -274,15 +322,16 @@ impl RelayAnchor {
     /// Tells the relay the clock rates of `stream` (both legs' lists, the
     /// sender's first) if they changed.
     fn sync_rates(&mut self, stream: usize, from: usize) {
-        let mut merged = self.rates[from][stream].clone();
-        for r in &self.rates[from ^ 1][stream] {
+        let n = negotiation(&mut self.negotiated, self.srtp, stream);
+        let mut merged = n.rates[from].clone();
+        for r in &n.rates[from ^ 1] {
             if !merged.iter().any(|(pt, _)| *pt == r.0) {
                 merged.push(*r);
             }
         }
-        if merged != self.rates_sent[stream] {
-            let _ = self.relay.set_clock_rates(stream, merged.clone());
-            self.rates_sent[stream] = merged;
+        if merged != n.rates_sent {
+            n.rates_sent = merged.clone();
+            let _ = self.relay.set_clock_rates(stream, merged);
         }
     }
 }
@@ -319,9 +368,10 @@ impl RelayAnchor {
             .unwrap_or_default();
         // SDES on the first stream only for a session trunkd answers itself
         // (recording servers send one secured stream per call, if any).
-        let security = self.sdes[i][0]
+        let sdes = &mut negotiation(&mut self.negotiated, self.srtp, 0).sdes[i];
+        let security = sdes
             .peer_offered(proto, &crypto)
-            .and_then(|()| self.sdes[i][0].answer())
+            .and_then(|()| sdes.answer())
             .map_err(|e| refuse(&e))?;
         self.sync_crypto(leg, 0)?;
         let mut ports = Vec::with_capacity(parsed.media().len());
@@ -338,7 +388,7 @@ impl RelayAnchor {
                     parsed.remote_rtp(s),
                     parsed.remote_rtcp(s),
                 );
-                self.rates[i][s] = clock_rates(m);
+                negotiation(&mut self.negotiated, self.srtp, s).rates[i] = clock_rates(m);
                 self.sync_rates(s, i);
             }
             ports.push(pair.map(|p| p[i]));
@@ -352,9 +402,8 @@ impl RelayAnchor {
         if quality != self.quality_stream {
             self.quality_stream = quality;
             let _ = self.relay.set_quality_stream(quality);
-            let _ = self
-                .relay
-                .set_clock_rates(quality, self.rates_sent[quality].clone());
+            let rates = self.rates_sent(quality);
+            let _ = self.relay.set_clock_rates(quality, rates);
         }
         Ok((parsed, ports, security))
     }
@@ -507,13 +556,14 @@ impl MediaAnchor for RelayAnchor {
                 // or answer.
                 let proto = m.proto();
                 let crypto: Vec<&str> = m.crypto().iter().map(String::as_str).collect();
+                let sdes = &mut negotiation(&mut self.negotiated, self.srtp, i).sdes;
                 let negotiated = match role {
-                    SdpRole::Offer => self.sdes[fi][i]
+                    SdpRole::Offer => sdes[fi]
                         .peer_offered(proto, &crypto)
-                        .and_then(|()| self.sdes[oi][i].offer(proto)),
-                    SdpRole::Answer => self.sdes[fi][i]
+                        .and_then(|()| sdes[oi].offer(proto)),
+                    SdpRole::Answer => sdes[fi]
                         .peer_answered(proto, &crypto)
-                        .and_then(|()| self.sdes[oi][i].answer()),
+                        .and_then(|()| sdes[oi].answer()),
                 };
                 match negotiated {
                     Ok(s) => {
@@ -538,7 +588,7 @@ impl MediaAnchor for RelayAnchor {
                     (None, None)
                 };
                 let _ = self.relay.update_stream_peer(media_leg(from), i, rtp, rtcp);
-                self.rates[fi][i] = clock_rates(m);
+                negotiation(&mut self.negotiated, self.srtp, i).rates[fi] = clock_rates(m);
                 self.sync_rates(i, fi);
             }
             ports.push(pair.map(|p| p[oi]));
@@ -556,9 +606,8 @@ impl MediaAnchor for RelayAnchor {
             self.quality_stream = quality;
             let _ = self.relay.set_quality_stream(quality);
             // The observer takes the new stream's rates.
-            let _ = self
-                .relay
-                .set_clock_rates(quality, self.rates_sent[quality].clone());
+            let rates = self.rates_sent(quality);
+            let _ = self.relay.set_clock_rates(quality, rates);
         }
         if let Some(export) = &self.rtcp_export {
             self.tell_rtcp_export(export, from, &parsed);
@@ -573,13 +622,19 @@ impl MediaAnchor for RelayAnchor {
     fn reset(&mut self, leg: Leg, srtp: SrtpPolicy) {
         // A new hop: its peer is unknown until it answers, and nothing
         // negotiated with the previous hop (keys above all) carries over.
+        let l = idx(leg);
+        // Streams negotiated later start with the new hop's policy.
+        self.srtp[l] = srtp;
         for (i, s) in self.streams.iter().enumerate() {
             if s.is_some() {
                 let _ = self.relay.update_stream_peer(media_leg(leg), i, None, None);
             }
-            self.rates[idx(leg)][i].clear();
-            self.sdes[idx(leg)][i].reset(srtp);
-            if self.installed[idx(leg)][i].take().is_some() {
+            let Some(n) = self.negotiated[i].as_mut() else {
+                continue;
+            };
+            n.rates[l].clear();
+            n.sdes[l].reset(srtp);
+            if n.installed[l].take().is_some() {
                 let _ = self.relay.set_stream_crypto(media_leg(leg), i, None);
             }
         }
@@ -592,6 +647,30 @@ mod tests {
     use std::net::Ipv4Addr;
 
     const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// The anchor lives as long as its call: per-stream state is boxed on
+    /// demand rather than four streams' worth inline (3.4 KiB before,
+    /// docs/performance.md "Issue 15: media").
+    #[test]
+    fn per_call_anchor_state_stays_small() {
+        use std::mem::size_of;
+        assert!(size_of::<RelayAnchor>() <= 320);
+        assert!(size_of::<StreamNegotiation>() <= 800);
+    }
+
+    /// A stream's negotiation state is made when an SDP names it, with
+    /// each leg's policy at that moment (leg B's changes with the hop).
+    #[tokio::test]
+    async fn stream_state_is_made_on_demand() {
+        let alloc = PortAllocator::new(31500, 31599).unwrap();
+        let (mut anchor, _relay, _rx) = anchor(&alloc);
+        assert!(anchor.negotiated.iter().all(Option::is_none));
+        anchor
+            .rewrite(Leg::A, SdpRole::Offer, &offer("m=audio 4000 RTP/AVP 0\r\n"))
+            .unwrap();
+        assert!(anchor.negotiated[0].is_some());
+        assert!(anchor.negotiated[1..].iter().all(Option::is_none));
+    }
 
     fn anchor(alloc: &PortAllocator) -> (RelayAnchor, Relay, mpsc::Receiver<MediaEvent>) {
         let (tx, rx) = mpsc::channel(4);

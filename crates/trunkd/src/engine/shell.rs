@@ -311,6 +311,10 @@ impl EngineTask {
                 .unwrap_or_default();
             crate::hep::RtcpExport::new(hep.clone(), call_id)
         });
+        // The relay task's own lines (e.g. "media relay stopped") carry the
+        // call's id: it is spawned inside this span and keeps it.
+        let span = tracing::info_span!("media", transaction_id = %setup.transaction_id);
+        let _entered = span.enter();
         let started = crate::media_anchor::RelayAnchor::start_with_rtcp_export(
             &self.ports,
             media.address,

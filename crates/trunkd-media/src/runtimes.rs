@@ -1,0 +1,343 @@
+//! The relays' own threads: one current-thread tokio runtime per thread,
+//! and a relay placed on the least-loaded one.
+//!
+//! Why not the daemon's multi-threaded runtime: a relay wakes once per
+//! packet (with real phones' pacing there is about one packet per wake-up),
+//! and on a work-stealing runtime an idle worker woken to steal that task
+//! wakes another in turn. docs/performance.md measured it: trunkd's relay
+//! cost 1.3–1.6× the bare-relay floor per packet with the default two
+//! workers, and the floor's cost with one worker (1.25 wake-ups per packet
+//! against 1.05–1.14). A relay never waits on anything but its own sockets,
+//! control channel and timers, so it gains nothing from stealing: here each
+//! relay stays on the thread it was placed on, and a thread with nothing
+//! ready sleeps in `epoll_wait` without waking the others. Signalling keeps
+//! the multi-threaded runtime, where its work does move between workers.
+//!
+//! Channels, `oneshot`s and `JoinHandle`s work across runtimes, so the call
+//! task (on the signalling runtime) drives its relay through
+//! [`RelayHandle`] exactly as before; only the relay's sockets and timers
+//! (inactivity) belong to the relay thread's runtime.
+//!
+//! Placement counts live relays per thread (a relay counts until its task
+//! ends) and picks the thread with the fewest, so threads stay balanced as
+//! calls of different lengths end. Dropping [`RelayRuntimes`] (or
+//! [`RelayRuntimes::shutdown`]) stops every thread; relays still running
+//! then are dropped with their runtime, which closes their sockets and
+//! returns their ports.
+
+use std::io;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::relay::{
+    spawn_counted, LegSetup, MediaEvent, PacketObserver, RelayConfig, RelayError, RelayHandle,
+};
+
+/// Counts a live relay on its thread; the relay's task holds it, so the
+/// count drops when the task ends or is dropped with its runtime.
+#[derive(Debug)]
+pub(crate) struct LoadGuard(Arc<AtomicUsize>);
+
+impl LoadGuard {
+    fn new(load: &Arc<AtomicUsize>) -> Self {
+        load.fetch_add(1, Ordering::Relaxed);
+        LoadGuard(load.clone())
+    }
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+struct RelayThread {
+    handle: Handle,
+    load: Arc<AtomicUsize>,
+}
+
+/// What stopping needs: taken once, by the first shutdown.
+#[derive(Debug, Default)]
+struct Running {
+    stops: Vec<oneshot::Sender<()>>,
+    joins: Vec<JoinHandle<()>>,
+}
+
+/// The relay threads. See the module docs.
+#[derive(Debug)]
+pub struct RelayRuntimes {
+    threads: Vec<RelayThread>,
+    running: Mutex<Running>,
+}
+
+impl RelayRuntimes {
+    /// One thread per CPU the process may use
+    /// ([`std::thread::available_parallelism`], 1 if unknown): the default
+    /// of `[media] relay_threads`.
+    pub fn default_threads() -> NonZeroUsize {
+        std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+    }
+
+    /// Starts `threads` relay threads, named `trunkd-relay-N`, each running
+    /// a current-thread runtime with I/O and time enabled.
+    ///
+    /// # Errors
+    /// A runtime or a thread cannot be created (the threads already
+    /// started are stopped again).
+    pub fn start(threads: NonZeroUsize) -> io::Result<Self> {
+        let mut started = RelayRuntimes {
+            threads: Vec::with_capacity(threads.get()),
+            running: Mutex::new(Running::default()),
+        };
+        for i in 0..threads.get() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+            let join = std::thread::Builder::new()
+                .name(format!("trunkd-relay-{i}"))
+                .spawn(move || {
+                    // The thread drives its runtime until told to stop (or
+                    // until the pool is gone: the sender dropped).
+                    runtime.block_on(async {
+                        let _ = stop_rx.await;
+                    });
+                    // Dropping the runtime drops the relays still on it.
+                    drop(runtime);
+                })?;
+            started.threads.push(RelayThread {
+                handle,
+                load: Arc::new(AtomicUsize::new(0)),
+            });
+            let running = started
+                .running
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            running.stops.push(stop_tx);
+            running.joins.push(join);
+        }
+        Ok(started)
+    }
+
+    /// How many relay threads there are.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Live relays per thread, in thread order.
+    pub fn loads(&self) -> Vec<usize> {
+        self.threads
+            .iter()
+            .map(|t| t.load.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The thread with the fewest live relays (the first of equals).
+    fn least_loaded(&self) -> Option<&RelayThread> {
+        self.threads
+            .iter()
+            .min_by_key(|t| t.load.load(Ordering::Relaxed))
+    }
+
+    /// [`crate::relay::spawn_with_observer`] on the least-loaded relay
+    /// thread. The handle is used from any runtime (or none).
+    ///
+    /// # Errors
+    /// As `spawn_with_observer`; [`RelayError::Stopped`] after
+    /// [`RelayRuntimes::shutdown`].
+    pub fn spawn_with_observer<O: PacketObserver + Clone>(
+        &self,
+        config: RelayConfig,
+        a: LegSetup,
+        b: LegSetup,
+        observer: O,
+        events: mpsc::Sender<MediaEvent>,
+    ) -> Result<RelayHandle<O>, RelayError> {
+        let thread = self.least_loaded().ok_or(RelayError::Stopped)?;
+        if self.is_shut_down() {
+            return Err(RelayError::Stopped);
+        }
+        spawn_counted(
+            &thread.handle,
+            config,
+            a,
+            b,
+            observer,
+            events,
+            Some(LoadGuard::new(&thread.load)),
+        )
+    }
+
+    fn is_shut_down(&self) -> bool {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.joins.is_empty()
+    }
+
+    /// Stops every relay thread and waits for them; relays still running
+    /// are dropped (sockets closed, ports returned). Idempotent. Must not
+    /// be called from a relay thread.
+    pub fn shutdown(&self) {
+        let Running { stops, joins } =
+            std::mem::take(&mut *self.running.lock().unwrap_or_else(PoisonError::into_inner));
+        for stop in stops {
+            let _ = stop.send(());
+        }
+        for join in joins {
+            if join.join().is_err() {
+                tracing::warn!("a media relay thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for RelayRuntimes {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::{Leg, LegSockets};
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Duration;
+
+    fn bound() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").unwrap()
+    }
+
+    fn leg(peer: Option<SocketAddr>) -> LegSetup {
+        LegSetup {
+            sockets: LegSockets {
+                rtp: bound(),
+                rtcp: bound(),
+                ports: None,
+            },
+            peer_rtp: peer,
+            peer_rtcp: None,
+        }
+    }
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 172];
+        p[0] = 0x80;
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[8..12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        p
+    }
+
+    /// Relays are spread over the threads by live count, relay packets
+    /// there, and their count drops when they stop.
+    #[test]
+    fn relays_balance_relay_and_end_on_their_threads() {
+        let pool = RelayRuntimes::start(NonZeroUsize::new(2).unwrap()).unwrap();
+        assert_eq!(pool.threads(), 2);
+        let signalling = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        signalling.block_on(async {
+            let phone_a = bound();
+            let phone_b = bound();
+            phone_a
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            phone_b
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut handles = Vec::new();
+            for _ in 0..3 {
+                let (tx, _rx) = mpsc::channel(4);
+                let h = pool
+                    .spawn_with_observer(
+                        RelayConfig::default(),
+                        leg(Some(phone_a.local_addr().unwrap())),
+                        leg(Some(phone_b.local_addr().unwrap())),
+                        crate::relay::NoopObserver,
+                        tx,
+                    )
+                    .unwrap();
+                handles.push(h);
+            }
+            assert_eq!(pool.loads(), vec![2, 1]);
+
+            // The first relay forwards A's packet to B, byte for byte.
+            let sent = rtp(7);
+            phone_a
+                .send_to(&sent, handles[0].local_rtp(Leg::A))
+                .unwrap();
+            let (got, from) = tokio::task::spawn_blocking(move || {
+                let mut buf = [0u8; 2048];
+                let (n, from) = phone_b.recv_from(&mut buf)?;
+                Ok::<_, io::Error>((buf[..n].to_vec(), from))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(got, sent);
+            assert_eq!(from, handles[0].local_rtp(Leg::B));
+            let stats = handles[0].stats().await.unwrap();
+            assert_eq!(stats.a.rx.rtp_packets, 1);
+            assert_eq!(stats.b.tx.rtp_packets, 1);
+
+            let first = handles.remove(0);
+            first.stop().await.unwrap();
+            assert_eq!(pool.loads(), vec![1, 1]);
+            // A handle dropped (not stopped) ends its relay too: the third
+            // relay, on thread 0.
+            drop(handles.pop());
+            for _ in 0..100 {
+                if pool.loads() == vec![0, 1] {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(pool.loads(), vec![0, 1]);
+        });
+    }
+
+    /// Shutdown ends the relays still running: their handles see a stopped
+    /// relay, and nothing more can be spawned.
+    #[test]
+    fn shutdown_drops_running_relays() {
+        let pool = RelayRuntimes::start(NonZeroUsize::new(1).unwrap()).unwrap();
+        let (tx, _rx) = mpsc::channel(4);
+        let h = pool
+            .spawn_with_observer(
+                RelayConfig::default(),
+                leg(None),
+                leg(None),
+                crate::relay::NoopObserver,
+                tx,
+            )
+            .unwrap();
+        assert_eq!(pool.loads(), vec![1]);
+        pool.shutdown();
+        assert_eq!(pool.loads(), vec![0]);
+        assert!(h.is_finished());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(matches!(rt.block_on(h.stop()), Err(RelayError::Stopped)));
+        let (tx, _rx) = mpsc::channel(4);
+        assert!(matches!(
+            pool.spawn_with_observer(
+                RelayConfig::default(),
+                leg(None),
+                leg(None),
+                crate::relay::NoopObserver,
+                tx,
+            ),
+            Err(RelayError::Stopped)
+        ));
+        pool.shutdown();
+    }
+}
