@@ -601,6 +601,13 @@ fn resources_are_created_changed_and_deleted_through_the_api() {
     let d = Daemon::start("api-crud", ports, &with_tokens(&lab.config(ports)));
     let admin = d.admin();
     let call = |method: &str, path: &str, body: &str| api(admin, method, path, Some(ADMIN), body);
+    // The file holds credentials: an operator's 0600 stays 0600 through
+    // the API's rewrites, whatever the daemon's umask.
+    let file = d.dir.join("trunkd.toml");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 
     let (status, _, body) = call(
         "POST",
@@ -638,6 +645,11 @@ fn resources_are_created_changed_and_deleted_through_the_api() {
         !audit.contains("s3cret-9") && audit.contains("REDACTED"),
         "{audit}"
     );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the API's rewrite changed the file's mode");
+    }
     let (status, _, body) = call(
         "PUT",
         "/voice-connectors/vc-api/origination",

@@ -257,9 +257,19 @@ impl Shared {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "trunkd.toml".into());
             let temp = path.with_file_name(format!(".{name}.trunkd-write"));
+            // The new file keeps the old one's mode and group (it holds
+            // credentials: a 0640 file must not come back 0644 because of
+            // the process umask). Best effort for the group: only root may
+            // give a file to a group it is not in.
+            let original = std::fs::metadata(&path).ok();
             let write = || -> std::io::Result<()> {
                 use std::io::Write;
+                use std::os::unix::fs::{MetadataExt, PermissionsExt};
                 let mut f = std::fs::File::create(&temp)?;
+                if let Some(m) = &original {
+                    f.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+                    let _ = std::os::unix::fs::fchown(&f, None, Some(m.gid()));
+                }
                 f.write_all(new_text.as_bytes())?;
                 f.sync_all()
             };

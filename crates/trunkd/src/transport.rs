@@ -434,7 +434,9 @@ struct Conn {
 /// spirit without the alias negotiation). A TCP and a TLS connection to
 /// the same address are different connections.
 pub struct Sender {
-    udp: Vec<Arc<UdpSocket>>,
+    /// The UDP listeners with their local addresses, read once: a
+    /// `getsockname` per datagram sent was two syscalls per message.
+    udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
     conns: HashMap<Peer, Conn>,
     svc: Arc<SipService>,
     engine: EngineTx,
@@ -448,6 +450,10 @@ impl Sender {
         engine: EngineTx,
         settings: SipSettings,
     ) -> Sender {
+        let udp = udp
+            .into_iter()
+            .filter_map(|s| s.local_addr().ok().map(|a| (s, a)))
+            .collect();
         Sender {
             udp,
             conns: HashMap::new(),
@@ -474,15 +480,13 @@ impl Sender {
         }
         let kind = match dest.transport {
             TxTransport::Udp => {
-                let Some(sock) = self.udp_for(dest.addr) else {
+                let Some((sock, local)) = self.udp_for(dest.addr) else {
                     return false;
                 };
                 return match sock.try_send_to(&bytes, dest.addr) {
                     Ok(_) => {
-                        if let Ok(local) = sock.local_addr() {
-                            self.svc
-                                .capture(local, dest.addr, HepTransport::Udp, &bytes);
-                        }
+                        self.svc
+                            .capture(*local, dest.addr, HepTransport::Udp, &bytes);
                         true
                     }
                     // A full buffer is loss; retransmission covers it.
@@ -538,10 +542,10 @@ impl Sender {
             && self.conns.get(&peer).is_some_and(|c| c.client_verified)
     }
 
-    fn udp_for(&self, dest: SocketAddr) -> Option<&Arc<UdpSocket>> {
+    fn udp_for(&self, dest: SocketAddr) -> Option<&(Arc<UdpSocket>, SocketAddr)> {
         self.udp
             .iter()
-            .find(|s| s.local_addr().is_ok_and(|l| l.is_ipv4() == dest.is_ipv4()))
+            .find(|(_, l)| l.is_ipv4() == dest.is_ipv4())
     }
 }
 
