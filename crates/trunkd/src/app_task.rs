@@ -128,7 +128,7 @@ fn facts<'a>(
     }
 }
 
-pub async fn run(ctx: AppContext, new: NewUasCall, rx: mpsc::Receiver<CallInput>) {
+pub async fn run(ctx: AppContext, new: NewUasCall, rx: crate::call_task::CallRx) {
     let span = info_span!("application", transaction_id = %ctx.transaction_id, sma = %ctx.sma_id, rule = %ctx.rule_id);
     drive(ctx, Start::Inbound(Box::new(new)), rx)
         .instrument(span)
@@ -143,7 +143,7 @@ pub async fn run_outbound(
     leg: UacLeg,
     anchor: crate::media_anchor::RelayAnchor,
     placed: PlacedMedia,
-    rx: mpsc::Receiver<CallInput>,
+    rx: crate::call_task::CallRx,
 ) {
     let span = info_span!("application", transaction_id = %ctx.transaction_id, sma = %ctx.sma_id, direction = "outbound");
     drive(ctx, Start::Outbound(Box::new((leg, anchor, placed))), rx)
@@ -412,7 +412,7 @@ fn answered_media(relay: &Relay, answered: &Answered) -> Option<Media> {
 /// A running action: its outcome, and the digit queue it borrowed.
 type Running = JoinHandle<(Option<AppEvent>, mpsc::Receiver<char>)>;
 
-async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<CallInput>) {
+async fn drive(mut ctx: AppContext, start_with: Start, mut rx: crate::call_task::CallRx) {
     let metrics = &ctx.shared.metrics;
     let resources = &ctx.config.resources;
     let direction_label = match start_with {
@@ -738,7 +738,7 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: mpsc::Receiver<Ca
         }
         tokio::select! {
             input = rx.recv() => {
-                let input = input.unwrap_or(CallInput::Hangup);
+                let input = input.map_or(CallInput::Hangup, |b| *b);
                 if matches!(input, CallInput::Hangup) {
                     by = HangupBy::Application;
                 }
@@ -1955,7 +1955,7 @@ mod tests {
         /// The INVITE's and an INFO's server transactions.
         txs: Vec<ServerTxId>,
         engine: mpsc::Receiver<Input>,
-        call_tx: mpsc::Sender<CallInput>,
+        call_tx: crate::call_task::CallTx,
         drv: DriverChannels,
         task: JoinHandle<()>,
         /// The call's relay, not kept alive by the test.
@@ -2177,11 +2177,11 @@ mod tests {
 
         // An INFO digit while no action listens: answered 200, reported.
         call_tx
-            .send(CallInput::Request {
+            .send(Box::new(CallInput::Request {
                 leg: Leg::A,
                 tx: txs[1],
                 request: info(&to_tag, '7'),
-            })
+            }))
             .await
             .unwrap();
         let CallOutput::SendResponse { response, .. } = next_out(&mut engine).await else {
@@ -2369,11 +2369,11 @@ mod tests {
             .replace("INFO sip:", "BYE sip:")
             .replace("CSeq: 2 INFO", "CSeq: 3 BYE");
         call_tx
-            .send(CallInput::Request {
+            .send(Box::new(CallInput::Request {
                 leg: Leg::A,
                 tx: txs[1],
                 request: request(&bye),
-            })
+            }))
             .await
             .unwrap();
         let CallOutput::SendResponse { response, .. } = next_out(&mut engine).await else {

@@ -59,7 +59,7 @@ pub struct RecordingContext {
     pub ports: trunkd_media::PortAllocator,
 }
 
-pub async fn run(ctx: RecordingContext, new: NewUasCall, rx: mpsc::Receiver<CallInput>) {
+pub async fn run(ctx: RecordingContext, new: NewUasCall, rx: crate::call_task::CallRx) {
     let span = info_span!("recording", transaction_id = %ctx.transaction_id, vc = ctx.vc_id.as_ref().map(|v| v.as_str()).unwrap_or("-"));
     drive(ctx, new, rx).instrument(span).await
 }
@@ -77,7 +77,7 @@ pub fn wav_directory(config: &Config, vc: Option<&VcId>) -> Option<PathBuf> {
     })
 }
 
-async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receiver<CallInput>) {
+async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: crate::call_task::CallRx) {
     let start = new.wall;
     let metrics = &ctx.shared.metrics;
     let resources = &ctx.config.resources;
@@ -217,7 +217,7 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: mpsc::Receive
         }
         tokio::select! {
             input = rx.recv() => {
-                let input = input.unwrap_or(CallInput::Hangup);
+                let input = input.map_or(CallInput::Hangup, |b| *b);
                 call.handle(Instant::now(), input);
             }
             Some(event) = media_events.recv() => {

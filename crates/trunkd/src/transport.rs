@@ -543,9 +543,7 @@ impl Sender {
     }
 
     fn udp_for(&self, dest: SocketAddr) -> Option<&(Arc<UdpSocket>, SocketAddr)> {
-        self.udp
-            .iter()
-            .find(|(_, l)| l.is_ipv4() == dest.is_ipv4())
+        self.udp.iter().find(|(_, l)| l.is_ipv4() == dest.is_ipv4())
     }
 }
 

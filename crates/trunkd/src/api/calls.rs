@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::{Mutex, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
 use trunkd_b2bua::CallInput;
 use trunkd_core::cdr::Direction;
 use trunkd_core::TransactionId;
@@ -29,7 +28,7 @@ pub struct ActiveCall {
     pub to: String,
     pub started_wall: SystemTime,
     pub started: Instant,
-    pub input: mpsc::Sender<CallInput>,
+    pub input: crate::call_task::CallTx,
     /// The call's media relay, for its current quality. Weak: the call's
     /// task stops the relay when it holds the last strong handle, so the
     /// registry must never keep it alive.
@@ -113,6 +112,6 @@ impl ActiveCalls {
         };
         // A full queue means the call is busy; it is asked again by the
         // operator, never waited for here.
-        call.input.try_send(CallInput::Hangup).is_ok()
+        call.input.try_send(Box::new(CallInput::Hangup)).is_ok()
     }
 }

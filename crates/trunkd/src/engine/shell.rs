@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
-use trunkd_b2bua::{CallInput, CallOutput, LocalAddrs};
+use trunkd_b2bua::{CallOutput, LocalAddrs};
 use trunkd_core::Route;
 use trunkd_sip::transaction::{Peer, TxId};
 use trunkd_sip::SipMessage;
@@ -60,7 +60,7 @@ pub struct EngineTask {
     shared: Arc<Shared>,
     sender: Sender,
     self_tx: EngineTx,
-    calls: HashMap<CallKey, mpsc::Sender<CallInput>>,
+    calls: HashMap<CallKey, crate::call_task::CallTx>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     ports: trunkd_media::PortAllocator,
     /// The drivers of application calls (the daemon registers the
@@ -213,7 +213,7 @@ impl EngineTask {
                     // A full queue means the call task is stuck; the peer
                     // will retransmit, and dropping keeps the engine
                     // responsive.
-                    match c.try_send(*input) {
+                    match c.try_send(input) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             warn!(call, "call input queue full; message dropped")
@@ -256,7 +256,7 @@ impl EngineTask {
         &self,
         setup: &CallSetup,
         kind: &'static str,
-        input: &mpsc::Sender<trunkd_b2bua::CallInput>,
+        input: &crate::call_task::CallTx,
         relay: Option<&crate::media_anchor::Relay>,
     ) {
         let a = &setup.admission;
