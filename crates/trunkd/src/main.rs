@@ -4,13 +4,6 @@
 //! through `trunkd-config`, and wires sockets, signals and the admin HTTP
 //! listener around the libraries. See docs/architecture.md.
 
-/// mimalloc rather than glibc's malloc: a call allocates and frees many
-/// small, short-lived buffers (messages, headers, SDP) across worker
-/// threads, where glibc's arenas cost about a seventh of a signalling
-/// call's CPU (docs/performance.md, issue 15; docs/decisions.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod admin;
 mod admin_client;
 mod admin_tls;
