@@ -461,3 +461,194 @@ voice_connector_id = "vc-east"
         )
     );
 }
+
+/// One SIP message as sngrep wrote it to its pcap: the addresses sngrep
+/// decoded from the HEP header, and the SIP text.
+struct Dumped {
+    src: SocketAddr,
+    dst: SocketAddr,
+    sip: String,
+}
+
+impl Dumped {
+    /// "INVITE", "200 BYE": the method, or the status and CSeq method.
+    fn what(&self) -> String {
+        let first = self.sip.lines().next().unwrap_or("");
+        match first.strip_prefix("SIP/2.0 ") {
+            Some(rest) => {
+                let code = rest.split(' ').next().unwrap_or("");
+                let method = self
+                    .sip
+                    .lines()
+                    .find_map(|l| l.strip_prefix("CSeq:"))
+                    .and_then(|c| c.split_whitespace().nth(1))
+                    .unwrap_or("");
+                format!("{code} {method}")
+            }
+            None => first.split(' ').next().unwrap_or("").to_owned(),
+        }
+    }
+}
+
+/// Reads a classic pcap of Ethernet frames (what sngrep writes), keeping
+/// the IPv4/UDP ones.
+fn read_pcap(bytes: &[u8]) -> Vec<Dumped> {
+    assert!(bytes.len() >= 24, "no pcap header");
+    assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian pcap");
+    assert_eq!(
+        u32::from_le_bytes(bytes[20..24].try_into().unwrap()),
+        1,
+        "Ethernet"
+    );
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let incl = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &bytes[at + 16..(at + 16 + incl).min(bytes.len())];
+        at += 16 + incl;
+        if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] {
+            continue;
+        }
+        let ip = &frame[14..];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        if ip[9] != 17 || ip.len() < ihl + 8 {
+            continue;
+        }
+        let addr = |o: usize| Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]);
+        let udp = &ip[ihl..];
+        let port = |o: usize| u16::from_be_bytes([udp[o], udp[o + 1]]);
+        out.push(Dumped {
+            src: SocketAddr::new(IpAddr::V4(addr(12)), port(0)),
+            dst: SocketAddr::new(IpAddr::V4(addr(16)), port(2)),
+            sip: String::from_utf8_lossy(&udp[8..]).into_owned(),
+        });
+    }
+    out
+}
+
+/// sngrep (Debian's) listening for HEP (`-L`), as an operator would point
+/// trunkd at it: it decodes trunkd's copies of a call and writes them to a
+/// pcap, which holds every message of both legs with the addresses trunkd
+/// put in the HEP header and the SIP text SIPp logged.
+#[test]
+fn sngrep_listening_for_hep_shows_every_message_of_a_call() {
+    let listen = free_port_on("127.0.0.1");
+    let dir = temp_dir("hep-sngrep");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("sngrep.pcap");
+    let mut sngrep = std::process::Command::new("sngrep")
+        .args(["-N", "-q", "-F", "-L"])
+        .arg(format!("udp:127.0.0.1:{listen}"))
+        .arg("-O")
+        .arg(&pcap)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("sngrep.err")).unwrap())
+        .spawn()
+        .expect("sngrep (Debian package sngrep; scripts/test installs it)");
+    // sngrep binds its HEP socket right after start.
+    let bound = Instant::now();
+    while UdpSocket::bind(("127.0.0.1", listen)).is_ok() {
+        assert!(
+            bound.elapsed() < Duration::from_secs(10),
+            "sngrep never listened on {listen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let ports = Ports::pick();
+    let carrier_port = free_port_on(CARRIER);
+    let b_log = dir.join("carrier_messages.log");
+    let a_log = dir.join("pbx_messages.log");
+    let mut uas = SippBg::uas(
+        "uas_answer.xml",
+        CARRIER,
+        carrier_port,
+        &[
+            "-m",
+            "1",
+            "-trace_msg",
+            "-message_file",
+            b_log.to_str().unwrap(),
+        ],
+    );
+    let top =
+        format!("[hep]\nenabled = true\ncollector = \"127.0.0.1:{listen}\"\ncapture_id = 2002\n");
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier_port, ""),
+        top: &top,
+        ..Default::default()
+    };
+    let d = Daemon::start("hep-sngrep", ports, &lab.config(ports));
+    let out = pbx_calls(
+        "uac_call.xml",
+        &d,
+        &["-trace_msg", "-message_file", a_log.to_str().unwrap()],
+    );
+    assert_ok(&out, "the call");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    // Let the last copies reach sngrep, then stop it (SIGTERM: it flushes
+    // and closes the pcap).
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(sngrep.id() as i32, libc::SIGTERM) };
+    let waited = Instant::now();
+    while sngrep.try_wait().unwrap().is_none() {
+        if waited.elapsed() > Duration::from_secs(5) {
+            let _ = sngrep.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = sngrep.wait();
+
+    let dumped = read_pcap(&std::fs::read(&pcap).expect("sngrep wrote no pcap"));
+    let trunkd = d.sip();
+    let pbx_ip: IpAddr = PBX.parse().unwrap();
+    let carrier = SocketAddr::new(CARRIER.parse().unwrap(), carrier_port);
+    let seen: Vec<String> = dumped
+        .iter()
+        .map(|m| format!("{} {} -> {}", m.what(), m.src, m.dst))
+        .collect();
+    let pbx = dumped
+        .iter()
+        .find(|m| m.dst == trunkd && m.what() == "INVITE" && m.src.ip() == pbx_ip)
+        .map(|m| m.src)
+        .unwrap_or_else(|| panic!("no INVITE from the PBX in sngrep's pcap: {seen:#?}"));
+    let a_text = std::fs::read_to_string(&a_log).unwrap();
+    let b_text = std::fs::read_to_string(&b_log).unwrap();
+    let expected: &[(&str, SocketAddr, SocketAddr, &str)] = &[
+        ("INVITE", pbx, trunkd, &a_text),
+        ("100 INVITE", trunkd, pbx, &a_text),
+        ("180 INVITE", trunkd, pbx, &a_text),
+        ("200 INVITE", trunkd, pbx, &a_text),
+        ("ACK", pbx, trunkd, &a_text),
+        ("BYE", pbx, trunkd, &a_text),
+        ("200 BYE", trunkd, pbx, &a_text),
+        ("INVITE", trunkd, carrier, &b_text),
+        ("180 INVITE", carrier, trunkd, &b_text),
+        ("200 INVITE", carrier, trunkd, &b_text),
+        ("ACK", trunkd, carrier, &b_text),
+        ("BYE", trunkd, carrier, &b_text),
+        ("200 BYE", carrier, trunkd, &b_text),
+    ];
+    for (what, src, dst, sipp_log) in expected {
+        let m = dumped
+            .iter()
+            .find(|m| m.what() == *what && m.src == *src && m.dst == *dst)
+            .unwrap_or_else(|| {
+                panic!("{what} {src} -> {dst} missing from sngrep's pcap: {seen:#?}")
+            });
+        // The text sngrep shows is the text SIPp sent or received (SIPp's
+        // message log writes each message as it was on the wire).
+        let call_id = m
+            .sip
+            .lines()
+            .find_map(|l| l.strip_prefix("Call-ID:"))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no Call-ID in {:?}", m.sip));
+        assert!(
+            sipp_log.contains(call_id),
+            "{what}: Call-ID {call_id} is not in SIPp's log"
+        );
+        assert!(m.sip.contains("\r\n\r\n"), "{what}: {:?}", m.sip);
+    }
+}
