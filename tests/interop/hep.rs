@@ -111,6 +111,33 @@ fn collect(collector: &UdpSocket, trunkd: SocketAddr) -> Vec<Hep> {
     got
 }
 
+/// Every message of an answered SIPp call through trunkd, as (what, from,
+/// to, the SIPp message log of that leg): the PBX's leg (A) and the
+/// carrier's (B).
+fn call_messages<'a>(
+    pbx: SocketAddr,
+    trunkd: SocketAddr,
+    carrier: SocketAddr,
+    a_log: &'a str,
+    b_log: &'a str,
+) -> Vec<(&'static str, SocketAddr, SocketAddr, &'a str)> {
+    vec![
+        ("INVITE", pbx, trunkd, a_log),
+        ("100 INVITE", trunkd, pbx, a_log),
+        ("180 INVITE", trunkd, pbx, a_log),
+        ("200 INVITE", trunkd, pbx, a_log),
+        ("ACK", pbx, trunkd, a_log),
+        ("BYE", pbx, trunkd, a_log),
+        ("200 BYE", trunkd, pbx, a_log),
+        ("INVITE", trunkd, carrier, b_log),
+        ("180 INVITE", carrier, trunkd, b_log),
+        ("200 INVITE", carrier, trunkd, b_log),
+        ("ACK", trunkd, carrier, b_log),
+        ("BYE", trunkd, carrier, b_log),
+        ("200 BYE", carrier, trunkd, b_log),
+    ]
+}
+
 fn hep_top(collector: &UdpSocket) -> String {
     format!(
         "[hep]\nenabled = true\ncollector = \"{}\"\ncapture_id = 2001\npassword = \"hep-pw\"\n",
@@ -264,26 +291,12 @@ fn every_sip_message_of_both_legs_reaches_the_hep_collector() {
         .unwrap_or_else(|| panic!("no INVITE from the PBX among {} packets", got.len()));
     let a_text = std::fs::read_to_string(&a_log).unwrap();
     let b_text = std::fs::read_to_string(&b_log).unwrap();
-    let expected: &[(&str, SocketAddr, SocketAddr, &str)] = &[
-        ("INVITE", pbx, trunkd, &a_text),
-        ("100 INVITE", trunkd, pbx, &a_text),
-        ("180 INVITE", trunkd, pbx, &a_text),
-        ("200 INVITE", trunkd, pbx, &a_text),
-        ("ACK", pbx, trunkd, &a_text),
-        ("BYE", pbx, trunkd, &a_text),
-        ("200 BYE", trunkd, pbx, &a_text),
-        ("INVITE", trunkd, carrier, &b_text),
-        ("180 INVITE", carrier, trunkd, &b_text),
-        ("200 INVITE", carrier, trunkd, &b_text),
-        ("ACK", trunkd, carrier, &b_text),
-        ("BYE", trunkd, carrier, &b_text),
-        ("200 BYE", carrier, trunkd, &b_text),
-    ];
+    let expected = call_messages(pbx, trunkd, carrier, &a_text, &b_text);
     let seen: Vec<String> = got
         .iter()
         .map(|h| format!("{} {} -> {}", h.what(), h.src(), h.dst()))
         .collect();
-    for (what, src, dst, sipp_log) in expected {
+    for (what, src, dst, sipp_log) in &expected {
         let h = got
             .iter()
             .find(|h| h.what() == *what && h.src() == *src && h.dst() == *dst)
@@ -615,22 +628,8 @@ fn sngrep_listening_for_hep_shows_every_message_of_a_call() {
         .unwrap_or_else(|| panic!("no INVITE from the PBX in sngrep's pcap: {seen:#?}"));
     let a_text = std::fs::read_to_string(&a_log).unwrap();
     let b_text = std::fs::read_to_string(&b_log).unwrap();
-    let expected: &[(&str, SocketAddr, SocketAddr, &str)] = &[
-        ("INVITE", pbx, trunkd, &a_text),
-        ("100 INVITE", trunkd, pbx, &a_text),
-        ("180 INVITE", trunkd, pbx, &a_text),
-        ("200 INVITE", trunkd, pbx, &a_text),
-        ("ACK", pbx, trunkd, &a_text),
-        ("BYE", pbx, trunkd, &a_text),
-        ("200 BYE", trunkd, pbx, &a_text),
-        ("INVITE", trunkd, carrier, &b_text),
-        ("180 INVITE", carrier, trunkd, &b_text),
-        ("200 INVITE", carrier, trunkd, &b_text),
-        ("ACK", trunkd, carrier, &b_text),
-        ("BYE", trunkd, carrier, &b_text),
-        ("200 BYE", carrier, trunkd, &b_text),
-    ];
-    for (what, src, dst, sipp_log) in expected {
+    let expected = call_messages(pbx, trunkd, carrier, &a_text, &b_text);
+    for (what, src, dst, sipp_log) in &expected {
         let m = dumped
             .iter()
             .find(|m| m.what() == *what && m.src == *src && m.dst == *dst)

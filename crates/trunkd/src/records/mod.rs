@@ -11,7 +11,6 @@ pub mod spool;
 pub mod upload;
 pub mod writer;
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -149,18 +148,7 @@ fn write_record<T: serde::Serialize>(
 /// Writes `data` to `path` so that `path` either does not exist or holds
 /// all of it.
 pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_data()?;
-    }
-    std::fs::rename(&tmp, path)?;
+    writer::write_file(path, data)?;
     // The rename itself must survive a crash too.
     match path.parent() {
         Some(dir) => spool::sync_dir(dir),

@@ -238,8 +238,9 @@ fn write_batch(batch: Vec<Op>, spool: Option<&Spool>, metrics: &Metrics) {
 }
 
 /// Writes `data` to `path` through a synced temporary file and a rename;
-/// the directory is synced by the caller (once per batch).
-fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// the directory is synced by the caller (once per batch, or at once by
+/// [`super::write_atomically`]).
+pub(super) fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
