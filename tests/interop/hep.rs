@@ -90,13 +90,21 @@ impl Hep {
 }
 
 /// The collector's packets until both 200s to the BYE are in (the last
-/// message of each leg), or five seconds.
+/// message of each leg) and then nothing for one read timeout (200 ms), or
+/// five seconds. The quiet read matters: a received message is copied by
+/// the receiving thread and a sent one by the engine after its `sendto`,
+/// so the carrier's 200 can reach the collector just before the copy of
+/// the BYE it answers.
 fn collect(collector: &UdpSocket, trunkd: SocketAddr) -> Vec<Hep> {
     let mut got: Vec<Hep> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut buf = [0u8; 65_536];
+    let mut last_seen = false;
     while Instant::now() < deadline {
         let Ok(n) = collector.recv(&mut buf) else {
+            if last_seen {
+                break;
+            }
             continue;
         };
         got.push(Hep::decode(&buf[..n]));
@@ -104,9 +112,7 @@ fn collect(collector: &UdpSocket, trunkd: SocketAddr) -> Vec<Hep> {
             got.iter()
                 .any(|h| (h.src().ip() == trunkd.ip()) == from_trunkd && h.what() == "200 BYE")
         };
-        if ok_to_bye(true) && ok_to_bye(false) {
-            break;
-        }
+        last_seen = ok_to_bye(true) && ok_to_bye(false);
     }
     got
 }
