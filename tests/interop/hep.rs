@@ -117,6 +117,56 @@ fn collect(collector: &UdpSocket, trunkd: SocketAddr) -> Vec<Hep> {
     got
 }
 
+/// One answered SIPp call through a daemon with `top` (its `[hep]`
+/// section) over UDP or TCP on both legs, with each leg's SIPp message log.
+struct LoggedCall {
+    d: Daemon,
+    carrier: SocketAddr,
+    /// The PBX's leg (A) and the carrier's (B), as SIPp logged them.
+    a_text: String,
+    b_text: String,
+}
+
+fn logged_call(tag: &str, top: &str, tcp: bool) -> LoggedCall {
+    let ports = Ports::pick();
+    let carrier_port = free_port_on(CARRIER);
+    let dir = temp_dir(&format!("{tag}-sipp"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a_log, b_log) = (
+        dir.join("pbx_messages.log"),
+        dir.join("carrier_messages.log"),
+    );
+    let transport: &[&str] = if tcp { &["-t", "t1"] } else { &[] };
+    let sipp_args = |log: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = transport.iter().map(|a| a.to_string()).collect();
+        v.extend(["-trace_msg".into(), "-message_file".into()]);
+        v.push(log.to_str().unwrap().into());
+        v
+    };
+    let b_args = sipp_args(&b_log);
+    let mut uas_args = vec!["-m", "1"];
+    uas_args.extend(b_args.iter().map(String::as_str));
+    let mut uas = SippBg::uas("uas_answer.xml", CARRIER, carrier_port, &uas_args);
+    let protocol = if tcp { ", protocol = \"TCP\"" } else { "" };
+    let lab = Lab {
+        hosts: &host(CARRIER, carrier_port, protocol),
+        top,
+        ..Default::default()
+    };
+    let d = Daemon::start(tag, ports, &lab.config(ports));
+    let a_args = sipp_args(&a_log);
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let out = pbx_calls("uac_call.xml", &d, &a_args);
+    assert_ok(&out, "the call");
+    assert!(uas.wait(Duration::from_secs(10)).0);
+    LoggedCall {
+        d,
+        carrier: SocketAddr::new(CARRIER.parse().unwrap(), carrier_port),
+        a_text: std::fs::read_to_string(&a_log).unwrap(),
+        b_text: std::fs::read_to_string(&b_log).unwrap(),
+    }
+}
+
 /// Every message of an answered SIPp call through trunkd, as (what, from,
 /// to, the SIPp message log of that leg): the PBX's leg (A) and the
 /// carrier's (B).
@@ -165,55 +215,14 @@ fn collector() -> UdpSocket {
 #[test]
 fn messages_over_tcp_are_exported_with_the_connection_ends() {
     let collector = collector();
-    let ports = Ports::pick();
-    let carrier_port = free_port_on(CARRIER);
-    let dir = temp_dir("hep-tcp-sipp");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (a_log, b_log) = (
-        dir.join("pbx_messages.log"),
-        dir.join("carrier_messages.log"),
-    );
-    let mut uas = SippBg::uas(
-        "uas_answer.xml",
-        CARRIER,
-        carrier_port,
-        &[
-            "-m",
-            "1",
-            "-t",
-            "t1",
-            "-trace_msg",
-            "-message_file",
-            b_log.to_str().unwrap(),
-        ],
-    );
-    let top = hep_top(&collector);
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier_port, ", protocol = \"TCP\""),
-        top: &top,
-        ..Default::default()
-    };
-    let d = Daemon::start("hep-tcp", ports, &lab.config(ports));
-    let out = pbx_calls(
-        "uac_call.xml",
-        &d,
-        &[
-            "-t",
-            "t1",
-            "-trace_msg",
-            "-message_file",
-            a_log.to_str().unwrap(),
-        ],
-    );
-    assert_ok(&out, "the call");
-    assert!(uas.wait(Duration::from_secs(10)).0);
+    let LoggedCall {
+        d,
+        carrier,
+        a_text,
+        b_text,
+    } = logged_call("hep-tcp", &hep_top(&collector), true);
     let trunkd = d.sip();
     let got = collect(&collector, trunkd);
-    let (a_text, b_text) = (
-        std::fs::read_to_string(&a_log).unwrap(),
-        std::fs::read_to_string(&b_log).unwrap(),
-    );
-    let carrier = SocketAddr::new(CARRIER.parse().unwrap(), carrier_port);
     let find = |what: &str, to: SocketAddr| {
         got.iter()
             .find(|h| h.what() == what && h.dst() == to)
@@ -250,53 +259,21 @@ fn messages_over_tcp_are_exported_with_the_connection_ends() {
 #[test]
 fn every_sip_message_of_both_legs_reaches_the_hep_collector() {
     let collector = collector();
-    let ports = Ports::pick();
-    let carrier_port = free_port_on(CARRIER);
-    let dir = temp_dir("hep-sipp");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (a_log, b_log) = (
-        dir.join("pbx_messages.log"),
-        dir.join("carrier_messages.log"),
-    );
-    let mut uas = SippBg::uas(
-        "uas_answer.xml",
-        CARRIER,
-        carrier_port,
-        &[
-            "-m",
-            "1",
-            "-trace_msg",
-            "-message_file",
-            b_log.to_str().unwrap(),
-        ],
-    );
-    let top = hep_top(&collector);
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier_port, ""),
-        top: &top,
-        ..Default::default()
-    };
-    let d = Daemon::start("hep", ports, &lab.config(ports));
-    let out = pbx_calls(
-        "uac_call.xml",
-        &d,
-        &["-trace_msg", "-message_file", a_log.to_str().unwrap()],
-    );
-    assert_ok(&out, "the call");
-    assert!(uas.wait(Duration::from_secs(10)).0);
-
+    let LoggedCall {
+        d,
+        carrier,
+        a_text,
+        b_text,
+    } = logged_call("hep", &hep_top(&collector), false);
     let trunkd = d.sip();
     let got = collect(&collector, trunkd);
 
     let pbx_ip: IpAddr = PBX.parse().unwrap();
-    let carrier = SocketAddr::new(CARRIER.parse().unwrap(), carrier_port);
     let pbx = got
         .iter()
         .find(|h| h.dst() == trunkd && h.what() == "INVITE" && h.src().ip() == pbx_ip)
         .map(|h| h.src())
         .unwrap_or_else(|| panic!("no INVITE from the PBX among {} packets", got.len()));
-    let a_text = std::fs::read_to_string(&a_log).unwrap();
-    let b_text = std::fs::read_to_string(&b_log).unwrap();
     let expected = call_messages(pbx, trunkd, carrier, &a_text, &b_text);
     let seen: Vec<String> = got
         .iter()
@@ -574,37 +551,14 @@ fn sngrep_listening_for_hep_shows_every_message_of_a_call() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let ports = Ports::pick();
-    let carrier_port = free_port_on(CARRIER);
-    let b_log = dir.join("carrier_messages.log");
-    let a_log = dir.join("pbx_messages.log");
-    let mut uas = SippBg::uas(
-        "uas_answer.xml",
-        CARRIER,
-        carrier_port,
-        &[
-            "-m",
-            "1",
-            "-trace_msg",
-            "-message_file",
-            b_log.to_str().unwrap(),
-        ],
-    );
     let top =
         format!("[hep]\nenabled = true\ncollector = \"127.0.0.1:{listen}\"\ncapture_id = 2002\n");
-    let lab = Lab {
-        hosts: &host(CARRIER, carrier_port, ""),
-        top: &top,
-        ..Default::default()
-    };
-    let d = Daemon::start("hep-sngrep", ports, &lab.config(ports));
-    let out = pbx_calls(
-        "uac_call.xml",
-        &d,
-        &["-trace_msg", "-message_file", a_log.to_str().unwrap()],
-    );
-    assert_ok(&out, "the call");
-    assert!(uas.wait(Duration::from_secs(10)).0);
+    let LoggedCall {
+        d,
+        carrier,
+        a_text,
+        b_text,
+    } = logged_call("hep-sngrep", &top, false);
     // Let the last copies reach sngrep, then stop it (SIGTERM: it flushes
     // and closes the pcap).
     std::thread::sleep(Duration::from_millis(1500));
@@ -622,7 +576,6 @@ fn sngrep_listening_for_hep_shows_every_message_of_a_call() {
     let dumped = read_pcap(&std::fs::read(&pcap).expect("sngrep wrote no pcap"));
     let trunkd = d.sip();
     let pbx_ip: IpAddr = PBX.parse().unwrap();
-    let carrier = SocketAddr::new(CARRIER.parse().unwrap(), carrier_port);
     let seen: Vec<String> = dumped
         .iter()
         .map(|m| format!("{} {} -> {}", m.what(), m.src, m.dst))
@@ -632,8 +585,6 @@ fn sngrep_listening_for_hep_shows_every_message_of_a_call() {
         .find(|m| m.dst == trunkd && m.what() == "INVITE" && m.src.ip() == pbx_ip)
         .map(|m| m.src)
         .unwrap_or_else(|| panic!("no INVITE from the PBX in sngrep's pcap: {seen:#?}"));
-    let a_text = std::fs::read_to_string(&a_log).unwrap();
-    let b_text = std::fs::read_to_string(&b_log).unwrap();
     let expected = call_messages(pbx, trunkd, carrier, &a_text, &b_text);
     for (what, src, dst, sipp_log) in &expected {
         let m = dumped
