@@ -327,8 +327,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_captured_message_reaches_the_collector_and_counts_as_sent() {
+    /// A collector socket on loopback and an exporter sending to it, with
+    /// its counters.
+    fn exporter() -> (UdpSocket, Family<ResultLabel, Counter>, HepExporter) {
         let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
         collector
             .set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -337,6 +338,12 @@ mod tests {
         let hep = HepExporter::start(&settings(collector.local_addr().unwrap()), counts.clone())
             .unwrap()
             .unwrap();
+        (collector, counts, hep)
+    }
+
+    #[test]
+    fn a_captured_message_reaches_the_collector_and_counts_as_sent() {
+        let (collector, counts, hep) = exporter();
         let c = Captured {
             src: "127.0.0.1:5060".parse().unwrap(),
             dst: "127.0.0.1:5080".parse().unwrap(),
@@ -412,14 +419,7 @@ mod tests {
 
     #[test]
     fn an_rtcp_packet_goes_out_as_type_5_with_the_legs_call_id() {
-        let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
-        collector
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        let counts = Family::<ResultLabel, Counter>::default();
-        let hep = HepExporter::start(&settings(collector.local_addr().unwrap()), counts.clone())
-            .unwrap()
-            .unwrap();
+        let (collector, _counts, hep) = exporter();
         let export = RtcpExport::new(hep, Bytes::from_static(b"a-leg@pbx"));
         let (local, peer) = (
             "127.0.0.1:20001".parse().unwrap(),
