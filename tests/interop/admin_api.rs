@@ -877,6 +877,8 @@ fn a_call_in_progress_is_listed_with_its_quality_and_hung_up_on_request() {
     let cdr = &wait_cdrs(&crate::calls::records(&d), 1)[0];
     assert_eq!(cdr["TransactionId"], txn.as_str());
     assert_eq!(cdr["Status"], "Completed");
+    // The CDR is written before the call task has stopped its relay.
+    d.wait_metric("sip_engine_calls", 0.0);
     let (_, _, body) = api(admin, "GET", "/calls", Some(READ), "");
     assert_eq!(json(&body)["Calls"], serde_json::json!([]));
     assert_eq!(

@@ -214,6 +214,8 @@ fn termination_call_is_relayed_and_recorded() {
         c["CallId"].as_str().unwrap().contains('@'),
         "the A leg's Call-ID"
     );
+    // The CDR is written before the call task has stopped its relay.
+    d.wait_metric("sip_engine_calls", 0.0);
     let m = d.metrics();
     let labels = "{voice_connector_id=\"vc-east\",region=\"local\",direction=\"outbound\"}";
     assert_eq!(
@@ -1523,6 +1525,8 @@ fn group_moves_to_its_next_voice_connector_and_records_the_call_there() {
     assert!(west.wait(Duration::from_secs(10)).0);
     let cdrs = wait_cdrs(&records(&d), 1);
     assert_eq!(cdrs[0]["VoiceConnectorId"], "vc-west", "{cdrs:?}");
+    // The CDR is written before the call task has stopped its relay.
+    d.wait_metric("sip_engine_calls", 0.0);
     let m = d.metrics();
     let answered = |vc: &str| {
         metric_value(

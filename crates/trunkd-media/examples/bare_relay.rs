@@ -20,8 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut relays = tokio::task::JoinSet::new();
         for i in 0..calls {
             let port = first + 2 * i;
-            let a = tokio::net::UdpSocket::bind((ip, port)).await?;
-            let b = tokio::net::UdpSocket::bind((ip, port + 1)).await?;
+            let a = std::net::UdpSocket::bind((ip, port))?;
+            let b = std::net::UdpSocket::bind((ip, port + 1))?;
             relays.spawn(trunkd_media::bare_relay(a, b));
         }
         eprintln!(

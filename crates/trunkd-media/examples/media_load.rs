@@ -1584,8 +1584,8 @@ fn start_inprocess_bare(n: usize) -> Result<(Vec<(SocketAddr, SocketAddr)>, i32)
                 let mut addrs = Vec::with_capacity(n);
                 for _ in 0..n {
                     let pair = (|| -> io::Result<_> {
-                        let a = tokio::net::UdpSocket::from_std(bind_udp([127, 0, 0, 1].into())?)?;
-                        let b = tokio::net::UdpSocket::from_std(bind_udp([127, 0, 0, 1].into())?)?;
+                        let a = bind_udp([127, 0, 0, 1].into())?;
+                        let b = bind_udp([127, 0, 0, 1].into())?;
                         Ok((a, b))
                     })();
                     match pair {

@@ -104,8 +104,6 @@ fn run(kind: Kind, calls: usize, secs: u64) -> (f64, f64) {
                         Kind::Bare => {
                             let (a, b) = (bind(), bind());
                             targets.push((a.local_addr().unwrap(), b.local_addr().unwrap()));
-                            let a = tokio::net::UdpSocket::from_std(a).unwrap();
-                            let b = tokio::net::UdpSocket::from_std(b).unwrap();
                             tokio::spawn(trunkd_media::bare_relay(a, b));
                         }
                         Kind::External { first_port, .. } => {

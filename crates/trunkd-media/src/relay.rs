@@ -146,20 +146,19 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use socket2::{SockAddr, SockRef};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
-use crate::ctlq;
+use crate::ctlq::{self, Deferred};
 use crate::ports::{BoundPair, PortPair};
 use crate::runtimes::LoadGuard;
-use crate::rx::{self, Slots};
+use crate::rx::{self, RelaySocket, Slots};
 use crate::sdes::CryptoSuite;
 use crate::srtp::{LegCrypto, SrtpError};
 
@@ -511,7 +510,7 @@ pub struct InjectOptions {
 /// One stream's sockets as [`Control::AddStream`] carries them.
 struct NewStream {
     index: usize,
-    socks: [[UdpSocket; 2]; 2],
+    socks: [[RelaySocket; 2]; 2],
     peers: [[Option<SocketAddr>; 2]; 2],
     ports: [Option<PortPair>; 2],
 }
@@ -557,10 +556,15 @@ enum Control<O> {
 /// (the task notices the closed control channel) and releases the ports;
 /// [`RelayHandle::stop`] does the same and waits until the sockets are
 /// closed.
+///
+/// On a relay thread ([`crate::RelayRuntimes`]) the relay starts, and most
+/// requests reach it, with the thread's next batch or the next packet,
+/// whichever comes first (see `ctlq`, "Deferred sends"): at most
+/// [`crate::ctlq::DEFERRED_PERIOD`] later. Packets that arrive before the
+/// relay starts wait in the socket, none is lost.
 #[derive(Debug)]
 pub struct RelayHandle<O = NoopObserver> {
     ctl: ctlq::Sender<Control<O>>,
-    task: JoinHandle<()>,
     local: LocalAddrs,
     runtime: tokio::runtime::Handle,
     /// Bit `i`: stream `i` was added (so a second add is refused here,
@@ -578,8 +582,27 @@ impl<O> RelayHandle<O> {
         self.local.rtcp(leg)
     }
 
+    /// Queues `c` for the task. Only what must act before the next packet
+    /// could make it act wakes the task now: an injected packet (paced by
+    /// the caller), a new stream (its sockets are not polled until the task
+    /// registers them) and a tap. The rest matters to the next packet, and
+    /// the task reads its queue before each: it waits for that packet or
+    /// the thread's batch.
     fn send(&self, c: Control<O>) -> Result<(), RelayError> {
-        self.ctl.send(c).map_err(|_| RelayError::Stopped)
+        let urgent = matches!(
+            c,
+            Control::AddStream(_)
+                | Control::Tap(_)
+                | Control::InjectStart { .. }
+                | Control::Inject { .. }
+                | Control::InjectStop { .. }
+        );
+        let sent = if urgent {
+            self.ctl.send(c)
+        } else {
+            self.ctl.send_deferred(c)
+        };
+        sent.map_err(|_| RelayError::Stopped)
     }
 
     /// Adds stream `index` (its `m=` line) with a socket pair per leg.
@@ -742,22 +765,29 @@ impl<O> RelayHandle<O> {
 
     /// Stops the relay and waits until its sockets are closed and its ports
     /// are back in the pool.
+    ///
+    /// # Errors
+    /// [`RelayError::Stopped`]: the relay had ended already (its thread
+    /// stopped); [`RelayError::Panicked`]: it ended by a panic.
     pub async fn stop(self) -> Result<(), RelayError> {
-        let RelayHandle { ctl, task, .. } = self;
-        // If the task already ended, there is nobody to tell.
-        let _ = ctl.send(Control::Stop);
-        drop(ctl);
-        task.await.map_err(|e| {
-            if e.is_panic() {
-                RelayError::Panicked
-            } else {
-                RelayError::Stopped
-            }
-        })
+        // A task that already ended (the relay thread stopped) has nobody
+        // to tell.
+        if self.ctl.send_deferred(Control::Stop).is_err() {
+            return Err(RelayError::Stopped);
+        }
+        // The task drops its end of the queue last, after its sockets
+        // closed and its ports went back.
+        let panicked = poll_fn(|cx| self.ctl.poll_closed(cx)).await;
+        if panicked {
+            Err(RelayError::Panicked)
+        } else {
+            Ok(())
+        }
     }
 
+    /// Whether the relay task has ended.
     pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+        self.ctl.is_closed()
     }
 }
 
@@ -774,7 +804,7 @@ fn prepare_stream(
     };
     let mut ports = [None, None];
     let mut peers = [[None; 2]; 2];
-    let mut socks: Vec<UdpSocket> = Vec::with_capacity(4);
+    let mut socks: Vec<RelaySocket> = Vec::with_capacity(4);
     for (i, setup) in [a, b].into_iter().enumerate() {
         let LegSetup {
             sockets,
@@ -783,14 +813,13 @@ fn prepare_stream(
         } = setup;
         ports[i] = sockets.ports;
         for (kind, sock) in [sockets.rtp, sockets.rtcp].into_iter().enumerate() {
-            sock.set_nonblocking(true).map_err(RelayError::Socket)?;
             let addr = sock.local_addr().map_err(RelayError::Socket)?;
             if kind == RTP {
                 local.rtp[i] = addr;
             } else {
                 local.rtcp[i] = addr;
             }
-            socks.push(UdpSocket::from_std(sock).map_err(RelayError::Socket)?);
+            socks.push(rx::register(sock).map_err(RelayError::Socket)?);
         }
         peers[i] = [peer_rtp, peer_rtcp];
     }
@@ -835,7 +864,7 @@ pub fn spawn_with_observer<O: PacketObserver + Clone>(
     events: mpsc::Sender<MediaEvent>,
 ) -> Result<RelayHandle<O>, RelayError> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| RelayError::NoRuntime)?;
-    spawn_counted(&runtime, config, a, b, observer, events, None)
+    spawn_counted(&runtime, None, config, a, b, observer, events, None)
 }
 
 /// [`spawn_with_observer`] on `runtime` (any runtime with I/O and, for the
@@ -848,13 +877,16 @@ pub fn spawn_with_observer_on<O: PacketObserver + Clone>(
     observer: O,
     events: mpsc::Sender<MediaEvent>,
 ) -> Result<RelayHandle<O>, RelayError> {
-    spawn_counted(runtime, config, a, b, observer, events, None)
+    spawn_counted(runtime, None, config, a, b, observer, events, None)
 }
 
 /// The relay task's start; `load` counts it on its relay thread until the
-/// task ends.
+/// task ends. With `deferred` (a relay thread's batch), the task starts
+/// with the thread's next batch instead of waking the thread now.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn_counted<O: PacketObserver + Clone>(
     runtime: &tokio::runtime::Handle,
+    deferred: Option<&Arc<Deferred>>,
     config: RelayConfig,
     a: LegSetup,
     b: LegSetup,
@@ -867,7 +899,7 @@ pub(crate) fn spawn_counted<O: PacketObserver + Clone>(
     let _guard = runtime.enter();
     let now = Instant::now();
     let (first, local) = prepare_stream(0, a, b)?;
-    let (ctl_tx, ctl_rx) = ctlq::queue();
+    let (ctl_tx, ctl_rx) = ctlq::queue(deferred.cloned());
     let timeout = config.inactivity_timeout.filter(|t| !t.is_zero());
     // Most calls carry one stream: room for more is made when one is added,
     // not reserved in every call's memory.
@@ -885,20 +917,21 @@ pub(crate) fn spawn_counted<O: PacketObserver + Clone>(
             taps: Vec::new(),
             tap_totals: TapStats::default(),
         },
-        ctl: ctl_rx,
         events,
         inactivity: timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
         _load: load,
+        ctl: ctl_rx,
     };
     // The relay runs in the span it was started in (the daemon's call span),
     // on whichever runtime, so its lines name the call.
-    let join = runtime.spawn(tracing::Instrument::instrument(
-        task.run(),
-        tracing::Span::current(),
-    ));
+    let run = tracing::Instrument::instrument(task.run(), tracing::Span::current());
+    match deferred {
+        Some(d) => d.spawn(Box::pin(run)),
+        // Detached: the handle learns the end from the control queue.
+        None => drop(runtime.spawn(run)),
+    }
     Ok(RelayHandle {
         ctl: ctl_tx,
-        task: join,
         local,
         runtime: runtime.clone(),
         streams: AtomicU8::new(1),
@@ -1104,7 +1137,7 @@ fn clock_rate(rates: &[(u8, u32)], pt: u8) -> u32 {
 struct Stream {
     // Field order is drop order: the sockets close before the ports return
     // to the pool, so a pair is never handed out while still bound.
-    socks: [[UdpSocket; 2]; 2],
+    socks: [[RelaySocket; 2]; 2],
     st: StreamState,
     _ports: [Option<PortPair>; 2],
 }
@@ -1158,14 +1191,17 @@ struct State<O> {
     tap_totals: TapStats,
 }
 
+// Field order is drop order: `ctl` goes last, because its end tells the
+// handle that the relay is gone (sockets closed, ports back, load counted
+// down).
 struct Task<O> {
     streams: Vec<Stream>,
     state: State<O>,
-    ctl: ctlq::Receiver<Control<O>>,
     events: mpsc::Sender<MediaEvent>,
     inactivity: Option<(Duration, Pin<Box<Sleep>>)>,
     /// Counts this relay on its relay thread while the task lives.
     _load: Option<LoadGuard>,
+    ctl: ctlq::Receiver<Control<O>>,
 }
 
 impl<O: PacketObserver + Clone> Task<O> {
@@ -1265,7 +1301,20 @@ impl<O: PacketObserver + Clone> Task<O> {
         true
     }
 
+    /// [`Task::poll_inner`], noting a panic in the control queue (so that
+    /// [`RelayHandle::stop`] reports it) before it unwinds on. The catch
+    /// costs nothing unless something panics.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.poll_inner(cx))) {
+            Ok(ready) => ready,
+            Err(panic) => {
+                self.ctl.mark_panicked();
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Control first: a stop must not wait behind a packet flood.
         loop {
             match self.ctl.poll_recv(cx) {
@@ -1374,7 +1423,7 @@ impl<O: PacketObserver + Clone> State<O> {
     #[allow(clippy::too_many_arguments)]
     fn on_packet(
         &mut self,
-        socks: &[[UdpSocket; 2]; 2],
+        socks: &[[RelaySocket; 2]; 2],
         st: &mut StreamState,
         leg: usize,
         kind: usize,
@@ -1506,7 +1555,7 @@ impl<O: PacketObserver + Clone> State<O> {
                 }
             }
         };
-        match SockRef::from(&socks[other][kind]).send_to(out, dest) {
+        match SockRef::from(socks[other][kind].get_ref()).send_to(out, dest) {
             Ok(_) => {
                 st.legs[other].tx.add(rtcp, out.len());
                 if !rtcp && plain.len() >= 12 {
@@ -1533,7 +1582,7 @@ impl<O: PacketObserver + Clone> State<O> {
     /// renumbered to continue what the peer last received.
     fn inject(
         &mut self,
-        socks: &[[UdpSocket; 2]; 2],
+        socks: &[[RelaySocket; 2]; 2],
         st: &mut StreamState,
         leg: usize,
         mut rtp: Vec<u8>,
@@ -1600,7 +1649,7 @@ impl<O: PacketObserver + Clone> State<O> {
                 }
             },
         };
-        match SockRef::from(&socks[leg][RTP]).send_to(out, dest) {
+        match SockRef::from(socks[leg][RTP].get_ref()).send_to(out, dest) {
             Ok(_) => {
                 st.legs[leg].tx.add(false, out.len());
                 st.legs[leg].injected += 1;
@@ -1726,8 +1775,8 @@ fn is_muxed_rtcp(pkt: &[u8]) -> bool {
 /// mechanics as the real relay, so the difference between the two is what
 /// the relay's features cost. Runs until a socket error other than
 /// would-block.
-pub async fn bare_relay(a: UdpSocket, b: UdpSocket) -> io::Result<()> {
-    let socks = [a, b];
+pub async fn bare_relay(a: StdUdpSocket, b: StdUdpSocket) -> io::Result<()> {
+    let socks = [rx::register(a)?, rx::register(b)?];
     let mut peers: [Option<(SocketAddr, SockAddr)>; 2] = [None, None];
     let mut slots = rx::new_slots();
     poll_fn(|cx| {
@@ -1745,7 +1794,7 @@ pub async fn bare_relay(a: UdpSocket, b: UdpSocket) -> io::Result<()> {
                     }
                     if let Some((_, dest)) = &peers[side ^ 1] {
                         let pkt = &slots[i][..batch.lens[i]];
-                        let _ = SockRef::from(&socks[side ^ 1]).send_to(pkt, dest);
+                        let _ = SockRef::from(socks[side ^ 1].get_ref()).send_to(pkt, dest);
                     }
                 }
             }

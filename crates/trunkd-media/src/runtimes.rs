@@ -18,6 +18,22 @@
 //! [`RelayHandle`] exactly as before; only the relay's sockets and timers
 //! (inactivity) belong to the relay thread's runtime.
 //!
+//! # Waking a relay thread once per batch, not once per call
+//!
+//! Starting a relay, and most requests to it (a peer's address at the
+//! answer, clock rates, the stats at the end, the stop), would each wake
+//! the relay's thread from the signalling thread: a syscall there, and a
+//! context switch on a two-core machine that is busy with signalling.
+//! docs/performance.md measured it: +11–17 % CPU per call at 1000 calls/s
+//! when relays moved to their own threads. So a new relay's sockets are
+//! registered from the signalling thread (an `epoll_ctl`, which wakes
+//! nobody: read interest only, see `rx`), its task is handed to the
+//! thread's `Deferred` batch, and requests that only matter to the next
+//! packet are queued without a wake-up (`ctlq`, "Deferred sends"). Each
+//! thread runs its batch at most every `ctlq::DEFERRED_PERIOD` (10 ms),
+//! and only when something waits: one wake-up carries every relay started
+//! and every request made in that time.
+//!
 //! Placement counts live relays per thread (a relay counts until its task
 //! ends) and picks the thread with the fewest, so threads stay balanced as
 //! calls of different lengths end. Dropping [`RelayRuntimes`] (or
@@ -34,6 +50,7 @@ use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::ctlq::Deferred;
 use crate::relay::{
     spawn_counted, LegSetup, MediaEvent, PacketObserver, RelayConfig, RelayError, RelayHandle,
 };
@@ -60,6 +77,7 @@ impl Drop for LoadGuard {
 struct RelayThread {
     handle: Handle,
     load: Arc<AtomicUsize>,
+    deferred: Arc<Deferred>,
 }
 
 /// What stopping needs: taken once, by the first shutdown.
@@ -100,6 +118,9 @@ impl RelayRuntimes {
                 .enable_all()
                 .build()?;
             let handle = runtime.handle().clone();
+            let deferred = Arc::new(Deferred::default());
+            // Runs once the thread drives the runtime.
+            drop(runtime.spawn(deferred.clone().run()));
             let (stop_tx, stop_rx) = oneshot::channel::<()>();
             let join = std::thread::Builder::new()
                 .name(format!("trunkd-relay-{i}"))
@@ -115,6 +136,7 @@ impl RelayRuntimes {
             started.threads.push(RelayThread {
                 handle,
                 load: Arc::new(AtomicUsize::new(0)),
+                deferred,
             });
             let running = started
                 .running
@@ -166,6 +188,7 @@ impl RelayRuntimes {
         }
         spawn_counted(
             &thread.handle,
+            Some(&thread.deferred),
             config,
             a,
             b,
@@ -193,6 +216,10 @@ impl RelayRuntimes {
             if join.join().is_err() {
                 tracing::warn!("a media relay thread panicked");
             }
+        }
+        // Relays handed over but not started yet go too.
+        for thread in &self.threads {
+            thread.deferred.close();
         }
     }
 }
@@ -269,7 +296,9 @@ mod tests {
             }
             assert_eq!(pool.loads(), vec![2, 1]);
 
-            // The first relay forwards A's packet to B, byte for byte.
+            // The first relay forwards A's packet to B, byte for byte. The
+            // packet is sent before the thread's batch has started the relay:
+            // it waits in the socket, it is not lost.
             let sent = rtp(7);
             phone_a
                 .send_to(&sent, handles[0].local_rtp(Leg::A))

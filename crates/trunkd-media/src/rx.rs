@@ -15,14 +15,40 @@
 //! syscall instead of two. `MSG_TRUNC` in the returned flags also tells an
 //! oversized datagram exactly.
 //!
-//! Elsewhere, plain `poll_recv_from`.
+//! Elsewhere, plain `recv_from`.
+//!
+//! # Read interest only
+//!
+//! A relay socket is registered with the reactor for readability only
+//! ([`register`]), not through `tokio::net::UdpSocket`, which asks epoll for
+//! `EPOLLIN | EPOLLOUT`. With `EPOLLOUT` in the mask, epoll reports a fresh
+//! socket writable the moment it is added (the reactor's thread wakes for
+//! every new call's four sockets, to learn nothing), and again each time
+//! a sent datagram's buffer space is freed. The relay never waits to write:
+//! it sends with a plain `sendto(2)` and drops what would block, so write
+//! readiness is never asked for.
 
 use std::cell::RefCell;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::task::{Context, Poll};
 
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// A relay socket: registered for read readiness only (see the module docs).
+pub(crate) type RelaySocket = AsyncFd<StdUdpSocket>;
+
+/// Registers `sock` (made non-blocking) with the current runtime's reactor
+/// for read readiness. Registration is an `epoll_ctl` from the calling
+/// thread: the reactor's own thread is not woken.
+pub(crate) fn register(sock: StdUdpSocket) -> io::Result<RelaySocket> {
+    sock.set_nonblocking(true)?;
+    // SAFETY: the `AsyncFd` owns `sock`, a std socket whose descriptor stays
+    // open and the same until the `AsyncFd` drops it; nothing here takes the
+    // socket out or swaps it (`get_mut` is never used).
+    Ok(unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }?)
+}
 
 /// Receive buffer size per slot; see [`crate::relay::MAX_DATAGRAM`].
 pub(crate) const SLOT: usize = 4096;
@@ -83,22 +109,21 @@ pub(crate) fn with_slots<R: Default>(f: impl FnOnce(&mut Slots) -> R) -> R {
 
 #[cfg(target_os = "linux")]
 pub(crate) fn poll_recv(
-    sock: &UdpSocket,
+    sock: &RelaySocket,
     cx: &mut Context<'_>,
     slots: &mut Slots,
 ) -> Poll<io::Result<Batch>> {
     use std::os::fd::AsRawFd;
-    use tokio::io::Interest;
 
     loop {
-        match sock.poll_recv_ready(cx) {
-            Poll::Ready(Ok(())) => {}
+        let mut guard = match sock.poll_read_ready(cx) {
+            Poll::Ready(Ok(guard)) => guard,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
-        }
+        };
         let mut batch = Batch::empty();
         let fd = sock.as_raw_fd();
-        let res = sock.try_io(Interest::READABLE, || {
+        let res = guard.try_io(|_| {
             let n = linux::recvmmsg2(fd, slots, &mut batch)?;
             if n < 2 {
                 // The queue is empty: let tokio clear the readiness.
@@ -108,39 +133,44 @@ pub(crate) fn poll_recv(
             }
         });
         match res {
-            Ok(()) => return Poll::Ready(Ok(batch)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Ok(Ok(())) => return Poll::Ready(Ok(batch)),
+            Ok(Err(e)) => return Poll::Ready(Err(e)),
+            Err(_would_block) => {
                 if batch.count > 0 {
                     return Poll::Ready(Ok(batch));
                 }
                 // Really nothing: readiness cleared; poll again to register
                 // the waker.
             }
-            Err(e) => return Poll::Ready(Err(e)),
         }
     }
 }
 
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn poll_recv(
-    sock: &UdpSocket,
+    sock: &RelaySocket,
     cx: &mut Context<'_>,
     slots: &mut Slots,
 ) -> Poll<io::Result<Batch>> {
-    let mut rb = tokio::io::ReadBuf::new(&mut slots[0]);
-    match sock.poll_recv_from(cx, &mut rb) {
-        Poll::Ready(Ok(src)) => {
-            let len = rb.filled().len();
-            let mut batch = Batch::empty();
-            batch.count = 1;
-            batch.lens[0] = len;
-            batch.srcs[0] = Some(src);
-            // Cannot tell without MSG_TRUNC: a full slot is taken as cut.
-            batch.truncated[0] = len == SLOT;
-            Poll::Ready(Ok(batch))
+    loop {
+        let mut guard = match sock.poll_read_ready(cx) {
+            Poll::Ready(Ok(guard)) => guard,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        match guard.try_io(|s| s.get_ref().recv_from(&mut slots[0])) {
+            Ok(Ok((len, src))) => {
+                let mut batch = Batch::empty();
+                batch.count = 1;
+                batch.lens[0] = len;
+                batch.srcs[0] = Some(src);
+                // Cannot tell without MSG_TRUNC: a full slot is taken as cut.
+                batch.truncated[0] = len == SLOT;
+                return Poll::Ready(Ok(batch));
+            }
+            Ok(Err(e)) => return Poll::Ready(Err(e)),
+            Err(_would_block) => {}
         }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => Poll::Pending,
     }
 }
 
