@@ -561,8 +561,11 @@ fn unix_now() -> f64 {
 }
 
 pub fn run(path: &Path) -> anyhow::Result<()> {
+    // Before any thread starts (crate::malloc_tuning says why).
+    let tuned = crate::malloc_tuning::apply();
     let config = trunkd_config::load(path).map_err(|e| anyhow!("invalid configuration:\n{e}"))?;
     logging::init(&config.settings.logging);
+    tracing::debug!(tuned, "glibc malloc settings");
     // Media relays run on threads of their own, each a current-thread
     // runtime (trunkd_media::runtimes: a relay wakes per packet, and on the
     // work-stealing runtime idle workers woke each other for it);

@@ -20,6 +20,7 @@ mod engine;
 mod events;
 mod hep;
 mod logging;
+mod malloc_tuning;
 mod media_anchor;
 mod media_lines;
 mod metrics;
