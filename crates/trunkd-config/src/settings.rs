@@ -58,6 +58,9 @@ pub struct SipSettings {
     pub max_message_bytes: usize,
     pub max_tcp_connections: usize,
     pub tcp_idle_timeout: Duration,
+    /// Signalling threads (the multi-threaded runtime's workers); `None`:
+    /// the daemon's default, half the CPUs and at least one. Read at start.
+    pub threads: Option<NonZeroUsize>,
 }
 
 /// TLS signalling (SPEC §2.4, §8). The files are read by the daemon at

@@ -960,6 +960,8 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         max_message_bytes,
         max_tcp_connections,
         tcp_idle_timeout: Duration::from_secs(tcp_idle),
+        // 0 (the default): half the CPUs, decided by the daemon at start.
+        threads: NonZeroUsize::new(c.range("threads", s.threads, 0, 0, 64) as usize),
     };
 
     let tls = raw.tls.as_ref().map(|t| {

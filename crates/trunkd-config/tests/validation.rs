@@ -1205,3 +1205,18 @@ fn media_relay_threads_default_to_one_per_cpu_and_are_bounded() {
         &["F: media.relay_threads: 65 is out of range 0..=64"],
     );
 }
+
+#[test]
+fn sip_threads_default_to_half_the_cpus_and_are_bounded() {
+    let c = trunkd_config::load(&write(VALID)).unwrap();
+    // None: the daemon takes half the CPUs, at least one.
+    assert_eq!(c.settings.sip.threads, None);
+    let c = trunkd_config::load(&write(&VALID.replacen("[sip]", "[sip]\nthreads = 2", 1))).unwrap();
+    assert_eq!(c.settings.sip.threads, std::num::NonZeroUsize::new(2));
+    let c = trunkd_config::load(&write(&VALID.replacen("[sip]", "[sip]\nthreads = 0", 1))).unwrap();
+    assert_eq!(c.settings.sip.threads, None);
+    assert_errors(
+        &VALID.replacen("[sip]", "[sip]\nthreads = 65", 1),
+        &["F: sip.threads: 65 is out of range 0..=64"],
+    );
+}
