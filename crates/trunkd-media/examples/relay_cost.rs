@@ -78,7 +78,6 @@ fn run(kind: Kind, calls: usize, secs: u64) -> (f64, f64) {
             rt.block_on(async move {
                 let mut targets = Vec::new();
                 let mut handles = Vec::new();
-                let (ev_tx, _ev_rx) = tokio::sync::mpsc::channel(16);
                 for (i, (pa, pb)) in addrs.into_iter().enumerate() {
                     match kind {
                         Kind::Full => {
@@ -95,7 +94,7 @@ fn run(kind: Kind, calls: usize, secs: u64) -> (f64, f64) {
                                 RelayConfig::default(),
                                 leg(pa),
                                 leg(pb),
-                                ev_tx.clone(),
+                                trunkd_media::media_events().0,
                             )
                             .unwrap();
                             targets.push((h.local_rtp(Leg::A), h.local_rtp(Leg::B)));

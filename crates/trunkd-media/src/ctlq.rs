@@ -246,6 +246,23 @@ impl<T> Sender<T> {
         Ok(())
     }
 
+    /// [`Sender::send`] unless `cap` items already wait (then `item` is
+    /// given back).
+    pub(crate) fn send_capped(&self, item: T, cap: usize) -> Result<(), T> {
+        let waker = {
+            let mut s = lock(&self.inner);
+            if s.receiver_gone || s.items.len() >= cap {
+                return Err(item);
+            }
+            s.items.push_back(item);
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
     /// Queues `item`; the task reads it at its next wake-up, a packet's or
     /// the thread's next batch (see the module docs). Gives it back if the
     /// task has gone.
@@ -307,6 +324,12 @@ impl<T> Drop for Sender<T> {
 impl<T> std::fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ctlq::Sender").finish_non_exhaustive()
+    }
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ctlq::Receiver").finish_non_exhaustive()
     }
 }
 

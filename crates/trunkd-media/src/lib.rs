@@ -48,10 +48,10 @@ pub use recvonly::{
     application_answer, recvonly_answer, AnsweredCodec, AnsweredStream, RecvOnlyAnswer,
 };
 pub use relay::{
-    bare_relay, spawn, spawn_with_observer, spawn_with_observer_on, DirCounters, DropCounters,
-    InjectOptions, Leg, LegSetup, LegSockets, LegStats, LocalAddrs, MediaEvent, NoopObserver,
-    PacketObserver, RelayConfig, RelayError, RelayHandle, RelayStats, StreamStats, TapStats,
-    TappedPacket, MAX_STREAMS,
+    bare_relay, media_events, spawn, spawn_with_observer, spawn_with_observer_on, DirCounters,
+    DropCounters, InjectOptions, Leg, LegSetup, LegSockets, LegStats, LocalAddrs, MediaEvent,
+    MediaEventSender, MediaEvents, NoopObserver, PacketObserver, RelayConfig, RelayError,
+    RelayHandle, RelayStats, StreamStats, TapStats, TappedPacket, MAX_STREAMS,
 };
 pub use runtimes::RelayRuntimes;
 pub use sdes::{CryptoSuite, LegKeys, LegSdes, MediaSecurity, SdesError, SrtpPolicy};

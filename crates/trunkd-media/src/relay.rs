@@ -366,6 +366,64 @@ pub enum MediaEvent {
     },
 }
 
+/// At most this many [`MediaEvent`]s wait for the call actor; more are
+/// dropped (the relay sends one per inactivity period, so this is never
+/// reached by a call actor that reads them).
+const MEDIA_EVENTS_QUEUED: usize = 4;
+
+/// The relay's end of its [`MediaEvents`]: made by [`media_events`], given
+/// to the spawn functions.
+#[derive(Debug)]
+pub struct MediaEventSender(ctlq::Sender<MediaEvent>);
+
+impl MediaEventSender {
+    /// Queues `event` without waiting; dropped if the call actor is gone or
+    /// has [`MEDIA_EVENTS_QUEUED`] unread.
+    fn send(&self, event: MediaEvent) {
+        let _ = self.0.send_capped(event, MEDIA_EVENTS_QUEUED);
+    }
+}
+
+/// What a relay reports to its call actor ([`MediaEvent`]s).
+///
+/// Not a tokio channel: every call has one and it carries next to nothing
+/// (one event per inactivity period), and a tokio channel allocates ~3 KiB
+/// up front (docs/performance.md, "Issue 15: media"). This one allocates a
+/// small shared cell, and [`MediaEvents::closed`] (the placeholder a call
+/// actor leaves behind when it takes its receiver) nothing at all.
+#[derive(Debug, Default)]
+pub struct MediaEvents(Option<ctlq::Receiver<MediaEvent>>);
+
+impl MediaEvents {
+    /// Events that never come: `recv` returns `None` at once.
+    pub fn closed() -> Self {
+        MediaEvents(None)
+    }
+
+    /// An event already waiting, if any.
+    pub fn try_recv(&mut self) -> Option<MediaEvent> {
+        let rx = self.0.as_mut()?;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match rx.poll_recv(&mut cx) {
+            Poll::Ready(event) => event,
+            Poll::Pending => None,
+        }
+    }
+
+    /// The next event; `None` once the relay has ended.
+    pub async fn recv(&mut self) -> Option<MediaEvent> {
+        let rx = self.0.as_mut()?;
+        poll_fn(|cx| rx.poll_recv(cx)).await
+    }
+}
+
+/// A relay's event queue: the sender goes to the spawn function, the
+/// receiver to the call actor.
+pub fn media_events() -> (MediaEventSender, MediaEvents) {
+    let (tx, rx) = ctlq::queue(None);
+    (MediaEventSender(tx), MediaEvents(Some(rx)))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("the media relay must be started inside a tokio runtime")]
@@ -845,23 +903,22 @@ pub fn spawn(
     config: RelayConfig,
     a: LegSetup,
     b: LegSetup,
-    events: mpsc::Sender<MediaEvent>,
+    events: MediaEventSender,
 ) -> Result<RelayHandle<NoopObserver>, RelayError> {
     spawn_with_observer(config, a, b, NoopObserver, events)
 }
 
 /// Starts a relay task on the current tokio runtime (which must have time
 /// enabled when an inactivity timeout is set), with `a` and `b` as stream
-/// 0. `events` receives [`MediaEvent`]s; they are sent with `try_send` so a
-/// slow call actor never stalls media (a full channel loses the event: size
-/// it for a few). The daemon places relays on their own threads instead
+/// 0. `events` ([`media_events`]) receives [`MediaEvent`]s; they are sent
+/// without waiting so a slow call actor never stalls media. The daemon places relays on their own threads instead
 /// ([`crate::RelayRuntimes`]).
 pub fn spawn_with_observer<O: PacketObserver + Clone>(
     config: RelayConfig,
     a: LegSetup,
     b: LegSetup,
     observer: O,
-    events: mpsc::Sender<MediaEvent>,
+    events: MediaEventSender,
 ) -> Result<RelayHandle<O>, RelayError> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| RelayError::NoRuntime)?;
     spawn_counted(&runtime, None, config, a, b, observer, events, None)
@@ -875,7 +932,7 @@ pub fn spawn_with_observer_on<O: PacketObserver + Clone>(
     a: LegSetup,
     b: LegSetup,
     observer: O,
-    events: mpsc::Sender<MediaEvent>,
+    events: MediaEventSender,
 ) -> Result<RelayHandle<O>, RelayError> {
     spawn_counted(runtime, None, config, a, b, observer, events, None)
 }
@@ -891,7 +948,7 @@ pub(crate) fn spawn_counted<O: PacketObserver + Clone>(
     a: LegSetup,
     b: LegSetup,
     observer: O,
-    events: mpsc::Sender<MediaEvent>,
+    events: MediaEventSender,
     load: Option<LoadGuard>,
 ) -> Result<RelayHandle<O>, RelayError> {
     // The sockets and the inactivity timer register with `runtime`'s
@@ -1197,7 +1254,7 @@ struct State<O> {
 struct Task<O> {
     streams: Vec<Stream>,
     state: State<O>,
-    events: mpsc::Sender<MediaEvent>,
+    events: MediaEventSender,
     inactivity: Option<(Duration, Pin<Box<Sleep>>)>,
     /// Counts this relay on its relay thread while the task lives.
     _load: Option<LoadGuard>,
@@ -1345,9 +1402,7 @@ impl<O: PacketObserver + Clone> Task<O> {
                             .last_rtcp
                             .map(|t| now.saturating_duration_since(t));
                         tracing::debug!(?idle, "media inactive");
-                        let _ = self
-                            .events
-                            .try_send(MediaEvent::Inactive { idle, rtcp_idle });
+                        self.events.send(MediaEvent::Inactive { idle, rtcp_idle });
                     }
                     now + *timeout
                 } else {

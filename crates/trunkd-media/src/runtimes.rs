@@ -48,11 +48,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::ctlq::Deferred;
 use crate::relay::{
-    spawn_counted, LegSetup, MediaEvent, PacketObserver, RelayConfig, RelayError, RelayHandle,
+    spawn_counted, LegSetup, MediaEventSender, PacketObserver, RelayConfig, RelayError, RelayHandle,
 };
 
 /// Counts a live relay on its thread; the relay's task holds it, so the
@@ -180,7 +180,7 @@ impl RelayRuntimes {
         a: LegSetup,
         b: LegSetup,
         observer: O,
-        events: mpsc::Sender<MediaEvent>,
+        events: MediaEventSender,
     ) -> Result<RelayHandle<O>, RelayError> {
         let thread = self.least_loaded().ok_or(RelayError::Stopped)?;
         if self.is_shut_down() {
@@ -282,7 +282,7 @@ mod tests {
                 .unwrap();
             let mut handles = Vec::new();
             for _ in 0..3 {
-                let (tx, _rx) = mpsc::channel(4);
+                let (tx, _rx) = crate::relay::media_events();
                 let h = pool
                     .spawn_with_observer(
                         RelayConfig::default(),
@@ -338,7 +338,7 @@ mod tests {
     #[test]
     fn shutdown_drops_running_relays() {
         let pool = RelayRuntimes::start(NonZeroUsize::new(1).unwrap()).unwrap();
-        let (tx, _rx) = mpsc::channel(4);
+        let (tx, _rx) = crate::relay::media_events();
         let h = pool
             .spawn_with_observer(
                 RelayConfig::default(),
@@ -356,7 +356,7 @@ mod tests {
             .build()
             .unwrap();
         assert!(matches!(rt.block_on(h.stop()), Err(RelayError::Stopped)));
-        let (tx, _rx) = mpsc::channel(4);
+        let (tx, _rx) = crate::relay::media_events();
         assert!(matches!(
             pool.spawn_with_observer(
                 RelayConfig::default(),

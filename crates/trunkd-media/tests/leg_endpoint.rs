@@ -7,7 +7,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use trunkd_media::endpoint::dtmf::{DtmfDigit, DtmfSendConfig, DtmfSender};
 use trunkd_media::endpoint::g711::G711;
 use trunkd_media::endpoint::leg::LegEndpoint;
@@ -60,7 +59,7 @@ fn lab(base: u16) -> Lab {
         peer_rtp: Some(peer),
         peer_rtcp: None,
     };
-    let (tx, _events) = mpsc::channel(4);
+    let (tx, _events) = trunkd_media::media_events();
     let relay = {
         let _g = rt.enter();
         spawn(

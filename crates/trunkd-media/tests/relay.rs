@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
-use tokio::sync::mpsc;
 use trunkd_media::relay::MAX_DATAGRAM;
 use trunkd_media::{
     spawn, spawn_with_observer, Leg, LegSetup, LegSockets, MediaEvent, PacketObserver,
@@ -90,14 +89,14 @@ fn no_timeout(strict: bool) -> RelayConfig {
 struct Call<O = trunkd_media::NoopObserver> {
     rt: Runtime,
     relay: RelayHandle<O>,
-    events: mpsc::Receiver<MediaEvent>,
+    events: trunkd_media::MediaEvents,
     alloc: PortAllocator,
 }
 
 fn start(config: RelayConfig, a: &Phone, b: &Phone) -> Call {
     let rt = runtime();
     let alloc = allocator();
-    let (tx, events) = mpsc::channel(4);
+    let (tx, events) = trunkd_media::media_events();
     let relay = {
         let _g = rt.enter();
         spawn(
@@ -348,7 +347,7 @@ fn inactivity_event_fires_once_per_silence() {
         recv(&b.rtp);
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(call.events.try_recv().is_err());
+    assert!(call.events.try_recv().is_none());
     let stopped = Instant::now();
     let ev = call
         .rt
@@ -365,7 +364,7 @@ fn inactivity_event_fires_once_per_silence() {
     );
     // Only once per silence.
     std::thread::sleep(Duration::from_millis(700));
-    assert!(call.events.try_recv().is_err());
+    assert!(call.events.try_recv().is_none());
     // Media resumes, then stops again: a second event.
     a.rtp.send_to(&rtp_packet(2, 160), relay_a).unwrap();
     recv(&b.rtp);
@@ -444,7 +443,7 @@ fn observer_sees_every_packet_and_muxed_rtcp() {
     let (a, b) = (Phone::new(), Phone::new());
     let rt = runtime();
     let alloc = allocator();
-    let (tx, _events) = mpsc::channel(4);
+    let (tx, _events) = trunkd_media::media_events();
     let relay = {
         let _g = rt.enter();
         spawn_with_observer(
@@ -484,7 +483,7 @@ fn observer_sees_every_packet_and_muxed_rtcp() {
 #[test]
 fn spawn_outside_a_runtime_is_an_error_not_a_panic() {
     let alloc = allocator();
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, _rx) = trunkd_media::media_events();
     let r = spawn(
         RelayConfig::default(),
         setup(&alloc, None, None),
@@ -529,7 +528,7 @@ fn dual_stack_call_ipv4_leg_to_ipv6_leg() {
     let a = Phone::new();
     let b = Phone::on(v6);
     let rt = runtime();
-    let (tx, _events) = mpsc::channel(1);
+    let (tx, _events) = trunkd_media::media_events();
     let leg = |ip: IpAddr, peer: &Phone| LegSetup {
         sockets: LegSockets {
             rtp: UdpSocket::bind((ip, 0)).unwrap(),
@@ -588,7 +587,7 @@ mod srtp {
     fn start_observed(a: &Phone, b: &Phone) -> (Runtime, RelayHandle<Counting>, PortAllocator) {
         let rt = runtime();
         let alloc = allocator();
-        let (tx, _events) = mpsc::channel(4);
+        let (tx, _events) = trunkd_media::media_events();
         let relay = {
             let _g = rt.enter();
             spawn_with_observer(
@@ -771,7 +770,7 @@ fn header(p: &[u8]) -> (u16, u32, u32) {
 fn start_counting(a: &Phone, b: &Phone, config: RelayConfig) -> Call<Counting> {
     let rt = runtime();
     let alloc = allocator();
-    let (tx, events) = mpsc::channel(4);
+    let (tx, events) = trunkd_media::media_events();
     let relay = {
         let _g = rt.enter();
         spawn_with_observer(
@@ -949,7 +948,7 @@ mod streams {
             std::thread::sleep(Duration::from_millis(40));
         }
         assert!(
-            call.events.try_recv().is_err(),
+            call.events.try_recv().is_none(),
             "no inactivity while video flows"
         );
         // Video stops too: inactive within the timeout (plus slack).

@@ -69,7 +69,7 @@ pub struct AppContext {
     pub media_ip: std::net::IpAddr,
     /// What the answerer answered, per stream.
     pub answered: Answered,
-    pub media_events: mpsc::Receiver<trunkd_media::MediaEvent>,
+    pub media_events: trunkd_media::MediaEvents,
     pub ports: trunkd_media::PortAllocator,
     /// The driver: actions in, events out.
     pub driver: AppChannels,
@@ -421,7 +421,7 @@ async fn drive(mut ctx: AppContext, start_with: Start, mut rx: crate::call_task:
     };
     let active = metrics.calls_active(None, resources, direction_label);
     active.inc();
-    let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
+    let mut media_events = std::mem::take(&mut ctx.media_events);
     let events = ctx.driver.events.clone();
     let (local, mut call) = match start_with {
         Start::Inbound(new) => (
@@ -1987,7 +1987,7 @@ mod tests {
         let tls = crate::tls::TlsConfigs::load(&Default::default()).unwrap();
         let shared = Arc::new(Shared::new(config, tls));
         let alloc = PortAllocator::new(port_base, port_base + 99).unwrap();
-        let (media_tx, media_rx) = mpsc::channel(4);
+        let (media_tx, media_rx) = trunkd_media::media_events();
         let (anchor, relay) = crate::media_anchor::RelayAnchor::start(
             &alloc,
             LO,

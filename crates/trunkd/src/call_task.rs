@@ -42,7 +42,7 @@ pub struct CallContext {
     pub plan_vcs: Vec<Option<VcId>>,
     /// The call's media relay (shared with the call's media anchor).
     pub relay: crate::media_anchor::Relay,
-    pub media_events: mpsc::Receiver<trunkd_media::MediaEvent>,
+    pub media_events: trunkd_media::MediaEvents,
     /// For the media-ports-in-use gauge once the call's ports are back.
     pub ports: trunkd_media::PortAllocator,
     /// `[hep]` RTCP export of the call: told the B leg's Call-ID.
@@ -86,7 +86,7 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: CallRx) {
     let mut stream_end: Option<trunkd_b2bua::CallEnd> = None;
     let mut call = Call::new(new);
     let a_call_id = String::from_utf8_lossy(call.a_call_id()).into_owned();
-    let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
+    let mut media_events = std::mem::take(&mut ctx.media_events);
     let mut ticker = MetricsTicker::new(start_instant, Duration::from_secs(60));
     let mut previous = None;
     let mut dropped = trunkd_media::DropCounters::default();

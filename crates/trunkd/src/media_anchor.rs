@@ -13,13 +13,12 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use trunkd_b2bua::{Leg, MediaAnchor, MediaRefusal, SdpAnswerer, SdpRole};
 use trunkd_core::SrtpPolicy;
 use trunkd_media::{
     AnsweredStream, LegCrypto, LegKeys, LegOrigin, LegSdes, LegSetup, LegSockets, Media,
-    MediaEvent, MediaSecurity, OriginOverride, PortAllocator, PortError, QualityObserver,
+    MediaEventSender, MediaSecurity, OriginOverride, PortAllocator, PortError, QualityObserver,
     RecvOnlyAnswer, RelayConfig, RelayHandle, RelayRuntimes, Sdp, MAX_STREAMS,
 };
 
@@ -143,7 +142,7 @@ impl RelayAnchor {
         advertised: IpAddr,
         config: RelayConfig,
         a_srtp: SrtpPolicy,
-        events: mpsc::Sender<MediaEvent>,
+        events: MediaEventSender,
         ports_in_use: Option<Gauge>,
     ) -> Result<(RelayAnchor, Relay), AnchorError> {
         Self::start_with_rtcp_export(
@@ -167,7 +166,7 @@ impl RelayAnchor {
         advertised: IpAddr,
         config: RelayConfig,
         a_srtp: SrtpPolicy,
-        events: mpsc::Sender<MediaEvent>,
+        events: MediaEventSender,
         ports_in_use: Option<Gauge>,
         rtcp_export: Option<Arc<crate::hep::RtcpExport>>,
     ) -> Result<(RelayAnchor, Relay), AnchorError> {
@@ -672,8 +671,8 @@ mod tests {
         assert!(anchor.negotiated[1..].iter().all(Option::is_none));
     }
 
-    fn anchor(alloc: &PortAllocator) -> (RelayAnchor, Relay, mpsc::Receiver<MediaEvent>) {
-        let (tx, rx) = mpsc::channel(4);
+    fn anchor(alloc: &PortAllocator) -> (RelayAnchor, Relay, trunkd_media::MediaEvents) {
+        let (tx, rx) = trunkd_media::media_events();
         let (anchor, relay) = RelayAnchor::start(
             alloc,
             LO,

@@ -55,7 +55,7 @@ pub struct RecordingContext {
     pub relay: crate::media_anchor::Relay,
     /// What the answerer answered, per stream.
     pub answered: Answered,
-    pub media_events: mpsc::Receiver<trunkd_media::MediaEvent>,
+    pub media_events: trunkd_media::MediaEvents,
     pub ports: trunkd_media::PortAllocator,
 }
 
@@ -120,7 +120,7 @@ async fn drive(mut ctx: RecordingContext, new: NewUasCall, mut rx: crate::call_t
         .as_ref()
         .map(|_| crate::streaming::InviteFacts::of(&new.invite));
     let mut ws_stream: Option<crate::streaming::CallStream> = None;
-    let mut media_events = std::mem::replace(&mut ctx.media_events, mpsc::channel(1).1);
+    let mut media_events = std::mem::take(&mut ctx.media_events);
     let mut status = StatusEvents::new(&ctx, &new.invite, dir.as_deref());
     let siprec = crate::engine::invite::metadata_part(&new.invite).is_some();
     let mut call = UasCall::new(new);

@@ -290,9 +290,9 @@ impl EngineTask {
         Box<CallSetup>,
         crate::media_anchor::RelayAnchor,
         crate::media_anchor::Relay,
-        mpsc::Receiver<trunkd_media::MediaEvent>,
+        trunkd_media::MediaEvents,
     )> {
-        let (media_tx, media_rx) = mpsc::channel(4);
+        let (media_tx, media_rx) = trunkd_media::media_events();
         let media = &setup.config.settings.media;
         let relay_config = trunkd_media::RelayConfig {
             strict: media.strict_latching,
@@ -494,7 +494,7 @@ impl EngineTask {
         };
         let config = self.shared.config();
         let media = &config.settings.media;
-        let (media_tx, media_rx) = mpsc::channel(4);
+        let (media_tx, media_rx) = trunkd_media::media_events();
         let relay_config = trunkd_media::RelayConfig {
             strict: media.strict_latching,
             inactivity_timeout: media.inactivity_timeout,
