@@ -1002,8 +1002,6 @@ struct Peer {
     latched: Option<SocketAddr>,
     /// Last packet accepted from the latched source.
     last_seen: Option<Instant>,
-    /// `latched` else `sdp`, in the form `sendto` wants, converted once.
-    dest: Option<SockAddr>,
 }
 
 impl Peer {
@@ -1014,14 +1012,21 @@ impl Peer {
         self.sdp = sdp;
         self.latched = None;
         self.last_seen = None;
-        self.dest = sdp.map(SockAddr::from);
+    }
+
+    /// Where traffic to this peer goes: the latched source, else the SDP's
+    /// address. Converted to `sendto`'s form per packet rather than cached:
+    /// a cached `SockAddr` is 136 bytes, four per stream, in every call's
+    /// memory, and the conversion is a few stores next to the syscall.
+    #[inline]
+    fn dest(&self) -> Option<SockAddr> {
+        self.latched.or(self.sdp).map(SockAddr::from)
     }
 
     fn latch(&mut self, src: SocketAddr, now: Instant) {
         tracing::debug!(%src, sdp = ?self.sdp, previous = ?self.latched, "media source latched");
         self.latched = Some(src);
         self.last_seen = Some(now);
-        self.dest = Some(SockAddr::from(src));
     }
 
     /// Whether a packet from `src` is accepted; latches when allowed.
@@ -1583,7 +1588,7 @@ impl<O: PacketObserver + Clone> State<O> {
             }
         }
         let plain: &[u8] = plain;
-        let Some(dest) = &st.peers[other][kind].dest else {
+        let Some(dest) = st.peers[other][kind].dest() else {
             st.legs[leg].dropped.no_peer += 1;
             return;
         };
@@ -1610,7 +1615,7 @@ impl<O: PacketObserver + Clone> State<O> {
                 }
             }
         };
-        match SockRef::from(socks[other][kind].get_ref()).send_to(out, dest) {
+        match SockRef::from(socks[other][kind].get_ref()).send_to(out, &dest) {
             Ok(_) => {
                 st.legs[other].tx.add(rtcp, out.len());
                 if !rtcp && plain.len() >= 12 {
@@ -1688,7 +1693,7 @@ impl<O: PacketObserver + Clone> State<O> {
         rtp[2..4].copy_from_slice(&out_seq.to_be_bytes());
         rtp[4..8].copy_from_slice(&out_ts.to_be_bytes());
         rtp[8..12].copy_from_slice(&map.out_ssrc.to_be_bytes());
-        let Some(dest) = &st.peers[leg][RTP].dest else {
+        let Some(dest) = st.peers[leg][RTP].dest() else {
             st.legs[leg ^ 1].dropped.no_peer += 1;
             return;
         };
@@ -1704,7 +1709,7 @@ impl<O: PacketObserver + Clone> State<O> {
                 }
             },
         };
-        match SockRef::from(socks[leg][RTP].get_ref()).send_to(out, dest) {
+        match SockRef::from(socks[leg][RTP].get_ref()).send_to(out, &dest) {
             Ok(_) => {
                 st.legs[leg].tx.add(false, out.len());
                 st.legs[leg].injected += 1;
@@ -1870,11 +1875,13 @@ mod tests {
     #[test]
     fn per_call_relay_state_stays_small() {
         use std::mem::size_of;
-        // +16 bytes each since the observer holds the optional `[hep]`
-        // RTCP tap (an `Option<Arc<dyn RtcpTap>>`).
-        assert!(size_of::<Task<crate::QualityObserver>>() <= 1552);
-        assert!(size_of::<crate::QualityObserver>() <= 1264);
-        assert!(size_of::<Stream>() <= 1560);
+        // The observer holds the optional `[hep]` RTCP tap (an
+        // `Option<Arc<dyn RtcpTap>>`) and two 8-entry SR logs; a peer keeps
+        // its addresses as `SocketAddr`s, not cached 136-byte `SockAddr`s.
+        assert!(size_of::<Task<crate::QualityObserver>>() <= 1168);
+        assert!(size_of::<crate::QualityObserver>() <= 880);
+        assert!(size_of::<Stream>() <= 952);
+        assert!(size_of::<Peer>() <= 80);
         // A control message is queued only while it waits (ctlq), but a
         // big variant would still cost every queued message.
         assert!(size_of::<Control<crate::QualityObserver>>() <= 80);

@@ -49,7 +49,7 @@ pub const MAX_RTT: Duration = Duration::from_secs(60);
 const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
 
 /// Number of SRs an [`SrLog`] remembers.
-pub const SR_LOG_CAPACITY: usize = 16;
+pub const SR_LOG_CAPACITY: usize = 8;
 
 /// RTT = A − LSR − DLSR (RFC 3550 §6.4.1) for a report on an SR that we
 /// sent ourselves, where all three are 16.16 fixed-point seconds (units of
@@ -165,8 +165,9 @@ impl LastSrReceived {
 /// The SRs trunkd forwarded (or sent) in one direction of one call side:
 /// their NTP middle 32 bits and when they left trunkd. The last
 /// [`SR_LOG_CAPACITY`] are kept in a ring (no allocation); at one SR every
-/// ~5 s that is over a minute of history, far longer than any report takes
-/// to come back. Entries are matched by LSR alone: two SRs with the same
+/// ~5 s that is 40 s of history, far longer than a report takes to come
+/// back (a receiver reports on the last SR it got, within one RTCP
+/// interval). Each call keeps two of these, so the ring is short. Entries are matched by LSR alone: two SRs with the same
 /// middle 32 bits would have to be sent within 15 µs of each other.
 #[derive(Debug, Clone, Default)]
 pub struct SrLog {
