@@ -299,7 +299,14 @@ impl Call {
     }
 
     pub fn poll_output(&mut self) -> Option<CallOutput> {
-        self.out.pop_front()
+        let out = self.out.pop_front();
+        if out.is_none() && self.out.capacity() > 0 {
+            // Drained: the queue's room (a few ~300-byte outputs) would
+            // otherwise stay allocated for the call's life, between inputs
+            // that come seconds or minutes apart (issue 15).
+            self.out = VecDeque::new();
+        }
+        out
     }
 
     pub fn is_ended(&self) -> bool {
@@ -977,6 +984,9 @@ impl Call {
         let dest = out.dest;
         if initial {
             self.b_ack_pending = false;
+            // Kept for the call's life (resent on a retransmitted 2xx) and
+            // sharing its rows with the copy sent: no spare capacity.
+            req.headers.shrink_to_fit();
             self.b_acked = Some(req.clone());
         }
         self.out

@@ -225,7 +225,12 @@ impl UasCall {
     }
 
     pub fn poll_output(&mut self) -> Option<CallOutput> {
-        self.out.pop_front()
+        let out = self.out.pop_front();
+        if out.is_none() && self.out.capacity() > 0 {
+            // Drained: free the queue's room between inputs (issue 15).
+            self.out = VecDeque::new();
+        }
+        out
     }
 
     pub fn is_ended(&self) -> bool {

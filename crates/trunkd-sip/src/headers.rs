@@ -9,6 +9,8 @@
 //! parsed. Comma-separated lists are split only for headers defined as
 //! lists, never inside quoted strings or `<...>`.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::chars::{is_token_str, trim_ws};
@@ -187,6 +189,17 @@ impl HeaderName {
         if !is_token_str(name.as_bytes()) {
             return Err(BuildError::InvalidName);
         }
+        // A known name spelled canonically (what builders write) points at
+        // the static spelling: no allocation for each row of every message
+        // built, some of which are kept for a call's life.
+        if let Some(k) = KnownHeader::from_name(name.as_bytes()) {
+            if k.canonical() == name {
+                return Ok(HeaderName {
+                    raw: Bytes::from_static(k.canonical().as_bytes()),
+                    known: Some(k),
+                });
+            }
+        }
         Ok(HeaderName::from_bytes(Bytes::copy_from_slice(
             name.as_bytes(),
         )))
@@ -270,9 +283,15 @@ impl Header {
 }
 
 /// The ordered header list of a message.
+///
+/// The rows are shared between clones and copied on the first change
+/// (`Arc::make_mut`): a received INVITE is held by its server transaction,
+/// by the engine and by the call at once, and each used to own a copy of
+/// every row (~70 bytes a row) for as long as the call lasted (issue 15,
+/// docs/performance.md "Memory per call, second pass").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    entries: Vec<Header>,
+    entries: Arc<Vec<Header>>,
 }
 
 impl Headers {
@@ -283,13 +302,27 @@ impl Headers {
 
     pub(crate) fn with_capacity(n: usize) -> Headers {
         Headers {
-            entries: Vec::with_capacity(n),
+            entries: Arc::new(Vec::with_capacity(n)),
         }
+    }
+
+    /// Gives back the unused capacity of a list that is complete (a parsed
+    /// message's, a request a transaction keeps): it may be kept for a
+    /// transaction's or a call's lifetime.
+    pub fn shrink_to_fit(&mut self) {
+        if self.entries.capacity() > self.entries.len() {
+            self.rows_mut().shrink_to_fit();
+        }
+    }
+
+    /// The rows, to change: copied first when another clone shares them.
+    fn rows_mut(&mut self) -> &mut Vec<Header> {
+        Arc::make_mut(&mut self.entries)
     }
 
     /// Appends a row received on the wire (already validated by the parser).
     pub(crate) fn push_parsed(&mut self, name: Bytes, value: Bytes) {
-        self.entries.push(Header {
+        self.rows_mut().push(Header {
             name: HeaderName::from_bytes(name),
             value,
         });
@@ -297,7 +330,7 @@ impl Headers {
 
     /// Appends a row known to be well formed (copied from a parsed message).
     pub(crate) fn push_header(&mut self, h: Header) {
-        self.entries.push(h);
+        self.rows_mut().push(h);
     }
 
     /// Number of rows.
@@ -376,7 +409,7 @@ impl Headers {
     /// Appends a row at the end.
     pub fn append(&mut self, name: &str, value: impl Into<Bytes>) -> Result<(), BuildError> {
         let h = Headers::checked(name, value.into())?;
-        self.entries.push(h);
+        self.rows_mut().push(h);
         Ok(())
     }
 
@@ -388,7 +421,8 @@ impl Headers {
         value: impl Into<Bytes>,
     ) -> Result<(), BuildError> {
         let h = Headers::checked(name, value.into())?;
-        self.entries.insert(index.min(self.entries.len()), h);
+        let rows = self.rows_mut();
+        rows.insert(index.min(rows.len()), h);
         Ok(())
     }
 
@@ -402,16 +436,20 @@ impl Headers {
             .iter()
             .position(|e| e.name == h.name)
             .unwrap_or(0);
-        self.entries.insert(at, h);
+        self.rows_mut().insert(at, h);
         Ok(())
     }
 
     /// Removes every row with this name; returns how many were removed.
     pub fn remove(&mut self, name: &str) -> usize {
         let k = key(name);
-        let before = self.entries.len();
-        self.entries.retain(|h| !h.name.matches(&k));
-        before - self.entries.len()
+        if !self.entries.iter().any(|h| h.name.matches(&k)) {
+            return 0; // nothing to remove: the rows stay shared
+        }
+        let rows = self.rows_mut();
+        let before = rows.len();
+        rows.retain(|h| !h.name.matches(&k));
+        before - rows.len()
     }
 
     /// Replaces the value of the first row with this name, keeping the row's
@@ -421,9 +459,9 @@ impl Headers {
     pub fn set_first(&mut self, name: &str, value: impl Into<Bytes>) -> Result<bool, BuildError> {
         let checked = Headers::checked(name, value.into())?;
         let k = key(name);
-        match self.entries.iter_mut().find(|e| e.name.matches(&k)) {
-            Some(row) => {
-                row.value = checked.value;
+        match self.entries.iter().position(|e| e.name.matches(&k)) {
+            Some(i) => {
+                self.rows_mut()[i].value = checked.value;
                 Ok(true)
             }
             None => Ok(false),
@@ -436,10 +474,11 @@ impl Headers {
         let h = Headers::checked(name, value.into())?;
         let k = key(name);
         let at = self.entries.iter().position(|e| e.name.matches(&k));
-        self.entries.retain(|e| !e.name.matches(&k));
+        let rows = self.rows_mut();
+        rows.retain(|e| !e.name.matches(&k));
         match at {
-            Some(i) => self.entries.insert(i.min(self.entries.len()), h),
-            None => self.entries.push(h),
+            Some(i) => rows.insert(i.min(rows.len()), h),
+            None => rows.push(h),
         }
         Ok(())
     }
@@ -447,7 +486,7 @@ impl Headers {
     /// Writes `Name: value CRLF` for every row except Content-Length (which
     /// the message writer recomputes).
     pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
-        for h in &self.entries {
+        for h in self.entries.iter() {
             if h.name.known == Some(KnownHeader::ContentLength) {
                 continue;
             }
@@ -545,6 +584,65 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_clone_shares_the_rows_until_one_of_them_changes() {
+        let original = sample();
+        let mut copy = original.clone();
+        assert!(Arc::ptr_eq(&original.entries, &copy.entries));
+        // Removing nothing leaves them shared.
+        assert_eq!(copy.remove("Route"), 0);
+        assert!(!copy.set_first("Route", "<sip:r>").unwrap());
+        assert!(Arc::ptr_eq(&original.entries, &copy.entries));
+        copy.set_first("To", "<sip:c@example.com>").unwrap();
+        assert!(!Arc::ptr_eq(&original.entries, &copy.entries));
+        assert_eq!(
+            original.get("To").map(|v| v.as_ref()),
+            Some(&b"<sip:b@example.com>"[..])
+        );
+        assert_eq!(
+            copy.get("To").map(|v| v.as_ref()),
+            Some(&b"<sip:c@example.com>"[..])
+        );
+        assert_eq!(original.len(), copy.len());
+        assert_eq!(copy.remove("Via"), 2);
+        assert_eq!((original.len(), copy.len()), (4, 2));
+    }
+
+    #[test]
+    fn a_list_is_one_pointer_and_a_canonical_name_is_not_copied() {
+        assert_eq!(std::mem::size_of::<Headers>(), 8);
+        let h = sample();
+        assert_eq!(
+            h.iter().nth(1).map(|r| r.name().as_received()),
+            Some(&b"To"[..])
+        );
+        assert_eq!(
+            h.iter().nth(1).map(|r| r.name().as_received().as_ptr()),
+            Some(KnownHeader::To.canonical().as_ptr())
+        );
+        // Any other spelling is kept as given.
+        assert_eq!(
+            h.iter().nth(2).map(|r| r.name().as_received()),
+            Some(&b"VIA"[..])
+        );
+        assert_eq!(
+            h.iter().nth(2).map(|r| r.name().as_wire()),
+            Some(&b"Via"[..])
+        );
+    }
+
+    #[test]
+    fn shrink_to_fit_keeps_the_rows() {
+        let mut h = Headers::with_capacity(16);
+        h.append("To", "<sip:b@example.com>").unwrap();
+        h.shrink_to_fit();
+        assert_eq!(h.entries.capacity(), 1);
+        assert_eq!(
+            h.get("to").map(|v| v.as_ref()),
+            Some(&b"<sip:b@example.com>"[..])
+        );
+    }
 
     fn sample() -> Headers {
         let mut h = Headers::new();

@@ -139,6 +139,9 @@ impl Request {
     pub fn to_bytes(&self) -> Bytes {
         let mut v = Vec::new();
         self.write_to(&mut v);
+        // A transaction keeps these bytes for its retransmissions (32 s
+        // after a 2xx): not `write_to`'s estimate of the room needed.
+        v.shrink_to_fit();
         Bytes::from(v)
     }
 
@@ -249,6 +252,9 @@ impl Response {
     pub fn to_bytes(&self) -> Bytes {
         let mut v = Vec::new();
         self.write_to(&mut v);
+        // A transaction keeps these bytes for its retransmissions (32 s
+        // after a 2xx): not `write_to`'s estimate of the room needed.
+        v.shrink_to_fit();
         Bytes::from(v)
     }
 }

@@ -127,6 +127,9 @@ fn parse_headers(input: &Bytes, mut pos: usize) -> HeaderBlock {
     if let Some(p) = pending {
         p.finish(input, &mut headers);
     }
+    // A message may outlive its parse by a call's length (a transaction's
+    // or a call's INVITE): the room for 16 rows goes back now.
+    headers.shrink_to_fit();
     HeaderBlock {
         headers,
         body_start,

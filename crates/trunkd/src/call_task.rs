@@ -57,12 +57,20 @@ pub type CallTx = mpsc::Sender<Box<CallInput>>;
 /// The receiving end of [`CallTx`].
 pub type CallRx = mpsc::Receiver<Box<CallInput>>;
 
-pub async fn run(ctx: CallContext, new: NewCall, rx: CallRx) {
+/// The call task's future.
+///
+/// Not an `async fn`: an async fn keeps its arguments in its future for
+/// its whole life, so an `async fn run` awaiting `drive` held the context
+/// and the `NewCall` (with the A leg's INVITE) once in `run`, once as
+/// `drive`'s arguments and once as `drive`'s locals. Here `drive` gets them
+/// boxed: one heap copy each, for as long as they are used (issue 15,
+/// docs/performance.md "Memory per call, second pass").
+pub fn run(ctx: CallContext, new: NewCall, rx: CallRx) -> impl Future<Output = ()> + Send {
     let span = info_span!("call", transaction_id = %ctx.transaction_id, vc = ctx.vc_id.as_ref().map(|v| v.as_str()).unwrap_or("-"));
-    drive(ctx, new, rx).instrument(span).await
+    drive(Box::new(ctx), Box::new(new), rx).instrument(span)
 }
 
-async fn drive(mut ctx: CallContext, new: NewCall, mut rx: CallRx) {
+async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
     let start = new.wall;
     let direction_label = match ctx.direction {
         Direction::Inbound => "inbound",
@@ -82,13 +90,15 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: CallRx) {
     let invite_facts = (ctx.plan_vcs.iter().flatten().chain(ctx.vc_id.iter()))
         .any(|vc| StreamPlan::of(&ctx.config, Some(vc)).is_some())
         .then(|| streaming::InviteFacts::of(&new.invite));
-    let mut stream: Option<CallStream> = None;
+    // Boxed: ~340 bytes in every call's future for the few calls streamed.
+    let mut stream: Option<Box<CallStream>> = None;
     let mut stream_end: Option<trunkd_b2bua::CallEnd> = None;
-    let mut call = Call::new(new);
+    let mut call = Call::new(*new);
     let a_call_id = String::from_utf8_lossy(call.a_call_id()).into_owned();
     let mut media_events = std::mem::take(&mut ctx.media_events);
     let mut ticker = MetricsTicker::new(start_instant, Duration::from_secs(60));
-    let mut previous = None;
+    // The last minute's stats (~0.5 KiB), for answered calls only.
+    let mut previous: Option<Box<Option<(SideStats, SideStats)>>> = None;
     let mut dropped = trunkd_media::DropCounters::default();
     let mut answered_hop: Option<usize> = None;
     loop {
@@ -168,7 +178,8 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: CallRx) {
                                 &ctx.relay,
                                 ctx.shared.clone(),
                                 ctx.config.clone(),
-                            );
+                            )
+                            .map(Box::new);
                         }
                         if let Some(route) = ctx.plan_routes.get(hop) {
                             let _ = Box::pin(ctx.engine.send(Input::HopOutcome {
@@ -186,7 +197,7 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: CallRx) {
                             Box::pin(media_report(
                                 &ctx,
                                 answered_hop,
-                                &mut previous,
+                                previous.get_or_insert_with(Box::default),
                                 &mut dropped,
                             ))
                             .await;
@@ -272,7 +283,8 @@ async fn drive(mut ctx: CallContext, new: NewCall, mut rx: CallRx) {
             _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
             _ = sleep_until(tick) => {
                 if ticker.handle_timeout(Instant::now()) {
-                    Box::pin(media_report(&ctx, answered_hop, &mut previous, &mut dropped)).await;
+                    let previous = previous.get_or_insert_with(Box::default);
+                    Box::pin(media_report(&ctx, answered_hop, previous, &mut dropped)).await;
                 }
             }
             Some(event) = media_events.recv() => {

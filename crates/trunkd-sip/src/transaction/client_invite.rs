@@ -62,12 +62,15 @@ impl ClientInvite {
     /// Sends the INVITE and arms Timers A (UDP) and B (§17.1.1.2).
     pub(crate) fn start(
         id: ClientTxId,
-        request: Request,
+        mut request: Request,
         dest: Peer,
         timer_b: Duration,
         ctx: &mut Ctx<'_>,
     ) -> ClientInvite {
         let bytes = request.to_bytes();
+        // Kept until the transaction ends (an accepted INVITE: 32 s more),
+        // for the CANCEL and the ACK: without the builder's spare rows.
+        request.headers.shrink_to_fit();
         let mut tx = ClientInvite {
             id,
             request,

@@ -44,13 +44,16 @@ impl ClientNonInvite {
     /// otherwise waits in Pending for [`ClientNonInvite::begin`].
     pub(crate) fn start(
         id: ClientTxId,
-        request: Request,
+        mut request: Request,
         dest: Peer,
         timer_f: Duration,
         send_now: bool,
         ctx: &mut Ctx<'_>,
     ) -> ClientNonInvite {
         let bytes = request.to_bytes();
+        // Kept until the transaction ends (an accepted INVITE: 32 s more),
+        // for the CANCEL and the ACK: without the builder's spare rows.
+        request.headers.shrink_to_fit();
         let mut tx = ClientNonInvite {
             id,
             request,
