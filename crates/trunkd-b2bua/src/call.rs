@@ -553,13 +553,20 @@ impl Call {
                     return self.on_b_invite_response(now, resp);
                 }
             }
-            if matches!(self.state, State::Cancelling) && code >= 200 {
-                if resp.status.is_success() {
-                    // Answered after we cancelled: ACK and hang up B.
-                    self.ack_b(&resp);
-                    self.send_bye(Leg::B);
+            if matches!(self.state, State::Cancelling) {
+                // Only the INVITE's final response ends a cancelled call.
+                // The CANCEL's own 200 (which the engine delivers here too)
+                // must not be taken for an answer: it would be ACKed and
+                // BYEd as one, to a callee that is about to send its 487.
+                if code >= 200 && is_invite(&resp) {
+                    if resp.status.is_success() {
+                        // Answered after we cancelled: ACK and hang up B.
+                        self.ack_b(&resp);
+                        self.send_bye(Leg::B);
+                    }
+                    return self.end(now);
                 }
-                return self.end(now);
+                return;
             }
         }
         // A 2xx retransmission for the initial INVITE while connected.

@@ -146,6 +146,45 @@ impl T {
         self.respond_b_with_body(to, code, extra, "");
     }
 
+    /// B answers the CANCEL of `invite` with `code`, delivered the way the
+    /// engine delivers a CANCEL transaction's responses (no branch).
+    fn respond_b_to_cancel(&mut self, invite: &Request, code: u16) {
+        let text = String::from_utf8_lossy(&invite.to_bytes()).into_owned();
+        let head = text.split("\r\n\r\n").next().unwrap();
+        let lines: Vec<String> = head
+            .lines()
+            .skip(1)
+            .filter(|l| {
+                ["Via:", "From:", "To:", "Call-ID:"]
+                    .iter()
+                    .any(|h| l.starts_with(h))
+            })
+            .map(|l| {
+                if l.starts_with("To:") {
+                    format!("{l};tag=b-tag")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        let resp = format!(
+            "SIP/2.0 {code} OK\r\n{}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+            lines.join("\r\n")
+        );
+        let response = match SipMessage::parse(Bytes::from(resp)) {
+            Ok(SipMessage::Response(r)) => r,
+            other => panic!("{other:?}"),
+        };
+        self.call.handle(
+            self.now,
+            CallInput::Response {
+                leg: Leg::B,
+                branch: Bytes::new(),
+                response,
+            },
+        );
+    }
+
     /// B answers `to` with `extra` headers (each ending in CRLF) and `body`.
     fn respond_b_with_body(&mut self, to: &Request, code: u16, extra: &str, body: &str) {
         let text = String::from_utf8_lossy(&to.to_bytes()).into_owned();
@@ -412,6 +451,19 @@ fn cancel_before_answer_cancels_b_and_answers_487() {
     let outs = t.drain();
     assert!(outs.iter().any(|o| matches!(o, CallOutput::Cancel { .. })));
     assert_eq!(T::responses(&outs), vec![(t.invite_tx, 487)]);
+    // The callee's 200 to the CANCEL comes before its 487: it is not an
+    // answer, so nothing is ACKed or BYEd and the call waits for the 487.
+    t.respond_b_to_cancel(&inv, 200);
+    let outs = t.drain();
+    assert!(
+        !outs.iter().any(|o| matches!(
+            o,
+            CallOutput::SendStateless { .. }
+                | CallOutput::SendRequest { .. }
+                | CallOutput::Event(CallEvent::Ended(_))
+        )),
+        "{outs:?}"
+    );
     t.respond_b(&inv, 487, "");
     let outs = t.drain();
     let end = outs
