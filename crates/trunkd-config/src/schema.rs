@@ -92,6 +92,7 @@ pub struct Media {
     pub inactivity_timeout_seconds: Option<i64>,
     pub strict_latching: Option<bool>,
     pub relay_threads: Option<i64>,
+    pub relays_per_thread: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -124,6 +124,9 @@ pub struct MediaSettings {
     /// Threads that run the media relays, each with its own current-thread
     /// runtime. `None`: one per CPU the daemon may use. Read at start only.
     pub relay_threads: Option<NonZeroUsize>,
+    /// Live relays a relay thread takes before the next thread gets any.
+    /// `None`: the media crate's default. Read at start only.
+    pub relays_per_thread: Option<NonZeroUsize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

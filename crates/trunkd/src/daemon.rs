@@ -457,6 +457,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if o.media.relay_threads != n.media.relay_threads {
         v.push("media.relay_threads");
     }
+    if o.media.relays_per_thread != n.media.relays_per_thread {
+        v.push("media.relays_per_thread");
+    }
     if o.daemon.pid_file != n.daemon.pid_file {
         v.push("daemon.pid_file");
     }
@@ -591,7 +594,14 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         .relay_threads
         .unwrap_or_else(trunkd_media::RelayRuntimes::default_threads);
     let relays = Arc::new(
-        trunkd_media::RelayRuntimes::start(relay_threads)
+        trunkd_media::RelayRuntimes::start(
+            relay_threads,
+            config
+                .settings
+                .media
+                .relays_per_thread
+                .unwrap_or(trunkd_media::runtimes::DEFAULT_RELAYS_PER_THREAD),
+        )
             .context("starting the media relay threads")?,
     );
     crate::media_anchor::use_relay_runtimes(relays.clone());
