@@ -1090,9 +1090,13 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
             c.range("relay_threads", m.relay_threads, 0, 0, 64) as usize
         ),
         // 0 (the default): the media crate's own figure.
-        relays_per_thread: NonZeroUsize::new(
-            c.range("relays_per_thread", m.relays_per_thread, 0, 0, 100_000) as usize
-        ),
+        relays_per_thread: NonZeroUsize::new(c.range(
+            "relays_per_thread",
+            m.relays_per_thread,
+            0,
+            0,
+            100_000,
+        ) as usize),
     };
 
     let mut c = Check {

@@ -1210,13 +1210,16 @@ fn media_relay_threads_default_to_one_per_cpu_and_are_bounded() {
 fn media_relays_per_thread_default_to_the_media_crates_figure_and_are_bounded() {
     let c = trunkd_config::load(&write(VALID)).unwrap();
     assert_eq!(c.settings.media.relays_per_thread, None);
-    let c =
-        trunkd_config::load(&write(&format!("[media]\nrelays_per_thread = 200\n{VALID}"))).unwrap();
+    let c = trunkd_config::load(&write(&format!(
+        "[media]\nrelays_per_thread = 200\n{VALID}"
+    )))
+    .unwrap();
     assert_eq!(
         c.settings.media.relays_per_thread,
         std::num::NonZeroUsize::new(200)
     );
-    let c = trunkd_config::load(&write(&format!("[media]\nrelays_per_thread = 0\n{VALID}"))).unwrap();
+    let c =
+        trunkd_config::load(&write(&format!("[media]\nrelays_per_thread = 0\n{VALID}"))).unwrap();
     assert_eq!(c.settings.media.relays_per_thread, None);
     assert_errors(
         &format!("[media]\nrelays_per_thread = -1\n{VALID}"),

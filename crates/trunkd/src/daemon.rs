@@ -593,15 +593,14 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         .media
         .relay_threads
         .unwrap_or_else(trunkd_media::RelayRuntimes::default_threads);
+    // A thread is filled before the next gets calls (runtimes::place).
+    let relays_per_thread = config
+        .settings
+        .media
+        .relays_per_thread
+        .unwrap_or(trunkd_media::runtimes::DEFAULT_RELAYS_PER_THREAD);
     let relays = Arc::new(
-        trunkd_media::RelayRuntimes::start(
-            relay_threads,
-            config
-                .settings
-                .media
-                .relays_per_thread
-                .unwrap_or(trunkd_media::runtimes::DEFAULT_RELAYS_PER_THREAD),
-        )
+        trunkd_media::RelayRuntimes::start(relay_threads, relays_per_thread)
             .context("starting the media relay threads")?,
     );
     crate::media_anchor::use_relay_runtimes(relays.clone());
@@ -613,6 +612,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     tracing::debug!(
         signalling_threads,
         relay_threads,
+        relays_per_thread,
         "starting the signalling runtime"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
