@@ -547,3 +547,52 @@ fn audio_and_video_are_both_anchored_each_on_its_own_port() {
     // All four pairs back after the call.
     d.wait_metric("media_ports_in_use", 0.0);
 }
+
+/// Relays fill a relay thread to `[media] relays_per_thread` before the
+/// next gets any (docs/decisions.md), and /metrics shows each thread's
+/// relays. With a cap of two and two threads, the first two calls share
+/// the first thread (spreading would have put the second on the other),
+/// and the third call's relay is on the second thread and relays there.
+#[test]
+fn a_relay_thread_is_filled_before_the_next_and_metrics_show_each_threads_relays() {
+    let ports = Ports::pick();
+    let (caller, callee) = (Ua::new(PBX), Ua::new(CARRIER));
+    // Calls in a row: above the default of one call per second.
+    let cfg = config(ports, callee.sip_addr().port(), "").replace(
+        "calling_regions = [\"US\"]",
+        "calling_regions = [\"US\"]\ncps_limit = 10",
+    ) + "[media]\nrelay_threads = 2\nrelays_per_thread = 2\n";
+    let d = Daemon::start("media-placement", ports, &cfg);
+    let on = |t: u32| format!("media_relay_thread_relays{{thread=\"{t}\"}}");
+    let loads = || (d.metric(&on(0)), d.metric(&on(1)));
+    assert_eq!(loads(), (Some(0.0), Some(0.0)), "{}", d.metrics());
+
+    let mut dialogs = Vec::new();
+    for (n, dialled) in ["+12065550197", "+12065550198"].into_iter().enumerate() {
+        let (dialog, _) = call(&caller, &callee, d.sip(), dialled, "+12065550100");
+        dialogs.push(dialog);
+        d.wait_metric(&on(0), (n + 1) as f64);
+        assert_eq!(
+            d.metric(&on(1)),
+            Some(0.0),
+            "the first thread is not full yet"
+        );
+    }
+    let (third, offer) = call(&caller, &callee, d.sip(), "+12065550199", "+12065550100");
+    d.wait_metric(&on(1), 1.0);
+    assert_eq!(d.metric(&on(0)), Some(2.0), "the first thread is full");
+
+    // The second thread relays the third call's media.
+    let sent = send_rtp(&caller.rtp, third.trunkd_rtp, 0..20, 2, 0x3333);
+    let (got, src) = receive_rtp(&callee.rtp, sent, Duration::from_secs(5));
+    assert_eq!(got.len(), sent);
+    assert_eq!(src, Some(offer.sdp_rtp()));
+
+    dialogs.push(third);
+    for dialog in &mut dialogs {
+        hang_up(&caller, &callee, dialog, "+12065550100");
+    }
+    d.wait_metric(&on(0), 0.0);
+    d.wait_metric(&on(1), 0.0);
+    d.wait_metric("media_ports_in_use", 0.0);
+}

@@ -63,6 +63,10 @@ pub async fn serve(
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    // Read at the scrape: the relay threads count their relays themselves.
+    if let Some(loads) = crate::media_anchor::relay_loads() {
+        shared.metrics.set_relay_loads(&loads);
+    }
     (
         [(
             header::CONTENT_TYPE,

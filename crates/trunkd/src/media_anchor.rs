@@ -37,6 +37,12 @@ pub fn use_relay_runtimes(runtimes: Arc<RelayRuntimes>) -> bool {
     RELAY_RUNTIMES.set(runtimes).is_ok()
 }
 
+/// Live relays on each of the daemon's relay threads, in thread order;
+/// `None` before [`use_relay_runtimes`].
+pub fn relay_loads() -> Option<Vec<usize>> {
+    RELAY_RUNTIMES.get().map(|r| r.loads())
+}
+
 fn media_leg(leg: Leg) -> trunkd_media::Leg {
     match leg {
         Leg::A => trunkd_media::Leg::A,

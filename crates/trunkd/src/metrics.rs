@@ -31,6 +31,12 @@ pub struct TargetResultLabels {
     pub result: &'static str,
 }
 
+/// `media_relay_thread_relays`: a relay thread's index.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThreadLabel {
+    pub thread: u32,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
@@ -274,6 +280,9 @@ pub struct Metrics {
     pub rtt: Family<SideLabels, Histogram, fn() -> Histogram>,
     pub mos: Family<SideLabels, Histogram, fn() -> Histogram>,
     pub media_ports_in_use: Gauge,
+    /// Live relays on each relay thread, read from the relay threads when
+    /// /metrics is scraped ([`Metrics::set_relay_loads`]).
+    pub media_relay_thread_relays: Family<ThreadLabel, Gauge>,
     pub media_port_exhaustions: Counter,
     pub media_packets_dropped: Family<MediaDropLabels, Counter>,
     pub media_inactivity_hangups: Counter,
@@ -591,6 +600,12 @@ impl Metrics {
             "RTP/RTCP port pairs held by calls",
             media_ports_in_use.clone(),
         );
+        let media_relay_thread_relays = Family::<ThreadLabel, Gauge>::default();
+        registry.register(
+            "media_relay_thread_relays",
+            "Calls' media relays on each relay thread ([media] relays_per_thread fills one before the next)",
+            media_relay_thread_relays.clone(),
+        );
         let media_port_exhaustions = Counter::default();
         registry.register(
             "media_port_exhaustions",
@@ -787,6 +802,7 @@ impl Metrics {
             rtt,
             mos,
             media_ports_in_use,
+            media_relay_thread_relays,
             media_port_exhaustions,
             media_packets_dropped,
             media_inactivity_hangups,
@@ -962,6 +978,17 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Sets `media_relay_thread_relays` from each relay thread's live
+    /// relays, in thread order.
+    pub fn set_relay_loads(&self, loads: &[usize]) {
+        for (thread, &load) in loads.iter().enumerate() {
+            let thread = u32::try_from(thread).unwrap_or(u32::MAX);
+            self.media_relay_thread_relays
+                .get_or_create(&ThreadLabel { thread })
+                .set(i64::try_from(load).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn set_resources(&self, r: &trunkd_config::Resources) {
