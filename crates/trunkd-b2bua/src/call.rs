@@ -299,14 +299,7 @@ impl Call {
     }
 
     pub fn poll_output(&mut self) -> Option<CallOutput> {
-        let out = self.out.pop_front();
-        if out.is_none() && self.out.capacity() > 0 {
-            // Drained: the queue's room (a few ~300-byte outputs) would
-            // otherwise stay allocated for the call's life, between inputs
-            // that come seconds or minutes apart (issue 15).
-            self.out = VecDeque::new();
-        }
-        out
+        crate::pop_output(&mut self.out)
     }
 
     pub fn is_ended(&self) -> bool {

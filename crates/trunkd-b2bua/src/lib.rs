@@ -115,6 +115,18 @@ impl LocalAddrs {
     }
 }
 
+/// The next queued output of a call or leg state machine; once the queue
+/// is drained its room is freed. A call's queue holds a few ~300-byte
+/// outputs per input, and inputs come seconds or minutes apart: keeping the
+/// room would hold it for the call's life (issue 15, memory per call).
+pub(crate) fn pop_output<T>(out: &mut std::collections::VecDeque<T>) -> Option<T> {
+    let next = out.pop_front();
+    if next.is_none() && out.capacity() > 0 {
+        *out = std::collections::VecDeque::new();
+    }
+    next
+}
+
 #[cfg(test)]
 mod call_tests;
 

@@ -171,12 +171,7 @@ impl UacLeg {
     }
 
     pub fn poll_output(&mut self) -> Option<CallOutput> {
-        let out = self.out.pop_front();
-        if out.is_none() && self.out.capacity() > 0 {
-            // Drained: free the queue's room between inputs (issue 15).
-            self.out = VecDeque::new();
-        }
-        out
+        crate::pop_output(&mut self.out)
     }
 
     pub fn poll_event(&mut self) -> Option<UacEvent> {

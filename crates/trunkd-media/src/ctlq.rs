@@ -229,35 +229,28 @@ pub(crate) fn queue<T>(deferred: Option<Arc<Deferred>>) -> (Sender<T>, Receiver<
 }
 
 impl<T> Sender<T> {
+    /// Queues `item` unless the task has gone or `cap` items already wait
+    /// (then `item` is given back), and takes the task's waker, for the
+    /// caller to wake now or with the batch.
+    fn push(&self, item: T, cap: usize) -> Result<Option<Waker>, T> {
+        let mut s = lock(&self.inner);
+        if s.receiver_gone || s.items.len() >= cap {
+            return Err(item);
+        }
+        s.items.push_back(item);
+        Ok(s.waker.take())
+    }
+
     /// Queues `item` and wakes the task now; gives it back if the task has
     /// gone.
     pub(crate) fn send(&self, item: T) -> Result<(), T> {
-        let waker = {
-            let mut s = lock(&self.inner);
-            if s.receiver_gone {
-                return Err(item);
-            }
-            s.items.push_back(item);
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-        Ok(())
+        self.send_capped(item, usize::MAX)
     }
 
     /// [`Sender::send`] unless `cap` items already wait (then `item` is
     /// given back).
     pub(crate) fn send_capped(&self, item: T, cap: usize) -> Result<(), T> {
-        let waker = {
-            let mut s = lock(&self.inner);
-            if s.receiver_gone || s.items.len() >= cap {
-                return Err(item);
-            }
-            s.items.push_back(item);
-            s.waker.take()
-        };
-        if let Some(w) = waker {
+        if let Some(w) = self.push(item, cap)? {
             w.wake();
         }
         Ok(())
@@ -267,15 +260,7 @@ impl<T> Sender<T> {
     /// the thread's next batch (see the module docs). Gives it back if the
     /// task has gone.
     pub(crate) fn send_deferred(&self, item: T) -> Result<(), T> {
-        let waker = {
-            let mut s = lock(&self.inner);
-            if s.receiver_gone {
-                return Err(item);
-            }
-            s.items.push_back(item);
-            s.waker.take()
-        };
-        if let Some(w) = waker {
+        if let Some(w) = self.push(item, usize::MAX)? {
             self.wake_deferred(w);
         }
         Ok(())

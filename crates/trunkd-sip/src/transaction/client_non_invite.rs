@@ -51,8 +51,8 @@ impl ClientNonInvite {
         ctx: &mut Ctx<'_>,
     ) -> ClientNonInvite {
         let bytes = request.to_bytes();
-        // Kept until the transaction ends (an accepted INVITE: 32 s more),
-        // for the CANCEL and the ACK: without the builder's spare rows.
+        // Kept until the transaction ends (`Endpoint::request` hands it to
+        // the transaction user): without the builder's spare rows.
         request.headers.shrink_to_fit();
         let mut tx = ClientNonInvite {
             id,
