@@ -378,11 +378,14 @@ fn records_spooled_before_a_sigkill_are_uploaded_after_the_restart() {
             .count(),
         10
     );
-    weed.up();
+    // Restarted at once, before the store: the ports stay free for as
+    // short a time as possible (other tests' relays bind random ports),
+    // and the spool's uploads wait out the store's start in backoff.
     let dir = d.dir.clone();
     let ports = d.ports;
     drop(d);
     let d = Daemon::start_in(dir, ports, &text);
+    weed.up();
     let out = flush(&d, "60");
     assert!(
         out.status.success(),

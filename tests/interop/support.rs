@@ -160,7 +160,7 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("spawn trunkd");
-        let d = Daemon {
+        let mut d = Daemon {
             child: Some(child),
             dir,
             config,
@@ -215,7 +215,9 @@ impl Daemon {
         std::fs::read_to_string(self.dir.join("trunkd.log")).unwrap_or_default()
     }
 
-    fn wait_healthy(&self) {
+    /// Waits until `/healthz` answers; fails at once, with the log's tail,
+    /// if the daemon exits first (a listener it could not bind, say).
+    fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         // An admin listener over TLS does not answer this plain client:
         // then the log's "ready" line says it.
@@ -228,9 +230,26 @@ impl Daemon {
             if let Ok((200, _)) = http(self.admin(), "GET", "/healthz") {
                 return;
             }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "trunkd exited ({status}) before it was healthy; log tail:\n{}",
+                    self.log_tail(60)
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("trunkd did not become healthy; log:\n{}", self.log());
+        panic!(
+            "trunkd did not become healthy in 15 s; log tail:\n{}",
+            self.log_tail(60)
+        );
+    }
+
+    /// The last `lines` lines of the log: a failure's cause is at the end,
+    /// and a whole debug log is cut short by CI before it gets there.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     pub fn signal(&self, sig: i32) {
