@@ -1267,9 +1267,23 @@ struct Task<O> {
 }
 
 impl<O: PacketObserver + Clone> Task<O> {
-    async fn run(mut self) {
-        poll_fn(|cx| self.poll(cx)).await;
-        tracing::debug!("media relay stopped");
+    /// The relay's future: the task itself, polled until it stops.
+    ///
+    /// Not an `async fn`: an async fn's future keeps its argument twice
+    /// (once as given, once moved into its body's state), which cost every
+    /// call another copy of the ~1.2 KB task (issue 15). The closure owns
+    /// the one copy.
+    fn run(mut self) -> impl Future<Output = ()> + Send
+    where
+        O: Send,
+    {
+        poll_fn(move |cx| {
+            let stopped = self.poll(cx);
+            if stopped.is_ready() {
+                tracing::debug!("media relay stopped");
+            }
+            stopped
+        })
     }
 
     fn stream_mut(&mut self, index: usize) -> Option<&mut Stream> {

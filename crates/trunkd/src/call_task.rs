@@ -102,153 +102,155 @@ async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
     let mut dropped = trunkd_media::DropCounters::default();
     let mut answered_hop: Option<usize> = None;
     loop {
-        while let Some(out) = call.poll_output() {
-            match out {
-                trunkd_b2bua::CallOutput::Event(ev) => match ev {
-                    CallEvent::HopFailed { hop, status } => {
-                        info!(hop, status, "hop failed");
-                        if let Some(Some(next)) = ctx.plan_vcs.get(hop + 1) {
-                            if ctx.vc_id.as_ref() != Some(next) {
-                                info!(vc = %next, "failing over to another voice connector");
-                                active.dec();
-                                ctx.vc_id = Some(next.clone());
-                                active = metrics.calls_active(
-                                    ctx.vc_id.as_ref(),
-                                    &ctx.config.resources,
-                                    direction_label,
-                                );
-                                active.inc();
+        loop {
+            // What an output leaves to await is decided first and the
+            // output dropped: a value alive across an `.await` takes room in
+            // the task's future for the whole call (two ~300-byte outputs
+            // did), so only the small `Then` crosses it.
+            let then = {
+                let Some(out) = call.poll_output() else {
+                    break;
+                };
+                match out {
+                    trunkd_b2bua::CallOutput::Event(ev) => match ev {
+                        CallEvent::HopFailed { hop, status } => {
+                            info!(hop, status, "hop failed");
+                            if let Some(Some(next)) = ctx.plan_vcs.get(hop + 1) {
+                                if ctx.vc_id.as_ref() != Some(next) {
+                                    info!(vc = %next, "failing over to another voice connector");
+                                    active.dec();
+                                    ctx.vc_id = Some(next.clone());
+                                    active = metrics.calls_active(
+                                        ctx.vc_id.as_ref(),
+                                        &ctx.config.resources,
+                                        direction_label,
+                                    );
+                                    active.inc();
+                                }
                             }
+                            hop_outcome(&ctx, hop, false)
                         }
-                        if let Some(route) = ctx.plan_routes.get(hop) {
-                            let _ = Box::pin(ctx.engine.send(Input::HopOutcome {
-                                route: route.clone(),
-                                ok: false,
-                            }))
-                            .await;
-                        }
-                    }
-                    CallEvent::Answered { hop } => {
-                        info!(hop, "answered");
-                        answered_hop = Some(hop);
-                        let plan = StreamPlan::of(&ctx.config, ctx.vc_id.as_ref())
-                            .filter(|_| invite_facts.is_some());
-                        if let Some(vc_id) = &ctx.vc_id {
-                            let now = std::time::SystemTime::now();
-                            let facts = CallFacts {
-                                transaction_id: ctx.transaction_id,
-                                call_id: &a_call_id,
-                                voice_connector_id: vc_id,
-                                direction: ctx.direction,
-                                source_phone_number: &ctx.source_number,
-                                destination_phone_number: &ctx.destination_number,
-                                sip_auth_user: ctx.auth_user.as_deref(),
-                                start,
-                                answered: Some(now),
-                                end: now,
-                                outcome: CallOutcome::Answered,
-                                // A crash mid-call leaves a CDR that says
-                                // whether the call was being streamed.
-                                streaming: plan.is_some(),
-                            };
-                            ctx.shared.call_journal.answered(&facts, now);
-                        }
-                        metrics.answered(
-                            ctx.vc_id.as_ref(),
-                            &ctx.config.resources,
-                            direction_label,
-                        );
-                        // SPEC §2.6: the call's audio to the VC's sinks, with
-                        // the settings of the call's config snapshot.
-                        if let (Some(plan), Some(vc), Some(facts)) =
-                            (plan, &ctx.vc_id, &invite_facts)
-                        {
-                            let info = streaming::CallInfo {
-                                transaction_id: ctx.transaction_id,
-                                vc: vc.clone(),
-                                call_id: a_call_id.clone(),
-                                direction: ctx.direction,
-                                from: ctx.source_number.clone(),
-                                to: ctx.destination_number.clone(),
-                                invite: facts.clone(),
-                            };
-                            stream = CallStream::start(
-                                &plan,
-                                info,
-                                &ctx.relay,
-                                ctx.shared.clone(),
-                                ctx.config.clone(),
-                            )
-                            .map(Box::new);
-                        }
-                        if let Some(route) = ctx.plan_routes.get(hop) {
-                            let _ = Box::pin(ctx.engine.send(Input::HopOutcome {
-                                route: route.clone(),
-                                ok: true,
-                            }))
-                            .await;
-                        }
-                    }
-                    // A bridged call relays INFO; only a UasCall reports it.
-                    CallEvent::Info { .. } => {}
-                    CallEvent::Ended(end) => {
-                        info!(outcome = ?end.outcome, "call ended");
-                        if answered_hop.is_some() && ticker.finish() {
-                            Box::pin(media_report(
-                                &ctx,
-                                answered_hop,
-                                previous.get_or_insert_with(Box::default),
-                                &mut dropped,
-                            ))
-                            .await;
-                        }
-                        if !matches!(end.outcome, CallOutcome::Answered) {
-                            metrics.failed(
+                        CallEvent::Answered { hop } => {
+                            info!(hop, "answered");
+                            answered_hop = Some(hop);
+                            let plan = StreamPlan::of(&ctx.config, ctx.vc_id.as_ref())
+                                .filter(|_| invite_facts.is_some());
+                            if let Some(vc_id) = &ctx.vc_id {
+                                let now = std::time::SystemTime::now();
+                                let facts = CallFacts {
+                                    transaction_id: ctx.transaction_id,
+                                    call_id: &a_call_id,
+                                    voice_connector_id: vc_id,
+                                    direction: ctx.direction,
+                                    source_phone_number: &ctx.source_number,
+                                    destination_phone_number: &ctx.destination_number,
+                                    sip_auth_user: ctx.auth_user.as_deref(),
+                                    start,
+                                    answered: Some(now),
+                                    end: now,
+                                    outcome: CallOutcome::Answered,
+                                    // A crash mid-call leaves a CDR that says
+                                    // whether the call was being streamed.
+                                    streaming: plan.is_some(),
+                                };
+                                ctx.shared.call_journal.answered(&facts, now);
+                            }
+                            metrics.answered(
                                 ctx.vc_id.as_ref(),
                                 &ctx.config.resources,
                                 direction_label,
                             );
-                        }
-                        if stream.is_some() {
-                            // The records wait for the streams to close:
-                            // the SDR is written first (SPEC §5.2).
-                            stream_end = Some(end);
-                        } else if let Some(vc_id) = &ctx.vc_id {
-                            let facts = CallFacts {
-                                transaction_id: ctx.transaction_id,
-                                call_id: &a_call_id,
-                                voice_connector_id: vc_id,
-                                direction: ctx.direction,
-                                source_phone_number: &ctx.source_number,
-                                destination_phone_number: &ctx.destination_number,
-                                sip_auth_user: ctx.auth_user.as_deref(),
-                                start,
-                                answered: end.answered,
-                                end: end.end,
-                                outcome: end.outcome.clone(),
-                                streaming: false,
-                            };
-                            let then = answered_hop.is_some().then(|| {
-                                crate::records::writer::Then::JournalEnded(
-                                    ctx.shared.call_journal.clone(),
-                                    ctx.transaction_id,
+                            // SPEC §2.6: the call's audio to the VC's sinks,
+                            // with the settings of the call's config snapshot.
+                            if let (Some(plan), Some(vc), Some(facts)) =
+                                (plan, &ctx.vc_id, &invite_facts)
+                            {
+                                let info = streaming::CallInfo {
+                                    transaction_id: ctx.transaction_id,
+                                    vc: vc.clone(),
+                                    call_id: a_call_id.clone(),
+                                    direction: ctx.direction,
+                                    from: ctx.source_number.clone(),
+                                    to: ctx.destination_number.clone(),
+                                    invite: facts.clone(),
+                                };
+                                stream = CallStream::start(
+                                    &plan,
+                                    info,
+                                    &ctx.relay,
+                                    ctx.shared.clone(),
+                                    ctx.config.clone(),
                                 )
-                            });
-                            crate::records::write_cdr(&ctx.config, &facts, metrics, then);
+                                .map(Box::new);
+                            }
+                            hop_outcome(&ctx, hop, true)
+                        }
+                        // A bridged call relays INFO; only a UasCall reports it.
+                        CallEvent::Info { .. } => Then::Nothing,
+                        CallEvent::Ended(end) => Then::Ended(end),
+                    },
+                    out => {
+                        match send_to_engine(&ctx.engine, Input::FromCall { call: ctx.key, out }) {
+                            Sent::Now => Then::Nothing,
+                            Sent::Later(wait) => Then::Send { wait, vital: true },
+                            Sent::Gone => Then::Gone,
                         }
                     }
-                },
-                out => {
-                    let gone =
-                        match send_to_engine(&ctx.engine, Input::FromCall { call: ctx.key, out }) {
-                            Sent::Now => false,
-                            Sent::Later(wait) => wait.await.is_err(),
-                            Sent::Gone => true,
-                        };
-                    if gone {
+                }
+            };
+            match then {
+                Then::Nothing => {}
+                Then::Send { wait, vital } => {
+                    if wait.await.is_err() && vital {
                         // The engine is gone: the daemon is stopping.
                         active.dec();
                         return;
+                    }
+                }
+                Then::Gone => {
+                    active.dec();
+                    return;
+                }
+                Then::Ended(end) => {
+                    info!(outcome = ?end.outcome, "call ended");
+                    if answered_hop.is_some() && ticker.finish() {
+                        Box::pin(media_report(
+                            &ctx,
+                            answered_hop,
+                            previous.get_or_insert_with(Box::default),
+                            &mut dropped,
+                        ))
+                        .await;
+                    }
+                    if !matches!(end.outcome, CallOutcome::Answered) {
+                        metrics.failed(ctx.vc_id.as_ref(), &ctx.config.resources, direction_label);
+                    }
+                    if stream.is_some() {
+                        // The records wait for the streams to close: the
+                        // SDR is written first (SPEC §5.2).
+                        stream_end = Some(end);
+                    } else if let Some(vc_id) = &ctx.vc_id {
+                        let facts = CallFacts {
+                            transaction_id: ctx.transaction_id,
+                            call_id: &a_call_id,
+                            voice_connector_id: vc_id,
+                            direction: ctx.direction,
+                            source_phone_number: &ctx.source_number,
+                            destination_phone_number: &ctx.destination_number,
+                            sip_auth_user: ctx.auth_user.as_deref(),
+                            start,
+                            answered: end.answered,
+                            end: end.end,
+                            outcome: end.outcome.clone(),
+                            streaming: false,
+                        };
+                        let then = answered_hop.is_some().then(|| {
+                            crate::records::writer::Then::JournalEnded(
+                                ctx.shared.call_journal.clone(),
+                                ctx.transaction_id,
+                            )
+                        });
+                        crate::records::write_cdr(&ctx.config, &facts, metrics, then);
                     }
                 }
             }
@@ -268,6 +270,11 @@ async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
         } else {
             None
         };
+        // One timer for both: each `Sleep` is ~110 bytes of the future.
+        let wake = match (deadline, tick) {
+            (Some(d), Some(t)) => Some(d.min(t)),
+            (d, t) => d.or(t),
+        };
         tokio::select! {
             input = rx.recv() => {
                 let input = input.map_or(CallInput::Hangup, |b| *b);
@@ -280,9 +287,12 @@ async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
                 }
                 call.handle(Instant::now(), input);
             }
-            _ = sleep_until(deadline) => call.handle_timeout(Instant::now()),
-            _ = sleep_until(tick) => {
-                if ticker.handle_timeout(Instant::now()) {
+            _ = sleep_until(wake) => {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| d <= now) {
+                    call.handle_timeout(now);
+                }
+                if tick.is_some_and(|t| t <= now) && ticker.handle_timeout(now) {
                     let previous = previous.get_or_insert_with(Box::default);
                     Box::pin(media_report(&ctx, answered_hop, previous, &mut dropped)).await;
                 }
@@ -346,6 +356,35 @@ async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
     active.dec();
     if let Sent::Later(wait) = send_to_engine(&ctx.engine, Input::CallDone { call: ctx.key }) {
         let _ = wait.await;
+    }
+}
+
+/// What a call output leaves `drive` to await once the output is gone.
+enum Then<'a> {
+    Nothing,
+    /// An input waiting for room in the engine's queue; `vital`: when the
+    /// engine is gone the call task ends (the daemon is stopping).
+    Send {
+        wait: Pin<Box<dyn Future<Output = Result<(), SendError<Input>>> + Send + 'a>>,
+        vital: bool,
+    },
+    /// The engine is gone.
+    Gone,
+    /// The call ended: its last media report, then its records.
+    Ended(trunkd_b2bua::CallEnd),
+}
+
+/// Tells the engine how hop `hop` went (route health), if it has a route.
+fn hop_outcome(ctx: &CallContext, hop: usize, ok: bool) -> Then<'_> {
+    match ctx.plan_routes.get(hop) {
+        Some(route) => Then::Send {
+            wait: Box::pin(ctx.engine.send(Input::HopOutcome {
+                route: route.clone(),
+                ok,
+            })),
+            vital: false,
+        },
+        None => Then::Nothing,
     }
 }
 
