@@ -338,7 +338,9 @@ struct PeerOffer {
 #[derive(Debug, Clone, Default)]
 pub struct LegSdes {
     policy: SrtpPolicy,
-    active: Option<LegKeys>,
+    /// Boxed: ~140 bytes a plain call (most calls) would carry per leg
+    /// and stream for nothing (issue 15).
+    active: Option<Box<LegKeys>>,
     /// The last offer trunkd sent this leg's peer (kept: answers repeat).
     our_offer: Option<Vec<CryptoAttr>>,
     /// The last offer this leg's peer sent.
@@ -373,7 +375,7 @@ impl LegSdes {
 
     /// The keys in force (`None`: plain RTP).
     pub fn active(&self) -> Option<&LegKeys> {
-        self.active.as_ref()
+        self.active.as_deref()
     }
 
     /// The leg starts over with another peer (failover): nothing learnt or
@@ -452,11 +454,11 @@ impl LegSdes {
             suite: chosen.suite,
             key: ours.clone(),
         };
-        self.active = Some(LegKeys {
+        self.active = Some(Box::new(LegKeys {
             suite: chosen.suite,
             peer: chosen.key.clone(),
             ours,
-        });
+        }));
         Ok(MediaSecurity {
             proto: offer.proto.clone(),
             crypto: vec![answer.to_value()],
@@ -534,11 +536,11 @@ impl LegSdes {
                 .iter()
                 .find(|o| o.tag == a.tag && o.suite == a.suite)
             {
-                self.active = Some(LegKeys {
+                self.active = Some(Box::new(LegKeys {
                     suite: a.suite,
                     peer: a.key,
                     ours: mine.key.clone(),
-                });
+                }));
                 return Ok(());
             }
         }

@@ -100,8 +100,9 @@ struct StreamNegotiation {
     rates_sent: Vec<(u8, u32)>,
     /// SDES per leg: each `m=` line has its own keys.
     sdes: [LegSdes; 2],
-    /// The keys installed in the relay per leg, to install only changes.
-    installed: [Option<LegKeys>; 2],
+    /// The keys installed in the relay per leg, to install only changes
+    /// (boxed: plain calls carry none).
+    installed: [Option<Box<LegKeys>>; 2],
 }
 
 /// Stream `stream`'s negotiated state, made on first use with each leg's
@@ -273,7 +274,7 @@ impl RelayAnchor {
         let i = idx(leg);
         let n = negotiation(&mut self.negotiated, self.srtp, stream);
         let active = n.sdes[i].active();
-        if active == n.installed[i].as_ref() {
+        if active == n.installed[i].as_deref() {
             return Ok(());
         }
         let crypto = active
@@ -283,7 +284,7 @@ impl RelayAnchor {
                 status: 488,
                 reason: format!("Not Acceptable Here ({e})"),
             })?;
-        n.installed[i] = active.cloned();
+        n.installed[i] = active.cloned().map(Box::new);
         let _ = self.relay.set_stream_crypto(media_leg(leg), stream, crypto);
         Ok(())
     }
