@@ -26,9 +26,11 @@
 //! at once (an injected packet, a new stream's sockets, a tap) use
 //! [`Sender::send`].
 //!
-//! Semantics are otherwise the unbounded channel's the relay used: sending
-//! fails once the task has gone, and dropping the [`Sender`] ends the task
-//! (it sees the queue closed after draining it). The task's end is the
+//! Semantics are otherwise an unbounded channel's: sending fails once the
+//! task has gone, and dropping the last [`Sender`] ends the task (it sees
+//! the queue closed after draining it). A relay has one sender; the
+//! [`crate::mailbox`] that carries a call task's inputs shares it among the
+//! engine, the admin API and an application's bridge. The task's end is the
 //! [`Receiver`] being dropped, which the relay task does last, after its
 //! sockets are closed and its ports returned: [`Sender::poll_closed`] is
 //! what `RelayHandle::stop` waits on.
@@ -183,8 +185,8 @@ impl Deferred {
 
 struct Shared<T> {
     items: VecDeque<T>,
-    /// The sender was dropped: no more messages will come.
-    sender_gone: bool,
+    /// Senders alive; none: no more messages will come.
+    senders: usize,
     /// The receiver was dropped: the task has ended.
     receiver_gone: bool,
     /// The task ended by a panic.
@@ -213,7 +215,7 @@ pub(crate) struct Receiver<T> {
 pub(crate) fn queue<T>(deferred: Option<Arc<Deferred>>) -> (Sender<T>, Receiver<T>) {
     let inner = Arc::new(Mutex::new(Shared {
         items: VecDeque::new(),
-        sender_gone: false,
+        senders: 1,
         receiver_gone: false,
         panicked: false,
         waker: None,
@@ -292,11 +294,24 @@ impl<T> Sender<T> {
     }
 }
 
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        lock(&self.inner).senders += 1;
+        Sender {
+            inner: self.inner.clone(),
+            deferred: self.deferred.clone(),
+        }
+    }
+}
+
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         let waker = {
             let mut s = lock(&self.inner);
-            s.sender_gone = true;
+            s.senders -= 1;
+            if s.senders > 0 {
+                return;
+            }
             s.waker.take()
         };
         // Ending a relay is not urgent: its sockets close with the batch.
@@ -330,7 +345,7 @@ impl<T> Receiver<T> {
             }
             return Poll::Ready(Some(item));
         }
-        if s.sender_gone {
+        if s.senders == 0 {
             return Poll::Ready(None);
         }
         match &mut s.waker {
@@ -392,6 +407,19 @@ mod tests {
             drop(tx);
             assert_eq!(waiter.await.unwrap(), vec![2, 3]);
         });
+    }
+
+    #[test]
+    fn the_queue_closes_when_the_last_of_its_senders_goes() {
+        let (tx, mut rx) = queue::<u8>(None);
+        let tx2 = tx.clone();
+        let mut cx = Context::from_waker(Waker::noop());
+        drop(tx);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
+        tx2.send(7).unwrap();
+        drop(tx2);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(7)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
     }
 
     #[test]

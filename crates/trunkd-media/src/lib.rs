@@ -32,6 +32,7 @@
 
 mod ctlq;
 pub mod endpoint;
+pub mod mailbox;
 pub mod ports;
 pub mod quality;
 pub mod recvonly;
@@ -42,6 +43,7 @@ pub mod sdes;
 pub mod sdp;
 pub mod srtp;
 
+pub use mailbox::{mailbox, MailboxFull, MailboxReceiver, MailboxSender};
 pub use ports::{BoundPair, PortAllocator, PortError, PortPair};
 pub use quality::{PeerReport, QualityObserver, RtcpTap};
 pub use recvonly::{

@@ -2023,7 +2023,7 @@ mod tests {
             answerer: Box::new(answerer),
         };
         let (engine_tx, engine) = mpsc::channel(64);
-        let (call_tx, call_rx) = mpsc::channel(64);
+        let (call_tx, call_rx) = crate::call_task::call_queue();
         let (app, drv) = channels();
         let ctx = AppContext {
             key: 1,
@@ -2177,12 +2177,11 @@ mod tests {
 
         // An INFO digit while no action listens: answered 200, reported.
         call_tx
-            .send(Box::new(CallInput::Request {
+            .try_send(Box::new(CallInput::Request {
                 leg: Leg::A,
                 tx: txs[1],
                 request: info(&to_tag, '7'),
             }))
-            .await
             .unwrap();
         let CallOutput::SendResponse { response, .. } = next_out(&mut engine).await else {
             panic!("no answer to the INFO");
@@ -2369,12 +2368,11 @@ mod tests {
             .replace("INFO sip:", "BYE sip:")
             .replace("CSeq: 2 INFO", "CSeq: 3 BYE");
         call_tx
-            .send(Box::new(CallInput::Request {
+            .try_send(Box::new(CallInput::Request {
                 leg: Leg::A,
                 tx: txs[1],
                 request: request(&bye),
             }))
-            .await
             .unwrap();
         let CallOutput::SendResponse { response, .. } = next_out(&mut engine).await else {
             panic!("no answer to the BYE");

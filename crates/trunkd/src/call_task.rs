@@ -49,13 +49,22 @@ pub struct CallContext {
     pub rtcp_export: Option<Arc<crate::hep::RtcpExport>>,
 }
 
-/// A call task's input queue. Boxed inputs: the engine boxes them anyway
-/// (`EngineEvent::ToCall`), and tokio allocates a channel's first block of
-/// 32 slots up front, so a ~280-byte `CallInput` slot cost every call about
-/// 9 KiB of queue it almost never uses (issue 15).
-pub type CallTx = mpsc::Sender<Box<CallInput>>;
+/// A call task's input queue: boxed inputs (the engine boxes them anyway,
+/// `EngineEvent::ToCall`) in a [`trunkd_media::mailbox`], which allocates
+/// nothing per call but a small shared cell (a tokio channel cost ~0.8 KiB
+/// per call up front, more with inline ~280-byte slots; issue 15).
+pub type CallTx = trunkd_media::MailboxSender<Box<CallInput>>;
 /// The receiving end of [`CallTx`].
-pub type CallRx = mpsc::Receiver<Box<CallInput>>;
+pub type CallRx = trunkd_media::MailboxReceiver<Box<CallInput>>;
+
+/// Inputs a call task may have waiting before the engine drops more: a
+/// call task that far behind is stuck, and the peers retransmit.
+const CALL_QUEUE: usize = 64;
+
+/// A call task's input queue.
+pub fn call_queue() -> (CallTx, CallRx) {
+    trunkd_media::mailbox(CALL_QUEUE)
+}
 
 /// The call task's future.
 ///

@@ -215,11 +215,11 @@ impl EngineTask {
                     // responsive.
                     match c.try_send(input) {
                         Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
+                        Err(trunkd_media::MailboxFull::Full(_)) => {
                             warn!(call, "call input queue full; message dropped")
                         }
                         // The call is ending; its CallDone is on the way.
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                        Err(trunkd_media::MailboxFull::Closed(_)) => {
                             debug!(call, "message for an ended call dropped")
                         }
                     }
@@ -351,7 +351,7 @@ impl EngineTask {
         };
         let rtcp_export = anchor.rtcp_export();
         let new = setup.new_call(Box::new(anchor));
-        let (call_tx, call_rx) = mpsc::channel(64);
+        let (call_tx, call_rx) = crate::call_task::call_queue();
         let a = &setup.admission;
         let ctx = CallContext {
             key: setup.key,
@@ -385,7 +385,7 @@ impl EngineTask {
         let (answerer, answered) =
             crate::media_anchor::RecvOnlyAnchor::new(anchor, setup.seed >> 1);
         let new = setup.new_uas_call(Box::new(answerer));
-        let (call_tx, call_rx) = mpsc::channel(64);
+        let (call_tx, call_rx) = crate::call_task::call_queue();
         let a = &setup.admission;
         let ctx = crate::recording_task::RecordingContext {
             key: setup.key,
@@ -447,7 +447,7 @@ impl EngineTask {
             call_id: call_id.clone(),
             arguments: None,
         });
-        let (call_tx, call_rx) = mpsc::channel(64);
+        let (call_tx, call_rx) = crate::call_task::call_queue();
         let ctx = crate::app_task::AppContext {
             key: setup.key,
             transaction_id: setup.transaction_id,
@@ -618,7 +618,7 @@ impl EngineTask {
             call_id: call_id.clone(),
             arguments: Some(req.arguments),
         });
-        let (call_tx, call_rx) = mpsc::channel(64);
+        let (call_tx, call_rx) = crate::call_task::call_queue();
         let ctx = crate::app_task::AppContext {
             key,
             transaction_id: req.transaction_id,
