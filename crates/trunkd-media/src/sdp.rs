@@ -636,7 +636,19 @@ impl Sdp {
 #[derive(Debug, Clone, Default)]
 pub struct LegOrigin {
     pinned: Option<(String, String, u64)>,
-    last_sent: Option<String>,
+    /// A hash of the last SDP sent on this leg, not the SDP: only "did it
+    /// change" is asked, and a call keeps two of these for its whole life
+    /// (issue 15). SipHash with fixed keys: deterministic, and a collision
+    /// (a change not noticed, 2^-64 per re-offer) is far below any other
+    /// failure.
+    last_sent: Option<u64>,
+}
+
+fn body_hash(body: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    body.hash(&mut h);
+    h.finish()
 }
 
 impl LegOrigin {
@@ -690,7 +702,7 @@ impl LegOrigin {
             }),
             security,
         )?;
-        if self.last_sent.as_ref().is_some_and(|last| *last != out) {
+        if self.last_sent.is_some_and(|last| last != body_hash(&out)) {
             *version = version.wrapping_add(1);
             out = sdp.rewrite_streams(
                 addr,
@@ -703,7 +715,7 @@ impl LegOrigin {
                 security,
             )?;
         }
-        self.last_sent = Some(out.clone());
+        self.last_sent = Some(body_hash(&out));
         Ok(out)
     }
 

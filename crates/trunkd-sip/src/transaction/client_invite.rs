@@ -49,6 +49,9 @@ pub(crate) struct ClientInvite {
     id: ClientTxId,
     /// The INVITE (to build the ACK and the CANCEL).
     pub(crate) request: Request,
+    /// The INVITE's wire form, for Timer A's retransmissions: released at
+    /// the first response, after which nothing resends it (an accepted
+    /// INVITE's transaction lives 32 s more; issue 15).
     bytes: Bytes,
     /// Where the INVITE, its retransmissions, the ACK and the CANCEL go.
     pub(crate) dest: Peer,
@@ -102,6 +105,9 @@ impl ClientInvite {
     /// A response whose branch and CSeq method match (§17.1.1.2, RFC 6026).
     pub(crate) fn on_response(&mut self, response: Response, ctx: &mut Ctx<'_>) {
         let status = response.status;
+        if let State::Calling = self.state {
+            self.bytes = Bytes::new();
+        }
         match self.state {
             State::Calling | State::Proceeding if status.is_provisional() => {
                 self.state = State::Proceeding;

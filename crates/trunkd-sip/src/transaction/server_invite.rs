@@ -49,7 +49,9 @@ pub(crate) struct ServerInvite {
     peer: Peer,
     state: State,
     timers: TimerTable,
-    /// The last response sent, resent on retransmissions and timers.
+    /// The last response sent, resent on retransmissions and timers;
+    /// released once the ACK comes, after which nothing resends it (an
+    /// accepted INVITE's transaction lives 32 s more; issue 15).
     last: Option<Bytes>,
     /// The To tag of the last response that had one (the tag a 200 to
     /// CANCEL reuses, §9.2, and an RFC 2543 ACK must carry).
@@ -158,6 +160,7 @@ impl ServerInvite {
     pub(crate) fn on_ack(&mut self, ctx: &mut Ctx<'_>) -> AckDisposition {
         match self.state {
             State::Completed => {
+                self.last = None;
                 self.timers.stop_all();
                 if self.peer.transport.reliable() {
                     self.terminate();
@@ -168,6 +171,7 @@ impl ServerInvite {
                 AckDisposition::Absorb
             }
             State::Accepted { .. } => {
+                self.last = None;
                 self.state = State::Accepted { acked: true };
                 self.timers.stop(TxTimer::Retransmit2xx);
                 AckDisposition::PassUp
