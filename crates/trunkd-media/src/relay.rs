@@ -822,12 +822,13 @@ impl<O> RelayHandle<O> {
     }
 
     /// Stops the relay and waits until its sockets are closed and its ports
-    /// are back in the pool.
+    /// are back in the pool. Whoever shares the handle sees it stopped
+    /// (its requests fail with [`RelayError::Stopped`]).
     ///
     /// # Errors
     /// [`RelayError::Stopped`]: the relay had ended already (its thread
     /// stopped); [`RelayError::Panicked`]: it ended by a panic.
-    pub async fn stop(self) -> Result<(), RelayError> {
+    pub async fn stop(&self) -> Result<(), RelayError> {
         // A task that already ended (the relay thread stopped) has nobody
         // to tell.
         if self.ctl.send_deferred(Control::Stop).is_err() {

@@ -151,22 +151,16 @@ async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
                                 .filter(|_| invite_facts.is_some());
                             if let Some(vc_id) = &ctx.vc_id {
                                 let now = std::time::SystemTime::now();
-                                let facts = CallFacts {
-                                    transaction_id: ctx.transaction_id,
-                                    call_id: &a_call_id,
-                                    voice_connector_id: vc_id,
-                                    direction: ctx.direction,
-                                    source_phone_number: &ctx.source_number,
-                                    destination_phone_number: &ctx.destination_number,
-                                    sip_auth_user: ctx.auth_user.as_deref(),
-                                    start,
+                                let so_far = trunkd_b2bua::CallEnd {
+                                    outcome: CallOutcome::Answered,
                                     answered: Some(now),
                                     end: now,
-                                    outcome: CallOutcome::Answered,
-                                    // A crash mid-call leaves a CDR that says
-                                    // whether the call was being streamed.
-                                    streaming: plan.is_some(),
+                                    hop: Some(hop),
                                 };
+                                // A crash mid-call leaves a CDR that says
+                                // whether the call was being streamed.
+                                let facts =
+                                    facts(&ctx, vc_id, &a_call_id, start, &so_far, plan.is_some());
                                 ctx.shared.call_journal.answered(&facts, now);
                             }
                             metrics.answered(
@@ -244,20 +238,7 @@ async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
                         // SDR is written first (SPEC §5.2).
                         stream_end = Some(end);
                     } else if let Some(vc_id) = &ctx.vc_id {
-                        let facts = CallFacts {
-                            transaction_id: ctx.transaction_id,
-                            call_id: &a_call_id,
-                            voice_connector_id: vc_id,
-                            direction: ctx.direction,
-                            source_phone_number: &ctx.source_number,
-                            destination_phone_number: &ctx.destination_number,
-                            sip_auth_user: ctx.auth_user.as_deref(),
-                            start,
-                            answered: end.answered,
-                            end: end.end,
-                            outcome: end.outcome.clone(),
-                            streaming: false,
-                        };
+                        let facts = facts(&ctx, vc_id, &a_call_id, start, &end, false);
                         let then = answered_hop.is_some().then(|| {
                             crate::records::writer::Then::JournalEnded(
                                 ctx.shared.call_journal.clone(),
@@ -328,10 +309,11 @@ async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
     // The call's relay stops and its ports return to the pool when the last
     // handle (ours and the call's anchor) is dropped.
     drop(call);
-    // Ours is the last handle now: stop the relay and wait until its sockets
-    // are closed and its ports are back in the pool.
-    if let Ok(relay) = Arc::try_unwrap(ctx.relay) {
-        let _ = Box::pin(relay.stop()).await;
+    // Ours is the last handle now (the admin API's is weak): stop the relay
+    // and wait until its sockets are closed and its ports are back in the
+    // pool.
+    if Arc::strong_count(&ctx.relay) == 1 {
+        let _ = Box::pin(ctx.relay.stop()).await;
     }
     metrics
         .media_ports_in_use
@@ -339,20 +321,7 @@ async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
     if let Some(s) = stream {
         let result = Box::pin(s.finish()).await;
         if let (Some(end), Some(vc_id)) = (&stream_end, &ctx.vc_id) {
-            let facts = CallFacts {
-                transaction_id: ctx.transaction_id,
-                call_id: &a_call_id,
-                voice_connector_id: vc_id,
-                direction: ctx.direction,
-                source_phone_number: &ctx.source_number,
-                destination_phone_number: &ctx.destination_number,
-                sip_auth_user: ctx.auth_user.as_deref(),
-                start,
-                answered: end.answered,
-                end: end.end,
-                outcome: end.outcome.clone(),
-                streaming: true,
-            };
+            let facts = facts(&ctx, vc_id, &a_call_id, start, end, true);
             write_streamed_records(&ctx.config, &ctx.shared, &facts, &result);
             Box::pin(streaming::store_files(
                 &ctx.config,
@@ -370,6 +339,32 @@ async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
     active.dec();
     if let Sent::Later(wait) = send_to_engine(&ctx.engine, Input::CallDone { call: ctx.key }) {
         let _ = wait.await;
+    }
+}
+
+/// The facts of the call for its CDR and journal entry (SPEC §5.1), as of
+/// `end` (an answered call's journal entry: answered and ended now).
+fn facts<'a>(
+    ctx: &'a CallContext,
+    vc: &'a VcId,
+    call_id: &'a str,
+    start: std::time::SystemTime,
+    end: &trunkd_b2bua::CallEnd,
+    streaming: bool,
+) -> CallFacts<'a> {
+    CallFacts {
+        transaction_id: ctx.transaction_id,
+        call_id,
+        voice_connector_id: vc,
+        direction: ctx.direction,
+        source_phone_number: &ctx.source_number,
+        destination_phone_number: &ctx.destination_number,
+        sip_auth_user: ctx.auth_user.as_deref(),
+        start,
+        answered: end.answered,
+        end: end.end,
+        outcome: end.outcome.clone(),
+        streaming,
     }
 }
 
