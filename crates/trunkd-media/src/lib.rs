@@ -43,7 +43,7 @@ pub mod sdes;
 pub mod sdp;
 pub mod srtp;
 
-pub use mailbox::{mailbox, MailboxFull, MailboxReceiver, MailboxSender};
+pub use mailbox::{mailbox, MailboxReceiver, MailboxRefused, MailboxSender};
 pub use ports::{BoundPair, PortAllocator, PortError, PortPair};
 pub use quality::{PeerReport, QualityObserver, RtcpTap};
 pub use recvonly::{

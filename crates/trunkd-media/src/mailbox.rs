@@ -31,7 +31,7 @@ impl<T> Clone for MailboxSender<T> {
 
 /// Why [`MailboxSender::try_send`] gave the message back.
 #[derive(Debug, PartialEq, Eq)]
-pub enum MailboxFull<T> {
+pub enum MailboxRefused<T> {
     /// `cap` messages wait: the receiving task is stuck.
     Full(T),
     /// The receiver is gone: the task has ended.
@@ -41,12 +41,12 @@ pub enum MailboxFull<T> {
 impl<T> MailboxSender<T> {
     /// Queues `item` and wakes the receiver, unless the mailbox is full or
     /// its receiver gone.
-    pub fn try_send(&self, item: T) -> Result<(), MailboxFull<T>> {
+    pub fn try_send(&self, item: T) -> Result<(), MailboxRefused<T>> {
         self.inner.send_capped(item, self.cap).map_err(|item| {
             if self.inner.is_closed() {
-                MailboxFull::Closed(item)
+                MailboxRefused::Closed(item)
             } else {
-                MailboxFull::Full(item)
+                MailboxRefused::Full(item)
             }
         })
     }
@@ -89,10 +89,10 @@ mod tests {
         let (tx, rx) = mailbox::<u8>(2);
         tx.try_send(1).unwrap();
         tx.clone().try_send(2).unwrap();
-        assert_eq!(tx.try_send(3), Err(MailboxFull::Full(3)));
+        assert_eq!(tx.try_send(3), Err(MailboxRefused::Full(3)));
         drop(rx);
         assert!(tx.is_closed());
-        assert_eq!(tx.try_send(4), Err(MailboxFull::Closed(4)));
+        assert_eq!(tx.try_send(4), Err(MailboxRefused::Closed(4)));
     }
 
     #[test]

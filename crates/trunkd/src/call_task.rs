@@ -117,11 +117,11 @@ async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
     let mut answered_hop: Option<usize> = None;
     loop {
         loop {
-            // What an output leaves to await is decided first and the
-            // output dropped: a value alive across an `.await` takes room in
-            // the task's future for the whole call (two ~300-byte outputs
-            // did), so only the small `Then` crosses it.
-            let then = {
+            // What an output leaves to do is decided first and the output
+            // dropped: a value alive across an `.await` takes room in the
+            // task's future for the whole call (two ~300-byte outputs did),
+            // so only the small `FollowUp` crosses it.
+            let follow_up = {
                 let Some(out) = call.poll_output() else {
                     break;
                 };
@@ -194,32 +194,28 @@ async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
                             hop_outcome(&ctx, hop, true)
                         }
                         // A bridged call relays INFO; only a UasCall reports it.
-                        CallEvent::Info { .. } => Then::Nothing,
-                        CallEvent::Ended(end) => Then::Ended(end),
+                        CallEvent::Info { .. } => FollowUp::Nothing,
+                        CallEvent::Ended(end) => FollowUp::Ended(end),
                     },
                     out => {
-                        match send_to_engine(&ctx.engine, Input::FromCall { call: ctx.key, out }) {
-                            Sent::Now => Then::Nothing,
-                            Sent::Later(wait) => Then::Send { wait, vital: true },
-                            Sent::Gone => Then::Gone,
-                        }
+                        send_to_engine(&ctx.engine, Input::FromCall { call: ctx.key, out }, true)
                     }
                 }
             };
-            match then {
-                Then::Nothing => {}
-                Then::Send { wait, vital } => {
+            match follow_up {
+                FollowUp::Nothing => {}
+                FollowUp::Send { wait, vital } => {
                     if wait.await.is_err() && vital {
                         // The engine is gone: the daemon is stopping.
                         active.dec();
                         return;
                     }
                 }
-                Then::Gone => {
+                FollowUp::Gone => {
                     active.dec();
                     return;
                 }
-                Then::Ended(end) => {
+                FollowUp::Ended(end) => {
                     info!(outcome = ?end.outcome, "call ended");
                     if answered_hop.is_some() && ticker.finish() {
                         Box::pin(media_report(
@@ -337,7 +333,9 @@ async fn drive(mut ctx: Box<CallContext>, new: Box<NewCall>, mut rx: CallRx) {
         }
     }
     active.dec();
-    if let Sent::Later(wait) = send_to_engine(&ctx.engine, Input::CallDone { call: ctx.key }) {
+    if let FollowUp::Send { wait, .. } =
+        send_to_engine(&ctx.engine, Input::CallDone { call: ctx.key }, true)
+    {
         let _ = wait.await;
     }
 }
@@ -368,8 +366,8 @@ fn facts<'a>(
     }
 }
 
-/// What a call output leaves `drive` to await once the output is gone.
-enum Then<'a> {
+/// What a call output leaves `drive` to do once the output is gone.
+enum FollowUp<'a> {
     Nothing,
     /// An input waiting for room in the engine's queue; `vital`: when the
     /// engine is gone the call task ends (the daemon is stopping).
@@ -377,36 +375,30 @@ enum Then<'a> {
         wait: Pin<Box<dyn Future<Output = Result<(), SendError<Input>>> + Send + 'a>>,
         vital: bool,
     },
-    /// The engine is gone.
+    /// The engine is gone, for a vital input.
     Gone,
     /// The call ended: its last media report, then its records.
     Ended(trunkd_b2bua::CallEnd),
 }
 
 /// Tells the engine how hop `hop` went (route health), if it has a route.
-fn hop_outcome(ctx: &CallContext, hop: usize, ok: bool) -> Then<'_> {
+fn hop_outcome(ctx: &CallContext, hop: usize, ok: bool) -> FollowUp<'_> {
     match ctx.plan_routes.get(hop) {
-        Some(route) => Then::Send {
-            wait: Box::pin(ctx.engine.send(Input::HopOutcome {
+        Some(route) => send_to_engine(
+            &ctx.engine,
+            Input::HopOutcome {
                 route: route.clone(),
                 ok,
-            })),
-            vital: false,
-        },
-        None => Then::Nothing,
+            },
+            false,
+        ),
+        None => FollowUp::Nothing,
     }
 }
 
-/// What [`send_to_engine`] did.
-enum Sent<'a> {
-    Now,
-    /// The engine's queue is full: await this to send.
-    Later(Pin<Box<dyn Future<Output = Result<(), SendError<Input>>> + Send + 'a>>),
-    /// The engine is gone (the daemon is stopping).
-    Gone,
-}
-
-/// Sends `input` to the engine without a future when its queue has room.
+/// Sends `input` to the engine without a future when its queue has room;
+/// `vital`: a gone engine ends the call task (otherwise the input is
+/// dropped).
 ///
 /// Every `.await` in `drive` is stored in the call task's future, which
 /// lives as long as the call: an inline `Sender::send` future (the input
@@ -415,11 +407,15 @@ enum Sent<'a> {
 /// same goes for the other rare awaits in `drive` (end of call, streaming,
 /// the minute's media report): they are `Box::pin`ned, so a call carries
 /// only what it is waiting on now. docs/performance.md, "Issue 15: media".
-fn send_to_engine(engine: &mpsc::Sender<Input>, input: Input) -> Sent<'_> {
+fn send_to_engine(engine: &mpsc::Sender<Input>, input: Input, vital: bool) -> FollowUp<'_> {
     match engine.try_send(input) {
-        Ok(()) => Sent::Now,
-        Err(TrySendError::Full(input)) => Sent::Later(Box::pin(engine.send(input))),
-        Err(TrySendError::Closed(_)) => Sent::Gone,
+        Ok(()) => FollowUp::Nothing,
+        Err(TrySendError::Full(input)) => FollowUp::Send {
+            wait: Box::pin(engine.send(input)),
+            vital,
+        },
+        Err(TrySendError::Closed(_)) if vital => FollowUp::Gone,
+        Err(TrySendError::Closed(_)) => FollowUp::Nothing,
     }
 }
 

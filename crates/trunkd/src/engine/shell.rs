@@ -215,11 +215,11 @@ impl EngineTask {
                     // responsive.
                     match c.try_send(input) {
                         Ok(()) => {}
-                        Err(trunkd_media::MailboxFull::Full(_)) => {
+                        Err(trunkd_media::MailboxRefused::Full(_)) => {
                             warn!(call, "call input queue full; message dropped")
                         }
                         // The call is ending; its CallDone is on the way.
-                        Err(trunkd_media::MailboxFull::Closed(_)) => {
+                        Err(trunkd_media::MailboxRefused::Closed(_)) => {
                             debug!(call, "message for an ended call dropped")
                         }
                     }
