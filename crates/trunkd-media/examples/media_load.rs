@@ -334,6 +334,25 @@ fn all_tasks_cpu_ns() -> HashMap<(u32, u32), u64> {
     out
 }
 
+/// Steal time of all CPUs (ns): what the hypervisor took from this VM's
+/// CPUs while they had work. A guest cannot see or schedule around it, so a
+/// relay thread whose CPU is stolen for a millisecond delays every packet
+/// queued behind it: the tail latency of a VM under load is partly the
+/// host's, and this says how much of it was there.
+fn steal_ns() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("cpu "))?;
+            // cpu user nice system idle iowait irq softirq steal ...
+            line.split_whitespace().nth(8)?.parse::<u64>().ok()
+        })
+        .map_or(0, |ticks| ticks * 1_000_000_000 / hz)
+}
+
 fn bind_udp(ip: IpAddr) -> io::Result<UdpSocket> {
     let s = UdpSocket::bind((ip, 0))?;
     s.set_nonblocking(true)?;
@@ -1667,6 +1686,9 @@ struct Snapshot {
     target_slices: u64,
     gen_ns: u64,
     all: HashMap<(u32, u32), u64>,
+    /// Time the host ran something else while this VM's CPUs wanted to
+    /// run (`/proc/stat` steal, all CPUs).
+    steal_ns: u64,
 }
 
 impl Snapshot {
@@ -1872,6 +1894,7 @@ fn run() -> Result<()> {
             target_slices,
             gen_ns: process_cpu_ns("self", inproc_tid),
             all: all_tasks_cpu_ns(),
+            steal_ns: steal_ns(),
         }
     };
 
@@ -2074,6 +2097,13 @@ fn run() -> Result<()> {
         ),
         _ => (f64::NAN, f64::NAN),
     };
+    // The host's steal over the window, in % of one CPU like the others.
+    let steal_pct = match (snap0.at, snap1.at) {
+        (Some(_), Some(_)) if window_s > 0.0 => {
+            snap1.steal_ns.saturating_sub(snap0.steal_ns) as f64 / 1e9 / window_s * 100.0
+        }
+        _ => f64::NAN,
+    };
     let (problems, reasons) = sig.problems();
     let rss_per_call = match (rss_before, rss_load) {
         (Some(a), Some(b)) => (b as f64 - a as f64) / up.len() as f64,
@@ -2083,7 +2113,7 @@ fn run() -> Result<()> {
     eprintln!(
         "media_load: {}: {} calls, sent {sent}, received {received}, lost {lost} ({calls_with_loss} calls), \
          misrouted {misrouted}, SRTP failures {srtp_failed} (media {media}); window {window_s:.1} s, {:.0} relayed pkt/s; latency p50 {} / p99 {} / p99.9 {} / max {lat_max_us} µs; \
-         target CPU {cpu_pct:.1} %, {us_per_pkt:.2} µs/pkt, {wakeups_per_pkt:.2} wake-ups/pkt, run-queue wait {runq_wait_pct:.1} %; generator CPU {gen_pct:.1} %, other threads {other_pct:.1} %",
+         target CPU {cpu_pct:.1} %, {us_per_pkt:.2} µs/pkt, {wakeups_per_pkt:.2} wake-ups/pkt, run-queue wait {runq_wait_pct:.1} %; generator CPU {gen_pct:.1} %, other threads {other_pct:.1} %, host steal {steal_pct:.1} %",
         o.target.name(),
         up.len(),
         window_pkts as f64 / window_s,
@@ -2106,7 +2136,7 @@ fn run() -> Result<()> {
          calls_with_loss={calls_with_loss} misrouted={misrouted} srtp_failed={srtp_failed} window_s={window_s:.2} window_pkts={window_pkts} \
          pps={:.0} p50_us={} p99_us={} p999_us={} max_us={lat_max_us} cpu_pct={cpu_pct:.2} us_per_pkt={us_per_pkt:.3} \
          wakeups_per_pkt={wakeups_per_pkt:.3} runq_wait_pct={runq_wait_pct:.2} \
-         rss0_kib={} rss1_kib={} rss_per_call_kib={rss_per_call:.1} gen_cpu_pct={gen_pct:.1} other_cpu_pct={other_pct:.1}",
+         rss0_kib={} rss1_kib={} rss_per_call_kib={rss_per_call:.1} gen_cpu_pct={gen_pct:.1} other_cpu_pct={other_pct:.1} steal_pct={steal_pct:.1}",
         o.target.name(),
         o.media.name(),
         up.len(),
