@@ -23,7 +23,7 @@ use trunkd_sip::{Method, Request, Response, StatusCode};
 use crate::leg::{contact_uri, copy_end_to_end, uas_response, LegState};
 use crate::media::{anchor_body, is_sdp, MediaAnchor, MediaRefusal, SdpRole};
 use crate::rng::Ids;
-use crate::{via_name, Leg, LocalAddrs, Peer, ServerTxId, TxTransport};
+use crate::{Leg, LocalAddrs, Peer, ServerTxId, TxTransport};
 
 /// One place to send the B leg's INVITE.
 #[derive(Clone, Debug)]
@@ -39,6 +39,25 @@ pub struct Hop {
     pub credentials: Option<(String, String)>,
     /// What the media anchor offers this hop (SRTP or plain RTP).
     pub srtp: trunkd_core::SrtpPolicy,
+}
+
+impl Hop {
+    /// The Request-URI of a request to this hop: `sip:user@host` (`sip:host`
+    /// without a user), with `;transport=` when it is not UDP.
+    pub fn target(&self, user: Option<&str>) -> String {
+        let mut out = String::with_capacity(64);
+        out.push_str("sip:");
+        if let Some(user) = user {
+            out.push_str(user);
+            out.push('@');
+        }
+        out.push_str(&self.uri_host);
+        if let Some(t) = crate::uri_param(self.dest.transport) {
+            out.push_str(";transport=");
+            out.push_str(t);
+        }
+        out
+    }
 }
 
 /// Everything a call needs at creation.
@@ -393,27 +412,10 @@ impl Call {
             return;
         };
         let call_id = Bytes::from(self.ids.call_id("trunkd"));
-        let local_uri = match &self.caller_name {
-            Some(name) => format!(
-                "\"{name}\" <sip:{}@{}>",
-                self.caller,
-                self.local.host_port(h.dest.transport)
-            ),
-            None => format!(
-                "<sip:{}@{}>",
-                self.caller,
-                self.local.host_port(h.dest.transport)
-            ),
-        };
-        let target = match h.dest.transport {
-            TxTransport::Udp => format!("sip:{}@{}", self.b_user, h.uri_host),
-            p => format!(
-                "sip:{}@{};transport={}",
-                self.b_user,
-                h.uri_host,
-                via_name(p).to_ascii_lowercase()
-            ),
-        };
+        let local_uri =
+            self.local
+                .name_addr(&self.caller, self.caller_name.as_deref(), h.dest.transport);
+        let target = h.target(Some(&self.b_user));
         let b = LegState {
             call_id: call_id.clone(),
             local_tag: self.ids.tag(),
@@ -468,18 +470,7 @@ impl Call {
         let mut req = b.request(Method::Invite, &local, &branch, mf);
         let h = &mut req.headers;
         let _ = h.append("Contact", local.contact(b.dest.transport));
-        let pai = match &self.caller_name {
-            Some(name) => format!(
-                "\"{name}\" <sip:{}@{}>",
-                self.caller,
-                local.host_port(b.dest.transport)
-            ),
-            None => format!(
-                "<sip:{}@{}>",
-                self.caller,
-                local.host_port(b.dest.transport)
-            ),
-        };
+        let pai = local.name_addr(&self.caller, self.caller_name.as_deref(), b.dest.transport);
         let _ = h.append("P-Asserted-Identity", pai);
         copy_end_to_end(&self.invite.headers, h);
         let auth_tried = authorization.is_some();

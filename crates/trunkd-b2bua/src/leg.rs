@@ -102,18 +102,20 @@ impl LegState {
         let uri = Uri::parse(&Bytes::from(self.remote_target.clone())).unwrap_or_else(|_| {
             Uri::parse(&Bytes::from_static(b"sip:invalid")).unwrap_or_else(|_| unreachable_uri())
         });
-        let method_text = String::from_utf8_lossy(method.as_bytes()).into_owned();
+        // The CSeq is written before the method moves into the request.
+        let cseq = format!("{cseq} {}", String::from_utf8_lossy(method.as_bytes()));
         let mut r = Request::new(method, uri);
         let h = &mut r.headers;
         let proto = self.dest.transport;
-        let _ = h.append(
-            "Via",
-            format!(
-                "SIP/2.0/{} {};branch={branch};rport",
-                via_name(proto),
-                local.host_port(proto)
-            ),
-        );
+        let mut via = String::with_capacity(80);
+        via.push_str("SIP/2.0/");
+        via.push_str(via_name(proto));
+        via.push(' ');
+        local.write_host_port(proto, &mut via);
+        via.push_str(";branch=");
+        via.push_str(branch);
+        via.push_str(";rport");
+        let _ = h.append("Via", via);
         let _ = h.append("Max-Forwards", max_forwards.to_string());
         for route in &self.route_set {
             let _ = h.append("Route", route.clone());
@@ -125,7 +127,7 @@ impl LegState {
         };
         let _ = h.append("To", to);
         let _ = h.append("Call-ID", self.call_id.clone());
-        let _ = h.append("CSeq", format!("{cseq} {method_text}"));
+        let _ = h.append("CSeq", cseq);
         r
     }
 

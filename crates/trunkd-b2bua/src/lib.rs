@@ -24,6 +24,7 @@ mod rng;
 pub mod uac;
 pub mod uas;
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 pub use call::{Call, CallEnd, CallEvent, CallInput, CallOutput, Hop, NewCall};
@@ -91,27 +92,58 @@ pub struct LocalAddrs {
 impl LocalAddrs {
     /// `host:port` for Via sent-by and Contact on `proto`.
     pub fn host_port(&self, proto: TxTransport) -> String {
+        let mut out = String::with_capacity(24);
+        self.write_host_port(proto, &mut out);
+        out
+    }
+
+    /// Writes `host:port` into `out`: one allocation for a Via or Contact
+    /// (these were three, for the address, the port and the joined text).
+    pub fn write_host_port(&self, proto: TxTransport, out: &mut String) {
         let sock = match proto {
             TxTransport::Udp => self.udp.or(self.tcp),
             TxTransport::Tcp => self.tcp.or(self.udp),
             TxTransport::Tls => self.tls.or(self.tcp).or(self.udp),
         };
         let port = sock.map(|s| s.port()).unwrap_or(5060);
-        let host = match (&self.advertised, sock) {
-            (Some(a), _) => a.clone(),
-            (None, Some(SocketAddr::V6(s))) => format!("[{}]", s.ip()),
-            (None, Some(s)) => s.ip().to_string(),
-            (None, None) => "127.0.0.1".to_owned(),
+        // Writing to a String cannot fail.
+        let _ = match (&self.advertised, sock) {
+            (Some(a), _) => write!(out, "{a}:{port}"),
+            (None, Some(SocketAddr::V6(s))) => write!(out, "[{}]:{port}", s.ip()),
+            (None, Some(s)) => write!(out, "{}:{port}", s.ip()),
+            (None, None) => write!(out, "127.0.0.1:{port}"),
         };
-        format!("{host}:{port}")
+    }
+
+    /// `"name" <sip:user@host:port>` (or without the display name): the
+    /// caller as trunkd presents it from its own address, in the From and
+    /// P-Asserted-Identity of the requests it originates.
+    pub fn name_addr(&self, user: &str, name: Option<&str>, proto: TxTransport) -> String {
+        let mut out = String::with_capacity(64);
+        if let Some(name) = name {
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\" ");
+        }
+        out.push_str("<sip:");
+        out.push_str(user);
+        out.push('@');
+        self.write_host_port(proto, &mut out);
+        out.push('>');
+        out
     }
 
     /// The Contact URI trunkd puts in its messages on `proto`.
     pub fn contact(&self, proto: TxTransport) -> String {
-        match uri_param(proto) {
-            Some(t) => format!("<sip:trunkd@{};transport={t}>", self.host_port(proto)),
-            None => format!("<sip:trunkd@{}>", self.host_port(proto)),
+        let mut out = String::with_capacity(48);
+        out.push_str("<sip:trunkd@");
+        self.write_host_port(proto, &mut out);
+        if let Some(t) = uri_param(proto) {
+            out.push_str(";transport=");
+            out.push_str(t);
         }
+        out.push('>');
+        out
     }
 }
 

@@ -36,7 +36,7 @@ use crate::call::{
 use crate::leg::{uas_response, LegState};
 use crate::rng::Ids;
 use crate::uas::SdpAnswerer;
-use crate::{via_name, Leg, LocalAddrs, ServerTxId, TxTransport};
+use crate::{Leg, LocalAddrs, ServerTxId};
 
 /// Everything a UAC leg needs at creation.
 pub struct NewUacLeg {
@@ -274,21 +274,12 @@ impl UacLeg {
                 timed_out: false,
             }));
         };
-        let host_port = self.local.host_port(h.dest.transport);
-        let target = match h.dest.transport {
-            TxTransport::Udp => format!("sip:{}@{}", self.callee, h.uri_host),
-            p => format!(
-                "sip:{}@{};transport={}",
-                self.callee,
-                h.uri_host,
-                via_name(p).to_ascii_lowercase()
-            ),
-        };
+        let target = h.target(Some(&self.callee));
         let state = LegState {
             call_id: Bytes::from(self.ids.call_id("trunkd")),
             local_tag: self.ids.tag(),
             remote_tag: None,
-            local_uri: format!("<sip:{}@{host_port}>", self.caller),
+            local_uri: self.local.name_addr(&self.caller, None, h.dest.transport),
             remote_uri: format!("<sip:{}@{}>", self.callee, h.uri_host),
             remote_target: target,
             route_set: Vec::new(),
@@ -325,11 +316,7 @@ impl UacLeg {
         let _ = h.append("Contact", local.contact(l.dest.transport));
         let _ = h.append(
             "P-Asserted-Identity",
-            format!(
-                "<sip:{}@{}>",
-                self.caller,
-                local.host_port(l.dest.transport)
-            ),
+            local.name_addr(&self.caller, None, l.dest.transport),
         );
         for (name, value) in &self.headers {
             // A name or value with CR/LF is refused by the header map: the

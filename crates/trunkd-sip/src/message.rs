@@ -5,6 +5,8 @@
 //! [`Headers`] is ignored), so a message built or modified by the
 //! application is framed correctly on every transport (§18.3, §20.14).
 
+use std::io::Write as _;
+
 use bytes::Bytes;
 
 use crate::error::{Fault, HeaderError, ParseError};
@@ -261,9 +263,8 @@ impl Response {
 
 fn write_tail(headers: &Headers, body: &Bytes, out: &mut Vec<u8>) {
     headers.write_to(out);
-    out.extend_from_slice(b"Content-Length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
     out.extend_from_slice(body);
 }
 

@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
@@ -67,13 +68,15 @@ impl Host {
     }
 
     pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        // Formatted straight into `out` (writing to a Vec cannot fail): a
+        // `to_string` here was an allocation per URI written.
         match self {
             Host::Domain(d) => out.extend_from_slice(d),
-            Host::Ipv4(a) => out.extend_from_slice(a.to_string().as_bytes()),
+            Host::Ipv4(a) => {
+                let _ = write!(out, "{a}");
+            }
             Host::Ipv6(a) => {
-                out.push(b'[');
-                out.extend_from_slice(a.to_string().as_bytes());
-                out.push(b']');
+                let _ = write!(out, "[{a}]");
             }
         }
     }
@@ -239,8 +242,7 @@ impl SipUri {
         }
         self.host.write_to(out);
         if let Some(p) = self.port {
-            out.push(b':');
-            out.extend_from_slice(p.to_string().as_bytes());
+            let _ = write!(out, ":{p}");
         }
         self.params.write_to(out);
         if let Some(h) = &self.headers {

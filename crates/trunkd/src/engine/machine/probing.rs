@@ -105,14 +105,7 @@ impl Engine {
         };
         let hop = planned.hop;
         let transport = hop.dest.transport;
-        let target = match transport {
-            trunkd_sip::transaction::TxTransport::Udp => format!("sip:{}", hop.uri_host),
-            t => format!(
-                "sip:{};transport={}",
-                hop.uri_host,
-                trunkd_b2bua::via_name(t).to_ascii_lowercase()
-            ),
-        };
+        let target = hop.target(None);
         let local_host = self.local().host_port(transport);
         let mut leg = LegState {
             call_id: Bytes::from(format!("{}-probe@trunkd", self.tag())),
