@@ -733,3 +733,24 @@ fn an_unreadable_multipart_body_without_sdp_still_crosses() {
     let (inv, _) = T::sent_request(&t.drain(), Method::Invite);
     assert_eq!(inv.body, Bytes::from(body));
 }
+
+/// The B leg's Request-URI names the transport only when it is not UDP
+/// (RFC 3261 §19.1.1: UDP is the default), and a probe has no user part.
+#[test]
+fn a_hops_request_uri_carries_the_transport_unless_udp() {
+    let mut hop = hops().remove(0);
+    assert_eq!(
+        hop.target(Some("+15550100")),
+        "sip:+15550100@192.0.2.20:5060"
+    );
+    assert_eq!(hop.target(None), "sip:192.0.2.20:5060");
+    hop.dest = Peer {
+        addr: addr("192.0.2.20:5061"),
+        transport: TxTransport::Tls,
+    };
+    hop.uri_host = "carrier.example.net".to_owned();
+    assert_eq!(
+        hop.target(Some("+15550100")),
+        "sip:+15550100@carrier.example.net;transport=tls"
+    );
+}

@@ -181,4 +181,44 @@ mod local_addr_tests {
         );
         assert_eq!(local.host_port(TxTransport::Tcp), "127.0.0.1:5060");
     }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed_and_an_advertised_name_wins() {
+        let mut local = LocalAddrs {
+            udp: Some("[2001:db8::5]:5070".parse().unwrap()),
+            tcp: None,
+            tls: None,
+            advertised: None,
+        };
+        assert_eq!(local.host_port(TxTransport::Udp), "[2001:db8::5]:5070");
+        // No TLS listener: the UDP one is named, with the transport asked.
+        assert_eq!(
+            local.contact(TxTransport::Tls),
+            "<sip:trunkd@[2001:db8::5]:5070;transport=tls>"
+        );
+        local.advertised = Some("sbc.example.net".to_owned());
+        assert_eq!(local.host_port(TxTransport::Udp), "sbc.example.net:5070");
+        assert_eq!(
+            local.contact(TxTransport::Udp),
+            "<sip:trunkd@sbc.example.net:5070>"
+        );
+    }
+
+    #[test]
+    fn the_callers_name_addr_is_quoted_only_with_a_display_name() {
+        let local = LocalAddrs {
+            udp: Some("192.0.2.10:5060".parse().unwrap()),
+            tcp: None,
+            tls: None,
+            advertised: None,
+        };
+        assert_eq!(
+            local.name_addr("+15550100", Some("Alice Example"), TxTransport::Udp),
+            "\"Alice Example\" <sip:+15550100@192.0.2.10:5060>"
+        );
+        assert_eq!(
+            local.name_addr("+15550100", None, TxTransport::Udp),
+            "<sip:+15550100@192.0.2.10:5060>"
+        );
+    }
 }

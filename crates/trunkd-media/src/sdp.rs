@@ -925,6 +925,32 @@ mod tests {
         s.lines().map(|l| format!("{l}\r\n")).collect()
     }
 
+    /// Lines are what a body is made of: bare LF or CRLF endings and blank
+    /// lines between them parse to the same SDP with the same attributes;
+    /// a changed line makes another SDP.
+    #[test]
+    fn line_endings_and_blank_lines_do_not_change_the_parse() {
+        let crlf_body = Sdp::parse(&crlf(OFFER)).unwrap();
+        let lf_body = Sdp::parse(OFFER).unwrap();
+        let spaced = Sdp::parse(&OFFER.replace("\nt=0 0\n", "\n\r\nt=0 0\n\n")).unwrap();
+        assert_eq!(crlf_body, lf_body);
+        assert_eq!(crlf_body, spaced);
+        let attributes = [
+            "rtpmap:0 PCMU/8000",
+            "rtpmap:8 PCMA/8000",
+            "rtpmap:101 telephone-event/8000",
+            "fmtp:101 0-16",
+            "ptime:20",
+            "sendrecv",
+        ];
+        assert_eq!(crlf_body.media_attributes(0), attributes);
+        assert_eq!(spaced.media_attributes(0), attributes);
+        assert_ne!(
+            lf_body,
+            Sdp::parse(&OFFER.replace("s=call", "s=other")).unwrap()
+        );
+    }
+
     const OFFER: &str = "v=0
 o=pbx 4242 7 IN IP4 192.168.1.10
 s=call
