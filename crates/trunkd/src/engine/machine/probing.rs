@@ -106,12 +106,11 @@ impl Engine {
         let hop = planned.hop;
         let transport = hop.dest.transport;
         let target = hop.target(None);
-        let local_host = self.local().host_port(transport);
         let mut leg = LegState {
             call_id: Bytes::from(format!("{}-probe@trunkd", self.tag())),
             local_tag: self.tag(),
             remote_tag: None,
-            local_uri: format!("<sip:trunkd@{local_host}>"),
+            local_uri: self.local().name_addr("trunkd", None, transport),
             remote_uri: format!("<sip:{}>", hop.uri_host),
             remote_target: target,
             route_set: Vec::new(),
