@@ -36,14 +36,41 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// A port free for both UDP and TCP on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct ports, each free for both UDP and TCP on 127.0.0.1 right
+/// now, and never handed out before in this test process.
+///
+/// Every candidate's sockets stay bound until all `N` are found, so the
+/// kernel cannot offer the same port twice in one set (a SeaweedFS server
+/// once got its S3 and volume gRPC ports equal and did not start). The
+/// process-wide record keeps a port given to one test from being given
+/// to another test running in parallel before the first one binds it.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0; N];
+    let mut found = 0;
+    for _ in 0..100 * N {
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) else {
+            continue;
+        };
+        held.push((tcp, udp));
+        if !handed_out.insert(port) {
+            continue;
+        }
+        ports[found] = port;
+        found += 1;
+        if found == N {
+            return ports;
         }
     }
-    panic!("no free port");
+    panic!("no {N} free ports");
 }
 
 /// Ports a test daemon listens on.
@@ -55,10 +82,8 @@ pub struct Ports {
 
 impl Ports {
     pub fn pick() -> Ports {
-        Ports {
-            sip: free_port(),
-            admin: free_port(),
-        }
+        let [sip, admin] = free_ports();
+        Ports { sip, admin }
     }
 }
 

@@ -52,7 +52,7 @@ impl Weed {
             ),
         )
         .unwrap();
-        let ports = std::array::from_fn(|_| free_port());
+        let ports = free_ports();
         let mut w = Weed {
             child: None,
             dir,
