@@ -303,11 +303,27 @@ fn process_cpu_ns(pid: &str, except: Option<i32>) -> u64 {
         .sum()
 }
 
-fn vm_rss_kib(pid: u32) -> Option<u64> {
+/// The target's resident memory in KiB: all of it (`VmRSS`, what the
+/// issue's figures count) and its anonymous part (`RssAnon`: heap, stacks,
+/// buffers, without the code and read-only data the first calls page in
+/// from the binary, which is a one-off whatever the number of calls).
+#[derive(Clone, Copy)]
+struct Rss {
+    total: u64,
+    anon: u64,
+}
+
+fn rss_kib(pid: u32) -> Option<Rss> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
+    Some(Rss {
+        total: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+    })
 }
 
 /// CPU time of every thread on the machine, by (pid, tid). `/proc/stat`
@@ -1720,7 +1736,7 @@ fn run() -> Result<()> {
         (Target::Trunkd, IpAddr::V4(ip)) => ip,
         _ => Ipv4Addr::new(127, 0, 0, 2),
     };
-    let rss_before = o.pid.and_then(vm_rss_kib);
+    let rss_before = o.pid.and_then(rss_kib);
 
     // Phones: 2i is call i's caller, 2i + 1 its callee.
     let mut phones = Vec::with_capacity(2 * n);
@@ -1954,7 +1970,7 @@ fn run() -> Result<()> {
         if in_window && now >= win_end {
             snap1 = snapshot(now);
             in_window = false;
-            rss_load = o.pid.and_then(vm_rss_kib);
+            rss_load = o.pid.and_then(rss_kib);
         }
         let mut wake = if sending {
             base + Duration::from_nanos(schedule[next].0)
@@ -2105,11 +2121,13 @@ fn run() -> Result<()> {
         _ => f64::NAN,
     };
     let (problems, reasons) = sig.problems();
-    let rss_per_call = match (rss_before, rss_load) {
-        (Some(a), Some(b)) => (b as f64 - a as f64) / up.len() as f64,
+    let per_call = |f: fn(Rss) -> u64| match (rss_before, rss_load) {
+        (Some(a), Some(b)) => (f(b) as f64 - f(a) as f64) / up.len() as f64,
         _ => f64::NAN,
     };
-    let fmt = |v: Option<u64>| v.map_or("nan".to_owned(), |v| v.to_string());
+    let rss_per_call = per_call(|r| r.total);
+    let anon_per_call = per_call(|r| r.anon);
+    let fmt = |v: Option<Rss>| v.map_or("nan".to_owned(), |v| v.total.to_string());
     eprintln!(
         "media_load: {}: {} calls, sent {sent}, received {received}, lost {lost} ({calls_with_loss} calls), \
          misrouted {misrouted}, SRTP failures {srtp_failed} (media {media}); window {window_s:.1} s, {:.0} relayed pkt/s; latency p50 {} / p99 {} / p99.9 {} / max {lat_max_us} µs; \
@@ -2136,7 +2154,7 @@ fn run() -> Result<()> {
          calls_with_loss={calls_with_loss} misrouted={misrouted} srtp_failed={srtp_failed} window_s={window_s:.2} window_pkts={window_pkts} \
          pps={:.0} p50_us={} p99_us={} p999_us={} max_us={lat_max_us} cpu_pct={cpu_pct:.2} us_per_pkt={us_per_pkt:.3} \
          wakeups_per_pkt={wakeups_per_pkt:.3} runq_wait_pct={runq_wait_pct:.2} \
-         rss0_kib={} rss1_kib={} rss_per_call_kib={rss_per_call:.1} gen_cpu_pct={gen_pct:.1} other_cpu_pct={other_pct:.1} steal_pct={steal_pct:.1}",
+         rss0_kib={} rss1_kib={} rss_per_call_kib={rss_per_call:.1} anon_per_call_kib={anon_per_call:.1} gen_cpu_pct={gen_pct:.1} other_cpu_pct={other_pct:.1} steal_pct={steal_pct:.1}",
         o.target.name(),
         o.media.name(),
         up.len(),
