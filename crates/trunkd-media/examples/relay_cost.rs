@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use trunkd_media::{Leg, LegSetup, LegSockets, RelayConfig};
+use trunkd_media::{Leg, LegSetup, LegSockets, MediaSocket, RelayConfig};
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -83,8 +83,8 @@ fn run(kind: Kind, calls: usize, secs: u64) -> (f64, f64) {
                         Kind::Full => {
                             let leg = |peer: SocketAddr| LegSetup {
                                 sockets: LegSockets {
-                                    rtp: bind(),
-                                    rtcp: bind(),
+                                    rtp: MediaSocket::try_from(bind()).unwrap(),
+                                    rtcp: MediaSocket::try_from(bind()).unwrap(),
                                     ports: None,
                                 },
                                 peer_rtp: Some(peer),

@@ -44,7 +44,7 @@ pub mod sdp;
 pub mod srtp;
 
 pub use mailbox::{mailbox, MailboxReceiver, MailboxRefused, MailboxSender};
-pub use ports::{BoundPair, PortAllocator, PortError, PortPair};
+pub use ports::{BoundPair, MediaSocket, PortAllocator, PortError, PortPair};
 pub use quality::{PeerReport, QualityObserver, RtcpTap};
 pub use recvonly::{
     application_answer, recvonly_answer, AnsweredCodec, AnsweredStream, RecvOnlyAnswer,

@@ -25,6 +25,12 @@
 //! the OS refuses one as in use, moves on to the next pair, a bounded number
 //! of times; the refused pair goes to the back of the queue like any freed
 //! one.
+//!
+//! A media socket is made non-blocking by `socket(2)` itself and keeps the
+//! address it was bound to ([`MediaSocket`]): a signalling-only call binds
+//! four of them, and an `ioctl(FIONBIO)` and a `getsockname(2)` per socket
+//! were twelve of the call's fifty-four syscalls (docs/performance.md,
+//! "seventh pass").
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -32,6 +38,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// The default media range (SPEC §9).
 pub const DEFAULT_PORT_MIN: u16 = 5000;
@@ -177,16 +185,13 @@ enum BindFailure {
     Fatal(SocketAddr, io::Error),
 }
 
-fn bind_pair(ip: IpAddr, ports: &PortPair) -> Result<(UdpSocket, UdpSocket), BindFailure> {
+fn bind_pair(ip: IpAddr, ports: &PortPair) -> Result<(MediaSocket, MediaSocket), BindFailure> {
     let bind = |port| {
         let addr = SocketAddr::new(ip, port);
-        let sock = UdpSocket::bind(addr).map_err(|e| match e.kind() {
+        MediaSocket::bind(addr).map_err(|e| match e.kind() {
             io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied => BindFailure::Busy(addr),
             _ => BindFailure::Fatal(addr, e),
-        })?;
-        sock.set_nonblocking(true)
-            .map_err(|e| BindFailure::Fatal(addr, e))?;
-        Ok(sock)
+        })
     };
     let rtp = bind(ports.rtp())?;
     let rtcp = bind(ports.rtcp())?;
@@ -223,9 +228,65 @@ impl Drop for PortPair {
 /// declaration order: sockets first, then the pair goes back to the pool.
 #[derive(Debug)]
 pub struct BoundPair {
-    pub rtp: UdpSocket,
-    pub rtcp: UdpSocket,
+    pub rtp: MediaSocket,
+    pub rtcp: MediaSocket,
     pub ports: PortPair,
+}
+
+/// A bound, non-blocking UDP socket and the local address it is bound to:
+/// what the relay needs of a socket, and nothing that can be otherwise (a
+/// blocking socket would stall a relay thread on its first receive).
+#[derive(Debug)]
+pub struct MediaSocket {
+    sock: UdpSocket,
+    local: SocketAddr,
+}
+
+impl MediaSocket {
+    /// Binds a new socket to `addr`, non-blocking and close-on-exec from
+    /// the start (`SOCK_NONBLOCK | SOCK_CLOEXEC`: one syscall for the
+    /// socket, one for the bind). The local address is asked of the kernel
+    /// only when `addr` leaves the port to it (port 0).
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let sock = Socket::new(
+            Domain::for_address(addr),
+            Type::DGRAM.nonblocking(),
+            Some(Protocol::UDP),
+        )?;
+        sock.bind(&addr.into())?;
+        let sock = UdpSocket::from(sock);
+        let local = if addr.port() == 0 {
+            sock.local_addr()?
+        } else {
+            addr
+        };
+        Ok(Self { sock, local })
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The socket, for sending and receiving outside a relay (tests, tools).
+    pub fn socket(&self) -> &UdpSocket {
+        &self.sock
+    }
+
+    pub fn into_std(self) -> UdpSocket {
+        self.sock
+    }
+}
+
+/// Takes a socket bound elsewhere: made non-blocking, its address read once.
+impl TryFrom<UdpSocket> for MediaSocket {
+    type Error = io::Error;
+
+    fn try_from(sock: UdpSocket) -> io::Result<Self> {
+        sock.set_nonblocking(true)?;
+        let local = sock.local_addr()?;
+        Ok(Self { sock, local })
+    }
 }
 
 /// Fisher–Yates with a xorshift generator seeded from std's random hash
@@ -321,8 +382,11 @@ mod tests {
         let b2 = a.allocate_bound(LO).unwrap();
         let mut got = HashSet::from([b1.ports.rtp(), b2.ports.rtp()]);
         assert_eq!(got, HashSet::from([21002, 21006]));
-        assert_eq!(b1.rtp.local_addr().unwrap().port(), b1.ports.rtp());
-        assert_eq!(b1.rtcp.local_addr().unwrap().port(), b1.ports.rtcp());
+        // The address kept beside each socket is the one the kernel has.
+        for (sock, port) in [(&b1.rtp, b1.ports.rtp()), (&b1.rtcp, b1.ports.rtcp())] {
+            assert_eq!(sock.local_addr().port(), port);
+            assert_eq!(sock.socket().local_addr().unwrap(), sock.local_addr());
+        }
         // Only busy pairs are left: bounded attempts, then AllBusy.
         let err = a.allocate_bound(LO).unwrap_err();
         assert!(matches!(err, PortError::AllBusy { .. }), "{err}");
@@ -354,6 +418,21 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, PortError::Bind { .. }), "{err}");
         assert_eq!(b.available(), 2);
+    }
+
+    #[test]
+    fn media_sockets_never_block_and_know_their_address() {
+        for sock in [
+            MediaSocket::bind(SocketAddr::new(LO, 0)).unwrap(),
+            MediaSocket::try_from(UdpSocket::bind((LO, 0)).unwrap()).unwrap(),
+        ] {
+            // Port 0: the kernel's choice is what is kept.
+            assert_ne!(sock.local_addr().port(), 0);
+            assert_eq!(sock.socket().local_addr().unwrap(), sock.local_addr());
+            let mut buf = [0u8; 16];
+            let err = sock.socket().recv_from(&mut buf).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        }
     }
 
     #[test]

@@ -156,7 +156,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 
 use crate::ctlq::{self, Deferred};
-use crate::ports::{BoundPair, PortPair};
+use crate::ports::{BoundPair, MediaSocket, PortPair};
 use crate::runtimes::LoadGuard;
 use crate::rx::{self, RelaySocket, Slots};
 use crate::sdes::CryptoSuite;
@@ -330,8 +330,8 @@ impl Default for RelayConfig {
 /// allocator, the pair to give back once the sockets are closed.
 #[derive(Debug)]
 pub struct LegSockets {
-    pub rtp: StdUdpSocket,
-    pub rtcp: StdUdpSocket,
+    pub rtp: MediaSocket,
+    pub rtcp: MediaSocket,
     pub ports: Option<PortPair>,
 }
 
@@ -872,7 +872,7 @@ fn prepare_stream(
         } = setup;
         ports[i] = sockets.ports;
         for (kind, sock) in [sockets.rtp, sockets.rtcp].into_iter().enumerate() {
-            let addr = sock.local_addr().map_err(RelayError::Socket)?;
+            let addr = sock.local_addr();
             if kind == RTP {
                 local.rtp[i] = addr;
             } else {
@@ -1851,7 +1851,10 @@ fn is_muxed_rtcp(pkt: &[u8]) -> bool {
 /// the relay's features cost. Runs until a socket error other than
 /// would-block.
 pub async fn bare_relay(a: StdUdpSocket, b: StdUdpSocket) -> io::Result<()> {
-    let socks = [rx::register(a)?, rx::register(b)?];
+    let socks = [
+        rx::register(MediaSocket::try_from(a)?)?,
+        rx::register(MediaSocket::try_from(b)?)?,
+    ];
     let mut peers: [Option<(SocketAddr, SockAddr)>; 2] = [None, None];
     let mut slots = rx::new_slots();
     poll_fn(|cx| {

@@ -281,12 +281,13 @@ impl Drop for RelayRuntimes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::MediaSocket;
     use crate::relay::{Leg, LegSockets};
     use std::net::{SocketAddr, UdpSocket};
     use std::time::Duration;
 
-    fn bound() -> UdpSocket {
-        UdpSocket::bind("127.0.0.1:0").unwrap()
+    fn bound() -> MediaSocket {
+        MediaSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap()
     }
 
     fn leg(peer: Option<SocketAddr>) -> LegSetup {
@@ -367,8 +368,8 @@ mod tests {
             .build()
             .unwrap();
         signalling.block_on(async {
-            let phone_a = bound();
-            let phone_b = bound();
+            let phone_a = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let phone_b = UdpSocket::bind("127.0.0.1:0").unwrap();
             phone_a
                 .set_read_timeout(Some(Duration::from_secs(2)))
                 .unwrap();

@@ -36,14 +36,16 @@ use std::task::{Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use crate::ports::MediaSocket;
+
 /// A relay socket: registered for read readiness only (see the module docs).
 pub(crate) type RelaySocket = AsyncFd<StdUdpSocket>;
 
-/// Registers `sock` (made non-blocking) with the current runtime's reactor
-/// for read readiness. Registration is an `epoll_ctl` from the calling
-/// thread: the reactor's own thread is not woken.
-pub(crate) fn register(sock: StdUdpSocket) -> io::Result<RelaySocket> {
-    sock.set_nonblocking(true)?;
+/// Registers `sock` (non-blocking by its type) with the current runtime's
+/// reactor for read readiness. Registration is an `epoll_ctl` from the
+/// calling thread: the reactor's own thread is not woken.
+pub(crate) fn register(sock: MediaSocket) -> io::Result<RelaySocket> {
+    let sock = sock.into_std();
     // SAFETY: the `AsyncFd` owns `sock`, a std socket whose descriptor stays
     // open and the same until the `AsyncFd` drops it; nothing here takes the
     // socket out or swaps it (`get_mut` is never used).

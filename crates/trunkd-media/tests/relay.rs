@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use trunkd_media::relay::MAX_DATAGRAM;
 use trunkd_media::{
-    spawn, spawn_with_observer, Leg, LegSetup, LegSockets, MediaEvent, PacketObserver,
+    spawn, spawn_with_observer, Leg, LegSetup, LegSockets, MediaEvent, MediaSocket, PacketObserver,
     PortAllocator, RelayConfig, RelayHandle,
 };
 
@@ -531,8 +531,8 @@ fn dual_stack_call_ipv4_leg_to_ipv6_leg() {
     let (tx, _events) = trunkd_media::media_events();
     let leg = |ip: IpAddr, peer: &Phone| LegSetup {
         sockets: LegSockets {
-            rtp: UdpSocket::bind((ip, 0)).unwrap(),
-            rtcp: UdpSocket::bind((ip, 0)).unwrap(),
+            rtp: MediaSocket::bind(SocketAddr::new(ip, 0)).unwrap(),
+            rtcp: MediaSocket::bind(SocketAddr::new(ip, 0)).unwrap(),
             ports: None,
         },
         peer_rtp: Some(peer.rtp_addr()),
