@@ -16,6 +16,7 @@
 //! its own, aborted when the call ends. Everything the call spawned ends
 //! with it; the driver's last event is [`AppEvent::Hangup`].
 
+use crate::deadline::sleep_until;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -1214,14 +1215,6 @@ fn leg_of(input: &CallInput) -> Leg {
         | CallInput::AckTimeout { leg }
         | CallInput::StrayResponse { leg, .. } => *leg,
         CallInput::Cancelled | CallInput::Hangup => Leg::A,
-    }
-}
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -2,6 +2,7 @@
 //! passes its outputs to the engine, and when the call ends writes its CDR
 //! and counts it. Everything the call spawned ends with this task.
 
+use crate::deadline::sleep_until;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -526,11 +527,4 @@ async fn media_report(
         metrics: &ctx.shared.metrics,
     };
     media_lines::report(&lc, &customer, &remote, previous);
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-        None => std::future::pending().await,
-    }
 }

@@ -16,6 +16,7 @@ mod cli_api;
 mod cli_records;
 mod cli_reload;
 mod daemon;
+mod deadline;
 mod engine;
 mod events;
 mod hep;

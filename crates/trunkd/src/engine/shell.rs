@@ -5,6 +5,7 @@
 //! actors to start (a media anchor and a task each), inputs for calls,
 //! records to write. Nothing here decides anything about SIP.
 
+use crate::deadline::sleep_until;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -675,11 +676,4 @@ fn write_refused_cdr(shared: &Arc<Shared>, r: RefusedCall) {
         };
         crate::records::write_cdr(&r.config, &facts, &shared.metrics, None);
     });
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-        None => std::future::pending().await,
-    }
 }

@@ -8,6 +8,7 @@
 //! `try_send` the entry's name; a periodic rescan of the spool catches
 //! whatever a full queue dropped.
 
+use crate::deadline::sleep_until;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,7 +167,7 @@ async fn run(
                 }
             }
         }
-        let next_try = schedule.next_try().map(Instant::from_std);
+        let next_try = schedule.next_try();
         tokio::select! {
             got = rx.recv() => match got {
                 Some(name) => {
@@ -208,12 +209,6 @@ async fn run(
                 enqueue_pending(&spool, &sink.id, &mut known, &mut queue);
             }
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
     }
 }
 

@@ -4,6 +4,7 @@
 //! queue loses the frame (counted per stream and in
 //! `streaming_frames_total{result="dropped"}`).
 
+use crate::deadline::sleep_until;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use trunkd_media::endpoint::framer::{
@@ -237,13 +238,6 @@ pub(crate) async fn run(
     }
     pump.finish();
     pump.outlets.iter().map(|o| o.dropped).collect()
-}
-
-async fn sleep_until(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]
