@@ -507,6 +507,65 @@ fn cps_limit_throttles_with_503_and_retry_after() {
     assert!(metric_value(&m, series).unwrap() >= 3.0 + 7.0, "{m}");
 }
 
+/// `[sip] max_transactions`: a finished transaction is kept for its RFC
+/// 3261 timers (32 s for an OPTIONS over UDP), so a table of 1,000 fills
+/// with 1,000 answered OPTIONS; the next request gets a stateless 503 with
+/// Retry-After, the refusal is counted, and /metrics shows the table.
+#[test]
+fn a_full_transaction_table_answers_503_and_is_counted() {
+    use std::net::UdpSocket;
+    const LIMIT: usize = 1000;
+    let ports = Ports::pick();
+    let text = format!(
+        "{}\n[security]\nrate_limit_per_source = 0\n",
+        Lab {
+            hosts: &host(CARRIER, 9, ""),
+            ..Default::default()
+        }
+        .config(ports)
+        .replace("[sip]\n", &format!("[sip]\nmax_transactions = {LIMIT}\n"))
+    );
+    let d = Daemon::start("txlimit", ports, &text);
+    d.wait_metric("sip_transactions_max", LIMIT as f64);
+    let sock = UdpSocket::bind((PBX, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let options = |i: usize| {
+        format!(
+            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-tx{i}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:pbx@{ip}>;tag=tx{i}\r\nTo: <sip:127.0.0.1>\r\n\
+             Call-ID: tx{i}@{ip}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            ip = me.ip()
+        )
+    };
+    // In batches of 50, each answered before the next: no socket buffer
+    // overflows on either side.
+    let mut buf = [0u8; 4096];
+    let mut answered = 0;
+    for batch in 0..LIMIT / 50 {
+        for i in batch * 50..(batch + 1) * 50 {
+            sock.send_to(options(i).as_bytes(), d.sip()).unwrap();
+        }
+        for _ in 0..50 {
+            let (n, _) = sock.recv_from(&mut buf).expect("an answer to each OPTIONS");
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(text.starts_with("SIP/2.0 200 "), "{text}");
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, LIMIT);
+    d.wait_metric("sip_transactions", LIMIT as f64);
+    assert_eq!(d.metric("sip_transaction_limit_refusals_total"), Some(0.0));
+    // One more: refused statelessly, the table unchanged.
+    sock.send_to(options(LIMIT).as_bytes(), d.sip()).unwrap();
+    let (n, _) = sock.recv_from(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(text.starts_with("SIP/2.0 503 "), "{text}");
+    assert!(text.contains("\r\nRetry-After: 5\r\n"), "{text}");
+    d.wait_metric("sip_transaction_limit_refusals_total", 1.0);
+    assert_eq!(d.metric("sip_transactions"), Some(LIMIT as f64));
+}
+
 #[test]
 fn carrier_failover_on_503() {
     let ports = Ports::pick();

@@ -59,6 +59,7 @@ pub struct Sip {
     pub max_tcp_connections: Option<i64>,
     pub tcp_idle_timeout_seconds: Option<i64>,
     pub threads: Option<i64>,
+    pub max_transactions: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

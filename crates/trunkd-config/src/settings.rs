@@ -48,6 +48,11 @@ pub struct DaemonSettings {
     pub pid_file: PathBuf,
 }
 
+/// `[sip] max_transactions` by default: room for a steady 3,000 calls/s
+/// (about 100 transactions per call/s, see [`SipSettings::max_transactions`])
+/// with a margin for retransmissions and failed attempts.
+pub const DEFAULT_MAX_TRANSACTIONS: usize = 400_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipSettings {
     pub udp: Vec<SocketAddr>,
@@ -61,6 +66,12 @@ pub struct SipSettings {
     /// Signalling threads (the multi-threaded runtime's workers); `None`:
     /// the daemon's default, half the CPUs and at least one. Read at start.
     pub threads: Option<NonZeroUsize>,
+    /// Live SIP transactions at most, client and server. A finished
+    /// transaction is kept for its RFC 3261 timers (32 s for an accepted
+    /// INVITE or a non-INVITE over UDP), so a steady load of R calls/s
+    /// holds about 100·R of them; beyond the limit new requests get a
+    /// stateless 503 and calls cannot send theirs.
+    pub max_transactions: usize,
 }
 
 /// TLS signalling (SPEC §2.4, §8). The files are read by the daemon at

@@ -952,6 +952,13 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         1,
         86_400,
     ) as u64;
+    let max_transactions = c.range(
+        "max_transactions",
+        s.max_transactions,
+        crate::settings::DEFAULT_MAX_TRANSACTIONS as i64,
+        1_000,
+        10_000_000,
+    ) as usize;
     let sip = SipSettings {
         udp,
         tcp,
@@ -962,6 +969,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         tcp_idle_timeout: Duration::from_secs(tcp_idle),
         // 0 (the default): half the CPUs, decided by the daemon at start.
         threads: NonZeroUsize::new(c.range("threads", s.threads, 0, 0, 64) as usize),
+        max_transactions,
     };
 
     let tls = raw.tls.as_ref().map(|t| {

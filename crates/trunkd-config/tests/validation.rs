@@ -400,9 +400,10 @@ fn tls_settings() {
 
 #[test]
 fn daemon_settings() {
-    assert_errors(&with("[sip]\nudp = [\"127.0.0.1:5060\"]", "[sip]\nmax_message_bytes = 100\nudp = [\"127.0.0.1\"]"), &[
+    assert_errors(&with("[sip]\nudp = [\"127.0.0.1:5060\"]", "[sip]\nmax_message_bytes = 100\nmax_transactions = 10\nudp = [\"127.0.0.1\"]"), &[
         "F: sip.udp[0]: \"127.0.0.1\" is not a socket address (e.g. 127.0.0.1:5060 or [::1]:5060)",
         "F: sip.max_message_bytes: 100 is out of range 1024..=1048576",
+        "F: sip.max_transactions: 10 is out of range 1000..=10000000",
     ]);
     assert_errors(
         &with(

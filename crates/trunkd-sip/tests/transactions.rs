@@ -664,6 +664,9 @@ fn transaction_cap_gets_503() {
         e => panic!("{e:?}"),
     }
     assert_eq!(p.uas_kinds(), ["NewRequest OPTIONS"]);
+    // Both refusals are counted, for the daemon's metric.
+    assert_eq!(p.uac.limit_refusals(), 1);
+    assert_eq!(p.uas.limit_refusals(), 1);
     p.finish();
     assert_eq!(
         p.uac_kinds(),
@@ -674,6 +677,12 @@ fn transaction_cap_gets_503() {
             "Terminated client"
         ]
     );
+    // A raised limit (a reload) lets the refused request in.
+    let c = request("OPTIONS", "z9hG4bKcap3", "cap-3", 1, TxTransport::Udp);
+    p.uac.set_limits(Limits {
+        max_transactions: 10,
+    });
+    assert!(p.uac.send_request(p.now, c, p.uas_peer(), None).is_ok());
 }
 
 /// §17.2.3 for RFC 2543 peers (no magic cookie): a retransmitted INVITE is

@@ -248,6 +248,13 @@ pub struct Metrics {
     pub tls_certificate_not_after: Family<FileLabel, Gauge>,
     pub sip_messages_received: Family<SipInLabels, Counter>,
     pub sip_malformed: Family<SipErrorLabels, Counter>,
+    /// Live SIP transactions, client and server, finished ones included
+    /// while their RFC 3261 timers run; set by the engine task.
+    pub sip_transactions: Gauge,
+    /// `[sip] max_transactions`, beside the gauge it bounds.
+    pub sip_transactions_max: Gauge,
+    /// Requests refused because the transaction table was full.
+    pub sip_transaction_limit_refusals: Counter,
     pub sip_responses_sent: Family<SipOutLabels, Counter>,
     pub sip_tcp_connections: Family<TransportLabel, Gauge>,
     pub sip_tcp_connections_refused: Family<TransportLabel, Counter>,
@@ -411,6 +418,24 @@ impl Metrics {
             "sip_malformed_messages",
             "Malformed SIP input, by transport and what was done with it",
             sip_malformed.clone(),
+        );
+        let sip_transactions = Gauge::default();
+        registry.register(
+            "sip_transactions",
+            "Live SIP transactions, client and server, finished ones kept for their RFC 3261 timers included",
+            sip_transactions.clone(),
+        );
+        let sip_transactions_max = Gauge::default();
+        registry.register(
+            "sip_transactions_max",
+            "The limit on live SIP transactions ([sip] max_transactions)",
+            sip_transactions_max.clone(),
+        );
+        let sip_transaction_limit_refusals = Counter::default();
+        registry.register(
+            "sip_transaction_limit_refusals",
+            "SIP requests refused (503, or a call's request not sent) because the transaction table was full",
+            sip_transaction_limit_refusals.clone(),
         );
         let sip_responses_sent = Family::<SipOutLabels, Counter>::default();
         registry.register(
@@ -773,6 +798,9 @@ impl Metrics {
             tls_certificate_not_after,
             sip_messages_received,
             sip_malformed,
+            sip_transactions,
+            sip_transactions_max,
+            sip_transaction_limit_refusals,
             sip_responses_sent,
             sip_tcp_connections,
             sip_tcp_connections_refused,

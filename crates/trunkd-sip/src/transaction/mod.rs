@@ -557,6 +557,8 @@ pub struct Endpoint {
     out: Out,
     /// The latest `now` given, for the one call that takes none.
     last_now: Option<Instant>,
+    /// Requests refused because [`Limits::max_transactions`] was reached.
+    limit_refusals: u64,
 }
 
 impl Endpoint {
@@ -585,7 +587,22 @@ impl Endpoint {
             timers: BTreeSet::new(),
             out: Out::default(),
             last_now: None,
+            limit_refusals: 0,
         }
+    }
+
+    /// New limits (a configuration reload). Transactions beyond a lowered
+    /// `max_transactions` run to their end; only new ones are refused.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// How many requests were refused so far because
+    /// [`Limits::max_transactions`] was reached: answered 503 statelessly,
+    /// a CANCEL's 200 sent without a transaction, or
+    /// [`TxError::TooManyTransactions`] from [`Endpoint::send_request`].
+    pub fn limit_refusals(&self) -> u64 {
+        self.limit_refusals
     }
 
     /// Whether an INVITE server transaction sends `100 Trying` as soon as
@@ -760,6 +777,7 @@ impl Endpoint {
                     return;
                 }
                 if self.len() >= self.limits.max_transactions {
+                    self.limit_refusals += 1;
                     self.reply_stateless(&request, peer, StatusCode::SERVICE_UNAVAILABLE, true);
                     return;
                 }
@@ -910,6 +928,7 @@ impl Endpoint {
             );
             self.settle_server(id);
         } else {
+            self.limit_refusals += 1;
             self.out.send(peer, ok.to_bytes(), None);
         }
         if proceeding {
@@ -963,6 +982,7 @@ impl Endpoint {
             return Err(TxError::BranchInUse);
         }
         if self.len() >= self.limits.max_transactions {
+            self.limit_refusals += 1;
             return Err(TxError::TooManyTransactions);
         }
         let id = ClientTxId(self.next_id());

@@ -34,7 +34,7 @@ use trunkd_core::digest::{NonceCounter, NonceIssuer};
 use trunkd_core::routing::RouteHealthTable;
 use trunkd_core::{Route, TransactionId, VcId};
 use trunkd_sip::transaction::{
-    ClientTxId, Endpoint, Limits, Peer, ServerTxId, TimerConfig, Transmit, TxEvent, TxId,
+    ClientTxId, Endpoint, Limits, Peer, ServerTxId, TimerConfig, Transmit, TxError, TxEvent, TxId,
 };
 use trunkd_sip::{Method, Request, Response, SipMessage, StatusCode};
 
@@ -252,11 +252,23 @@ pub struct Engine {
     sip_logs: VecDeque<SipLog>,
     /// Ended calls whose messages are still logged until the deadline.
     sip_log_lingering: HashMap<CallKey, ((VcId, TransactionId), Instant)>,
+    /// When a full transaction table was last logged: once per
+    /// [`LIMIT_WARN_EVERY`], not once per refused request of an overload.
+    limit_warned: Option<Instant>,
 }
 
 /// How long the messages of an ended call are still logged: 64·T1, the
 /// life of its last transactions (RFC 3261 Timer F/H).
 const SIP_LOG_LINGER: Duration = Duration::from_secs(32);
+
+/// At most one warning per this long about a full transaction table.
+const LIMIT_WARN_EVERY: Duration = Duration::from_secs(10);
+
+fn tx_limits(config: &Config) -> Limits {
+    Limits {
+        max_transactions: config.settings.sip.max_transactions,
+    }
+}
 
 impl Engine {
     /// `nonce_key` signs digest nonces; `seed` drives tags, transaction ids
@@ -265,7 +277,7 @@ impl Engine {
     pub fn new(shared: Arc<Shared>, local: LocalAddrs, nonce_key: [u8; 32], seed: u64) -> Engine {
         let config = shared.config();
         Engine {
-            endpoint: Endpoint::new(TimerConfig::default(), Limits::default()),
+            endpoint: Endpoint::new(TimerConfig::default(), tx_limits(&config)),
             health: RouteHealthTable::new(config.settings.routing.hold_down),
             prober: None,
             probe_txs: HashMap::new(),
@@ -292,7 +304,14 @@ impl Engine {
             sip_log_ids: HashMap::new(),
             sip_logs: VecDeque::new(),
             sip_log_lingering: HashMap::new(),
+            limit_warned: None,
         }
+    }
+
+    /// Live SIP transactions and the requests refused so far because the
+    /// table was full (`[sip] max_transactions`), for the metrics.
+    pub fn transactions(&self) -> (usize, u64) {
+        (self.endpoint.len(), self.endpoint.limit_refusals())
     }
 
     /// A call an application places itself (CreateSipMediaApplicationCall):
@@ -518,7 +537,10 @@ impl Engine {
                     self.health.record_failure(&route, now);
                 }
             }
-            EngineInput::Reconfigured => self.drive_probes(now),
+            EngineInput::Reconfigured => {
+                self.endpoint.set_limits(tx_limits(&self.shared.config()));
+                self.drive_probes(now);
+            }
             EngineInput::Shutdown => {
                 self.shutting_down = true;
                 let keys: Vec<CallKey> = self.calls.keys().copied().collect();
@@ -1037,6 +1059,22 @@ impl Engine {
                             },
                         );
                         self.branches.insert(branch, id);
+                    }
+                    Err(TxError::TooManyTransactions) => {
+                        if self
+                            .limit_warned
+                            .is_none_or(|t| now.duration_since(t) >= LIMIT_WARN_EVERY)
+                        {
+                            self.limit_warned = Some(now);
+                            tracing::warn!(
+                                max_transactions =
+                                    self.shared.config().settings.sip.max_transactions,
+                                "the SIP transaction table is full: calls fail until transactions \
+                                 expire (sip_transaction_limit_refusals_total counts them; raise \
+                                 [sip] max_transactions for this load)"
+                            );
+                        }
+                        self.deliver(call, CallInput::TransportError { leg, branch });
                     }
                     Err(e) => {
                         tracing::warn!(error = ?e, "could not start a client transaction");

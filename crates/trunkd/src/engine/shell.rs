@@ -128,6 +128,19 @@ impl EngineTask {
             while let Ok(i) = rx.try_recv() {
                 self.handle(i);
             }
+            self.count_transactions();
+        }
+    }
+
+    /// Publishes the transaction table's size and its refusals: once per
+    /// wake-up, two atomic writes.
+    fn count_transactions(&mut self) {
+        let (live, refused) = self.engine.transactions();
+        let m = &self.shared.metrics;
+        m.sip_transactions.set(live as i64);
+        let counted = m.sip_transaction_limit_refusals.get();
+        if refused > counted {
+            m.sip_transaction_limit_refusals.inc_by(refused - counted);
         }
     }
 
@@ -149,7 +162,11 @@ impl EngineTask {
                 EngineInput::ConnectionLost { peer }
             }
             Input::HopOutcome { route, ok } => EngineInput::HopOutcome { route, ok },
-            Input::Reconfigured => EngineInput::Reconfigured,
+            Input::Reconfigured => {
+                let max = self.shared.config().settings.sip.max_transactions;
+                self.shared.metrics.sip_transactions_max.set(max as i64);
+                EngineInput::Reconfigured
+            }
             Input::ConnectionOpened {
                 peer,
                 writer,
