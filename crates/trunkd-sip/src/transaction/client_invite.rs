@@ -47,8 +47,10 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct ClientInvite {
     id: ClientTxId,
-    /// The INVITE (to build the ACK and the CANCEL).
-    pub(crate) request: Request,
+    /// The INVITE (to build the ACK and the CANCEL), until a final
+    /// response: an accepted INVITE's transaction lives 32 s more (Timer
+    /// M), a refused one's until Timer D, and neither needs it (issue 15).
+    pub(crate) request: Option<Request>,
     /// The INVITE's wire form, for Timer A's retransmissions: released at
     /// the first response, after which nothing resends it (an accepted
     /// INVITE's transaction lives 32 s more; issue 15).
@@ -76,7 +78,7 @@ impl ClientInvite {
         request.headers.shrink_to_fit();
         let mut tx = ClientInvite {
             id,
-            request,
+            request: Some(request),
             bytes,
             dest,
             state: State::Calling,
@@ -100,6 +102,7 @@ impl ClientInvite {
     fn terminate(&mut self) {
         self.state = State::Terminated;
         self.timers.stop_all();
+        self.request = None;
     }
 
     /// A response whose branch and CSeq method match (§17.1.1.2, RFC 6026).
@@ -124,6 +127,7 @@ impl ClientInvite {
             }
             State::Calling | State::Proceeding if status.is_success() => {
                 self.state = State::Accepted;
+                self.request = None;
                 self.timers.stop_all();
                 self.timers.set(TxTimer::M, ctx.now, ctx.cfg.t1x64);
                 self.pass_up(response, ctx);
@@ -132,8 +136,8 @@ impl ClientInvite {
                 // 3xx-6xx: the transaction itself ACKs (§17.1.1.3).
                 let ack = self
                     .request
-                    .ack_for_non_2xx(&response)
-                    .ok()
+                    .take()
+                    .and_then(|r| r.ack_for_non_2xx(&response).ok())
                     .map(|a| a.to_bytes());
                 self.timers.stop_all();
                 if let Some(ack) = &ack {

@@ -30,7 +30,9 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct ClientNonInvite {
     id: ClientTxId,
-    pub(crate) request: Request,
+    /// The request and its wire form, until a final response: Completed
+    /// only absorbs retransmitted responses (Timer K).
+    pub(crate) request: Option<Request>,
     bytes: Bytes,
     dest: Peer,
     state: State,
@@ -51,12 +53,12 @@ impl ClientNonInvite {
         ctx: &mut Ctx<'_>,
     ) -> ClientNonInvite {
         let bytes = request.to_bytes();
-        // Kept until the transaction ends (`Endpoint::request` hands it to
+        // Kept until the final response (`Endpoint::request` hands it to
         // the transaction user): without the builder's spare rows.
         request.headers.shrink_to_fit();
         let mut tx = ClientNonInvite {
             id,
-            request,
+            request: Some(request),
             bytes,
             dest,
             state: State::Pending,
@@ -92,6 +94,12 @@ impl ClientNonInvite {
     pub(crate) fn terminate(&mut self) {
         self.state = State::Terminated;
         self.timers.stop_all();
+        self.release();
+    }
+
+    fn release(&mut self) {
+        self.request = None;
+        self.bytes = Bytes::new();
     }
 
     /// A response whose branch and CSeq method match.
@@ -109,6 +117,7 @@ impl ClientNonInvite {
                     self.terminate();
                 } else {
                     self.state = State::Completed;
+                    self.release();
                     self.timers.stop_all();
                     self.timers.set(TxTimer::K, ctx.now, ctx.cfg.t4);
                 }

@@ -19,6 +19,18 @@
 
 use bytes::Bytes;
 
+/// A copy of `b` in its own allocation. Keys kept for a transaction's life
+/// are detached: a slice of the received datagram would keep the whole
+/// datagram (about 1 KB for an INVITE with SDP) alive for the 32 s a
+/// finished transaction is kept, long after the request itself is gone.
+fn detach(b: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(b)
+}
+
+fn detach_opt(b: &Option<Bytes>) -> Option<Bytes> {
+    b.as_ref().map(detach)
+}
+
 use crate::header::{Via, MAGIC_COOKIE};
 use crate::message::{Request, Response};
 use crate::method::Method;
@@ -57,6 +69,14 @@ impl ClientKey {
         ClientKey {
             branch: self.branch.clone(),
             method,
+        }
+    }
+
+    /// The key with its bytes in allocations of its own (see [`detach`]).
+    pub(crate) fn detached(&self) -> ClientKey {
+        ClientKey {
+            branch: detach(&self.branch),
+            method: self.method.clone(),
         }
     }
 }
@@ -114,6 +134,40 @@ impl ServerKey {
     pub(crate) fn is_rfc2543(&self) -> bool {
         matches!(self, ServerKey::Rfc2543 { .. })
     }
+
+    /// The key with its bytes in allocations of its own (see [`detach`]).
+    pub(crate) fn detached(&self) -> ServerKey {
+        match self {
+            ServerKey::Rfc3261 {
+                branch,
+                host,
+                port,
+                method,
+            } => ServerKey::Rfc3261 {
+                branch: detach(branch),
+                host: detach(host),
+                port: *port,
+                method: method.clone(),
+            },
+            ServerKey::Rfc2543 {
+                uri,
+                to_tag,
+                from_tag,
+                call_id,
+                cseq,
+                method,
+                via,
+            } => ServerKey::Rfc2543 {
+                uri: detach(uri),
+                to_tag: detach_opt(to_tag),
+                from_tag: detach_opt(from_tag),
+                call_id: detach(call_id),
+                cseq: *cseq,
+                method: method.clone(),
+                via: detach(via),
+            },
+        }
+    }
 }
 
 /// Merged-request key (§8.2.2.2).
@@ -125,6 +179,18 @@ pub(crate) struct MergeKey {
     method: Method,
 }
 
+impl MergeKey {
+    /// The key with its bytes in allocations of its own (see [`detach`]).
+    pub(crate) fn detached(&self) -> MergeKey {
+        MergeKey {
+            from_tag: detach_opt(&self.from_tag),
+            call_id: detach(&self.call_id),
+            cseq: self.cseq,
+            method: self.method.clone(),
+        }
+    }
+}
+
 /// Finds the INVITE server transaction an ACK for a 2xx confirms.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct AckKey {
@@ -134,6 +200,15 @@ pub(crate) struct AckKey {
 }
 
 impl AckKey {
+    /// The key with its bytes in allocations of its own (see [`detach`]).
+    pub(crate) fn detached(&self) -> AckKey {
+        AckKey {
+            call_id: detach(&self.call_id),
+            cseq: self.cseq,
+            to_tag: detach_opt(&self.to_tag),
+        }
+    }
+
     /// The key of a 2xx sent on the transaction for `request`.
     pub(crate) fn for_2xx(request: &Request, response: &Response) -> Option<AckKey> {
         let call_id = request.headers.call_id().ok()?.as_bytes().clone();

@@ -483,10 +483,10 @@ impl ClientTx {
         }
     }
 
-    fn request(&self) -> &Request {
+    fn request(&self) -> Option<&Request> {
         match self {
-            ClientTx::Invite(t) => &t.request,
-            ClientTx::NonInvite(t) => &t.request,
+            ClientTx::Invite(t) => t.request.as_ref(),
+            ClientTx::NonInvite(t) => t.request.as_ref(),
         }
     }
 }
@@ -527,10 +527,10 @@ impl ServerTx {
         }
     }
 
-    fn request(&self) -> &Request {
+    fn request(&self) -> Option<&Request> {
         match self {
-            ServerTx::Invite(t) => &t.request,
-            ServerTx::NonInvite(t) => &t.request,
+            ServerTx::Invite(t) => t.request.as_ref(),
+            ServerTx::NonInvite(t) => t.request.as_ref(),
         }
     }
 }
@@ -647,11 +647,13 @@ impl Endpoint {
         }
     }
 
-    /// The request that created a live transaction.
+    /// The request that created a live transaction, until its final
+    /// response: a finished transaction kept for its timers holds only what
+    /// matching and retransmitting need (its keys, the last response).
     pub fn request(&self, tx: TxId) -> Option<&Request> {
         match tx {
-            TxId::Client(c) => self.clients.get(&c).map(|e| e.tx.request()),
-            TxId::Server(s) => self.servers.get(&s).map(|e| e.tx.request()),
+            TxId::Client(c) => self.clients.get(&c).and_then(|e| e.tx.request()),
+            TxId::Server(s) => self.servers.get(&s).and_then(|e| e.tx.request()),
         }
     }
 
@@ -799,7 +801,9 @@ impl Endpoint {
                 } else {
                     ServerTx::NonInvite(ServerNonInvite::start(id, request.clone(), peer, &mut ctx))
                 };
-                self.server_keys.insert(ids.key.clone(), id);
+                let key = ids.key.detached();
+                let merge = merge.as_ref().map(MergeKey::detached);
+                self.server_keys.insert(key.clone(), id);
                 if let Some(m) = &merge {
                     self.merge_keys.insert(m.clone(), id);
                 }
@@ -807,7 +811,7 @@ impl Endpoint {
                     id,
                     Box::new(ServerEntry {
                         tx,
-                        key: ids.key,
+                        key,
                         merge,
                         ack: None,
                         announced: true,
@@ -914,12 +918,13 @@ impl Endpoint {
             let mut tx = ServerNonInvite::start(id, request, peer, &mut ctx);
             // A fresh transaction in Trying always takes a final response.
             let _ = tx.send_response(&ok, &mut ctx);
-            self.server_keys.insert(ids.key.clone(), id);
+            let key = ids.key.detached();
+            self.server_keys.insert(key.clone(), id);
             self.servers.insert(
                 id,
                 Box::new(ServerEntry {
                     tx: ServerTx::NonInvite(tx),
-                    key: ids.key,
+                    key,
                     merge: None,
                     ack: None,
                     announced: false,
@@ -998,6 +1003,7 @@ impl Endpoint {
             let f = timeout.unwrap_or(ctx.cfg.t1x64);
             ClientTx::NonInvite(ClientNonInvite::start(id, request, dest, f, true, &mut ctx))
         };
+        let key = key.detached();
         self.client_keys.insert(key.clone(), id);
         self.clients.insert(
             id,
@@ -1043,7 +1049,13 @@ impl Endpoint {
         if self.client_keys.contains_key(&key) {
             return Err(TxError::BranchInUse);
         }
-        let request = inv.request.cancel()?;
+        let request = inv
+            .request
+            .as_ref()
+            .ok_or(TxError::InvalidState(
+                "a final response was already received",
+            ))?
+            .cancel()?;
         let (dest, send_now) = (inv.dest, inv.is_proceeding());
         let cid = ClientTxId(self.next_id());
         let mut ctx = Ctx {
@@ -1116,7 +1128,12 @@ impl Endpoint {
             ServerTx::Invite(inv) => {
                 inv.send_response(&response, &mut ctx)?;
                 if response.status.is_success() && entry.ack.is_none() {
-                    if let Some(k) = AckKey::for_2xx(&inv.request, &response) {
+                    if let Some(k) = inv
+                        .request
+                        .as_ref()
+                        .and_then(|r| AckKey::for_2xx(r, &response))
+                    {
+                        let k = k.detached();
                         self.ack_keys.insert(k.clone(), tx);
                         entry.ack = Some(k);
                     }

@@ -45,7 +45,12 @@ pub(crate) enum AckDisposition {
 #[derive(Debug)]
 pub(crate) struct ServerInvite {
     id: ServerTxId,
-    pub(crate) request: Request,
+    /// The INVITE, while a response may still be sent on it: released with
+    /// a final non-2xx or with the ACK for the 2xx, after which the
+    /// transaction only absorbs retransmissions for 32 s (Timers H/I, L)
+    /// and its keys are all it needs (issue 15: at 2,000 calls/s that is
+    /// 64,000 INVITEs not kept).
+    pub(crate) request: Option<Request>,
     peer: Peer,
     state: State,
     timers: TimerTable,
@@ -69,9 +74,11 @@ impl ServerInvite {
         send_trying: bool,
         ctx: &mut Ctx<'_>,
     ) -> ServerInvite {
+        let trying =
+            send_trying.then(|| response_for(&request, StatusCode::TRYING, "Trying", None));
         let mut tx = ServerInvite {
             id,
-            request,
+            request: Some(request),
             peer,
             state: State::Proceeding,
             timers: TimerTable::default(),
@@ -79,8 +86,7 @@ impl ServerInvite {
             to_tag: None,
             interval: ctx.cfg.t1,
         };
-        if send_trying {
-            let trying = response_for(&tx.request, StatusCode::TRYING, "Trying", None);
+        if let Some(trying) = trying {
             tx.send(trying.to_bytes(), ctx);
         }
         tx
@@ -102,6 +108,7 @@ impl ServerInvite {
     fn terminate(&mut self) {
         self.state = State::Terminated;
         self.timers.stop_all();
+        self.request = None;
     }
 
     /// A retransmission of the INVITE (§17.2.1; absorbed in Accepted, RFC
@@ -130,7 +137,9 @@ impl ServerInvite {
             }
         }
         if let Some(tag) = response.headers.to().ok().and_then(|t| t.tag().cloned()) {
-            self.to_tag = Some(tag);
+            // Its own copy: kept for 32 s, it must not keep the response's
+            // buffer alive.
+            self.to_tag = Some(Bytes::copy_from_slice(&tag));
         }
         self.send(response.to_bytes(), ctx);
         if status.is_provisional() {
@@ -146,6 +155,7 @@ impl ServerInvite {
             }
         } else {
             self.state = State::Completed;
+            self.request = None;
             if !self.peer.transport.reliable() {
                 self.interval = ctx.cfg.t1;
                 self.timers.set(TxTimer::G, ctx.now, self.interval);
@@ -172,6 +182,7 @@ impl ServerInvite {
             }
             State::Accepted { .. } => {
                 self.last = None;
+                self.request = None;
                 self.state = State::Accepted { acked: true };
                 self.timers.stop(TxTimer::Retransmit2xx);
                 AckDisposition::PassUp

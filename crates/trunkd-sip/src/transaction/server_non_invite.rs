@@ -28,7 +28,9 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct ServerNonInvite {
     id: ServerTxId,
-    pub(crate) request: Request,
+    /// The request, until the final response: then only `last` is needed,
+    /// resent on retransmissions for Timer J's 32 s (issue 15).
+    pub(crate) request: Option<Request>,
     peer: Peer,
     state: State,
     timers: TimerTable,
@@ -47,7 +49,7 @@ impl ServerNonInvite {
         timers.set(TxTimer::Abandon, ctx.now, ctx.cfg.t1x128);
         ServerNonInvite {
             id,
-            request,
+            request: Some(request),
             peer,
             state: State::Trying,
             timers,
@@ -58,6 +60,7 @@ impl ServerNonInvite {
     fn terminate(&mut self) {
         self.state = State::Terminated;
         self.timers.stop_all();
+        self.request = None;
     }
 
     /// A retransmission of the request: resend the last response, if any.
@@ -87,6 +90,7 @@ impl ServerNonInvite {
             self.terminate();
         } else {
             self.state = State::Completed;
+            self.request = None;
             self.timers.stop_all();
             self.timers.set(TxTimer::J, ctx.now, ctx.cfg.t1x64);
         }

@@ -485,3 +485,66 @@ fn huge_durations_do_not_overflow() {
     );
     assert!(ep.poll_timeout().is_some_and(|t| t > t0));
 }
+
+/// A finished transaction is kept 32 s for its timers (issue 15: ~200,000
+/// of them at 2,000 calls/s) with only what matching and retransmitting
+/// need: the request is released at the final response (server) or once
+/// the ACK came (accepted INVITE), and retransmissions are still absorbed
+/// or answered.
+#[test]
+fn finished_transactions_keep_no_request() {
+    let t0 = Instant::now();
+    let mut ep = endpoint();
+    // Non-INVITE server: the 200 is resent from its own bytes.
+    ep.handle_message(t0, SipMessage::Request(request("BYE", "z9hG4bKr1")), peer());
+    let (_, events) = drain(&mut ep);
+    let (bye_tx, bye) = match events.as_slice() {
+        [TxEvent::NewRequest { tx, request, .. }] => (*tx, request.clone()),
+        other => panic!("{other:?}"),
+    };
+    assert!(ep.request(TxId::Server(bye_tx)).is_some());
+    respond(&mut ep, t0, bye_tx, &bye, 200);
+    drain(&mut ep);
+    assert_eq!(ep.state(TxId::Server(bye_tx)), Some(TxState::Completed));
+    assert!(ep.request(TxId::Server(bye_tx)).is_none());
+    ep.handle_message(t0, SipMessage::Request(bye.clone()), peer());
+    assert_eq!(drain(&mut ep).0, ["SIP/2.0 200 X"]);
+
+    // INVITE server: kept through the 2xx, released with the ACK; a late
+    // INVITE retransmission is still absorbed.
+    let (inv_tx, inv) = server_invite(&mut ep, t0, "z9hG4bKr2");
+    respond(&mut ep, t0, inv_tx, &inv, 200);
+    drain(&mut ep);
+    assert!(ep.request(TxId::Server(inv_tx)).is_some());
+    let ack = parse(&req_text("ACK", "z9hG4bKr2-ack", ";tag=uas"));
+    ep.handle_message(t0, ack, peer());
+    let (_, events) = drain(&mut ep);
+    assert!(
+        matches!(events.as_slice(), [TxEvent::Ack { .. }]),
+        "{events:?}"
+    );
+    assert_eq!(ep.state(TxId::Server(inv_tx)), Some(TxState::Accepted));
+    assert!(ep.request(TxId::Server(inv_tx)).is_none());
+    ep.handle_message(t0, SipMessage::Request(inv), peer());
+    assert_eq!(drain(&mut ep), (vec![], vec![]));
+
+    // INVITE client: released at the 2xx; a retransmitted 2xx still
+    // reaches the TU (Timer M), and the CANCEL is refused clearly.
+    let tx = ep
+        .send_request(t0, request("INVITE", "z9hG4bKr3"), peer(), None)
+        .unwrap();
+    let sent = ep.request(TxId::Client(tx)).unwrap().clone();
+    drain(&mut ep);
+    let ok = response_for(&sent, StatusCode::OK, "OK", Some("b"));
+    ep.handle_message(t0, SipMessage::Response(ok.clone()), peer());
+    drain(&mut ep);
+    assert_eq!(ep.state(TxId::Client(tx)), Some(TxState::Accepted));
+    assert!(ep.request(TxId::Client(tx)).is_none());
+    ep.handle_message(t0, SipMessage::Response(ok), peer());
+    let (_, events) = drain(&mut ep);
+    assert!(
+        matches!(events.as_slice(), [TxEvent::Response { .. }]),
+        "{events:?}"
+    );
+    assert!(matches!(ep.cancel(t0, tx), Err(TxError::InvalidState(_))));
+}
