@@ -50,7 +50,7 @@ pub(crate) struct ClientInvite {
     /// The INVITE (to build the ACK and the CANCEL), until a final
     /// response: an accepted INVITE's transaction lives 32 s more (Timer
     /// M), a refused one's until Timer D, and neither needs it (issue 15).
-    pub(crate) request: Option<Request>,
+    pub(crate) request: Option<Box<Request>>,
     /// The INVITE's wire form, for Timer A's retransmissions: released at
     /// the first response, after which nothing resends it (an accepted
     /// INVITE's transaction lives 32 s more; issue 15).
@@ -78,7 +78,7 @@ impl ClientInvite {
         request.headers.shrink_to_fit();
         let mut tx = ClientInvite {
             id,
-            request: Some(request),
+            request: Some(Box::new(request)),
             bytes,
             dest,
             state: State::Calling,

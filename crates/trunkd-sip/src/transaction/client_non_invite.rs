@@ -32,7 +32,7 @@ pub(crate) struct ClientNonInvite {
     id: ClientTxId,
     /// The request and its wire form, until a final response: Completed
     /// only absorbs retransmitted responses (Timer K).
-    pub(crate) request: Option<Request>,
+    pub(crate) request: Option<Box<Request>>,
     bytes: Bytes,
     dest: Peer,
     state: State,
@@ -58,7 +58,7 @@ impl ClientNonInvite {
         request.headers.shrink_to_fit();
         let mut tx = ClientNonInvite {
             id,
-            request: Some(request),
+            request: Some(Box::new(request)),
             bytes,
             dest,
             state: State::Pending,

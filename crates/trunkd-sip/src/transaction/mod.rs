@@ -485,8 +485,8 @@ impl ClientTx {
 
     fn request(&self) -> Option<&Request> {
         match self {
-            ClientTx::Invite(t) => t.request.as_ref(),
-            ClientTx::NonInvite(t) => t.request.as_ref(),
+            ClientTx::Invite(t) => t.request.as_deref(),
+            ClientTx::NonInvite(t) => t.request.as_deref(),
         }
     }
 }
@@ -529,8 +529,8 @@ impl ServerTx {
 
     fn request(&self) -> Option<&Request> {
         match self {
-            ServerTx::Invite(t) => t.request.as_ref(),
-            ServerTx::NonInvite(t) => t.request.as_ref(),
+            ServerTx::Invite(t) => t.request.as_deref(),
+            ServerTx::NonInvite(t) => t.request.as_deref(),
         }
     }
 }
@@ -1130,7 +1130,7 @@ impl Endpoint {
                 if response.status.is_success() && entry.ack.is_none() {
                     if let Some(k) = inv
                         .request
-                        .as_ref()
+                        .as_deref()
                         .and_then(|r| AckKey::for_2xx(r, &response))
                     {
                         let k = k.detached();

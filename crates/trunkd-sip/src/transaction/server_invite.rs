@@ -50,7 +50,7 @@ pub(crate) struct ServerInvite {
     /// transaction only absorbs retransmissions for 32 s (Timers H/I, L)
     /// and its keys are all it needs (issue 15: at 2,000 calls/s that is
     /// 64,000 INVITEs not kept).
-    pub(crate) request: Option<Request>,
+    pub(crate) request: Option<Box<Request>>,
     peer: Peer,
     state: State,
     timers: TimerTable,
@@ -78,7 +78,7 @@ impl ServerInvite {
             send_trying.then(|| response_for(&request, StatusCode::TRYING, "Trying", None));
         let mut tx = ServerInvite {
             id,
-            request: Some(request),
+            request: Some(Box::new(request)),
             peer,
             state: State::Proceeding,
             timers: TimerTable::default(),

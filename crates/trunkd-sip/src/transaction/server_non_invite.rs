@@ -30,7 +30,7 @@ pub(crate) struct ServerNonInvite {
     id: ServerTxId,
     /// The request, until the final response: then only `last` is needed,
     /// resent on retransmissions for Timer J's 32 s (issue 15).
-    pub(crate) request: Option<Request>,
+    pub(crate) request: Option<Box<Request>>,
     peer: Peer,
     state: State,
     timers: TimerTable,
@@ -49,7 +49,7 @@ impl ServerNonInvite {
         timers.set(TxTimer::Abandon, ctx.now, ctx.cfg.t1x128);
         ServerNonInvite {
             id,
-            request: Some(request),
+            request: Some(Box::new(request)),
             peer,
             state: State::Trying,
             timers,

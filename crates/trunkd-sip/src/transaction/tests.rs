@@ -548,3 +548,25 @@ fn finished_transactions_keep_no_request() {
     );
     assert!(matches!(ep.cancel(t0, tx), Err(TxError::InvalidState(_))));
 }
+/// What every transaction keeps for as long as 32 s after it finished
+/// stays small (at 2,000 calls/s about 200,000 are live): the request is
+/// boxed and released, the rare RFC 2543 key boxed.
+#[test]
+fn a_kept_transaction_is_small() {
+    use std::mem::size_of;
+    assert!(
+        size_of::<ServerEntry>() <= 768,
+        "{}",
+        size_of::<ServerEntry>()
+    );
+    assert!(
+        size_of::<ClientEntry>() <= 512,
+        "{}",
+        size_of::<ClientEntry>()
+    );
+    assert!(
+        size_of::<key::ServerKey>() <= 128,
+        "{}",
+        size_of::<key::ServerKey>()
+    );
+}
