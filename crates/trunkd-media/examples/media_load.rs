@@ -63,15 +63,22 @@
 //! the window). Sent/received/lost count every packet of the whole stream;
 //! the count closes 500 ms after the last send.
 //!
+//! `--perf-ctl FIFO`: the control FIFO of a `perf stat -D -1 --control
+//! fifo:FIFO` attached to the target (started disabled, by
+//! `scripts/bench-media --syscalls`). The generator writes `enable` at the
+//! window's start and `disable` at its end, so what perf counts is the
+//! target's work over exactly the window the CPU figures cover.
+//!
 //! Prints a summary on stderr and one `media_load key=value ...` line on
 //! stdout (what the script parses).
 //!
 //! `cargo run --release -p trunkd-media --example media_load -- --target bare --calls 100 --secs 5`
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -161,6 +168,7 @@ struct Opts {
     ng: SocketAddr,
     relay: Option<SocketAddr>,
     pid: Option<u32>,
+    perf_ctl: Option<std::path::PathBuf>,
     warmup: f64,
     tail: f64,
 }
@@ -168,7 +176,7 @@ struct Opts {
 const USAGE: &str = "usage: media_load --target trunkd|rtpengine|bare|direct --calls N --secs S \
 [--media rtp|srtp|srtp-rtp] \
 [--rate CALLS_PER_S] [--sip 127.0.0.1:PORT] [--callee-sip 127.0.0.2:PORT] [--caller-ip 127.0.0.3] \
-[--ng 127.0.0.1:PORT] [--relay 127.0.0.1:FIRST_PORT] [--pid PID] [--warmup S] [--tail S]";
+[--ng 127.0.0.1:PORT] [--relay 127.0.0.1:FIRST_PORT] [--pid PID] [--perf-ctl FIFO] [--warmup S] [--tail S]";
 
 fn parse_opts() -> Result<Opts> {
     let mut o = Opts {
@@ -183,6 +191,7 @@ fn parse_opts() -> Result<Opts> {
         ng: "127.0.0.1:2223".parse()?,
         relay: None,
         pid: None,
+        perf_ctl: None,
         warmup: 2.0,
         tail: 1.0,
     };
@@ -220,6 +229,7 @@ fn parse_opts() -> Result<Opts> {
             "--ng" => o.ng = val()?.parse()?,
             "--relay" => o.relay = Some(val()?.parse()?),
             "--pid" => o.pid = Some(val()?.parse()?),
+            "--perf-ctl" => o.perf_ctl = Some(val()?.into()),
             "--warmup" => o.warmup = val()?.parse()?,
             "--tail" => o.tail = val()?.parse()?,
             "-h" | "--help" => {
@@ -1914,6 +1924,37 @@ fn run() -> Result<()> {
         }
     };
 
+    // Opened now, not at the window's edges. Non-blocking, so a perf that is
+    // not there (no reader) is an error here instead of a hang.
+    // perf may still be starting: its FIFO has no reader (ENXIO) until it
+    // has opened it, so that is retried for up to 5 s.
+    let mut perf_ctl = match &o.perf_ctl {
+        Some(path) => {
+            let mut tries = 0;
+            loop {
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(path)
+                {
+                    Ok(f) => break Some(f),
+                    Err(e) if e.raw_os_error() == Some(libc::ENXIO) && tries < 50 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => return Err(format!("--perf-ctl {}: {e}", path.display()).into()),
+                }
+            }
+        }
+        None => None,
+    };
+    let mut perf = |cmd: &[u8]| -> Result<()> {
+        if let Some(f) = perf_ctl.as_mut() {
+            f.write_all(cmd).map_err(|e| format!("--perf-ctl: {e}"))?;
+        }
+        Ok(())
+    };
+
     pkt[12..16].copy_from_slice(MAGIC);
     let start = Instant::now();
     let win_start = start + Duration::from_secs_f64(o.warmup);
@@ -1964,11 +2005,13 @@ fn run() -> Result<()> {
             }
         }
         if !in_window && snap0.at.is_none() && now >= win_start {
+            perf(b"enable\n")?;
             snap0 = snapshot(now);
             in_window = true;
         }
         if in_window && now >= win_end {
             snap1 = snapshot(now);
+            perf(b"disable\n")?;
             in_window = false;
             rss_load = o.pid.and_then(rss_kib);
         }
