@@ -566,6 +566,77 @@ fn a_full_transaction_table_answers_503_and_is_counted() {
     assert_eq!(d.metric("sip_transactions"), Some(LIMIT as f64));
 }
 
+/// A burst of UDP datagrams larger than one `recvmmsg` batch, with an
+/// oversized one in the middle: every request is answered, each answer
+/// carries its own request's branch, and only the oversized datagram is
+/// dropped and counted.
+#[test]
+fn a_burst_of_udp_requests_is_answered_in_full_around_an_oversized_datagram() {
+    use std::net::UdpSocket;
+    const BURST: usize = 40;
+    let ports = Ports::pick();
+    let text = format!(
+        "{}\n[security]\nrate_limit_per_source = 0\n",
+        Lab {
+            hosts: &host(CARRIER, 9, ""),
+            ..Default::default()
+        }
+        .config(ports)
+        .replace("[sip]\n", "[sip]\nmax_message_bytes = 1024\n")
+    );
+    let d = Daemon::start("udpburst", ports, &text);
+    let too_large = |m: &str| {
+        metric_value(
+            m,
+            r#"sip_malformed_messages_total{transport="udp",action="too_large"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    let before = too_large(&d.metrics());
+    let sock = UdpSocket::bind((PBX, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let options = |i: usize| {
+        format!(
+            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-burst{i}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:pbx@{ip}>;tag=b{i}\r\nTo: <sip:127.0.0.1>\r\n\
+             Call-ID: burst{i}@{ip}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            ip = me.ip()
+        )
+    };
+    let mut huge = options(BURST).into_bytes();
+    huge.splice(huge.len() - 2..huge.len() - 2, b"X-Pad: ".iter().copied());
+    huge.resize(2000, b'a');
+    for i in 0..BURST {
+        if i == BURST / 2 {
+            sock.send_to(&huge, d.sip()).unwrap();
+        }
+        sock.send_to(options(i).as_bytes(), d.sip()).unwrap();
+    }
+    let mut buf = [0u8; 4096];
+    let mut branches = std::collections::BTreeSet::new();
+    for _ in 0..BURST {
+        let (n, _) = sock.recv_from(&mut buf).expect("an answer to each OPTIONS");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(text.starts_with("SIP/2.0 200 "), "{text}");
+        let branch = text
+            .split("branch=z9hG4bK-burst")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|b| b.parse::<usize>().ok())
+            .expect("the request's branch in the answer");
+        branches.insert(branch);
+    }
+    assert_eq!(branches, (0..BURST).collect(), "one answer per request");
+    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    assert!(sock.recv_from(&mut buf).is_err(), "nothing for the oversized datagram");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while too_large(&d.metrics()) < before + 1.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(too_large(&d.metrics()), before + 1.0);
+}
+
 #[test]
 fn carrier_failover_on_503() {
     let ports = Ports::pick();

@@ -42,6 +42,7 @@ mod rx;
 pub mod sdes;
 pub mod sdp;
 pub mod srtp;
+pub mod udp;
 
 pub use mailbox::{mailbox, MailboxReceiver, MailboxRefused, MailboxSender};
 pub use ports::{BoundPair, MediaSocket, PortAllocator, PortError, PortPair};

@@ -1461,15 +1461,15 @@ fn drain<O: PacketObserver + Clone>(
                             let now = Instant::now();
                             for i in 0..batch.count {
                                 let dropped = &mut st.legs[leg].dropped;
-                                if batch.truncated[i] {
+                                if batch.got[i].truncated {
                                     dropped.oversize += 1;
                                     continue;
                                 }
-                                let Some(src) = batch.srcs[i] else {
+                                let Some(src) = batch.got[i].src else {
                                     dropped.foreign_source += 1;
                                     continue;
                                 };
-                                let pkt = &mut slots[i][..batch.lens[i]];
+                                let pkt = &mut slots[i][..batch.got[i].len];
                                 state.on_packet(socks, st, leg, kind, src, pkt, now);
                             }
                         }
@@ -1866,12 +1866,12 @@ pub async fn bare_relay(a: StdUdpSocket, b: StdUdpSocket) -> io::Result<()> {
                     Poll::Pending => break,
                 };
                 for i in 0..batch.count {
-                    let Some(src) = batch.srcs[i] else { continue };
+                    let Some(src) = batch.got[i].src else { continue };
                     if peers[side].as_ref().is_none_or(|(addr, _)| *addr != src) {
                         peers[side] = Some((src, SockAddr::from(src)));
                     }
                     if let Some((_, dest)) = &peers[side ^ 1] {
-                        let pkt = &slots[i][..batch.lens[i]];
+                        let pkt = &slots[i][..batch.got[i].len];
                         let _ = SockRef::from(socks[side ^ 1].get_ref()).send_to(pkt, dest);
                     }
                 }

@@ -30,13 +30,14 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::UdpSocket as StdUdpSocket;
 use std::task::{Context, Poll};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use crate::ports::MediaSocket;
+use crate::udp::Received;
 
 /// A relay socket: registered for read readiness only (see the module docs).
 pub(crate) type RelaySocket = AsyncFd<StdUdpSocket>;
@@ -55,23 +56,17 @@ pub(crate) fn register(sock: MediaSocket) -> io::Result<RelaySocket> {
 /// Receive buffer size per slot; see [`crate::relay::MAX_DATAGRAM`].
 pub(crate) const SLOT: usize = 4096;
 
-/// Up to two received datagrams.
+/// Up to two received datagrams: the first `count` entries of `got`.
 pub(crate) struct Batch {
     pub count: usize,
-    pub lens: [usize; 2],
-    /// `None`: the kernel gave an address of an unexpected family.
-    pub srcs: [Option<SocketAddr>; 2],
-    /// The datagram was larger than the slot and was cut.
-    pub truncated: [bool; 2],
+    pub got: [Received; 2],
 }
 
 impl Batch {
     fn empty() -> Self {
         Self {
             count: 0,
-            lens: [0; 2],
-            srcs: [None; 2],
-            truncated: [false; 2],
+            got: [Received::default(); 2],
         }
     }
 }
@@ -126,7 +121,8 @@ pub(crate) fn poll_recv(
         let mut batch = Batch::empty();
         let fd = sock.as_raw_fd();
         let res = guard.try_io(|_| {
-            let n = linux::recvmmsg2(fd, slots, &mut batch)?;
+            let n = crate::udp::recv_batch(fd, slots.as_flattened_mut(), &mut batch.got)?;
+            batch.count = n;
             if n < 2 {
                 // The queue is empty: let tokio clear the readiness.
                 Err(io::ErrorKind::WouldBlock.into())
@@ -164,101 +160,16 @@ pub(crate) fn poll_recv(
             Ok(Ok((len, src))) => {
                 let mut batch = Batch::empty();
                 batch.count = 1;
-                batch.lens[0] = len;
-                batch.srcs[0] = Some(src);
-                // Cannot tell without MSG_TRUNC: a full slot is taken as cut.
-                batch.truncated[0] = len == SLOT;
+                batch.got[0] = Received {
+                    len,
+                    src: Some(src),
+                    // Cannot tell without MSG_TRUNC: a full slot is taken as cut.
+                    truncated: len == SLOT,
+                };
                 return Poll::Ready(Ok(batch));
             }
             Ok(Err(e)) => return Poll::Ready(Err(e)),
             Err(_would_block) => {}
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-mod linux {
-    use super::{Batch, Slots, SLOT};
-    use std::io;
-    use std::mem::{size_of, zeroed};
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-    use std::os::fd::RawFd;
-    use std::ptr;
-
-    /// `recvmmsg(fd, 2 slots, MSG_DONTWAIT)`. Returns how many datagrams
-    /// were received (1 or 2) and fills `batch`; `EAGAIN` is an error of
-    /// kind `WouldBlock`.
-    pub(super) fn recvmmsg2(fd: RawFd, slots: &mut Slots, batch: &mut Batch) -> io::Result<usize> {
-        // SAFETY: all-zero is a valid value for these plain C structs.
-        let mut addrs: [libc::sockaddr_storage; 2] = unsafe { zeroed() };
-        let mut msgs: [libc::mmsghdr; 2] = unsafe { zeroed() };
-        let [s0, s1] = slots;
-        let mut iovs = [
-            libc::iovec {
-                iov_base: s0.as_mut_ptr().cast(),
-                iov_len: SLOT,
-            },
-            libc::iovec {
-                iov_base: s1.as_mut_ptr().cast(),
-                iov_len: SLOT,
-            },
-        ];
-        for ((msg, addr), iov) in msgs.iter_mut().zip(addrs.iter_mut()).zip(iovs.iter_mut()) {
-            msg.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            msg.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            msg.msg_hdr.msg_iov = iov;
-            msg.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: every pointer in `msgs` points at live locals/slots of the
-        // declared sizes, which outlive the call; the kernel writes at most
-        // `msg_namelen` bytes of address and `iov_len` bytes of data.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                msgs.as_mut_ptr(),
-                2,
-                libc::MSG_DONTWAIT,
-                ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = (n as usize).min(2);
-        for i in 0..n {
-            batch.lens[i] = (msgs[i].msg_len as usize).min(SLOT);
-            batch.truncated[i] = msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            batch.srcs[i] = to_socket_addr(&addrs[i], msgs[i].msg_hdr.msg_namelen);
-        }
-        batch.count = n;
-        Ok(n)
-    }
-
-    fn to_socket_addr(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-        let len = len as usize;
-        match i32::from(ss.ss_family) {
-            libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
-                // SAFETY: the family says the storage holds a sockaddr_in,
-                // and sockaddr_storage is large and aligned enough for it.
-                let sin =
-                    unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-                Some(SocketAddr::V4(SocketAddrV4::new(
-                    Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-                    u16::from_be(sin.sin_port),
-                )))
-            }
-            libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
-                // SAFETY: as above, for sockaddr_in6.
-                let sin6 =
-                    unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-                Some(SocketAddr::V6(SocketAddrV6::new(
-                    Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                    u16::from_be(sin6.sin6_port),
-                    sin6.sin6_flowinfo,
-                    sin6.sin6_scope_id,
-                )))
-            }
-            _ => None,
         }
     }
 }

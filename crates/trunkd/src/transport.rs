@@ -23,8 +23,10 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 use trunkd_config::SipSettings;
+use trunkd_media::udp::Received;
 use trunkd_sip::hep::HepTransport;
-use trunkd_sip::transaction::{Peer, TxTransport};
+use trunkd_media::udp::SockAddr;
+use trunkd_sip::transaction::{ClientTxId, Peer, TxId, TxTransport};
 use trunkd_sip::{frame, Frame};
 
 use crate::engine::{EngineTx, Input};
@@ -34,19 +36,33 @@ use crate::sip_service::{SipService, Transport};
 /// Outgoing messages queued per TCP connection before it counts as stuck.
 const TCP_QUEUE: usize = 256;
 
+/// Datagrams read per `recvmmsg(2)` on a SIP UDP listener.
+///
+/// At 2000 calls/s a listener's loop wakes about once per call and finds
+/// ten or so datagrams waiting; reading them one `recvfrom(2)` at a time,
+/// plus the empty read that edge-triggered readiness needs to learn the
+/// queue is empty, was a quarter of the daemon's syscalls
+/// (docs/performance.md, "eighth pass").
+const UDP_BATCH: usize = 16;
+
 pub async fn serve_udp(
     sock: Arc<UdpSocket>,
     svc: Arc<SipService>,
     engine: EngineTx,
     max_message_bytes: usize,
 ) {
-    // One byte more than allowed tells an oversized datagram from a full one.
-    let mut buf = vec![0u8; max_message_bytes + 1];
+    // One byte more than allowed per slot tells an oversized datagram from
+    // a full one. The buffer is zeroed by the allocator (calloc), so the
+    // pages of slots that no burst has reached are never touched.
+    // No UDP datagram is longer than 65,535 bytes, whatever the setting.
+    let slot = max_message_bytes.min(65_535) + 1;
+    let mut buf = vec![0u8; slot * UDP_BATCH];
+    let mut got = [Received::default(); UDP_BATCH];
     // The listener's own address, for the HEP copies (`[hep]`).
     let local = sock.local_addr().ok();
     loop {
-        let (n, src) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
+        let n = match recv_burst(&sock, &mut buf, &mut got).await {
+            Ok(n) => n,
             Err(e) => {
                 // ICMP errors from earlier sends surface here on Linux; the
                 // socket itself is fine.
@@ -54,43 +70,102 @@ pub async fn serve_udp(
                 continue;
             }
         };
-        if n > max_message_bytes {
-            svc.metrics()
-                .sip_malformed
-                .get_or_create(&SipErrorLabels {
-                    transport: "udp",
-                    action: "too_large",
-                })
-                .inc();
-            continue;
-        }
-        let data = Bytes::copy_from_slice(&buf[..n]);
-        if let Some(local) = local {
-            svc.capture(src, local, HepTransport::Udp, &data);
-        }
-        match svc.accept(data, src, Transport::Udp) {
-            Ok(msg) => {
-                if engine
-                    .send(Input::Message {
-                        msg,
-                        peer: Peer::udp(src),
+        for (i, r) in got[..n].iter().enumerate() {
+            let Some(src) = r.src else { continue };
+            if r.truncated || r.len > max_message_bytes {
+                svc.metrics()
+                    .sip_malformed
+                    .get_or_create(&SipErrorLabels {
+                        transport: "udp",
+                        action: "too_large",
                     })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+                    .inc();
+                continue;
             }
-            Err(Some(reply)) => {
-                if sock.send_to(&reply.bytes, reply.dest).await.is_ok() {
-                    if let Some(local) = local {
-                        svc.capture(local, reply.dest, HepTransport::Udp, &reply.bytes);
+            let data = Bytes::copy_from_slice(&buf[i * slot..i * slot + r.len]);
+            if let Some(local) = local {
+                svc.capture(src, local, HepTransport::Udp, &data);
+            }
+            match svc.accept(data, src, Transport::Udp) {
+                Ok(msg) => {
+                    if engine
+                        .send(Input::Message {
+                            msg,
+                            peer: Peer::udp(src),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
                     }
                 }
+                Err(Some(reply)) => {
+                    if sock.send_to(&reply.bytes, reply.dest).await.is_ok() {
+                        if let Some(local) = local {
+                            svc.capture(local, reply.dest, HepTransport::Udp, &reply.bytes);
+                        }
+                    }
+                }
+                Err(None) => {}
             }
-            Err(None) => {}
         }
     }
+}
+
+/// Waits for the listener to be readable and reads what is queued, up to
+/// [`UDP_BATCH`] datagrams, into the slots of `buf`; returns how many.
+///
+/// Fewer than a full batch proves the queue was empty when the kernel
+/// looked, so the closure reports `WouldBlock` after keeping them and
+/// tokio clears the readiness itself (race-free: a datagram arriving
+/// meanwhile bumps the readiness tick and the clear is skipped). Without
+/// that, every burst would end with an empty `recvfrom`.
+#[cfg(target_os = "linux")]
+async fn recv_burst(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    got: &mut [Received; UDP_BATCH],
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    loop {
+        sock.readable().await?;
+        let mut n = 0;
+        let res = sock.try_io(tokio::io::Interest::READABLE, || {
+            n = trunkd_media::udp::recv_batch(fd, buf, got)?;
+            if n < UDP_BATCH {
+                Err(std::io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match res {
+            Ok(()) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if n > 0 {
+                    return Ok(n);
+                }
+                // Really nothing (a spurious wake-up): wait again.
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn recv_burst(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    got: &mut [Received; UDP_BATCH],
+) -> std::io::Result<usize> {
+    let slot = buf.len() / UDP_BATCH;
+    let (len, src) = sock.recv_from(&mut buf[..slot]).await?;
+    got[0] = Received {
+        len,
+        src: Some(src),
+        truncated: false,
+    };
+    Ok(1)
 }
 
 /// Which stream transport a listener or connection speaks.
@@ -433,10 +508,19 @@ struct Conn {
 /// response to it, whichever side opened it (RFC 3261 §18, RFC 5923's
 /// spirit without the alias negotiation). A TCP and a TLS connection to
 /// the same address are different connections.
+///
+/// UDP datagrams are queued by [`Sender::send`] and go out together, one
+/// `sendmmsg(2)` per [`UDP_BATCH`] of them, when the engine task has
+/// handled everything that woke it ([`Sender::transmit`]), or as soon as a
+/// batch is full. Nothing waits longer than the handling of that burst.
 pub struct Sender {
     /// The UDP listeners with their local addresses, read once: a
     /// `getsockname` per datagram sent was two syscalls per message.
     udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    /// Datagrams queued for the next [`Sender::transmit`].
+    queued: Vec<QueuedDatagram>,
+    /// Client transactions whose datagram the kernel refused.
+    failed: Vec<ClientTxId>,
     conns: HashMap<Peer, Conn>,
     svc: Arc<SipService>,
     engine: EngineTx,
@@ -456,6 +540,8 @@ impl Sender {
             .collect();
         Sender {
             udp,
+            queued: Vec::with_capacity(UDP_BATCH),
+            failed: Vec::new(),
             conns: HashMap::new(),
             svc,
             engine,
@@ -465,8 +551,9 @@ impl Sender {
 
     /// Queues `bytes` for `dest`. `false` when it certainly cannot be sent
     /// (no socket of that family, a stuck connection): the caller reports a
-    /// transport error for the transaction.
-    pub fn send(&mut self, dest: Peer, bytes: Bytes) -> bool {
+    /// transport error for the transaction. A UDP datagram the kernel
+    /// refuses later, in [`Sender::transmit`], is reported there for `tx`.
+    pub fn send(&mut self, dest: Peer, bytes: Bytes, tx: Option<TxId>) -> bool {
         // Responses are counted on the wire, retransmissions included.
         if let Some(&class) = bytes.strip_prefix(b"SIP/2.0 ").and_then(|r| r.first()) {
             let t = match dest.transport {
@@ -480,22 +567,23 @@ impl Sender {
         }
         let kind = match dest.transport {
             TxTransport::Udp => {
-                let Some((sock, local)) = self.udp_for(dest.addr) else {
+                let Some(sock) = self.udp_for(dest.addr) else {
                     return false;
                 };
-                return match sock.try_send_to(&bytes, dest.addr) {
-                    Ok(_) => {
-                        self.svc
-                            .capture(*local, dest.addr, HepTransport::Udp, &bytes);
-                        true
-                    }
-                    // A full buffer is loss; retransmission covers it.
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
-                    Err(e) => {
-                        debug!(error = %e, dest = %dest.addr, "UDP send failed");
-                        false
-                    }
-                };
+                self.queued.push(QueuedDatagram {
+                    sock,
+                    dest: dest.addr,
+                    to: SockAddr::from(dest.addr),
+                    bytes,
+                    tx: match tx {
+                        Some(TxId::Client(tx)) => Some(tx),
+                        _ => None,
+                    },
+                });
+                if self.queued.len() >= UDP_BATCH {
+                    self.transmit();
+                }
+                return true;
             }
             TxTransport::Tcp => Stream::Tcp,
             TxTransport::Tls => Stream::Tls,
@@ -542,9 +630,84 @@ impl Sender {
             && self.conns.get(&peer).is_some_and(|c| c.client_verified)
     }
 
-    fn udp_for(&self, dest: SocketAddr) -> Option<&(Arc<UdpSocket>, SocketAddr)> {
-        self.udp.iter().find(|(_, l)| l.is_ipv4() == dest.is_ipv4())
+    fn udp_for(&self, dest: SocketAddr) -> Option<usize> {
+        self.udp.iter().position(|(_, l)| l.is_ipv4() == dest.is_ipv4())
     }
+
+    /// Sends the queued UDP datagrams, in order, a `sendmmsg(2)` per run of
+    /// up to [`UDP_BATCH`] on the same socket. A full socket buffer drops
+    /// the datagram (loss, which retransmission covers); any other refusal
+    /// is kept for [`Sender::take_failed`].
+    pub fn transmit(&mut self) {
+        let mut queued = std::mem::take(&mut self.queued);
+        let mut k = 0;
+        while k < queued.len() {
+            let sock = queued[k].sock;
+            let run = queued[k..]
+                .iter()
+                .take(UDP_BATCH)
+                .take_while(|d| d.sock == sock)
+                .count();
+            let (udp, local) = &self.udp[sock];
+            match send_run(udp, &queued[k..k + run]) {
+                Ok(sent) => {
+                    for d in &queued[k..k + sent] {
+                        self.svc.capture(*local, d.dest, HepTransport::Udp, &d.bytes);
+                    }
+                    k += sent;
+                }
+                Err(e) => {
+                    let d = &queued[k];
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        debug!(error = %e, dest = %d.dest, "UDP send failed");
+                        self.failed.extend(d.tx);
+                    }
+                    k += 1;
+                }
+            }
+        }
+        queued.clear();
+        // The allocation is kept for the next burst.
+        if self.queued.is_empty() {
+            self.queued = queued;
+        }
+    }
+
+    /// Client transactions whose datagram could not be sent since the last
+    /// call: the engine fails them over (`SendFailed`).
+    pub fn take_failed(&mut self) -> Vec<ClientTxId> {
+        std::mem::take(&mut self.failed)
+    }
+}
+
+/// A UDP datagram waiting for [`Sender::transmit`].
+struct QueuedDatagram {
+    /// Index into [`Sender`]'s listeners.
+    sock: usize,
+    dest: SocketAddr,
+    /// `dest` in the kernel's form, made once.
+    to: SockAddr,
+    bytes: Bytes,
+    /// The client transaction to fail if the kernel refuses it.
+    tx: Option<ClientTxId>,
+}
+
+/// Sends `run` (one socket's, at most [`UDP_BATCH`]) in one syscall where
+/// the OS has one; returns how many went, from the first, or the error
+/// that stopped the first.
+#[cfg(target_os = "linux")]
+fn send_run(sock: &UdpSocket, run: &[QueuedDatagram]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut items: [(&SockAddr, &[u8]); UDP_BATCH] = [(&run[0].to, &[]); UDP_BATCH];
+    for (item, d) in items.iter_mut().zip(run) {
+        *item = (&d.to, &d.bytes);
+    }
+    trunkd_media::udp::send_batch::<UDP_BATCH>(sock.as_raw_fd(), &items[..run.len()])
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_run(sock: &UdpSocket, run: &[QueuedDatagram]) -> std::io::Result<usize> {
+    sock.try_send_to(&run[0].bytes, run[0].dest).map(|_| 1)
 }
 
 /// Connects to `dest` (TCP, then the TLS handshake for TLS; both bounded),

@@ -124,11 +124,32 @@ impl EngineTask {
                 }
             }
             // Everything already queued is handled before the next wait, so
-            // one wake-up serves a burst.
+            // one wake-up serves a burst, and its datagrams go out together.
             while let Ok(i) = rx.try_recv() {
                 self.handle(i);
             }
+            self.transmit();
             self.count_transactions();
+        }
+    }
+
+    /// Sends the datagrams the burst queued; a refused one fails its client
+    /// transaction over, which may queue more, until none is left.
+    fn transmit(&mut self) {
+        loop {
+            self.sender.transmit();
+            let failed = self.sender.take_failed();
+            if failed.is_empty() {
+                return;
+            }
+            for tx in failed {
+                self.engine.handle(
+                    Instant::now(),
+                    SystemTime::now(),
+                    EngineInput::SendFailed { tx },
+                );
+                self.flush();
+            }
         }
     }
 
@@ -197,7 +218,7 @@ impl EngineTask {
             while let Some(t) = self.engine.poll_transmit() {
                 progressed = true;
                 tracing::trace!(dest = %t.dest.addr, bytes = t.bytes.len(), "transmit");
-                if !self.sender.send(t.dest, t.bytes) {
+                if !self.sender.send(t.dest, t.bytes, t.tx) {
                     if let Some(TxId::Client(tx)) = t.tx {
                         self.engine.handle(
                             Instant::now(),
