@@ -6,9 +6,11 @@
 //! right here by [`SipService`] and never reaches the engine; it costs a
 //! counter, never a task.
 //!
-//! Send side: the engine's [`Sender`] writes UDP datagrams without waiting
-//! (a full socket buffer drops the datagram, which retransmission covers)
-//! and writes to TCP and TLS connections through a small queue per
+//! UDP is read in bursts, up to 16 datagrams per `recvmmsg(2)`.
+//!
+//! Send side: the engine's [`Sender`] writes UDP datagrams without waiting,
+//! a burst's worth per `sendmmsg(2)` (a full socket buffer drops the
+//! datagram, which retransmission covers), and writes to TCP and TLS connections through a small queue per
 //! connection, connecting on first use (connection reuse per peer and
 //! transport, both directions; see [`Sender`]). TLS itself (versions,
 //! certificates, reload) is [`crate::tls`]'s.
