@@ -515,29 +515,12 @@ fn cps_limit_throttles_with_503_and_retry_after() {
 fn a_full_transaction_table_answers_503_and_is_counted() {
     use std::net::UdpSocket;
     const LIMIT: usize = 1000;
-    let ports = Ports::pick();
-    let text = format!(
-        "{}\n[security]\nrate_limit_per_source = 0\n",
-        Lab {
-            hosts: &host(CARRIER, 9, ""),
-            ..Default::default()
-        }
-        .config(ports)
-        .replace("[sip]\n", &format!("[sip]\nmax_transactions = {LIMIT}\n"))
-    );
-    let d = Daemon::start("txlimit", ports, &text);
+    let d = udp_options_daemon("txlimit", &format!("max_transactions = {LIMIT}"));
     d.wait_metric("sip_transactions_max", LIMIT as f64);
     let sock = UdpSocket::bind((PBX, 0)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let me = sock.local_addr().unwrap();
-    let options = |i: usize| {
-        format!(
-            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-tx{i}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:pbx@{ip}>;tag=tx{i}\r\nTo: <sip:127.0.0.1>\r\n\
-             Call-ID: tx{i}@{ip}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            ip = me.ip()
-        )
-    };
+    let options = |i: usize| options_from(me, "tx", i);
     // In batches of 50, each answered before the next: no socket buffer
     // overflows on either side.
     let mut buf = [0u8; 4096];
@@ -566,14 +549,9 @@ fn a_full_transaction_table_answers_503_and_is_counted() {
     assert_eq!(d.metric("sip_transactions"), Some(LIMIT as f64));
 }
 
-/// A burst of UDP datagrams larger than one `recvmmsg` batch, with an
-/// oversized one in the middle: every request is answered, each answer
-/// carries its own request's branch, and only the oversized datagram is
-/// dropped and counted.
-#[test]
-fn a_burst_of_udp_requests_is_answered_in_full_around_an_oversized_datagram() {
-    use std::net::UdpSocket;
-    const BURST: usize = 40;
+/// A daemon for tests that send raw OPTIONS over UDP: no carrier it could
+/// reach, no per-source rate limit, and `sip_line` added to `[sip]`.
+fn udp_options_daemon(name: &str, sip_line: &str) -> Daemon {
     let ports = Ports::pick();
     let text = format!(
         "{}\n[security]\nrate_limit_per_source = 0\n",
@@ -582,9 +560,31 @@ fn a_burst_of_udp_requests_is_answered_in_full_around_an_oversized_datagram() {
             ..Default::default()
         }
         .config(ports)
-        .replace("[sip]\n", "[sip]\nmax_message_bytes = 1024\n")
+        .replace("[sip]\n", &format!("[sip]\n{sip_line}\n"))
     );
-    let d = Daemon::start("udpburst", ports, &text);
+    Daemon::start(name, ports, &text)
+}
+
+/// An OPTIONS from `me` whose branch is `z9hG4bK-{tag}{i}` and whose tag
+/// and Call-ID are numbered alike.
+fn options_from(me: std::net::SocketAddr, tag: &str, i: usize) -> String {
+    format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{tag}{i}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:pbx@{ip}>;tag={tag}{i}\r\nTo: <sip:127.0.0.1>\r\n\
+         Call-ID: {tag}{i}@{ip}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        ip = me.ip()
+    )
+}
+
+/// A burst of UDP datagrams larger than one `recvmmsg` batch, with an
+/// oversized one in the middle: every request is answered, each answer
+/// carries its own request's branch, and only the oversized datagram is
+/// dropped and counted.
+#[test]
+fn a_burst_of_udp_requests_is_answered_in_full_around_an_oversized_datagram() {
+    use std::net::UdpSocket;
+    const BURST: usize = 40;
+    let d = udp_options_daemon("udpburst", "max_message_bytes = 1024");
     let too_large = |m: &str| {
         metric_value(
             m,
@@ -596,14 +596,7 @@ fn a_burst_of_udp_requests_is_answered_in_full_around_an_oversized_datagram() {
     let sock = UdpSocket::bind((PBX, 0)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let me = sock.local_addr().unwrap();
-    let options = |i: usize| {
-        format!(
-            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-burst{i}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:pbx@{ip}>;tag=b{i}\r\nTo: <sip:127.0.0.1>\r\n\
-             Call-ID: burst{i}@{ip}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            ip = me.ip()
-        )
-    };
+    let options = |i: usize| options_from(me, "burst", i);
     let mut huge = options(BURST).into_bytes();
     huge.splice(huge.len() - 2..huge.len() - 2, b"X-Pad: ".iter().copied());
     huge.resize(2000, b'a');

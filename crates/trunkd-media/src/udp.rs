@@ -56,13 +56,11 @@ pub fn recv_batch<const N: usize>(
             iov_base: chunk.as_mut_ptr().cast(),
             iov_len: slot,
         });
-        // SAFETY: all-zero is a valid mmsghdr; the fields the kernel reads
-        // are set right after.
-        let msg = msgs[i].write(unsafe { std::mem::zeroed() });
-        msg.msg_hdr.msg_name = addrs[i].as_mut_ptr().cast();
-        msg.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_hdr.msg_iov = iov;
-        msg.msg_hdr.msg_iovlen = 1;
+        msgs[i].write(header(
+            addrs[i].as_mut_ptr().cast(),
+            size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+            iov,
+        ));
     }
     // SAFETY: the N headers were initialised above; each points at a live
     // iovec over its own slot of `buf` and at an address buffer of the
@@ -117,13 +115,7 @@ pub fn send_batch<const N: usize>(fd: RawFd, items: &[(&SockAddr, &[u8])]) -> io
             iov_base: bytes.as_ptr().cast_mut().cast(),
             iov_len: bytes.len(),
         });
-        // SAFETY: all-zero is a valid mmsghdr; the fields the kernel reads
-        // are set right after.
-        let msg = msgs[i].write(unsafe { std::mem::zeroed() });
-        msg.msg_hdr.msg_name = dest.as_ptr().cast_mut().cast();
-        msg.msg_hdr.msg_namelen = dest.len();
-        msg.msg_hdr.msg_iov = iov;
-        msg.msg_hdr.msg_iovlen = 1;
+        msgs[i].write(header(dest.as_ptr().cast_mut().cast(), dest.len(), iov));
     }
     // SAFETY: the first `n` headers are initialised and point at the
     // callers' addresses and bytes, which outlive the call; the kernel
@@ -140,6 +132,23 @@ pub fn send_batch<const N: usize>(fd: RawFd, items: &[(&SockAddr, &[u8])]) -> io
         return Err(io::Error::last_os_error());
     }
     Ok(sent as usize)
+}
+
+/// The header of one datagram: its address buffer and its one iovec.
+#[cfg(target_os = "linux")]
+fn header(
+    name: *mut libc::c_void,
+    namelen: libc::socklen_t,
+    iov: *mut libc::iovec,
+) -> libc::mmsghdr {
+    // SAFETY: all-zero is a valid mmsghdr (null pointers, no control data,
+    // no flags); the fields the kernel reads are set below.
+    let mut msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    msg.msg_hdr.msg_name = name;
+    msg.msg_hdr.msg_namelen = namelen;
+    msg.msg_hdr.msg_iov = iov;
+    msg.msg_hdr.msg_iovlen = 1;
+    msg
 }
 
 #[cfg(target_os = "linux")]
