@@ -272,6 +272,9 @@ impl EngineTask {
             }
             EngineEvent::Idle => {
                 if let Some(done) = self.shutdown.take() {
+                    // The last calls' final datagrams (a BYE's 200, an
+                    // ACK) leave before the daemon is told it may exit.
+                    self.sender.transmit();
                     let _ = done.send(());
                 }
             }
