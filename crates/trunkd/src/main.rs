@@ -35,6 +35,7 @@ mod sip_service;
 mod streaming;
 mod tls;
 mod transport;
+mod udp_queue;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -26,8 +26,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 use trunkd_config::SipSettings;
 use trunkd_media::udp::Received;
+
+use crate::udp_queue::{Queued, UdpQueue, UDP_BATCH};
 use trunkd_sip::hep::HepTransport;
-use trunkd_media::udp::SockAddr;
 use trunkd_sip::transaction::{ClientTxId, Peer, TxId, TxTransport};
 use trunkd_sip::{frame, Frame};
 
@@ -37,15 +38,6 @@ use crate::sip_service::{SipService, Transport};
 
 /// Outgoing messages queued per TCP connection before it counts as stuck.
 const TCP_QUEUE: usize = 256;
-
-/// Datagrams read per `recvmmsg(2)` on a SIP UDP listener.
-///
-/// At 2000 calls/s a listener's loop wakes about once per call and finds
-/// ten or so datagrams waiting; reading them one `recvfrom(2)` at a time,
-/// plus the empty read that edge-triggered readiness needs to learn the
-/// queue is empty, was a quarter of the daemon's syscalls
-/// (docs/performance.md, "eighth pass").
-const UDP_BATCH: usize = 16;
 
 pub async fn serve_udp(
     sock: Arc<UdpSocket>,
@@ -519,10 +511,9 @@ pub struct Sender {
     /// The UDP listeners with their local addresses, read once: a
     /// `getsockname` per datagram sent was two syscalls per message.
     udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
-    /// Datagrams queued for the next [`Sender::transmit`].
-    queued: Vec<QueuedDatagram>,
-    /// Client transactions whose datagram the kernel refused.
-    failed: Vec<ClientTxId>,
+    /// Datagrams queued for the next [`Sender::transmit`], tagged with the
+    /// client transaction to fail over if the kernel refuses them.
+    udp_out: UdpQueue<ClientTxId>,
     conns: HashMap<Peer, Conn>,
     svc: Arc<SipService>,
     engine: EngineTx,
@@ -542,8 +533,7 @@ impl Sender {
             .collect();
         Sender {
             udp,
-            queued: Vec::with_capacity(UDP_BATCH),
-            failed: Vec::new(),
+            udp_out: UdpQueue::new(),
             conns: HashMap::new(),
             svc,
             engine,
@@ -572,17 +562,16 @@ impl Sender {
                 let Some(sock) = self.udp_for(dest.addr) else {
                     return false;
                 };
-                self.queued.push(QueuedDatagram {
+                let full = self.udp_out.push(Queued {
                     sock,
                     dest: dest.addr,
-                    to: SockAddr::from(dest.addr),
                     bytes,
-                    tx: match tx {
+                    tag: match tx {
                         Some(TxId::Client(tx)) => Some(tx),
                         _ => None,
                     },
                 });
-                if self.queued.len() >= UDP_BATCH {
+                if full {
                     self.transmit();
                 }
                 return true;
@@ -637,79 +626,19 @@ impl Sender {
     }
 
     /// Sends the queued UDP datagrams, in order, a `sendmmsg(2)` per run of
-    /// up to [`UDP_BATCH`] on the same socket. A full socket buffer drops
-    /// the datagram (loss, which retransmission covers); any other refusal
-    /// is kept for [`Sender::take_failed`].
+    /// up to [`UDP_BATCH`] on the same socket ([`UdpQueue`]).
     pub fn transmit(&mut self) {
-        let mut queued = std::mem::take(&mut self.queued);
-        let mut k = 0;
-        while k < queued.len() {
-            let sock = queued[k].sock;
-            let run = queued[k..]
-                .iter()
-                .take(UDP_BATCH)
-                .take_while(|d| d.sock == sock)
-                .count();
-            let (udp, local) = &self.udp[sock];
-            match send_run(udp, &queued[k..k + run]) {
-                Ok(sent) => {
-                    for d in &queued[k..k + sent] {
-                        self.svc.capture(*local, d.dest, HepTransport::Udp, &d.bytes);
-                    }
-                    k += sent;
-                }
-                Err(e) => {
-                    let d = &queued[k];
-                    if e.kind() != std::io::ErrorKind::WouldBlock {
-                        debug!(error = %e, dest = %d.dest, "UDP send failed");
-                        self.failed.extend(d.tx);
-                    }
-                    k += 1;
-                }
-            }
-        }
-        queued.clear();
-        // The allocation is kept for the next burst.
-        if self.queued.is_empty() {
-            self.queued = queued;
-        }
+        let svc = &self.svc;
+        self.udp_out.transmit(&self.udp, |local, d| {
+            svc.capture(local, d.dest, HepTransport::Udp, &d.bytes)
+        });
     }
 
-    /// Client transactions whose datagram could not be sent since the last
+    /// Client transactions whose datagram the kernel refused since the last
     /// call: the engine fails them over (`SendFailed`).
     pub fn take_failed(&mut self) -> Vec<ClientTxId> {
-        std::mem::take(&mut self.failed)
+        self.udp_out.take_failed()
     }
-}
-
-/// A UDP datagram waiting for [`Sender::transmit`].
-struct QueuedDatagram {
-    /// Index into [`Sender`]'s listeners.
-    sock: usize,
-    dest: SocketAddr,
-    /// `dest` in the kernel's form, made once.
-    to: SockAddr,
-    bytes: Bytes,
-    /// The client transaction to fail if the kernel refuses it.
-    tx: Option<ClientTxId>,
-}
-
-/// Sends `run` (one socket's, at most [`UDP_BATCH`]) in one syscall where
-/// the OS has one; returns how many went, from the first, or the error
-/// that stopped the first.
-#[cfg(target_os = "linux")]
-fn send_run(sock: &UdpSocket, run: &[QueuedDatagram]) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let mut items: [(&SockAddr, &[u8]); UDP_BATCH] = [(&run[0].to, &[]); UDP_BATCH];
-    for (item, d) in items.iter_mut().zip(run) {
-        *item = (&d.to, &d.bytes);
-    }
-    trunkd_media::udp::send_batch::<UDP_BATCH>(sock.as_raw_fd(), &items[..run.len()])
-}
-
-#[cfg(not(target_os = "linux"))]
-fn send_run(sock: &UdpSocket, run: &[QueuedDatagram]) -> std::io::Result<usize> {
-    sock.try_send_to(&run[0].bytes, run[0].dest).map(|_| 1)
 }
 
 /// Connects to `dest` (TCP, then the TLS handshake for TLS; both bounded),
