@@ -149,7 +149,10 @@ fn the_status_page_plots_what_get_calls_says_and_chromium_renders_it() {
     assert!(html.contains(&format!("<tr data-txn=\"{txn}\"><td>{txn}</td><td>vc-east</td><td>Outbound</td><td>{}</td><td>{}</td>", c["FromPhoneNumber"].as_str().unwrap(), c["ToPhoneNumber"].as_str().unwrap())), "{html}");
     let mos_points = plotted(&html, txn, "MOS", "customer");
     assert!(mos_points.len() >= 3, "a sample a second: {mos_points:?}");
-    assert_eq!(mos_points.last(), Some(&mos), "{html}");
+    // The page prints the exact figure; serde_json's default float parser
+    // may land one ulp off it, so the two are compared to 1e-9.
+    let plotted_mos = *mos_points.last().expect("a MOS point");
+    assert!((plotted_mos - mos).abs() < 1e-9, "{plotted_mos} vs {mos}: {html}");
     assert_eq!(
         plotted(&html, txn, "jitter ms", "customer").last(),
         Some(&jitter_ms)
