@@ -621,8 +621,12 @@ fn a_burst_of_udp_requests_is_answered_in_full_around_an_oversized_datagram() {
         branches.insert(branch);
     }
     assert_eq!(branches, (0..BURST).collect(), "one answer per request");
-    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    assert!(sock.recv_from(&mut buf).is_err(), "nothing for the oversized datagram");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "nothing for the oversized datagram"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while too_large(&d.metrics()) < before + 1.0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -152,7 +152,10 @@ fn the_status_page_plots_what_get_calls_says_and_chromium_renders_it() {
     // The page prints the exact figure; serde_json's default float parser
     // may land one ulp off it, so the two are compared to 1e-9.
     let plotted_mos = *mos_points.last().expect("a MOS point");
-    assert!((plotted_mos - mos).abs() < 1e-9, "{plotted_mos} vs {mos}: {html}");
+    assert!(
+        (plotted_mos - mos).abs() < 1e-9,
+        "{plotted_mos} vs {mos}: {html}"
+    );
     assert_eq!(
         plotted(&html, txn, "jitter ms", "customer").last(),
         Some(&jitter_ms)

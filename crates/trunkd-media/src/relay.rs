@@ -1866,7 +1866,9 @@ pub async fn bare_relay(a: StdUdpSocket, b: StdUdpSocket) -> io::Result<()> {
                     Poll::Pending => break,
                 };
                 for i in 0..batch.count {
-                    let Some(src) = batch.got[i].src else { continue };
+                    let Some(src) = batch.got[i].src else {
+                        continue;
+                    };
                     if peers[side].as_ref().is_none_or(|(addr, _)| *addr != src) {
                         peers[side] = Some((src, SockAddr::from(src)));
                     }

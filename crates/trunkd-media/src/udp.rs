@@ -46,7 +46,11 @@ pub fn recv_batch<const N: usize>(
     buf: &mut [u8],
     out: &mut [Received; N],
 ) -> io::Result<usize> {
-    assert!(N > 0 && buf.len() >= N, "recv_batch: {N} slots in {} bytes", buf.len());
+    assert!(
+        N > 0 && buf.len() >= N,
+        "recv_batch: {N} slots in {} bytes",
+        buf.len()
+    );
     let slot = buf.len() / N;
     let mut addrs: [MaybeUninit<libc::sockaddr_storage>; N] = [const { MaybeUninit::uninit() }; N];
     let mut iovs: [MaybeUninit<libc::iovec>; N] = [const { MaybeUninit::uninit() }; N];
@@ -157,7 +161,8 @@ fn to_socket_addr(ss: &libc::sockaddr_storage, len: usize) -> Option<SocketAddr>
         libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
             // SAFETY: the family says the storage holds a sockaddr_in, and
             // sockaddr_storage is large and aligned enough for it.
-            let sin = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
                 u16::from_be(sin.sin_port),
@@ -216,7 +221,14 @@ mod tests {
         let src = Some(a.local_addr().unwrap());
         let lens = [3, 4, 5];
         for (i, want) in [&b"one"[..], b"two!", b"three"].iter().enumerate() {
-            assert_eq!(out[i], Received { len: lens[i], src, truncated: false });
+            assert_eq!(
+                out[i],
+                Received {
+                    len: lens[i],
+                    src,
+                    truncated: false
+                }
+            );
             assert_eq!(&buf[16 * i..16 * i + lens[i]], *want);
         }
     }
@@ -243,7 +255,9 @@ mod tests {
 
     #[test]
     fn ipv6_sources_are_read() {
-        let Ok(a) = UdpSocket::bind("[::1]:0") else { return };
+        let Ok(a) = UdpSocket::bind("[::1]:0") else {
+            return;
+        };
         let b = UdpSocket::bind("[::1]:0").unwrap();
         a.send_to(b"v6", b.local_addr().unwrap()).unwrap();
         let mut buf = [0u8; 2 * 8];

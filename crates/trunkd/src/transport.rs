@@ -622,7 +622,9 @@ impl Sender {
     }
 
     fn udp_for(&self, dest: SocketAddr) -> Option<usize> {
-        self.udp.iter().position(|(_, l)| l.is_ipv4() == dest.is_ipv4())
+        self.udp
+            .iter()
+            .position(|(_, l)| l.is_ipv4() == dest.is_ipv4())
     }
 
     /// Sends the queued UDP datagrams, in order, a `sendmmsg(2)` per run of

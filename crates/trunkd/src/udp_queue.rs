@@ -72,7 +72,8 @@ impl<T: Copy> UdpQueue<T> {
                 .count();
             let Some((udp, local)) = socks.get(sock) else {
                 // No such socket: a caller's bug; refuse the run.
-                self.failed.extend(queued[k..k + run].iter().filter_map(|(d, _)| d.tag));
+                self.failed
+                    .extend(queued[k..k + run].iter().filter_map(|(d, _)| d.tag));
                 k += run;
                 continue;
             };
