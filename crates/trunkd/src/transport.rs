@@ -10,9 +10,10 @@
 //!
 //! Send side: the engine's [`Sender`] writes UDP datagrams without waiting,
 //! a burst's worth per `sendmmsg(2)` (a full socket buffer drops the
-//! datagram, which retransmission covers), and writes to TCP and TLS connections through a small queue per
-//! connection, connecting on first use (connection reuse per peer and
-//! transport, both directions; see [`Sender`]). TLS itself (versions,
+//! datagram, which retransmission covers), and writes to TCP and TLS
+//! connections through a small queue per connection, connecting on first
+//! use (connection reuse per peer and transport, both directions; see
+//! [`Sender`]). TLS itself (versions,
 //! certificates, reload) is [`crate::tls`]'s.
 
 use std::collections::HashMap;
@@ -26,8 +27,6 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 use trunkd_config::SipSettings;
 use trunkd_media::udp::Received;
-
-use crate::udp_queue::{Queued, UdpQueue, UDP_BATCH};
 use trunkd_sip::hep::HepTransport;
 use trunkd_sip::transaction::{ClientTxId, Peer, TxId, TxTransport};
 use trunkd_sip::{frame, Frame};
@@ -35,6 +34,7 @@ use trunkd_sip::{frame, Frame};
 use crate::engine::{EngineTx, Input};
 use crate::metrics::{SipErrorLabels, SipInLabels, TransportLabel};
 use crate::sip_service::{SipService, Transport};
+use crate::udp_queue::{Queued, UdpQueue, UDP_BATCH};
 
 /// Outgoing messages queued per TCP connection before it counts as stuck.
 const TCP_QUEUE: usize = 256;

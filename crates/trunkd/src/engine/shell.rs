@@ -143,14 +143,20 @@ impl EngineTask {
                 return;
             }
             for tx in failed {
-                self.engine.handle(
-                    Instant::now(),
-                    SystemTime::now(),
-                    EngineInput::SendFailed { tx },
-                );
+                self.send_failed(tx);
                 self.flush();
             }
         }
+    }
+
+    /// Tells the engine a client transaction's request could not be sent
+    /// (it fails over to the next hop).
+    fn send_failed(&mut self, tx: trunkd_sip::transaction::ClientTxId) {
+        self.engine.handle(
+            Instant::now(),
+            SystemTime::now(),
+            EngineInput::SendFailed { tx },
+        );
     }
 
     /// Publishes the transaction table's size and its refusals: once per
@@ -220,11 +226,7 @@ impl EngineTask {
                 tracing::trace!(dest = %t.dest.addr, bytes = t.bytes.len(), "transmit");
                 if !self.sender.send(t.dest, t.bytes, t.tx) {
                     if let Some(TxId::Client(tx)) = t.tx {
-                        self.engine.handle(
-                            Instant::now(),
-                            SystemTime::now(),
-                            EngineInput::SendFailed { tx },
-                        );
+                        self.send_failed(tx);
                     }
                 }
             }
