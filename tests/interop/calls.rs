@@ -691,12 +691,20 @@ fn carrier_failover_when_the_first_host_is_silent() {
     let d = Daemon::start("failover-timeout", ports, &text);
     let t = Instant::now();
     let out = pbx_calls("uac_call.xml", &d, &["-d", "100"]);
-    assert_ok(&out, "customer");
+    let took = t.elapsed();
     assert!(
-        t.elapsed() >= Duration::from_millis(1000),
-        "the first host was given its hop timeout"
+        out.status.success() && sipp_counts(&out) == (1, 0),
+        "customer: {}\ntrunkd log:\n{}",
+        out_text(&out),
+        d.log_tail(60)
     );
-    assert!(second.wait(Duration::from_secs(10)).0);
+    assert!(
+        took >= Duration::from_millis(1000),
+        "the first host was given its hop timeout, yet the call took {took:?}; trunkd log:\n{}",
+        d.log_tail(60)
+    );
+    let (ok, text) = second.wait(Duration::from_secs(10));
+    assert!(ok, "second host: {text}\ntrunkd log:\n{}", d.log_tail(60));
 }
 
 #[test]
