@@ -82,21 +82,25 @@ pub enum SrtpError {
     Replay,
 }
 
-/// An AES key schedule, 128 or 256 bits. The size difference between the
-/// variants is a few hundred bytes in a value that exists four times per
-/// SRTP leg, inside the relay's boxed `LegCrypto`: not worth an indirection
-/// on the packet path.
+/// The RTP key schedule of an AES-CM direction, 128 or 256 bits.
+///
+/// RustCrypto's AES keeps its software (fixsliced) schedule beside the
+/// AES-NI one, 704 bytes for AES-128 and 960 for AES-256. The 256-bit
+/// variant is boxed so that the common AES-128 suites do not pay for the
+/// larger one in every leg: the enum exists twice per SRTP leg, and an
+/// SRTP call's memory is mostly these schedules (docs/performance.md).
+/// AES-128 stays inline: the common suite takes no pointer per packet.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Aes {
     A128(Aes128),
-    A256(Aes256),
+    A256(Box<Aes256>),
 }
 
 impl Aes {
     fn new(key: &[u8]) -> Aes {
         match key.len() {
-            32 => Aes::A256(Aes256::new(key.into())),
+            32 => Aes::A256(Box::new(Aes256::new(key.into()))),
             // Suites only have 128 and 256-bit keys (checked by `sdes`).
             _ => Aes::A128(Aes128::new(key.into())),
         }
@@ -106,17 +110,53 @@ impl Aes {
     /// the block counter, zero in `iv`), XORed onto `data`.
     fn ctr(&self, iv: &[u8; 16], data: &mut [u8]) {
         match self {
-            Aes::A128(a) => ctr::Ctr128BE::<Aes128>::from_core(ctr::CtrCore::inner_iv_init(
-                a.clone(),
-                iv.into(),
-            ))
-            .apply_keystream(data),
-            Aes::A256(a) => ctr::Ctr128BE::<Aes256>::from_core(ctr::CtrCore::inner_iv_init(
-                a.clone(),
-                iv.into(),
-            ))
-            .apply_keystream(data),
+            Aes::A128(a) => ctr_keystream(a.clone(), iv, data),
+            Aes::A256(a) => ctr_keystream((**a).clone(), iv, data),
         }
+    }
+}
+
+/// AES counter mode with a schedule built for this one use, on the stack:
+/// for the PRF at key derivation and for SRTCP (a packet every few
+/// seconds), whose schedules are not kept (see [`SessionKey`]).
+fn ctr_once(key: &[u8], iv: &[u8; 16], data: &mut [u8]) {
+    match key.len() {
+        32 => ctr_keystream(Aes256::new(key.into()), iv, data),
+        _ => ctr_keystream(Aes128::new(key.into()), iv, data),
+    }
+}
+
+fn ctr_keystream<C>(cipher: C, iv: &[u8; 16], data: &mut [u8])
+where
+    C: aes::cipher::BlockEncryptMut
+        + aes::cipher::BlockCipher
+        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
+{
+    ctr::Ctr128BE::<C>::from_core(ctr::CtrCore::inner_iv_init(cipher, iv.into()))
+        .apply_keystream(data)
+}
+
+/// An SRTCP session encryption key, kept as its bytes rather than as a key
+/// schedule. RTCP is a packet every few seconds per stream, so building
+/// the schedule per packet costs nothing measurable, while keeping one per
+/// direction cost up to a kilobyte each (two per SRTP leg).
+#[derive(Clone)]
+struct SessionKey {
+    bytes: [u8; 32],
+    /// 16 or 32 (the suite's key length).
+    len: usize,
+}
+
+impl SessionKey {
+    fn new(key: &[u8]) -> SessionKey {
+        let mut bytes = [0u8; 32];
+        let len = key.len().min(32);
+        bytes[..len].copy_from_slice(&key[..len]);
+        SessionKey { bytes, len }
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -124,15 +164,16 @@ impl Aes {
 /// the master key, at x = label || 0 XOR master salt (salt right-padded to
 /// 112 bits for the 96-bit GCM salts, RFC 7714 §11).
 fn derive(master: &KeyMaterial, label: u8, out: &mut [u8]) {
-    let prf = Aes::new(master.key());
     let mut iv = [0u8; 16];
     iv[..master.salt().len()].copy_from_slice(master.salt());
     iv[7] ^= label;
     out.fill(0);
-    prf.ctr(&iv, out);
+    ctr_once(master.key(), &iv, out);
 }
 
-/// The per-direction transform of one master key (see [`Aes`] on size).
+/// The per-direction transform of one master key. The RTP cipher is kept
+/// ready (see [`Aes`] on its size); the SRTCP one is built per packet
+/// from its [`SessionKey`].
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Transform {
@@ -142,30 +183,34 @@ enum Transform {
         rtp_salt: [u8; 14],
         rtp_auth: Hmac<Sha1>,
         rtp_tag: usize,
-        rtcp_key: Aes,
+        rtcp_key: SessionKey,
         rtcp_salt: [u8; 14],
         rtcp_auth: Hmac<Sha1>,
     },
     /// AEAD AES-GCM (RFC 7714).
     Gcm {
-        rtp: Gcm,
+        rtp: Box<Gcm>,
         rtp_salt: [u8; 12],
-        rtcp: Gcm,
+        rtcp_key: SessionKey,
         rtcp_salt: [u8; 12],
     },
 }
 
+/// An AES-GCM key (schedule and GHASH key), 128 or 256 bits: boxed in a
+/// [`Transform`] for RTP, on the stack for one SRTCP packet; either way
+/// the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Gcm {
-    A128(Box<Aes128Gcm>),
-    A256(Box<Aes256Gcm>),
+    A128(Aes128Gcm),
+    A256(Aes256Gcm),
 }
 
 impl Gcm {
     fn new(key: &[u8]) -> Gcm {
         match key.len() {
-            32 => Gcm::A256(Box::new(Aes256Gcm::new(key.into()))),
-            _ => Gcm::A128(Box::new(Aes128Gcm::new(key.into()))),
+            32 => Gcm::A256(Aes256Gcm::new(key.into())),
+            _ => Gcm::A128(Aes128Gcm::new(key.into())),
         }
     }
 
@@ -204,15 +249,15 @@ impl Transform {
             CryptoSuite::AeadAes128Gcm | CryptoSuite::AeadAes256Gcm => {
                 let (mut rtp_salt, mut rtcp_salt) = ([0u8; 12], [0u8; 12]);
                 derive(master, LABEL_RTP_ENCRYPTION, key);
-                let rtp = Gcm::new(key);
+                let rtp = Box::new(Gcm::new(key));
                 derive(master, LABEL_RTCP_ENCRYPTION, key);
-                let rtcp = Gcm::new(key);
+                let rtcp_key = SessionKey::new(key);
                 derive(master, LABEL_RTP_SALT, &mut rtp_salt);
                 derive(master, LABEL_RTCP_SALT, &mut rtcp_salt);
                 Transform::Gcm {
                     rtp,
                     rtp_salt,
-                    rtcp,
+                    rtcp_key,
                     rtcp_salt,
                 }
             }
@@ -221,7 +266,7 @@ impl Transform {
                 derive(master, LABEL_RTP_ENCRYPTION, key);
                 let rtp_key = Aes::new(key);
                 derive(master, LABEL_RTCP_ENCRYPTION, key);
-                let rtcp_key = Aes::new(key);
+                let rtcp_key = SessionKey::new(key);
                 derive(master, LABEL_RTP_SALT, &mut rtp_salt);
                 derive(master, LABEL_RTCP_SALT, &mut rtcp_salt);
                 let rtp_tag = match suite {
@@ -383,6 +428,10 @@ impl Ssrcs {
                 self.entries.swap_remove(oldest);
             }
         }
+        // One entry at a time: a call has one SSRC per direction, and the
+        // default growth (to four 104-byte entries) was 1.2 KiB an SRTP
+        // call held for nothing. A new SSRC is rare; its copy is cheap.
+        self.entries.reserve_exact(1);
         self.entries.push((ssrc, state));
     }
 }
@@ -591,17 +640,23 @@ impl LegCrypto {
                     return Err(SrtpError::Authentication);
                 }
                 if encrypted {
-                    rtcp_key.ctr(&cm_iv(rtcp_salt, ssrc, index), &mut out[RTCP_HEADER..]);
+                    ctr_once(
+                        rtcp_key.get(),
+                        &cm_iv(rtcp_salt, ssrc, index),
+                        &mut out[RTCP_HEADER..],
+                    );
                 }
             }
             Transform::Gcm {
-                rtcp, rtcp_salt, ..
+                rtcp_key,
+                rtcp_salt,
+                ..
             } => {
                 let mut aad = [0u8; RTCP_HEADER + SRTCP_INDEX];
                 aad[..RTCP_HEADER].copy_from_slice(&pkt[..RTCP_HEADER]);
                 aad[RTCP_HEADER..].copy_from_slice(&e_word.to_be_bytes());
                 let tag = &pkt[body_end..body_end + GCM_TAG];
-                if !rtcp.open(
+                if !Gcm::new(rtcp_key.get()).open(
                     &gcm_iv(rtcp_salt, ssrc, index),
                     &aad,
                     &mut out[RTCP_HEADER..],
@@ -636,7 +691,8 @@ impl LegCrypto {
                 rtcp_auth,
                 ..
             } => {
-                rtcp_key.ctr(
+                ctr_once(
+                    rtcp_key.get(),
                     &cm_iv(rtcp_salt, ssrc, u64::from(index)),
                     &mut out[RTCP_HEADER..],
                 );
@@ -647,12 +703,14 @@ impl LegCrypto {
                 out.extend_from_slice(&full[..SRTCP_HMAC_TAG]);
             }
             Transform::Gcm {
-                rtcp, rtcp_salt, ..
+                rtcp_key,
+                rtcp_salt,
+                ..
             } => {
                 let mut aad = [0u8; RTCP_HEADER + SRTCP_INDEX];
                 aad[..RTCP_HEADER].copy_from_slice(&pkt[..RTCP_HEADER]);
                 aad[RTCP_HEADER..].copy_from_slice(&e_word);
-                let tag = rtcp.seal(
+                let tag = Gcm::new(rtcp_key.get()).seal(
                     &gcm_iv(rtcp_salt, ssrc, u64::from(index)),
                     &aad,
                     &mut out[RTCP_HEADER..],

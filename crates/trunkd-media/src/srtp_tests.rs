@@ -374,3 +374,28 @@ proptest::proptest! {
         }
     }
 }
+
+/// An SRTP leg's state is the bulk of an SRTP call's memory (issue 15,
+/// RSS per media call <= 24 KiB): the RTP key schedules only, SRTCP's
+/// built per packet, AES-256's boxed. 4,624 bytes before that; a
+/// dependency upgrade that grows it should be a decision, not a surprise.
+#[test]
+fn an_srtp_leg_keeps_only_its_rtp_key_schedules() {
+    let size = std::mem::size_of::<LegCrypto>();
+    assert!(size <= 2304, "LegCrypto is {size} bytes");
+    // The SRTCP keys still work: a round trip on every suite is
+    // `every_suite_round_trips_rtp_and_rtcp_both_ways`.
+
+    // A stream's SSRC table holds what it has, not room for four.
+    let k = keys(CryptoSuite::Aes128CmHmacSha1_80);
+    let mut trunkd = LegCrypto::new(&k).unwrap();
+    let mut peer = mirror(&k);
+    for seq in 0..50 {
+        let wire = peer.protect_rtp(&rtp(seq, &[7; 160])).unwrap();
+        trunkd.unprotect_rtp(&wire).unwrap();
+    }
+    let wire = peer.protect_rtcp(&sender_report()).unwrap();
+    trunkd.unprotect_rtcp(&wire).unwrap();
+    assert_eq!(trunkd.rx_ssrcs.entries.capacity(), 1);
+    assert_eq!(peer.tx_ssrcs.entries.capacity(), 1);
+}
