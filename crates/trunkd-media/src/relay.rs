@@ -980,9 +980,9 @@ pub(crate) fn spawn_counted<O: PacketObserver + Clone>(
         _load: load,
         ctl: ctl_rx,
     };
-    // The relay runs in the span it was started in (the daemon's call span),
-    // on whichever runtime, so its lines name the call.
-    let run = tracing::Instrument::instrument(task.run(), tracing::Span::current());
+    // The relay's lines name the call: they are written in the span it was
+    // started in (the daemon's call span), on whichever runtime.
+    let run = task.run(tracing::Span::current());
     match deferred {
         Some(d) => d.spawn(Box::pin(run)),
         // Detached: the handle learns the end from the control queue.
@@ -1274,11 +1274,19 @@ impl<O: PacketObserver + Clone> Task<O> {
     /// (once as given, once moved into its body's state), which cost every
     /// call another copy of the ~1.2 KB task (issue 15). The closure owns
     /// the one copy.
-    fn run(mut self) -> impl Future<Output = ()> + Send
+    ///
+    /// `span` is entered only while the relay's lines are enabled: the task
+    /// is polled about once per packet, and entering the call's span on
+    /// every poll (`Instrument`) was 3 % of a relay thread's CPU with debug
+    /// off, where the relay writes nothing (docs/performance.md, ninth
+    /// pass). Every line the relay writes is at debug level, so that is
+    /// the level checked.
+    fn run(mut self, span: tracing::Span) -> impl Future<Output = ()> + Send
     where
         O: Send,
     {
         poll_fn(move |cx| {
+            let _entered = tracing::enabled!(tracing::Level::DEBUG).then(|| span.enter());
             let stopped = self.poll(cx);
             if stopped.is_ready() {
                 tracing::debug!("media relay stopped");
@@ -1898,7 +1906,9 @@ mod tests {
         // The observer holds the optional `[hep]` RTCP tap (an
         // `Option<Arc<dyn RtcpTap>>`) and two 8-entry SR logs; a peer keeps
         // its addresses as `SocketAddr`s, not cached 136-byte `SockAddr`s.
-        assert!(size_of::<Task<crate::QualityObserver>>() <= 1168);
+        // The control queue's receiver keeps the waker it parked (16
+        // bytes), which spares a lock per packet (ctlq).
+        assert!(size_of::<Task<crate::QualityObserver>>() <= 1184);
         assert!(size_of::<crate::QualityObserver>() <= 880);
         assert!(size_of::<Stream>() <= 952);
         assert!(size_of::<Peer>() <= 80);
