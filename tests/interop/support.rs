@@ -421,6 +421,46 @@ pub struct SippBg {
     pub name: String,
 }
 
+/// Whether a UDP or TCP socket is bound to `ip:port` (or to the wildcard
+/// address on `port`), from /proc/net: a read-only look that cannot take
+/// the port from the process about to bind it, as a probe bind could.
+pub fn port_bound(ip: &str, port: u16) -> bool {
+    let Ok(addr) = ip.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    // /proc/net prints each 32-bit word of the address as the host reads
+    // it (little-endian here), then the port in hex.
+    let hex = |octets: &[u8]| {
+        octets
+            .chunks(4)
+            .map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+            .collect::<String>()
+    };
+    let (files, want, any) = match addr {
+        std::net::IpAddr::V4(a) => (
+            ["/proc/net/udp", "/proc/net/tcp"],
+            hex(&a.octets()),
+            hex(&[0; 4]),
+        ),
+        std::net::IpAddr::V6(a) => (
+            ["/proc/net/udp6", "/proc/net/tcp6"],
+            hex(&a.octets()),
+            hex(&[0; 16]),
+        ),
+    };
+    let port = format!("{port:04X}");
+    files.iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|local| local.split_once(':'))
+                    .is_some_and(|(a, p)| p == port && (a == want || a == any))
+            })
+        })
+    })
+}
+
 impl SippBg {
     /// Starts `sipp -sf tests/sipp/<scenario>` listening on `ip:port`.
     pub fn uas(scenario: &str, ip: &str, port: u16, extra: &[&str]) -> SippBg {
@@ -443,13 +483,27 @@ impl SippBg {
             .stderr(Stdio::piped())
             .spawn()
             .expect("sipp is installed (scripts/test installs sip-tester)");
-        // SIPp binds before it reads the scenario's first recv; give it a
-        // moment so the first INVITE does not meet a closed port.
-        std::thread::sleep(Duration::from_millis(150));
-        SippBg {
+        let mut bg = SippBg {
             child: Some(child),
             name: scenario.to_owned(),
+        };
+        // Once SIPp has bound its port, the kernel queues what arrives even
+        // before SIPp reads: wait for that, not for a fixed time (a fixed
+        // 150 ms was a guess that a cold, loaded machine can outrun).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !port_bound(ip, port) && Instant::now() < deadline {
+            let exited = bg
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                // It could not bind (or the scenario is bad): the test's
+                // own assertions report what it printed.
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
+        bg
     }
 
     /// Waits (bounded) for the UAS to finish its `-m` calls; returns its
@@ -594,5 +648,21 @@ pub fn wait_cdrs(dir: &Path, n: usize) -> Vec<serde_json::Value> {
             return c;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `port_bound` reads /proc/net right for both families and both
+/// transports (SippBg waits on it).
+#[test]
+fn port_bound_sees_udp_and_tcp_sockets_on_either_family() {
+    for ip in ["127.0.0.2", "::1"] {
+        let udp = UdpSocket::bind((ip, 0)).unwrap();
+        let port = udp.local_addr().unwrap().port();
+        assert!(port_bound(ip, port), "UDP {ip}:{port}");
+        drop(udp);
+        assert!(!port_bound(ip, port), "UDP {ip}:{port} after close");
+        let tcp = TcpListener::bind((ip, 0)).unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        assert!(port_bound(ip, port), "TCP {ip}:{port}");
     }
 }
