@@ -256,9 +256,10 @@ impl Call {
         let to = headers.get("To").map(strip_tag).unwrap_or_default();
         let from = headers.get("From").map(strip_tag).unwrap_or_default();
         let remote_tag = headers
-            .from()
+            .from_tag()
             .ok()
-            .and_then(|f| f.tag().map(|t| String::from_utf8_lossy(t).into_owned()));
+            .flatten()
+            .map(|t| String::from_utf8_lossy(&t).into_owned());
         let a = LegState {
             call_id: headers.get("Call-ID").cloned().unwrap_or_default(),
             local_tag: a_local_tag,
@@ -584,7 +585,7 @@ impl Call {
             }
             att.got_provisional = true;
             if let Some(b) = self.b.as_mut() {
-                if resp.headers.to().ok().is_some_and(|t| t.tag().is_some()) {
+                if resp.headers.to_tag().is_ok_and(|t| t.is_some()) {
                     b.learn_from_response(&resp);
                 }
             }

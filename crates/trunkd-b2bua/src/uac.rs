@@ -394,7 +394,7 @@ impl UacLeg {
             let first = !att.ringing;
             att.ringing = true;
             if let Some(l) = self.leg.as_mut() {
-                if resp.headers.to().ok().is_some_and(|t| t.tag().is_some()) {
+                if resp.headers.to_tag().is_ok_and(|t| t.is_some()) {
                     l.learn_from_response(&resp);
                 }
             }

@@ -109,9 +109,10 @@ impl UasCall {
             call_id: headers.get("Call-ID").cloned().unwrap_or_default(),
             local_tag: ids.tag(),
             remote_tag: headers
-                .from()
+                .from_tag()
                 .ok()
-                .and_then(|f| f.tag().map(|t| String::from_utf8_lossy(t).into_owned())),
+                .flatten()
+                .map(|t| String::from_utf8_lossy(&t).into_owned()),
             local_uri: headers.get("To").map(strip_tag).unwrap_or_default(),
             remote_uri: headers.get("From").map(strip_tag).unwrap_or_default(),
             remote_target: contact_uri(headers)

@@ -328,9 +328,24 @@ impl Headers {
         });
     }
 
-    /// Appends a row known to be well formed (copied from a parsed message).
-    pub(crate) fn push_header(&mut self, h: Header) {
+    /// Appends a row of another message. A [`Header`] is only ever made by
+    /// the parser or by a checked builder, so the row needs no checking
+    /// again: how a B2BUA copies end-to-end headers from one leg to the
+    /// other.
+    pub fn push_row(&mut self, h: Header) {
         self.rows_mut().push(h);
+    }
+
+    /// Room for `additional` more rows, allocated exactly: for a message
+    /// whose row count is known before it is built.
+    pub fn reserve(&mut self, additional: usize) {
+        self.rows_mut().reserve_exact(additional);
+    }
+
+    /// Rows the list has room for without growing.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.entries.capacity()
     }
 
     /// Number of rows.
@@ -352,6 +367,19 @@ impl Headers {
     pub fn rows<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Header> + 'a {
         let k = key(name);
         self.entries.iter().filter(move |h| h.name.matches(&k))
+    }
+
+    /// Rows of a known header (long or compact form), in order. The same
+    /// rows as [`Headers::rows`] with its canonical name, without
+    /// recognising the name first: what the typed accessors and the call
+    /// layer use on every message.
+    pub fn rows_of(&self, k: KnownHeader) -> impl Iterator<Item = &Header> + '_ {
+        self.entries.iter().filter(move |h| h.name.known == Some(k))
+    }
+
+    /// Value of the first row of a known header.
+    pub fn get_of(&self, k: KnownHeader) -> Option<&Bytes> {
+        self.rows_of(k).next().map(|h| &h.value)
     }
 
     /// Value of the first row with this name.
@@ -384,13 +412,20 @@ impl Headers {
     /// rows, since their grammar may contain commas (Date, WWW-Authenticate,
     /// unknown headers).
     pub fn values(&self, name: &str) -> Vec<Bytes> {
-        let list = KnownHeader::from_name(name.as_bytes()).is_some_and(KnownHeader::is_list);
+        match KnownHeader::from_name(name.as_bytes()) {
+            Some(k) => self.values_of(k),
+            None => self.get_all(name).cloned().collect(),
+        }
+    }
+
+    /// [`Headers::values`] of a known header.
+    pub fn values_of(&self, k: KnownHeader) -> Vec<Bytes> {
         let mut out = Vec::new();
-        for v in self.get_all(name) {
-            if list {
-                out.extend(split_list(v));
+        for h in self.rows_of(k) {
+            if k.is_list() {
+                out.extend(split_list(&h.value));
             } else {
-                out.push(v.clone());
+                out.push(h.value.clone());
             }
         }
         out

@@ -193,10 +193,10 @@ impl Request {
         let mut out = Headers::with_capacity(8);
         out.push_parsed(Bytes::from_static(b"Via"), top);
         for r in h.rows("Route") {
-            out.push_header(r.clone());
+            out.push_row(r.clone());
         }
         match h.rows("Max-Forwards").next() {
-            Some(mf) => out.push_header(mf.clone()),
+            Some(mf) => out.push_row(mf.clone()),
             None => out.push_parsed(
                 Bytes::from_static(b"Max-Forwards"),
                 Bytes::from_static(b"70"),
@@ -209,7 +209,7 @@ impl Request {
             };
             // Each was checked to be present above.
             if let Some(row) = row {
-                out.push_header(row);
+                out.push_row(row);
             }
         }
         let cseq = CSeq {

@@ -74,9 +74,29 @@ impl Pending {
     }
 }
 
+/// How many rows the header section starting at `pos` holds: its lines up
+/// to the empty one, less continuation lines. An upper bound when the
+/// section turns out malformed.
+fn count_rows(buf: &[u8], mut pos: usize) -> usize {
+    let mut rows = 0;
+    while pos < buf.len() {
+        let (end, next) = next_line(buf, pos).unwrap_or((buf.len(), buf.len()));
+        if end == pos {
+            break;
+        }
+        rows += usize::from(!is_ws(buf[pos]));
+        pos = next;
+    }
+    rows
+}
+
 fn parse_headers(input: &Bytes, mut pos: usize) -> HeaderBlock {
     let buf = &input[..];
-    let mut headers = Headers::with_capacity(16);
+    // Sized before the first row: a list that grew by doubling reached 16
+    // rows (1,152 bytes), past glibc's per-thread cache of small blocks,
+    // and was then shrunk, two trips through the allocator's slow path for
+    // every message (issue 15).
+    let mut headers = Headers::with_capacity(count_rows(buf, pos));
     let mut pending: Option<Pending> = None;
     let mut malformed = false;
     let mut terminated = false;
@@ -128,7 +148,7 @@ fn parse_headers(input: &Bytes, mut pos: usize) -> HeaderBlock {
         p.finish(input, &mut headers);
     }
     // A message may outlive its parse by a call's length (a transaction's
-    // or a call's INVITE): the room for 16 rows goes back now.
+    // or a call's INVITE): room a malformed section did not use goes back.
     headers.shrink_to_fit();
     HeaderBlock {
         headers,
@@ -344,6 +364,24 @@ mod tests {
         assert_eq!(r.method, Method::Invite);
         assert_eq!(&r.body[..], b"v=0\r\n"[..4].as_ref());
         assert_eq!(r.headers.len(), 9);
+    }
+
+    #[test]
+    fn the_header_list_is_sized_to_its_rows() {
+        // Folded rows count once; the body's lines not at all.
+        let folded = INVITE.replace("Max-Forwards: 70\r\n", "Max-Forwards:\r\n 70\r\n");
+        for (text, rows) in [(INVITE.to_owned(), 9), (folded, 9)] {
+            let start = text.find("\r\n").unwrap() + 2;
+            assert_eq!(count_rows(text.as_bytes(), start), rows, "{text}");
+            let SipMessage::Request(r) = parse_str(&text).unwrap() else {
+                panic!()
+            };
+            assert_eq!(r.headers.len(), rows);
+            assert_eq!(r.headers.capacity(), rows);
+        }
+        // Unterminated: the last line is a row too.
+        assert_eq!(count_rows(b"A: 1\r\nB: 2", 0), 2);
+        assert_eq!(count_rows(b"\r\nA: 1\r\n", 0), 0);
     }
 
     #[test]

@@ -9,12 +9,13 @@ use bytes::Bytes;
 
 use crate::chars::is_token;
 use crate::error::ParseError;
-use crate::headers::Headers;
+use crate::headers::{Headers, KnownHeader};
 use crate::message::{Request, Response};
 use crate::method::Method;
 use crate::status::StatusCode;
 
-/// The response to `req` with `status` and `reason`, Content-Length 0.
+/// The response to `req` with `status` and `reason`, Content-Length 0; the
+/// request's rows are copied as they are (it was validated when parsed).
 ///
 /// `to_tag` is appended to To when the status is above 100 and To has no
 /// tag yet; bytes outside `token` are dropped from it.
@@ -24,7 +25,7 @@ pub fn response_for(
     reason: &str,
     to_tag: Option<&str>,
 ) -> Response {
-    build(&req.headers, status, reason, to_tag)
+    build(&req.headers, status, reason, to_tag, Rows::AsReceived)
 }
 
 /// The 400 or 505 answer to a request that failed to parse, copying the
@@ -44,55 +45,87 @@ pub fn error_response(err: &ParseError, to_tag: Option<&str>) -> Option<Response
             StatusCode::BAD_REQUEST,
             &fault.reason_phrase(),
             to_tag,
+            Rows::WellFormed,
         )),
         ParseError::VersionNotSupported { request } => Some(build(
             &request.headers,
             StatusCode::VERSION_NOT_SUPPORTED,
             "Version Not Supported",
             to_tag,
+            Rows::WellFormed,
         )),
     }
 }
 
-fn build(headers: &Headers, status: StatusCode, reason: &str, to_tag: Option<&str>) -> Response {
+/// Which request rows a response copies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// As they are: the request passed validation when it was parsed, and
+    /// §8.2.6.2 copies them unchanged. Parsing From, Call-ID and CSeq again
+    /// for every response was a tenth of a call's signalling instructions
+    /// (issue 15).
+    AsReceived,
+    /// Only those that parse: the request failed validation, and a row
+    /// that does not parse is left out rather than echoed.
+    WellFormed,
+}
+
+fn build(
+    headers: &Headers,
+    status: StatusCode,
+    reason: &str,
+    to_tag: Option<&str>,
+    rows: Rows,
+) -> Response {
     let mut resp = Response::new(status, reason);
     let out = &mut resp.headers;
-    for h in headers.rows("Via") {
-        out.push_header(h.clone());
+    out.reserve(headers.rows_of(KnownHeader::Via).count() + 4);
+    for h in headers.rows_of(KnownHeader::Via) {
+        out.push_row(h.clone());
     }
-    if headers.from().is_ok() {
-        out.extend_first(headers, "From");
+    let checked = rows == Rows::WellFormed;
+    if !checked || headers.from().is_ok() {
+        out.extend_first(headers, KnownHeader::From);
     }
-    if let Ok(to) = headers.to() {
-        let tag = to_tag
-            .map(|t| t.bytes().filter(|&b| is_token(b)).collect::<Vec<u8>>())
-            .filter(|t| !t.is_empty());
-        match tag {
-            Some(tag) if status.as_u16() > 100 && to.tag().is_none() => {
-                if let Some(raw) = headers.get("To") {
-                    let mut v = Vec::with_capacity(raw.len() + tag.len() + 5);
-                    v.extend_from_slice(raw);
-                    v.extend_from_slice(b";tag=");
-                    v.extend_from_slice(&tag);
-                    out.push_parsed(Bytes::from_static(b"To"), Bytes::from(v));
+    // The tag to add, if any: only then does To's own tag need parsing.
+    let tag = to_tag
+        .filter(|_| status.as_u16() > 100)
+        .map(|t| t.bytes().filter(|&b| is_token(b)).collect::<Vec<u8>>())
+        .filter(|t| !t.is_empty());
+    match tag {
+        Some(tag) => {
+            if let Ok(to_tag) = headers.to_tag() {
+                match (to_tag, headers.get_of(KnownHeader::To)) {
+                    (None, Some(raw)) => {
+                        let mut v = Vec::with_capacity(raw.len() + tag.len() + 5);
+                        v.extend_from_slice(raw);
+                        v.extend_from_slice(b";tag=");
+                        v.extend_from_slice(&tag);
+                        out.push_parsed(Bytes::from_static(b"To"), Bytes::from(v));
+                    }
+                    _ => out.extend_first(headers, KnownHeader::To),
                 }
             }
-            _ => out.extend_first(headers, "To"),
+        }
+        None => {
+            if !checked || headers.to().is_ok() {
+                out.extend_first(headers, KnownHeader::To);
+            }
         }
     }
-    if headers.call_id().is_ok() {
-        out.extend_first(headers, "Call-ID");
+    if !checked || headers.call_id().is_ok() {
+        out.extend_first(headers, KnownHeader::CallId);
     }
-    if headers.cseq().is_ok() {
-        out.extend_first(headers, "CSeq");
+    if !checked || headers.cseq().is_ok() {
+        out.extend_first(headers, KnownHeader::CSeq);
     }
     resp
 }
 
 impl Headers {
-    fn extend_first(&mut self, from: &Headers, name: &str) {
-        if let Some(h) = from.rows(name).next() {
-            self.push_header(h.clone());
+    fn extend_first(&mut self, from: &Headers, k: KnownHeader) {
+        if let Some(h) = from.rows_of(k).next() {
+            self.push_row(h.clone());
         }
     }
 }

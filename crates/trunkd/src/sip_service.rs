@@ -138,7 +138,7 @@ impl SipService {
                     stamp_top_via(&mut req.headers, src);
                 }
                 let out_of_dialog = req.method != trunkd_sip::Method::Ack
-                    && req.headers.to().ok().is_none_or(|t| t.tag().is_none());
+                    && req.headers.to_tag().ok().is_none_or(|t| t.is_none());
                 if out_of_dialog {
                     if let Some(refusal) = self.abuse_check(&req, src) {
                         metrics

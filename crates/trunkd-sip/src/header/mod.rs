@@ -19,7 +19,7 @@ pub use via::{Transport, Via, MAGIC_COOKIE};
 use bytes::Bytes;
 
 use crate::error::{HeaderError, SyntaxError};
-use crate::headers::Headers;
+use crate::headers::{Header, Headers, KnownHeader};
 
 fn invalid(name: &'static str) -> impl Fn(SyntaxError) -> HeaderError {
     move |e| HeaderError::Invalid { name, detail: e.0 }
@@ -27,71 +27,89 @@ fn invalid(name: &'static str) -> impl Fn(SyntaxError) -> HeaderError {
 
 impl Headers {
     /// The single row of a single-valued header, if present.
-    fn single(&self, name: &'static str) -> Result<Option<&Bytes>, HeaderError> {
-        let mut rows = self.get_all(name);
-        let first = rows.next();
+    fn single(&self, k: KnownHeader) -> Result<Option<&Bytes>, HeaderError> {
+        let mut rows = self.rows_of(k);
+        let first = rows.next().map(Header::value);
         if rows.next().is_some() {
-            return Err(HeaderError::Multiple(name));
+            return Err(HeaderError::Multiple(k.canonical()));
         }
         Ok(first)
     }
 
-    fn required(&self, name: &'static str) -> Result<&Bytes, HeaderError> {
-        self.single(name)?.ok_or(HeaderError::Missing(name))
+    fn required(&self, k: KnownHeader) -> Result<&Bytes, HeaderError> {
+        self.single(k)?.ok_or(HeaderError::Missing(k.canonical()))
     }
 
     /// Every Via value, top first, rows split at commas (§20.42).
     pub fn vias(&self) -> Result<Vec<Via>, HeaderError> {
-        self.get_all("Via")
-            .flat_map(crate::headers::split_list)
+        self.rows_of(KnownHeader::Via)
+            .flat_map(|h| crate::headers::split_list(h.value()))
             .map(|v| Via::parse(&v).map_err(invalid("Via")))
             .collect()
     }
 
     /// The topmost Via (§18.2.2 sends responses there).
     pub fn top_via(&self) -> Result<Via, HeaderError> {
-        let first = self.get("Via").ok_or(HeaderError::Missing("Via"))?;
+        let first = self
+            .get_of(KnownHeader::Via)
+            .ok_or(HeaderError::Missing("Via"))?;
         let top = crate::headers::split_list(first).next().unwrap_or_default();
         Via::parse(&top).map_err(invalid("Via"))
     }
 
     /// From (§20.20).
     pub fn from(&self) -> Result<NameAddr, HeaderError> {
-        NameAddr::parse(self.required("From")?, false).map_err(invalid("From"))
+        NameAddr::parse(self.required(KnownHeader::From)?, false).map_err(invalid("From"))
     }
 
     /// To (§20.39).
     pub fn to(&self) -> Result<NameAddr, HeaderError> {
-        NameAddr::parse(self.required("To")?, false).map_err(invalid("To"))
+        NameAddr::parse(self.required(KnownHeader::To)?, false).map_err(invalid("To"))
+    }
+
+    /// From's tag (§19.3), if it has one. The URI is not parsed, so this
+    /// is for messages the parser has validated (see
+    /// [`NameAddr::header_params`]).
+    pub fn from_tag(&self) -> Result<Option<Bytes>, HeaderError> {
+        let v = self.required(KnownHeader::From)?;
+        let params = NameAddr::header_params(v, false).map_err(invalid("From"))?;
+        Ok(params.value("tag").cloned())
+    }
+
+    /// To's tag (§19.3), if it has one; as [`Headers::from_tag`].
+    pub fn to_tag(&self) -> Result<Option<Bytes>, HeaderError> {
+        let v = self.required(KnownHeader::To)?;
+        let params = NameAddr::header_params(v, false).map_err(invalid("To"))?;
+        Ok(params.value("tag").cloned())
     }
 
     /// Call-ID (§20.8).
     pub fn call_id(&self) -> Result<CallId, HeaderError> {
-        CallId::parse(self.required("Call-ID")?).map_err(invalid("Call-ID"))
+        CallId::parse(self.required(KnownHeader::CallId)?).map_err(invalid("Call-ID"))
     }
 
     /// CSeq (§20.16).
     pub fn cseq(&self) -> Result<CSeq, HeaderError> {
-        CSeq::parse(self.required("CSeq")?).map_err(invalid("CSeq"))
+        CSeq::parse(self.required(KnownHeader::CSeq)?).map_err(invalid("CSeq"))
     }
 
     /// Max-Forwards, if present (§20.22).
     pub fn max_forwards(&self) -> Result<Option<MaxForwards>, HeaderError> {
-        self.single("Max-Forwards")?
+        self.single(KnownHeader::MaxForwards)?
             .map(|v| MaxForwards::parse(v).map_err(invalid("Max-Forwards")))
             .transpose()
     }
 
     /// Content-Length, if present (§20.14).
     pub fn content_length(&self) -> Result<Option<ContentLength>, HeaderError> {
-        self.single("Content-Length")?
+        self.single(KnownHeader::ContentLength)?
             .map(|v| ContentLength::parse(v).map_err(invalid("Content-Length")))
             .transpose()
     }
 
     /// Contact, if present (§20.10).
     pub fn contact(&self) -> Result<Option<Contact>, HeaderError> {
-        let values = self.values("Contact");
+        let values = self.values_of(KnownHeader::Contact);
         if values.is_empty() {
             return Ok(None);
         }
@@ -102,17 +120,18 @@ impl Headers {
 
     /// Route, top first (§20.34).
     pub fn route(&self) -> Result<Vec<NameAddr>, HeaderError> {
-        contact::parse_route(&self.values("Route")).map_err(invalid("Route"))
+        contact::parse_route(&self.values_of(KnownHeader::Route)).map_err(invalid("Route"))
     }
 
     /// Record-Route, top first (§20.30).
     pub fn record_route(&self) -> Result<Vec<NameAddr>, HeaderError> {
-        contact::parse_route(&self.values("Record-Route")).map_err(invalid("Record-Route"))
+        contact::parse_route(&self.values_of(KnownHeader::RecordRoute))
+            .map_err(invalid("Record-Route"))
     }
 
     /// Content-Type, if present (§20.15).
     pub fn content_type(&self) -> Result<Option<ContentType>, HeaderError> {
-        self.single("Content-Type")?
+        self.single(KnownHeader::ContentType)?
             .map(|v| ContentType::parse(v).map_err(invalid("Content-Type")))
             .transpose()
     }
@@ -144,6 +163,8 @@ mod tests {
             Some(&b"z9hG4bK1"[..])
         );
         assert_eq!(h.from().unwrap().tag().map(|t| &t[..]), Some(&b"1"[..]));
+        assert_eq!(h.from_tag(), Ok(Some(Bytes::from_static(b"1"))));
+        assert_eq!(h.to_tag(), Ok(None));
         assert!(h.to().unwrap().tag().is_none());
         assert_eq!(
             h.call_id().unwrap().as_bytes(),

@@ -212,7 +212,7 @@ impl AckKey {
     pub(crate) fn for_2xx(request: &Request, response: &Response) -> Option<AckKey> {
         let call_id = request.headers.call_id().ok()?.as_bytes().clone();
         let cseq = request.headers.cseq().ok()?.seq;
-        let to_tag = response.headers.to().ok()?.tag().cloned();
+        let to_tag = response.headers.to_tag().ok()?;
         Some(AckKey {
             call_id,
             cseq,
@@ -240,8 +240,8 @@ impl RequestIds {
         let via = h.top_via().ok()?;
         let call_id = h.call_id().ok()?.as_bytes().clone();
         let cseq = h.cseq().ok()?.seq;
-        let from_tag = h.from().ok()?.tag().cloned();
-        let to_tag = h.to().ok()?.tag().cloned();
+        let from_tag = h.from_tag().ok()?;
+        let to_tag = h.to_tag().ok()?;
         let method = tx_method(&req.method);
         let key = match via.branch() {
             Some(b) if b.starts_with(MAGIC_COOKIE) => ServerKey::Rfc3261 {

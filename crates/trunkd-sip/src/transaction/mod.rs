@@ -1297,8 +1297,8 @@ fn derived_tag(req: &Request) -> String {
     if let Ok(c) = hd.call_id() {
         eat(c.as_bytes());
     }
-    if let Some(t) = hd.from().ok().as_ref().and_then(|f| f.tag()) {
-        eat(t);
+    if let Ok(Some(t)) = hd.from_tag() {
+        eat(&t);
     }
     if let Ok(c) = hd.cseq() {
         eat(&c.seq.to_be_bytes());

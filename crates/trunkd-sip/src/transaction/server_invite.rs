@@ -136,7 +136,7 @@ impl ServerInvite {
                 return Err(TxError::InvalidState("a final response was already sent"));
             }
         }
-        if let Some(tag) = response.headers.to().ok().and_then(|t| t.tag().cloned()) {
+        if let Some(tag) = response.headers.to_tag().ok().flatten() {
             // Its own copy: kept for 32 s, it must not keep the response's
             // buffer alive.
             self.to_tag = Some(Bytes::copy_from_slice(&tag));

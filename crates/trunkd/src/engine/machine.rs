@@ -722,7 +722,7 @@ impl Engine {
         peer: Peer,
     ) {
         let call_id = req.headers.get("Call-ID").cloned().unwrap_or_default();
-        let to_tag = req.headers.to().ok().and_then(|t| t.tag().cloned());
+        let to_tag = req.headers.to_tag().ok().flatten();
         if let Some(&(call, leg)) = self.by_call_id.get(&call_id) {
             if to_tag.is_some() || req.method != Method::Invite {
                 if req.method == Method::Invite {
