@@ -26,6 +26,7 @@ pub mod uas;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use trunkd_sip::Ipv4Text;
 
 pub use call::{Call, CallEnd, CallEvent, CallInput, CallOutput, Hop, NewCall};
 pub use leg::LegState;
@@ -110,7 +111,7 @@ impl LocalAddrs {
         let _ = match (&self.advertised, sock) {
             (Some(a), _) => write!(out, "{a}:{port}"),
             (None, Some(SocketAddr::V6(s))) => write!(out, "[{}]:{port}", s.ip()),
-            (None, Some(s)) => write!(out, "{}:{port}", s.ip()),
+            (None, Some(SocketAddr::V4(s))) => write!(out, "{}:{port}", Ipv4Text::new(*s.ip())),
             (None, None) => write!(out, "127.0.0.1:{port}"),
         };
     }

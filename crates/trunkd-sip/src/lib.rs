@@ -64,7 +64,7 @@ pub use transaction::{
     ClientTxId, Endpoint, Limits, Peer, ServerTxId, TimerConfig, Transmit, TxError, TxEvent, TxId,
     TxState, TxTransport,
 };
-pub use uri::{unescape, Host, SipUri, Uri};
+pub use uri::{unescape, Host, Ipv4Text, SipUri, Uri};
 pub use validate::ParseOptions;
 
 /// A zero-copy slice of `base` for `s`, which must lie inside `base`; falls

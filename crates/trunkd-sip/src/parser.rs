@@ -21,7 +21,7 @@ use crate::validate::{check_request, check_response, ParseOptions};
 /// Finds the line starting at `from`: returns (end without CR, start of the
 /// next line), or `None` when there is no LF.
 fn next_line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
-    let nl = buf[from..].iter().position(|&b| b == b'\n')? + from;
+    let nl = memchr::memchr(b'\n', &buf[from..])? + from;
     let end = if nl > from && buf[nl - 1] == b'\r' {
         nl - 1
     } else {
@@ -109,7 +109,7 @@ fn parse_headers(input: &Bytes, mut pos: usize) -> HeaderBlock {
             body_start = next;
             break;
         }
-        if line.contains(&b'\r') {
+        if memchr::memchr(b'\r', line).is_some() {
             malformed = true;
             break;
         }
@@ -125,7 +125,7 @@ fn parse_headers(input: &Bytes, mut pos: usize) -> HeaderBlock {
             if let Some(p) = pending.take() {
                 p.finish(input, &mut headers);
             }
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
+            let Some(colon) = memchr::memchr(b':', line) else {
                 malformed = true;
                 break;
             };
