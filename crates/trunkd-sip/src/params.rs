@@ -127,50 +127,34 @@ impl Params {
     /// with optional whitespace then `;`, and runs to the end of the value.
     pub(crate) fn parse_header(base: &Bytes, s: &[u8]) -> Result<Params, SyntaxError> {
         let mut out = Vec::new();
-        let mut i = 0;
-        loop {
-            i = skip_ws(s, i);
-            if i == s.len() {
-                break;
-            }
-            if s[i] != b';' {
-                return Err(SyntaxError("unexpected character after parameter"));
-            }
-            i = skip_ws(s, i + 1);
-            let start = i;
-            while i < s.len() && is_token(s[i]) {
-                i += 1;
-            }
-            if i == start {
-                return Err(SyntaxError("empty parameter"));
-            }
-            let name = sub(base, &s[start..i]);
-            let j = skip_ws(s, i);
-            let value = if j < s.len() && s[j] == b'=' {
-                let k = skip_ws(s, j + 1);
-                let end = if k < s.len() && s[k] == b'"' {
-                    quoted_end(s, k).ok_or(SyntaxError("unterminated quoted string"))?
-                } else {
-                    let mut e = k;
-                    while e < s.len() && is_gen_value_char(s[e]) {
-                        e += 1;
-                    }
-                    e
-                };
-                if end == k {
-                    return Err(SyntaxError("empty parameter value"));
-                }
-                i = end;
-                Some(sub(base, &s[k..end]))
-            } else {
-                None
-            };
-            if i < s.len() && !is_ws(s[i]) && s[i] != b';' {
-                return Err(SyntaxError("invalid character in parameter"));
-            }
-            out.push(Param { name, value });
+        for p in (HeaderParams { s, i: 0 }) {
+            let (name, value) = p?;
+            out.push(Param {
+                name: sub(base, &s[name.0..name.1]),
+                value: value.map(|v| sub(base, &s[v.0..v.1])),
+            });
         }
         Ok(Params(out))
+    }
+
+    /// The value of the first header parameter called `name` in `s` (as
+    /// [`Params::parse_header`] reads it), without building the list: a
+    /// tag is read from every From and To, and a list was an allocation
+    /// each time. Every parameter is still checked, so a value that
+    /// `parse_header` rejects is an error here too.
+    pub(crate) fn header_value(
+        base: &Bytes,
+        s: &[u8],
+        name: &str,
+    ) -> Result<Option<Bytes>, SyntaxError> {
+        let mut found = None;
+        for p in (HeaderParams { s, i: 0 }) {
+            let (n, v) = p?;
+            if found.is_none() && s[n.0..n.1].eq_ignore_ascii_case(name.as_bytes()) {
+                found = Some(v.map(|v| sub(base, &s[v.0..v.1])));
+            }
+        }
+        Ok(found.flatten())
     }
 
     /// Parses SIP-URI `uri-parameters` from `s` (no leading `;`, no
@@ -212,6 +196,70 @@ impl<'a> IntoIterator for &'a Params {
 /// so `:` `[` `]` are allowed for IPv6 (RFC 5118 §4.5).
 fn is_gen_value_char(b: u8) -> bool {
     is_token(b) || b == b':' || b == b'[' || b == b']'
+}
+
+/// The header parameters of `s` one by one, as byte ranges of the name and
+/// the value (quotes included): `*( SEMI generic-param )` (RFC 3261 §25.1),
+/// whitespace allowed around `;` and `=`.
+struct HeaderParams<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+type Range = (usize, usize);
+
+impl Iterator for HeaderParams<'_> {
+    type Item = Result<(Range, Option<Range>), SyntaxError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let s = self.s;
+        let mut i = skip_ws(s, self.i);
+        if i == s.len() {
+            return None;
+        }
+        // An error ends the iteration.
+        self.i = s.len();
+        if s[i] != b';' {
+            return Some(Err(SyntaxError("unexpected character after parameter")));
+        }
+        i = skip_ws(s, i + 1);
+        let start = i;
+        while i < s.len() && is_token(s[i]) {
+            i += 1;
+        }
+        if i == start {
+            return Some(Err(SyntaxError("empty parameter")));
+        }
+        let name = (start, i);
+        let j = skip_ws(s, i);
+        let value = if j < s.len() && s[j] == b'=' {
+            let k = skip_ws(s, j + 1);
+            let end = if k < s.len() && s[k] == b'"' {
+                match quoted_end(s, k) {
+                    Some(e) => e,
+                    None => return Some(Err(SyntaxError("unterminated quoted string"))),
+                }
+            } else {
+                let mut e = k;
+                while e < s.len() && is_gen_value_char(s[e]) {
+                    e += 1;
+                }
+                e
+            };
+            if end == k {
+                return Some(Err(SyntaxError("empty parameter value")));
+            }
+            i = end;
+            Some((k, end))
+        } else {
+            None
+        };
+        if i < s.len() && !is_ws(s[i]) && s[i] != b';' {
+            return Some(Err(SyntaxError("invalid character in parameter")));
+        }
+        self.i = i;
+        Some(Ok((name, value)))
+    }
 }
 
 #[cfg(test)]

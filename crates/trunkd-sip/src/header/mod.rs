@@ -69,18 +69,16 @@ impl Headers {
 
     /// From's tag (§19.3), if it has one. The URI is not parsed, so this
     /// is for messages the parser has validated (see
-    /// [`NameAddr::header_params`]).
+    /// [`NameAddr::header_param`]).
     pub fn from_tag(&self) -> Result<Option<Bytes>, HeaderError> {
         let v = self.required(KnownHeader::From)?;
-        let params = NameAddr::header_params(v, false).map_err(invalid("From"))?;
-        Ok(params.value("tag").cloned())
+        NameAddr::header_param(v, false, "tag").map_err(invalid("From"))
     }
 
     /// To's tag (§19.3), if it has one; as [`Headers::from_tag`].
     pub fn to_tag(&self) -> Result<Option<Bytes>, HeaderError> {
         let v = self.required(KnownHeader::To)?;
-        let params = NameAddr::header_params(v, false).map_err(invalid("To"))?;
-        Ok(params.value("tag").cloned())
+        NameAddr::header_param(v, false, "tag").map_err(invalid("To"))
     }
 
     /// Call-ID (§20.8).

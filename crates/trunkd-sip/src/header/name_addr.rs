@@ -111,14 +111,20 @@ impl NameAddr {
         })
     }
 
-    /// The header parameters alone, the URI left unparsed: what a
-    /// transaction or a dialog needs of From and To (their tags) on every
-    /// message, at a fifth of a whole parse. It finds the same parameters
-    /// as [`NameAddr::parse`] but does not check the URI, so it is for
-    /// values the parser has validated.
-    pub fn header_params(v: &Bytes, require_angle: bool) -> Result<Params, SyntaxError> {
+    /// One header parameter's value (the first called `name`), the URI
+    /// left unparsed and no parameter list built: what a transaction or a
+    /// dialog needs of From and To (their tags) on every message, at a
+    /// fraction of a whole parse. It reads the parameters as
+    /// [`NameAddr::parse`] does and rejects what it rejects in them, but
+    /// does not check the URI, so it is for values the parser has
+    /// validated.
+    pub fn header_param(
+        v: &Bytes,
+        require_angle: bool,
+        name: &str,
+    ) -> Result<Option<Bytes>, SyntaxError> {
         let parts = Parts::split(v, require_angle)?;
-        Params::parse_header(v, &v[parts.params..])
+        Params::header_value(v, &v[parts.params..], name)
     }
 
     /// The `tag` parameter (RFC 3261 §19.3).
@@ -225,23 +231,25 @@ mod tests {
     }
 
     #[test]
-    fn header_params_are_those_of_a_whole_parse() {
+    fn a_header_param_is_that_of_a_whole_parse() {
         for v in [
             "Alice <sip:alice@example.com>;tag=1928301774",
             "\"A <b>; c\" <sip:a@b;tag=uri>;tag=hdr;x",
             "sip:a@b;tag=bare;maddr=x",
             "<sip:a@b;tag=no?subject=x>;tag=yes",
-            "tok en <sip:a@b> ; tag = spaced",
+            "tok en <sip:a@b> ; TAG = spaced",
             "sip:a@b",
-            "<sip:a@b>;q=\"<;tag=q>\";tag=after",
+            "<sip:a@b>;q=\"<;tag=q>\";tag=after;tag=second",
         ] {
             let b = Bytes::from_static(v.as_bytes());
             let whole = NameAddr::parse(&b, false).unwrap_or_else(|e| panic!("{v}: {e:?}"));
-            assert_eq!(
-                NameAddr::header_params(&b, false).as_ref(),
-                Ok(&whole.params),
-                "{v}"
-            );
+            for name in ["tag", "Tag", "x", "q", "maddr", "none"] {
+                assert_eq!(
+                    NameAddr::header_param(&b, false, name),
+                    Ok(whole.params.value(name).cloned()),
+                    "{v} {name}"
+                );
+            }
         }
         for v in [
             "\"open <sip:a@b>",
@@ -249,13 +257,17 @@ mod tests {
             "sip:a@b?x",
             "x <sip:a@b",
             "\"n\" sip:a@b",
+            "<sip:a@b>;tag=1;",
+            "<sip:a@b>;tag=\"open",
+            "<sip:a@b>;tag=",
+            "<sip:a@b> x",
         ] {
             let b = Bytes::from_static(v.as_bytes());
-            assert!(NameAddr::header_params(&b, false).is_err(), "{v}");
+            assert!(NameAddr::header_param(&b, false, "tag").is_err(), "{v}");
             assert!(NameAddr::parse(&b, false).is_err(), "{v}");
         }
         let route = Bytes::from_static(b"sip:p1;lr");
-        assert!(NameAddr::header_params(&route, true).is_err());
+        assert!(NameAddr::header_param(&route, true, "lr").is_err());
     }
 
     #[test]

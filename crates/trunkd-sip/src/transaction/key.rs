@@ -43,13 +43,12 @@ pub(crate) struct ClientKey {
 }
 
 impl ClientKey {
-    /// The key of a request about to be sent; `None` without a top Via
-    /// branch.
-    pub(crate) fn for_request(req: &Request) -> Option<ClientKey> {
-        let via = req.headers.top_via().ok()?;
+    /// The key of a request about to be sent, from its top Via and method;
+    /// `None` without a branch.
+    pub(crate) fn of(via: &Via, method: &Method) -> Option<ClientKey> {
         Some(ClientKey {
             branch: via.branch()?.clone(),
-            method: req.method.clone(),
+            method: method.clone(),
         })
     }
 
@@ -421,7 +420,7 @@ mod tests {
             "INVITE",
         );
         let resp = crate::response_for(&r, crate::StatusCode::OK, "OK", Some("t"));
-        let k = ClientKey::for_request(&r).unwrap();
+        let k = ClientKey::of(&r.headers.top_via().unwrap(), &r.method).unwrap();
         assert_eq!(ClientKey::for_response(&resp), Some(k.clone()));
         assert_ne!(k.with_method(Method::Cancel), k);
         let ack_key = AckKey::for_2xx(&r, &resp).unwrap();

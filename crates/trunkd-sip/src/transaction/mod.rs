@@ -975,8 +975,8 @@ impl Endpoint {
                 "an ACK has no client transaction: use send_stateless",
             ));
         }
-        request.headers.top_via()?;
-        let key = ClientKey::for_request(&request).ok_or(TxError::NoBranch)?;
+        let via = request.headers.top_via()?;
+        let key = ClientKey::of(&via, &request.method).ok_or(TxError::NoBranch)?;
         if request.headers.cseq()?.method != request.method {
             return Err(TxError::InvalidState("CSeq method differs from the method"));
         }
