@@ -35,7 +35,6 @@ pub mod endpoint;
 pub mod mailbox;
 pub mod ports;
 pub mod quality;
-mod ready;
 pub mod recvonly;
 pub mod relay;
 pub mod runtimes;

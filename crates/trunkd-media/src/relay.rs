@@ -147,7 +147,7 @@ use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -157,7 +157,6 @@ use tokio::time::Sleep;
 
 use crate::ctlq::{self, Deferred};
 use crate::ports::{BoundPair, MediaSocket, PortPair};
-use crate::ready::ReadySet;
 use crate::runtimes::LoadGuard;
 use crate::rx::{self, RelaySocket, Slots};
 use crate::sdes::CryptoSuite;
@@ -962,11 +961,9 @@ pub(crate) fn spawn_counted<O: PacketObserver + Clone>(
     let timeout = config.inactivity_timeout.filter(|t| !t.is_zero());
     // Most calls carry one stream: room for more is made when one is added,
     // not reserved in every call's memory.
-    let ready = ReadySet::new();
-    let streams = vec![Stream::new(first, 0, &ready)];
+    let streams = vec![Stream::new(first)];
     let task = Task {
         streams,
-        ready,
         state: State {
             config,
             observer,
@@ -1204,25 +1201,12 @@ struct Stream {
     // Field order is drop order: the sockets close before the ports return
     // to the pool, so a pair is never handed out while still bound.
     socks: [[RelaySocket; 2]; 2],
-    /// Each socket's own waker (see `ready`), by leg and kind.
-    wakers: [[Waker; 2]; 2],
     st: StreamState,
     _ports: [Option<PortPair>; 2],
 }
 
-/// A socket's bit in the relay's [`ReadySet`]: four per stream, by the
-/// stream's place in the task's list (at most [`MAX_STREAMS`], so 16 bits).
-fn socket_bit(place: usize, leg: usize, kind: usize) -> u32 {
-    1 << (place * 4 + leg * 2 + kind)
-}
-
 impl Stream {
-    /// The stream at `place` in the task's list; its sockets are marked
-    /// ready so that the next poll reads them and registers their wakers.
-    fn new(n: NewStream, place: usize, ready: &Arc<ReadySet>) -> Self {
-        let wakers =
-            [0, 1].map(|leg| [RTP, RTCP].map(|kind| ready.waker(socket_bit(place, leg, kind))));
-        ready.mark(0xf << (place * 4));
+    fn new(n: NewStream) -> Self {
         let mut peers: [[Peer; 2]; 2] = Default::default();
         for (leg, p) in n.peers.iter().enumerate() {
             peers[leg][RTP].set_sdp(p[RTP]);
@@ -1230,7 +1214,6 @@ impl Stream {
         }
         Stream {
             socks: n.socks,
-            wakers,
             st: StreamState {
                 index: n.index,
                 peers,
@@ -1276,8 +1259,6 @@ struct State<O> {
 // down).
 struct Task<O> {
     streams: Vec<Stream>,
-    /// The sockets signalled readable since the last poll (see `ready`).
-    ready: Arc<ReadySet>,
     state: State<O>,
     events: MediaEventSender,
     inactivity: Option<(Duration, Pin<Box<Sleep>>)>,
@@ -1351,9 +1332,8 @@ impl<O: PacketObserver + Clone> Task<O> {
             }
             Control::AddStream(n) => {
                 // The handle refuses duplicates; keep the invariant anyway.
-                if self.stream_mut(n.index).is_none() && self.streams.len() < MAX_STREAMS {
-                    let place = self.streams.len();
-                    self.streams.push(Stream::new(*n, place, &self.ready));
+                if self.stream_mut(n.index).is_none() {
+                    self.streams.push(Stream::new(*n));
                 }
             }
             Control::ClockRates { stream, rates } => {
@@ -1435,10 +1415,7 @@ impl<O: PacketObserver + Clone> Task<O> {
 
         // One pair of receive buffers per thread, not per call: packets
         // are handled as they are read, so nothing outlives this poll.
-        // Only the sockets signalled (or left with data) since the last
-        // poll are read.
-        let ready = self.ready.take(cx.waker());
-        let more = rx::with_slots(|slots| drain(&mut self.streams, &mut self.state, ready, slots));
+        let more = rx::with_slots(|slots| drain(&mut self.streams, &mut self.state, cx, slots));
 
         if let Some((timeout, sleep)) = &mut self.inactivity {
             while sleep.as_mut().poll(cx).is_ready() {
@@ -1463,40 +1440,31 @@ impl<O: PacketObserver + Clone> Task<O> {
             }
         }
 
-        if more != 0 {
+        if more {
             // A socket still has packets: come back after other tasks ran.
-            self.ready.mark(more);
             cx.waker().wake_by_ref();
         }
         Poll::Pending
     }
 }
 
-/// Reads the sockets whose bits are in `ready` (up to [`BURST`] datagrams
-/// each) into `slots` and handles each packet; returns the bits of the
-/// sockets that still have packets.
+/// Reads every ready socket of every stream (up to [`BURST`] datagrams
+/// each) into `slots` and handles each packet; `true`: a socket still has
+/// packets.
 fn drain<O: PacketObserver + Clone>(
     streams: &mut [Stream],
     state: &mut State<O>,
-    ready: u32,
+    cx: &mut Context<'_>,
     slots: &mut Slots,
-) -> u32 {
-    let mut more = 0;
-    for (place, stream) in streams.iter_mut().enumerate() {
-        let Stream {
-            socks, wakers, st, ..
-        } = stream;
+) -> bool {
+    let mut more = false;
+    for stream in streams.iter_mut() {
+        let Stream { socks, st, .. } = stream;
         for leg in 0..2 {
             for kind in [RTP, RTCP] {
-                let bit = socket_bit(place, leg, kind);
-                if ready & bit == 0 {
-                    continue;
-                }
-                // Polled with its own waker: the reactor's wake names it.
-                let mut cx = Context::from_waker(&wakers[leg][kind]);
                 let mut drained = false;
                 for _ in 0..BURST {
-                    match rx::poll_recv(&socks[leg][kind], &mut cx, slots) {
+                    match rx::poll_recv(&socks[leg][kind], cx, slots) {
                         Poll::Ready(Ok(batch)) => {
                             let now = Instant::now();
                             for i in 0..batch.count {
@@ -1524,9 +1492,7 @@ fn drain<O: PacketObserver + Clone>(
                         }
                     }
                 }
-                if !drained {
-                    more |= bit;
-                }
+                more |= !drained;
             }
         }
     }
@@ -1941,13 +1907,10 @@ mod tests {
         // `Option<Arc<dyn RtcpTap>>`) and two 8-entry SR logs; a peer keeps
         // its addresses as `SocketAddr`s, not cached 136-byte `SockAddr`s.
         // The control queue's receiver keeps the waker it parked (16
-        // bytes), which spares a lock per packet (ctlq). Each socket has
-        // a waker of its own (16 bytes in the stream, a 32-byte allocation
-        // each) and the task the set they share (`ready`), which spares
-        // polling the sockets nothing arrived on.
-        assert!(size_of::<Task<crate::QualityObserver>>() <= 1200);
+        // bytes), which spares a lock per packet (ctlq).
+        assert!(size_of::<Task<crate::QualityObserver>>() <= 1184);
         assert!(size_of::<crate::QualityObserver>() <= 880);
-        assert!(size_of::<Stream>() <= 1016);
+        assert!(size_of::<Stream>() <= 952);
         assert!(size_of::<Peer>() <= 80);
         // A control message is queued only while it waits (ctlq), but a
         // big variant would still cost every queued message.
