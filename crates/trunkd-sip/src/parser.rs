@@ -394,6 +394,28 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_or_repeated_tag_in_from_or_to_is_a_400() {
+        for (from, to) in [
+            (
+                "From: Alice <sip:alice@example.com>;tag=1928301774",
+                "To: Bob <sip:bob@example.com>;tag",
+            ),
+            (
+                "From: Alice <sip:alice@example.com>;tag=1;tag=2",
+                "To: Bob <sip:bob@example.com>",
+            ),
+        ] {
+            let text = INVITE
+                .replace("From: Alice <sip:alice@example.com>;tag=1928301774", from)
+                .replace("To: Bob <sip:bob@example.com>", to);
+            assert!(
+                matches!(fault(&text), Fault::Header(HeaderError::Invalid { .. })),
+                "{from} / {to}"
+            );
+        }
+    }
+
+    #[test]
     fn content_length_rules() {
         // missing: rest of the datagram
         let s = INVITE.replace("Content-Length: 4\r\n", "");

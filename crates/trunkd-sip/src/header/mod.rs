@@ -21,6 +21,23 @@ use bytes::Bytes;
 use crate::error::{HeaderError, SyntaxError};
 use crate::headers::{Header, Headers, KnownHeader};
 
+/// From and To carry at most one `tag`, with a value (§25.1: `tag-param =
+/// "tag" EQUAL token`). A bare `;tag` or a second tag would leave "the"
+/// tag to whichever reader looked first: the first row says no tag, a
+/// response appends one, and the dialog is keyed on a tag the peer never
+/// sees first (found by fuzzing the transaction layer).
+fn one_tag(na: NameAddr) -> Result<NameAddr, SyntaxError> {
+    let mut tags = na
+        .params
+        .iter()
+        .filter(|p| p.name.eq_ignore_ascii_case(b"tag"));
+    match (tags.next(), tags.next()) {
+        (Some(_), Some(_)) => Err(SyntaxError("more than one tag")),
+        (Some(p), None) if p.value.is_none() => Err(SyntaxError("tag without a value")),
+        _ => Ok(na),
+    }
+}
+
 fn invalid(name: &'static str) -> impl Fn(SyntaxError) -> HeaderError {
     move |e| HeaderError::Invalid { name, detail: e.0 }
 }
@@ -59,12 +76,16 @@ impl Headers {
 
     /// From (§20.20).
     pub fn from(&self) -> Result<NameAddr, HeaderError> {
-        NameAddr::parse(self.required(KnownHeader::From)?, false).map_err(invalid("From"))
+        NameAddr::parse(self.required(KnownHeader::From)?, false)
+            .and_then(one_tag)
+            .map_err(invalid("From"))
     }
 
     /// To (§20.39).
     pub fn to(&self) -> Result<NameAddr, HeaderError> {
-        NameAddr::parse(self.required(KnownHeader::To)?, false).map_err(invalid("To"))
+        NameAddr::parse(self.required(KnownHeader::To)?, false)
+            .and_then(one_tag)
+            .map_err(invalid("To"))
     }
 
     /// From's tag (§19.3), if it has one. The URI is not parsed, so this
@@ -184,6 +205,19 @@ mod tests {
                 ..
             })
         ));
+        for bad in ["<sip:b@example.com>;tag", "<sip:b@example.com>;tag=1;TAG=2"] {
+            let mut h = Headers::new();
+            h.append("To", bad).unwrap();
+            h.append("From", bad).unwrap();
+            assert!(
+                matches!(h.to(), Err(HeaderError::Invalid { name: "To", .. })),
+                "{bad}"
+            );
+            assert!(
+                matches!(h.from(), Err(HeaderError::Invalid { name: "From", .. })),
+                "{bad}"
+            );
+        }
         let empty = Headers::new();
         assert_eq!(empty.call_id(), Err(HeaderError::Missing("Call-ID")));
         assert_eq!(empty.top_via(), Err(HeaderError::Missing("Via")));
