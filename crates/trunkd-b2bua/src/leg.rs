@@ -1,5 +1,7 @@
 //! One leg's dialog state (RFC 3261 §12) and the messages built from it.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use trunkd_sip::{Header, Headers, KnownHeader, Method, Request, Response, StatusCode, Uri};
 
@@ -56,36 +58,18 @@ pub fn copy_end_to_end(from: &Headers, to: &mut Headers) {
     }
 }
 
-/// Whether a row is one of [`END_TO_END`] (a unit test holds the two
-/// together).
+/// Whether a row is one of [`END_TO_END`]: a known header by its
+/// identity (so compact forms count), any other by name.
 fn is_end_to_end(h: &Header) -> bool {
-    use KnownHeader as K;
+    /// The known headers among [`END_TO_END`], recognised once.
+    static KNOWN: LazyLock<Vec<KnownHeader>> = LazyLock::new(|| {
+        END_TO_END
+            .iter()
+            .filter_map(|n| KnownHeader::from_name(n.as_bytes()))
+            .collect()
+    });
     match h.name().known() {
-        Some(k) => matches!(
-            k,
-            K::ContentType
-                | K::ContentDisposition
-                | K::ContentEncoding
-                | K::ContentLanguage
-                | K::MimeVersion
-                | K::Supported
-                | K::Require
-                | K::Unsupported
-                | K::Allow
-                | K::Accept
-                | K::SessionExpires
-                | K::MinSe
-                | K::Privacy
-                | K::RSeq
-                | K::RetryAfter
-                | K::Event
-                | K::Reason
-                | K::Warning
-                | K::Subject
-                | K::Priority
-                | K::Identity
-                | K::Date
-        ),
+        Some(k) => KNOWN.contains(&k),
         None => {
             let name = h.name().as_received();
             END_TO_END

@@ -83,40 +83,32 @@ fn build(
     for h in headers.rows_of(KnownHeader::Via) {
         out.push_row(h.clone());
     }
-    let checked = rows == Rows::WellFormed;
-    if !checked || headers.from().is_ok() {
+    // Whether a row goes in: always as received, else only if it parses.
+    let copies = |parses: fn(&Headers) -> bool| rows == Rows::AsReceived || parses(headers);
+    if copies(|h| h.from().is_ok()) {
         out.extend_first(headers, KnownHeader::From);
     }
-    // The tag to add, if any: only then does To's own tag need parsing.
-    let tag = to_tag
-        .filter(|_| status.as_u16() > 100)
-        .map(|t| t.bytes().filter(|&b| is_token(b)).collect::<Vec<u8>>())
-        .filter(|t| !t.is_empty());
-    match tag {
-        Some(tag) => {
-            if let Ok(to_tag) = headers.to_tag() {
-                match (to_tag, headers.get_of(KnownHeader::To)) {
-                    (None, Some(raw)) => {
-                        let mut v = Vec::with_capacity(raw.len() + tag.len() + 5);
-                        v.extend_from_slice(raw);
-                        v.extend_from_slice(b";tag=");
-                        v.extend_from_slice(&tag);
-                        out.push_parsed(Bytes::from_static(b"To"), Bytes::from(v));
-                    }
-                    _ => out.extend_first(headers, KnownHeader::To),
-                }
+    if copies(|h| h.to().is_ok()) {
+        // The tag to add, if any: only then does To's own tag need reading.
+        let tag = to_tag
+            .filter(|_| status.as_u16() > 100)
+            .map(|t| t.bytes().filter(|&b| is_token(b)).collect::<Vec<u8>>())
+            .filter(|t| !t.is_empty());
+        match (tag, headers.get_of(KnownHeader::To)) {
+            (Some(tag), Some(raw)) if headers.to_tag() == Ok(None) => {
+                let mut v = Vec::with_capacity(raw.len() + tag.len() + 5);
+                v.extend_from_slice(raw);
+                v.extend_from_slice(b";tag=");
+                v.extend_from_slice(&tag);
+                out.push_parsed(Bytes::from_static(b"To"), Bytes::from(v));
             }
-        }
-        None => {
-            if !checked || headers.to().is_ok() {
-                out.extend_first(headers, KnownHeader::To);
-            }
+            _ => out.extend_first(headers, KnownHeader::To),
         }
     }
-    if !checked || headers.call_id().is_ok() {
+    if copies(|h| h.call_id().is_ok()) {
         out.extend_first(headers, KnownHeader::CallId);
     }
-    if !checked || headers.cseq().is_ok() {
+    if copies(|h| h.cseq().is_ok()) {
         out.extend_first(headers, KnownHeader::CSeq);
     }
     resp

@@ -105,7 +105,10 @@ impl NameAddr {
         let uri = Uri::parse_slice(v, &v[parts.uri.0..parts.uri.1])?;
         let params = Params::parse_header(v, &v[parts.params..])?;
         Ok(NameAddr {
-            display_name: parts.display_name,
+            display_name: parts.display_name.map(|(raw, quoted)| DisplayName {
+                raw: sub(v, raw),
+                quoted,
+            }),
             uri,
             params,
         })
@@ -154,25 +157,24 @@ impl NameAddr {
 
 /// Where a `name-addr / addr-spec` value's pieces are: what the URI and
 /// the header parameters are parsed from.
-struct Parts {
-    display_name: Option<DisplayName>,
+struct Parts<'a> {
+    /// The display name (inside the quotes, if quoted) and whether it was
+    /// quoted: a slice, so that reading a tag does not build it.
+    display_name: Option<(&'a [u8], bool)>,
     /// The URI's byte range.
     uri: (usize, usize),
     /// Where the header parameters start (the rest of the value).
     params: usize,
 }
 
-impl Parts {
-    fn split(v: &Bytes, require_angle: bool) -> Result<Parts, SyntaxError> {
+impl Parts<'_> {
+    fn split(v: &Bytes, require_angle: bool) -> Result<Parts<'_>, SyntaxError> {
         let s = &v[..];
         let mut i = skip_ws(s, 0);
         let mut display_name = None;
         if s.get(i) == Some(&b'"') {
             let end = quoted_end(s, i).ok_or(SyntaxError("unterminated quoted string"))?;
-            display_name = Some(DisplayName {
-                raw: sub(v, &s[i + 1..end - 1]),
-                quoted: true,
-            });
+            display_name = Some((&s[i + 1..end - 1], true));
             i = skip_ws(s, end);
             if s.get(i) != Some(&b'<') {
                 return Err(SyntaxError("display name without <URI>"));
@@ -184,10 +186,7 @@ impl Parts {
             let name = trim_ws(&s[i..lt]);
             if name.iter().all(|&b| is_token(b) || is_ws(b)) {
                 if !name.is_empty() {
-                    display_name = Some(DisplayName {
-                        raw: sub(v, name),
-                        quoted: false,
-                    });
+                    display_name = Some((name, false));
                 }
                 i = lt;
             }
