@@ -35,6 +35,7 @@ pub mod endpoint;
 pub mod mailbox;
 pub mod ports;
 pub mod quality;
+mod quiet;
 pub mod recvonly;
 pub mod relay;
 pub mod runtimes;

@@ -17,7 +17,10 @@
 //! pair of receive buffers (packets are handled as they come, so one pair
 //! serves all four sockets, and all the relays of a thread: `rx.rs`), and
 //! a socket that is not ready
-//! costs no syscall (tokio caches readiness). Receiving is one syscall per
+//! costs no syscall (tokio caches readiness). The RTCP sockets and the
+//! inactivity timer are asked only after they signalled, through a waker of
+//! their own (`quiet.rs`): an RTCP packet comes every few seconds, an RTP
+//! packet every 20 ms. Receiving is one syscall per
 //! datagram, not two: see `rx.rs` (`recvmmsg` asked for two, so that
 //! getting one proves the socket empty without an `EAGAIN` call — not
 //! batching, which ANCHORS.md found useless with one packet per socket per
@@ -157,6 +160,7 @@ use tokio::time::Sleep;
 
 use crate::ctlq::{self, Deferred};
 use crate::ports::{BoundPair, MediaSocket, PortPair};
+use crate::quiet::Quiet;
 use crate::runtimes::LoadGuard;
 use crate::rx::{self, RelaySocket, Slots};
 use crate::sdes::CryptoSuite;
@@ -977,6 +981,7 @@ pub(crate) fn spawn_counted<O: PacketObserver + Clone>(
         },
         events,
         inactivity: timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
+        quiet: Quiet::new(),
         _load: load,
         ctl: ctl_rx,
     };
@@ -1262,6 +1267,9 @@ struct Task<O> {
     state: State<O>,
     events: MediaEventSender,
     inactivity: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// The RTCP sockets and the inactivity timer are asked only when they
+    /// signalled (`quiet.rs`); the RTP sockets on every poll.
+    quiet: Quiet,
     /// Counts this relay on its relay thread while the task lives.
     _load: Option<LoadGuard>,
     ctl: ctlq::Receiver<Control<O>>,
@@ -1334,6 +1342,9 @@ impl<O: PacketObserver + Clone> Task<O> {
                 // The handle refuses duplicates; keep the invariant anyway.
                 if self.stream_mut(n.index).is_none() {
                     self.streams.push(Stream::new(*n));
+                    // Its RTCP sockets are asked (and so registered) in
+                    // this poll.
+                    self.quiet.mark();
                 }
             }
             Control::ClockRates { stream, rates } => {
@@ -1413,12 +1424,17 @@ impl<O: PacketObserver + Clone> Task<O> {
             }
         }
 
+        let quiet_due = self.quiet.take_due(cx.waker());
+        let mut quiet_cx = self.quiet.context();
+        let quiet = quiet_due.then_some(&mut quiet_cx);
+
         // One pair of receive buffers per thread, not per call: packets
         // are handled as they are read, so nothing outlives this poll.
-        let more = rx::with_slots(|slots| drain(&mut self.streams, &mut self.state, cx, slots));
+        let (more, quiet_more) =
+            rx::with_slots(|slots| drain(&mut self.streams, &mut self.state, cx, quiet, slots));
 
-        if let Some((timeout, sleep)) = &mut self.inactivity {
-            while sleep.as_mut().poll(cx).is_ready() {
+        if let (true, Some((timeout, sleep))) = (quiet_due, &mut self.inactivity) {
+            while sleep.as_mut().poll(&mut quiet_cx).is_ready() {
                 let now = Instant::now();
                 let last = self.state.last_rtp[0].max(self.state.last_rtp[1]);
                 let idle = now.saturating_duration_since(last);
@@ -1440,7 +1456,10 @@ impl<O: PacketObserver + Clone> Task<O> {
             }
         }
 
-        if more {
+        if quiet_more {
+            self.quiet.mark();
+        }
+        if more || quiet_more {
             // A socket still has packets: come back after other tasks ran.
             cx.waker().wake_by_ref();
         }
@@ -1448,55 +1467,68 @@ impl<O: PacketObserver + Clone> Task<O> {
     }
 }
 
-/// Reads every ready socket of every stream (up to [`BURST`] datagrams
-/// each) into `slots` and handles each packet; `true`: a socket still has
-/// packets.
+/// Reads every ready RTP socket of every stream, and the RTCP sockets when
+/// `quiet` (their context) is given, up to [`BURST`] datagrams each, into
+/// `slots` and handles each packet. Returns whether an RTP socket, and
+/// whether an RTCP socket, still has packets.
 fn drain<O: PacketObserver + Clone>(
     streams: &mut [Stream],
     state: &mut State<O>,
     cx: &mut Context<'_>,
+    mut quiet: Option<&mut Context<'_>>,
     slots: &mut Slots,
-) -> bool {
-    let mut more = false;
+) -> (bool, bool) {
+    let mut more = (false, false);
     for stream in streams.iter_mut() {
-        let Stream { socks, st, .. } = stream;
         for leg in 0..2 {
-            for kind in [RTP, RTCP] {
-                let mut drained = false;
-                for _ in 0..BURST {
-                    match rx::poll_recv(&socks[leg][kind], cx, slots) {
-                        Poll::Ready(Ok(batch)) => {
-                            let now = Instant::now();
-                            for i in 0..batch.count {
-                                let dropped = &mut st.legs[leg].dropped;
-                                if batch.got[i].truncated {
-                                    dropped.oversize += 1;
-                                    continue;
-                                }
-                                let Some(src) = batch.got[i].src else {
-                                    dropped.foreign_source += 1;
-                                    continue;
-                                };
-                                let pkt = &mut slots[i][..batch.got[i].len];
-                                state.on_packet(socks, st, leg, kind, src, pkt, now);
-                            }
-                        }
-                        Poll::Ready(Err(e)) => {
-                            // UDP receive errors are per datagram (an ICMP
-                            // error queued on the socket): note and go on.
-                            tracing::debug!(error = %e, leg, kind, "media socket receive error");
-                        }
-                        Poll::Pending => {
-                            drained = true;
-                            break;
-                        }
-                    }
-                }
-                more |= !drained;
+            more.0 |= drain_socket(stream, state, leg, RTP, cx, slots);
+            if let Some(quiet) = quiet.as_deref_mut() {
+                more.1 |= drain_socket(stream, state, leg, RTCP, quiet, slots);
             }
         }
     }
     more
+}
+
+/// Reads up to [`BURST`] datagrams from one socket and handles each;
+/// `true`: it still has packets.
+#[inline(always)]
+fn drain_socket<O: PacketObserver + Clone>(
+    stream: &mut Stream,
+    state: &mut State<O>,
+    leg: usize,
+    kind: usize,
+    cx: &mut Context<'_>,
+    slots: &mut Slots,
+) -> bool {
+    let Stream { socks, st, .. } = stream;
+    for _ in 0..BURST {
+        match rx::poll_recv(&socks[leg][kind], cx, slots) {
+            Poll::Ready(Ok(batch)) => {
+                let now = Instant::now();
+                for i in 0..batch.count {
+                    let dropped = &mut st.legs[leg].dropped;
+                    if batch.got[i].truncated {
+                        dropped.oversize += 1;
+                        continue;
+                    }
+                    let Some(src) = batch.got[i].src else {
+                        dropped.foreign_source += 1;
+                        continue;
+                    };
+                    let pkt = &mut slots[i][..batch.got[i].len];
+                    state.on_packet(socks, st, leg, kind, src, pkt, now);
+                }
+            }
+            Poll::Ready(Err(e)) => {
+                // UDP receive errors are per datagram (an ICMP error queued
+                // on the socket): note and go on.
+                tracing::debug!(error = %e, leg, kind, "media socket receive error");
+            }
+            Poll::Pending => return false,
+        }
+    }
+    true
 }
 
 impl<O: PacketObserver + Clone> State<O> {
@@ -1907,8 +1939,11 @@ mod tests {
         // `Option<Arc<dyn RtcpTap>>`) and two 8-entry SR logs; a peer keeps
         // its addresses as `SocketAddr`s, not cached 136-byte `SockAddr`s.
         // The control queue's receiver keeps the waker it parked (16
-        // bytes), which spares a lock per packet (ctlq).
-        assert!(size_of::<Task<crate::QualityObserver>>() <= 1184);
+        // bytes), which spares a lock per packet (ctlq). `Quiet` (48
+        // bytes, and a 48-byte shared flag on the heap) spares the RTCP
+        // sockets' and the timer's polls per packet (quiet.rs).
+        assert!(size_of::<crate::quiet::Quiet>() <= 48);
+        assert!(size_of::<Task<crate::QualityObserver>>() <= 1232);
         assert!(size_of::<crate::QualityObserver>() <= 880);
         assert!(size_of::<Stream>() <= 952);
         assert!(size_of::<Peer>() <= 80);

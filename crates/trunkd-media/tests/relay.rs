@@ -518,6 +518,41 @@ fn bursts_arrive_complete_and_in_order() {
     assert_eq!(stats.b.tx.rtp_packets, 251);
 }
 
+/// RTCP sockets are asked only when they signal (the relay's quiet waker):
+/// a burst beyond one poll's share (64 reads of up to two datagrams) must
+/// still come through whole, with RTP flowing beside it, and RTCP must keep
+/// flowing after it.
+#[test]
+fn an_rtcp_burst_beside_rtp_arrives_complete_and_in_order() {
+    let (a, b) = (Phone::new(), Phone::new());
+    let call = start(no_timeout(false), &a, &b);
+    let (relay_a_rtp, relay_a_rtcp) = (call.relay.local_rtp(Leg::A), call.relay.local_rtcp(Leg::A));
+    a.rtp.send_to(&rtp_packet(0, 160), relay_a_rtp).unwrap();
+    recv(&b.rtp);
+    for i in 0..150u8 {
+        a.rtcp.send_to(&rtcp_rr(i), relay_a_rtcp).unwrap();
+        if i % 10 == 0 {
+            a.rtp
+                .send_to(&rtp_packet(u16::from(i) + 1, 160), relay_a_rtp)
+                .unwrap();
+        }
+    }
+    for i in 0..150u8 {
+        assert_eq!(recv(&b.rtcp).0, rtcp_rr(i), "RTCP {i}");
+    }
+    for i in 0..15u16 {
+        assert_eq!(recv(&b.rtp).0, rtp_packet(i * 10 + 1, 160), "RTP {i}");
+    }
+    // Quiet again, then one more report: the quiet waker is still armed.
+    silent(&b.rtcp, Duration::from_millis(50));
+    a.rtcp.send_to(&rtcp_rr(200), relay_a_rtcp).unwrap();
+    assert_eq!(recv(&b.rtcp).0, rtcp_rr(200));
+    let stats = call.rt.block_on(call.relay.stats()).unwrap();
+    assert_eq!(stats.a.rx.rtcp_packets, 151);
+    assert_eq!(stats.b.tx.rtcp_packets, 151);
+    assert_eq!(stats.a.rx.rtp_packets, 16);
+}
+
 #[test]
 fn dual_stack_call_ipv4_leg_to_ipv6_leg() {
     let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
