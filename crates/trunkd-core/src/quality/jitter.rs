@@ -13,7 +13,11 @@
 //! Arrival times are `Instant`s converted to the clock rate; D is computed
 //! exactly in integers (nanoseconds × clock rate), so a perfectly paced
 //! stream has a jitter of exactly 0 whatever its clock rate, and the only
-//! rounding is in the final `f64` filter. RTP timestamps wrap modulo 2^32
+//! rounding is in the final `f64` filter. The integers are 64-bit, which
+//! the relay computes for every packet at a native instruction's cost
+//! (128-bit ones cost a library call per conversion): D is exact for gaps
+//! between two packets of up to 21 hours at 90 kHz (days at the audio
+//! rates) and saturates beyond, where it is huge either way. RTP timestamps wrap modulo 2^32
 //! and their difference is taken as a signed 32-bit value.
 //!
 //! The filter output is in timestamp units (what an RR block carries);
@@ -27,7 +31,7 @@
 
 use std::time::Instant;
 
-const NANOS_PER_SEC: i128 = 1_000_000_000;
+const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 #[derive(Clone, Copy, Debug)]
 struct Previous {
@@ -74,15 +78,17 @@ impl Jitter {
         if let Some(prev) = self.prev {
             // Arrival difference in ns, signed (a caller may pass arrivals
             // slightly out of order).
-            let arrival_ns: i128 = if arrival >= prev.arrival {
-                i128::try_from((arrival - prev.arrival).as_nanos()).unwrap_or(i128::MAX / 2)
+            let arrival_ns: i64 = if arrival >= prev.arrival {
+                i64::try_from((arrival - prev.arrival).as_nanos()).unwrap_or(i64::MAX)
             } else {
-                -i128::try_from((prev.arrival - arrival).as_nanos()).unwrap_or(i128::MAX / 2)
+                -i64::try_from((prev.arrival - arrival).as_nanos()).unwrap_or(i64::MAX)
             };
-            let ts_diff = i128::from(rtp_timestamp.wrapping_sub(prev.rtp_timestamp) as i32);
+            // |ΔS| ≤ 2^31, so ΔS·1e9 ≤ 2.2e18 fits; ΔR·rate and the
+            // difference saturate past the range in the module docs.
+            let ts_diff = i64::from(rtp_timestamp.wrapping_sub(prev.rtp_timestamp) as i32);
             // D in units of 1e-9 timestamp ticks: (ΔR·rate − ΔS·1e9).
             let d_scaled = arrival_ns
-                .saturating_mul(i128::from(clock_rate))
+                .saturating_mul(i64::from(clock_rate))
                 .saturating_sub(ts_diff * NANOS_PER_SEC);
             let d_ts = d_scaled.unsigned_abs() as f64 / NANOS_PER_SEC as f64;
             self.jitter_ts += (d_ts - self.jitter_ts) / 16.0;
@@ -222,7 +228,37 @@ mod tests {
         assert!((j.jitter_ts_f64() - expect).abs() < 1e-9);
     }
 
+    #[test]
+    fn a_gap_past_the_exact_range_saturates_to_a_huge_finite_jitter() {
+        let t = t0();
+        let mut j = Jitter::new();
+        j.update(t, 0, 90_000);
+        // 30 hours at 90 kHz: ΔR·rate overflows 64 bits.
+        j.update(t + Duration::from_secs(30 * 3600), 1, 90_000);
+        let got = j.jitter_ts_f64();
+        assert!(got.is_finite() && got > 1e8, "{got}");
+    }
+
     proptest! {
+        /// The 64-bit arithmetic gives the exact D (checked against 128-bit
+        /// integers) for any gap up to 20 hours, at any rate, either sign.
+        #[test]
+        fn d_is_exact_in_64_bits_for_gaps_up_to_20_hours(
+            rate in prop::sample::select(vec![8000u32, 16_000, 48_000, 90_000]),
+            gap_ns in 0u64..72_000_000_000_000,
+            ts0 in any::<u32>(),
+            ts_step in any::<u32>(),
+        ) {
+            let t = t0();
+            let mut j = Jitter::new();
+            j.update(t, ts0, rate);
+            j.update(t + Duration::from_nanos(gap_ns), ts0.wrapping_add(ts_step), rate);
+            let d = i128::from(gap_ns) * i128::from(rate)
+                - i128::from(ts_step as i32) * 1_000_000_000;
+            let want = d.unsigned_abs() as f64 / 1e9 / 16.0;
+            prop_assert_eq!(j.jitter_ts_f64(), want);
+        }
+
         #[test]
         fn perfectly_paced_stream_has_zero_jitter(
             rate in prop::sample::select(vec![8000u32, 16_000, 44_100, 48_000, 90_000]),
