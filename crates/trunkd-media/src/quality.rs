@@ -58,6 +58,10 @@ pub struct QualityObserver {
     clock_rates: Vec<(u8, u32)>,
     /// The payload type last received from each leg.
     last_pt: [Option<u8>; 2],
+    /// `last_pt`'s clock rate: a stream keeps its payload type, so the
+    /// list (on the heap) is searched only when the type changes, not for
+    /// every packet.
+    last_rate: [u32; 2],
     /// Where RTCP copies go (HEP export), when enabled.
     rtcp_tap: Option<SharedRtcpTap>,
 }
@@ -123,6 +127,11 @@ impl PacketObserver for QualityObserver {
         self.clock_rates.clear();
         self.clock_rates
             .extend(rates.iter().filter(|(_, r)| *r > 0).copied());
+        for i in 0..2 {
+            if let Some(pt) = self.last_pt[i] {
+                self.last_rate[i] = self.clock_rate(pt);
+            }
+        }
     }
 
     fn on_rtp(&mut self, from: Leg, pkt: &[u8], arrival: Instant) {
@@ -134,9 +143,16 @@ impl PacketObserver for QualityObserver {
         let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
         let ts = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
         let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
-        let rate = self.clock_rate(pt);
-        self.last_pt[idx(from)] = Some(pt);
-        self.rx[idx(from)].on_packet(ssrc, seq, ts, arrival, rate, pkt.len());
+        let i = idx(from);
+        let rate = if self.last_pt[i] == Some(pt) {
+            self.last_rate[i]
+        } else {
+            let rate = self.clock_rate(pt);
+            self.last_pt[i] = Some(pt);
+            self.last_rate[i] = rate;
+            rate
+        };
+        self.rx[i].on_packet(ssrc, seq, ts, arrival, rate, pkt.len());
     }
 
     fn on_rtcp(&mut self, from: Leg, pkt: &[u8], arrival: Instant) {
@@ -233,6 +249,41 @@ mod tests {
         o.set_clock_rates(&[(96, 48000), (97, 16000)]);
         feed(&mut o);
         assert_eq!(o.received(Leg::A).jitter_ts(), 19);
+        assert_eq!(o.received(Leg::A).jitter_us(), 1211);
+    }
+
+    /// The rates can arrive after the stream started (the answer's SDP):
+    /// packets of the type already flowing are measured at the new rate.
+    #[test]
+    fn rates_set_mid_stream_apply_to_the_payload_type_already_flowing() {
+        let mut o = QualityObserver::default();
+        let t0 = Instant::now();
+        o.on_rtp(Leg::A, &rtp(97, 0, 1000), t0);
+        o.set_clock_rates(&[(97, 16000)]);
+        // The reference restarts at the new rate (Jitter rescales on a
+        // rate change); then the AMR-WB arrivals of `feed`, shifted by 1 s.
+        let t1 = t0 + Duration::from_secs(1);
+        for (i, ms) in [0u64, 20, 50, 60].into_iter().enumerate() {
+            let pkt = rtp(97, 1 + i as u16, 1000 + 320 * i as u32);
+            o.on_rtp(Leg::A, &pkt, t1 + Duration::from_millis(ms));
+        }
+        assert_eq!(o.received(Leg::A).jitter_us(), 1211);
+    }
+
+    /// A stream that changes payload type is measured at the new type's
+    /// rate (PCMU at 8 kHz, then AMR-WB at 16 kHz: `feed`'s figure).
+    #[test]
+    fn a_change_of_payload_type_is_measured_at_the_new_types_rate() {
+        let mut o = QualityObserver::default();
+        o.set_clock_rates(&[(97, 16000)]);
+        let t0 = Instant::now();
+        o.on_rtp(Leg::A, &rtp(0, 0, 0), t0);
+        o.on_rtp(Leg::A, &rtp(0, 1, 160), t0 + Duration::from_millis(20));
+        let t1 = t0 + Duration::from_secs(1);
+        for (i, ms) in [0u64, 20, 50, 60].into_iter().enumerate() {
+            let pkt = rtp(97, 2 + i as u16, 1000 + 320 * i as u32);
+            o.on_rtp(Leg::A, &pkt, t1 + Duration::from_millis(ms));
+        }
         assert_eq!(o.received(Leg::A).jitter_us(), 1211);
     }
 
