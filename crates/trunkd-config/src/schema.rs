@@ -60,6 +60,7 @@ pub struct Sip {
     pub tcp_idle_timeout_seconds: Option<i64>,
     pub threads: Option<i64>,
     pub max_transactions: Option<i64>,
+    pub udp_receive_buffer_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -53,6 +53,13 @@ pub struct DaemonSettings {
 /// with a margin for retransmissions and failed attempts.
 pub const DEFAULT_MAX_TRANSACTIONS: usize = 400_000;
 
+/// `[sip] udp_receive_buffer_bytes` by default: 4 MiB, about 2,000 SIP
+/// datagrams queued, a second of 2,000 calls/s: a burst, or the daemon
+/// descheduled for a few milliseconds, must not overflow the kernel's
+/// default (212,992 bytes, ~130 datagrams), which drops them and costs the
+/// calls a 500 ms retransmission each (docs/performance.md, eleventh pass).
+pub const DEFAULT_UDP_RECEIVE_BUFFER_BYTES: usize = 4 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipSettings {
     pub udp: Vec<SocketAddr>,
@@ -72,6 +79,9 @@ pub struct SipSettings {
     /// holds about 100·R of them; beyond the limit new requests get a
     /// stateless 503 and calls cannot send theirs.
     pub max_transactions: usize,
+    /// `SO_RCVBUF` asked for each UDP listener (the kernel caps it at
+    /// `net.core.rmem_max`); 0: the kernel's default. Read at start.
+    pub udp_receive_buffer_bytes: usize,
 }
 
 /// TLS signalling (SPEC §2.4, §8). The files are read by the daemon at

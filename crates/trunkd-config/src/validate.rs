@@ -959,6 +959,13 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         1_000,
         10_000_000,
     ) as usize;
+    let udp_receive_buffer_bytes = c.range(
+        "udp_receive_buffer_bytes",
+        s.udp_receive_buffer_bytes,
+        crate::settings::DEFAULT_UDP_RECEIVE_BUFFER_BYTES as i64,
+        0,
+        1 << 30,
+    ) as usize;
     let sip = SipSettings {
         udp,
         tcp,
@@ -970,6 +977,7 @@ fn settings(raw: &schema::File, report: &mut Report<'_>, base: &Path) -> Option<
         // 0 (the default): half the CPUs, decided by the daemon at start.
         threads: NonZeroUsize::new(c.range("threads", s.threads, 0, 0, 64) as usize),
         max_transactions,
+        udp_receive_buffer_bytes,
     };
 
     let tls = raw.tls.as_ref().map(|t| {

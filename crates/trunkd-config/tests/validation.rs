@@ -400,10 +400,11 @@ fn tls_settings() {
 
 #[test]
 fn daemon_settings() {
-    assert_errors(&with("[sip]\nudp = [\"127.0.0.1:5060\"]", "[sip]\nmax_message_bytes = 100\nmax_transactions = 10\nudp = [\"127.0.0.1\"]"), &[
+    assert_errors(&with("[sip]\nudp = [\"127.0.0.1:5060\"]", "[sip]\nmax_message_bytes = 100\nmax_transactions = 10\nudp_receive_buffer_bytes = -1\nudp = [\"127.0.0.1\"]"), &[
         "F: sip.udp[0]: \"127.0.0.1\" is not a socket address (e.g. 127.0.0.1:5060 or [::1]:5060)",
         "F: sip.max_message_bytes: 100 is out of range 1024..=1048576",
         "F: sip.max_transactions: 10 is out of range 1000..=10000000",
+        "F: sip.udp_receive_buffer_bytes: -1 is out of range 0..=1073741824",
     ]);
     assert_errors(
         &with(
@@ -1240,5 +1241,22 @@ fn sip_threads_default_to_half_the_cpus_and_are_bounded() {
     assert_errors(
         &VALID.replacen("[sip]", "[sip]\nthreads = 65", 1),
         &["F: sip.threads: 65 is out of range 0..=64"],
+    );
+}
+
+#[test]
+fn sip_udp_receive_buffer_defaults_to_4_mib_and_0_keeps_the_kernels() {
+    let c = trunkd_config::load(&write(VALID)).unwrap();
+    assert_eq!(c.settings.sip.udp_receive_buffer_bytes, 4 << 20);
+    let c = trunkd_config::load(&write(&VALID.replacen(
+        "[sip]",
+        "[sip]\nudp_receive_buffer_bytes = 0",
+        1,
+    )))
+    .unwrap();
+    assert_eq!(c.settings.sip.udp_receive_buffer_bytes, 0);
+    assert_errors(
+        &VALID.replacen("[sip]", "[sip]\nudp_receive_buffer_bytes = 2147483648", 1),
+        &["F: sip.udp_receive_buffer_bytes: 2147483648 is out of range 0..=1073741824"],
     );
 }

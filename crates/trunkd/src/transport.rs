@@ -39,6 +39,35 @@ use crate::udp_queue::{Queued, UdpQueue, UDP_BATCH};
 /// Outgoing messages queued per TCP connection before it counts as stuck.
 const TCP_QUEUE: usize = 256;
 
+/// Asks the kernel for `bytes` of receive buffer on a SIP UDP listener
+/// (`[sip] udp_receive_buffer_bytes`; 0 keeps the kernel's default) and
+/// returns the size it reports. Linux caps the request at
+/// `net.core.rmem_max` and reports twice what it was asked, the other half
+/// being its own bookkeeping per datagram.
+///
+/// Why: the default (212,992 bytes on Linux) holds about 130 SIP
+/// datagrams; at 2,000 calls/s a few milliseconds without a read overflow
+/// it, and every datagram dropped costs its call a 500 ms retransmission
+/// (docs/performance.md, eleventh pass).
+pub fn set_receive_buffer(sock: &UdpSocket, bytes: usize) -> std::io::Result<usize> {
+    let s = socket2::SockRef::from(sock);
+    if bytes > 0 {
+        s.set_recv_buffer_size(bytes)?;
+    }
+    s.recv_buffer_size()
+}
+
+/// Whether the size the kernel reports for a receive buffer means the
+/// request was cut (by `net.core.rmem_max`, on Linux).
+pub fn receive_buffer_capped(asked: usize, reported: usize) -> bool {
+    let kept = if cfg!(target_os = "linux") {
+        reported / 2
+    } else {
+        reported
+    };
+    asked > 0 && kept < asked
+}
+
 pub async fn serve_udp(
     sock: Arc<UdpSocket>,
     svc: Arc<SipService>,
@@ -712,6 +741,44 @@ async fn outgoing_connection(
                     lost().await
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rmem_max() -> Option<usize> {
+        std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn the_receive_buffer_is_what_was_asked_up_to_the_kernels_cap() {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let default = set_receive_buffer(&sock, 0).unwrap();
+        let asked = 1 << 20;
+        let reported = set_receive_buffer(&sock, asked).unwrap();
+        match rmem_max() {
+            // Linux: twice what it keeps, which is the request up to the cap.
+            Some(max) => {
+                assert_eq!(reported, 2 * asked.min(max), "rmem_max {max}");
+                assert_eq!(receive_buffer_capped(asked, reported), max < asked);
+            }
+            None => assert!(reported >= default),
+        }
+        assert!(!receive_buffer_capped(0, default));
+    }
+
+    #[test]
+    fn a_buffer_cut_by_the_cap_is_told_apart() {
+        if cfg!(target_os = "linux") {
+            assert!(!receive_buffer_capped(4 << 20, 8 << 20));
+            assert!(receive_buffer_capped(4 << 20, 425_984));
         }
     }
 }
