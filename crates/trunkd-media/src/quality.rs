@@ -236,9 +236,13 @@ mod tests {
     /// D₄ = 160 − 320 = −160 → J = 10 + 150/16 = 19.375 ticks
     /// = 19.375 / 16000 s = 1210.9375 µs.
     fn feed(o: &mut QualityObserver) {
-        let t0 = Instant::now();
+        feed_at(o, Instant::now(), 0);
+    }
+
+    /// `feed`'s four packets from `t0`, numbered from `seq0`.
+    fn feed_at(o: &mut QualityObserver, t0: Instant, seq0: u16) {
         for (i, ms) in [0u64, 20, 50, 60].into_iter().enumerate() {
-            let pkt = rtp(97, i as u16, 1000 + 320 * i as u32);
+            let pkt = rtp(97, seq0 + i as u16, 1000 + 320 * i as u32);
             o.on_rtp(Leg::A, &pkt, t0 + Duration::from_millis(ms));
         }
     }
@@ -261,12 +265,8 @@ mod tests {
         o.on_rtp(Leg::A, &rtp(97, 0, 1000), t0);
         o.set_clock_rates(&[(97, 16000)]);
         // The reference restarts at the new rate (Jitter rescales on a
-        // rate change); then the AMR-WB arrivals of `feed`, shifted by 1 s.
-        let t1 = t0 + Duration::from_secs(1);
-        for (i, ms) in [0u64, 20, 50, 60].into_iter().enumerate() {
-            let pkt = rtp(97, 1 + i as u16, 1000 + 320 * i as u32);
-            o.on_rtp(Leg::A, &pkt, t1 + Duration::from_millis(ms));
-        }
+        // rate change); then the AMR-WB arrivals of `feed`, 1 s later.
+        feed_at(&mut o, t0 + Duration::from_secs(1), 1);
         assert_eq!(o.received(Leg::A).jitter_us(), 1211);
     }
 
@@ -279,11 +279,7 @@ mod tests {
         let t0 = Instant::now();
         o.on_rtp(Leg::A, &rtp(0, 0, 0), t0);
         o.on_rtp(Leg::A, &rtp(0, 1, 160), t0 + Duration::from_millis(20));
-        let t1 = t0 + Duration::from_secs(1);
-        for (i, ms) in [0u64, 20, 50, 60].into_iter().enumerate() {
-            let pkt = rtp(97, 2 + i as u16, 1000 + 320 * i as u32);
-            o.on_rtp(Leg::A, &pkt, t1 + Duration::from_millis(ms));
-        }
+        feed_at(&mut o, t0 + Duration::from_secs(1), 2);
         assert_eq!(o.received(Leg::A).jitter_us(), 1211);
     }
 
