@@ -684,15 +684,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         let asked = settings.sip.udp_receive_buffer_bytes;
         match transport::set_receive_buffer(&sock, asked) {
-            Ok(reported) if transport::receive_buffer_capped(asked, reported) => warn!(
-                %addr,
-                asked,
-                reported,
-                "SIP UDP receive buffer smaller than [sip] udp_receive_buffer_bytes: \
-                 the kernel caps it at net.core.rmem_max (raise it with sysctl)"
-            ),
-            Ok(reported) => info!(%addr, receive_buffer = reported, "SIP UDP listening"),
-            Err(e) => warn!(%addr, error = %e, "SIP UDP receive buffer not set"),
+            Ok(reported) => {
+                info!(%addr, receive_buffer = reported, "SIP UDP listening");
+                if transport::receive_buffer_capped(asked, reported) {
+                    warn!(
+                        %addr,
+                        asked,
+                        reported,
+                        "SIP UDP receive buffer smaller than [sip] udp_receive_buffer_bytes: \
+                         the kernel caps it at net.core.rmem_max (raise it with sysctl)"
+                    );
+                }
+            }
+            Err(e) => {
+                info!(%addr, "SIP UDP listening");
+                warn!(%addr, error = %e, "SIP UDP receive buffer not set");
+            }
         }
         tasks.spawn(transport::serve_udp(
             sock.clone(),
