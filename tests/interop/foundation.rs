@@ -319,3 +319,94 @@ fn sigterm_stops_cleanly_and_removes_the_pid_file() {
     assert!(status.success(), "{status:?}");
     assert!(!pid_file.exists());
 }
+
+/// The receive buffer the kernel reports for the daemon's UDP socket bound
+/// to 127.0.0.1:`port`: the socket found through /proc (its inode in
+/// /proc/net/udp, then the daemon's descriptor with that inode), copied
+/// into this process with pidfd_getfd(2) and asked with SO_RCVBUF. `None`
+/// where the kernel refuses the copy (no pidfd_getfd, no permission).
+fn daemon_udp_rcvbuf(pid: i32, port: u16) -> Option<usize> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let local = format!("0100007F:{port:04X}");
+    let udp = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let inode = udp
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&local.as_str()))?
+        .get(9)?
+        .to_string();
+    let want = format!("socket:[{inode}]");
+    let fd: i32 = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want))?
+        .file_name()
+        .to_str()?
+        .parse()
+        .ok()?;
+    // SAFETY: plain syscalls; each descriptor returned is checked and then
+    // owned (closed on drop).
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return None;
+    }
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let copy = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_getfd,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            fd,
+            0,
+        )
+    };
+    if copy < 0 {
+        return None;
+    }
+    let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
+    socket2::SockRef::from(&copy).recv_buffer_size().ok()
+}
+
+/// `[sip] udp_receive_buffer_bytes`: the daemon's SIP UDP socket gets the
+/// buffer asked for, up to `net.core.rmem_max`; asked for more, the daemon
+/// still serves and warns that the kernel capped it.
+#[test]
+fn the_sip_udp_listener_gets_its_receive_buffer_and_a_capped_one_is_warned_about() {
+    let Some(rmem_max) = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+    else {
+        return; // Not Linux: nothing to check.
+    };
+    let with_buffer = |ports: Ports, bytes: usize| {
+        config_text(ports, "").replacen(
+            "[sip]\n",
+            &format!("[sip]\nudp_receive_buffer_bytes = {bytes}\n"),
+            1,
+        )
+    };
+    let capped = "the kernel caps it at net.core.rmem_max";
+
+    // Within the cap: what was asked (Linux reports twice what it keeps).
+    let asked = (1 << 20).min(rmem_max);
+    let ports = Ports::pick();
+    let d = Daemon::start("rcvbuf", ports, &with_buffer(ports, asked));
+    sipp_options(d.sip(), "u1", 1);
+    if let Some(rb) = daemon_udp_rcvbuf(d.pid(), ports.sip) {
+        assert_eq!(rb, 2 * asked, "rmem_max {rmem_max}");
+    }
+    assert!(!d.log().contains(capped), "{}", d.log());
+    drop(d);
+
+    // Beyond the cap: the cap, and a warning (where twice the cap is still
+    // a valid setting).
+    if 2 * rmem_max > 1 << 30 {
+        return;
+    }
+    let ports = Ports::pick();
+    let d = Daemon::start("rcvbuf-capped", ports, &with_buffer(ports, 2 * rmem_max));
+    sipp_options(d.sip(), "u1", 1);
+    if let Some(rb) = daemon_udp_rcvbuf(d.pid(), ports.sip) {
+        assert_eq!(rb, 2 * rmem_max);
+    }
+    assert!(d.log().contains(capped), "{}", d.log());
+}
