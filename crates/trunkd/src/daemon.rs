@@ -683,23 +683,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("binding SIP UDP {addr}"))?,
         );
         let asked = settings.sip.udp_receive_buffer_bytes;
-        match transport::set_receive_buffer(&sock, asked) {
-            Ok(reported) => {
-                info!(%addr, receive_buffer = reported, "SIP UDP listening");
-                if transport::receive_buffer_capped(asked, reported) {
-                    warn!(
-                        %addr,
-                        asked,
-                        reported,
-                        "SIP UDP receive buffer smaller than [sip] udp_receive_buffer_bytes: \
-                         the kernel caps it at net.core.rmem_max (raise it with sysctl)"
-                    );
-                }
-            }
-            Err(e) => {
-                info!(%addr, "SIP UDP listening");
-                warn!(%addr, error = %e, "SIP UDP receive buffer not set");
-            }
+        let reported = transport::set_receive_buffer(&sock, asked)
+            .inspect_err(|e| warn!(%addr, error = %e, "SIP UDP receive buffer not set"))
+            .ok();
+        info!(%addr, receive_buffer = ?reported, "SIP UDP listening");
+        if let Some(reported) = reported.filter(|&r| transport::receive_buffer_capped(asked, r)) {
+            warn!(
+                %addr,
+                asked,
+                reported,
+                "SIP UDP receive buffer smaller than [sip] udp_receive_buffer_bytes: \
+                 the kernel caps it at net.core.rmem_max (raise it with sysctl)"
+            );
         }
         tasks.spawn(transport::serve_udp(
             sock.clone(),
