@@ -312,7 +312,7 @@ impl Sdp {
         let mut media: Vec<Media> = Vec::new();
 
         let mut next = 0;
-        for (idx, raw) in text.split_inclusive('\n').enumerate() {
+        for (idx, raw) in lines_inclusive(text).enumerate() {
             let start = next;
             next += raw.len();
             let line = raw.strip_suffix('\n').unwrap_or(raw);
@@ -886,6 +886,24 @@ fn parse_rtcp(value: &str, line: usize) -> Result<(u16, Option<IpAddr>), SdpErro
 }
 
 /// `a=rtpmap:<pt> <encoding>/<clock>[/<params>]`.
+/// `text`'s lines, each with its `\n` (the last may have none), as
+/// `str::split_inclusive('\n')` gives them. `memchr` finds the ends: a
+/// body's lines are a few dozen bytes, and std's char searcher cost more per
+/// line than reading the line did.
+fn lines_inclusive(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', rest.as_bytes()).map_or(rest.len(), |i| i + 1);
+        // `end` follows an ASCII byte or is the end: a char boundary.
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        Some(line)
+    })
+}
+
 fn parse_rtpmap(value: &str, line: usize) -> Result<RtpMap, SdpError> {
     let err = |reason| SdpError::Rtpmap { line, reason };
     let (pt, rest) = value
@@ -1323,6 +1341,13 @@ a=rtpmap:96 H264/90000",
         }
 
         proptest! {
+            #[test]
+            fn lines_are_split_as_std_splits_them(text in "(\\PC{0,6}[\r\n]{0,2}){0,8}") {
+                let ours: Vec<&str> = lines_inclusive(&text).collect();
+                let std: Vec<&str> = text.split_inclusive('\n').collect();
+                prop_assert_eq!(ours, std);
+            }
+
             #[test]
             fn never_panics_on_arbitrary_text(text in "\\PC*") {
                 let _ = Sdp::parse(&text);

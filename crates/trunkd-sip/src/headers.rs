@@ -433,7 +433,9 @@ impl Headers {
 
     fn checked(name: &str, value: Bytes) -> Result<Header, BuildError> {
         let name = HeaderName::new(name)?;
-        if value.iter().any(|&b| b == b'\r' || b == b'\n') {
+        // memchr2: a built value (a Via, a From with its URI) is tens of
+        // bytes, and a byte loop here was a fifth of building a request.
+        if memchr::memchr2(b'\r', b'\n', &value).is_some() {
             return Err(BuildError::InvalidValue);
         }
         let trimmed = trim_ws(&value);
@@ -570,22 +572,27 @@ impl Iterator for SplitList<'_> {
         let v = self.v;
         let start = self.pos;
         let mut i = start;
-        let mut in_angle = false;
+        // Jumps between the bytes that matter with memchr: a Via or a
+        // Contact is read this way on every message, tens of bytes each.
         while i < v.len() {
+            let Some(k) = memchr::memchr3(b'"', b'<', b',', &v[i..]) else {
+                break;
+            };
+            i += k;
             match v[i] {
-                b'"' if !in_angle => {
-                    i = crate::chars::quoted_end(v, i).unwrap_or(v.len());
-                    continue;
+                b'"' => i = crate::chars::quoted_end(v, i).unwrap_or(v.len()),
+                b'<' => {
+                    // Inside <...> a comma or quote is the URI's own.
+                    match memchr::memchr(b'>', &v[i + 1..]) {
+                        Some(k) => i += k + 2,
+                        None => i = v.len(),
+                    }
                 }
-                b'<' => in_angle = true,
-                b'>' => in_angle = false,
-                b',' if !in_angle => {
+                _ => {
                     self.pos = i + 1;
                     return Some(sub(v, trim_ws(&v[start..i])));
                 }
-                _ => {}
             }
-            i += 1;
         }
         self.done = true;
         Some(sub(v, trim_ws(&v[start..])))
@@ -762,5 +769,41 @@ mod tests {
         assert_eq!(&parts[0][..], b"\"a,b\" <sip:x@y;a=1,2>");
         assert_eq!(&parts[1][..], b"<sip:z@w>");
         assert!(parts[2].is_empty() && parts[3].is_empty());
+    }
+
+    /// The byte-by-byte reading the memchr jumps replaced: commas split
+    /// outside quoted strings and <...>.
+    fn split_bytewise(v: &[u8]) -> Vec<Vec<u8>> {
+        let (mut out, mut start, mut i, mut in_angle) = (Vec::new(), 0, 0, false);
+        while i < v.len() {
+            match v[i] {
+                b'"' if !in_angle => {
+                    i = crate::chars::quoted_end(v, i).unwrap_or(v.len());
+                    continue;
+                }
+                b'<' => in_angle = true,
+                b'>' => in_angle = false,
+                b',' if !in_angle => {
+                    out.push(super::trim_ws(&v[start..i]).to_vec());
+                    start = i + 1;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        out.push(super::trim_ws(&v[start..]).to_vec());
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn split_list_splits_as_the_bytewise_reading(
+            v in proptest::collection::vec(
+                proptest::sample::select(b"a ,<>\"\\;=\r".to_vec()), 0..40)
+        ) {
+            let bytes = bytes::Bytes::from(v.clone());
+            let ours: Vec<Vec<u8>> = super::split_list(&bytes).map(|b| b.to_vec()).collect();
+            proptest::prop_assert_eq!(ours, split_bytewise(&v));
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use trunkd_core::quality::{side_mos, CallIdentity, DirectionStats, MediaMetricLine, SideStats};
 use trunkd_media::{QualityObserver, RelayStats};
 
-use crate::metrics::{MediaLabels, Metrics, SideLabels};
+use crate::metrics::{MediaLabels, Metrics, SideLabels, MEDIA_DIRECTIONS};
 
 /// Which relay leg faces the customer: the A leg of a termination call
 /// (the customer called), the B leg of an origination call.
@@ -83,36 +83,43 @@ pub fn report(
         }
     }
     let m = ctx.metrics;
-    let vc = ctx.identity.voice_connector_id.to_owned();
-    let region = ctx.identity.aws_region.to_owned();
+    let vc = ctx.identity.voice_connector_id;
+    let region = ctx.identity.aws_region;
+    let counters = m.media_counters(vc, region);
     let prev = previous.unwrap_or_default();
-    for (direction, now, before) in [
-        ("cust2vc", customer.to_vc, prev.0.to_vc),
-        ("vc2cust", customer.from_vc, prev.0.from_vc),
-        ("rem2vc", remote.to_vc, prev.1.to_vc),
-        ("vc2rem", remote.from_vc, prev.1.from_vc),
-    ] {
-        let labels = MediaLabels {
-            voice_connector_id: vc.clone(),
-            region: region.clone(),
-            direction,
-        };
+    let directions = [
+        (customer.to_vc, prev.0.to_vc),
+        (customer.from_vc, prev.0.from_vc),
+        (remote.to_vc, prev.1.to_vc),
+        (remote.from_vc, prev.1.from_vc),
+    ];
+    for (((now, before), c), direction) in directions
+        .into_iter()
+        .zip(&counters.directions)
+        .zip(MEDIA_DIRECTIONS)
+    {
         let d = now.since(&before);
-        m.rtp_packets.get_or_create(&labels).inc_by(d.rtp_packets);
-        m.rtp_bytes.get_or_create(&labels).inc_by(d.rtp_bytes);
-        m.rtcp_packets.get_or_create(&labels).inc_by(d.rtcp_packets);
-        m.rtcp_bytes.get_or_create(&labels).inc_by(d.rtcp_bytes);
-        m.packets_lost
-            .get_or_create(&labels)
-            .inc_by(d.packets_lost.unwrap_or(0));
+        c.rtp_packets.inc_by(d.rtp_packets);
+        c.rtp_bytes.inc_by(d.rtp_bytes);
+        c.rtcp_packets.inc_by(d.rtcp_packets);
+        c.rtcp_bytes.inc_by(d.rtcp_bytes);
+        c.packets_lost.inc_by(d.packets_lost.unwrap_or(0));
         if let Some(j) = now.jitter_us {
+            let labels = MediaLabels {
+                voice_connector_id: vc.to_owned(),
+                region: region.to_owned(),
+                direction,
+            };
             m.jitter.get_or_create(&labels).observe(j as f64 / 1e6);
         }
     }
     for (side_name, s) in [("customer", customer), ("remote", remote)] {
+        if s.rtt.is_none() && s.mos.is_none() {
+            continue;
+        }
         let labels = SideLabels {
-            voice_connector_id: vc.clone(),
-            region: region.clone(),
+            voice_connector_id: vc.to_owned(),
+            region: region.to_owned(),
             side: side_name,
         };
         if let Some(rtt) = s.rtt {

@@ -334,6 +334,12 @@ pub struct Metrics {
     last_pings: std::sync::Mutex<
         std::collections::HashMap<String, (std::time::SystemTime, std::net::SocketAddr)>,
     >,
+    /// The media counters of each voice connector a report has added to,
+    /// with the region they were made for ([`Metrics::media_counters`]);
+    /// bounded like the families' own series, by the configured VCs.
+    media_counters: std::sync::Mutex<
+        std::collections::HashMap<String, (String, std::sync::Arc<MediaCounters>)>,
+    >,
     pub sip_refused: Family<RefusedLabels, Counter>,
     pub sip_auth_failures: Counter,
     /// Audit log lines that could not be written (SPEC §8).
@@ -850,6 +856,7 @@ impl Metrics {
             route_probe_labels: Default::default(),
             route_states: Default::default(),
             last_pings: Default::default(),
+            media_counters: Default::default(),
             sip_refused,
             sip_auth_failures,
             audit_failures,
@@ -1211,6 +1218,66 @@ fn vc_region(vc: Option<&trunkd_core::VcId>, r: &trunkd_config::Resources) -> (S
     }
 }
 
+/// The media directions of SPEC §5.3, in the order of
+/// [`MediaCounters::directions`].
+pub const MEDIA_DIRECTIONS: [&str; 4] = ["cust2vc", "vc2cust", "rem2vc", "vc2rem"];
+
+/// One direction's media counters of one voice connector: the series of
+/// `voice_connector_rtp_packets` and its siblings for that label set.
+#[derive(Clone)]
+pub struct DirectionCounters {
+    pub rtp_packets: Counter,
+    pub rtp_bytes: Counter,
+    pub rtcp_packets: Counter,
+    pub rtcp_bytes: Counter,
+    pub packets_lost: Counter,
+}
+
+/// The media counters of one (voice connector, region), by direction
+/// ([`MEDIA_DIRECTIONS`]).
+pub struct MediaCounters {
+    pub directions: [DirectionCounters; 4],
+}
+
+impl Metrics {
+    /// The media counters of `vc` in `region`, found by label once and
+    /// then kept: a call's report adds to 20 series, and hashing their
+    /// label strings each time (two strings copied per series) was most of
+    /// what a report cost. The counters are the families' own series, so
+    /// `/metrics` shows what is added here.
+    pub fn media_counters(&self, vc: &str, region: &str) -> std::sync::Arc<MediaCounters> {
+        let mut cache = self
+            .media_counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((r, c)) = cache.get(vc) {
+            if r == region {
+                return c.clone();
+            }
+            // A reload moved the VC to another region: new series.
+        }
+        let series = |direction| {
+            let labels = MediaLabels {
+                voice_connector_id: vc.to_owned(),
+                region: region.to_owned(),
+                direction,
+            };
+            DirectionCounters {
+                rtp_packets: self.rtp_packets.get_or_create(&labels).clone(),
+                rtp_bytes: self.rtp_bytes.get_or_create(&labels).clone(),
+                rtcp_packets: self.rtcp_packets.get_or_create(&labels).clone(),
+                rtcp_bytes: self.rtcp_bytes.get_or_create(&labels).clone(),
+                packets_lost: self.packets_lost.get_or_create(&labels).clone(),
+            }
+        };
+        let counters = std::sync::Arc::new(MediaCounters {
+            directions: MEDIA_DIRECTIONS.map(series),
+        });
+        cache.insert(vc.to_owned(), (region.to_owned(), counters.clone()));
+        counters
+    }
+}
+
 /// The standard `process_*` families, read from /proc/self at scrape time.
 #[derive(Debug)]
 struct ProcessCollector;
@@ -1350,6 +1417,35 @@ mod tests {
             "process_cpu_seconds_total ",
             "process_resident_memory_bytes ",
             "process_open_fds ",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+
+    /// The kept counters are the families' series: what a report adds
+    /// shows in /metrics under the VC's labels, a second lookup adds to the
+    /// same series, and a VC moved to another region gets that region's.
+    #[test]
+    fn media_counters_are_the_families_series() {
+        let m = Metrics::new();
+        m.media_counters("vc-a", "us-east-1").directions[0]
+            .rtp_packets
+            .inc_by(3);
+        m.media_counters("vc-a", "us-east-1").directions[0]
+            .rtp_packets
+            .inc_by(4);
+        m.media_counters("vc-a", "us-east-1").directions[3]
+            .packets_lost
+            .inc_by(2);
+        m.media_counters("vc-a", "eu-west-1").directions[1]
+            .rtcp_bytes
+            .inc_by(80);
+        let text = m.encode();
+        for needle in [
+            r#"voice_connector_rtp_packets_total{voice_connector_id="vc-a",region="us-east-1",direction="cust2vc"} 7"#,
+            r#"voice_connector_packets_lost_total{voice_connector_id="vc-a",region="us-east-1",direction="vc2rem"} 2"#,
+            r#"voice_connector_rtcp_bytes_total{voice_connector_id="vc-a",region="eu-west-1",direction="vc2cust"} 80"#,
+            r#"voice_connector_rtp_packets_total{voice_connector_id="vc-a",region="eu-west-1",direction="rem2vc"} 0"#,
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
