@@ -438,8 +438,14 @@ impl Headers {
         if memchr::memchr2(b'\r', b'\n', &value).is_some() {
             return Err(BuildError::InvalidValue);
         }
+        // A built value rarely has blanks to trim; slicing it anyway would
+        // turn its owned buffer into a shared one: an allocation per row.
         let trimmed = trim_ws(&value);
-        let value = sub(&value, trimmed);
+        let value = if trimmed.len() == value.len() {
+            value
+        } else {
+            sub(&value, trimmed)
+        };
         Ok(Header { name, value })
     }
 

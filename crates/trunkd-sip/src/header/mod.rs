@@ -74,6 +74,17 @@ impl Headers {
         Via::parse(&top).map_err(invalid("Via"))
     }
 
+    /// The top Via's branch, if it has one, from its parameters alone
+    /// ([`Via::header_param`]): for messages the parser has validated, as
+    /// [`Headers::from_tag`]. A response's transaction is found by it.
+    pub fn top_via_branch(&self) -> Result<Option<Bytes>, HeaderError> {
+        let first = self
+            .get_of(KnownHeader::Via)
+            .ok_or(HeaderError::Missing("Via"))?;
+        let top = crate::headers::split_list(first).next().unwrap_or_default();
+        Via::header_param(&top, "branch").map_err(invalid("Via"))
+    }
+
     /// From (§20.20).
     pub fn from(&self) -> Result<NameAddr, HeaderError> {
         NameAddr::parse(self.required(KnownHeader::From)?, false)
@@ -221,5 +232,35 @@ mod tests {
         let empty = Headers::new();
         assert_eq!(empty.call_id(), Err(HeaderError::Missing("Call-ID")));
         assert_eq!(empty.top_via(), Err(HeaderError::Missing("Via")));
+    }
+
+    /// The branch read from the parameters alone is the one the whole
+    /// parse finds, for every shape of top Via a validated message can have.
+    #[test]
+    fn top_via_branch_is_the_parsed_vias_branch() {
+        for via in [
+            "SIP/2.0/UDP a.example.com;branch=z9hG4bK1, SIP/2.0/TCP b.example.com;branch=z9hG4bK2",
+            "SIP/2.0/UDP 192.0.2.1:5060;rport;BRANCH=z9hG4bK-x;received=192.0.2.9",
+            "SIP / 2.0 / UDP [2001:db8::1]:5070 ; branch = z9hG4bK.y ; ttl=3",
+            "SIP/2.0/TLS host.example.com",
+            "SIP/2.0/UDP host.example.com:5060;maddr=224.0.0.1;branch=z9hG4bKa;branch=z9hG4bKb",
+        ] {
+            let mut h = Headers::new();
+            h.append("Via", via).unwrap();
+            h.append("Via", "SIP/2.0/UDP c.example.com;branch=z9hG4bK3")
+                .unwrap();
+            let parsed = h.top_via().unwrap().branch().cloned();
+            assert_eq!(h.top_via_branch(), Ok(parsed), "{via}");
+        }
+        let mut bad = Headers::new();
+        bad.append("Via", "SIP/2.0/UDP a;branch=z;=x").unwrap();
+        assert!(matches!(
+            bad.top_via_branch(),
+            Err(HeaderError::Invalid { name: "Via", .. })
+        ));
+        assert_eq!(
+            Headers::new().top_via_branch(),
+            Err(HeaderError::Missing("Via"))
+        );
     }
 }

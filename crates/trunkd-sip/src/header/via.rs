@@ -155,6 +155,19 @@ impl Via {
         Ok(via)
     }
 
+    /// The value of the first parameter called `name` of the Via value
+    /// `v`, read without parsing the rest: sent-protocol, host and port
+    /// hold no `;`, so the parameters start at the first one. For messages
+    /// the parser has validated (their top Via parsed whole): the host is
+    /// not checked here. Every parameter is still read with
+    /// [`Params::parse_header`]'s grammar.
+    pub fn header_param(v: &Bytes, name: &str) -> Result<Option<Bytes>, SyntaxError> {
+        match memchr::memchr(b';', v) {
+            Some(at) => Params::header_value(v, &v[at..], name),
+            None => Ok(None),
+        }
+    }
+
     fn check_params(&self) -> Result<(), SyntaxError> {
         for p in &self.params {
             let v = p.value.as_deref();

@@ -53,11 +53,13 @@ impl ClientKey {
     }
 
     /// The key a response belongs to; `None` when it cannot match anything.
+    /// The response was validated (its top Via parsed whole), so only
+    /// the branch is read again.
     pub(crate) fn for_response(resp: &Response) -> Option<ClientKey> {
-        let via = resp.headers.top_via().ok()?;
+        let branch = resp.headers.top_via_branch().ok()??;
         let cseq = resp.headers.cseq().ok()?;
         Some(ClientKey {
-            branch: via.branch()?.clone(),
+            branch,
             method: cseq.method,
         })
     }

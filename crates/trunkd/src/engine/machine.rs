@@ -1043,9 +1043,9 @@ impl Engine {
             } => {
                 let branch = request
                     .headers
-                    .top_via()
+                    .top_via_branch()
                     .ok()
-                    .and_then(|v| v.branch().cloned())
+                    .flatten()
                     .unwrap_or_default();
                 match self.endpoint.send_request(now, request, dest, timeout) {
                     Ok(id) => {
