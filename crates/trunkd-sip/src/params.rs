@@ -163,7 +163,7 @@ impl Params {
     pub(crate) fn parse_uri(base: &Bytes, s: &[u8]) -> Result<Params, SyntaxError> {
         let mut out = Vec::new();
         for part in s.split(|&b| b == b';') {
-            let (name, value) = match part.iter().position(|&b| b == b'=') {
+            let (name, value) = match memchr::memchr(b'=', part) {
                 Some(eq) => (&part[..eq], Some(&part[eq + 1..])),
                 None => (part, None),
             };

@@ -168,7 +168,7 @@ pub(crate) fn parse_hostport(base: &Bytes, s: &[u8]) -> Result<(Host, Option<u16
             Some(_) => return Err(SyntaxError("garbage after IPv6 reference")),
         }
     } else {
-        s.iter().position(|&b| b == b':')
+        memchr::memchr(b':', s)
     };
     match split {
         None => Ok((Host::parse(base, s)?, None)),
@@ -226,10 +226,10 @@ impl SipUri {
     fn parse_rest(base: &Bytes, s: &[u8], secure: bool) -> Result<SipUri, SyntaxError> {
         // userinfo ends at the first '@': '@' is not allowed unescaped in
         // user or password, but ';', '?', '/' are (user-unreserved).
-        let (user, password, rest) = match s.iter().position(|&b| b == b'@') {
+        let (user, password, rest) = match memchr::memchr(b'@', s) {
             Some(at) => {
                 let info = &s[..at];
-                let (u, p) = match info.iter().position(|&b| b == b':') {
+                let (u, p) = match memchr::memchr(b':', info) {
                     Some(c) => (&info[..c], Some(&info[c + 1..])),
                     None => (info, None),
                 };
@@ -245,7 +245,7 @@ impl SipUri {
             }
             None => (None, None, s),
         };
-        let (before_q, headers) = match rest.iter().position(|&b| b == b'?') {
+        let (before_q, headers) = match memchr::memchr(b'?', rest) {
             Some(q) => {
                 let h = &rest[q + 1..];
                 if !valid_uri_headers(h) {
@@ -255,7 +255,7 @@ impl SipUri {
             }
             None => (rest, None),
         };
-        let (hostport, params) = match before_q.iter().position(|&b| b == b';') {
+        let (hostport, params) = match memchr::memchr(b';', before_q) {
             Some(sc) => (
                 &before_q[..sc],
                 Params::parse_uri(base, &before_q[sc + 1..])?,
@@ -304,7 +304,7 @@ impl SipUri {
 /// `headers = "?" header *( "&" header )`, `header = hname "=" hvalue`.
 fn valid_uri_headers(h: &[u8]) -> bool {
     h.split(|&b| b == b'&')
-        .all(|hdr| match hdr.iter().position(|&b| b == b'=') {
+        .all(|hdr| match memchr::memchr(b'=', hdr) {
             Some(eq) => {
                 eq > 0
                     && is_escaped_class(&hdr[..eq], Class::Header)

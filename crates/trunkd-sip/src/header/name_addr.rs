@@ -179,7 +179,7 @@ impl Parts<'_> {
             if s.get(i) != Some(&b'<') {
                 return Err(SyntaxError("display name without <URI>"));
             }
-        } else if let Some(lt) = s[i..].iter().position(|&b| b == b'<').map(|p| p + i) {
+        } else if let Some(lt) = memchr::memchr(b'<', &s[i..]).map(|p| p + i) {
             // A token display name; anything else before '<' means this is
             // a bare addr-spec (whose quoted parameters may contain '<'),
             // which the addr-spec path below then judges.

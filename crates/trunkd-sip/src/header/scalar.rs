@@ -62,7 +62,7 @@ impl CallId {
     /// Parses a Call-ID value.
     pub fn parse(v: &Bytes) -> Result<CallId, SyntaxError> {
         let s = trim_ws(v);
-        let ok = match s.iter().position(|&b| b == b'@') {
+        let ok = match memchr::memchr(b'@', s) {
             Some(at) => is_word_str(&s[..at]) && is_word_str(&s[at + 1..]),
             None => is_word_str(s),
         };
