@@ -137,6 +137,20 @@ impl Params {
         Ok(Params(out))
     }
 
+    /// Reads `s` as [`Params::parse_header`] does, with the same errors,
+    /// handing each parameter to `each` instead of building a list:
+    /// validation checks a value and keeps nothing.
+    pub(crate) fn visit_header(
+        s: &[u8],
+        mut each: impl FnMut(&[u8], Option<&[u8]>),
+    ) -> Result<(), SyntaxError> {
+        for p in (HeaderParams { s, i: 0 }) {
+            let (n, v) = p?;
+            each(&s[n.0..n.1], v.map(|v| &s[v.0..v.1]));
+        }
+        Ok(())
+    }
+
     /// The value of the first header parameter called `name` in `s` (as
     /// [`Params::parse_header`] reads it), without building the list: a
     /// tag is read from every From and To, and a list was an allocation
@@ -162,6 +176,21 @@ impl Params {
     /// `1*paramchar` (RFC 3261 §25.1).
     pub(crate) fn parse_uri(base: &Bytes, s: &[u8]) -> Result<Params, SyntaxError> {
         let mut out = Vec::new();
+        Params::visit_uri(s, |name, value| {
+            out.push(Param {
+                name: sub(base, name),
+                value: value.map(|v| sub(base, v)),
+            })
+        })?;
+        Ok(Params(out))
+    }
+
+    /// Reads `s` as [`Params::parse_uri`] does, with the same errors,
+    /// handing each parameter to `each` instead of building a list.
+    pub(crate) fn visit_uri<'a>(
+        s: &'a [u8],
+        mut each: impl FnMut(&'a [u8], Option<&'a [u8]>),
+    ) -> Result<(), SyntaxError> {
         for part in s.split(|&b| b == b';') {
             let (name, value) = match memchr::memchr(b'=', part) {
                 Some(eq) => (&part[..eq], Some(&part[eq + 1..])),
@@ -175,12 +204,9 @@ impl Params {
                     return Err(SyntaxError("invalid URI parameter value"));
                 }
             }
-            out.push(Param {
-                name: sub(base, name),
-                value: value.map(|v| sub(base, v)),
-            });
+            each(name, value);
         }
-        Ok(Params(out))
+        Ok(())
     }
 }
 

@@ -189,6 +189,13 @@ pub(crate) fn parse_port(s: &[u8]) -> Result<u16, SyntaxError> {
         .ok_or(SyntaxError("invalid port"))
 }
 
+/// Whether a parse builds the URI's parameter list or only checks it.
+#[derive(Clone, Copy)]
+enum Build {
+    Whole,
+    CheckOnly,
+}
+
 /// A `sip:` or `sips:` URI (RFC 3261 §19.1.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipUri {
@@ -222,8 +229,14 @@ impl SipUri {
         }
     }
 
-    /// Parses what follows `sip:` / `sips:`.
-    fn parse_rest(base: &Bytes, s: &[u8], secure: bool) -> Result<SipUri, SyntaxError> {
+    /// Parses what follows `sip:` / `sips:`; with [`Build::CheckOnly`] the
+    /// parameters are checked and left out (the caller keeps nothing).
+    fn parse_rest(
+        base: &Bytes,
+        s: &[u8],
+        secure: bool,
+        build: Build,
+    ) -> Result<SipUri, SyntaxError> {
         // userinfo ends at the first '@': '@' is not allowed unescaped in
         // user or password, but ';', '?', '/' are (user-unreserved).
         let (user, password, rest) = match memchr::memchr(b'@', s) {
@@ -256,10 +269,17 @@ impl SipUri {
             None => (rest, None),
         };
         let (hostport, params) = match memchr::memchr(b';', before_q) {
-            Some(sc) => (
-                &before_q[..sc],
-                Params::parse_uri(base, &before_q[sc + 1..])?,
-            ),
+            Some(sc) => {
+                let list = &before_q[sc + 1..];
+                let params = match build {
+                    Build::Whole => Params::parse_uri(base, list)?,
+                    Build::CheckOnly => {
+                        Params::visit_uri(list, |_, _| ())?;
+                        Params::new()
+                    }
+                };
+                (&before_q[..sc], params)
+            }
             None => (before_q, Params::new()),
         };
         let (host, port) = parse_hostport(base, hostport)?;
@@ -331,6 +351,17 @@ pub enum Uri {
 impl Uri {
     /// Parses `SIP-URI / SIPS-URI / absoluteURI`; `s` is a slice of `base`.
     pub fn parse_slice(base: &Bytes, s: &[u8]) -> Result<Uri, SyntaxError> {
+        Uri::parse_as(base, s, Build::Whole)
+    }
+
+    /// Checks `s` as [`Uri::parse_slice`] would, with the same errors,
+    /// without building its parameter list: what validation needs of the
+    /// URIs in From and To, which it then drops.
+    pub(crate) fn check_slice(base: &Bytes, s: &[u8]) -> Result<(), SyntaxError> {
+        Uri::parse_as(base, s, Build::CheckOnly).map(drop)
+    }
+
+    fn parse_as(base: &Bytes, s: &[u8], build: Build) -> Result<Uri, SyntaxError> {
         let colon = s
             .iter()
             .position(|&b| b == b':')
@@ -346,9 +377,9 @@ impl Uri {
         }
         let rest = &s[colon + 1..];
         if scheme.eq_ignore_ascii_case(b"sip") {
-            SipUri::parse_rest(base, rest, false).map(Uri::Sip)
+            SipUri::parse_rest(base, rest, false, build).map(Uri::Sip)
         } else if scheme.eq_ignore_ascii_case(b"sips") {
-            SipUri::parse_rest(base, rest, true).map(Uri::Sip)
+            SipUri::parse_rest(base, rest, true, build).map(Uri::Sip)
         } else if rest.is_empty() || !is_escaped_class(rest, Class::Uric) {
             Err(SyntaxError("invalid absolute URI"))
         } else {

@@ -59,8 +59,8 @@ pub(crate) fn check_request(
     if options.require_via_branch && top.branch().is_none() {
         return Err(Fault::MissingViaBranch);
     }
-    headers.from()?;
-    headers.to()?;
+    headers.check_from()?;
+    headers.check_to()?;
     headers.call_id()?;
     if headers.cseq()?.method != *method {
         return Err(Fault::CSeqMethodMismatch);
@@ -68,7 +68,7 @@ pub(crate) fn check_request(
     if headers.max_forwards()?.is_none() && options.require_max_forwards {
         return Err(HeaderError::Missing("Max-Forwards").into());
     }
-    headers.contact()?;
+    headers.check_contact()?;
     Ok(())
 }
 
@@ -77,8 +77,8 @@ pub(crate) fn check_request(
 /// CSeq.
 pub(crate) fn check_response(headers: &Headers) -> Result<(), Fault> {
     headers.top_via()?;
-    headers.from()?;
-    headers.to()?;
+    headers.check_from()?;
+    headers.check_to()?;
     headers.call_id()?;
     headers.cseq()?;
     Ok(())

@@ -32,6 +32,21 @@ impl Contact {
             .map(Contact::Addresses)
     }
 
+    /// Checks the values as [`Contact::parse`] would, with the same
+    /// errors, building nothing (validation keeps no Contact).
+    pub(crate) fn check(values: &[Bytes]) -> Result<(), SyntaxError> {
+        if values.iter().any(|v| &v[..] == b"*") {
+            return if values.len() == 1 {
+                Ok(())
+            } else {
+                Err(SyntaxError("* mixed with addresses"))
+            };
+        }
+        values
+            .iter()
+            .try_for_each(|v| NameAddr::check(v, false, |_, _| ()))
+    }
+
     /// The addresses (empty for the wildcard).
     pub fn addresses(&self) -> &[NameAddr] {
         match self {

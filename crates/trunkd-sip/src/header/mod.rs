@@ -38,6 +38,24 @@ fn one_tag(na: NameAddr) -> Result<NameAddr, SyntaxError> {
     }
 }
 
+/// Checks a From or To value as [`NameAddr::parse`] and [`one_tag`] would,
+/// with the same errors, building nothing (validation).
+fn check_one_tag(v: &Bytes) -> Result<(), SyntaxError> {
+    let (mut tags, mut bare) = (0u32, false);
+    NameAddr::check(v, false, |name, value| {
+        if name.eq_ignore_ascii_case(b"tag") {
+            tags += 1;
+            bare |= value.is_none();
+        }
+    })?;
+    match tags {
+        0 => Ok(()),
+        1 if bare => Err(SyntaxError("tag without a value")),
+        1 => Ok(()),
+        _ => Err(SyntaxError("more than one tag")),
+    }
+}
+
 fn invalid(name: &'static str) -> impl Fn(SyntaxError) -> HeaderError {
     move |e| HeaderError::Invalid { name, detail: e.0 }
 }
@@ -99,6 +117,17 @@ impl Headers {
             .map_err(invalid("To"))
     }
 
+    /// Checks From as [`Headers::from`] would (same errors), keeping
+    /// nothing: for validation.
+    pub(crate) fn check_from(&self) -> Result<(), HeaderError> {
+        check_one_tag(self.required(KnownHeader::From)?).map_err(invalid("From"))
+    }
+
+    /// Checks To as [`Headers::to`] would (same errors), keeping nothing.
+    pub(crate) fn check_to(&self) -> Result<(), HeaderError> {
+        check_one_tag(self.required(KnownHeader::To)?).map_err(invalid("To"))
+    }
+
     /// From's tag (§19.3), if it has one. The URI is not parsed, so this
     /// is for messages the parser has validated (see
     /// [`NameAddr::header_param`]).
@@ -146,6 +175,13 @@ impl Headers {
         Contact::parse(&values)
             .map(Some)
             .map_err(invalid("Contact"))
+    }
+
+    /// Checks Contact as [`Headers::contact`] would (same errors), keeping
+    /// nothing: for validation.
+    pub(crate) fn check_contact(&self) -> Result<(), HeaderError> {
+        let values = self.values_of(KnownHeader::Contact);
+        Contact::check(&values).map_err(invalid("Contact"))
     }
 
     /// Route, top first (§20.34).
@@ -262,5 +298,108 @@ mod tests {
             Headers::new().top_via_branch(),
             Err(HeaderError::Missing("Via"))
         );
+    }
+
+    fn name_addr_like() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let uri = (
+            prop_oneof![
+                Just("sip:"),
+                Just("sips:"),
+                Just("tel:"),
+                Just("SIP:"),
+                Just("x"),
+                Just("")
+            ],
+            prop_oneof![
+                Just(""),
+                Just("alice@"),
+                Just("a:pw@"),
+                Just("%41b@"),
+                Just("%4@"),
+                Just("@"),
+                Just("a b@")
+            ],
+            prop_oneof![
+                Just("example.com"),
+                Just("192.0.2.1"),
+                Just("[2001:db8::1]"),
+                Just("-bad-"),
+                Just("1.2.3.999"),
+                Just(""),
+                Just("[::1")
+            ],
+            prop_oneof![Just(""), Just(":5060"), Just(":99999"), Just(":x")],
+            prop_oneof![
+                Just(""),
+                Just(";transport=udp"),
+                Just(";lr"),
+                Just(";=x"),
+                Just(";a="),
+                Just(";%zz"),
+                Just(";a=b;c")
+            ],
+            prop_oneof![Just(""), Just("?h=v"), Just("?h"), Just("?a=b&c=d")],
+        )
+            .prop_map(|(a, b, c, d, e, f)| format!("{a}{b}{c}{d}{e}{f}"));
+        let params = proptest::collection::vec(
+            prop_oneof![
+                Just(";tag=1"),
+                Just(";tag"),
+                Just(";TAG=2"),
+                Just(";x=\"q\""),
+                Just(";x=\"q"),
+                Just(";=y"),
+                Just(" ; expires = 3"),
+                Just(";a b"),
+                Just(";lr"),
+            ],
+            0..3,
+        )
+        .prop_map(|v| v.concat());
+        (
+            prop_oneof![
+                Just(""),
+                Just("\"Bob\" "),
+                Just("Bob "),
+                Just("\"B\\\"o\" "),
+                Just("\"open ")
+            ],
+            any::<bool>(),
+            uri,
+            params,
+        )
+            .prop_map(|(dn, angle, uri, params)| {
+                if angle {
+                    format!("{dn}<{uri}>{params}")
+                } else {
+                    format!("{uri}{params}")
+                }
+            })
+    }
+
+    proptest::proptest! {
+        /// Validation's From/To check accepts and rejects exactly what a
+        /// whole parse with its one-tag rule does, with the same error.
+        #[test]
+        fn checking_contact_is_parsing_it_and_dropping_it(
+            rows in proptest::collection::vec(
+                proptest::prop_oneof![name_addr_like(), proptest::strategy::Just("*".to_owned())],
+                0..3,
+            ),
+        ) {
+            let mut h = Headers::new();
+            for r in &rows {
+                let _ = h.append("Contact", r.clone());
+            }
+            proptest::prop_assert_eq!(h.check_contact(), h.contact().map(drop), "{:?}", rows);
+        }
+
+        #[test]
+        fn checking_a_name_addr_is_parsing_it_and_dropping_it(v in name_addr_like()) {
+            let v = Bytes::from(v);
+            let parsed = NameAddr::parse(&v, false).and_then(one_tag).map(drop);
+            proptest::prop_assert_eq!(check_one_tag(&v), parsed, "{:?}", v);
+        }
     }
 }

@@ -114,6 +114,20 @@ impl NameAddr {
         })
     }
 
+    /// Checks `v` as [`NameAddr::parse`] would, with the same errors, and
+    /// builds nothing: each header parameter goes to `each`. The parser's
+    /// validation checks From, To and keeps none of them, and building the
+    /// URI's and the header's parameter lists was most of what it cost.
+    pub(crate) fn check(
+        v: &Bytes,
+        require_angle: bool,
+        each: impl FnMut(&[u8], Option<&[u8]>),
+    ) -> Result<(), SyntaxError> {
+        let parts = Parts::split(v, require_angle)?;
+        Uri::check_slice(v, &v[parts.uri.0..parts.uri.1])?;
+        Params::visit_header(&v[parts.params..], each)
+    }
+
     /// One header parameter's value (the first called `name`), the URI
     /// left unparsed and no parameter list built: what a transaction or a
     /// dialog needs of From and To (their tags) on every message, at a
