@@ -54,9 +54,8 @@ pub(crate) fn check_request(
             return Err(Fault::HeadersInRequestUri);
         }
     }
-    let vias = headers.vias()?;
-    let top = vias.first().ok_or(HeaderError::Missing("Via"))?;
-    if options.require_via_branch && top.branch().is_none() {
+    let top_has_branch = headers.check_vias()?.ok_or(HeaderError::Missing("Via"))?;
+    if options.require_via_branch && !top_has_branch {
         return Err(Fault::MissingViaBranch);
     }
     headers.check_from()?;
@@ -76,7 +75,7 @@ pub(crate) fn check_request(
 /// (RFC 3261 §17.1.3, §18.1.2): a parseable top Via, From, To, Call-ID and
 /// CSeq.
 pub(crate) fn check_response(headers: &Headers) -> Result<(), Fault> {
-    headers.top_via()?;
+    headers.check_top_via()?;
     headers.check_from()?;
     headers.check_to()?;
     headers.call_id()?;

@@ -83,6 +83,35 @@ impl Headers {
             .collect()
     }
 
+    /// Checks every Via as [`Headers::vias`] would (same errors), keeping
+    /// none: for validation. `None` without a Via, else whether the top
+    /// one has a branch.
+    pub(crate) fn check_vias(&self) -> Result<Option<bool>, HeaderError> {
+        let mut top_has_branch = None;
+        for v in self
+            .rows_of(KnownHeader::Via)
+            .flat_map(|h| crate::headers::split_list(h.value()))
+        {
+            let mut branch = false;
+            Via::check(&v, |name, value| {
+                branch |= value.is_some() && name.eq_ignore_ascii_case(b"branch");
+            })
+            .map_err(invalid("Via"))?;
+            top_has_branch.get_or_insert(branch);
+        }
+        Ok(top_has_branch)
+    }
+
+    /// Checks the topmost Via as [`Headers::top_via`] would (same
+    /// errors), keeping nothing: for validation.
+    pub(crate) fn check_top_via(&self) -> Result<(), HeaderError> {
+        let first = self
+            .get_of(KnownHeader::Via)
+            .ok_or(HeaderError::Missing("Via"))?;
+        let top = crate::headers::split_list(first).next().unwrap_or_default();
+        Via::check(&top, |_, _| ()).map_err(invalid("Via"))
+    }
+
     /// The topmost Via (§18.2.2 sends responses there).
     pub fn top_via(&self) -> Result<Via, HeaderError> {
         let first = self
@@ -300,6 +329,58 @@ mod tests {
         );
     }
 
+    fn via_like() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let one = (
+            prop_oneof![
+                Just("SIP/2.0/UDP"),
+                Just("SIP / 2.0 / TCP"),
+                Just("SIP/2.0"),
+                Just("SIP/2.0/UDP"),
+                Just("x/y/z")
+            ],
+            prop_oneof![Just(" "), Just(""), Just("  ")],
+            prop_oneof![
+                Just("host.example.com"),
+                Just("192.0.2.1"),
+                Just("[2001:db8::1]"),
+                Just("-bad"),
+                Just(""),
+                Just("[::1")
+            ],
+            prop_oneof![
+                Just(""),
+                Just(":5060"),
+                Just(" : 5070"),
+                Just(":70000"),
+                Just(":")
+            ],
+            proptest::collection::vec(
+                prop_oneof![
+                    Just(";branch=z9hG4bK1"),
+                    Just(";branch"),
+                    Just(";branch=\"q\""),
+                    Just(";rport"),
+                    Just(";rport=5060"),
+                    Just(";rport=x"),
+                    Just(";received=192.0.2.9"),
+                    Just(";received=nope"),
+                    Just(";ttl=300"),
+                    Just(";ttl=3"),
+                    Just(";maddr=224.0.0.1"),
+                    Just(";maddr=-x"),
+                    Just(";=y"),
+                    Just(" ; x = 1"),
+                    Just(";a b"),
+                    Just(";BRANCH=z9hG4bK2"),
+                ],
+                0..4,
+            ),
+        )
+            .prop_map(|(p, ws, h, port, params)| format!("{p}{ws}{h}{port}{}", params.concat()));
+        proptest::collection::vec(one, 1..3).prop_map(|v| v.join(", "))
+    }
+
     fn name_addr_like() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
         let uri = (
@@ -381,6 +462,17 @@ mod tests {
     proptest::proptest! {
         /// Validation's From/To check accepts and rejects exactly what a
         /// whole parse with its one-tag rule does, with the same error.
+        #[test]
+        fn checking_vias_is_parsing_them_and_dropping_them(rows in proptest::collection::vec(via_like(), 0..3)) {
+            let mut h = Headers::new();
+            for r in &rows {
+                let _ = h.append("Via", r.clone());
+            }
+            let parsed = h.vias().map(|v| v.first().map(|top| top.branch().is_some()));
+            proptest::prop_assert_eq!(h.check_vias(), parsed, "{:?}", rows);
+            proptest::prop_assert_eq!(h.check_top_via(), h.top_via().map(drop), "{:?}", rows);
+        }
+
         #[test]
         fn checking_contact_is_parsing_it_and_dropping_it(
             rows in proptest::collection::vec(

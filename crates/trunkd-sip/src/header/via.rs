@@ -87,9 +87,18 @@ pub struct Via {
 /// RFC 3261 §8.1.1.7 magic cookie.
 pub const MAGIC_COOKIE: &[u8] = b"z9hG4bK";
 
-impl Via {
-    /// Parses one Via value (one element of the comma-separated list).
-    pub fn parse(v: &Bytes) -> Result<Via, SyntaxError> {
+/// A Via value up to its parameters: sent-protocol and sent-by.
+struct Head {
+    protocol_name: Bytes,
+    protocol_version: Bytes,
+    transport: Transport,
+    host: Host,
+    port: Option<u16>,
+}
+
+impl Head {
+    /// The head of `v` and where its parameters start.
+    fn parse(v: &Bytes) -> Result<(Head, usize), SyntaxError> {
         let s = &v[..];
         let mut i = skip_ws(s, 0);
         let token = |i: &mut usize| -> Result<Bytes, SyntaxError> {
@@ -142,17 +151,75 @@ impl Via {
             port = Some(parse_port(&s[k..e])?);
             i = e;
         }
-        let params = Params::parse_header(v, &s[i..])?;
+        Ok((
+            Head {
+                protocol_name,
+                protocol_version,
+                transport,
+                host,
+                port,
+            },
+            i,
+        ))
+    }
+}
+
+/// A via-param's value as RFC 3261 §20.42 and RFC 3581 want it: branch a
+/// token, received an address, rport empty or a port, ttl 0..=255, maddr
+/// a host. Others are generic parameters.
+fn param_ok(name: &[u8], v: Option<&[u8]>) -> bool {
+    if name.eq_ignore_ascii_case(b"branch") {
+        v.is_some_and(is_token_str)
+    } else if name.eq_ignore_ascii_case(b"received") {
+        v.and_then(parse_received).is_some()
+    } else if name.eq_ignore_ascii_case(b"rport") {
+        v.is_none_or(|v| parse_port(v).is_ok())
+    } else if name.eq_ignore_ascii_case(b"ttl") {
+        v.and_then(parse_digits).is_some_and(|t| t <= 255)
+    } else if name.eq_ignore_ascii_case(b"maddr") {
+        v.is_some_and(|v| Host::parse(&Bytes::new(), v).is_ok())
+    } else {
+        true
+    }
+}
+
+impl Via {
+    /// Parses one Via value (one element of the comma-separated list).
+    pub fn parse(v: &Bytes) -> Result<Via, SyntaxError> {
+        let (head, rest) = Head::parse(v)?;
+        let params = Params::parse_header(v, &v[rest..])?;
         let via = Via {
-            protocol_name,
-            protocol_version,
-            transport,
-            host,
-            port,
+            protocol_name: head.protocol_name,
+            protocol_version: head.protocol_version,
+            transport: head.transport,
+            host: head.host,
+            port: head.port,
             params,
         };
         via.check_params()?;
         Ok(via)
+    }
+
+    /// Checks one Via value as [`Via::parse`] would, with the same errors,
+    /// building no parameter list: each parameter goes to `each` (the
+    /// parser's validation keeps no Via).
+    pub(crate) fn check(
+        v: &Bytes,
+        mut each: impl FnMut(&[u8], Option<&[u8]>),
+    ) -> Result<(), SyntaxError> {
+        let (_, rest) = Head::parse(v)?;
+        // Syntax errors in any parameter come before a bad value, as in
+        // `parse`, which reads the whole list before checking values.
+        let mut values_ok = true;
+        Params::visit_header(&v[rest..], |name, value| {
+            values_ok &= param_ok(name, value);
+            each(name, value);
+        })?;
+        if values_ok {
+            Ok(())
+        } else {
+            Err(SyntaxError("invalid Via parameter"))
+        }
     }
 
     /// The value of the first parameter called `name` of the Via value
@@ -169,26 +236,15 @@ impl Via {
     }
 
     fn check_params(&self) -> Result<(), SyntaxError> {
-        for p in &self.params {
-            let v = p.value.as_deref();
-            let ok = if p.name.eq_ignore_ascii_case(b"branch") {
-                v.is_some_and(is_token_str)
-            } else if p.name.eq_ignore_ascii_case(b"received") {
-                v.and_then(parse_received).is_some()
-            } else if p.name.eq_ignore_ascii_case(b"rport") {
-                v.is_none_or(|v| parse_port(v).is_ok())
-            } else if p.name.eq_ignore_ascii_case(b"ttl") {
-                v.and_then(parse_digits).is_some_and(|t| t <= 255)
-            } else if p.name.eq_ignore_ascii_case(b"maddr") {
-                v.is_some_and(|v| Host::parse(&Bytes::new(), v).is_ok())
-            } else {
-                true
-            };
-            if !ok {
-                return Err(SyntaxError("invalid Via parameter"));
-            }
+        if self
+            .params
+            .iter()
+            .all(|p| param_ok(&p.name, p.value.as_deref()))
+        {
+            Ok(())
+        } else {
+            Err(SyntaxError("invalid Via parameter"))
         }
-        Ok(())
     }
 
     /// The branch parameter (transaction id, RFC 3261 §17.2.3).
