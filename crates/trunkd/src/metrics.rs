@@ -340,6 +340,10 @@ pub struct Metrics {
     media_counters: std::sync::Mutex<
         std::collections::HashMap<String, (String, std::sync::Arc<MediaCounters>)>,
     >,
+    /// `sip_messages_received` by (transport, kind), kept on first use.
+    received_kept: KeptCounters<12>,
+    /// `sip_responses_sent` by (transport, class), kept on first use.
+    responses_kept: KeptCounters<24>,
     pub sip_refused: Family<RefusedLabels, Counter>,
     pub sip_auth_failures: Counter,
     /// Audit log lines that could not be written (SPEC §8).
@@ -857,6 +861,8 @@ impl Metrics {
             route_states: Default::default(),
             last_pings: Default::default(),
             media_counters: Default::default(),
+            received_kept: Default::default(),
+            responses_kept: Default::default(),
             sip_refused,
             sip_auth_failures,
             audit_failures,
@@ -1188,9 +1194,67 @@ impl Metrics {
 
     pub fn response_sent(&self, transport: &'static str, code: u16) {
         let class = class_of(code);
-        self.sip_responses_sent
-            .get_or_create(&SipOutLabels { transport, class })
-            .inc();
+        let family = &self.sip_responses_sent;
+        let make = || {
+            family
+                .get_or_create(&SipOutLabels { transport, class })
+                .clone()
+        };
+        match (kept_transport(transport), code / 100) {
+            (Some(t), c @ 1..=6) => self.responses_kept.get(t * 6 + usize::from(c - 1), make),
+            _ => make(),
+        }
+        .inc();
+    }
+
+    /// Counts a SIP message received: `kind` request | response |
+    /// keepalive.
+    pub fn message_received(&self, transport: &'static str, kind: &'static str) {
+        let family = &self.sip_messages_received;
+        let make = || {
+            family
+                .get_or_create(&SipInLabels { transport, kind })
+                .clone()
+        };
+        let k = match kind {
+            "request" => Some(0),
+            "response" => Some(1),
+            "keepalive" => Some(2),
+            _ => None,
+        };
+        match (kept_transport(transport), k) {
+            (Some(t), Some(k)) => self.received_kept.get(t * 3 + k, make),
+            _ => make(),
+        }
+        .inc();
+    }
+}
+
+/// The transports of the kept SIP counters, in their order (`any`: a
+/// response the engine sent, whatever carried it).
+fn kept_transport(t: &str) -> Option<usize> {
+    ["udp", "tcp", "tls", "any"].iter().position(|k| *k == t)
+}
+
+/// Series of a family whose label sets are few and fixed, each found by
+/// label on first use and then kept: counting every SIP message and
+/// response no longer hashes its labels. A series appears in /metrics
+/// when first counted, as before.
+struct KeptCounters<const N: usize>([std::sync::OnceLock<Counter>; N]);
+
+impl<const N: usize> Default for KeptCounters<N> {
+    fn default() -> Self {
+        KeptCounters(std::array::from_fn(|_| std::sync::OnceLock::new()))
+    }
+}
+
+impl<const N: usize> KeptCounters<N> {
+    /// Series `i` (`make` finds it the first time).
+    fn get(&self, i: usize, make: impl FnOnce() -> Counter) -> Counter {
+        match self.0.get(i) {
+            Some(cell) => cell.get_or_init(make).clone(),
+            None => make(),
+        }
     }
 }
 
@@ -1449,5 +1513,40 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+    }
+
+    /// Messages and responses counted through the kept series land in the
+    /// families' series, appear only once counted, and a label outside
+    /// the kept set still counts.
+    #[test]
+    fn sip_counters_kept_on_first_use_are_the_families_series() {
+        let m = Metrics::new();
+        assert!(!m.encode().contains("sip_messages_received_total{"));
+        for _ in 0..3 {
+            m.message_received("udp", "request");
+        }
+        m.message_received("tls", "keepalive");
+        m.message_received("ws", "request");
+        m.response_sent("udp", 180);
+        m.response_sent("udp", 200);
+        m.response_sent("any", 200);
+        m.response_sent("any", 200);
+        m.response_sent("tcp", 603);
+        let text = m.encode();
+        for needle in [
+            r#"sip_messages_received_total{transport="udp",kind="request"} 3"#,
+            r#"sip_messages_received_total{transport="tls",kind="keepalive"} 1"#,
+            r#"sip_messages_received_total{transport="ws",kind="request"} 1"#,
+            r#"sip_responses_sent_total{transport="udp",class="1xx"} 1"#,
+            r#"sip_responses_sent_total{transport="udp",class="2xx"} 1"#,
+            r#"sip_responses_sent_total{transport="any",class="2xx"} 2"#,
+            r#"sip_responses_sent_total{transport="tcp",class="6xx"} 1"#,
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(
+            !text.contains(r#"kind="response""#),
+            "only what was counted"
+        );
     }
 }

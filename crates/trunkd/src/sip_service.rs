@@ -12,7 +12,7 @@ use tracing::{debug, trace};
 use trunkd_sip::{error_response, Headers, ParseError, SipMessage, Via};
 
 use crate::daemon::Shared;
-use crate::metrics::{Metrics, SipErrorLabels, SipInLabels};
+use crate::metrics::{Metrics, SipErrorLabels};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -126,13 +126,7 @@ impl SipService {
         let metrics = self.metrics();
         match SipMessage::parse(data) {
             Ok(SipMessage::Request(mut req)) => {
-                metrics
-                    .sip_messages_received
-                    .get_or_create(&SipInLabels {
-                        transport: t,
-                        kind: "request",
-                    })
-                    .inc();
+                metrics.message_received(t, "request");
                 trace!(method = %String::from_utf8_lossy(req.method.as_bytes()), %src, "request");
                 if transport == Transport::Udp {
                     stamp_top_via(&mut req.headers, src);
@@ -172,13 +166,7 @@ impl SipService {
                 Ok(SipMessage::Request(req))
             }
             Ok(resp @ SipMessage::Response(_)) => {
-                metrics
-                    .sip_messages_received
-                    .get_or_create(&SipInLabels {
-                        transport: t,
-                        kind: "response",
-                    })
-                    .inc();
+                metrics.message_received(t, "response");
                 Ok(resp)
             }
             Err(e) => {

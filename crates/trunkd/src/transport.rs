@@ -32,7 +32,7 @@ use trunkd_sip::transaction::{ClientTxId, Peer, TxId, TxTransport};
 use trunkd_sip::{frame, Frame};
 
 use crate::engine::{EngineTx, Input};
-use crate::metrics::{SipErrorLabels, SipInLabels, TransportLabel};
+use crate::metrics::{SipErrorLabels, TransportLabel};
 use crate::sip_service::{SipService, Transport};
 use crate::udp_queue::{Queued, UdpQueue, UDP_BATCH};
 
@@ -426,13 +426,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Frame::KeepAlive(len) => {
                     buf.advance(len);
-                    svc.metrics()
-                        .sip_messages_received
-                        .get_or_create(&SipInLabels {
-                            transport: label,
-                            kind: "keepalive",
-                        })
-                        .inc();
+                    svc.metrics().message_received(label, "keepalive");
                     // RFC 5626 §4.4.1: a double-CRLF ping gets a CRLF pong.
                     if len >= 4 && write(&mut stream, b"\r\n").await.is_err() {
                         break 'conn;
