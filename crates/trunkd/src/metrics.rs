@@ -1201,10 +1201,11 @@ impl Metrics {
                 .clone()
         };
         match (kept_transport(transport), code / 100) {
-            (Some(t), c @ 1..=6) => self.responses_kept.get(t * 6 + usize::from(c - 1), make),
-            _ => make(),
+            (Some(t), c @ 1..=6) => self.responses_kept.inc(t * 6 + usize::from(c - 1), make),
+            _ => {
+                make().inc();
+            }
         }
-        .inc();
     }
 
     /// Counts a SIP message received: `kind` request | response |
@@ -1223,10 +1224,11 @@ impl Metrics {
             _ => None,
         };
         match (kept_transport(transport), k) {
-            (Some(t), Some(k)) => self.received_kept.get(t * 3 + k, make),
-            _ => make(),
+            (Some(t), Some(k)) => self.received_kept.inc(t * 3 + k, make),
+            _ => {
+                make().inc();
+            }
         }
-        .inc();
     }
 }
 
@@ -1249,12 +1251,12 @@ impl<const N: usize> Default for KeptCounters<N> {
 }
 
 impl<const N: usize> KeptCounters<N> {
-    /// Series `i` (`make` finds it the first time).
-    fn get(&self, i: usize, make: impl FnOnce() -> Counter) -> Counter {
+    /// Adds one to series `i` (`make` finds it the first time).
+    fn inc(&self, i: usize, make: impl FnOnce() -> Counter) {
         match self.0.get(i) {
-            Some(cell) => cell.get_or_init(make).clone(),
-            None => make(),
-        }
+            Some(cell) => cell.get_or_init(make).inc(),
+            None => make().inc(),
+        };
     }
 }
 
@@ -1492,18 +1494,12 @@ mod tests {
     #[test]
     fn media_counters_are_the_families_series() {
         let m = Metrics::new();
-        m.media_counters("vc-a", "us-east-1").directions[0]
-            .rtp_packets
-            .inc_by(3);
-        m.media_counters("vc-a", "us-east-1").directions[0]
-            .rtp_packets
-            .inc_by(4);
-        m.media_counters("vc-a", "us-east-1").directions[3]
-            .packets_lost
-            .inc_by(2);
-        m.media_counters("vc-a", "eu-west-1").directions[1]
-            .rtcp_bytes
-            .inc_by(80);
+        // Each call looks the VC up again, as each call's report does.
+        let direction = |region, d: usize| m.media_counters("vc-a", region).directions[d].clone();
+        direction("us-east-1", 0).rtp_packets.inc_by(3);
+        direction("us-east-1", 0).rtp_packets.inc_by(4);
+        direction("us-east-1", 3).packets_lost.inc_by(2);
+        direction("eu-west-1", 1).rtcp_bytes.inc_by(80);
         let text = m.encode();
         for needle in [
             r#"voice_connector_rtp_packets_total{voice_connector_id="vc-a",region="us-east-1",direction="cust2vc"} 7"#,
