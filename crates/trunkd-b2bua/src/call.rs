@@ -422,7 +422,7 @@ impl Call {
             local_tag: self.ids.tag(),
             remote_tag: None,
             local_uri,
-            remote_uri: format!("<sip:{}@{}>", self.b_user, h.uri_host),
+            remote_uri: ["<sip:", &self.b_user, "@", &h.uri_host, ">"].concat(),
             remote_target: target,
             route_set: Vec::new(),
             local_cseq: 0,
