@@ -127,13 +127,12 @@ impl Params {
     /// with optional whitespace then `;`, and runs to the end of the value.
     pub(crate) fn parse_header(base: &Bytes, s: &[u8]) -> Result<Params, SyntaxError> {
         let mut out = Vec::new();
-        for p in (HeaderParams { s, i: 0 }) {
-            let (name, value) = p?;
+        Params::visit_header(s, |name, value| {
             out.push(Param {
-                name: sub(base, &s[name.0..name.1]),
-                value: value.map(|v| sub(base, &s[v.0..v.1])),
-            });
-        }
+                name: sub(base, name),
+                value: value.map(|v| sub(base, v)),
+            })
+        })?;
         Ok(Params(out))
     }
 
@@ -162,12 +161,11 @@ impl Params {
         name: &str,
     ) -> Result<Option<Bytes>, SyntaxError> {
         let mut found = None;
-        for p in (HeaderParams { s, i: 0 }) {
-            let (n, v) = p?;
-            if found.is_none() && s[n.0..n.1].eq_ignore_ascii_case(name.as_bytes()) {
-                found = Some(v.map(|v| sub(base, &s[v.0..v.1])));
+        Params::visit_header(s, |n, v| {
+            if found.is_none() && n.eq_ignore_ascii_case(name.as_bytes()) {
+                found = Some(v.map(|v| sub(base, v)));
             }
-        }
+        })?;
         Ok(found.flatten())
     }
 

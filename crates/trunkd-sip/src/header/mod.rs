@@ -27,28 +27,33 @@ use crate::headers::{Header, Headers, KnownHeader};
 /// response appends one, and the dialog is keyed on a tag the peer never
 /// sees first (found by fuzzing the transaction layer).
 fn one_tag(na: NameAddr) -> Result<NameAddr, SyntaxError> {
-    let mut tags = na
+    let tags = na
         .params
         .iter()
         .filter(|p| p.name.eq_ignore_ascii_case(b"tag"));
-    match (tags.next(), tags.next()) {
-        (Some(_), Some(_)) => Err(SyntaxError("more than one tag")),
-        (Some(p), None) if p.value.is_none() => Err(SyntaxError("tag without a value")),
-        _ => Ok(na),
-    }
+    let (count, bare) = tags.fold((0, false), |(n, bare), p| {
+        (n + 1, bare || p.value.is_none())
+    });
+    tag_rule(count, bare).map(|()| na)
 }
 
 /// Checks a From or To value as [`NameAddr::parse`] and [`one_tag`] would,
 /// with the same errors, building nothing (validation).
 fn check_one_tag(v: &Bytes) -> Result<(), SyntaxError> {
-    let (mut tags, mut bare) = (0u32, false);
+    let (mut count, mut bare) = (0, false);
     NameAddr::check(v, false, |name, value| {
         if name.eq_ignore_ascii_case(b"tag") {
-            tags += 1;
+            count += 1;
             bare |= value.is_none();
         }
     })?;
-    match tags {
+    tag_rule(count, bare)
+}
+
+/// [`one_tag`]'s rule, from the number of `tag` parameters and whether one
+/// of them has no value.
+fn tag_rule(count: usize, bare: bool) -> Result<(), SyntaxError> {
+    match count {
         0 => Ok(()),
         1 if bare => Err(SyntaxError("tag without a value")),
         1 => Ok(()),
@@ -105,31 +110,27 @@ impl Headers {
     /// Checks the topmost Via as [`Headers::top_via`] would (same
     /// errors), keeping nothing: for validation.
     pub(crate) fn check_top_via(&self) -> Result<(), HeaderError> {
-        let first = self
-            .get_of(KnownHeader::Via)
-            .ok_or(HeaderError::Missing("Via"))?;
-        let top = crate::headers::split_list(first).next().unwrap_or_default();
-        Via::check(&top, |_, _| ()).map_err(invalid("Via"))
+        Via::check(&self.top_via_value()?, |_, _| ()).map_err(invalid("Via"))
     }
 
     /// The topmost Via (§18.2.2 sends responses there).
     pub fn top_via(&self) -> Result<Via, HeaderError> {
+        Via::parse(&self.top_via_value()?).map_err(invalid("Via"))
+    }
+
+    /// The topmost Via's value: the first element of the first Via row.
+    fn top_via_value(&self) -> Result<Bytes, HeaderError> {
         let first = self
             .get_of(KnownHeader::Via)
             .ok_or(HeaderError::Missing("Via"))?;
-        let top = crate::headers::split_list(first).next().unwrap_or_default();
-        Via::parse(&top).map_err(invalid("Via"))
+        Ok(crate::headers::split_list(first).next().unwrap_or_default())
     }
 
     /// The top Via's branch, if it has one, from its parameters alone
     /// ([`Via::header_param`]): for messages the parser has validated, as
     /// [`Headers::from_tag`]. A response's transaction is found by it.
     pub fn top_via_branch(&self) -> Result<Option<Bytes>, HeaderError> {
-        let first = self
-            .get_of(KnownHeader::Via)
-            .ok_or(HeaderError::Missing("Via"))?;
-        let top = crate::headers::split_list(first).next().unwrap_or_default();
-        Via::header_param(&top, "branch").map_err(invalid("Via"))
+        Via::header_param(&self.top_via_value()?, "branch").map_err(invalid("Via"))
     }
 
     /// From (§20.20).
