@@ -228,15 +228,13 @@ pub struct DirCounters {
 }
 
 impl DirCounters {
-    #[inline]
-    fn add(&mut self, rtcp: bool, len: usize) {
-        let len = len as u64;
-        if rtcp {
-            self.rtcp_packets += 1;
-            self.rtcp_bytes += len;
-        } else {
-            self.rtp_packets += 1;
-            self.rtp_bytes += len;
+    /// One direction's RTP and RTCP counts as the relay keeps them apart.
+    fn of(rtp: Count, rtcp: Count) -> DirCounters {
+        DirCounters {
+            rtp_packets: rtp.packets,
+            rtp_bytes: rtp.bytes,
+            rtcp_packets: rtcp.packets,
+            rtcp_bytes: rtcp.bytes,
         }
     }
 
@@ -572,7 +570,8 @@ pub struct InjectOptions {
 /// One stream's sockets as [`Control::AddStream`] carries them.
 struct NewStream {
     index: usize,
-    socks: [[RelaySocket; 2]; 2],
+    socks: StreamSockets,
+    /// Per leg, per kind: the SDP's address.
     peers: [[Option<SocketAddr>; 2]; 2],
     ports: [Option<PortPair>; 2],
 }
@@ -895,7 +894,7 @@ fn prepare_stream(
     Ok((
         NewStream {
             index,
-            socks: [[a_rtp, a_rtcp], [b_rtp, b_rtcp]],
+            socks: [[a_rtp, b_rtp], [a_rtcp, b_rtcp]],
             peers,
             ports,
         },
@@ -965,7 +964,9 @@ pub(crate) fn spawn_counted<O: PacketObserver + Clone>(
     let timeout = config.inactivity_timeout.filter(|t| !t.is_zero());
     // Most calls carry one stream: room for more is made when one is added,
     // not reserved in every call's memory.
-    let streams = vec![Stream::new(first)];
+    let mut stream = Stream::new(first);
+    stream.st.set_observed(0);
+    let streams = vec![stream];
     let task = Task {
         streams,
         state: State {
@@ -1001,46 +1002,74 @@ pub(crate) fn spawn_counted<O: PacketObserver + Clone>(
     })
 }
 
-/// One peer address (RTP or RTCP of one leg).
-#[derive(Debug, Default)]
+/// The latch of one peer address (RTP or RTCP of one leg): the source the
+/// peer's packets come from, and when it was last heard.
+///
+/// The address from the SDP is kept apart ([`StreamState::sdp`]) and
+/// passed in: only the latch is read per packet, and without the SDP's 32
+/// bytes a leg's RTP latch, its SRTP state and its detour flag fit in one
+/// cache line ([`Side`]).
+#[derive(Debug, Default, Clone, Copy)]
 struct Peer {
-    sdp: Option<SocketAddr>,
     latched: Option<SocketAddr>,
     /// Last packet accepted from the latched source.
     last_seen: Option<Instant>,
 }
 
-impl Peer {
-    fn set_sdp(&mut self, sdp: Option<SocketAddr>) {
-        if sdp == self.sdp {
-            return;
-        }
-        self.sdp = sdp;
-        self.latched = None;
-        self.last_seen = None;
+/// Sets a peer's SDP address. A changed address clears the latch (the next
+/// packet latches again); the same address again (a session refresh, a
+/// NATed peer resending its private address) keeps it.
+fn set_sdp(slot: &mut Option<SocketAddr>, peer: &mut Peer, sdp: Option<SocketAddr>) {
+    if *slot != sdp {
+        *slot = sdp;
+        *peer = Peer::default();
     }
+}
 
+// The SDP's address is passed by reference and read only off the latched
+// path, in functions of their own: it lies outside the packet's lines
+// (`Side`), and reading it on every packet was a cache miss each.
+impl Peer {
     /// Where traffic to this peer goes: the latched source, else the SDP's
     /// address. Converted to `sendto`'s form per packet rather than cached:
     /// a cached `SockAddr` is 136 bytes, four per stream, in every call's
     /// memory, and the conversion is a few stores next to the syscall.
     #[inline]
-    fn dest(&self) -> Option<SockAddr> {
-        self.latched.or(self.sdp).map(SockAddr::from)
-    }
-
-    fn latch(&mut self, src: SocketAddr, now: Instant) {
-        tracing::debug!(%src, sdp = ?self.sdp, previous = ?self.latched, "media source latched");
-        self.latched = Some(src);
-        self.last_seen = Some(now);
+    fn dest(&self, sdp: &Option<SocketAddr>) -> Option<SockAddr> {
+        match self.latched {
+            Some(addr) => Some(SockAddr::from(addr)),
+            None => unlatched_dest(sdp),
+        }
     }
 
     /// Whether a packet from `src` is accepted; latches when allowed.
     #[inline]
-    fn accept(&mut self, src: SocketAddr, now: Instant, config: &RelayConfig) -> bool {
-        let ok = self.admits(src, now, config);
+    fn accept(
+        &mut self,
+        sdp: &Option<SocketAddr>,
+        src: SocketAddr,
+        now: Instant,
+        config: &RelayConfig,
+    ) -> bool {
+        if self.latched == Some(src) {
+            self.last_seen = Some(now);
+            return true;
+        }
+        self.accept_unlatched(sdp, src, now, config)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn accept_unlatched(
+        &mut self,
+        sdp: &Option<SocketAddr>,
+        src: SocketAddr,
+        now: Instant,
+        config: &RelayConfig,
+    ) -> bool {
+        let ok = self.admits_unlatched(sdp, src, now, config);
         if ok {
-            self.note(src, now);
+            self.latch(sdp, src, now);
         }
         ok
     }
@@ -1049,13 +1078,29 @@ impl Peer {
     /// SRTP leg authenticates the packet between this and [`Peer::note`],
     /// so a forged packet never moves the latch.
     #[inline]
-    fn admits(&self, src: SocketAddr, now: Instant, config: &RelayConfig) -> bool {
-        if self.latched == Some(src) {
-            return true;
-        }
+    fn admits(
+        &self,
+        sdp: &Option<SocketAddr>,
+        src: SocketAddr,
+        now: Instant,
+        config: &RelayConfig,
+    ) -> bool {
+        self.latched == Some(src) || self.admits_unlatched(sdp, src, now, config)
+    }
+
+    /// [`Peer::admits`] for a source other than the latched one.
+    #[cold]
+    #[inline(never)]
+    fn admits_unlatched(
+        &self,
+        sdp: &Option<SocketAddr>,
+        src: SocketAddr,
+        now: Instant,
+        config: &RelayConfig,
+    ) -> bool {
         match (self.latched, config.strict) {
             (None, false) => true,
-            (None, true) => self.sdp.is_some_and(|sdp| sdp.ip() == src.ip()),
+            (None, true) => sdp.is_some_and(|sdp| sdp.ip() == src.ip()),
             (Some(_), true) => false,
             (Some(_), false) => self
                 .last_seen
@@ -1065,19 +1110,94 @@ impl Peer {
 
     /// Records an accepted packet from `src`: refreshes or moves the latch.
     #[inline]
-    fn note(&mut self, src: SocketAddr, now: Instant) {
+    fn note(&mut self, sdp: &Option<SocketAddr>, src: SocketAddr, now: Instant) {
         if self.latched == Some(src) {
             self.last_seen = Some(now);
         } else {
-            self.latch(src, now);
+            self.latch(sdp, src, now);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn latch(&mut self, sdp: &Option<SocketAddr>, src: SocketAddr, now: Instant) {
+        tracing::debug!(%src, ?sdp, previous = ?self.latched, "media source latched");
+        self.latched = Some(src);
+        self.last_seen = Some(now);
     }
 }
 
+/// [`Peer::dest`] before anything latched: the SDP's address.
+#[cold]
+#[inline(never)]
+fn unlatched_dest(sdp: &Option<SocketAddr>) -> Option<SockAddr> {
+    sdp.map(SockAddr::from)
+}
+
+/// Packets and bytes one way, of one kind (RTP or RTCP).
+#[derive(Debug, Default, Clone, Copy)]
+struct Count {
+    packets: u64,
+    bytes: u64,
+}
+
+impl Count {
+    #[inline]
+    fn add(&mut self, len: usize) {
+        self.packets += 1;
+        self.bytes += len as u64;
+    }
+}
+
+/// What an RTP packet reads of the leg it comes from (the latch, the keys
+/// to decrypt it) and of the leg it goes to (the address, the keys to
+/// encrypt it, whether it takes the detour): one cache line per leg.
+///
+/// Why lines and not instructions: a relay thread carries hundreds of
+/// calls, and between two packets of one call those of all the others
+/// pass, so each line a packet touches is likely a cache miss. At 600
+/// calls the packet path's lines of every call no longer fitted a core's
+/// L2, and trunkd's CPU per packet rose with the call count while the
+/// bare relay's, whose per-call state is a few lines, fell
+/// (docs/performance.md, issue 15 thirteenth pass).
+#[derive(Default)]
+#[repr(align(64))]
+struct Side {
+    /// The leg's RTP peer.
+    rtp: Peer,
+    /// SRTP transforms when the leg's stream is encrypted.
+    crypto: Option<Box<LegCrypto>>,
+    /// RTP forwarded to this leg's peer takes the slow path: it is held
+    /// back ([`InjectOptions::suppress`]) or renumbered after an
+    /// injection. Kept equal to [`StreamState::detour`] by
+    /// [`StreamState::refresh_detour`], so the packet path reads one flag
+    /// on this line instead of three states elsewhere.
+    detour: bool,
+    /// The stream is the quality stream: packets from this leg go to the
+    /// observer. Set on both sides by [`StreamState::set_observed`], so
+    /// the packet path does not compare the stream's index.
+    observed: bool,
+}
+
+/// The RTP of one direction, by the leg it comes from: what every
+/// forwarded packet writes, in one cache line (see [`Side`]).
+#[derive(Debug, Default, Clone, Copy)]
+#[repr(align(64))]
+struct Flow {
+    /// Received from the leg's peer.
+    rx: Count,
+    /// Sent to the other leg's peer (relayed and injected).
+    tx: Count,
+    /// The last RTP packet sent to the other leg's peer, which an
+    /// injection continues.
+    sent: Option<SentRtp>,
+}
+
+/// A leg's counters that the RTP path does not touch.
 #[derive(Debug, Default, Clone, Copy)]
 struct LegCounters {
-    rx: DirCounters,
-    tx: DirCounters,
+    rtcp_rx: Count,
+    rtcp_tx: Count,
     dropped: DropCounters,
     injected: u64,
     suppressed: u64,
@@ -1175,12 +1295,20 @@ struct Injecting {
 }
 
 /// One stream's per-packet state (all but the sockets).
+///
+/// An RTP packet from leg `l` touches `side[l]`, `side[l ^ 1]` and
+/// `flow[l]`, three cache lines; the rest is read on the slow paths
+/// (RTCP, drops, injection, a peer not latched yet, stats).
 struct StreamState {
+    side: [Side; 2],
+    /// By the leg the packets come from.
+    flow: [Flow; 2],
     index: usize,
-    peers: [[Peer; 2]; 2],
+    /// Per leg, per kind (RTP, RTCP): the peer's address from the SDP.
+    sdp: [[Option<SocketAddr>; 2]; 2],
+    /// Per leg: the RTCP peer.
+    rtcp: [Peer; 2],
     legs: [LegCounters; 2],
-    /// Per leg: the last RTP sent to that leg's peer.
-    sent: [Option<SentRtp>; 2],
     /// Per leg: an injection towards that leg's peer.
     inject: [Option<Injecting>; 2],
     /// Per leg: after an injection, the renumbering of the forwarded RTP
@@ -1190,8 +1318,35 @@ struct StreamState {
     /// `renumber`.
     resync: [bool; 2],
     clock_rates: Vec<(u8, u32)>,
-    /// Per leg: SRTP transforms when the leg's stream is encrypted.
-    crypto: [Option<Box<LegCrypto>>; 2],
+}
+
+impl StreamState {
+    /// Sets a leg's SDP addresses ([`set_sdp`]).
+    fn set_sdp(&mut self, leg: usize, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
+        let [sdp_rtp, sdp_rtcp] = &mut self.sdp[leg];
+        set_sdp(sdp_rtp, &mut self.side[leg].rtp, rtp);
+        set_sdp(sdp_rtcp, &mut self.rtcp[leg], rtcp);
+    }
+
+    /// Whether the observer sees this stream ([`Side::observed`]).
+    fn set_observed(&mut self, quality_stream: usize) {
+        let on = self.index == quality_stream;
+        for side in &mut self.side {
+            side.observed = on;
+        }
+    }
+
+    /// Brings [`Side::detour`] up to date after `inject`, `renumber` or
+    /// `resync` of `leg` changed.
+    fn refresh_detour(&mut self, leg: usize) {
+        self.side[leg].detour = detour(self.inject[leg], self.renumber[leg], self.resync[leg]);
+    }
+}
+
+/// Whether RTP forwarded to a leg's peer must be held back or renumbered,
+/// from that leg's injection state.
+fn detour(inject: Option<Injecting>, renumber: Option<Renumber>, resync: bool) -> bool {
+    inject.is_some_and(|i| i.suppress) || renumber.is_some() || resync
 }
 
 /// A payload type's clock rate from the stream's list, else 8 kHz.
@@ -1202,33 +1357,35 @@ fn clock_rate(rates: &[(u8, u32)], pt: u8) -> u32 {
         .map_or(DEFAULT_CLOCK_RATE, |(_, r)| (*r).max(1))
 }
 
+/// The sockets of one stream, by kind then leg: the two RTP sockets, which
+/// every packet polls, share a cache line.
+type StreamSockets = [[RelaySocket; 2]; 2];
+
+// `repr(C)`: the state's lines first, then the RTP sockets' line, in this
+// order. Field order is drop order too: the sockets close before the ports
+// return to the pool, so a pair is never handed out while still bound.
+#[repr(C)]
 struct Stream {
-    // Field order is drop order: the sockets close before the ports return
-    // to the pool, so a pair is never handed out while still bound.
-    socks: [[RelaySocket; 2]; 2],
     st: StreamState,
+    socks: StreamSockets,
     _ports: [Option<PortPair>; 2],
 }
 
 impl Stream {
     fn new(n: NewStream) -> Self {
-        let mut peers: [[Peer; 2]; 2] = Default::default();
-        for (leg, p) in n.peers.iter().enumerate() {
-            peers[leg][RTP].set_sdp(p[RTP]);
-            peers[leg][RTCP].set_sdp(p[RTCP]);
-        }
         Stream {
             socks: n.socks,
             st: StreamState {
+                side: Default::default(),
+                flow: Default::default(),
                 index: n.index,
-                peers,
+                sdp: n.peers,
+                rtcp: Default::default(),
                 legs: Default::default(),
-                sent: [None; 2],
                 inject: [None; 2],
                 renumber: [None; 2],
                 resync: [false; 2],
                 clock_rates: Vec::new(),
-                crypto: [None, None],
             },
             _ports: n.ports,
         }
@@ -1244,35 +1401,52 @@ struct Tap {
 
 /// Everything the packet path touches except the sockets and the buffer,
 /// so both can be borrowed alongside it.
+///
+/// `repr(C)`, in this order: what every packet reads or writes comes first
+/// (after the task's own, see [`Task`]), the observer's state next, and
+/// what only the slow paths touch last (see [`Side`] for why lines count).
+#[repr(C)]
 struct State<O> {
-    config: RelayConfig,
-    observer: O,
-    /// The stream the observer sees.
-    quality_stream: usize,
     last_rtp: [Instant; 2],
-    last_rtcp: Option<Instant>,
     inactive_reported: bool,
+    taps: Vec<Tap>,
+    observer: O,
+    /// The stream the observer sees (its streams' [`Side::observed`]).
+    quality_stream: usize,
+    config: RelayConfig,
+    last_rtcp: Option<Instant>,
     /// The SRTP transforms' output buffers (plain, protected), allocated
     /// on the first SRTP packet and reused.
     scratch: [Vec<u8>; 2],
-    taps: Vec<Tap>,
     tap_totals: TapStats,
 }
 
-// Field order is drop order: `ctl` goes last, because its end tells the
-// handle that the relay is gone (sockets closed, ports back, load counted
-// down).
+/// `repr(C)`: the fields every poll reads first (the streams, the quiet
+/// flag, the control queue's), then the packet path's [`State`]. Drop
+/// order is then not the one the handle needs, which [`Task`]'s `Drop`
+/// restores.
+#[repr(C)]
 struct Task<O> {
     streams: Vec<Stream>,
-    state: State<O>,
-    events: MediaEventSender,
-    inactivity: Option<(Duration, Pin<Box<Sleep>>)>,
     /// The RTCP sockets and the inactivity timer are asked only when they
     /// signalled (`quiet.rs`); the RTP sockets on every poll.
     quiet: Quiet,
+    ctl: ctlq::Receiver<Control<O>>,
+    state: State<O>,
+    events: MediaEventSender,
+    inactivity: Option<(Duration, Pin<Box<Sleep>>)>,
     /// Counts this relay on its relay thread while the task lives.
     _load: Option<LoadGuard>,
-    ctl: ctlq::Receiver<Control<O>>,
+}
+
+impl<O> Drop for Task<O> {
+    /// `ctl` must end last: its end tells the handle that the relay is
+    /// gone, so the sockets are closed, the ports back and the load
+    /// counted down before the fields drop in their declared order.
+    fn drop(&mut self) {
+        self.streams.clear();
+        self._load = None;
+    }
 }
 
 impl<O: PacketObserver + Clone> Task<O> {
@@ -1318,9 +1492,7 @@ impl<O: PacketObserver + Clone> Task<O> {
                 rtcp,
             } => {
                 if let Some(s) = self.stream_mut(stream) {
-                    let peers = &mut s.st.peers[leg.index()];
-                    peers[RTP].set_sdp(rtp);
-                    peers[RTCP].set_sdp(rtcp);
+                    s.st.set_sdp(leg.index(), rtp, rtcp);
                 }
             }
             Control::SetCrypto {
@@ -1331,7 +1503,7 @@ impl<O: PacketObserver + Clone> Task<O> {
                 let Some(s) = self.stream_mut(stream) else {
                     return true;
                 };
-                let slot = &mut s.st.crypto[leg.index()];
+                let slot = &mut s.st.side[leg.index()].crypto;
                 // A rekey on the same leg keeps the streams' counters.
                 if let (Some(new), Some(old)) = (crypto.as_mut(), slot.as_ref()) {
                     new.inherit_streams(old);
@@ -1341,7 +1513,9 @@ impl<O: PacketObserver + Clone> Task<O> {
             Control::AddStream(n) => {
                 // The handle refuses duplicates; keep the invariant anyway.
                 if self.stream_mut(n.index).is_none() {
-                    self.streams.push(Stream::new(*n));
+                    let mut stream = Stream::new(*n);
+                    stream.st.set_observed(self.state.quality_stream);
+                    self.streams.push(stream);
                     // Its RTCP sockets are asked (and so registered) in
                     // this poll.
                     self.quiet.mark();
@@ -1355,7 +1529,12 @@ impl<O: PacketObserver + Clone> Task<O> {
                     s.st.clock_rates = rates;
                 }
             }
-            Control::QualityStream(stream) => self.state.quality_stream = stream,
+            Control::QualityStream(stream) => {
+                self.state.quality_stream = stream;
+                for s in &mut self.streams {
+                    s.st.set_observed(stream);
+                }
+            }
             Control::Tap(tap) => {
                 self.state.taps.retain(|t| !t.tx.is_closed());
                 self.state.taps.push(tap);
@@ -1370,6 +1549,7 @@ impl<O: PacketObserver + Clone> Task<O> {
                         suppress: options.suppress,
                         map: None,
                     });
+                    s.st.refresh_detour(leg.index());
                 }
             }
             Control::Inject { leg, stream, rtp } => {
@@ -1388,6 +1568,7 @@ impl<O: PacketObserver + Clone> Task<O> {
                     // The other peer's stream resumes renumbered after
                     // what was injected.
                     s.st.resync[leg.index()] |= injected;
+                    s.st.refresh_detour(leg.index());
                 }
             }
             Control::Stats(reply) => {
@@ -1433,7 +1614,13 @@ impl<O: PacketObserver + Clone> Task<O> {
         let (more, quiet_more) =
             rx::with_slots(|slots| drain(&mut self.streams, &mut self.state, cx, quiet, slots));
 
-        if let (true, Some((timeout, sleep))) = (quiet_due, &mut self.inactivity) {
+        // The timer is asked (and its field read) only when due.
+        let inactivity = if quiet_due {
+            self.inactivity.as_mut()
+        } else {
+            None
+        };
+        if let Some((timeout, sleep)) = inactivity {
             while sleep.as_mut().poll(&mut quiet_cx).is_ready() {
                 let now = Instant::now();
                 let last = self.state.last_rtp[0].max(self.state.last_rtp[1]);
@@ -1503,7 +1690,7 @@ fn drain_socket<O: PacketObserver + Clone>(
 ) -> bool {
     let Stream { socks, st, .. } = stream;
     for _ in 0..BURST {
-        match rx::poll_recv(&socks[leg][kind], cx, slots) {
+        match rx::poll_recv(&socks[kind][leg], cx, slots) {
             Poll::Ready(Ok(batch)) => {
                 let now = Instant::now();
                 for i in 0..batch.count {
@@ -1538,7 +1725,7 @@ impl<O: PacketObserver + Clone> State<O> {
     #[allow(clippy::too_many_arguments)]
     fn on_packet(
         &mut self,
-        socks: &[[RelaySocket; 2]; 2],
+        socks: &StreamSockets,
         st: &mut StreamState,
         leg: usize,
         kind: usize,
@@ -1549,29 +1736,48 @@ impl<O: PacketObserver + Clone> State<O> {
         let rtcp = kind == RTCP || is_muxed_rtcp(pkt);
         let wire_len = pkt.len();
         let other = leg ^ 1;
-        // The two legs' SRTP states, borrowed apart.
-        let (rx_crypto, tx_crypto) = {
-            let [a, b] = &mut st.crypto;
+        // The two legs' hot lines, borrowed apart (the SRTP states of both,
+        // the RTP latches), and the stream's other fields beside them.
+        let StreamState {
+            side,
+            flow,
+            index,
+            sdp,
+            rtcp: rtcp_peers,
+            legs,
+            inject,
+            renumber: renumbering,
+            resync,
+            clock_rates,
+        } = st;
+        let (rx_side, tx_side) = {
+            let [a, b] = side;
             if leg == 0 {
-                (a.as_deref_mut(), b.as_deref_mut())
+                (a, b)
             } else {
-                (b.as_deref_mut(), a.as_deref_mut())
+                (b, a)
             }
         };
+        let from_peer = if kind == RTP {
+            &mut rx_side.rtp
+        } else {
+            &mut rtcp_peers[leg]
+        };
+        let from_sdp = &sdp[leg][kind];
         // Two scratch buffers kept by the task: the transforms write into
         // them, so an SRTP packet costs no allocation either.
         let [plain_buf, wire_buf] = &mut self.scratch;
-        let plain: &mut [u8] = match rx_crypto {
+        let plain: &mut [u8] = match rx_side.crypto.as_deref_mut() {
             None => {
-                if !st.peers[leg][kind].accept(src, now, &self.config) {
-                    st.legs[leg].dropped.foreign_source += 1;
+                if !from_peer.accept(from_sdp, src, now, &self.config) {
+                    legs[leg].dropped.foreign_source += 1;
                     return;
                 }
                 pkt
             }
             Some(c) => {
-                if !st.peers[leg][kind].admits(src, now, &self.config) {
-                    st.legs[leg].dropped.foreign_source += 1;
+                if !from_peer.admits(from_sdp, src, now, &self.config) {
+                    legs[leg].dropped.foreign_source += 1;
                     return;
                 }
                 let r = if rtcp {
@@ -1581,27 +1787,31 @@ impl<O: PacketObserver + Clone> State<O> {
                 };
                 match r {
                     Ok(()) => {
-                        st.peers[leg][kind].note(src, now);
+                        from_peer.note(from_sdp, src, now);
                         &mut plain_buf[..]
                     }
                     Err(SrtpError::NotRtp | SrtpError::TooShort) => {
-                        st.legs[leg].dropped.not_srtp += 1;
+                        legs[leg].dropped.not_srtp += 1;
                         return;
                     }
                     Err(e) => {
-                        if st.legs[leg].dropped.srtp == 0 {
+                        if legs[leg].dropped.srtp == 0 {
                             tracing::debug!(error = %e, leg, len = pkt.len(), "SRTP packet refused");
                         }
-                        st.legs[leg].dropped.srtp += 1;
+                        legs[leg].dropped.srtp += 1;
                         return;
                     }
                 }
             }
         };
-        st.legs[leg].rx.add(rtcp, wire_len);
+        if rtcp {
+            legs[leg].rtcp_rx.add(wire_len);
+        } else {
+            flow[leg].rx.add(wire_len);
+        }
         // Quality is measured on the plain packets: after decryption.
         let from = Leg::from_index(leg);
-        let observed = st.index == self.quality_stream;
+        let observed = rx_side.observed;
         if rtcp {
             self.last_rtcp = Some(now);
             if observed {
@@ -1619,35 +1829,39 @@ impl<O: PacketObserver + Clone> State<O> {
                 &mut self.taps,
                 &mut self.tap_totals,
                 from,
-                st.index,
+                *index,
                 rtcp,
                 plain,
                 now,
             );
         }
 
-        if !rtcp {
-            if st.inject[other].is_some_and(|i| i.suppress) {
-                st.legs[other].suppressed += 1;
+        if !rtcp && tx_side.detour {
+            if inject[other].is_some_and(|i| i.suppress) {
+                legs[other].suppressed += 1;
                 return;
             }
-            if st.renumber[other].is_some() || st.resync[other] {
-                renumber(
-                    &mut st.renumber[other],
-                    &mut st.resync[other],
-                    st.sent[other],
-                    &st.clock_rates,
-                    plain,
-                    now,
-                );
-            }
+            renumber(
+                &mut renumbering[other],
+                &mut resync[other],
+                flow[leg].sent,
+                clock_rates,
+                plain,
+                now,
+            );
+            tx_side.detour = detour(inject[other], renumbering[other], resync[other]);
         }
         let plain: &[u8] = plain;
-        let Some(dest) = st.peers[other][kind].dest() else {
-            st.legs[leg].dropped.no_peer += 1;
+        let dest = if kind == RTP {
+            tx_side.rtp.dest(&sdp[other][RTP])
+        } else {
+            rtcp_peers[other].dest(&sdp[other][RTCP])
+        };
+        let Some(dest) = dest else {
+            legs[leg].dropped.no_peer += 1;
             return;
         };
-        let out: &[u8] = match tx_crypto {
+        let out: &[u8] = match tx_side.crypto.as_deref_mut() {
             None => plain,
             Some(c) => {
                 let r = if rtcp {
@@ -1660,35 +1874,40 @@ impl<O: PacketObserver + Clone> State<O> {
                     // Not RTP (STUN, keepalives from a plain peer): nothing
                     // to protect, so nothing to send to an SRTP peer.
                     Err(SrtpError::NotRtp | SrtpError::TooShort) => {
-                        st.legs[leg].dropped.not_srtp += 1;
+                        legs[leg].dropped.not_srtp += 1;
                         return;
                     }
                     Err(_) => {
-                        st.legs[leg].dropped.srtp += 1;
+                        legs[leg].dropped.srtp += 1;
                         return;
                     }
                 }
             }
         };
-        match SockRef::from(socks[other][kind].get_ref()).send_to(out, &dest) {
+        match SockRef::from(socks[kind][other].get_ref()).send_to(out, &dest) {
             Ok(_) => {
-                st.legs[other].tx.add(rtcp, out.len());
-                if !rtcp && plain.len() >= 12 {
-                    let (pt, seq, ts, ssrc) = rtp_header(plain);
-                    st.sent[other] = Some(SentRtp {
-                        pt,
-                        seq,
-                        ts,
-                        ssrc,
-                        at: now,
-                    });
+                if rtcp {
+                    legs[other].rtcp_tx.add(out.len());
+                } else {
+                    let f = &mut flow[leg];
+                    f.tx.add(out.len());
+                    if plain.len() >= 12 {
+                        let (pt, seq, ts, ssrc) = rtp_header(plain);
+                        f.sent = Some(SentRtp {
+                            pt,
+                            seq,
+                            ts,
+                            ssrc,
+                            at: now,
+                        });
+                    }
                 }
             }
             Err(e) => {
-                if st.legs[leg].dropped.send_failed == 0 {
+                if legs[leg].dropped.send_failed == 0 {
                     tracing::debug!(error = %e, leg = other, "media send failed");
                 }
-                st.legs[leg].dropped.send_failed += 1;
+                legs[leg].dropped.send_failed += 1;
             }
         }
     }
@@ -1697,7 +1916,7 @@ impl<O: PacketObserver + Clone> State<O> {
     /// renumbered to continue what the peer last received.
     fn inject(
         &mut self,
-        socks: &[[RelaySocket; 2]; 2],
+        socks: &StreamSockets,
         st: &mut StreamState,
         leg: usize,
         mut rtp: Vec<u8>,
@@ -1708,7 +1927,9 @@ impl<O: PacketObserver + Clone> State<O> {
             return;
         }
         let (pt, seq, ts, ssrc) = rtp_header(&rtp);
-        let last = st.sent[leg];
+        // What was sent to `leg`'s peer is the other leg's flow.
+        let toward = leg ^ 1;
+        let last = st.flow[toward].sent;
         let rate = last.map_or(DEFAULT_CLOCK_RATE, |l| clock_rate(&st.clock_rates, l.pt));
         let inj = st.inject[leg].get_or_insert_with(Injecting::default);
         let map = match inj.map {
@@ -1748,11 +1969,12 @@ impl<O: PacketObserver + Clone> State<O> {
         rtp[2..4].copy_from_slice(&out_seq.to_be_bytes());
         rtp[4..8].copy_from_slice(&out_ts.to_be_bytes());
         rtp[8..12].copy_from_slice(&map.out_ssrc.to_be_bytes());
-        let Some(dest) = st.peers[leg][RTP].dest() else {
-            st.legs[leg ^ 1].dropped.no_peer += 1;
+        st.refresh_detour(leg);
+        let Some(dest) = st.side[leg].rtp.dest(&st.sdp[leg][RTP]) else {
+            st.legs[toward].dropped.no_peer += 1;
             return;
         };
-        let crypto = st.crypto[leg].as_deref_mut();
+        let crypto = st.side[leg].crypto.as_deref_mut();
         let wire_buf = &mut self.scratch[1];
         let out: &[u8] = match crypto {
             None => &rtp,
@@ -1764,11 +1986,11 @@ impl<O: PacketObserver + Clone> State<O> {
                 }
             },
         };
-        match SockRef::from(socks[leg][RTP].get_ref()).send_to(out, &dest) {
+        match SockRef::from(socks[RTP][leg].get_ref()).send_to(out, &dest) {
             Ok(_) => {
-                st.legs[leg].tx.add(false, out.len());
+                st.flow[toward].tx.add(out.len());
                 st.legs[leg].injected += 1;
-                st.sent[leg] = Some(SentRtp {
+                st.flow[toward].sent = Some(SentRtp {
                     pt,
                     seq: out_seq,
                     ts: out_ts,
@@ -1782,17 +2004,19 @@ impl<O: PacketObserver + Clone> State<O> {
 
     fn snapshot(&self, streams: &[Stream]) -> RelayStats<O> {
         let leg = |st: &StreamState, i: usize| {
-            let p = &st.peers[i];
+            let (rtp, rtcp) = (&st.side[i].rtp, &st.rtcp[i]);
             let c = &st.legs[i];
             LegStats {
-                rx: c.rx,
-                tx: c.tx,
+                // RTP received from leg i is flow i's; sent to it, the
+                // other flow's.
+                rx: DirCounters::of(st.flow[i].rx, c.rtcp_rx),
+                tx: DirCounters::of(st.flow[i ^ 1].tx, c.rtcp_tx),
                 dropped: c.dropped,
-                rtp_peer: p[RTP].latched.or(p[RTP].sdp),
-                rtcp_peer: p[RTCP].latched.or(p[RTCP].sdp),
-                rtp_latched: p[RTP].latched.is_some(),
-                rtcp_latched: p[RTCP].latched.is_some(),
-                srtp: st.crypto[i].as_ref().map(|c| c.suite()),
+                rtp_peer: rtp.latched.or(st.sdp[i][RTP]),
+                rtcp_peer: rtcp.latched.or(st.sdp[i][RTCP]),
+                rtp_latched: rtp.latched.is_some(),
+                rtcp_latched: rtcp.latched.is_some(),
+                srtp: st.side[i].crypto.as_ref().map(|c| c.suite()),
                 injected: c.injected,
                 suppressed: c.suppressed,
             }
@@ -1948,8 +2172,13 @@ mod tests {
         // bytes with alignment), which spares reading its rate list, on the
         // heap, for every packet.
         assert!(size_of::<crate::QualityObserver>() <= 896);
-        assert!(size_of::<Stream>() <= 952);
-        assert!(size_of::<Peer>() <= 80);
+        // A packet's lines (`Side`, `Flow`): one each, and the two RTP
+        // sockets in one more.
+        assert_eq!(size_of::<Side>(), 64);
+        assert_eq!(size_of::<Flow>(), 64);
+        assert!(2 * size_of::<RelaySocket>() <= 64);
+        assert!(size_of::<Stream>() <= 1088);
+        assert!(size_of::<Peer>() <= 48);
         // A control message is queued only while it waits (ctlq), but a
         // big variant would still cost every queued message.
         assert!(size_of::<Control<crate::QualityObserver>>() <= 80);
@@ -1987,22 +2216,52 @@ mod tests {
         let t0 = Instant::now();
         let c = cfg(false);
         let mut p = Peer::default();
-        p.set_sdp(Some(sa("10.0.0.1:4000")));
+        let mut sdp = None;
+        set_sdp(&mut sdp, &mut p, Some(sa("10.0.0.1:4000")));
         // NAT: another address latches.
-        assert!(p.accept(sa("198.51.100.1:61000"), t0, &c));
+        assert!(p.accept(&sdp, sa("198.51.100.1:61000"), t0, &c));
         assert_eq!(p.latched, Some(sa("198.51.100.1:61000")));
         // A stray while the latched one is active: dropped.
-        assert!(!p.accept(sa("198.51.100.9:5000"), t0 + Duration::from_secs(1), &c));
-        assert!(p.accept(sa("198.51.100.1:61000"), t0 + Duration::from_secs(2), &c));
-        assert!(!p.accept(sa("198.51.100.9:5000"), t0 + Duration::from_secs(6), &c));
+        assert!(!p.accept(
+            &sdp,
+            sa("198.51.100.9:5000"),
+            t0 + Duration::from_secs(1),
+            &c
+        ));
+        assert!(p.accept(
+            &sdp,
+            sa("198.51.100.1:61000"),
+            t0 + Duration::from_secs(2),
+            &c
+        ));
+        assert!(!p.accept(
+            &sdp,
+            sa("198.51.100.9:5000"),
+            t0 + Duration::from_secs(6),
+            &c
+        ));
         // Latched silent for 5 s: the new source takes over.
-        assert!(p.accept(sa("198.51.100.9:5000"), t0 + Duration::from_secs(7), &c));
+        assert!(p.accept(
+            &sdp,
+            sa("198.51.100.9:5000"),
+            t0 + Duration::from_secs(7),
+            &c
+        ));
         assert_eq!(p.latched, Some(sa("198.51.100.9:5000")));
+        // Traffic goes to the latched source, not the SDP's address.
+        assert_eq!(
+            p.dest(&sdp).and_then(|d| d.as_socket()),
+            Some(sa("198.51.100.9:5000"))
+        );
         // Same SDP again keeps the latch; a new SDP clears it.
-        p.set_sdp(Some(sa("10.0.0.1:4000")));
+        set_sdp(&mut sdp, &mut p, Some(sa("10.0.0.1:4000")));
         assert_eq!(p.latched, Some(sa("198.51.100.9:5000")));
-        p.set_sdp(Some(sa("10.0.0.1:4002")));
+        set_sdp(&mut sdp, &mut p, Some(sa("10.0.0.1:4002")));
         assert_eq!(p.latched, None);
+        assert_eq!(
+            p.dest(&sdp).and_then(|d| d.as_socket()),
+            Some(sa("10.0.0.1:4002"))
+        );
     }
 
     #[test]
@@ -2010,13 +2269,19 @@ mod tests {
         let t0 = Instant::now();
         let c = cfg(true);
         let mut p = Peer::default();
+        let mut sdp = None;
         // Unknown SDP address: nothing latches.
-        assert!(!p.accept(sa("10.0.0.1:4000"), t0, &c));
-        p.set_sdp(Some(sa("10.0.0.1:4000")));
-        assert!(!p.accept(sa("10.0.0.2:4000"), t0, &c));
+        assert!(!p.accept(&sdp, sa("10.0.0.1:4000"), t0, &c));
+        set_sdp(&mut sdp, &mut p, Some(sa("10.0.0.1:4000")));
+        assert!(!p.accept(&sdp, sa("10.0.0.2:4000"), t0, &c));
         // Same IP, other port (port translation): latches.
-        assert!(p.accept(sa("10.0.0.1:4444"), t0, &c));
+        assert!(p.accept(&sdp, sa("10.0.0.1:4444"), t0, &c));
         // Never re-latches by itself, however long the silence.
-        assert!(!p.accept(sa("10.0.0.1:4000"), t0 + Duration::from_secs(3600), &c));
+        assert!(!p.accept(
+            &sdp,
+            sa("10.0.0.1:4000"),
+            t0 + Duration::from_secs(3600),
+            &c
+        ));
     }
 }
