@@ -76,28 +76,35 @@ impl SeqVerdict {
 /// RFC 3550 A.1/A.3 state for one RTP source (one SSRC).
 ///
 /// Updated in place, no allocation. All counts are in packets.
+///
+/// `repr(C)`: what an in-order packet reads and writes (the window, the
+/// count, the highest number, the probation state) in the first 32 bytes,
+/// the rest after. A relay updates one tracker per packet for each of
+/// hundreds of calls, and the lines a packet touches are what its cost
+/// grows with (trunkd-media's `relay.rs`, `Side`).
 #[derive(Clone, Debug, Default)]
+#[repr(C)]
 pub struct SeqTracker {
-    started: bool,
+    /// Bit n set: packet `max_seq - n` was received (n < 128).
+    window: u128,
+    /// Packets accepted in the current segment, duplicates included.
+    received: u64,
     /// Highest sequence number seen (A.1 `max_seq`).
     max_seq: u16,
-    /// Number of times the sequence number wrapped (A.1 `cycles` / 2^16).
-    cycles: u64,
+    started: bool,
+    /// Packets still needed in sequence before the source is valid.
+    probation: u8,
     /// First sequence number of the current segment (A.1 `base_seq`).
     base_seq: u16,
     /// Sequence number that would confirm a restart (A.1 `bad_seq`;
     /// `RTP_SEQ_MOD + 1` = none).
     bad_seq: u32,
-    /// Packets still needed in sequence before the source is valid.
-    probation: u8,
-    /// Packets accepted in the current segment, duplicates included.
-    received: u64,
+    /// Number of times the sequence number wrapped (A.1 `cycles` / 2^16).
+    cycles: u64,
     /// `expected` at the previous `fraction_lost_since_last` (A.3).
     expected_prior: u64,
     /// `received` at the previous `fraction_lost_since_last` (A.3).
     received_prior: u64,
-    /// Bit n set: packet `max_seq - n` was received (n < 128).
-    window: u128,
     /// Duplicates seen over the tracker's life.
     duplicates: u64,
     /// Clamped loss of the segments before the current one.
@@ -306,6 +313,18 @@ impl SeqTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What an in-order packet reads and writes lies in the first 32
+    /// bytes (the struct's doc says why).
+    #[test]
+    fn the_per_packet_fields_lead() {
+        use std::mem::offset_of;
+        assert!(offset_of!(SeqTracker, window) < 32);
+        assert!(offset_of!(SeqTracker, received) < 32);
+        assert!(offset_of!(SeqTracker, max_seq) < 32);
+        assert!(offset_of!(SeqTracker, started) < 32);
+        assert!(offset_of!(SeqTracker, probation) < 32);
+    }
 
     /// A tracker that has finished probation at `first + 1`.
     fn started(first: u16) -> SeqTracker {
