@@ -40,6 +40,13 @@
 //! latching, the observer call and one `Instant::now()` per receive are
 //! not visible in a profile.
 //!
+//! What a packet reads and writes of its call is laid out by cache line
+//! (`Side`, `Flow`, the observer's `Received`): a relay thread carries
+//! hundreds of calls and visits each once per packet, so the lines a packet
+//! touches, not its instructions, are what made trunkd dearer per packet as
+//! calls were added (docs/decisions.md, "The relay's state laid out by
+//! cache line").
+//!
 //! On a plain leg payloads are never looked at beyond two bytes, so RFC
 //! 4733 telephone-event, T.38 UDPTL (`m=image ... udptl`) and anything else
 //! over UDP are relayed byte for byte. The second byte only
