@@ -20,7 +20,7 @@ use trunkd_core::digest::{answer_challenge, Challenge};
 use trunkd_core::{CarrierId, VcId};
 use trunkd_sip::{Method, Request, Response, StatusCode};
 
-use crate::leg::{contact_uri, copy_end_to_end, uas_response, LegState};
+use crate::leg::{contact_uri, copy_end_to_end, strip_tag, uas_response, LegState};
 use crate::media::{anchor_body, is_sdp, MediaAnchor, MediaRefusal, SdpRole};
 use crate::rng::Ids;
 use crate::{Leg, LocalAddrs, Peer, ServerTxId, TxTransport};
@@ -1150,16 +1150,6 @@ pub(crate) fn reason(resp: &Response) -> String {
         resp.status.canonical_reason().unwrap_or("").to_owned()
     } else {
         r
-    }
-}
-
-pub(crate) fn strip_tag(v: &Bytes) -> String {
-    match trunkd_sip::NameAddr::parse(v, false) {
-        Ok(mut na) => {
-            na.params.remove("tag");
-            String::from_utf8_lossy(&na.to_bytes()).into_owned()
-        }
-        Err(_) => String::from_utf8_lossy(v).into_owned(),
     }
 }
 

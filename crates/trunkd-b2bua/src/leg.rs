@@ -190,11 +190,25 @@ fn with_tag(uri: &str, tag: Option<&str>) -> String {
     v
 }
 
-/// The URI inside the first Contact, as text.
+/// The URI inside the first Contact, as received; `None` if there is no
+/// Contact or the first is not a valid `name-addr / addr-spec`.
 pub fn contact_uri(headers: &Headers) -> Option<String> {
-    let v = headers.values("Contact").into_iter().next()?;
-    let na = trunkd_sip::NameAddr::parse(&v, false).ok()?;
-    Some(String::from_utf8_lossy(&na.uri.to_bytes()).into_owned())
+    let row = headers.get_of(KnownHeader::Contact)?;
+    let first = trunkd_sip::split_list(row).next()?;
+    let uri = trunkd_sip::NameAddr::uri_text(&first, false).ok()?;
+    Some(String::from_utf8_lossy(&uri).into_owned())
+}
+
+/// A From or To value without its tag: the dialog's local or remote URI
+/// (RFC 3261 §12.1), which in-dialog requests carry with the tags added.
+pub(crate) fn strip_tag(v: &Bytes) -> String {
+    match trunkd_sip::NameAddr::parse(v, false) {
+        Ok(mut na) => {
+            na.params.remove("tag");
+            String::from_utf8_lossy(&na.to_bytes()).into_owned()
+        }
+        Err(_) => String::from_utf8_lossy(v).into_owned(),
+    }
 }
 
 fn unreachable_uri() -> Uri {

@@ -27,7 +27,7 @@ use trunkd_core::cdr::CallOutcome;
 use trunkd_sip::{Method, Request, StatusCode};
 
 use crate::call::{CallEnd, CallEvent, CallInput, CallOutput};
-use crate::leg::{contact_uri, uas_response, LegState};
+use crate::leg::{contact_uri, strip_tag, uas_response, LegState};
 use crate::media::MediaRefusal;
 use crate::rng::Ids;
 use crate::{Leg, LocalAddrs, Peer, ServerTxId};
@@ -439,16 +439,6 @@ fn session_sdp(req: &Request) -> Option<Bytes> {
 
 fn cseq(req: &Request) -> Option<u32> {
     req.headers.cseq().ok().map(|c| c.seq)
-}
-
-fn strip_tag(v: &Bytes) -> String {
-    match trunkd_sip::NameAddr::parse(v, false) {
-        Ok(mut na) => {
-            na.params.remove("tag");
-            String::from_utf8_lossy(&na.to_bytes()).into_owned()
-        }
-        Err(_) => String::from_utf8_lossy(v).into_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -494,5 +494,20 @@ mod tests {
             let parsed = NameAddr::parse(&v, false).and_then(one_tag).map(drop);
             proptest::prop_assert_eq!(check_one_tag(&v), parsed, "{:?}", v);
         }
+
+        /// `uri_text` accepts what `parse` accepts, with the same error,
+        /// and its text parses to the URI `parse` built.
+        #[test]
+        fn a_name_addrs_uri_text_is_the_uri_it_parses_to(v in name_addr_like()) {
+            let v = Bytes::from(v);
+            match (NameAddr::parse(&v, false), NameAddr::uri_text(&v, false)) {
+                (Ok(na), Ok(text)) => {
+                    proptest::prop_assert_eq!(crate::Uri::parse(&text), Ok(na.uri), "{:?}", v);
+                }
+                (parsed, text) => {
+                    proptest::prop_assert_eq!(text.map(drop), parsed.map(drop), "{:?}", v);
+                }
+            }
+        }
     }
 }

@@ -144,6 +144,20 @@ impl NameAddr {
         Params::header_value(v, &v[parts.params..], name)
     }
 
+    /// The URI of a value as it was received, checked as [`NameAddr::parse`]
+    /// checks the whole value (same errors), with nothing built: what a
+    /// dialog keeps of a Contact as its remote target (RFC 3261 §12.1:
+    /// the Contact's URI, not a re-serialisation of it). Parsing the
+    /// value whole, then writing its URI back out, cost about 3 % of a
+    /// call's signalling instructions (issue 15).
+    pub fn uri_text(v: &Bytes, require_angle: bool) -> Result<Bytes, SyntaxError> {
+        let parts = Parts::split(v, require_angle)?;
+        let uri = &v[parts.uri.0..parts.uri.1];
+        Uri::check_slice(v, uri)?;
+        Params::visit_header(&v[parts.params..], |_, _| {})?;
+        Ok(sub(v, uri))
+    }
+
     /// The `tag` parameter (RFC 3261 §19.3).
     pub fn tag(&self) -> Option<&Bytes> {
         self.params.value("tag")
