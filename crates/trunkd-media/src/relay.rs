@@ -971,9 +971,7 @@ pub(crate) fn spawn_counted<O: PacketObserver + Clone>(
     let timeout = config.inactivity_timeout.filter(|t| !t.is_zero());
     // Most calls carry one stream: room for more is made when one is added,
     // not reserved in every call's memory.
-    let mut stream = Stream::new(first);
-    stream.st.set_observed(0);
-    let streams = vec![stream];
+    let streams = vec![Stream::new(first, 0)];
     let task = Task {
         streams,
         state: State {
@@ -1379,8 +1377,9 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(n: NewStream) -> Self {
-        Stream {
+    /// A stream of a relay whose observer sees stream `quality_stream`.
+    fn new(n: NewStream, quality_stream: usize) -> Self {
+        let mut stream = Stream {
             socks: n.socks,
             st: StreamState {
                 side: Default::default(),
@@ -1395,7 +1394,9 @@ impl Stream {
                 clock_rates: Vec::new(),
             },
             _ports: n.ports,
-        }
+        };
+        stream.st.set_observed(quality_stream);
+        stream
     }
 }
 
@@ -1520,9 +1521,8 @@ impl<O: PacketObserver + Clone> Task<O> {
             Control::AddStream(n) => {
                 // The handle refuses duplicates; keep the invariant anyway.
                 if self.stream_mut(n.index).is_none() {
-                    let mut stream = Stream::new(*n);
-                    stream.st.set_observed(self.state.quality_stream);
-                    self.streams.push(stream);
+                    self.streams
+                        .push(Stream::new(*n, self.state.quality_stream));
                     // Its RTCP sockets are asked (and so registered) in
                     // this poll.
                     self.quiet.mark();
