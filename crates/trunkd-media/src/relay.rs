@@ -2227,6 +2227,7 @@ mod tests {
     fn latch_non_strict() {
         let t0 = Instant::now();
         let c = cfg(false);
+        let at = |secs| t0 + Duration::from_secs(secs);
         let mut p = Peer::default();
         let mut sdp = None;
         set_sdp(&mut sdp, &mut p, Some(sa("10.0.0.1:4000")));
@@ -2234,31 +2235,11 @@ mod tests {
         assert!(p.accept(&sdp, sa("198.51.100.1:61000"), t0, &c));
         assert_eq!(p.latched, Some(sa("198.51.100.1:61000")));
         // A stray while the latched one is active: dropped.
-        assert!(!p.accept(
-            &sdp,
-            sa("198.51.100.9:5000"),
-            t0 + Duration::from_secs(1),
-            &c
-        ));
-        assert!(p.accept(
-            &sdp,
-            sa("198.51.100.1:61000"),
-            t0 + Duration::from_secs(2),
-            &c
-        ));
-        assert!(!p.accept(
-            &sdp,
-            sa("198.51.100.9:5000"),
-            t0 + Duration::from_secs(6),
-            &c
-        ));
+        assert!(!p.accept(&sdp, sa("198.51.100.9:5000"), at(1), &c));
+        assert!(p.accept(&sdp, sa("198.51.100.1:61000"), at(2), &c));
+        assert!(!p.accept(&sdp, sa("198.51.100.9:5000"), at(6), &c));
         // Latched silent for 5 s: the new source takes over.
-        assert!(p.accept(
-            &sdp,
-            sa("198.51.100.9:5000"),
-            t0 + Duration::from_secs(7),
-            &c
-        ));
+        assert!(p.accept(&sdp, sa("198.51.100.9:5000"), at(7), &c));
         assert_eq!(p.latched, Some(sa("198.51.100.9:5000")));
         // Traffic goes to the latched source, not the SDP's address.
         assert_eq!(
