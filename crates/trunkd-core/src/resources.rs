@@ -6,10 +6,11 @@
 //! `number_index`, …) are built once here so lookups on the call path are
 //! O(1) hash lookups.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
+use rustc_hash::FxHashMap;
 
 use crate::secret::{DigestCredential, Secret};
 use crate::types::{CpsLimit, Host, NetworkType, Port, Priority, Transport, Weight};
@@ -358,15 +359,19 @@ pub struct Resources {
     voice_connectors: Vec<VoiceConnector>,
     voice_connector_groups: Vec<VoiceConnectorGroup>,
     carriers: Vec<Carrier>,
-    numbers: HashMap<E164, Number>,
+    /// The index maps hash with FxHash: their keys come from the
+    /// configuration, so a sender cannot fill them with colliding keys, and
+    /// a lookup per call hashes a number or an id several times
+    /// (docs/decisions.md, "FxHash for maps of trunkd's own keys").
+    numbers: FxHashMap<E164, Number>,
     sip_media_applications: Vec<SipMediaApplication>,
     sip_rules: Vec<SipRule>,
     limits: Limits,
-    vc_index: HashMap<VcId, usize>,
-    group_index: HashMap<GroupId, usize>,
-    carrier_index: HashMap<CarrierId, usize>,
-    sma_index: HashMap<SmaId, usize>,
-    rule_index: HashMap<SipRuleTrigger, usize>,
+    vc_index: FxHashMap<VcId, usize>,
+    group_index: FxHashMap<GroupId, usize>,
+    carrier_index: FxHashMap<CarrierId, usize>,
+    sma_index: FxHashMap<SmaId, usize>,
+    rule_index: FxHashMap<SipRuleTrigger, usize>,
 }
 
 /// How many resources of each kind a snapshot holds.
@@ -410,8 +415,8 @@ impl Resources {
         fn index<K: std::hash::Hash + Eq, T>(
             items: &[T],
             key: impl Fn(&T) -> K,
-        ) -> HashMap<K, usize> {
-            let mut m = HashMap::with_capacity(items.len());
+        ) -> FxHashMap<K, usize> {
+            let mut m = FxHashMap::with_capacity_and_hasher(items.len(), Default::default());
             for (i, t) in items.iter().enumerate() {
                 m.entry(key(t)).or_insert(i);
             }
@@ -422,7 +427,7 @@ impl Resources {
         let carrier_index = index(&carriers, |c| c.id.clone());
         let sma_index = index(&sip_media_applications, |s| s.id.clone());
         let rule_index = index(&sip_rules, |r| r.trigger.clone());
-        let mut number_map = HashMap::with_capacity(numbers.len());
+        let mut number_map = FxHashMap::with_capacity_and_hasher(numbers.len(), Default::default());
         for n in numbers {
             number_map.entry(n.e164_phone_number).or_insert(n);
         }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use trunkd_b2bua::{
     CallInput, CallOutput, Leg, LocalAddrs, MediaAnchor, NewCall, NewUasCall, SdpAnswerer,
 };
@@ -224,20 +225,25 @@ pub struct Engine {
     config: Arc<Config>,
     endpoint: Endpoint,
     local: LocalAddrs,
-    calls: HashMap<CallKey, CallEntry>,
+    /// Maps keyed by what the engine numbers itself (calls, transactions)
+    /// hash with FxHash; maps keyed by what a peer sends (Call-IDs,
+    /// branches, source addresses) keep std's seeded SipHash, so a sender
+    /// cannot choose colliding keys (docs/decisions.md, "FxHash for maps of
+    /// trunkd's own keys").
+    calls: FxHashMap<CallKey, CallEntry>,
     /// Calls in progress per counted A-leg source; entries leave at zero.
     calls_by_source: HashMap<IpAddr, usize>,
     by_call_id: HashMap<Bytes, (CallKey, Leg)>,
-    client_txs: HashMap<ClientTxId, ClientTx>,
+    client_txs: FxHashMap<ClientTxId, ClientTx>,
     branches: HashMap<Bytes, ClientTxId>,
-    server_txs: HashMap<ServerTxId, (CallKey, Leg)>,
+    server_txs: FxHashMap<ServerTxId, (CallKey, Leg)>,
     admission: AdmissionState,
     nonce_issuer: NonceIssuer,
     health: RouteHealthTable,
     /// OPTIONS probing (`[probing]`); `None` while it is off.
     prober: Option<trunkd_core::routing::probe::Prober>,
     /// The client transactions of probes in flight, with their peer.
-    probe_txs: HashMap<ClientTxId, (trunkd_core::routing::probe::ProbeId, Peer)>,
+    probe_txs: FxHashMap<ClientTxId, (trunkd_core::routing::probe::ProbeId, Peer)>,
     /// The snapshot probing last took its routes from.
     probing_config: Option<Arc<Config>>,
     rng: Rng,
@@ -251,7 +257,7 @@ pub struct Engine {
     sip_log_ids: HashMap<Bytes, CallKey>,
     sip_logs: VecDeque<SipLog>,
     /// Ended calls whose messages are still logged until the deadline.
-    sip_log_lingering: HashMap<CallKey, ((VcId, TransactionId), Instant)>,
+    sip_log_lingering: FxHashMap<CallKey, ((VcId, TransactionId), Instant)>,
     /// When a full transaction table was last logged: once per
     /// [`LIMIT_WARN_EVERY`], not once per refused request of an overload.
     limit_warned: Option<Instant>,
@@ -280,17 +286,17 @@ impl Engine {
             endpoint: Endpoint::new(TimerConfig::default(), tx_limits(&config)),
             health: RouteHealthTable::new(config.settings.routing.hold_down),
             prober: None,
-            probe_txs: HashMap::new(),
+            probe_txs: FxHashMap::default(),
             probing_config: None,
             config,
             shared,
             local,
-            calls: HashMap::new(),
+            calls: FxHashMap::default(),
             calls_by_source: HashMap::new(),
             by_call_id: HashMap::new(),
-            client_txs: HashMap::new(),
+            client_txs: FxHashMap::default(),
             branches: HashMap::new(),
-            server_txs: HashMap::new(),
+            server_txs: FxHashMap::default(),
             admission: AdmissionState {
                 cps: Default::default(),
                 nonces: NonceCounter::new(65_536),
@@ -303,7 +309,7 @@ impl Engine {
             applications: false,
             sip_log_ids: HashMap::new(),
             sip_logs: VecDeque::new(),
-            sip_log_lingering: HashMap::new(),
+            sip_log_lingering: FxHashMap::default(),
             limit_warned: None,
         }
     }

@@ -6,11 +6,11 @@
 //! records to write. Nothing here decides anything about SIP.
 
 use crate::deadline::sleep_until;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use trunkd_b2bua::{CallOutput, LocalAddrs};
@@ -61,7 +61,7 @@ pub struct EngineTask {
     shared: Arc<Shared>,
     sender: Sender,
     self_tx: EngineTx,
-    calls: HashMap<CallKey, crate::call_task::CallTx>,
+    calls: FxHashMap<CallKey, crate::call_task::CallTx>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     ports: trunkd_media::PortAllocator,
     /// The drivers of application calls (the daemon registers the
@@ -94,7 +94,7 @@ impl EngineTask {
             shared,
             sender,
             self_tx,
-            calls: HashMap::new(),
+            calls: FxHashMap::default(),
             shutdown: None,
             ports,
             app_driver: None,
