@@ -337,9 +337,12 @@ pub struct Metrics {
     /// The media counters of each voice connector a report has added to,
     /// with the region they were made for ([`Metrics::media_counters`]);
     /// bounded like the families' own series, by the configured VCs.
-    media_counters: std::sync::Mutex<
-        std::collections::HashMap<String, (String, std::sync::Arc<MediaCounters>)>,
-    >,
+    media_counters:
+        std::sync::Mutex<rustc_hash::FxHashMap<String, (String, std::sync::Arc<MediaCounters>)>>,
+    /// The call series of each voice connector counted so far
+    /// ([`Metrics::vc_calls`]; "" for calls without a VC), bounded the
+    /// same way.
+    vc_calls: std::sync::Mutex<rustc_hash::FxHashMap<String, std::sync::Arc<VcCallSeries>>>,
     /// `sip_messages_received` by (transport, kind), kept on first use.
     received_kept: KeptCounters<12>,
     /// `sip_responses_sent` by (transport, class), kept on first use.
@@ -861,6 +864,7 @@ impl Metrics {
             route_states: Default::default(),
             last_pings: Default::default(),
             media_counters: Default::default(),
+            vc_calls: Default::default(),
             received_kept: Default::default(),
             responses_kept: Default::default(),
             sip_refused,
@@ -871,17 +875,34 @@ impl Metrics {
         }
     }
 
-    fn vc(
+    /// The call series of `vc` as `r` configures it (its region), found
+    /// by label once per (VC, region) and then kept: a call counts about
+    /// six times, and building and hashing two label strings each time
+    /// was most of what counting cost. The series are the families' own,
+    /// each made on first use, so a series appears in /metrics only once
+    /// counted.
+    fn vc_calls(
+        &self,
         vc: Option<&trunkd_core::VcId>,
         r: &trunkd_config::Resources,
-        direction: &'static str,
-    ) -> VcLabels {
-        let (id, region) = vc_region(vc, r);
-        VcLabels {
-            voice_connector_id: id,
-            region,
-            direction,
+    ) -> std::sync::Arc<VcCallSeries> {
+        let id = vc.map_or("", |v| v.as_str());
+        let region = vc
+            .and_then(|v| r.voice_connector(v.as_str()))
+            .map_or("", |v| v.aws_region.as_str());
+        let mut cache = self
+            .vc_calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(series) = cache.get(id) {
+            if series.region == region {
+                return series.clone();
+            }
+            // A reload moved the VC to another region: new series.
         }
+        let series = std::sync::Arc::new(VcCallSeries::new(id, region));
+        cache.insert(id.to_owned(), series.clone());
+        series
     }
 
     pub fn call_attempt(
@@ -890,9 +911,12 @@ impl Metrics {
         r: &trunkd_config::Resources,
         direction: &'static str,
     ) {
-        self.call_attempts
-            .get_or_create(&Self::vc(vc, r, direction))
-            .inc();
+        let s = self.vc_calls(vc, r);
+        s.attempts.inc(direction_index(direction), || {
+            self.call_attempts
+                .get_or_create(&s.labels(direction))
+                .clone()
+        });
     }
 
     pub fn answered(
@@ -901,9 +925,12 @@ impl Metrics {
         r: &trunkd_config::Resources,
         direction: &'static str,
     ) {
-        self.calls_answered
-            .get_or_create(&Self::vc(vc, r, direction))
-            .inc();
+        let s = self.vc_calls(vc, r);
+        s.answered.inc(direction_index(direction), || {
+            self.calls_answered
+                .get_or_create(&s.labels(direction))
+                .clone()
+        });
     }
 
     pub fn failed(
@@ -912,9 +939,12 @@ impl Metrics {
         r: &trunkd_config::Resources,
         direction: &'static str,
     ) {
-        self.call_failures
-            .get_or_create(&Self::vc(vc, r, direction))
-            .inc();
+        let s = self.vc_calls(vc, r);
+        s.failed.inc(direction_index(direction), || {
+            self.call_failures
+                .get_or_create(&s.labels(direction))
+                .clone()
+        });
     }
 
     /// The active-calls gauge of one VC and direction (the call task holds it).
@@ -924,9 +954,16 @@ impl Metrics {
         r: &trunkd_config::Resources,
         direction: &'static str,
     ) -> Gauge {
-        self.calls_active
-            .get_or_create(&Self::vc(vc, r, direction))
-            .clone()
+        let s = self.vc_calls(vc, r);
+        let make = || {
+            self.calls_active
+                .get_or_create(&s.labels(direction))
+                .clone()
+        };
+        match s.active.get(direction_index(direction)) {
+            Some(cell) => cell.get_or_init(make).clone(),
+            None => make(),
+        }
     }
 
     pub fn admission_rejected(
@@ -1060,14 +1097,17 @@ impl Metrics {
         r: &trunkd_config::Resources,
         code: u16,
     ) {
-        let (voice_connector_id, region) = vc_region(vc, r);
-        self.vc_sip_responses
-            .get_or_create(&VcClassLabels {
-                voice_connector_id,
-                region,
-                class: class_of(code),
-            })
-            .inc();
+        let s = self.vc_calls(vc, r);
+        let class = class_of(code);
+        s.responses.inc(class_index(code), || {
+            self.vc_sip_responses
+                .get_or_create(&VcClassLabels {
+                    voice_connector_id: s.id.clone(),
+                    region: s.region.clone(),
+                    class,
+                })
+                .clone()
+        });
     }
 
     /// The loaded certificates' notAfter, replacing the previous files'
@@ -1260,14 +1300,66 @@ impl<const N: usize> KeptCounters<N> {
     }
 }
 
+/// The `class` label of a status code; [`class_index`] numbers the same.
 fn class_of(code: u16) -> &'static str {
+    ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"][class_index(code)]
+}
+
+/// 0 for 1xx .. 5 for 6xx (and anything out of range).
+fn class_index(code: u16) -> usize {
     match code / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        5 => "5xx",
-        _ => "6xx",
+        1 => 0,
+        2 => 1,
+        3 => 2,
+        4 => 3,
+        5 => 4,
+        _ => 5,
+    }
+}
+
+/// The index of a `direction` label in [`VcCallSeries`]' arrays; an
+/// unknown label is out of range (its series is then looked up each time).
+fn direction_index(direction: &str) -> usize {
+    match direction {
+        "inbound" => 0,
+        "outbound" => 1,
+        _ => 2,
+    }
+}
+
+/// The per-VC call series of one (voice connector, region), each kept on
+/// first use ([`Metrics::vc_calls`]): by direction (inbound, outbound),
+/// `voice_connector_call_attempts`, `_calls_answered`, `_call_failures`
+/// and `_calls_active`; by class, `voice_connector_sip_responses`.
+struct VcCallSeries {
+    id: String,
+    region: String,
+    attempts: KeptCounters<2>,
+    answered: KeptCounters<2>,
+    failed: KeptCounters<2>,
+    active: [std::sync::OnceLock<Gauge>; 2],
+    responses: KeptCounters<6>,
+}
+
+impl VcCallSeries {
+    fn new(id: &str, region: &str) -> Self {
+        VcCallSeries {
+            id: id.to_owned(),
+            region: region.to_owned(),
+            attempts: KeptCounters::default(),
+            answered: KeptCounters::default(),
+            failed: KeptCounters::default(),
+            active: Default::default(),
+            responses: KeptCounters::default(),
+        }
+    }
+
+    fn labels(&self, direction: &'static str) -> VcLabels {
+        VcLabels {
+            voice_connector_id: self.id.clone(),
+            region: self.region.clone(),
+            direction,
+        }
     }
 }
 
@@ -1491,6 +1583,57 @@ mod tests {
     /// The kept counters are the families' series: what a report adds
     /// shows in /metrics under the VC's labels, a second lookup adds to the
     /// same series, and a VC moved to another region gets that region's.
+    #[test]
+    fn vc_call_series_are_the_families_series() {
+        let m = Metrics::new();
+        let dir = std::env::temp_dir().join(format!("trunkd-metrics-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        // vc-east in region "local" (the daemon's); the default resources
+        // do not know it (region "").
+        let configured = crate::engine::sim::config(&dir, "", "").resources;
+        let unknown = trunkd_config::Resources::default();
+        let east = trunkd_core::VcId::new("vc-east").unwrap_or_else(|e| panic!("{e}"));
+        let vc = Some(&east);
+        // Each event looks the VC up again, as the engine and call tasks do.
+        m.call_attempt(vc, &configured, "inbound");
+        m.call_attempt(vc, &configured, "inbound");
+        m.call_attempt(vc, &configured, "outbound");
+        m.answered(vc, &configured, "inbound");
+        m.failed(None, &configured, "outbound");
+        m.calls_active(vc, &configured, "inbound").inc();
+        m.calls_active(vc, &configured, "inbound").inc();
+        m.calls_active(vc, &configured, "outbound").inc();
+        for code in [100, 180, 200, 200, 503, 699] {
+            m.vc_response(vc, &configured, code);
+        }
+        // The same VC under other resources (a reload moved its region).
+        m.call_attempt(vc, &unknown, "inbound");
+        // A label the arrays do not hold is still counted.
+        m.call_attempt(vc, &configured, "sideways");
+        m.call_attempt(vc, &configured, "sideways");
+        let text = m.encode();
+        for needle in [
+            r#"voice_connector_call_attempts_total{voice_connector_id="vc-east",region="local",direction="inbound"} 2"#,
+            r#"voice_connector_call_attempts_total{voice_connector_id="vc-east",region="local",direction="outbound"} 1"#,
+            r#"voice_connector_call_attempts_total{voice_connector_id="vc-east",region="",direction="inbound"} 1"#,
+            r#"voice_connector_call_attempts_total{voice_connector_id="vc-east",region="local",direction="sideways"} 2"#,
+            r#"voice_connector_calls_answered_total{voice_connector_id="vc-east",region="local",direction="inbound"} 1"#,
+            r#"voice_connector_call_failures_total{voice_connector_id="",region="",direction="outbound"} 1"#,
+            r#"voice_connector_calls_active{voice_connector_id="vc-east",region="local",direction="inbound"} 2"#,
+            r#"voice_connector_calls_active{voice_connector_id="vc-east",region="local",direction="outbound"} 1"#,
+            r#"voice_connector_sip_responses_total{voice_connector_id="vc-east",region="local",class="1xx"} 2"#,
+            r#"voice_connector_sip_responses_total{voice_connector_id="vc-east",region="local",class="2xx"} 2"#,
+            r#"voice_connector_sip_responses_total{voice_connector_id="vc-east",region="local",class="5xx"} 1"#,
+            r#"voice_connector_sip_responses_total{voice_connector_id="vc-east",region="local",class="6xx"} 1"#,
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        // Only what was counted appears.
+        assert!(!text.contains(r#"voice_connector_calls_answered_total{voice_connector_id="vc-east",region="local",direction="outbound"}"#));
+        assert!(!text.contains(r#"class="3xx""#));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn media_counters_are_the_families_series() {
         let m = Metrics::new();
