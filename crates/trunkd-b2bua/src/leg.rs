@@ -248,7 +248,7 @@ pub fn request_uri_host(req: &Request) -> Option<String> {
     let sip = req.uri.as_sip()?;
     Some(match &sip.host {
         trunkd_sip::Host::Domain(d) => String::from_utf8_lossy(d).to_ascii_lowercase(),
-        trunkd_sip::Host::Ipv4(a) => a.to_string(),
+        trunkd_sip::Host::Ipv4(a) => trunkd_sip::Ipv4Text::new(*a).as_str().to_owned(),
         trunkd_sip::Host::Ipv6(a) => a.to_string(),
     })
 }

@@ -31,6 +31,7 @@ use trunkd_sip::Ipv4Text;
 pub use call::{Call, CallEnd, CallEvent, CallInput, CallOutput, Hop, NewCall};
 pub use leg::LegState;
 pub use media::{MediaAnchor, MediaRefusal, PassThrough, SdpRole};
+pub use rng::push_hex;
 pub use uac::{NewUacLeg, UacEvent, UacFailure, UacLeg};
 pub use uas::{NewUasCall, SdpAnswerer, UasCall};
 

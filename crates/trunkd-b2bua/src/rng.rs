@@ -45,7 +45,7 @@ impl Ids {
 /// Appends the low `digits` hex digits of `v`, lower case, zero-padded:
 /// what `{:016x}` writes, without `core::fmt` (about a thousand
 /// instructions a `format!`, several per request built).
-fn push_hex(out: &mut String, v: u64, digits: u32) {
+pub fn push_hex(out: &mut String, v: u64, digits: u32) {
     for i in (0..digits).rev() {
         let d = (v >> (4 * i)) & 0xf;
         out.push(char::from(b"0123456789abcdef"[d as usize]));

@@ -31,7 +31,7 @@
 //! reason and the log says which peer sends broken SDP.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::sdes::MediaSecurity;
 
@@ -566,14 +566,24 @@ impl Sdp {
                 ports: ports.len(),
             });
         }
-        let (family, unspecified) = match addr {
-            IpAddr::V4(_) => ("IP4", IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            IpAddr::V6(_) => ("IP6", IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        // The lines trunkd writes are pushed piece by piece, an IPv4
+        // address and the numbers without the formatter: a call rewrites
+        // two SDPs, and `write!` cost about a third of a rewrite.
+        let (v4, v6);
+        let (family, addr, unspecified) = match addr {
+            IpAddr::V4(a) => {
+                v4 = trunkd_sip::Ipv4Text::new(a);
+                ("IP4", v4.as_str(), "0.0.0.0")
+            }
+            IpAddr::V6(a) => {
+                v6 = a.to_string();
+                ("IP6", v6.as_str(), "::")
+            }
         };
+        let mut num = itoa::Buffer::new();
         let mut out = String::with_capacity(self.text.len() + 64);
         // `section` is None before the first m=, then the media index.
         let mut section: Option<usize> = None;
-        // `write!` to a String cannot fail; the results are ignored on purpose.
         for l in &self.lines {
             let (line, role) = (self.line(l), &l.role);
             if *role == Role::MediaLine {
@@ -596,11 +606,18 @@ impl Sdp {
                         Some(ov) => (ov.username, ov.session_id, ov.version),
                         None => (o.username.as_str(), o.session_id.as_str(), o.version),
                     };
-                    let _ = write!(out, "o={user} {sid} {version} IN {family} {addr}");
+                    for piece in ["o=", user, " ", sid, " ", num.format(version), " IN "] {
+                        out.push_str(piece);
+                    }
+                    for piece in [family, " ", addr] {
+                        out.push_str(piece);
+                    }
                 }
                 Role::Connection { unspecified: hold } => {
                     let ip = if hold { unspecified } else { addr };
-                    let _ = write!(out, "c=IN {family} {ip}");
+                    for piece in ["c=IN ", family, " ", ip] {
+                        out.push_str(piece);
+                    }
                 }
                 Role::MediaLine => {
                     // Parsing guaranteed "<media> <port> ...": replace the port token.
@@ -610,14 +627,17 @@ impl Sdp {
                     let _old_port = parts.next();
                     let rest = parts.next().unwrap_or("");
                     let port = pair.map_or(0, |(rtp, _)| rtp);
+                    for piece in ["m=", kind, " ", num.format(port), " "] {
+                        out.push_str(piece);
+                    }
                     match section.and_then(security) {
                         Some(sec) => {
                             let fmts = rest.split_once(' ').map_or("", |(_, f)| f);
-                            let _ = write!(out, "m={kind} {port} {} {fmts}", sec.proto);
+                            for piece in [sec.proto.as_str(), " ", fmts] {
+                                out.push_str(piece);
+                            }
                         }
-                        None => {
-                            let _ = write!(out, "m={kind} {port} {rest}");
-                        }
+                        None => out.push_str(rest),
                     }
                     let trimmed = out.trim_end_matches(' ').len();
                     out.truncate(trimmed);
@@ -625,10 +645,12 @@ impl Sdp {
                 Role::Rtcp { with_addr } => {
                     // Rejected stream: its a=rtcp is meaningless, drop it.
                     let Some((_, rtcp)) = pair else { continue };
+                    out.push_str("a=rtcp:");
+                    out.push_str(num.format(rtcp));
                     if with_addr {
-                        let _ = write!(out, "a=rtcp:{rtcp} IN {family} {addr}");
-                    } else {
-                        let _ = write!(out, "a=rtcp:{rtcp}");
+                        for piece in [" IN ", family, " ", addr] {
+                            out.push_str(piece);
+                        }
                     }
                 }
             }
@@ -946,6 +968,7 @@ fn split_at_byte(s: &str, b: u8) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn crlf(s: &str) -> String {
         s.lines().map(|l| format!("{l}\r\n")).collect()

@@ -170,13 +170,14 @@ impl Shared {
         targets.sort();
         targets.dedup();
         let state = if up { "UP" } else { "DOWN" };
-        info!(route = %format!("{}:{}/{}", route.host, route.port, route.protocol), state, source, cause, "route state changed");
+        let key = crate::metrics::route_key(route);
+        info!(route = %key, state, source, cause, "route state changed");
         self.events.emit_to(
             &targets,
             trunkd_core::events::envelope::DAEMON_ORDERING_KEY,
             trunkd_core::events::envelope::ROUTE_STATE_CHANGE,
             serde_json::json!({
-                "route": format!("{}:{}/{}", route.host, route.port, route.protocol),
+                "route": key,
                 "host": route.host.to_string(),
                 "port": route.port.get(),
                 "protocol": route.protocol.to_string(),

@@ -147,9 +147,31 @@ pub struct RouteLabels {
 impl RouteLabels {
     pub fn of(route: &trunkd_core::Route) -> Self {
         RouteLabels {
-            route: format!("{}:{}/{}", route.host, route.port, route.protocol),
+            route: route_key(route),
         }
     }
+}
+
+/// `host:port/transport`: how the route metrics, the admin API and the
+/// route events name a route. Written without the formatter for an IPv4
+/// host (the common case): every call's outcome names its route.
+pub fn route_key(route: &trunkd_core::Route) -> String {
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(32);
+    match &route.host {
+        trunkd_core::Host::Ip(std::net::IpAddr::V4(a)) => {
+            key.push_str(trunkd_sip::Ipv4Text::new(*a).as_str());
+        }
+        // Writing to a String cannot fail.
+        host => {
+            let _ = write!(key, "{host}");
+        }
+    }
+    key.push(':');
+    key.push_str(itoa::Buffer::new().format(route.port.get()));
+    key.push('/');
+    key.push_str(route.protocol.as_str());
+    key
 }
 
 /// `route_info`: a voice connector's origination route. A separate info
@@ -1121,29 +1143,29 @@ impl Metrics {
         }
     }
 
-    /// Whether `route` is up as `route_up` shows it; `None`: no outcome
-    /// seen yet (a route is assumed up until its first failure).
-    pub fn route_is_up(&self, route: &trunkd_core::Route) -> Option<bool> {
-        let labels = RouteLabels {
-            route: format!("{}:{}/{}", route.host, route.port, route.protocol),
-        };
-        self.route_up.get(&labels).map(|g| g.get() != 0)
-    }
-
-    pub fn route_outcome(&self, route: &trunkd_core::Route, ok: bool) {
-        let labels = RouteLabels {
-            route: format!("{}:{}/{}", route.host, route.port, route.protocol),
-        };
+    /// A call's hop to `route` succeeded (`ok`) or failed. Returns
+    /// whether the route was up before, as `route_up` showed it (a route
+    /// is assumed up until its first failure).
+    pub fn route_outcome(&self, route: &trunkd_core::Route, ok: bool) -> bool {
+        let labels = RouteLabels::of(route);
         self.route_up.get_or_create(&labels).set(i64::from(ok));
-        self.route_states
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(labels.route.clone())
-            .or_default()
-            .call_up = Some(ok);
         if !ok {
             self.route_failures.get_or_create(&labels).inc();
         }
+        // `call_up` is set here only, so it says what `route_up` said.
+        let mut states = self.route_states.lock().unwrap_or_else(|e| e.into_inner());
+        let before = match states.get_mut(&labels.route) {
+            Some(state) => state.call_up.replace(ok),
+            None => {
+                let state = RouteState {
+                    call_up: Some(ok),
+                    ..RouteState::default()
+                };
+                states.insert(labels.route, state);
+                None
+            }
+        };
+        before.unwrap_or(true)
     }
 
     /// A probe of `route` ended, accepted (`ok`) or not.
@@ -1583,6 +1605,34 @@ mod tests {
     /// The kept counters are the families' series: what a report adds
     /// shows in /metrics under the VC's labels, a second lookup adds to the
     /// same series, and a VC moved to another region gets that region's.
+    /// A route's key is what `format!("{host}:{port}/{protocol}")` wrote
+    /// (the admin API's and older metrics' spelling), for every kind of host.
+    #[test]
+    fn route_key_is_host_port_transport() {
+        for (host, port, protocol) in [
+            ("203.0.113.20", 5060, trunkd_core::Transport::Udp),
+            ("0.0.0.0", 1, trunkd_core::Transport::Tcp),
+            ("255.255.255.255", 65535, trunkd_core::Transport::Tls),
+            ("2001:db8::1", 5061, trunkd_core::Transport::Tls),
+            ("sbc.example.net", 5080, trunkd_core::Transport::Tcp),
+        ] {
+            let route = trunkd_core::Route {
+                host: host.parse().unwrap_or_else(|e| panic!("{host}: {e:?}")),
+                port: trunkd_core::Port::new(port).unwrap_or_else(|e| panic!("{e}")),
+                protocol,
+                priority: trunkd_core::Priority::new(1, trunkd_core::Priority::MAX)
+                    .unwrap_or_else(|e| panic!("{e}")),
+                weight: trunkd_core::Weight::new(1).unwrap_or_else(|e| panic!("{e}")),
+                srtp: None,
+                tls_server_name: None,
+                dns: Default::default(),
+            };
+            let old = format!("{}:{}/{}", route.host, route.port, route.protocol);
+            assert_eq!(route_key(&route), old);
+            assert_eq!(RouteLabels::of(&route).route, old);
+        }
+    }
+
     #[test]
     fn vc_call_series_are_the_families_series() {
         let m = Metrics::new();

@@ -480,7 +480,7 @@ pub fn routes(shared: &Shared) -> Vec<Value> {
     let word = |b: Option<bool>| b.map(|up| if up { "UP" } else { "DOWN" });
     let mut out = Vec::new();
     let mut push = |owner: Value, r: &Route| {
-        let key = format!("{}:{}/{}", r.host, r.port, r.protocol);
+        let key = crate::metrics::route_key(r);
         let s = state_of(&key).unwrap_or_default();
         let mut v = route_view(r);
         if let Some(o) = v.as_object_mut() {

@@ -222,7 +222,9 @@ pub fn decide(
     }
     let ruri_host = trunkd_b2bua::leg::request_uri_host(req).unwrap_or_default();
     let domain = &settings.daemon.outbound_host_domain;
-    let to_our_domain = ruri_host.ends_with(&format!(".{domain}"));
+    let to_our_domain = ruri_host
+        .strip_suffix(domain.as_str())
+        .is_some_and(|head| head.ends_with('.'));
     let carrier = if to_our_domain {
         None
     } else {

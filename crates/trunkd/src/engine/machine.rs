@@ -532,8 +532,7 @@ impl Engine {
             EngineInput::HopOutcome { route, ok } => {
                 // A first failure, or a change after one, is an event
                 // (docs/events.md); a first success is not (up is assumed).
-                let was_up = self.shared.metrics.route_is_up(&route).unwrap_or(true);
-                self.shared.metrics.route_outcome(&route, ok);
+                let was_up = self.shared.metrics.route_outcome(&route, ok);
                 if was_up != ok {
                     self.shared.route_state_changed(&route, ok);
                 }
@@ -688,8 +687,12 @@ impl Engine {
         }
     }
 
+    /// 16 lowercase hex digits of fresh randomness (a To tag).
     fn tag(&mut self) -> String {
-        format!("{:08x}{:08x}", self.rng.next_u32(), self.rng.next_u32())
+        let bits = u64::from(self.rng.next_u32()) << 32 | u64::from(self.rng.next_u32());
+        let mut t = String::with_capacity(16);
+        trunkd_b2bua::push_hex(&mut t, bits, 16);
+        t
     }
 
     fn respond(
