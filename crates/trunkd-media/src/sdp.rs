@@ -305,10 +305,7 @@ impl Sdp {
 
     /// Parses an SDP body, keeping every non-empty line in order.
     pub fn parse(text: &str) -> Result<Self, SdpError> {
-        // Sized once: grown by doubling, a dozen lines took three
-        // allocations.
-        let mut lines: Vec<Line> =
-            Vec::with_capacity(memchr::memchr_iter(b'\n', text.as_bytes()).count() + 1);
+        let mut lines: Vec<Line> = Vec::new();
         let mut origin: Option<Origin> = None;
         let mut session_connection = None;
         let mut session_direction = None;
