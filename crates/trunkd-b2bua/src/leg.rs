@@ -199,16 +199,12 @@ pub fn contact_uri(headers: &Headers) -> Option<String> {
     Some(String::from_utf8_lossy(&uri).into_owned())
 }
 
-/// A From or To value without its tag: the dialog's local or remote URI
-/// (RFC 3261 §12.1), which in-dialog requests carry with the tags added.
+/// A From or To value without its tag, the rest as received: the dialog's
+/// local or remote URI (RFC 3261 §12.1), which in-dialog requests carry
+/// with the tags added.
 pub(crate) fn strip_tag(v: &Bytes) -> String {
-    match trunkd_sip::NameAddr::parse(v, false) {
-        Ok(mut na) => {
-            na.params.remove("tag");
-            String::from_utf8_lossy(&na.to_bytes()).into_owned()
-        }
-        Err(_) => String::from_utf8_lossy(v).into_owned(),
-    }
+    let text = trunkd_sip::NameAddr::without_param(v, false, "tag");
+    String::from_utf8_lossy(text.as_ref().unwrap_or(v)).into_owned()
 }
 
 fn unreachable_uri() -> Uri {

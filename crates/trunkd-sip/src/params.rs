@@ -143,9 +143,9 @@ impl Params {
         s: &[u8],
         mut each: impl FnMut(&[u8], Option<&[u8]>),
     ) -> Result<(), SyntaxError> {
-        for p in (HeaderParams { s, i: 0 }) {
-            let (n, v) = p?;
-            each(&s[n.0..n.1], v.map(|v| &s[v.0..v.1]));
+        for p in HeaderParams::new(s) {
+            let RawParam { name, value, .. } = p?;
+            each(&s[name.0..name.1], value.map(|v| &s[v.0..v.1]));
         }
         Ok(())
     }
@@ -225,19 +225,38 @@ fn is_gen_value_char(b: u8) -> bool {
 /// The header parameters of `s` one by one, as byte ranges of the name and
 /// the value (quotes included): `*( SEMI generic-param )` (RFC 3261 §25.1),
 /// whitespace allowed around `;` and `=`.
-struct HeaderParams<'a> {
+pub(crate) struct HeaderParams<'a> {
     s: &'a [u8],
     i: usize,
 }
 
-type Range = (usize, usize);
+pub(crate) type Range = (usize, usize);
+
+/// One header parameter of [`HeaderParams`], as ranges of its text.
+pub(crate) struct RawParam {
+    /// From the whitespace before its `;` to the end of its value: the
+    /// extents of a list's parameters follow each other, so leaving one
+    /// out of the text leaves the others as they were.
+    pub(crate) extent: Range,
+    pub(crate) name: Range,
+    pub(crate) value: Option<Range>,
+}
+
+impl<'a> HeaderParams<'a> {
+    /// The parameters of `s` (which starts with optional whitespace then
+    /// `;`, as [`Params::parse_header`] reads it).
+    pub(crate) fn new(s: &'a [u8]) -> Self {
+        HeaderParams { s, i: 0 }
+    }
+}
 
 impl Iterator for HeaderParams<'_> {
-    type Item = Result<(Range, Option<Range>), SyntaxError>;
+    type Item = Result<RawParam, SyntaxError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let s = self.s;
-        let mut i = skip_ws(s, self.i);
+        let from = self.i;
+        let mut i = skip_ws(s, from);
         if i == s.len() {
             return None;
         }
@@ -282,7 +301,11 @@ impl Iterator for HeaderParams<'_> {
             return Some(Err(SyntaxError("invalid character in parameter")));
         }
         self.i = i;
-        Some(Ok((name, value)))
+        Some(Ok(RawParam {
+            extent: (from, i),
+            name,
+            value,
+        }))
     }
 }
 

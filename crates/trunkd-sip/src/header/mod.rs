@@ -495,6 +495,27 @@ mod tests {
             proptest::prop_assert_eq!(check_one_tag(&v), parsed, "{:?}", v);
         }
 
+        /// `without_param` accepts what `parse` accepts, with the same
+        /// error; its text parses to what `parse` built less the tags, and
+        /// is the value as received when there was no tag.
+        #[test]
+        fn a_name_addr_without_its_tag_is_the_parse_less_the_tag(v in name_addr_like()) {
+            let v = Bytes::from(v);
+            match (NameAddr::parse(&v, false), NameAddr::without_param(&v, false, "tag")) {
+                (Ok(mut na), Ok(text)) => {
+                    let had_tag = na.params.contains("tag");
+                    na.params.remove("tag");
+                    proptest::prop_assert_eq!(NameAddr::parse(&text, false), Ok(na), "{:?}", v);
+                    if !had_tag {
+                        proptest::prop_assert_eq!(&text, &v);
+                    }
+                }
+                (parsed, text) => {
+                    proptest::prop_assert_eq!(text.map(drop), parsed.map(drop), "{:?}", v);
+                }
+            }
+        }
+
         /// `uri_text` accepts what `parse` accepts, with the same error,
         /// and its text parses to the URI `parse` built.
         #[test]
