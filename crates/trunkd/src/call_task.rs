@@ -510,7 +510,7 @@ async fn media_report(
     let (from_c, to_c) = (from_c.map(|c| c.to_string()), to_c.map(|c| c.to_string()));
     let endpoint = hop
         .and_then(|h| ctx.plan_routes.get(h))
-        .map(|r| format!("{}:{}", r.host, r.port))
+        .map(crate::metrics::route_endpoint)
         .unwrap_or_default();
     let lc = media_lines::LineContext {
         identity: CallIdentity {

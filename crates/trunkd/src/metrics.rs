@@ -153,9 +153,17 @@ impl RouteLabels {
 }
 
 /// `host:port/transport`: how the route metrics, the admin API and the
-/// route events name a route. Written without the formatter for an IPv4
-/// host (the common case): every call's outcome names its route.
+/// route events name a route. Every call's outcome names its route.
 pub fn route_key(route: &trunkd_core::Route) -> String {
+    let mut key = route_endpoint(route);
+    key.push('/');
+    key.push_str(route.protocol.as_str());
+    key
+}
+
+/// `host:port`: a route as a media quality line's `endpoint_id` names
+/// it. Written without the formatter for an IPv4 host (the common case).
+pub fn route_endpoint(route: &trunkd_core::Route) -> String {
     use std::fmt::Write as _;
     let mut key = String::with_capacity(32);
     match &route.host {
@@ -169,8 +177,6 @@ pub fn route_key(route: &trunkd_core::Route) -> String {
     }
     key.push(':');
     key.push_str(itoa::Buffer::new().format(route.port.get()));
-    key.push('/');
-    key.push_str(route.protocol.as_str());
     key
 }
 
@@ -1629,6 +1635,10 @@ mod tests {
             };
             let old = format!("{}:{}/{}", route.host, route.port, route.protocol);
             assert_eq!(route_key(&route), old);
+            assert_eq!(
+                route_endpoint(&route),
+                format!("{}:{}", route.host, route.port)
+            );
             assert_eq!(RouteLabels::of(&route).route, old);
         }
     }
