@@ -48,7 +48,7 @@ pub use error::{
 pub use framing::{frame, Frame};
 pub use header::{
     CSeq, CallId, Contact, ContentLength, ContentType, DisplayName, MaxForwards, NameAddr,
-    Transport, Via,
+    Transport, Via, ViaIds,
 };
 pub use headers::{split_list, Header, HeaderName, Headers, KnownHeader, SplitList};
 pub use message::{Request, Response, SipMessage};

@@ -149,7 +149,7 @@ impl Request {
 
     /// The branch parameter of the topmost Via, if any (RFC 3261 §8.1.1.7).
     pub fn branch(&self) -> Option<Bytes> {
-        self.headers.top_via().ok()?.branch().cloned()
+        self.headers.top_via_ids().ok()?.branch
     }
 
     /// The CANCEL for this request (RFC 3261 §9.1): same Request-URI,

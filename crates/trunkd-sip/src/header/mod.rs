@@ -14,7 +14,7 @@ pub use contact::Contact;
 pub use content_type::ContentType;
 pub use name_addr::{DisplayName, NameAddr};
 pub use scalar::{CSeq, CallId, ContentLength, MaxForwards};
-pub use via::{Transport, Via, MAGIC_COOKIE};
+pub use via::{Transport, Via, ViaIds, MAGIC_COOKIE};
 
 use bytes::Bytes;
 
@@ -116,6 +116,13 @@ impl Headers {
     /// The topmost Via (§18.2.2 sends responses there).
     pub fn top_via(&self) -> Result<Via, HeaderError> {
         Via::parse(&self.top_via_value()?).map_err(invalid("Via"))
+    }
+
+    /// The topmost Via's transport, sent-by, branch and rport, read as
+    /// [`Headers::top_via`] reads it (same errors) without building its
+    /// parameter list: what is asked of every message.
+    pub fn top_via_ids(&self) -> Result<ViaIds, HeaderError> {
+        ViaIds::parse(&self.top_via_value()?).map_err(invalid("Via"))
     }
 
     /// The topmost Via's value: the first element of the first Via row.
@@ -464,7 +471,7 @@ mod tests {
         /// Validation's From/To check accepts and rejects exactly what a
         /// whole parse with its one-tag rule does, with the same error.
         #[test]
-        fn checking_vias_is_parsing_them_and_dropping_them(rows in proptest::collection::vec(via_like(), 0..3)) {
+        fn checking_vias_or_reading_their_ids_is_parsing_them(rows in proptest::collection::vec(via_like(), 0..3)) {
             let mut h = Headers::new();
             for r in &rows {
                 let _ = h.append("Via", r.clone());
@@ -472,6 +479,14 @@ mod tests {
             let parsed = h.vias().map(|v| v.first().map(|top| top.branch().is_some()));
             proptest::prop_assert_eq!(h.check_vias(), parsed, "{:?}", rows);
             proptest::prop_assert_eq!(h.check_top_via(), h.top_via().map(drop), "{:?}", rows);
+            let ids = h.top_via().map(|v| ViaIds {
+                transport: v.transport.clone(),
+                host: v.host.clone(),
+                port: v.port,
+                branch: v.branch().cloned(),
+                rport: v.rport(),
+            });
+            proptest::prop_assert_eq!(h.top_via_ids(), ids, "{:?}", rows);
         }
 
         #[test]

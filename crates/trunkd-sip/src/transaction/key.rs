@@ -31,9 +31,10 @@ fn detach_opt(b: &Option<Bytes>) -> Option<Bytes> {
     b.as_ref().map(detach)
 }
 
-use crate::header::{Via, MAGIC_COOKIE};
+use crate::header::{ViaIds, MAGIC_COOKIE};
 use crate::message::{Request, Response};
 use crate::method::Method;
+use crate::uri::Host;
 
 /// Client transaction key (§17.1.3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -45,9 +46,9 @@ pub(crate) struct ClientKey {
 impl ClientKey {
     /// The key of a request about to be sent, from its top Via and method;
     /// `None` without a branch.
-    pub(crate) fn of(via: &Via, method: &Method) -> Option<ClientKey> {
+    pub(crate) fn of(via: &ViaIds, method: &Method) -> Option<ClientKey> {
         Some(ClientKey {
-            branch: via.branch()?.clone(),
+            branch: via.branch.clone()?,
             method: method.clone(),
         })
     }
@@ -238,16 +239,16 @@ impl RequestIds {
     /// parser's validation makes this rare: the message is dropped).
     pub(crate) fn of(req: &Request) -> Option<RequestIds> {
         let h = &req.headers;
-        let via = h.top_via().ok()?;
+        let via = h.top_via_ids().ok()?;
         let call_id = h.call_id().ok()?.as_bytes().clone();
         let cseq = h.cseq().ok()?.seq;
         let from_tag = h.from_tag().ok()?;
         let to_tag = h.to_tag().ok()?;
         let method = tx_method(&req.method);
-        let key = match via.branch() {
-            Some(b) if b.starts_with(MAGIC_COOKIE) => ServerKey::Rfc3261 {
-                branch: b.clone(),
-                host: sent_by_host(&via),
+        let key = match via.branch {
+            Some(branch) if branch.starts_with(MAGIC_COOKIE) => ServerKey::Rfc3261 {
+                branch,
+                host: sent_by_host(&via.host),
                 port: via.port,
                 method,
             },
@@ -259,8 +260,9 @@ impl RequestIds {
                 cseq,
                 method,
                 via: {
+                    // RFC 2543 peers are rare: the whole Via only for them.
                     let mut v = Vec::new();
-                    via.write_to(&mut v);
+                    h.top_via().ok()?.write_to(&mut v);
                     Bytes::from(v)
                 },
             })),
@@ -297,9 +299,9 @@ impl RequestIds {
     }
 }
 
-fn sent_by_host(via: &Via) -> Bytes {
+fn sent_by_host(host: &Host) -> Bytes {
     let mut v = Vec::new();
-    via.host.write_to(&mut v);
+    host.write_to(&mut v);
     v.make_ascii_lowercase();
     Bytes::from(v)
 }
@@ -422,7 +424,7 @@ mod tests {
             "INVITE",
         );
         let resp = crate::response_for(&r, crate::StatusCode::OK, "OK", Some("t"));
-        let k = ClientKey::of(&r.headers.top_via().unwrap(), &r.method).unwrap();
+        let k = ClientKey::of(&r.headers.top_via_ids().unwrap(), &r.method).unwrap();
         assert_eq!(ClientKey::for_response(&resp), Some(k.clone()));
         assert_ne!(k.with_method(Method::Cancel), k);
         let ack_key = AckKey::for_2xx(&r, &resp).unwrap();

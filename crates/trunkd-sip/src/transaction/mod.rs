@@ -975,7 +975,7 @@ impl Endpoint {
                 "an ACK has no client transaction: use send_stateless",
             ));
         }
-        let via = request.headers.top_via()?;
+        let via = request.headers.top_via_ids()?;
         let key = ClientKey::of(&via, &request.method).ok_or(TxError::NoBranch)?;
         if request.headers.cseq()?.method != request.method {
             return Err(TxError::InvalidState("CSeq method differs from the method"));
