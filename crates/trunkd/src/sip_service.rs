@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::{debug, trace};
-use trunkd_sip::{error_response, Headers, ParseError, SipMessage, Via};
+use trunkd_sip::{error_response, Headers, ParseError, SipMessage, Via, ViaIds};
 
 use crate::daemon::Shared;
 use crate::metrics::{Metrics, SipErrorLabels};
@@ -212,11 +212,10 @@ impl SipService {
         let config = self.shared.config();
         let sec = &config.settings.security;
         if let Some(ua) = req.headers.get("User-Agent") {
-            let ua = String::from_utf8_lossy(ua).to_ascii_lowercase();
             if sec
                 .scanner_user_agents
                 .iter()
-                .any(|s| ua.contains(&s.to_ascii_lowercase()))
+                .any(|s| contains_ignore_ascii_case(ua, s.as_bytes()))
             {
                 return Some("scanner");
             }
@@ -253,6 +252,17 @@ fn partial_headers(e: &ParseError) -> Headers {
         .unwrap_or_default()
 }
 
+/// Whether `hay` holds `needle`, ASCII letters compared without case. A
+/// User-Agent is looked for every configured scanner name in each
+/// out-of-dialog request; lowercased copies of both were an allocation per
+/// name.
+fn contains_ignore_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// Adds `received` (and the `rport` value) to the top Via (RFC 3261
 /// §18.2.1, RFC 3581 §4).
 fn stamp_top_via(headers: &mut Headers, src: SocketAddr) {
@@ -260,21 +270,28 @@ fn stamp_top_via(headers: &mut Headers, src: SocketAddr) {
         return;
     };
     let mut vias = trunkd_sip::split_list(first);
-    let Some(mut top) = vias.next().and_then(|v| Via::parse(&v).ok()) else {
+    let Some(top) = vias.next() else {
         return;
     };
-    let sent_by_ip = match &top.host {
+    let Ok(ids) = ViaIds::parse(&top) else {
+        return;
+    };
+    let sent_by_ip = match &ids.host {
         trunkd_sip::Host::Ipv4(a) => Some(IpAddr::V4(*a)),
         trunkd_sip::Host::Ipv6(a) => Some(IpAddr::V6(*a)),
         _ => None,
     };
-    let wants_rport = top.rport().is_some();
+    let wants_rport = ids.rport.is_some();
     let wants_received = sent_by_ip != Some(src.ip()) || wants_rport;
     // The common case (sent-by is the source, no rport): nothing to stamp,
-    // and the message is passed on as parsed.
+    // and the message is passed on as parsed, its Via read without a
+    // parameter list.
     if !wants_received {
         return;
     }
+    let Ok(mut top) = Via::parse(&top) else {
+        return;
+    };
     let _ = top.params.set("received", Some(&src.ip().to_string()));
     if wants_rport {
         let _ = top.params.set("rport", Some(&src.port().to_string()));
@@ -292,8 +309,8 @@ fn stamp_top_via(headers: &mut Headers, src: SocketAddr) {
 /// when the client asked for rport, else the Via's sent-by port (default
 /// 5060), at the source IP.
 fn response_dest(headers: &Headers, src: SocketAddr) -> SocketAddr {
-    match headers.top_via() {
-        Ok(v) if v.rport().is_none() => SocketAddr::new(src.ip(), v.port.unwrap_or(5060)),
+    match headers.top_via_ids() {
+        Ok(v) if v.rport.is_none() => SocketAddr::new(src.ip(), v.port.unwrap_or(5060)),
         _ => src,
     }
 }
@@ -306,6 +323,33 @@ mod tests {
         h.get_all("Via")
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn a_scanner_name_is_found_in_a_user_agent_whatever_the_case() {
+        let found =
+            |ua: &str, name: &str| contains_ignore_ascii_case(ua.as_bytes(), name.as_bytes());
+        assert!(found("friendly-scanner", "friendly-scanner"));
+        assert!(found("Mozilla FRIENDLY-Scanner/1.0", "friendly-scanner"));
+        assert!(found("sipvicious", "SIPVicious"));
+        assert!(found("x smap", "smap"));
+        assert!(found("anything", ""));
+        assert!(!found("smaP-", "smap-x"));
+        assert!(!found("sip", "sipsak"));
+        assert!(!found("", "smap"));
+        assert!(!found("Linphone/5 (sma p)", "smap"));
+    }
+
+    proptest::proptest! {
+        /// The search without copies finds what lowercasing both and
+        /// `str::contains` found.
+        #[test]
+        fn scanner_search_is_lowercased_contains(ua in "[a-zA-Z -]{0,24}", name in "[a-zA-Z-]{0,5}") {
+            proptest::prop_assert_eq!(
+                contains_ignore_ascii_case(ua.as_bytes(), name.as_bytes()),
+                ua.to_ascii_lowercase().contains(&name.to_ascii_lowercase())
+            );
+        }
     }
 
     #[test]
