@@ -234,29 +234,35 @@ impl Parts<'_> {
         let s = &v[..];
         let mut i = skip_ws(s, 0);
         let mut display_name = None;
-        if s.get(i) == Some(&b'"') {
-            let end = quoted_end(s, i).ok_or(SyntaxError("unterminated quoted string"))?;
-            display_name = Some((&s[i + 1..end - 1], true));
-            i = skip_ws(s, end);
-            if s.get(i) != Some(&b'<') {
-                return Err(SyntaxError("display name without <URI>"));
-            }
-        } else if let Some(lt) = memchr::memchr(b'<', &s[i..]).map(|p| p + i) {
-            // A token display name; anything else before '<' means this is
-            // a bare addr-spec (whose quoted parameters may contain '<'),
-            // which the addr-spec path below then judges.
-            let name = trim_ws(&s[i..lt]);
-            if name.iter().all(|&b| is_token(b) || is_ws(b)) {
-                if !name.is_empty() {
-                    display_name = Some((name, false));
+        match s.get(i) {
+            // `<URI>`, the form of most From, To and Contact values: no
+            // display name to look for.
+            Some(b'<') => {}
+            Some(b'"') => {
+                let end = quoted_end(s, i).ok_or(SyntaxError("unterminated quoted string"))?;
+                display_name = Some((&s[i + 1..end - 1], true));
+                i = skip_ws(s, end);
+                if s.get(i) != Some(&b'<') {
+                    return Err(SyntaxError("display name without <URI>"));
                 }
-                i = lt;
+            }
+            _ => {
+                if let Some(lt) = memchr::memchr(b'<', &s[i..]).map(|p| p + i) {
+                    // A token display name; anything else before '<' means
+                    // this is a bare addr-spec (whose quoted parameters may
+                    // contain '<'), which the addr-spec path below judges.
+                    let name = trim_ws(&s[i..lt]);
+                    if name.iter().all(|&b| is_token(b) || is_ws(b)) {
+                        if !name.is_empty() {
+                            display_name = Some((name, false));
+                        }
+                        i = lt;
+                    }
+                }
             }
         }
         if s.get(i) == Some(&b'<') {
-            let close = s[i..]
-                .iter()
-                .position(|&b| b == b'>')
+            let close = memchr::memchr(b'>', &s[i..])
                 .map(|p| p + i)
                 .ok_or(SyntaxError("missing >"))?;
             return Ok(Parts {
