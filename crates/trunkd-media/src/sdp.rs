@@ -34,6 +34,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::sdes::MediaSecurity;
+pub use smol_str::SmolStr;
 
 /// What is wrong with an SDP body. Line numbers are 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,29 +91,29 @@ impl Direction {
 /// The `o=` line's fields (RFC 8866 §5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    pub username: String,
-    pub session_id: String,
+    pub username: SmolStr,
+    pub session_id: SmolStr,
     pub version: u64,
-    pub address: String,
+    pub address: SmolStr,
 }
 
 /// An `a=rtpmap` (RFC 8866 §6.6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtpMap {
     pub payload_type: u8,
-    pub encoding: String,
+    pub encoding: SmolStr,
     pub clock_rate: u32,
     /// Encoding parameters (channels for audio), verbatim.
-    pub params: Option<String>,
+    pub params: Option<SmolStr>,
 }
 
 /// One `m=` section, with what the anchor reads from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Media {
-    kind: String,
+    kind: SmolStr,
     port: u16,
-    proto: String,
-    formats: Vec<String>,
+    proto: SmolStr,
+    formats: Vec<SmolStr>,
     connection: Option<IpAddr>,
     rtcp_port: Option<u16>,
     rtcp_addr: Option<IpAddr>,
@@ -142,7 +143,7 @@ impl Media {
         &self.proto
     }
     /// The format list (payload types for RTP), verbatim.
-    pub fn formats(&self) -> &[String] {
+    pub fn formats(&self) -> &[SmolStr] {
         &self.formats
     }
     /// The media-level `c=` address only; see [`Sdp::connection`] for the
@@ -704,7 +705,7 @@ impl Sdp {
 /// `replace-origin` does the same.
 #[derive(Debug, Clone, Default)]
 pub struct LegOrigin {
-    pinned: Option<(String, String, u64)>,
+    pinned: Option<(SmolStr, SmolStr, u64)>,
     /// A hash of the last SDP sent on this leg, not the SDP: only "did it
     /// change" is asked, and a call keeps two of these for its whole life
     /// (issue 15). SipHash with fixed keys: deterministic, and a collision
@@ -817,10 +818,10 @@ fn parse_origin(value: &str, line: usize) -> Result<Origin, SdpError> {
         return Err(err("more than six fields"));
     }
     Ok(Origin {
-        username: username.to_owned(),
-        session_id: session_id.to_owned(),
+        username: username.into(),
+        session_id: session_id.into(),
         version,
-        address: address.to_owned(),
+        address: address.into(),
     })
 }
 
@@ -871,11 +872,11 @@ fn parse_media_line(value: &str, line: usize, index: usize) -> Result<Media, Sdp
         .next()
         .filter(|p| !p.is_empty())
         .ok_or(err("missing protocol"))?;
-    let formats = it.filter(|f| !f.is_empty()).map(str::to_owned).collect();
+    let formats = it.filter(|f| !f.is_empty()).map(SmolStr::new).collect();
     Ok(Media {
-        kind: kind.to_owned(),
+        kind: kind.into(),
         port,
-        proto: proto.to_owned(),
+        proto: proto.into(),
         formats,
         connection: None,
         rtcp_port: None,
@@ -951,9 +952,9 @@ fn parse_rtpmap(value: &str, line: usize) -> Result<RtpMap, SdpError> {
         .ok_or(err("clock rate is not a positive number"))?;
     Ok(RtpMap {
         payload_type,
-        encoding: encoding.to_owned(),
+        encoding: encoding.into(),
         clock_rate,
-        params: params.map(str::to_owned),
+        params: params.map(SmolStr::new),
     })
 }
 

@@ -393,7 +393,10 @@ impl SdpAnswerer for Reoffer {
         );
         for (i, other) in parsed.media().iter().enumerate() {
             if i != index {
-                let first = other.formats().first().map_or("0", String::as_str);
+                let first = other
+                    .formats()
+                    .first()
+                    .map_or("0", trunkd_media::sdp::SmolStr::as_str);
                 text.push_str(&format!(
                     "m={} 0 {} {first}\r\n",
                     other.kind(),
