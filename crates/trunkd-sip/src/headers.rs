@@ -313,6 +313,14 @@ pub struct Header {
 }
 
 impl Header {
+    /// A row received on the wire (already validated by the parser).
+    pub(crate) fn parsed(name: Bytes, value: Bytes) -> Header {
+        Header {
+            name: HeaderName::from_bytes(name),
+            value,
+        }
+    }
+
     /// The name.
     pub fn name(&self) -> &HeaderName {
         &self.name
@@ -364,10 +372,16 @@ impl Headers {
 
     /// Appends a row received on the wire (already validated by the parser).
     pub(crate) fn push_parsed(&mut self, name: Bytes, value: Bytes) {
-        self.rows_mut().push(Header {
-            name: HeaderName::from_bytes(name),
-            value,
-        });
+        self.rows_mut().push(Header::parsed(name, value));
+    }
+
+    /// The list of a parsed message, its rows gathered first: the parser
+    /// builds a `Vec` it alone owns and shares it once, rather than asking
+    /// `Arc::make_mut` (an atomic compare-and-swap) for every row.
+    pub(crate) fn from_rows(rows: Vec<Header>) -> Headers {
+        Headers {
+            entries: Arc::new(rows),
+        }
     }
 
     /// Appends a row of another message. A [`Header`] is only ever made by

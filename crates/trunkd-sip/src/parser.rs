@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::chars::{is_token_str, is_ws, trim_ws};
 use crate::error::{Fault, ParseError, PartialRequest, Unparseable};
-use crate::headers::Headers;
+use crate::headers::{Header, Headers};
 use crate::message::{Request, Response, SipMessage};
 use crate::method::Method;
 use crate::status::StatusCode;
@@ -50,7 +50,7 @@ struct Pending {
 }
 
 impl Pending {
-    fn finish(self, input: &Bytes, headers: &mut Headers) {
+    fn finish(self, input: &Bytes, rows: &mut Vec<Header>) {
         let name = input.slice(self.name.0..self.name.1);
         let first = &input[self.first.0..self.first.1];
         let value = if self.more.is_empty() {
@@ -70,7 +70,7 @@ impl Pending {
             }
             Bytes::from(v)
         };
-        headers.push_parsed(name, value);
+        rows.push(Header::parsed(name, value));
     }
 }
 
@@ -96,7 +96,7 @@ fn parse_headers(input: &Bytes, mut pos: usize) -> HeaderBlock {
     // rows (1,152 bytes), past glibc's per-thread cache of small blocks,
     // and was then shrunk, two trips through the allocator's slow path for
     // every message (issue 15).
-    let mut headers = Headers::with_capacity(count_rows(buf, pos));
+    let mut rows = Vec::with_capacity(count_rows(buf, pos));
     let mut pending: Option<Pending> = None;
     let mut malformed = false;
     let mut terminated = false;
@@ -123,7 +123,7 @@ fn parse_headers(input: &Bytes, mut pos: usize) -> HeaderBlock {
             }
         } else {
             if let Some(p) = pending.take() {
-                p.finish(input, &mut headers);
+                p.finish(input, &mut rows);
             }
             let Some(colon) = memchr::memchr(b':', line) else {
                 malformed = true;
@@ -145,13 +145,13 @@ fn parse_headers(input: &Bytes, mut pos: usize) -> HeaderBlock {
         pos = next;
     }
     if let Some(p) = pending {
-        p.finish(input, &mut headers);
+        p.finish(input, &mut rows);
     }
     // A message may outlive its parse by a call's length (a transaction's
     // or a call's INVITE): room a malformed section did not use goes back.
-    headers.shrink_to_fit();
+    rows.shrink_to_fit();
     HeaderBlock {
-        headers,
+        headers: Headers::from_rows(rows),
         body_start,
         terminated,
         malformed,
