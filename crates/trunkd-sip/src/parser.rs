@@ -30,6 +30,19 @@ fn next_line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     Some((end, nl + 1))
 }
 
+/// A header-section line starting at `from`, as [`next_line`] finds it
+/// (end without CR, start of the next line; the rest of the input when
+/// there is no LF), or `None` when a CR in it does not end it: the line is
+/// malformed. One search for CR or LF per line, where [`next_line`] and a
+/// search for a stray CR were two.
+fn header_line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    match memchr::memchr2(b'\r', b'\n', &buf[from..]).map(|k| k + from) {
+        None => Some((buf.len(), buf.len())),
+        Some(k) if buf[k] == b'\n' => Some((k, k + 1)),
+        Some(k) => (buf.get(k + 1) == Some(&b'\n')).then_some((k, k + 2)),
+    }
+}
+
 /// The header section as far as it could be split into rows.
 struct HeaderBlock {
     headers: Headers,
@@ -102,15 +115,14 @@ fn parse_headers(input: &Bytes, mut pos: usize) -> HeaderBlock {
     let mut terminated = false;
     let mut body_start = buf.len();
     while pos < buf.len() {
-        let (end, next) = next_line(buf, pos).unwrap_or((buf.len(), buf.len()));
+        let Some((end, next)) = header_line(buf, pos) else {
+            malformed = true;
+            break;
+        };
         let line = &buf[pos..end];
         if line.is_empty() {
             terminated = true;
             body_start = next;
-            break;
-        }
-        if memchr::memchr(b'\r', line).is_some() {
-            malformed = true;
             break;
         }
         if is_ws(line[0]) {
@@ -593,5 +605,23 @@ mod tests {
             )),
             Fault::MalformedHeader
         );
+    }
+
+    proptest::proptest! {
+        /// A header line is the line up to its LF (less a CR before it),
+        /// and malformed when a CR is left in it.
+        #[test]
+        fn a_header_line_ends_at_lf_and_no_other_cr_is_allowed(
+            buf in proptest::collection::vec(
+                proptest::sample::select(b"a: \r\n".to_vec()),
+                0..12,
+            ),
+            from in 0usize..12,
+        ) {
+            let from = from.min(buf.len());
+            let (end, next) = next_line(&buf, from).unwrap_or((buf.len(), buf.len()));
+            let reference = (!buf[from..end].contains(&b'\r')).then_some((end, next));
+            proptest::prop_assert_eq!(header_line(&buf, from), reference, "{:?}", buf);
+        }
     }
 }
